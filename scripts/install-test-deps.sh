@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Install the independent tools the test suite checks our outputs with (Debian 12).
+# Idempotent: does nothing when everything is already there.
+set -euo pipefail
+PKGS=(umoci skopeo libarchive-tools tar gzip zstd xz-utils cpio busybox-static
+      qemu-system-x86 ovmf dpkg ca-certificates)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "installing test tools: ${missing[*]}" >&2
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

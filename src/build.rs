@@ -1,0 +1,181 @@
+//! `stagebox build`: box file → pinned inputs → flattened tree → every output it names,
+//! written atomically, plus `manifest.json` with the sha256 of each.
+
+use crate::digest::HashWriter;
+use crate::emit;
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil::{AtomicDir, AtomicFile};
+use crate::measure::{BuildManifest, InputRecord, OutputRecord};
+use crate::progress::Progress;
+use crate::source::reference::{ImageRef, RefKind};
+use crate::source::{self, localdir, LayerBlob, Platform, ResolvedImage, SourceOptions, Store};
+use crate::spec::{self, BoxSpec, LayerSpec, Location, LockFile};
+use crate::tree::{self, layer::Limits, Tree};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+/// Settings from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    pub out: Option<PathBuf>,
+    pub cache: Option<PathBuf>,
+    pub platform: Option<Platform>,
+    /// Worker threads for reading layers; 0 = one per core. Never changes the output.
+    pub threads: usize,
+    pub quiet: bool,
+}
+
+#[derive(Debug)]
+pub struct BuildResult {
+    pub out_dir: PathBuf,
+    pub manifest: BuildManifest,
+}
+
+/// SOURCE_DATE_EPOCH: the box file's, else the environment's, else 1 (what StageX uses).
+pub fn source_date_epoch(spec: &BoxSpec) -> Result<u64> {
+    if let Some(v) = spec.source_date_epoch {
+        return Ok(v);
+    }
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => v
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| Error::Usage(format!("SOURCE_DATE_EPOCH={v:?} is not a non-negative integer"))),
+        _ => Ok(1),
+    }
+}
+
+/// Every image reference of the box, in layer order, with where it was written.
+pub fn image_refs(spec: &BoxSpec) -> Vec<(ImageRef, Location)> {
+    let mut v = Vec::new();
+    for l in &spec.layers {
+        match l {
+            LayerSpec::Image { image, at } => v.push((image.clone(), at.clone())),
+            LayerSpec::Pallet { pallet, .. } => v.extend(pallet.images.iter().cloned()),
+            LayerSpec::Dir { .. } => {}
+        }
+    }
+    v
+}
+
+/// Apply the lock file to an unpinned reference, or refuse it with its location.
+fn pin(r: &ImageRef, at: &Location, lock: Option<&LockFile>, lock_path: &Path) -> Result<ImageRef> {
+    if r.is_pinned() {
+        return Ok(r.clone());
+    }
+    match lock.and_then(|l| l.get(&r.text)) {
+        Some(d) => Ok(r.with_digest(d)),
+        None => Err(at.error(format!(
+            "image {:?} is not pinned: add @sha256:<digest>, or run `stagebox lock` to pin it in {}",
+            r.text,
+            lock_path.display()
+        ))),
+    }
+}
+
+/// Resolve every layer of the box into the store, in order.
+pub fn resolve_inputs(spec: &BoxSpec, store: &Store, sopts: &SourceOptions, progress: &Progress) -> Result<Vec<ResolvedImage>> {
+    let lock_path = spec::lock_path(&spec.path);
+    let lock = LockFile::load(&lock_path)?;
+    let mut out = Vec::new();
+    for l in &spec.layers {
+        match l {
+            LayerSpec::Dir { text, path, keep_modes, at } => {
+                let r = ImageRef { text: text.clone(), kind: RefKind::Dir { path: path.clone() }, digest: None };
+                progress.set_message(format!("read {}", r.text));
+                let policy = if *keep_modes { localdir::ModePolicy::Keep } else { localdir::ModePolicy::Normalize };
+                let res = localdir::resolve(store, &r, path, policy, sopts.source_date_epoch)
+                    .map_err(|e| at.error(format!("dir layer: {e}")))?;
+                out.push(res);
+            }
+            LayerSpec::Image { image, at } => {
+                let r = pin(image, at, lock.as_ref(), &lock_path)?;
+                progress.set_message(format!("import {}", r.text));
+                out.push(source::resolve(store, &r, sopts)?);
+            }
+            LayerSpec::Pallet { pallet, .. } => {
+                for (image, at) in &pallet.images {
+                    let r = pin(image, at, lock.as_ref(), &lock_path)?;
+                    progress.set_message(format!("import {}", r.text));
+                    out.push(source::resolve(store, &r, sopts)?);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Flatten resolved images, bottom first.
+pub fn flatten(store: &Store, images: &[ResolvedImage], sde: u64, threads: usize, progress: &Progress) -> Result<Tree> {
+    let layers: Vec<(PathBuf, LayerBlob)> =
+        images.iter().flat_map(|i| i.layers.iter().map(|l| (store.blob_path(&l.digest), l.clone()))).collect();
+    let threads = if threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { threads };
+    tree::flatten(&layers, sde as i64, Limits::default(), threads, progress)
+}
+
+/// Write `NAME.tar[.gz|.zst]` atomically; returns its record.
+fn emit_tar(tree: &Tree, spec: &BoxSpec, out: &Path, sde: u64, c: spec::Compression) -> Result<OutputRecord> {
+    let name = format!("{}.tar{}", spec.name, c.suffix());
+    let path = out.join(&name);
+    let mut af = AtomicFile::create(&path)?;
+    {
+        let hw = HashWriter::new(BufWriter::with_capacity(1 << 20, af.file()));
+        let mut enc = emit::compress::Encoder::new(c, hw).at(&path)?;
+        emit::tar::write(tree, sde, &mut enc).at(&path)?;
+        let hw = enc.finish().at(&path)?;
+        let (d, size, mut bw) = hw.finish_with_inner();
+        bw.flush().at(&path)?;
+        drop(bw);
+        af.commit()?;
+        return Ok(OutputRecord { format: "tar".into(), path: name, sha256: d.hex().to_string(), size });
+    }
+}
+
+fn emit_oci(tree: &Tree, spec: &BoxSpec, out: &Path, sde: u64, o: &spec::OciOutput, base: Option<&serde_json::Value>) -> Result<OutputRecord> {
+    let name = format!("{}.oci", spec.name);
+    let path = out.join(&name);
+    let ad = AtomicDir::create(&path)?;
+    let tag = o.tag.clone().unwrap_or_else(|| spec.version.clone());
+    let img = emit::oci::write(tree, sde, &tag, base, ad.path(), &format!("stagebox build {}", spec.name))?;
+    ad.commit()?;
+    Ok(OutputRecord { format: "oci".into(), path: name, sha256: img.manifest_digest.hex().to_string(), size: img.manifest_size })
+}
+
+/// Build every output of the box at `box_path`.
+pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
+    let spec = spec::load_box(box_path)?;
+    let sde = source_date_epoch(&spec)?;
+    let store = Store::open(&source::store::default_root(opts.cache.as_deref())?)?;
+    let progress = Progress::new(opts.quiet);
+    let sopts = SourceOptions { platform: opts.platform.clone().unwrap_or_default(), source_date_epoch: sde };
+
+    let images = resolve_inputs(&spec, &store, &sopts, &progress)?;
+    let tree = flatten(&store, &images, sde, opts.threads, &progress)?;
+
+    let out = opts.out.clone().unwrap_or_else(|| spec.dir.join("out"));
+    std::fs::create_dir_all(&out).at(&out)?;
+    let mut outputs = Vec::new();
+    if let Some(t) = &spec.outputs.tar {
+        progress.set_message(format!("write {}.tar{}", spec.name, t.compression.suffix()));
+        outputs.push(emit_tar(&tree, &spec, &out, sde, t.compression)?);
+    }
+    if let Some(o) = &spec.outputs.oci {
+        progress.set_message(format!("write {}.oci", spec.name));
+        let base = images.iter().rev().find(|i| !matches!(i.reference.kind, RefKind::Dir { .. })).map(|i| &i.config);
+        outputs.push(emit_oci(&tree, &spec, &out, sde, o, base)?);
+    }
+    progress.finish();
+
+    let manifest = BuildManifest {
+        name: spec.name.clone(),
+        version: spec.version.clone(),
+        source_date_epoch: sde,
+        inputs: images
+            .iter()
+            .map(|i| InputRecord { reference: i.reference.text.clone(), digest: i.pin.to_string() })
+            .collect(),
+        outputs,
+    };
+    manifest.write(&out)?;
+    Ok(BuildResult { out_dir: out, manifest })
+}

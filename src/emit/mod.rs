@@ -1,0 +1,6 @@
+//! Emitters: one module per output format, each a function from the tree (plus options) to
+//! a writer. No emitter re-reads layers or re-sorts the tree.
+
+pub mod compress;
+pub mod oci;
+pub mod tar;

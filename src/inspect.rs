@@ -1,0 +1,153 @@
+//! `stagebox inspect`: what an image reference or an output file holds — an image's
+//! manifest, config and layers with their digests; a tarball's entries.
+
+use crate::error::{Error, IoContext, Result};
+use crate::source::reference::{ImageRef, RefKind};
+use crate::source::{self, SourceOptions, Store};
+use serde::Serialize;
+use std::io::Read;
+use std::path::Path;
+
+#[derive(Debug, Serialize)]
+pub struct LayerInfo {
+    pub digest: String,
+    pub size: u64,
+    pub diff_id: String,
+    pub media_type: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ImageInfo {
+    #[serde(rename = "ref")]
+    pub reference: String,
+    pub pin: String,
+    pub manifest_digest: String,
+    pub config: serde_json::Value,
+    pub layers: Vec<LayerInfo>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TarEntryInfo {
+    pub path: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub mode: String,
+    pub uid: u64,
+    pub gid: u64,
+    pub size: u64,
+    pub mtime: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TarInfo {
+    pub file: String,
+    pub compression: String,
+    pub sha256: String,
+    pub entries: Vec<TarEntryInfo>,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Inspection {
+    Image(ImageInfo),
+    Tar(TarInfo),
+}
+
+pub fn inspect(target: &str, cache: Option<&Path>, platform: Option<source::Platform>) -> Result<Inspection> {
+    let cwd = std::env::current_dir().at(".")?;
+    let looks_like_ref = target.starts_with("oci:") || target.starts_with("docker-archive:") || target.starts_with("docker://");
+    let p = Path::new(target);
+    if !looks_like_ref && p.is_dir() && p.join("oci-layout").is_file() {
+        return inspect(&format!("oci:{target}"), cache, platform);
+    }
+    if looks_like_ref || !p.exists() {
+        let r = ImageRef::parse(target, &cwd).map_err(|m| Error::Usage(format!("{target}: {m}")))?;
+        if matches!(r.kind, RefKind::Dir { .. }) {
+            return Err(Error::Usage("inspect takes an image reference or an output file".into()));
+        }
+        let store = Store::open(&source::store::default_root(cache)?)?;
+        let sopts = SourceOptions { platform: platform.unwrap_or_default(), source_date_epoch: 1 };
+        let img = source::resolve(&store, &r, &sopts)?;
+        return Ok(Inspection::Image(ImageInfo {
+            reference: img.reference.text.clone(),
+            pin: img.pin.to_string(),
+            manifest_digest: img.manifest_digest.to_string(),
+            config: img.config.clone(),
+            layers: img
+                .layers
+                .iter()
+                .map(|l| LayerInfo { digest: l.digest.to_string(), size: l.size, diff_id: l.diff_id.to_string(), media_type: l.media_type.clone() })
+                .collect(),
+        }));
+    }
+    inspect_tar(p).map(Inspection::Tar)
+}
+
+fn inspect_tar(p: &Path) -> Result<TarInfo> {
+    let (sha, _) = crate::digest::Digest::of_file(p)?;
+    let mut head = [0u8; 4];
+    let n = std::fs::File::open(p).at(p)?.read(&mut head).at(p)?;
+    let compression = crate::tree::layer::sniff(&head[..n]).to_string();
+    let f = std::fs::File::open(p).at(p)?;
+    let r = crate::tree::layer::open_decompressed(f).at(p)?;
+    let mut ar = tar::Archive::new(r);
+    let mut entries = Vec::new();
+    let bad = |e: std::io::Error| Error::other(format!("{}: not a readable tar: {e}", p.display()));
+    for e in ar.entries().map_err(bad)? {
+        let e = e.map_err(bad)?;
+        let h = e.header();
+        use tar::EntryType as T;
+        let kind = match h.entry_type() {
+            T::Regular | T::Continuous => "file",
+            T::Directory => "dir",
+            T::Symlink => "symlink",
+            T::Link => "hardlink",
+            T::Char => "char",
+            T::Block => "block",
+            T::Fifo => "fifo",
+            _ => "other",
+        };
+        entries.push(TarEntryInfo {
+            path: String::from_utf8_lossy(&e.path_bytes()).into_owned(),
+            kind: kind.into(),
+            mode: format!("{:04o}", h.mode().unwrap_or(0) & 0o7777),
+            uid: h.uid().unwrap_or(0),
+            gid: h.gid().unwrap_or(0),
+            size: e.size(),
+            mtime: h.mtime().unwrap_or(0),
+            link: e.link_name_bytes().map(|l| String::from_utf8_lossy(&l).into_owned()),
+        });
+    }
+    Ok(TarInfo { file: p.display().to_string(), compression, sha256: sha.hex().to_string(), entries })
+}
+
+/// Human-readable text for an inspection.
+pub fn render(i: &Inspection) -> String {
+    let mut s = String::new();
+    match i {
+        Inspection::Image(img) => {
+            s += &format!("image     {}\npin       {}\nmanifest  {}\n", img.reference, img.pin, img.manifest_digest);
+            if let Some(c) = img.config.get("config") {
+                for k in ["Entrypoint", "Cmd", "Env", "WorkingDir", "User"] {
+                    if let Some(v) = c.get(k).filter(|v| !v.is_null()) {
+                        s += &format!("{:<10}{}\n", k.to_lowercase(), v);
+                    }
+                }
+            }
+            s += &format!("layers    {}\n", img.layers.len());
+            for (n, l) in img.layers.iter().enumerate() {
+                s += &format!("  {:>2}  {}  {:>12}  {}\n      diff_id {}\n", n + 1, l.digest, l.size, l.media_type, l.diff_id);
+            }
+        }
+        Inspection::Tar(t) => {
+            s += &format!("# {} ({}, sha256 {}, {} entries)\n", t.file, t.compression, t.sha256, t.entries.len());
+            for e in &t.entries {
+                let link = e.link.as_deref().map(|l| format!(" -> {l}")).unwrap_or_default();
+                s += &format!("{:<8} {} {:>5}:{:<5} {:>10} {:>10}  {}{}\n", e.kind, e.mode, e.uid, e.gid, e.size, e.mtime, e.path, link);
+            }
+        }
+    }
+    s
+}

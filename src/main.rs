@@ -1,0 +1,97 @@
+//! The `stagebox` command: parse arguments, call the library, print results, exit with
+//! 0 (success), 1 (build or verification failure) or 2 (usage or box-file error).
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Compose pinned StageX OCI images into reproducible artifacts.
+#[derive(Parser)]
+#[command(name = "stagebox", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build every output a box file names.
+    Build {
+        /// The box file (TOML).
+        box_file: PathBuf,
+        /// Output directory (default: out/ beside the box file).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Content store (default: $STAGEBOX_CACHE, else ~/.cache/stagebox).
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        /// Platform to pick from multi-platform images.
+        #[arg(long, default_value = "linux/amd64")]
+        platform: stagebox::source::Platform,
+        /// Threads for reading layers (0 = one per core). Never changes the output.
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        /// No progress display.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Show what an image reference, OCI layout or tarball holds.
+    Inspect {
+        /// oci:DIR[:TAG|@DIGEST], docker-archive:FILE, an OCI layout directory, or a tar file.
+        target: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        #[arg(long)]
+        platform: Option<stagebox::source::Platform>,
+    },
+    /// Pin every image reference of a box in BOX.lock.
+    Lock {
+        box_file: PathBuf,
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        #[arg(long)]
+        platform: Option<stagebox::source::Platform>,
+    },
+}
+
+fn run(cli: Cli) -> stagebox::Result<()> {
+    match cli.command {
+        Command::Build { box_file, out, cache, platform, threads, quiet } => {
+            let opts = stagebox::build::BuildOptions { out, cache, platform: Some(platform), threads, quiet };
+            let res = stagebox::build::build(&box_file, &opts)?;
+            for o in &res.manifest.outputs {
+                println!("{}  {}", o.sha256, res.out_dir.join(&o.path).display());
+            }
+        }
+        Command::Inspect { target, json, cache, platform } => {
+            let i = stagebox::inspect::inspect(&target, cache.as_deref(), platform)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&i).expect("json"));
+            } else {
+                print!("{}", stagebox::inspect::render(&i));
+            }
+        }
+        Command::Lock { box_file, cache, platform } => {
+            let lock = stagebox::lock::lock(&box_file, cache.as_deref(), platform)?;
+            for i in &lock.images {
+                println!("{}  {}", i.digest, i.reference);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // Every variant's message already includes its cause.
+            eprintln!("stagebox: error: {e}");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! Measurements of a build: the sha256 and size of every output, the inputs that went in,
+//! and `manifest.json` (DESIGN §6), written with sorted keys so it is itself reproducible.
+
+use crate::digest::Digest;
+use crate::error::Result;
+use serde::Serialize;
+use std::path::Path;
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct InputRecord {
+    #[serde(rename = "ref")]
+    pub reference: String,
+    pub digest: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct OutputRecord {
+    pub format: String,
+    /// File name relative to the output directory.
+    pub path: String,
+    /// For a file, its sha256; for an OCI layout directory, its manifest digest.
+    pub sha256: String,
+    pub size: u64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct BuildManifest {
+    #[serde(rename = "box")]
+    pub name: String,
+    pub version: String,
+    pub source_date_epoch: u64,
+    pub inputs: Vec<InputRecord>,
+    pub outputs: Vec<OutputRecord>,
+}
+
+impl BuildManifest {
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).expect("manifest serializes");
+        v.push(b'\n');
+        v
+    }
+
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        crate::fsutil::write_atomic(&dir.join("manifest.json"), &self.to_json())
+    }
+}
+
+/// Hex sha256 of a digest, for `sha256sum`-style lines.
+pub fn hex(d: &Digest) -> &str {
+    d.hex()
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for seconds since the epoch (UTC; no host time zone).
+pub fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86400) as i64;
+    let rem = secs % 86400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z", y, m, d, rem / 3600, rem / 60 % 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_known_values() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1), "1970-01-01T00:00:01Z");
+        assert_eq!(rfc3339(951782400), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(1700000000), "2023-11-14T22:13:20Z");
+    }
+}

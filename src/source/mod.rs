@@ -1,0 +1,115 @@
+//! Image sources: resolve a reference to a platform manifest, copy every blob into the
+//! content store (checking digest and size), and hand back the layers to flatten.
+//!
+//! `oci:` layouts ([`oci_layout`]), `docker-archive:` files ([`docker_archive`]) and local
+//! directories ([`localdir`]) are read here; registries come with the registry work.
+
+pub mod docker_archive;
+pub mod localdir;
+pub mod oci_layout;
+pub mod reference;
+pub mod store;
+
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use reference::{ImageRef, RefKind};
+pub use store::Store;
+
+pub const MT_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const MT_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const MT_OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+pub const MT_OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
+pub const MT_OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub const MT_OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+pub const MT_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const MT_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const MT_DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+pub const MT_DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
+
+/// The platform to pick from multi-platform indexes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Platform {
+    pub os: String,
+    pub arch: String,
+}
+
+impl Default for Platform {
+    fn default() -> Self {
+        Platform { os: "linux".into(), arch: "amd64".into() }
+    }
+}
+
+impl std::str::FromStr for Platform {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.split_once('/') {
+            Some((os, arch)) if !os.is_empty() && !arch.is_empty() => Ok(Platform { os: os.into(), arch: arch.into() }),
+            _ => Err(format!("platform {s:?} must look like os/arch, e.g. linux/amd64")),
+        }
+    }
+}
+
+/// One layer blob in the store, with what it must decompress to.
+#[derive(Debug, Clone)]
+pub struct LayerBlob {
+    pub digest: Digest,
+    pub size: u64,
+    pub diff_id: Digest,
+    pub media_type: String,
+    /// For messages: the image reference and the layer's position in it.
+    pub label: String,
+}
+
+/// An image resolved to one platform manifest, with all blobs in the store.
+#[derive(Debug, Clone)]
+pub struct ResolvedImage {
+    pub reference: ImageRef,
+    /// The digest a lock file pins: the platform manifest digest for `oci:`, the image ID
+    /// (config digest) for `docker-archive:`, the layer digest for `dir:`.
+    pub pin: Digest,
+    pub manifest_digest: Digest,
+    pub config: serde_json::Value,
+    pub layers: Vec<LayerBlob>,
+}
+
+/// Options every source needs.
+#[derive(Debug, Clone)]
+pub struct SourceOptions {
+    pub platform: Platform,
+    pub source_date_epoch: u64,
+}
+
+/// Resolve `r` (which must be pinned, or a `dir:`) and import its blobs into `store`.
+pub fn resolve(store: &Store, r: &ImageRef, opts: &SourceOptions) -> Result<ResolvedImage> {
+    match &r.kind {
+        RefKind::OciLayout { dir, tag } => oci_layout::resolve(store, r, dir, tag.as_deref(), opts),
+        RefKind::DockerArchive { file } => docker_archive::resolve(store, r, file),
+        RefKind::Dir { path } => localdir::resolve(store, r, path, localdir::ModePolicy::Normalize, opts.source_date_epoch),
+        RefKind::Registry { .. } => Err(Error::Resolve {
+            reference: r.text.clone(),
+            message: "registry sources are not supported by this build yet; copy the image to a layout first \
+                      (`skopeo copy docker://… oci:DIR:TAG`) and use oci:DIR@sha256:…"
+                .into(),
+        }),
+    }
+}
+
+/// Parse the config's `rootfs.diff_ids`, checking there is one per layer.
+pub(crate) fn diff_ids(config: &serde_json::Value, layers: usize, reference: &str) -> Result<Vec<Digest>> {
+    let ids = config["rootfs"]["diff_ids"].as_array().ok_or_else(|| Error::Resolve {
+        reference: reference.into(),
+        message: "image config has no rootfs.diff_ids".into(),
+    })?;
+    if ids.len() != layers {
+        return Err(Error::Resolve {
+            reference: reference.into(),
+            message: format!("manifest lists {layers} layers but the config has {} diff_ids", ids.len()),
+        });
+    }
+    ids.iter()
+        .map(|v| {
+            let s = v.as_str().unwrap_or_default();
+            Digest::parse(s).map_err(|e| Error::Resolve { reference: reference.into(), message: format!("config diff_id: {e}") })
+        })
+        .collect()
+}

@@ -1,0 +1,143 @@
+//! `oci:DIR` sources: an OCI image layout on disk (index → nested index → platform manifest),
+//! selected by tag or by digest.
+
+use super::{diff_ids, LayerBlob, Platform, ResolvedImage, SourceOptions, Store};
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::source::reference::ImageRef;
+use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
+use std::path::{Path, PathBuf};
+
+const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+fn err(r: &ImageRef, message: impl Into<String>) -> Error {
+    Error::Resolve { reference: r.text.clone(), message: message.into() }
+}
+
+fn blob_path(dir: &Path, d: &Digest) -> PathBuf {
+    dir.join("blobs").join("sha256").join(d.hex())
+}
+
+/// Read a small blob from the layout, checking digest (and size when known).
+fn read_blob(r: &ImageRef, dir: &Path, what: &str, d: &Digest, size: Option<u64>) -> Result<Vec<u8>> {
+    let p = blob_path(dir, d);
+    let data = std::fs::read(&p).map_err(|e| err(r, format!("{what} {d}: cannot read {}: {e}", p.display())))?;
+    let found = Digest::of_bytes(&data);
+    if &found != d {
+        return Err(Error::DigestMismatch { what: format!("{what} {} of {}", p.display(), r.text), expected: d.to_string(), found: found.to_string() });
+    }
+    if let Some(s) = size {
+        if s != data.len() as u64 {
+            return Err(Error::SizeMismatch { what: format!("{what} {d} of {}", r.text), expected: s, found: data.len() as u64 });
+        }
+    }
+    Ok(data)
+}
+
+fn desc_digest(r: &ImageRef, d: &Descriptor) -> Result<Digest> {
+    Digest::parse(&d.digest().to_string()).map_err(|e| err(r, e.to_string()))
+}
+
+fn is_index(media_type: &str, json: &serde_json::Value) -> bool {
+    media_type.contains("index") || media_type.contains("manifest.list") || json.get("manifests").is_some()
+}
+
+/// Pick the descriptor for `platform` from an index; attestation manifests are skipped.
+fn pick_platform<'a>(r: &ImageRef, index: &'a ImageIndex, platform: &Platform) -> Result<&'a Descriptor> {
+    let candidates: Vec<&Descriptor> = index
+        .manifests()
+        .iter()
+        .filter(|m| {
+            m.annotations().as_ref().map_or(true, |a| !a.contains_key("vnd.docker.reference.type"))
+        })
+        .collect();
+    let matching: Vec<&Descriptor> = candidates
+        .iter()
+        .copied()
+        .filter(|m| match m.platform() {
+            Some(p) => p.os().to_string() == platform.os && p.architecture().to_string() == platform.arch,
+            None => false,
+        })
+        .collect();
+    match (matching.as_slice(), candidates.as_slice()) {
+        ([one], _) => Ok(one),
+        ([], [only]) if only.platform().is_none() => Ok(only),
+        ([], _) => Err(err(r, format!("the index has no manifest for {}/{}", platform.os, platform.arch))),
+        (many, _) => Err(err(r, format!("the index has {} manifests for {}/{}; pin one by digest", many.len(), platform.os, platform.arch))),
+    }
+}
+
+pub fn resolve(store: &Store, r: &ImageRef, dir: &Path, tag: Option<&str>, opts: &SourceOptions) -> Result<ResolvedImage> {
+    if !dir.join("oci-layout").is_file() {
+        return Err(err(r, format!("{} is not an OCI image layout (no oci-layout file)", dir.display())));
+    }
+    let index_path = dir.join("index.json");
+    let index_bytes = std::fs::read(&index_path).map_err(|e| err(r, format!("{}: {e}", index_path.display())))?;
+    let top: ImageIndex = serde_json::from_slice(&index_bytes).map_err(|e| err(r, format!("{}: {e}", index_path.display())))?;
+
+    // The starting point: a pinned digest, a tag, or the only manifest.
+    let (mut digest, mut size, mut media_type) = if let Some(d) = &r.digest {
+        match top.manifests().iter().find(|m| m.digest().to_string() == d.as_str()) {
+            Some(m) => (d.clone(), Some(m.size()), m.media_type().to_string()),
+            None => (d.clone(), None, String::new()),
+        }
+    } else if let Some(t) = tag {
+        let m = top
+            .manifests()
+            .iter()
+            .find(|m| m.annotations().as_ref().and_then(|a| a.get(REF_NAME)).map(String::as_str) == Some(t))
+            .ok_or_else(|| err(r, format!("no manifest tagged {t:?} in {}", index_path.display())))?;
+        (desc_digest(r, m)?, Some(m.size()), m.media_type().to_string())
+    } else {
+        match top.manifests().as_slice() {
+            [m] => (desc_digest(r, m)?, Some(m.size()), m.media_type().to_string()),
+            ms => return Err(err(r, format!("the layout holds {} manifests; name one with :TAG or @sha256:…", ms.len()))),
+        }
+    };
+
+    // Follow nested indexes down to one manifest (bounded, in case of a cycle).
+    let mut depth = 0;
+    let (manifest_digest, manifest_bytes) = loop {
+        let data = read_blob(r, dir, "manifest", &digest, size)?;
+        let json: serde_json::Value = serde_json::from_slice(&data).map_err(|e| err(r, format!("manifest {digest}: {e}")))?;
+        if is_index(&media_type, &json) {
+            depth += 1;
+            if depth > 8 {
+                return Err(err(r, "index nesting deeper than 8 levels"));
+            }
+            let idx: ImageIndex = serde_json::from_slice(&data).map_err(|e| err(r, format!("index {digest}: {e}")))?;
+            let m = pick_platform(r, &idx, &opts.platform)?;
+            digest = desc_digest(r, m)?;
+            size = Some(m.size());
+            media_type = m.media_type().to_string();
+            continue;
+        }
+        break (digest.clone(), data);
+    };
+    let manifest: ImageManifest =
+        serde_json::from_slice(&manifest_bytes).map_err(|e| err(r, format!("manifest {manifest_digest}: {e}")))?;
+
+    let cfg_desc = manifest.config();
+    let cfg_digest = desc_digest(r, cfg_desc)?;
+    let cfg_bytes = read_blob(r, dir, "config", &cfg_digest, Some(cfg_desc.size()))?;
+    let config: serde_json::Value =
+        serde_json::from_slice(&cfg_bytes).map_err(|e| err(r, format!("config {cfg_digest}: {e}")))?;
+    let ids = diff_ids(&config, manifest.layers().len(), &r.text)?;
+
+    store.put_bytes(&manifest_bytes)?;
+    store.put_bytes(&cfg_bytes)?;
+    let mut layers = Vec::new();
+    for (i, (l, diff_id)) in manifest.layers().iter().zip(ids).enumerate() {
+        let d = desc_digest(r, l)?;
+        let label = format!("{} #{} ({})", r.text, i + 1, d.short());
+        let p = blob_path(dir, &d);
+        if !p.is_file() && !store.has(&d) {
+            return Err(err(r, format!("layer {} blob {d} is missing from the layout ({})", i + 1, p.display())));
+        }
+        store.put_file(&label, &d, Some(l.size()), &p)?;
+        layers.push(LayerBlob { digest: d, size: l.size(), diff_id, media_type: l.media_type().to_string(), label });
+    }
+    store.add_to_index(&format!("sha256-{}", manifest_digest.hex()), &manifest.media_type().as_ref().map(|m| m.to_string()).unwrap_or_else(|| super::MT_OCI_MANIFEST.into()), &manifest_digest, manifest_bytes.len() as u64)?;
+
+    Ok(ResolvedImage { reference: r.clone(), pin: manifest_digest.clone(), manifest_digest, config, layers })
+}

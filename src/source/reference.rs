@@ -1,0 +1,126 @@
+//! Image references as written in box and pallet files, and on the command line.
+//!
+//! `oci:DIR[:TAG][@sha256:HEX]`, `docker-archive:FILE[@sha256:HEX]`, `dir:PATH`, and registry
+//! references (`docker://NAME…`, `stagex/core-busybox@sha256:…`). Relative paths are resolved
+//! against a base directory (the file the reference was written in).
+
+use crate::digest::Digest;
+use std::path::{Path, PathBuf};
+
+/// A parsed image reference. `text` is always the reference exactly as written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageRef {
+    pub text: String,
+    pub kind: RefKind,
+    /// The pinned digest, if any. For `oci:` it names a manifest or an index; for
+    /// `docker-archive:` it is the image ID (the config digest), since the archive holds no
+    /// manifest digest.
+    pub digest: Option<Digest>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RefKind {
+    OciLayout { dir: PathBuf, tag: Option<String> },
+    DockerArchive { file: PathBuf },
+    Dir { path: PathBuf },
+    Registry { name: String, tag: Option<String> },
+}
+
+impl ImageRef {
+    /// Parse `text`, resolving relative paths against `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Self, String> {
+        let (body, digest) = split_digest(text)?;
+        let resolve = |p: &str| -> Result<PathBuf, String> {
+            if p.is_empty() {
+                return Err("empty path".into());
+            }
+            Ok(base.join(p))
+        };
+        let kind = if let Some(rest) = body.strip_prefix("oci:") {
+            let (dir, tag) = match rest.rsplit_once(':') {
+                Some((d, t)) if is_tag(t) => (d, Some(t.to_string())),
+                _ => (rest, None),
+            };
+            RefKind::OciLayout { dir: resolve(dir)?, tag }
+        } else if let Some(rest) = body.strip_prefix("docker-archive:") {
+            RefKind::DockerArchive { file: resolve(rest)? }
+        } else if let Some(rest) = body.strip_prefix("dir:") {
+            if digest.is_some() {
+                return Err("dir: references take no digest; the directory is hashed when read".into());
+            }
+            RefKind::Dir { path: resolve(rest)? }
+        } else {
+            let rest = body.strip_prefix("docker://").unwrap_or(body);
+            if rest.is_empty() || rest.contains(char::is_whitespace) {
+                return Err(format!(
+                    "not an image reference: {text:?} (expected oci:DIR, docker-archive:FILE, dir:PATH or a registry name)"
+                ));
+            }
+            let (name, tag) = match rest.rsplit_once(':') {
+                Some((n, t)) if is_tag(t) => (n.to_string(), Some(t.to_string())),
+                _ => (rest.to_string(), None),
+            };
+            RefKind::Registry { name, tag }
+        };
+        Ok(ImageRef { text: text.to_string(), kind, digest })
+    }
+
+    /// True when the reference names a fixed content digest (or is a local dir, which is
+    /// hashed on read).
+    pub fn is_pinned(&self) -> bool {
+        self.digest.is_some() || matches!(self.kind, RefKind::Dir { .. })
+    }
+
+    pub fn with_digest(&self, digest: Digest) -> Self {
+        ImageRef { digest: Some(digest), ..self.clone() }
+    }
+}
+
+fn split_digest(text: &str) -> Result<(&str, Option<Digest>), String> {
+    match text.rfind('@') {
+        Some(i) if text[i + 1..].contains(':') && !text[i + 1..].contains('/') => {
+            let d = Digest::parse(&text[i + 1..]).map_err(|e| e.to_string())?;
+            Ok((&text[..i], Some(d)))
+        }
+        _ => Ok((text, None)),
+    }
+}
+
+/// OCI tag grammar: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
+fn is_tag(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    const HEX: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn oci_forms() {
+        let r = ImageRef::parse("oci:img", Path::new("/b")).unwrap();
+        assert_eq!(r.kind, RefKind::OciLayout { dir: "/b/img".into(), tag: None });
+        let r = ImageRef::parse("oci:../x/img:1.0", Path::new("/b")).unwrap();
+        assert_eq!(r.kind, RefKind::OciLayout { dir: "/b/../x/img".into(), tag: Some("1.0".into()) });
+        let r = ImageRef::parse(&format!("oci:/abs/img@sha256:{HEX}"), Path::new("/b")).unwrap();
+        assert_eq!(r.kind, RefKind::OciLayout { dir: "/abs/img".into(), tag: None });
+        assert_eq!(r.digest.unwrap().hex(), HEX);
+        assert!(ImageRef::parse("oci:x@sha256:abc", Path::new("/")).is_err());
+    }
+
+    #[test]
+    fn registry_and_archive_forms() {
+        let r = ImageRef::parse(&format!("stagex/core-busybox@sha256:{HEX}"), Path::new("/")).unwrap();
+        assert_eq!(r.kind, RefKind::Registry { name: "stagex/core-busybox".into(), tag: None });
+        let r = ImageRef::parse("docker://localhost:5000/a/b:sx2026.03.0", Path::new("/")).unwrap();
+        assert_eq!(r.kind, RefKind::Registry { name: "localhost:5000/a/b".into(), tag: Some("sx2026.03.0".into()) });
+        let r = ImageRef::parse("docker-archive:a.tar", Path::new("/w")).unwrap();
+        assert_eq!(r.kind, RefKind::DockerArchive { file: "/w/a.tar".into() });
+        assert!(!r.is_pinned());
+        assert!(ImageRef::parse("dir:rootfs", Path::new("/w")).unwrap().is_pinned());
+    }
+}

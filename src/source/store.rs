@@ -1,0 +1,154 @@
+//! The content-addressed local store: an OCI image layout under the user's cache directory.
+//!
+//! Every blob is written to a temp file in `blobs/sha256/`, hashed while written, checked
+//! against the digest (and size) that names it, then renamed into place; a killed build
+//! leaves a stray temp file at worst, never a blob under a wrong name. `index.json` lists the
+//! manifests imported so `skopeo`/`umoci` can read the store as an ordinary layout.
+
+use crate::digest::{Digest, HashWriter};
+use crate::error::{Error, IoContext, Result};
+use std::fs;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+pub const ENV_CACHE: &str = "STAGEBOX_CACHE";
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    root: PathBuf,
+}
+
+/// The store location: `--cache` flag, else `$STAGEBOX_CACHE`, else `<user cache dir>/stagebox`.
+pub fn default_root(flag: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = flag {
+        return Ok(p.to_path_buf());
+    }
+    if let Some(p) = std::env::var_os(ENV_CACHE).filter(|v| !v.is_empty()) {
+        return Ok(PathBuf::from(p));
+    }
+    dirs::cache_dir()
+        .map(|d| d.join("stagebox"))
+        .ok_or_else(|| Error::other(format!("no cache directory: set ${ENV_CACHE} or pass --cache DIR")))
+}
+
+impl Store {
+    /// Open (creating if needed) the store at `root`.
+    pub fn open(root: &Path) -> Result<Self> {
+        let blobs = root.join("blobs").join("sha256");
+        fs::create_dir_all(&blobs).at(&blobs)?;
+        let layout = root.join("oci-layout");
+        if !layout.exists() {
+            crate::fsutil::write_atomic(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+        }
+        let index = root.join("index.json");
+        if !index.exists() {
+            crate::fsutil::write_atomic(&index, br#"{"schemaVersion":2,"manifests":[]}"#)?;
+        }
+        Ok(Store { root: root.to_path_buf() })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn blob_path(&self, d: &Digest) -> PathBuf {
+        self.root.join("blobs").join("sha256").join(d.hex())
+    }
+
+    pub fn has(&self, d: &Digest) -> bool {
+        self.blob_path(d).is_file()
+    }
+
+    /// Stream `reader` into the store. With `expected`, the content must hash to it (and
+    /// have `size` bytes when given); without, the computed digest names the blob.
+    pub fn put_reader(
+        &self,
+        what: &str,
+        expected: Option<&Digest>,
+        size: Option<u64>,
+        mut reader: impl Read,
+    ) -> Result<(Digest, u64)> {
+        let dir = self.root.join("blobs").join("sha256");
+        let tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(&dir).at(&dir)?;
+        let mut w = HashWriter::new(io::BufWriter::with_capacity(1 << 20, tmp));
+        io::copy(&mut reader, &mut w).map_err(|e| Error::other(format!("reading {what}: {e}")))?;
+        let (digest, n, buf) = w.finish_with_inner();
+        let tmp = buf.into_inner().map_err(|e| Error::other(format!("writing {what} to the store: {}", e.error())))?;
+        if let Some(exp) = expected {
+            if &digest != exp {
+                return Err(Error::DigestMismatch { what: what.into(), expected: exp.to_string(), found: digest.to_string() });
+            }
+        }
+        if let Some(s) = size {
+            if s != n {
+                return Err(Error::SizeMismatch { what: what.into(), expected: s, found: n });
+            }
+        }
+        let target = self.blob_path(&digest);
+        if !target.exists() {
+            tmp.as_file().sync_all().at(tmp.path())?;
+            tmp.persist(&target).map_err(|e| Error::io(&target, e.error))?;
+        }
+        Ok((digest, n))
+    }
+
+    /// Copy a file into the store, checking digest and size. Skips the copy when the blob is
+    /// already there (its content is re-hashed whenever a layer is read).
+    pub fn put_file(&self, what: &str, expected: &Digest, size: Option<u64>, path: &Path) -> Result<()> {
+        if self.has(expected) {
+            if let Some(s) = size {
+                let have = fs::metadata(self.blob_path(expected)).at(self.blob_path(expected))?.len();
+                if have == s {
+                    return Ok(());
+                }
+            } else {
+                return Ok(());
+            }
+        }
+        let f = fs::File::open(path).map_err(|e| Error::other(format!("{what}: cannot open blob {}: {e}", path.display())))?;
+        self.put_reader(what, Some(expected), size, f)?;
+        Ok(())
+    }
+
+    pub fn put_bytes(&self, data: &[u8]) -> Result<Digest> {
+        let d = Digest::of_bytes(data);
+        if !self.has(&d) {
+            self.put_reader("blob", Some(&d), Some(data.len() as u64), data)?;
+        }
+        Ok(d)
+    }
+
+    /// Read a small blob (manifest, config) and check it against its digest.
+    pub fn read_verified(&self, what: &str, d: &Digest) -> Result<Vec<u8>> {
+        let p = self.blob_path(d);
+        let data = fs::read(&p).at(&p)?;
+        let found = Digest::of_bytes(&data);
+        if &found != d {
+            return Err(Error::DigestMismatch { what: format!("{what} in the store ({})", p.display()), expected: d.to_string(), found: found.to_string() });
+        }
+        Ok(data)
+    }
+
+    /// Record a manifest in `index.json` under `name` (replacing an older entry of that name).
+    pub fn add_to_index(&self, name: &str, media_type: &str, d: &Digest, size: u64) -> Result<()> {
+        let path = self.root.join("index.json");
+        let mut index: serde_json::Value = fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_else(|| serde_json::json!({"schemaVersion": 2, "manifests": []}));
+        let list = index["manifests"].as_array_mut().ok_or_else(|| Error::other("store index.json has no manifests array"))?;
+        list.retain(|m| m["annotations"]["org.opencontainers.image.ref.name"] != name);
+        list.push(serde_json::json!({
+            "mediaType": media_type, "digest": d.as_str(), "size": size,
+            "annotations": {"org.opencontainers.image.ref.name": name}
+        }));
+        let mut data = serde_json::to_vec(&index).expect("json");
+        data.push(b'\n');
+        crate::fsutil::write_atomic(&path, &data)
+    }
+}
+
+/// Copy with a fixed buffer; used where `io::copy` would need `Write` on a wrapper.
+pub fn copy_all(r: &mut impl Read, w: &mut impl Write) -> io::Result<u64> {
+    io::copy(r, w)
+}

@@ -1,0 +1,199 @@
+//! The box file (`BOX.toml`): what goes in (layers), and which outputs to build.
+
+use super::{Location, Source};
+use crate::error::Result;
+use crate::source::reference::{ImageRef, RefKind};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+/// A validated box file. Paths are resolved against the box file's directory.
+#[derive(Debug, Clone)]
+pub struct BoxSpec {
+    pub path: PathBuf,
+    pub dir: PathBuf,
+    pub name: String,
+    pub version: String,
+    pub source_date_epoch: Option<u64>,
+    pub layers: Vec<LayerSpec>,
+    pub outputs: Outputs,
+}
+
+/// One `[[layer]]`, bottom first.
+#[derive(Debug, Clone)]
+pub enum LayerSpec {
+    Image { image: ImageRef, at: Location },
+    Pallet { pallet: super::PalletSpec, at: Location },
+    /// Local files; `keep_modes` keeps on-disk permission bits instead of normalizing them.
+    /// `text` is the reference as written (`dir:rootfs`), for the manifest.
+    Dir { text: String, path: PathBuf, keep_modes: bool, at: Location },
+}
+
+/// Compression of a tar or cpio stream. Fixed levels (see `emit::compress`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    None,
+    Gzip,
+    Zstd,
+    Xz,
+}
+
+impl Compression {
+    /// File name suffix after `.tar` / `.cpio`.
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Compression::None => "",
+            Compression::Gzip => ".gz",
+            Compression::Zstd => ".zst",
+            Compression::Xz => ".xz",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TarOutput {
+    #[serde(default)]
+    pub compression: Compression,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OciOutput {
+    /// Tag written as `org.opencontainers.image.ref.name`; default: the box version.
+    pub tag: Option<String>,
+}
+
+/// `[output.*]` tables. Each present table is one output.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outputs {
+    pub tar: Option<TarOutput>,
+    pub oci: Option<OciOutput>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBox {
+    name: Spanned<String>,
+    version: Option<Spanned<String>>,
+    source_date_epoch: Option<Spanned<i64>>,
+    #[serde(default)]
+    layer: Vec<Spanned<RawLayer>>,
+    output: Option<Outputs>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLayer {
+    image: Option<Spanned<String>>,
+    pallet: Option<Spanned<String>>,
+    dir: Option<Spanned<String>>,
+    /// For `dir` layers: "normalize" (default) or "keep".
+    modes: Option<Spanned<String>>,
+}
+
+/// Read and validate a box file.
+pub fn load_box(path: &Path) -> Result<BoxSpec> {
+    let src = Source::read(path)?;
+    let raw: RawBox = src.parse()?;
+    let dir = src.dir();
+
+    let name = raw.name.get_ref().clone();
+    if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b)) {
+        return Err(src.loc(raw.name.span()).error(format!(
+            "invalid box name {name:?}: use letters, digits, '.', '_', '+' and '-' (it names the output files)"
+        )));
+    }
+    let version = match &raw.version {
+        Some(v) if v.get_ref().is_empty() || v.get_ref().contains(char::is_whitespace) => {
+            return Err(src.loc(v.span()).error("version must be non-empty and contain no spaces"));
+        }
+        Some(v) => v.get_ref().clone(),
+        None => "0".to_string(),
+    };
+    let source_date_epoch = match &raw.source_date_epoch {
+        Some(s) if *s.get_ref() < 0 => {
+            return Err(src.loc(s.span()).error("source_date_epoch must be >= 0"));
+        }
+        Some(s) => Some(*s.get_ref() as u64),
+        None => None,
+    };
+
+    let mut layers = Vec::new();
+    for l in &raw.layer {
+        let at = src.loc(l.span());
+        let r = l.get_ref();
+        let set = [r.image.is_some(), r.pallet.is_some(), r.dir.is_some()].iter().filter(|x| **x).count();
+        if r.modes.is_some() && r.dir.is_none() {
+            return Err(src.loc(r.modes.as_ref().unwrap().span()).error("`modes` applies to `dir` layers only"));
+        }
+        if set != 1 {
+            return Err(at.error("each [[layer]] needs exactly one of `image`, `pallet` or `dir`"));
+        }
+        if let Some(image) = &r.image {
+            let iat = src.loc(image.span());
+            let parsed = ImageRef::parse(image.get_ref(), &dir).map_err(|m| iat.error(m))?;
+            if let RefKind::Dir { path } = parsed.kind {
+                layers.push(LayerSpec::Dir { text: image.get_ref().clone(), path, keep_modes: false, at: iat });
+            } else {
+                layers.push(LayerSpec::Image { image: parsed, at: iat });
+            }
+        } else if let Some(p) = &r.pallet {
+            let pat = src.loc(p.span());
+            let file = find_pallet(&dir, p.get_ref()).ok_or_else(|| {
+                pat.error(format!(
+                    "pallet {:?} not found: looked for pallets/{}.toml beside the box file and in its parent directories",
+                    p.get_ref(),
+                    p.get_ref()
+                ))
+            })?;
+            let pallet = super::load_pallet(&file)?;
+            layers.push(LayerSpec::Pallet { pallet, at: pat });
+        } else if let Some(d) = &r.dir {
+            let dat = src.loc(d.span());
+            if d.get_ref().is_empty() {
+                return Err(dat.error("dir must name a directory"));
+            }
+            let keep_modes = match &r.modes {
+                None => false,
+                Some(m) if m.get_ref() == "normalize" => false,
+                Some(m) if m.get_ref() == "keep" => true,
+                Some(m) => return Err(src.loc(m.span()).error("modes must be \"normalize\" or \"keep\"")),
+            };
+            layers.push(LayerSpec::Dir { text: format!("dir:{}", d.get_ref()), path: dir.join(d.get_ref()), keep_modes, at: dat });
+        }
+    }
+    if layers.is_empty() {
+        return Err(src.loc(0..0).error("a box needs at least one [[layer]]"));
+    }
+    let (outputs, out_span) = match &raw.output {
+        Some(o) => (o.clone(), src.text.find("[output").map(|i| i..i).unwrap_or(0..0)),
+        None => (Outputs::default(), 0..0),
+    };
+    if outputs.tar.is_none() && outputs.oci.is_none() {
+        return Err(src.loc(out_span).error("a box needs at least one [output.*] table (tar, oci)"));
+    }
+    Ok(BoxSpec {
+        path: path.to_path_buf(),
+        dir,
+        name,
+        version,
+        source_date_epoch,
+        layers,
+        outputs,
+    })
+}
+
+/// A pallet named `NAME` is `pallets/NAME.toml` in the box's directory or an ancestor;
+/// a value with a `/` or ending in `.toml` is a path relative to the box file.
+fn find_pallet(box_dir: &Path, name: &str) -> Option<PathBuf> {
+    if name.contains('/') || name.ends_with(".toml") {
+        let p = box_dir.join(name);
+        return p.is_file().then_some(p);
+    }
+    let abs = std::path::absolute(box_dir).ok()?;
+    abs.ancestors().map(|a| a.join("pallets").join(format!("{name}.toml"))).find(|p| p.is_file())
+}

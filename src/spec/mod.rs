@@ -1,0 +1,93 @@
+//! Box, pallet and lock files: serde types, validation, and errors that point at
+//! `file:line:column`.
+//!
+//! No I/O beyond reading the named files. Relative paths inside a file are resolved against
+//! that file's directory here, so later stages only see absolute paths.
+
+mod boxfile;
+mod lockfile;
+mod pallet;
+
+pub use boxfile::*;
+pub use lockfile::*;
+pub use pallet::*;
+
+use crate::error::{Error, IoContext, Result};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+/// A point in a spec file, printed as `file:line:column` (1-based, columns in characters).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Location {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}", self.file.display(), self.line, self.column)
+    }
+}
+
+impl Location {
+    /// The location of byte offset `at` in `text`.
+    pub fn at(file: &Path, text: &str, at: usize) -> Self {
+        let at = at.min(text.len());
+        let before = &text[..at];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+        let column = text[line_start..at].chars().count() + 1;
+        Location { file: file.to_path_buf(), line, column }
+    }
+
+    pub fn error(&self, message: impl Into<String>) -> Error {
+        Error::Spec { location: self.to_string(), message: message.into() }
+    }
+}
+
+/// A spec file's text, kept to turn byte spans into locations.
+pub(crate) struct Source {
+    pub path: PathBuf,
+    pub text: String,
+}
+
+impl Source {
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).at(path)?;
+        Ok(Source { path: path.to_path_buf(), text })
+    }
+
+    pub fn loc(&self, span: Range<usize>) -> Location {
+        Location::at(&self.path, &self.text, span.start)
+    }
+
+    /// Parse the whole file, mapping TOML and serde errors to `file:line:column: message`.
+    pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
+        toml::from_str(&self.text).map_err(|e| {
+            let loc = self.loc(e.span().unwrap_or(0..0));
+            loc.error(e.message().trim_end().to_string())
+        })
+    }
+
+    /// The directory relative paths in this file are resolved against.
+    pub fn dir(&self) -> PathBuf {
+        let parent = self.path.parent().unwrap_or(Path::new("."));
+        if parent.as_os_str().is_empty() { PathBuf::from(".") } else { parent.to_path_buf() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn location_counts_lines_and_columns() {
+        let text = "a = 1\nbé = 2\n";
+        let l = Location::at(Path::new("f.toml"), text, text.find('=').unwrap());
+        assert_eq!((l.line, l.column), (1, 3));
+        let l = Location::at(Path::new("f.toml"), text, text.rfind('=').unwrap());
+        assert_eq!((l.line, l.column), (2, 4));
+        assert_eq!(l.to_string(), "f.toml:2:4");
+    }
+}

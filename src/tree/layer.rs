@@ -1,0 +1,208 @@
+//! Reading one layer blob: verify its digest and `diff_id` while decompressing (gzip, zstd or
+//! plain tar, sniffed from the first bytes), list its entries, and spill file contents to an
+//! unnamed temp file so the tree holds offsets, not bytes.
+
+use super::{ContentRef, Meta};
+use crate::digest::HashReader;
+use crate::error::{Error, Result};
+use crate::source::LayerBlob;
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read};
+use std::path::Path;
+
+/// Caps against decompression bombs and hostile archives.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Most bytes of file content one layer may unpack to.
+    pub max_layer_bytes: u64,
+    /// Most entries one layer may hold.
+    pub max_entries: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_layer_bytes: 64 << 30, max_entries: 4_000_000 }
+    }
+}
+
+/// What one tar entry asks for, before its path is resolved against the tree.
+#[derive(Debug, Clone)]
+pub enum RawKind {
+    Dir,
+    File(ContentRef),
+    Symlink(Vec<u8>),
+    Hardlink(Vec<u8>),
+    Char(u32, u32),
+    Block(u32, u32),
+    Fifo,
+}
+
+#[derive(Debug, Clone)]
+pub struct RawEntry {
+    pub path: Vec<u8>,
+    pub kind: RawKind,
+    pub meta: Meta,
+}
+
+/// A layer's entries in archive order, plus the spill file holding their contents.
+pub struct ParsedLayer {
+    pub label: String,
+    pub entries: Vec<RawEntry>,
+    pub spill: File,
+}
+
+/// Compression of a blob, from its first bytes.
+pub fn sniff(head: &[u8]) -> &'static str {
+    if head.starts_with(&[0x1f, 0x8b]) {
+        "gzip"
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        "zstd"
+    } else {
+        "none"
+    }
+}
+
+fn layer_err(blob: &LayerBlob, path: &[u8], message: impl Into<String>) -> Error {
+    Error::Layer { layer: blob.label.clone(), path: super::path::show(path), message: message.into() }
+}
+
+/// Open a (possibly compressed) layer stream. The returned reader yields the tar bytes.
+pub fn open_decompressed<R: Read + 'static>(mut r: R) -> io::Result<Box<dyn Read>> {
+    let mut head = [0u8; 4];
+    let mut n = 0;
+    while n < 4 {
+        let k = r.read(&mut head[n..])?;
+        if k == 0 {
+            break;
+        }
+        n += k;
+    }
+    let kind = sniff(&head[..n]);
+    let r = io::Cursor::new(head[..n].to_vec()).chain(r);
+    Ok(match kind {
+        "gzip" => Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 16, r))),
+        "zstd" => Box::new(zstd::stream::read::Decoder::new(r)?),
+        _ => Box::new(r),
+    })
+}
+
+/// Parse the layer at `blob_path`, checking the compressed digest and size against `blob`
+/// and the uncompressed digest against its `diff_id`.
+pub fn parse(blob_path: &Path, blob: &LayerBlob, spill_index: u32, limits: Limits) -> Result<ParsedLayer> {
+    let f = File::open(blob_path).map_err(|e| layer_err(blob, b"", format!("cannot open blob {}: {e}", blob_path.display())))?;
+    // compressed bytes → hash → decompress → hash → tar
+    let outer = std::rc::Rc::new(std::cell::RefCell::new(HashReader::new(BufReader::with_capacity(1 << 20, f))));
+    let shared = SharedReader(outer.clone());
+    let decompressed = open_decompressed(shared).map_err(|e| layer_err(blob, b"", format!("decompressing: {e}")))?;
+    let inner = HashReader::new(decompressed);
+    let mut ar = tar::Archive::new(inner);
+
+    let spill_file = tempfile::tempfile().map_err(|e| Error::other(format!("creating a spill file in the temp dir: {e}")))?;
+    let mut spill = BufWriter::with_capacity(1 << 20, spill_file);
+    let mut offset = 0u64;
+    let mut entries = Vec::new();
+    let bad_tar = |e: io::Error| layer_err(blob, b"", format!("not a readable tar stream: {e}"));
+
+    for e in ar.entries().map_err(bad_tar)? {
+        let mut e = e.map_err(bad_tar)?;
+        if entries.len() >= limits.max_entries {
+            return Err(layer_err(blob, b"", format!("more than {} entries; refusing (possible archive bomb)", limits.max_entries)));
+        }
+        let path = e.path_bytes().into_owned();
+        let h = e.header().clone();
+        let mut meta = Meta {
+            mode: h.mode().map_err(|err| layer_err(blob, &path, format!("bad mode field: {err}")))? & 0o7777,
+            uid: h.uid().map_err(|err| layer_err(blob, &path, format!("bad uid field: {err}")))?,
+            gid: h.gid().map_err(|err| layer_err(blob, &path, format!("bad gid field: {err}")))?,
+            mtime: h.mtime().unwrap_or(0) as i64,
+            xattrs: BTreeMap::new(),
+        };
+        if let Some(pax) = e.pax_extensions().map_err(|err| layer_err(blob, &path, format!("bad PAX header: {err}")))? {
+            for ext in pax {
+                let ext = ext.map_err(|err| layer_err(blob, &path, format!("bad PAX record: {err}")))?;
+                let key = ext.key_bytes();
+                let num = || std::str::from_utf8(ext.value_bytes()).ok().and_then(|s| s.split('.').next()?.parse::<i64>().ok());
+                if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
+                    meta.xattrs.insert(String::from_utf8_lossy(name).into_owned(), ext.value_bytes().to_vec());
+                } else if key == b"uid" {
+                    meta.uid = num().filter(|v| *v >= 0).ok_or_else(|| layer_err(blob, &path, "bad PAX uid"))? as u64;
+                } else if key == b"gid" {
+                    meta.gid = num().filter(|v| *v >= 0).ok_or_else(|| layer_err(blob, &path, "bad PAX gid"))? as u64;
+                } else if key == b"mtime" {
+                    meta.mtime = num().ok_or_else(|| layer_err(blob, &path, "bad PAX mtime"))?;
+                }
+            }
+        }
+        use tar::EntryType as T;
+        let link = || e.link_name_bytes().map(|l| l.into_owned()).unwrap_or_default();
+        let dev = |h: &tar::Header| -> Result<(u32, u32)> {
+            let major = h.device_major().ok().flatten().unwrap_or(0);
+            let minor = h.device_minor().ok().flatten().unwrap_or(0);
+            Ok((major, minor))
+        };
+        let kind = match h.entry_type() {
+            T::Directory => RawKind::Dir,
+            T::Symlink => RawKind::Symlink(link()),
+            T::Link => RawKind::Hardlink(link()),
+            T::Char => {
+                let (a, b) = dev(&h)?;
+                RawKind::Char(a, b)
+            }
+            T::Block => {
+                let (a, b) = dev(&h)?;
+                RawKind::Block(a, b)
+            }
+            T::Fifo => RawKind::Fifo,
+            T::XGlobalHeader => continue,
+            T::Regular | T::Continuous | T::GNUSparse => {
+                let size = e.size();
+                if offset + size > limits.max_layer_bytes {
+                    return Err(layer_err(
+                        blob,
+                        &path,
+                        format!("layer unpacks to more than {} bytes; refusing (possible decompression bomb)", limits.max_layer_bytes),
+                    ));
+                }
+                let n = io::copy(&mut e, &mut spill).map_err(|err| layer_err(blob, &path, format!("reading file data: {err}")))?;
+                if n != size {
+                    return Err(layer_err(blob, &path, format!("file data truncated: {n} of {size} bytes")));
+                }
+                let c = ContentRef { spill: spill_index, offset, len: n };
+                offset += n;
+                RawKind::File(c)
+            }
+            other => return Err(layer_err(blob, &path, format!("unsupported tar entry type {:?}", other.as_byte() as char))),
+        };
+        entries.push(RawEntry { path, kind, meta });
+    }
+    let inner = ar.into_inner();
+    let (diff_id, _, decoder) = inner.drain_and_finish().map_err(|e| layer_err(blob, b"", format!("decompressing: {e}")))?;
+    drop(decoder);
+    if diff_id != blob.diff_id {
+        return Err(Error::DigestMismatch {
+            what: format!("uncompressed layer {} (diff_id)", blob.label),
+            expected: blob.diff_id.to_string(),
+            found: diff_id.to_string(),
+        });
+    }
+    let outer = std::rc::Rc::try_unwrap(outer).map_err(|_| Error::other("internal: layer reader still shared"))?.into_inner();
+    let (digest, size, _) = outer.drain_and_finish().map_err(|e| layer_err(blob, b"", format!("reading blob: {e}")))?;
+    if digest != blob.digest {
+        return Err(Error::DigestMismatch { what: format!("layer blob {}", blob.label), expected: blob.digest.to_string(), found: digest.to_string() });
+    }
+    if size != blob.size {
+        return Err(Error::SizeMismatch { what: format!("layer blob {}", blob.label), expected: blob.size, found: size });
+    }
+    let spill = spill.into_inner().map_err(|e| Error::other(format!("writing the spill file: {}", e.error())))?;
+    Ok(ParsedLayer { label: blob.label.clone(), entries, spill })
+}
+
+/// Lets the decompressor read through a hasher we can still reach after it is done.
+struct SharedReader<R>(std::rc::Rc<std::cell::RefCell<R>>);
+
+impl<R: Read> Read for SharedReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.borrow_mut().read(buf)
+    }
+}
