@@ -4,14 +4,14 @@
 use crate::digest::HashWriter;
 use crate::emit;
 use crate::error::{Error, IoContext, Result};
-use crate::fsutil::{AtomicDir, AtomicFile};
+use crate::fsutil::{AtomicDir, AtomicFile, PreallocFile};
 use crate::measure::{BuildManifest, InputRecord, OutputRecord};
 use crate::progress::Progress;
 use crate::source::reference::{ImageRef, RefKind};
 use crate::source::{self, localdir, LayerBlob, Platform, ResolvedImage, SourceOptions, Store};
 use crate::spec::{self, BoxSpec, LayerSpec, Location, LockFile};
 use crate::tree::{self, layer::Limits, Tree};
-use std::io::{BufWriter, Write};
+use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
 /// Settings from the command line.
@@ -118,17 +118,18 @@ fn emit_tar(tree: &Tree, spec: &BoxSpec, out: &Path, sde: u64, c: spec::Compress
     let name = format!("{}.tar{}", spec.name, c.suffix());
     let path = out.join(&name);
     let mut af = AtomicFile::create(&path)?;
-    {
-        let hw = HashWriter::new(BufWriter::with_capacity(1 << 20, af.file()));
-        let mut enc = emit::compress::Encoder::new(c, hw).at(&path)?;
-        emit::tar::write(tree, sde, &mut enc).at(&path)?;
-        let hw = enc.finish().at(&path)?;
-        let (d, size, mut bw) = hw.finish_with_inner();
-        bw.flush().at(&path)?;
-        drop(bw);
-        af.commit()?;
-        return Ok(OutputRecord { format: "tar".into(), path: name, sha256: d.hex().to_string(), size });
+    let mut file = PreallocFile::new(af.file().try_clone().at(&path)?);
+    if c == spec::Compression::None {
+        file.reserve(tree.content_bytes() + tree.len() as u64 * 1024);
     }
+    let hw = HashWriter::new(BufWriter::with_capacity(1 << 20, file));
+    let mut enc = emit::compress::Encoder::new(c, hw).at(&path)?;
+    emit::tar::write(tree, sde, &mut enc).at(&path)?;
+    let hw = enc.finish().at(&path)?;
+    let (d, size, bw) = hw.finish_with_inner();
+    bw.into_inner().map_err(|e| crate::Error::io(&path, e.into_error()))?.finish().at(&path)?;
+    af.commit()?;
+    Ok(OutputRecord { format: "tar".into(), path: name, sha256: d.hex().to_string(), size })
 }
 
 fn emit_oci(tree: &Tree, spec: &BoxSpec, out: &Path, sde: u64, o: &spec::OciOutput, base: Option<&serde_json::Value>) -> Result<OutputRecord> {
@@ -149,8 +150,13 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
     let progress = Progress::new(opts.quiet);
     let sopts = SourceOptions { platform: opts.platform.clone().unwrap_or_default(), source_date_epoch: sde };
 
+    let t0 = std::time::Instant::now();
     let images = resolve_inputs(&spec, &store, &sopts, &progress)?;
+    progress.timing("resolve and import", t0);
+    let t0 = std::time::Instant::now();
     let tree = flatten(&store, &images, sde, opts.threads, &progress)?;
+    progress.timing(&format!("flatten ({} entries, {} bytes)", tree.len(), tree.content_bytes()), t0);
+    let t0 = std::time::Instant::now();
 
     let out = opts.out.clone().unwrap_or_else(|| spec.dir.join("out"));
     std::fs::create_dir_all(&out).at(&out)?;
@@ -164,6 +170,7 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
         let base = images.iter().rev().find(|i| !matches!(i.reference.kind, RefKind::Dir { .. })).map(|i| &i.config);
         outputs.push(emit_oci(&tree, &spec, &out, sde, o, base)?);
     }
+    progress.timing("emit", t0);
     progress.finish();
 
     let manifest = BuildManifest {

@@ -80,3 +80,69 @@ impl AtomicDir {
         Ok(())
     }
 }
+
+/// A file writer that reserves disk space ahead of the write position in large chunks
+/// (`fallocate` with `FALLOC_FL_KEEP_SIZE`), so the file system allocates blocks once per
+/// chunk instead of once per page. On ext4 this makes large sequential writes several
+/// times faster; where `fallocate` is unsupported it silently does nothing. The file's
+/// bytes and size are exactly what was written: [`PreallocFile::finish`] trims the reserve.
+pub struct PreallocFile {
+    file: fs::File,
+    pos: u64,
+    reserved: u64,
+}
+
+/// Bytes reserved per step.
+const PREALLOC_CHUNK: u64 = 64 << 20;
+
+impl PreallocFile {
+    /// Wrap `file`, writing from its start.
+    pub fn new(file: fs::File) -> Self {
+        PreallocFile { file, pos: 0, reserved: 0 }
+    }
+
+    /// Reserve `len` bytes up front (e.g. a known output size).
+    pub fn reserve(&mut self, len: u64) {
+        if len > self.reserved {
+            reserve(&self.file, self.reserved, len - self.reserved);
+            self.reserved = len;
+        }
+    }
+
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+
+    /// Trim any reserve past the written bytes and return the file.
+    pub fn finish(self) -> std::io::Result<fs::File> {
+        if self.reserved > self.pos {
+            self.file.set_len(self.pos)?;
+        }
+        Ok(self.file)
+    }
+}
+
+fn reserve(file: &fs::File, offset: u64, len: u64) {
+    use std::os::unix::io::AsRawFd;
+    // SAFETY: fallocate only reads its integer arguments; the fd is open for writing.
+    unsafe {
+        libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, offset as libc::off_t, len as libc::off_t);
+    }
+}
+
+impl std::io::Write for PreallocFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let end = self.pos + buf.len() as u64;
+        if end > self.reserved {
+            let grow = (end - self.reserved).max(PREALLOC_CHUNK);
+            reserve(&self.file, self.reserved, grow);
+            self.reserved += grow;
+        }
+        let n = self.file.write(buf)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
+}

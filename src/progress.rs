@@ -28,6 +28,13 @@ impl Progress {
         }
     }
 
+    /// With `STAGEBOX_TIMINGS=1`, print how long a phase took (for benchmarks).
+    pub fn timing(&self, phase: &str, since: std::time::Instant) {
+        if std::env::var_os("STAGEBOX_TIMINGS").is_some_and(|v| v == "1") {
+            eprintln!("timing: {phase}: {:.3} s", since.elapsed().as_secs_f64());
+        }
+    }
+
     pub fn finish(&self) {
         if let Some(b) = &self.bar {
             b.finish_and_clear();

@@ -8,7 +8,7 @@
 use crate::digest::{Digest, HashWriter};
 use crate::error::{Error, IoContext, Result};
 use std::fs;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
 pub const ENV_CACHE: &str = "STAGEBOX_CACHE";
@@ -92,21 +92,37 @@ impl Store {
         Ok((digest, n))
     }
 
-    /// Copy a file into the store, checking digest and size. Skips the copy when the blob is
-    /// already there (its content is re-hashed whenever a layer is read).
+    /// Bring a file into the store, checking digest and size. Skips the work when the blob
+    /// is already there (its content is re-hashed whenever a layer is read). The file is
+    /// hashed first and then hardlinked in when it is on the same file system (no second
+    /// copy of every layer on disk), else copied through a temp file.
     pub fn put_file(&self, what: &str, expected: &Digest, size: Option<u64>, path: &Path) -> Result<()> {
         if self.has(expected) {
-            if let Some(s) = size {
-                let have = fs::metadata(self.blob_path(expected)).at(self.blob_path(expected))?.len();
-                if have == s {
-                    return Ok(());
-                }
-            } else {
+            let have = fs::metadata(self.blob_path(expected)).at(self.blob_path(expected))?.len();
+            if size.map_or(true, |s| s == have) {
                 return Ok(());
             }
         }
-        let f = fs::File::open(path).map_err(|e| Error::other(format!("{what}: cannot open blob {}: {e}", path.display())))?;
-        self.put_reader(what, Some(expected), size, f)?;
+        let open = |p: &Path| fs::File::open(p).map_err(|e| Error::other(format!("{what}: cannot open blob {}: {e}", p.display())));
+        let mut hw = HashWriter::new(io::sink());
+        io::copy(&mut open(path)?, &mut hw).map_err(|e| Error::other(format!("reading {what}: {e}")))?;
+        let (digest, n) = hw.finish();
+        if &digest != expected {
+            return Err(Error::DigestMismatch { what: format!("{what} ({})", path.display()), expected: expected.to_string(), found: digest.to_string() });
+        }
+        if let Some(s) = size {
+            if s != n {
+                return Err(Error::SizeMismatch { what: what.into(), expected: s, found: n });
+            }
+        }
+        let dir = self.root.join("blobs").join("sha256");
+        let tmp = dir.join(format!(".tmp-link-{}-{}", std::process::id(), expected.hex()));
+        let _ = fs::remove_file(&tmp);
+        if fs::hard_link(path, &tmp).is_ok() {
+            let target = self.blob_path(expected);
+            return fs::rename(&tmp, &target).at(&target);
+        }
+        self.put_reader(what, Some(expected), size, open(path)?)?;
         Ok(())
     }
 
@@ -146,9 +162,4 @@ impl Store {
         data.push(b'\n');
         crate::fsutil::write_atomic(&path, &data)
     }
-}
-
-/// Copy with a fixed buffer; used where `io::copy` would need `Write` on a wrapper.
-pub fn copy_all(r: &mut impl Read, w: &mut impl Write) -> io::Result<u64> {
-    io::copy(r, w)
 }

@@ -99,7 +99,7 @@ pub fn parse(blob_path: &Path, blob: &LayerBlob, spill_index: u32, limits: Limit
     let mut ar = tar::Archive::new(inner);
 
     let spill_file = tempfile::tempfile().map_err(|e| Error::other(format!("creating a spill file in the temp dir: {e}")))?;
-    let mut spill = BufWriter::with_capacity(1 << 20, spill_file);
+    let mut spill = BufWriter::with_capacity(1 << 20, crate::fsutil::PreallocFile::new(spill_file));
     let mut offset = 0u64;
     let mut entries = Vec::new();
     let bad_tar = |e: io::Error| layer_err(blob, b"", format!("not a readable tar stream: {e}"));
@@ -194,7 +194,11 @@ pub fn parse(blob_path: &Path, blob: &LayerBlob, spill_index: u32, limits: Limit
     if size != blob.size {
         return Err(Error::SizeMismatch { what: format!("layer blob {}", blob.label), expected: blob.size, found: size });
     }
-    let spill = spill.into_inner().map_err(|e| Error::other(format!("writing the spill file: {}", e.error())))?;
+    let spill = spill
+        .into_inner()
+        .map_err(|e| Error::other(format!("writing the spill file: {}", e.error())))?
+        .finish()
+        .map_err(|e| Error::other(format!("writing the spill file: {e}")))?;
     Ok(ParsedLayer { label: blob.label.clone(), entries, spill })
 }
 
