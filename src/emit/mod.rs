@@ -2,5 +2,6 @@
 //! a writer. No emitter re-reads layers or re-sorts the tree.
 
 pub mod compress;
+pub mod cpio;
 pub mod oci;
 pub mod tar;
