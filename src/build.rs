@@ -10,7 +10,7 @@ use crate::progress::Progress;
 use crate::source::reference::{ImageRef, RefKind};
 use crate::source::{self, localdir, LayerBlob, Platform, ResolvedImage, SourceOptions, Store};
 use crate::spec::{self, BoxSpec, LayerSpec, Location, LockFile};
-use crate::tree::{self, layer::Limits, Tree};
+use crate::tree::{self, layer::ContentMode, layer::Limits, Tree};
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
@@ -106,18 +106,40 @@ pub fn resolve_inputs(spec: &BoxSpec, store: &Store, sopts: &SourceOptions, prog
 }
 
 /// Flatten resolved images, bottom first.
-pub fn flatten(store: &Store, images: &[ResolvedImage], sde: u64, threads: usize, progress: &Progress) -> Result<Tree> {
+pub fn flatten(store: &Store, images: &[ResolvedImage], sde: u64, threads: usize, mode: ContentMode, progress: &Progress) -> Result<Tree> {
     let layers: Vec<(PathBuf, LayerBlob)> =
         images.iter().flat_map(|i| i.layers.iter().map(|l| (store.blob_path(&l.digest), l.clone()))).collect();
-    let threads = if threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { threads };
-    tree::flatten(&layers, sde as i64, Limits::default(), threads, progress)
+    tree::flatten_with(&layers, sde as i64, Limits::default(), worker_threads(threads), mode, progress)
+}
+
+fn worker_threads(threads: usize) -> usize {
+    if threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { threads }
+}
+
+/// Where the flattened tree keeps file contents for this box's outputs. Only emitters that
+/// lay out their output before writing it (today: uncompressed tar) can take contents
+/// straight from the layer streams; any streaming emitter needs them spilled.
+/// The pattern names every output on purpose: a new output type must be classified here.
+pub fn content_mode(outputs: &spec::Outputs) -> ContentMode {
+    let spec::Outputs { tar, oci } = outputs;
+    let placed_tar = tar.as_ref().is_some_and(|t| t.compression == spec::Compression::None);
+    if placed_tar && oci.is_none() { ContentMode::Index } else { ContentMode::Spill }
 }
 
 /// Write `NAME.tar[.gz|.zst]` atomically; returns its record.
-fn emit_tar(tree: &Tree, spec: &BoxSpec, out: &Path, sde: u64, c: spec::Compression) -> Result<OutputRecord> {
+fn emit_tar(tree: &Tree, spec: &BoxSpec, out: &Path, sde: u64, c: spec::Compression, threads: usize) -> Result<OutputRecord> {
     let name = format!("{}.tar{}", spec.name, c.suffix());
     let path = out.join(&name);
     let mut af = AtomicFile::create(&path)?;
+    if c == spec::Compression::None {
+        // Laid out, then filled from the layers (no spill); hashed by reading it back.
+        let f = af.file().try_clone().at(&path)?;
+        crate::fsutil::reserve(&f, 0, tree.content_bytes() + tree.len() as u64 * 1024);
+        emit::tar::write_placed(tree, sde, &f, worker_threads(threads))?;
+        let (d, size) = crate::digest::Digest::of_file(&path.with_file_name(af.temp_name()))?;
+        af.commit()?;
+        return Ok(OutputRecord { format: "tar".into(), path: name, sha256: d.hex().to_string(), size });
+    }
     let mut file = PreallocFile::new(af.file().try_clone().at(&path)?);
     if c == spec::Compression::None {
         file.reserve(tree.content_bytes() + tree.len() as u64 * 1024);
@@ -154,7 +176,7 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
     let images = resolve_inputs(&spec, &store, &sopts, &progress)?;
     progress.timing("resolve and import", t0);
     let t0 = std::time::Instant::now();
-    let tree = flatten(&store, &images, sde, opts.threads, &progress)?;
+    let tree = flatten(&store, &images, sde, opts.threads, content_mode(&spec.outputs), &progress)?;
     progress.timing(&format!("flatten ({} entries, {} bytes)", tree.len(), tree.content_bytes()), t0);
     let t0 = std::time::Instant::now();
 
@@ -163,7 +185,7 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
     let mut outputs = Vec::new();
     if let Some(t) = &spec.outputs.tar {
         progress.set_message(format!("write {}.tar{}", spec.name, t.compression.suffix()));
-        outputs.push(emit_tar(&tree, &spec, &out, sde, t.compression)?);
+        outputs.push(emit_tar(&tree, &spec, &out, sde, t.compression, opts.threads)?);
     }
     if let Some(o) = &spec.outputs.oci {
         progress.set_message(format!("write {}.oci", spec.name));

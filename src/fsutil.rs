@@ -21,6 +21,11 @@ impl AtomicFile {
         Ok(AtomicFile { tmp, target: target.to_path_buf() })
     }
 
+    /// The temp file's name in the target's directory.
+    pub fn temp_name(&self) -> std::ffi::OsString {
+        self.tmp.path().file_name().unwrap_or_default().to_os_string()
+    }
+
     pub fn file(&mut self) -> &mut fs::File {
         self.tmp.as_file_mut()
     }
@@ -122,7 +127,8 @@ impl PreallocFile {
     }
 }
 
-fn reserve(file: &fs::File, offset: u64, len: u64) {
+/// Reserve `len` bytes of disk at `offset` without changing the file's size (best effort).
+pub fn reserve(file: &fs::File, offset: u64, len: u64) {
     use std::os::unix::io::AsRawFd;
     // SAFETY: fallocate only reads its integer arguments; the fd is open for writing.
     unsafe {

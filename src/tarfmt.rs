@@ -186,8 +186,8 @@ mod tests {
         assert_eq!(v, b"12 path=abc\n");
         let mut v = Vec::new();
         pax_record(&mut v, "path", &[b'a'; 95]);
-        assert_eq!(&v[..4], b"104 ");
-        assert_eq!(v.len(), 104);
+        assert_eq!(&v[..4], b"105 ");
+        assert_eq!(v.len(), 105);
     }
 
     #[test]

@@ -64,6 +64,99 @@ pub fn write(tree: &Tree, sde: u64, w: &mut impl Write) -> io::Result<()> {
     tarfmt::finish(w)
 }
 
+/// Write the same bytes as [`write`] into `out`, laid out first and then filled: headers
+/// go to their computed offsets, and file contents that still sit in layer streams are
+/// copied straight to theirs by [`Tree::fill`] (the data is written once, with no spill
+/// file). Returns the archive size.
+pub fn write_placed(tree: &Tree, sde: u64, out: &std::fs::File, threads: usize) -> crate::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let werr = |e: io::Error| crate::Error::other(format!("writing tar output: {e}"));
+    let mut first_path: HashMap<u64, &[u8]> = HashMap::new();
+    let mut wanted: Vec<HashMap<u64, u64>> = Vec::new();
+    // Bytes that are ours to write (headers, padding, spilled data), contiguous from `start`.
+    let mut pending: Vec<u8> = Vec::with_capacity(1 << 20);
+    let mut start = 0u64;
+    let mut pos = 0u64;
+    for (path, node) in tree.walk() {
+        if path.is_empty() {
+            continue;
+        }
+        let m = &node.meta;
+        let mut h = Head {
+            path,
+            kind: TarKind::Dir,
+            mode: m.mode,
+            uid: m.uid,
+            gid: m.gid,
+            mtime: m.clamped_mtime(sde),
+            size: 0,
+            link: b"",
+            dev: (0, 0),
+            xattrs: &m.xattrs,
+        };
+        let mut data = None;
+        match &node.kind {
+            Kind::Dir => {}
+            Kind::Symlink { target } => {
+                h.kind = TarKind::Symlink;
+                h.link = target;
+            }
+            Kind::Char { major, minor } => {
+                h.kind = TarKind::Char;
+                h.dev = (*major, *minor);
+            }
+            Kind::Block { major, minor } => {
+                h.kind = TarKind::Block;
+                h.dev = (*major, *minor);
+            }
+            Kind::Fifo => h.kind = TarKind::Fifo,
+            Kind::File { content, inode } => {
+                if let Some(first) = first_path.get(inode) {
+                    h.kind = TarKind::Hardlink;
+                    h.link = first;
+                } else {
+                    first_path.insert(*inode, path);
+                    h.kind = TarKind::File;
+                    h.size = content.len;
+                    data = Some(*content);
+                }
+            }
+        }
+        let before = pending.len();
+        tarfmt::write_header(&mut pending, &h).map_err(werr)?;
+        pos += (pending.len() - before) as u64;
+        if let Some(c) = data {
+            if tree.is_spilled(&c) {
+                io::copy(&mut tree.open(&c), &mut pending).map_err(werr)?;
+            } else {
+                out.write_all_at(&pending, start).map_err(werr)?;
+                pending.clear();
+                let layer = c.spill as usize;
+                if wanted.len() <= layer {
+                    wanted.resize_with(layer + 1, HashMap::new);
+                }
+                wanted[layer].insert(c.offset, pos);
+                start = pos + c.len;
+            }
+            pos += c.len;
+            tarfmt::pad(&mut pending, c.len).map_err(werr)?;
+            pos = pos.next_multiple_of(tarfmt::BLOCK as u64);
+        }
+        if pending.len() >= 1 << 20 {
+            out.write_all_at(&pending, start).map_err(werr)?;
+            start += pending.len() as u64;
+            pending.clear();
+        }
+    }
+    tarfmt::finish(&mut pending).map_err(werr)?;
+    pos += (tarfmt::BLOCK * 2) as u64;
+    out.write_all_at(&pending, start).map_err(werr)?;
+    debug_assert_eq!(start + pending.len() as u64, pos);
+    out.set_len(pos).map_err(werr)?;
+    tree.fill(&wanted, out, threads)?;
+    Ok(pos)
+}
+
 /// Copy exactly `len` bytes, failing if the source is short.
 pub fn copy_exact(r: &mut impl io::Read, w: &mut impl Write, len: u64, buf: &mut [u8]) -> io::Result<()> {
     let mut left = len;

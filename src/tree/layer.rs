@@ -87,15 +87,100 @@ pub fn open_decompressed<R: Read + 'static>(mut r: R) -> io::Result<Box<dyn Read
     })
 }
 
-/// Parse the layer at `blob_path`, checking the compressed digest and size against `blob`
-/// and the uncompressed digest against its `diff_id`.
+/// Where file contents go while a layer is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContentMode {
+    /// Copy every file's bytes to the layer's spill file; [`ContentRef`] offsets point there.
+    Spill,
+    /// Copy nothing; offsets point into the layer's uncompressed tar stream, and an emitter
+    /// that lays out its output first fetches the bytes with [`fill`] (one write of the data
+    /// instead of two). GNU sparse entries have no single stream span, so a layer holding
+    /// one must be read in `Spill` mode: [`parse_with`] then returns `None`.
+    Index,
+}
+
+/// Parse the layer at `blob_path` in [`ContentMode::Spill`] mode, checking the compressed
+/// digest and size against `blob` and the uncompressed digest against its `diff_id`.
 pub fn parse(blob_path: &Path, blob: &LayerBlob, spill_index: u32, limits: Limits) -> Result<ParsedLayer> {
-    let f = File::open(blob_path).map_err(|e| layer_err(blob, b"", format!("cannot open blob {}: {e}", blob_path.display())))?;
-    // compressed bytes → hash → decompress → hash → tar
-    let outer = std::rc::Rc::new(std::cell::RefCell::new(HashReader::new(BufReader::with_capacity(1 << 20, f))));
-    let shared = SharedReader(outer.clone());
-    let decompressed = open_decompressed(shared).map_err(|e| layer_err(blob, b"", format!("decompressing: {e}")))?;
-    let inner = HashReader::new(decompressed);
+    Ok(parse_with(blob_path, blob, spill_index, limits, ContentMode::Spill)?.expect("spill mode always succeeds"))
+}
+
+/// Compressed blob → hasher → decompressor → hasher: the tar stream of a layer, with both
+/// digests available once it has been read to the end (see [`Verified::finish`]).
+struct Verified {
+    outer: std::rc::Rc<std::cell::RefCell<HashReader<BufReader<File>>>>,
+}
+
+impl Verified {
+    fn open(blob_path: &Path, blob: &LayerBlob) -> Result<(Self, HashReader<Box<dyn Read>>)> {
+        let f = File::open(blob_path).map_err(|e| layer_err(blob, b"", format!("cannot open blob {}: {e}", blob_path.display())))?;
+        let outer = std::rc::Rc::new(std::cell::RefCell::new(HashReader::new(BufReader::with_capacity(1 << 20, f))));
+        let decompressed = open_decompressed(SharedReader(outer.clone())).map_err(|e| layer_err(blob, b"", format!("decompressing: {e}")))?;
+        Ok((Verified { outer }, HashReader::new(decompressed)))
+    }
+
+    /// Drain both streams and check the diff_id, the digest and the size.
+    fn finish(self, inner: HashReader<Box<dyn Read>>, blob: &LayerBlob) -> Result<()> {
+        let (diff_id, _, decoder) = inner.drain_and_finish().map_err(|e| layer_err(blob, b"", format!("decompressing: {e}")))?;
+        drop(decoder);
+        if diff_id != blob.diff_id {
+            return Err(Error::DigestMismatch {
+                what: format!("uncompressed layer {} (diff_id)", blob.label),
+                expected: blob.diff_id.to_string(),
+                found: diff_id.to_string(),
+            });
+        }
+        let outer = std::rc::Rc::try_unwrap(self.outer).map_err(|_| Error::other("internal: layer reader still shared"))?.into_inner();
+        let (digest, size, _) = outer.drain_and_finish().map_err(|e| layer_err(blob, b"", format!("reading blob: {e}")))?;
+        if digest != blob.digest {
+            return Err(Error::DigestMismatch { what: format!("layer blob {}", blob.label), expected: blob.digest.to_string(), found: digest.to_string() });
+        }
+        if size != blob.size {
+            return Err(Error::SizeMismatch { what: format!("layer blob {}", blob.label), expected: blob.size, found: size });
+        }
+        Ok(())
+    }
+}
+
+/// Copy the bytes of the regular files at the given stream offsets (`wanted`: offset in the
+/// uncompressed tar stream → offset in `out`) into `out` with positioned writes, checking
+/// the layer's digests again as it is read a second time.
+pub fn fill(blob_path: &Path, blob: &LayerBlob, wanted: &std::collections::HashMap<u64, u64>, out: &File) -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let (v, inner) = Verified::open(blob_path, blob)?;
+    let mut ar = tar::Archive::new(inner);
+    let bad_tar = |e: io::Error| layer_err(blob, b"", format!("not a readable tar stream: {e}"));
+    let mut buf = vec![0u8; 1 << 20];
+    let mut done = 0;
+    for e in ar.entries().map_err(bad_tar)? {
+        if done == wanted.len() {
+            break;
+        }
+        let mut e = e.map_err(bad_tar)?;
+        let Some(&dst) = wanted.get(&e.raw_file_position()) else { continue };
+        if !matches!(e.header().entry_type(), tar::EntryType::Regular | tar::EntryType::Continuous) {
+            continue;
+        }
+        let mut at = dst;
+        loop {
+            let n = e.read(&mut buf).map_err(|err| layer_err(blob, &e.path_bytes(), format!("reading file data: {err}")))?;
+            if n == 0 {
+                break;
+            }
+            out.write_all_at(&buf[..n], at).map_err(|err| Error::other(format!("writing output: {err}")))?;
+            at += n as u64;
+        }
+        done += 1;
+    }
+    if done != wanted.len() {
+        return Err(layer_err(blob, b"", "layer changed between reads: file data not found again"));
+    }
+    v.finish(ar.into_inner(), blob)
+}
+
+/// Parse the layer at `blob_path` (see [`ContentMode`]).
+pub fn parse_with(blob_path: &Path, blob: &LayerBlob, spill_index: u32, limits: Limits, mode: ContentMode) -> Result<Option<ParsedLayer>> {
+    let (verified, inner) = Verified::open(blob_path, blob)?;
     let mut ar = tar::Archive::new(inner);
 
     let spill_file = tempfile::tempfile().map_err(|e| Error::other(format!("creating a spill file in the temp dir: {e}")))?;
@@ -164,42 +249,33 @@ pub fn parse(blob_path: &Path, blob: &LayerBlob, spill_index: u32, limits: Limit
                         format!("layer unpacks to more than {} bytes; refusing (possible decompression bomb)", limits.max_layer_bytes),
                     ));
                 }
-                let n = io::copy(&mut e, &mut spill).map_err(|err| layer_err(blob, &path, format!("reading file data: {err}")))?;
-                if n != size {
-                    return Err(layer_err(blob, &path, format!("file data truncated: {n} of {size} bytes")));
+                if mode == ContentMode::Index {
+                    if h.entry_type() == T::GNUSparse {
+                        return Ok(None);
+                    }
+                    offset += size;
+                    RawKind::File(ContentRef { spill: spill_index, offset: e.raw_file_position(), len: size })
+                } else {
+                    let n = io::copy(&mut e, &mut spill).map_err(|err| layer_err(blob, &path, format!("reading file data: {err}")))?;
+                    if n != size {
+                        return Err(layer_err(blob, &path, format!("file data truncated: {n} of {size} bytes")));
+                    }
+                    let c = ContentRef { spill: spill_index, offset, len: n };
+                    offset += n;
+                    RawKind::File(c)
                 }
-                let c = ContentRef { spill: spill_index, offset, len: n };
-                offset += n;
-                RawKind::File(c)
             }
             other => return Err(layer_err(blob, &path, format!("unsupported tar entry type {:?}", other.as_byte() as char))),
         };
         entries.push(RawEntry { path, kind, meta });
     }
-    let inner = ar.into_inner();
-    let (diff_id, _, decoder) = inner.drain_and_finish().map_err(|e| layer_err(blob, b"", format!("decompressing: {e}")))?;
-    drop(decoder);
-    if diff_id != blob.diff_id {
-        return Err(Error::DigestMismatch {
-            what: format!("uncompressed layer {} (diff_id)", blob.label),
-            expected: blob.diff_id.to_string(),
-            found: diff_id.to_string(),
-        });
-    }
-    let outer = std::rc::Rc::try_unwrap(outer).map_err(|_| Error::other("internal: layer reader still shared"))?.into_inner();
-    let (digest, size, _) = outer.drain_and_finish().map_err(|e| layer_err(blob, b"", format!("reading blob: {e}")))?;
-    if digest != blob.digest {
-        return Err(Error::DigestMismatch { what: format!("layer blob {}", blob.label), expected: blob.digest.to_string(), found: digest.to_string() });
-    }
-    if size != blob.size {
-        return Err(Error::SizeMismatch { what: format!("layer blob {}", blob.label), expected: blob.size, found: size });
-    }
+    verified.finish(ar.into_inner(), blob)?;
     let spill = spill
         .into_inner()
         .map_err(|e| Error::other(format!("writing the spill file: {}", e.error())))?
         .finish()
         .map_err(|e| Error::other(format!("writing the spill file: {e}")))?;
-    Ok(ParsedLayer { label: blob.label.clone(), entries, spill })
+    Ok(Some(ParsedLayer { label: blob.label.clone(), entries, spill }))
 }
 
 /// Lets the decompressor read through a hasher we can still reach after it is done.

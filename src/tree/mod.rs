@@ -73,6 +73,9 @@ const MAX_SYMLINK_HOPS: usize = 40;
 pub struct Tree {
     nodes: BTreeMap<Vec<u8>, Node>,
     spills: Vec<File>,
+    /// Per layer: the blob whose uncompressed stream the layer's content offsets point
+    /// into ([`layer::ContentMode::Index`]), or `None` when they point into its spill file.
+    streams: Vec<Option<(PathBuf, LayerBlob)>>,
     next_inode: u64,
     /// mtime given to directories the tree creates for missing parents.
     implicit_mtime: i64,
@@ -88,7 +91,7 @@ impl Tree {
     pub fn new(implicit_mtime: i64) -> Self {
         let mut nodes = BTreeMap::new();
         nodes.insert(Vec::new(), Node { kind: Kind::Dir, meta: Meta::implicit_dir(implicit_mtime) });
-        Tree { nodes, spills: Vec::new(), next_inode: 1, implicit_mtime }
+        Tree { nodes, spills: Vec::new(), streams: Vec::new(), next_inode: 1, implicit_mtime }
     }
 
     /// Every entry, root first, then bytewise by path (parents before children).
@@ -108,7 +111,49 @@ impl Tree {
         self.nodes.len() <= 1
     }
 
-    /// A reader over a file's bytes (positioned reads; many may be open at once).
+    /// True when `c`'s bytes are in a spill file (readable with [`Tree::open`]); false when
+    /// they must be fetched from the layer stream with [`Tree::fill`].
+    pub fn is_spilled(&self, c: &ContentRef) -> bool {
+        self.streams.get(c.spill as usize).is_none_or(|s| s.is_none())
+    }
+
+    /// Copy stream-located contents into `out`: `wanted[layer]` maps a content offset (as in
+    /// [`ContentRef::offset`]) to the offset in `out` where its bytes go. Layers are re-read
+    /// (and re-verified) on up to `threads` threads; every byte lands at a fixed offset, so
+    /// the result does not depend on the thread count.
+    pub fn fill(&self, wanted: &[HashMap<u64, u64>], out: &File, threads: usize) -> Result<()> {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let jobs: Vec<(&PathBuf, &LayerBlob, &HashMap<u64, u64>)> = wanted
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| !w.is_empty())
+            .map(|(i, w)| {
+                let (p, b) = self.streams[i].as_ref().expect("fill only for stream-located layers");
+                (p, b, w)
+            })
+            .collect();
+        let next = AtomicUsize::new(0);
+        let errors = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            for _ in 0..threads.clamp(1, jobs.len().max(1)) {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some((p, b, w)) = jobs.get(i) else { break };
+                    if let Err(e) = layer::fill(p, b, w, out) {
+                        errors.lock().unwrap().push((i, e));
+                    }
+                });
+            }
+        });
+        let mut errors = errors.into_inner().unwrap();
+        errors.sort_by_key(|(i, _)| *i);
+        match errors.into_iter().next() {
+            Some((_, e)) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// A reader over a spilled file's bytes (positioned reads; many may be open at once).
     pub fn open(&self, c: &ContentRef) -> ContentReader<'_> {
         ContentReader { file: &self.spills[c.spill as usize], pos: c.offset, end: c.offset + c.len }
     }
@@ -139,12 +184,21 @@ impl Tree {
     /// Apply a parsed layer: its whiteouts first (they only hide lower layers, wherever they
     /// stand in the archive), then its entries in archive order (later ones win).
     pub fn apply(&mut self, layer: ParsedLayer) -> Result<()> {
+        self.apply_from(layer, None)
+    }
+
+    /// [`Tree::apply`] for a layer parsed in [`layer::ContentMode::Index`] mode from `source`.
+    pub fn apply_from(&mut self, layer: ParsedLayer, source: Option<(PathBuf, LayerBlob)>) -> Result<()> {
         let spill = self.spills.len() as u32;
         self.spills.push(layer.spill);
+        self.streams.push(source);
         let label = layer.label;
         let err = |p: &[u8], m: String| Error::Layer { layer: label.clone(), path: path::show(p), message: m };
 
         let mut rest = Vec::with_capacity(layer.entries.len());
+        // AUFS meta directories (`.wh..wh.plnk/` holds hardlink sources): their entries are
+        // applied so hardlinks to them resolve, then the directories are dropped.
+        let mut meta_dirs: Vec<Vec<Vec<u8>>> = Vec::new();
         for e in layer.entries {
             let comps = path::clean(&e.path).map_err(|m| err(&e.path, m))?;
             let Some(base) = comps.last() else {
@@ -152,6 +206,11 @@ impl Tree {
                 continue;
             };
             let Some(name) = base.strip_prefix(b".wh.") else {
+                if let Some(i) = comps[..comps.len() - 1].iter().position(|c| c.starts_with(b".wh..wh.")) {
+                    if !meta_dirs.iter().any(|m| m[..] == comps[..=i]) {
+                        meta_dirs.push(comps[..=i].to_vec());
+                    }
+                }
                 rest.push((comps, e));
                 continue;
             };
@@ -176,6 +235,15 @@ impl Tree {
 
         for (comps, e) in rest {
             self.apply_entry(comps, e, spill).map_err(|m| err_path(&label, m))?;
+        }
+        for m in meta_dirs {
+            if let Ok(mut key) = self.resolve_parent(&m) {
+                if !key.is_empty() {
+                    key.push(b'/');
+                }
+                key.extend_from_slice(m.last().expect("non-empty"));
+                self.remove_subtree(&key);
+            }
         }
         Ok(())
     }
@@ -227,9 +295,6 @@ impl Tree {
                     tkey.push(b'/');
                 }
                 tkey.extend_from_slice(tcomps.last().expect("non-empty"));
-                if tkey == key {
-                    return Ok(()); // a link to itself changes nothing
-                }
                 match self.nodes.get(&tkey) {
                     None => {
                         return Err((raw, format!("hardlink to {}, which does not exist in the rootfs", path::show(&tkey))));
@@ -237,6 +302,7 @@ impl Tree {
                     Some(Node { kind: Kind::Dir, .. }) => {
                         return Err((raw, format!("hardlink to directory {}", path::show(&tkey))));
                     }
+                    Some(_) if tkey == key => return Ok(()), // a link to itself changes nothing
                     // The link shares the target's inode as it is now; a later
                     // replacement of the target does not change it.
                     Some(n) => n.clone(),
@@ -265,23 +331,28 @@ impl Tree {
         let mut queue: std::collections::VecDeque<Vec<u8>> = comps[..comps.len().saturating_sub(1)].iter().cloned().collect();
         let mut cur: Vec<Vec<u8>> = Vec::new();
         let mut hops = 0;
-        let mut missing = false;
+        // Depth of the first component found missing: below it nothing exists, so nothing
+        // is looked up; a `..` back above it resumes the lookups.
+        let mut missing: Option<usize> = None;
         while let Some(c) = queue.pop_front() {
             match c.as_slice() {
                 b"" | b"." => continue,
                 b".." => {
                     cur.pop();
+                    if missing.is_some_and(|m| cur.len() < m) {
+                        missing = None;
+                    }
                     continue;
                 }
                 _ => {}
             }
             cur.push(c);
-            if missing {
+            if missing.is_some() {
                 continue;
             }
             let key = path::join(&cur);
             match self.nodes.get(&key).map(|n| &n.kind) {
-                None => missing = true,
+                None => missing = Some(cur.len()),
                 Some(Kind::Dir) => {}
                 Some(Kind::Symlink { target }) => {
                     hops += 1;
@@ -385,10 +456,22 @@ pub fn flatten(
     threads: usize,
     progress: &crate::progress::Progress,
 ) -> Result<Tree> {
+    flatten_with(layers, implicit_mtime, limits, threads, layer::ContentMode::Spill, progress)
+}
+
+/// [`flatten`] with a choice of where file contents go (see [`layer::ContentMode`]).
+pub fn flatten_with(
+    layers: &[(PathBuf, LayerBlob)],
+    implicit_mtime: i64,
+    limits: Limits,
+    threads: usize,
+    mode: layer::ContentMode,
+    progress: &crate::progress::Progress,
+) -> Result<Tree> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
     let n = layers.len();
-    let results: Vec<Mutex<Option<Result<ParsedLayer>>>> = (0..n).map(|_| Mutex::new(None)).collect();
+    let results: Vec<Mutex<Option<Result<(ParsedLayer, bool)>>>> = (0..n).map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
     let ready = std::sync::Condvar::new();
     let gate = Mutex::new(());
@@ -412,7 +495,11 @@ pub fn flatten(
                     }
                 }
                 let (p, blob) = &layers[i];
-                let r = layer::parse(p, blob, i as u32, limits);
+                let r = match layer::parse_with(p, blob, i as u32, limits, mode) {
+                    Ok(Some(l)) => Ok((l, mode == layer::ContentMode::Index)),
+                    Ok(None) => layer::parse(p, blob, i as u32, limits).map(|l| (l, false)),
+                    Err(e) => Err(e),
+                };
                 *results[i].lock().unwrap() = Some(r);
                 let _g = gate.lock().unwrap();
                 ready.notify_all();
@@ -428,7 +515,7 @@ pub fn flatten(
                     g = ready.wait(g).unwrap();
                 }
             };
-            let parsed = match parsed {
+            let (parsed, indexed) = match parsed {
                 Ok(p) => p,
                 Err(e) => {
                     failed.store(true, Ordering::SeqCst);
@@ -439,7 +526,8 @@ pub fn flatten(
             progress.set_message(format!("flatten layer {}/{n}", i + 1));
             // spill indexes must match the order spills are pushed
             debug_assert_eq!(tree.spills.len(), i);
-            if let Err(e) = tree.apply(parsed) {
+            let source = indexed.then(|| layers[i].clone());
+            if let Err(e) = tree.apply_from(parsed, source) {
                 failed.store(true, Ordering::SeqCst);
                 ready.notify_all();
                 return Err(e);
@@ -451,4 +539,387 @@ pub fn flatten(
         Ok(())
     })?;
     Ok(tree)
+}
+
+#[cfg(test)]
+mod tests {
+    //! OCI layer semantics of [`Tree::apply`], on layers built by hand (no tar involved).
+    use super::*;
+    use std::io::{Seek, SeekFrom, Write};
+
+    fn meta(mode: u32, mtime: i64) -> Meta {
+        Meta { mode, uid: 0, gid: 0, mtime, xattrs: BTreeMap::new() }
+    }
+
+    /// Builds one layer: entries in archive order, file bytes in a real spill tempfile.
+    struct L {
+        entries: Vec<RawEntry>,
+        spill: File,
+        off: u64,
+    }
+
+    impl L {
+        fn new() -> Self {
+            L { entries: Vec::new(), spill: tempfile::tempfile().unwrap(), off: 0 }
+        }
+        fn push(mut self, path: &str, kind: RawKind, m: Meta) -> Self {
+            self.entries.push(RawEntry { path: path.as_bytes().to_vec(), kind, meta: m });
+            self
+        }
+        fn dir(self, path: &str) -> Self {
+            self.push(path, RawKind::Dir, meta(0o755, 7))
+        }
+        fn dir_meta(self, path: &str, mode: u32, mtime: i64) -> Self {
+            self.push(path, RawKind::Dir, meta(mode, mtime))
+        }
+        fn file(mut self, path: &str, data: &str) -> Self {
+            self.spill.write_all(data.as_bytes()).unwrap();
+            // the spill index is a placeholder: apply() sets the layer's own
+            let c = ContentRef { spill: 99, offset: self.off, len: data.len() as u64 };
+            self.off += data.len() as u64;
+            self.push(path, RawKind::File(c), meta(0o644, 7))
+        }
+        fn symlink(self, path: &str, target: &str) -> Self {
+            self.push(path, RawKind::Symlink(target.as_bytes().to_vec()), meta(0o777, 7))
+        }
+        fn hardlink(self, path: &str, target: &str) -> Self {
+            self.push(path, RawKind::Hardlink(target.as_bytes().to_vec()), meta(0o644, 7))
+        }
+        fn whiteout(self, path: &str) -> Self {
+            // whiteouts are empty regular files in the archive
+            self.file(path, "")
+        }
+        fn build(mut self, label: &str) -> ParsedLayer {
+            self.spill.seek(SeekFrom::Start(0)).unwrap();
+            ParsedLayer { label: label.into(), entries: self.entries, spill: self.spill }
+        }
+    }
+
+    fn tree(layers: Vec<L>) -> Tree {
+        try_tree(layers).unwrap()
+    }
+
+    fn try_tree(layers: Vec<L>) -> Result<Tree> {
+        let mut t = Tree::new(5);
+        for (i, l) in layers.into_iter().enumerate() {
+            t.apply(l.build(&format!("L{i}")))?;
+        }
+        Ok(t)
+    }
+
+    /// Every path in walk order (the root is "").
+    fn paths(t: &Tree) -> Vec<String> {
+        t.walk().map(|(p, _)| String::from_utf8(p.to_vec()).unwrap()).collect()
+    }
+
+    fn content(t: &Tree, p: &str) -> String {
+        match &t.get(p.as_bytes()).unwrap_or_else(|| panic!("{p} missing")).kind {
+            Kind::File { content, .. } => {
+                let mut s = String::new();
+                t.open(content).read_to_string(&mut s).unwrap();
+                s
+            }
+            k => panic!("{p} is {k:?}, not a file"),
+        }
+    }
+
+    fn inode(t: &Tree, p: &str) -> u64 {
+        match t.get(p.as_bytes()).unwrap().kind {
+            Kind::File { inode, .. } => inode,
+            ref k => panic!("{p} is {k:?}"),
+        }
+    }
+
+    fn layer_error(r: Result<Tree>) -> (String, String, String) {
+        match r {
+            Err(Error::Layer { layer, path, message }) => (layer, path, message),
+            other => panic!("expected a layer error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn whiteout_deletes_lower_file_and_lower_dir_with_children() {
+        let t = tree(vec![
+            L::new().dir("etc").file("etc/passwd", "root").file("etc/group", "g").dir("opt/app/lib").file("opt/app/lib/x", "x").file("opt/keep", "k"),
+            L::new().whiteout("etc/.wh.passwd").whiteout("opt/.wh.app"),
+        ]);
+        assert_eq!(paths(&t), ["", "etc", "etc/group", "opt", "opt/keep"]);
+    }
+
+    #[test]
+    fn whiteout_of_absent_path_is_harmless() {
+        let t = tree(vec![L::new().file("a", "1"), L::new().whiteout("nothere/.wh.x").whiteout(".wh.y")]);
+        assert_eq!(paths(&t), ["", "a"]);
+    }
+
+    #[test]
+    fn whiteout_does_not_delete_same_layer_entries_wherever_it_stands() {
+        // OCI: whiteouts only hide lower layers. Here the same layer re-adds the path both
+        // before and after the whiteout in archive order.
+        let t = tree(vec![
+            L::new().file("a", "lower-a").dir("d").file("d/old", "o"),
+            L::new().file("a", "upper-a").dir("d").file("d/new", "n").whiteout(".wh.a").whiteout(".wh.d").file("b", "b").whiteout(".wh.b"),
+        ]);
+        assert_eq!(paths(&t), ["", "a", "b", "d", "d/new"]);
+        assert_eq!(content(&t, "a"), "upper-a");
+        assert_eq!(content(&t, "b"), "b");
+    }
+
+    #[test]
+    fn whiteout_files_never_appear_in_the_tree() {
+        let t = tree(vec![L::new().dir("d").whiteout("d/.wh.x").whiteout("d/.wh..wh..opq").whiteout("d/.wh..wh.plnk")]);
+        assert!(t.walk().all(|(p, _)| !p.windows(4).any(|w| w == b".wh.")), "{:?}", paths(&t));
+        assert_eq!(paths(&t), ["", "d"]);
+    }
+
+    #[test]
+    fn opaque_dir_hides_lower_children_and_keeps_same_layer_children() {
+        let t = tree(vec![
+            L::new().dir_meta("d", 0o700, 3).file("d/lower1", "1").dir("d/sub").file("d/sub/lower2", "2").file("dz", "sibling"),
+            // the same layer's children stand before and after the marker
+            L::new().file("d/before", "b").whiteout("d/.wh..wh..opq").dir("d/sub2").file("d/sub2/after", "a"),
+        ]);
+        assert_eq!(paths(&t), ["", "d", "d/before", "d/sub2", "d/sub2/after", "dz"]);
+        // the opaque marker keeps the directory itself (and its lower metadata, since this
+        // layer did not write a `d` entry)
+        assert_eq!(t.get(b"d").unwrap().meta.mode, 0o700);
+    }
+
+    #[test]
+    fn opaque_at_root_empties_lower_layers() {
+        let t = tree(vec![L::new().file("a", "1").dir("b").file("b/c", "2"), L::new().file("new", "n").whiteout(".wh..wh..opq")]);
+        assert_eq!(paths(&t), ["", "new"]);
+    }
+
+    #[test]
+    fn aufs_meta_entries_are_not_deletions() {
+        let t = tree(vec![
+            L::new().file("a", "1").file("plnk", "p").dir("d").file("d/x", "x"),
+            // AUFS keeps hardlink sources in a `.wh..wh.plnk` directory: neither a deletion
+            // nor content
+            L::new()
+                .whiteout(".wh..wh.plnk")
+                .dir(".wh..wh.plnk")
+                .file(".wh..wh.plnk/123.456", "h")
+                .hardlink("usr/h", ".wh..wh.plnk/123.456")
+                .whiteout("d/.wh..wh.aufs"),
+        ]);
+        assert_eq!(paths(&t), ["", "a", "d", "d/x", "plnk", "usr", "usr/h"]);
+        assert_eq!(content(&t, "usr/h"), "h");
+    }
+
+    #[test]
+    fn bare_whiteout_is_an_error_naming_layer_and_path() {
+        let (layer, path, message) = layer_error(try_tree(vec![L::new().file("a", "1"), L::new().whiteout("d/.wh.")]));
+        assert_eq!(layer, "L1");
+        assert_eq!(path, "/d/.wh.");
+        assert!(message.contains("invalid whiteout"), "{message}");
+        let (_, path, message) = layer_error(try_tree(vec![L::new().whiteout(".wh..")]));
+        assert_eq!(path, "/.wh..");
+        assert!(message.contains("'.'"), "{message}");
+    }
+
+    #[test]
+    fn dir_over_dir_merges_metadata_and_keeps_children() {
+        let t = tree(vec![L::new().dir_meta("d", 0o700, 3).file("d/x", "x"), L::new().dir_meta("d", 0o750, 9)]);
+        assert_eq!(paths(&t), ["", "d", "d/x"]);
+        let m = &t.get(b"d").unwrap().meta;
+        assert_eq!((m.mode, m.mtime), (0o750, 9));
+    }
+
+    #[test]
+    fn file_over_dir_removes_the_subtree() {
+        let t = tree(vec![L::new().dir("d").dir("d/e").file("d/e/f", "f").file("d0", "sibling").file("d.x", "s2"), L::new().file("d", "now a file")]);
+        assert_eq!(paths(&t), ["", "d", "d.x", "d0"]);
+        assert_eq!(content(&t, "d"), "now a file");
+    }
+
+    #[test]
+    fn symlink_over_dir_removes_the_subtree_and_dir_over_symlink_replaces_it() {
+        let t = tree(vec![L::new().dir("d").file("d/f", "f").dir("e"), L::new().symlink("d", "e").symlink("s", "e"), L::new().dir("s")]);
+        assert_eq!(paths(&t), ["", "d", "e", "s"]);
+        assert_eq!(t.get(b"d").unwrap().kind, Kind::Symlink { target: b"e".to_vec() });
+        assert_eq!(t.get(b"s").unwrap().kind, Kind::Dir);
+    }
+
+    #[test]
+    fn duplicate_path_in_one_layer_last_wins() {
+        // DESIGN §3 asks us to choose between strict and last-wins for a path a layer holds
+        // twice. We chose last-wins (what `tar x`, umoci and containerd do): the later entry
+        // replaces the earlier one exactly as an entry of a higher layer would.
+        let t = tree(vec![L::new().file("a", "first").file("a", "second").dir("d").file("d/x", "x").file("d", "file-now").symlink("s", "a").file("s", "plain")]);
+        assert_eq!(paths(&t), ["", "a", "d", "s"]);
+        assert_eq!(content(&t, "a"), "second");
+        assert_eq!(content(&t, "d"), "file-now");
+        assert_eq!(content(&t, "s"), "plain");
+    }
+
+    #[test]
+    fn hardlink_shares_the_inode() {
+        let t = tree(vec![L::new().file("usr/bin/a", "payload"), L::new().hardlink("usr/bin/b", "usr/bin/a").hardlink("c", "/usr/bin/a")]);
+        assert_eq!(inode(&t, "usr/bin/a"), inode(&t, "usr/bin/b"));
+        assert_eq!(inode(&t, "usr/bin/a"), inode(&t, "c"));
+        assert_eq!(content(&t, "c"), "payload");
+        assert_eq!(t.link_counts()[&inode(&t, "c")], 3);
+        assert_eq!(t.content_bytes(), "payload".len() as u64);
+    }
+
+    #[test]
+    fn hardlink_keeps_old_content_when_its_target_is_replaced_later() {
+        let t = tree(vec![
+            L::new().file("a", "old"),
+            L::new().hardlink("b", "a"),
+            L::new().file("a", "new"),
+            L::new().file("c", "c").hardlink("d", "c").file("c", "c2"), // same layer, later entry
+        ]);
+        assert_eq!(content(&t, "a"), "new");
+        assert_eq!(content(&t, "b"), "old");
+        assert_ne!(inode(&t, "a"), inode(&t, "b"));
+        assert_eq!(content(&t, "d"), "c");
+        assert_eq!(content(&t, "c"), "c2");
+        let t = tree(vec![L::new().file("a", "old").hardlink("b", "a"), L::new().whiteout(".wh.a")]);
+        assert_eq!(paths(&t), ["", "b"]);
+        assert_eq!(content(&t, "b"), "old");
+    }
+
+    #[test]
+    fn hardlink_errors_name_layer_and_path() {
+        let (layer, path, message) = layer_error(try_tree(vec![L::new().file("a", "1"), L::new().hardlink("b", "nothere")]));
+        assert_eq!((layer.as_str(), path.as_str()), ("L1", "/b"));
+        assert!(message.contains("/nothere") && message.contains("does not exist"), "{message}");
+        let (_, path, message) = layer_error(try_tree(vec![L::new().dir("d").hardlink("l", "d")]));
+        assert_eq!(path, "/l");
+        assert!(message.contains("hardlink to directory /d"), "{message}");
+        let (_, path, message) = layer_error(try_tree(vec![L::new().file("a", "1").hardlink("l", "../a")]));
+        assert_eq!(path, "/l");
+        assert!(message.contains("climbs above the root"), "{message}");
+        let (_, _, message) = layer_error(try_tree(vec![L::new().hardlink("l", "/")]));
+        assert!(message.contains("root"), "{message}");
+        // a link to itself is a no-op only when the path exists
+        let (_, path, message) = layer_error(try_tree(vec![L::new().hardlink("self", "self")]));
+        assert_eq!(path, "/self");
+        assert!(message.contains("does not exist"), "{message}");
+        let t = tree(vec![L::new().file("a", "1").hardlink("a", "./a")]);
+        assert_eq!(content(&t, "a"), "1");
+    }
+
+    #[test]
+    fn hardlink_target_whited_out_in_the_same_layer_is_still_absent_in_lower() {
+        // The whiteout removes the lower `a` before this layer's entries apply.
+        let (_, path, message) = layer_error(try_tree(vec![L::new().file("a", "1"), L::new().hardlink("b", "a").whiteout(".wh.a")]));
+        assert_eq!(path, "/b");
+        assert!(message.contains("does not exist"), "{message}");
+    }
+
+    #[test]
+    fn symlink_parent_is_resolved_inside_the_tree() {
+        let t = tree(vec![
+            L::new().dir("usr/bin").dir("usr/lib").symlink("bin", "usr/bin").symlink("lib", "/usr/lib").symlink("usr/sbin", "bin"),
+            L::new().file("bin/ls", "ls").file("lib/libc.so", "libc").file("usr/sbin/init", "init"),
+        ]);
+        assert_eq!(
+            paths(&t),
+            ["", "bin", "lib", "usr", "usr/bin", "usr/bin/init", "usr/bin/ls", "usr/lib", "usr/lib/libc.so", "usr/sbin"]
+        );
+        assert_eq!(content(&t, "usr/bin/ls"), "ls");
+        assert_eq!(content(&t, "usr/lib/libc.so"), "libc");
+    }
+
+    #[test]
+    fn dotdot_in_a_symlink_target_is_clamped_at_the_root() {
+        let t = tree(vec![
+            L::new().dir("a/b").symlink("a/b/up", "../../../../..").symlink("a/esc", "../../../etc").symlink("a/abs", "/../../tmp"),
+            L::new().file("a/b/up/passwd", "p").file("a/esc/shadow", "s").file("a/abs/t", "t"),
+        ]);
+        assert_eq!(paths(&t), ["", "a", "a/abs", "a/b", "a/b/up", "a/esc", "etc", "etc/shadow", "passwd", "tmp", "tmp/t"]);
+    }
+
+    #[test]
+    fn dotdot_after_a_missing_component_still_resolves_symlinks() {
+        // `missing/..` returns to a checked directory: what follows must be resolved again,
+        // or an entry could land below a symlink (`esc/passwd` in the tree is
+        // `/etc/passwd` on the host of whoever unpacks the output) or below a file.
+        let t = tree(vec![
+            L::new().dir("etc").symlink("esc", "/etc").symlink("l", "missing/deeper/../../esc").file("f", "1").symlink("lf", "nope/../f"),
+            L::new().file("l/passwd", "p"),
+        ]);
+        assert_eq!(paths(&t), ["", "esc", "etc", "etc/passwd", "f", "l", "lf"]);
+        let (_, path, message) = layer_error(try_tree(vec![
+            L::new().file("f", "1").symlink("lf", "nope/../f"),
+            L::new().file("lf/x", "x"),
+        ]));
+        assert_eq!(path, "/lf/x");
+        assert!(message.contains("parent /f is not a directory"), "{message}");
+        // a missing directory left by `..` into another missing one stays missing
+        let t = tree(vec![L::new().symlink("m", "a/b/../c"), L::new().file("m/x", "x")]);
+        assert_eq!(paths(&t), ["", "a", "a/c", "a/c/x", "m"]);
+    }
+
+    #[test]
+    fn symlink_loop_as_parent_is_an_error() {
+        let (layer, path, message) =
+            layer_error(try_tree(vec![L::new().symlink("a", "b").symlink("b", "a"), L::new().file("a/x", "x")]));
+        assert_eq!((layer.as_str(), path.as_str()), ("L1", "/a/x"));
+        assert!(message.contains("too many levels of symlinks"), "{message}");
+        let (_, _, message) = layer_error(try_tree(vec![L::new().symlink("self", "self/x"), L::new().file("self/y", "y")]));
+        assert!(message.contains("too many levels of symlinks"), "{message}");
+    }
+
+    #[test]
+    fn a_chain_of_forty_symlinks_resolves() {
+        // Linux allows 40 hops; the 41st is a loop.
+        let mut l = L::new().dir("target");
+        for i in 0..40 {
+            let next = if i == 39 { "target".to_string() } else { format!("s{}", i + 1) };
+            l = l.symlink(&format!("s{i}"), &next);
+        }
+        let t = tree(vec![l, L::new().file("s0/f", "f")]);
+        assert_eq!(content(&t, "target/f"), "f");
+    }
+
+    #[test]
+    fn parent_that_is_a_file_is_an_error() {
+        let (layer, path, message) = layer_error(try_tree(vec![L::new().file("f", "1"), L::new().file("f/x", "x")]));
+        assert_eq!((layer.as_str(), path.as_str()), ("L1", "/f/x"));
+        assert!(message.contains("parent /f is not a directory"), "{message}");
+        // also through a symlink
+        let (_, _, message) = layer_error(try_tree(vec![L::new().file("f", "1").symlink("s", "f"), L::new().file("s/x", "x")]));
+        assert!(message.contains("parent /f is not a directory"), "{message}");
+    }
+
+    #[test]
+    fn implicit_parents_are_created_as_root_owned_0755_dirs() {
+        let t = tree(vec![L::new().file("a/b/c/f", "f")]);
+        assert_eq!(paths(&t), ["", "a", "a/b", "a/b/c", "a/b/c/f"]);
+        for p in ["a", "a/b", "a/b/c"] {
+            let n = t.get(p.as_bytes()).unwrap();
+            assert_eq!(n.kind, Kind::Dir);
+            assert_eq!(n.meta, Meta::implicit_dir(5), "{p}");
+        }
+    }
+
+    #[test]
+    fn paths_are_cleaned_relative_to_the_root() {
+        let t = tree(vec![L::new().file("/etc/x", "x").file("./etc//y", "y").dir("./").file("a/./b/../c", "c")]);
+        assert_eq!(paths(&t), ["", "a", "a/c", "etc", "etc/x", "etc/y"]);
+        let (_, path, message) = layer_error(try_tree(vec![L::new().file("a/../../x", "x")]));
+        assert_eq!(path, "/a/../../x");
+        assert!(message.contains("climbs above the root"), "{message}");
+    }
+
+    #[test]
+    fn only_a_directory_can_replace_the_root() {
+        let t = tree(vec![L::new().dir_meta("./", 0o700, 4)]);
+        assert_eq!(t.get(b"").unwrap().meta.mode, 0o700);
+        let (_, _, message) = layer_error(try_tree(vec![L::new().file("/", "x")]));
+        assert!(message.contains("root"), "{message}");
+    }
+
+    #[test]
+    fn walk_is_bytewise_with_parents_first() {
+        let t = tree(vec![L::new().file("a-b", "1").file("a/b", "2").file("a.b", "3").file("B", "4").file("\u{e9}", "5")]);
+        // bytewise: '-' (0x2d) and '.' (0x2e) sort before '/' (0x2f), so `a-b` and `a.b` come
+        // between `a` and `a/b`; parents still precede their children
+        assert_eq!(paths(&t), ["", "B", "a", "a-b", "a.b", "a/b", "\u{e9}"]);
+    }
 }
