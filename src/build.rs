@@ -109,7 +109,17 @@ pub fn resolve_inputs(spec: &BoxSpec, store: &Store, sopts: &SourceOptions, prog
 pub fn flatten(store: &Store, images: &[ResolvedImage], sde: u64, threads: usize, mode: ContentMode, progress: &Progress) -> Result<Tree> {
     let layers: Vec<(PathBuf, LayerBlob)> =
         images.iter().flat_map(|i| i.layers.iter().map(|l| (store.blob_path(&l.digest), l.clone()))).collect();
-    tree::flatten_with(&layers, sde as i64, Limits::default(), worker_threads(threads), mode, progress)
+    tree::flatten_with(&layers, sde as i64, limits(), worker_threads(threads), mode, progress)
+}
+
+/// The default limits; `STAGEBOX_MAX_LAYER_BYTES` (undocumented, for tests) replaces the
+/// decompression-bomb limit so a test can trip it without inflating 64 GiB.
+fn limits() -> Limits {
+    let mut l = Limits::default();
+    if let Some(v) = std::env::var("STAGEBOX_MAX_LAYER_BYTES").ok().and_then(|v| v.trim().parse().ok()) {
+        l.max_layer_bytes = v;
+    }
+    l
 }
 
 fn worker_threads(threads: usize) -> usize {
@@ -121,9 +131,10 @@ fn worker_threads(threads: usize) -> usize {
 /// straight from the layer streams; any streaming emitter needs them spilled.
 /// The pattern names every output on purpose: a new output type must be classified here.
 pub fn content_mode(outputs: &spec::Outputs) -> ContentMode {
-    let spec::Outputs { tar, oci } = outputs;
+    let spec::Outputs { tar, oci, initramfs } = outputs;
     let placed_tar = tar.as_ref().is_some_and(|t| t.compression == spec::Compression::None);
-    if placed_tar && oci.is_none() { ContentMode::Index } else { ContentMode::Spill }
+    // initramfs (cpio) streams its entries: it needs the contents spilled.
+    if placed_tar && oci.is_none() && initramfs.is_none() { ContentMode::Index } else { ContentMode::Spill }
 }
 
 /// Write `NAME.tar[.gz|.zst]` atomically; returns its record.

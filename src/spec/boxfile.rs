@@ -17,6 +17,10 @@ pub struct BoxSpec {
     pub source_date_epoch: Option<u64>,
     pub layers: Vec<LayerSpec>,
     pub outputs: Outputs,
+    /// `[kernel]`: the kernel initramfs-booting outputs are built for.
+    pub kernel: Option<super::KernelSpec>,
+    /// Where `[output.initramfs]` stands in the box file (for errors about it).
+    pub initramfs_at: Option<Location>,
 }
 
 /// One `[[layer]]`, bottom first.
@@ -66,12 +70,25 @@ pub struct OciOutput {
     pub tag: Option<String>,
 }
 
+/// `[output.initramfs]`: `NAME.cpio[.gz|.zst|.xz]`, the rootfs as a newc initramfs.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitramfsOutput {
+    #[serde(default)]
+    pub compression: Compression,
+    /// Archives put in front, uncompressed and as they are (e.g. an early microcode cpio),
+    /// as written: relative to the box file.
+    #[serde(default)]
+    pub prepend: Vec<String>,
+}
+
 /// `[output.*]` tables. Each present table is one output.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Outputs {
     pub tar: Option<TarOutput>,
     pub oci: Option<OciOutput>,
+    pub initramfs: Option<InitramfsOutput>,
 }
 
 #[derive(Deserialize)]
@@ -83,6 +100,7 @@ struct RawBox {
     #[serde(default)]
     layer: Vec<Spanned<RawLayer>>,
     output: Option<Outputs>,
+    kernel: Option<Spanned<super::kernel::RawBoxKernel>>,
 }
 
 #[derive(Deserialize)]
@@ -173,8 +191,18 @@ pub fn load_box(path: &Path) -> Result<BoxSpec> {
         Some(o) => (o.clone(), src.text.find("[output").map(|i| i..i).unwrap_or(0..0)),
         None => (Outputs::default(), 0..0),
     };
-    if outputs.tar.is_none() && outputs.oci.is_none() {
-        return Err(src.loc(out_span).error("a box needs at least one [output.*] table (tar, oci)"));
+    if outputs.tar.is_none() && outputs.oci.is_none() && outputs.initramfs.is_none() {
+        return Err(src.loc(out_span).error("a box needs at least one [output.*] table (tar, oci, initramfs)"));
+    }
+    let kernel = raw.kernel.as_ref().map(|k| super::kernel::box_kernel(&src, k, &name)).transpose()?;
+    let initramfs_at = outputs.initramfs.as_ref().map(|_| {
+        let i = src.text.find("[output.initramfs]").or_else(|| src.text.find("initramfs")).unwrap_or(0);
+        src.loc(i..i)
+    });
+    if let Some(i) = &outputs.initramfs {
+        if let Some(p) = i.prepend.iter().find(|p| p.is_empty()) {
+            return Err(initramfs_at.clone().expect("set").error(format!("prepend entry {p:?} names no file")));
+        }
     }
     Ok(BoxSpec {
         path: path.to_path_buf(),
@@ -184,6 +212,8 @@ pub fn load_box(path: &Path) -> Result<BoxSpec> {
         source_date_epoch,
         layers,
         outputs,
+        kernel,
+        initramfs_at,
     })
 }
 

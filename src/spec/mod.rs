@@ -1,14 +1,16 @@
-//! Box, pallet and lock files: serde types, validation, and errors that point at
+//! Box, pallet, kernel and lock files: serde types, validation, and errors that point at
 //! `file:line:column`.
 //!
 //! No I/O beyond reading the named files. Relative paths inside a file are resolved against
 //! that file's directory here, so later stages only see absolute paths.
 
 mod boxfile;
+mod kernel;
 mod lockfile;
 mod pallet;
 
 pub use boxfile::*;
+pub use kernel::*;
 pub use lockfile::*;
 pub use pallet::*;
 

@@ -1,0 +1,251 @@
+//! Kernel definitions (`kernels/NAME.toml`) and a box's `[kernel]` table.
+//!
+//! A definition names the image that holds a kernel, where the kernel, its config and its
+//! modules are inside it, a default command line, and the initramfs compressions the kernel
+//! can unpack (used only when the image carries no config to read them from). A box either
+//! points at a definition (`definition = "kernels/generic.toml"`, relative to the box file;
+//! a relative path not found there is looked up in the box's ancestors, like pallets) or
+//! writes the same keys inline (`image`, `path`, ...); its `cmdline` replaces the default.
+//!
+//! ```toml
+//! name = "generic"
+//! image = "stagex/user-linux-generic:latest"  # unpinned: BOX.lock must pin it
+//! path = "/bzImage"
+//! config = "/linux.config"
+//! modules = "/usr/lib/modules"
+//! cmdline = "console=ttyS0"
+//! compressions = ["gzip", "zstd", "xz", "none"]
+//! ```
+
+use super::{Compression, Location, Source};
+use crate::error::Result;
+use crate::source::reference::{ImageRef, RefKind};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+/// Where the kernel is in StageX's `user-linux-*` images.
+pub const DEFAULT_KERNEL_PATH: &str = "/bzImage";
+/// Where StageX's kernel images keep the config the kernel was built with.
+pub const DEFAULT_CONFIG_PATH: &str = "/linux.config";
+
+/// A kernel: the image it comes from and what to take out of it.
+#[derive(Debug, Clone)]
+pub struct KernelDef {
+    /// The definition file, or `None` for an inline `[kernel]` table.
+    pub file: Option<PathBuf>,
+    pub name: String,
+    pub image: ImageRef,
+    /// Where `image` was written (for "not pinned" errors).
+    pub image_at: Location,
+    /// Absolute path of the kernel inside the image.
+    pub path: String,
+    /// Absolute path of the kernel config inside the image.
+    pub config: String,
+    /// True when the config path was written out: then the image must hold it. The default
+    /// path is read only if it exists.
+    pub config_required: bool,
+    /// Directory of the kernel's modules inside the image, if it has any.
+    pub modules: Option<String>,
+    /// The default command line.
+    pub cmdline: String,
+    /// Initramfs compressions the kernel unpacks, when written. A config in the image wins.
+    pub compressions: Option<Vec<Compression>>,
+}
+
+/// A box's `[kernel]`: a definition plus the box's own command line.
+#[derive(Debug, Clone)]
+pub struct KernelSpec {
+    pub def: KernelDef,
+    /// The box's `cmdline`, else the definition's.
+    pub cmdline: String,
+    /// Where `[kernel]` stands in the box file.
+    pub at: Location,
+}
+
+/// The keys a definition file and an inline `[kernel]` table share.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawDef {
+    name: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    image: Option<Spanned<String>>,
+    path: Option<Spanned<String>>,
+    config: Option<Spanned<String>>,
+    modules: Option<Spanned<String>>,
+    cmdline: Option<String>,
+    compressions: Option<Vec<Compression>>,
+}
+
+/// A box's `[kernel]` table as written.
+#[derive(Deserialize, Default, Debug, Clone)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBoxKernel {
+    definition: Option<Spanned<String>>,
+    image: Option<Spanned<String>>,
+    path: Option<Spanned<String>>,
+    config: Option<Spanned<String>>,
+    modules: Option<Spanned<String>>,
+    cmdline: Option<String>,
+    compressions: Option<Vec<Compression>>,
+}
+
+fn abs_path(src: &Source, v: &Spanned<String>, what: &str) -> Result<String> {
+    let s = v.get_ref();
+    if s.is_empty() || s.contains('\0') {
+        return Err(src.loc(v.span()).error(format!("{what} must be a path inside the image, like /bzImage")));
+    }
+    Ok(if s.starts_with('/') { s.clone() } else { format!("/{s}") })
+}
+
+fn build_def(src: &Source, raw: RawDef, file: Option<PathBuf>, default_name: &str, at: Location) -> Result<KernelDef> {
+    let _ = raw.description;
+    let image = raw.image.as_ref().ok_or_else(|| at.error("a kernel needs `image`: the image that holds it"))?;
+    let image_at = src.loc(image.span());
+    let parsed = ImageRef::parse(image.get_ref(), &src.dir()).map_err(|m| image_at.error(m))?;
+    if matches!(parsed.kind, RefKind::Dir { .. }) {
+        return Err(image_at.error("a kernel comes from an image, not a dir: reference"));
+    }
+    let path = match &raw.path {
+        Some(p) => abs_path(src, p, "path")?,
+        None => DEFAULT_KERNEL_PATH.to_string(),
+    };
+    let (config, config_required) = match &raw.config {
+        Some(c) => (abs_path(src, c, "config")?, true),
+        None => (DEFAULT_CONFIG_PATH.to_string(), false),
+    };
+    let modules = raw.modules.as_ref().map(|m| abs_path(src, m, "modules")).transpose()?;
+    if let Some(c) = &raw.compressions {
+        if c.is_empty() {
+            return Err(at.error("compressions must list at least one of none, gzip, zstd, xz"));
+        }
+    }
+    Ok(KernelDef {
+        file,
+        name: raw.name.unwrap_or_else(|| default_name.to_string()),
+        image: parsed,
+        image_at,
+        path,
+        config,
+        config_required,
+        modules,
+        cmdline: raw.cmdline.unwrap_or_default(),
+        compressions: raw.compressions,
+    })
+}
+
+/// Read and validate a kernel definition file.
+pub fn load_kernel(path: &Path) -> Result<KernelDef> {
+    let src = Source::read(path)?;
+    let raw: RawDef = src.parse()?;
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    build_def(&src, raw, Some(path.to_path_buf()), &stem, src.loc(0..0))
+}
+
+/// A definition path from a box file: relative to the box's directory, else (for a relative
+/// path) the same relative path under one of its ancestors.
+fn find_definition(box_dir: &Path, rel: &str) -> Option<PathBuf> {
+    let p = box_dir.join(rel);
+    if p.is_file() || Path::new(rel).is_absolute() {
+        return p.is_file().then_some(p);
+    }
+    let abs = std::path::absolute(box_dir).ok()?;
+    abs.ancestors().map(|a| a.join(rel)).find(|p| p.is_file())
+}
+
+/// Turn a box's `[kernel]` table into a [`KernelSpec`]. `box_name` names an inline kernel.
+pub(crate) fn box_kernel(src: &Source, raw: &Spanned<RawBoxKernel>, box_name: &str) -> Result<KernelSpec> {
+    let at = src.loc(raw.span());
+    let r = raw.get_ref();
+    let def = match (&r.definition, &r.image) {
+        (Some(_), Some(i)) => {
+            return Err(src.loc(i.span()).error("[kernel] takes either `definition` or an inline `image`, not both"));
+        }
+        (None, None) => {
+            return Err(at.error("[kernel] needs `definition = \"kernels/NAME.toml\"` or an inline `image = \"...\"`"));
+        }
+        (Some(d), None) => {
+            let dat = src.loc(d.span());
+            if let Some((key, span)) = [("path", &r.path), ("config", &r.config), ("modules", &r.modules)]
+                .into_iter()
+                .find_map(|(k, v)| v.as_ref().map(|v| (k, v.span())))
+            {
+                return Err(src.loc(span).error(format!(
+                    "`{key}` belongs in the kernel definition; with `definition` a box sets only `cmdline`"
+                )));
+            }
+            if r.compressions.is_some() {
+                return Err(at.error("`compressions` belongs in the kernel definition"));
+            }
+            let file = find_definition(&src.dir(), d.get_ref()).ok_or_else(|| {
+                dat.error(format!("kernel definition {:?} not found beside the box file or in its parent directories", d.get_ref()))
+            })?;
+            load_kernel(&file)?
+        }
+        (None, Some(_)) => {
+            let inline = RawDef {
+                name: Some(format!("{box_name} (inline)")),
+                description: None,
+                image: r.image.clone(),
+                path: r.path.clone(),
+                config: r.config.clone(),
+                modules: r.modules.clone(),
+                cmdline: None,
+                compressions: r.compressions.clone(),
+            };
+            build_def(src, inline, None, box_name, at.clone())?
+        }
+    };
+    let cmdline = r.cmdline.clone().unwrap_or_else(|| def.cmdline.clone());
+    Ok(KernelSpec { def, cmdline, at })
+}
+
+/// The init the kernel runs from an initramfs: the last `rdinit=` on the command line, else
+/// `/init` (the kernel's `ramdisk_execute_command`).
+pub fn rdinit(cmdline: &str) -> String {
+    cmdline
+        .split_ascii_whitespace()
+        .take_while(|w| *w != "--") // after "--" everything goes to init
+        .filter_map(|w| w.strip_prefix("rdinit="))
+        .last()
+        .map(str::to_string)
+        .unwrap_or_else(|| "/init".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn definition_defaults_and_errors() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(d.path(), "kernels/k.toml", "image = \"stagex/user-linux-airgap:latest\"\ncompressions = [\"gzip\", \"none\"]\n");
+        let k = load_kernel(&p).unwrap();
+        assert_eq!((k.name.as_str(), k.path.as_str(), k.config.as_str()), ("k", "/bzImage", "/linux.config"));
+        assert!(!k.config_required && !k.image.is_pinned());
+        assert_eq!(k.compressions, Some(vec![Compression::Gzip, Compression::None]));
+
+        let p = write(d.path(), "kernels/bad.toml", "image = \"x\"\ncompressions = [\"lz4\"]\n");
+        let e = load_kernel(&p).unwrap_err().to_string();
+        assert!(e.contains("bad.toml:2:") && e.contains("lz4"), "{e}");
+        let p = write(d.path(), "kernels/noimg.toml", "path = \"/bzImage\"\n");
+        assert!(load_kernel(&p).unwrap_err().to_string().contains("needs `image`"));
+        let p = write(d.path(), "kernels/typo.toml", "image = \"x\"\nkernel_path = \"/bzImage\"\n");
+        assert!(load_kernel(&p).unwrap_err().to_string().contains("typo.toml:2:1"));
+    }
+
+    #[test]
+    fn rdinit_from_cmdline() {
+        assert_eq!(rdinit("console=ttyS0"), "/init");
+        assert_eq!(rdinit("rdinit=/sbin/init quiet rdinit=/bin/sh"), "/bin/sh");
+        assert_eq!(rdinit("quiet -- rdinit=/x"), "/init");
+    }
+}
