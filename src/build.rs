@@ -55,11 +55,14 @@ pub fn image_refs(spec: &BoxSpec) -> Vec<(ImageRef, Location)> {
             LayerSpec::Dir { .. } => {}
         }
     }
+    if let Some(k) = &spec.kernel {
+        v.push((k.def.image.clone(), k.def.image_at.clone()));
+    }
     v
 }
 
 /// Apply the lock file to an unpinned reference, or refuse it with its location.
-fn pin(r: &ImageRef, at: &Location, lock: Option<&LockFile>, lock_path: &Path) -> Result<ImageRef> {
+pub(crate) fn pin(r: &ImageRef, at: &Location, lock: Option<&LockFile>, lock_path: &Path) -> Result<ImageRef> {
     if r.is_pinned() {
         return Ok(r.clone());
     }
@@ -156,7 +159,7 @@ fn emit_tar(tree: &Tree, spec: &BoxSpec, out: &Path, sde: u64, c: spec::Compress
         file.reserve(tree.content_bytes() + tree.len() as u64 * 1024);
     }
     let hw = HashWriter::new(BufWriter::with_capacity(1 << 20, file));
-    let mut enc = emit::compress::Encoder::new(c, hw).at(&path)?;
+    let mut enc = emit::compress::Encoder::with_threads(c, threads, hw).at(&path)?;
     emit::tar::write(tree, sde, &mut enc).at(&path)?;
     let hw = enc.finish().at(&path)?;
     let (d, size, bw) = hw.finish_with_inner();
@@ -175,6 +178,52 @@ fn emit_oci(tree: &Tree, spec: &BoxSpec, out: &Path, sde: u64, o: &spec::OciOutp
     Ok(OutputRecord { format: "oci".into(), path: name, sha256: img.manifest_digest.hex().to_string(), size: img.manifest_size })
 }
 
+/// Write `NAME.cpio[.gz|.zst|.xz]` atomically: the prepended archives as they are (each
+/// padded to 4 bytes), then the tree as one compressed newc archive. Returns its record and
+/// the prepended files as inputs.
+fn emit_initramfs(
+    tree: &Tree,
+    spec: &BoxSpec,
+    out: &Path,
+    sde: u64,
+    o: &spec::InitramfsOutput,
+    threads: usize,
+) -> Result<(OutputRecord, Vec<InputRecord>)> {
+    let name = format!("{}.cpio{}", spec.name, o.compression.suffix());
+    let path = out.join(&name);
+    let mut af = AtomicFile::create(&path)?;
+    let mut inputs = Vec::new();
+    let (d, size) = {
+        let mut hw = HashWriter::new(BufWriter::with_capacity(1 << 20, af.file()));
+        for p in &o.prepend {
+            let file = spec.dir.join(p);
+            let at = spec.initramfs_at.clone().expect("initramfs output has a location");
+            let mut head = [0u8; 6];
+            let mut f = std::fs::File::open(&file).map_err(|e| at.error(format!("prepend {p:?}: {e}")))?;
+            use std::io::{Read, Seek};
+            let n = f.read(&mut head).at(&file)?;
+            if n < 6 || (&head != emit::cpio::format::MAGIC && &head != emit::cpio::format::MAGIC_CRC) {
+                return Err(at.error(format!(
+                    "prepend {p:?} is not an uncompressed newc cpio archive (the kernel's early loaders, e.g. for CPU microcode, read only those)"
+                )));
+            }
+            f.rewind().at(&file)?;
+            let mut hr = crate::digest::HashReader::new(f);
+            emit::cpio::write_prepend(&mut hr, &mut hw).at(&path)?;
+            let (digest, _, _) = hr.drain_and_finish().at(&file)?;
+            inputs.push(InputRecord { reference: format!("file:{p}"), digest: digest.to_string() });
+        }
+        let mut enc = emit::compress::Encoder::with_threads(o.compression, threads, hw).at(&path)?;
+        emit::cpio::write(tree, sde, &mut enc).at(&path)?;
+        let hw = enc.finish().at(&path)?;
+        let (d, size, mut bw) = hw.finish_with_inner();
+        std::io::Write::flush(&mut bw).at(&path)?;
+        (d, size)
+    };
+    af.commit()?;
+    Ok((OutputRecord { format: "initramfs".into(), path: name, sha256: d.hex().to_string(), size }, inputs))
+}
+
 /// Build every output of the box at `box_path`.
 pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
     let spec = spec::load_box(box_path)?;
@@ -185,10 +234,24 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
 
     let t0 = std::time::Instant::now();
     let images = resolve_inputs(&spec, &store, &sopts, &progress)?;
+    // The kernel of an initramfs box, checked against the initramfs before anything is built.
+    let kernel = match (&spec.kernel, &spec.outputs.initramfs) {
+        (Some(k), Some(i)) => {
+            let lock_path = spec::lock_path(&spec.path);
+            let lock = LockFile::load(&lock_path)?;
+            let kernel = crate::kernel::resolve(k, &store, &sopts, lock.as_ref(), &lock_path, opts.threads, &progress)?;
+            kernel.check_compression(i.compression, spec.initramfs_at.as_ref().unwrap_or(&k.at))?;
+            Some(kernel)
+        }
+        _ => None,
+    };
     progress.timing("resolve and import", t0);
     let t0 = std::time::Instant::now();
     let tree = flatten(&store, &images, sde, opts.threads, content_mode(&spec.outputs), &progress)?;
     progress.timing(&format!("flatten ({} entries, {} bytes)", tree.len(), tree.content_bytes()), t0);
+    if let Some(k) = &kernel {
+        crate::kernel::check_init(&tree, &k.spec.cmdline, &k.spec.at)?;
+    }
     let t0 = std::time::Instant::now();
 
     let out = opts.out.clone().unwrap_or_else(|| spec.dir.join("out"));
@@ -203,6 +266,17 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
         let base = images.iter().rev().find(|i| !matches!(i.reference.kind, RefKind::Dir { .. })).map(|i| &i.config);
         outputs.push(emit_oci(&tree, &spec, &out, sde, o, base)?);
     }
+    let mut extra_inputs = Vec::new();
+    if let Some(i) = &spec.outputs.initramfs {
+        progress.set_message(format!("write {}.cpio{}", spec.name, i.compression.suffix()));
+        let (rec, inputs) = emit_initramfs(&tree, &spec, &out, sde, i, opts.threads)?;
+        outputs.push(rec);
+        extra_inputs.extend(inputs);
+        if let Some(k) = &kernel {
+            outputs.extend(k.write(&spec.name, &out)?);
+            extra_inputs.push(k.input_record());
+        }
+    }
     progress.timing("emit", t0);
     progress.finish();
 
@@ -213,6 +287,7 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
         inputs: images
             .iter()
             .map(|i| InputRecord { reference: i.reference.text.clone(), digest: i.pin.to_string() })
+            .chain(extra_inputs)
             .collect(),
         outputs,
     };

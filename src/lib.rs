@@ -11,6 +11,7 @@ pub mod emit;
 pub mod error;
 pub mod fsutil;
 pub mod inspect;
+pub mod kernel;
 pub mod lock;
 pub mod measure;
 pub mod progress;

@@ -243,6 +243,18 @@ mod tests {
     }
 
     #[test]
+    fn shipped_definitions_load_unpinned() {
+        for name in ["generic", "airgap", "nitro"] {
+            let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("kernels").join(format!("{name}.toml"));
+            let k = load_kernel(&p).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(k.name, name);
+            assert_eq!((k.path.as_str(), k.config.as_str(), k.config_required), ("/bzImage", "/linux.config", true));
+            assert!(!k.image.is_pinned(), "{name}: pins come from BOX.lock for now");
+            assert!(k.image.text.starts_with(&format!("stagex/user-linux-{name}:")));
+        }
+    }
+
+    #[test]
     fn rdinit_from_cmdline() {
         assert_eq!(rdinit("console=ttyS0"), "/init");
         assert_eq!(rdinit("rdinit=/sbin/init quiet rdinit=/bin/sh"), "/bin/sh");

@@ -1,0 +1,291 @@
+//! The kernel of a box: resolve its image through the same sources and store as layers, take
+//! out the kernel and its config, and check the box's initramfs against them before anything
+//! is written.
+//!
+//! Two checks catch boxes that would build but never boot: the initramfs compression must be
+//! one the kernel unpacks (read from `CONFIG_BLK_DEV_INITRD` and `CONFIG_RD_*` in the image's
+//! kernel config when it has one, else from the definition's `compressions`), and the init the
+//! kernel will run (`rdinit=` or `/init`) must exist in the tree as an executable file, after
+//! following symlinks inside the tree, with its `#!` interpreter present too.
+
+use crate::digest::HashWriter;
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil::AtomicFile;
+use crate::measure::{InputRecord, OutputRecord};
+use crate::progress::Progress;
+use crate::source::{self, ResolvedImage, SourceOptions, Store};
+use crate::spec::{self, Compression, KernelSpec, Location, LockFile};
+use crate::tree::{layer::ContentMode, ContentRef, Kind, Node, Tree};
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{BufWriter, Read, Write};
+use std::path::Path;
+
+/// Most symlinks followed resolving one path (Linux's `MAXSYMLINKS`).
+const MAX_SYMLINK_HOPS: usize = 40;
+
+/// A kernel config (`.config` format): `CONFIG_X=value` lines; `# CONFIG_X is not set` and
+/// absent options both read as unset.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KernelConfig {
+    pub options: BTreeMap<String, String>,
+}
+
+impl KernelConfig {
+    pub fn parse(text: &str) -> Self {
+        let options = text
+            .lines()
+            .filter_map(|l| l.trim().split_once('='))
+            .filter(|(k, _)| k.starts_with("CONFIG_"))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        KernelConfig { options }
+    }
+
+    /// True when the option is built in (`=y`).
+    pub fn builtin(&self, option: &str) -> bool {
+        self.options.get(option).is_some_and(|v| v == "y")
+    }
+
+    /// The option a compression needs besides `CONFIG_BLK_DEV_INITRD`.
+    pub fn option_for(c: Compression) -> Option<&'static str> {
+        match c {
+            Compression::None => None,
+            Compression::Gzip => Some("CONFIG_RD_GZIP"),
+            Compression::Zstd => Some("CONFIG_RD_ZSTD"),
+            Compression::Xz => Some("CONFIG_RD_XZ"),
+        }
+    }
+
+    /// The initramfs compressions this kernel unpacks (none at all without initrd support).
+    pub fn initramfs_compressions(&self) -> Vec<Compression> {
+        if !self.builtin("CONFIG_BLK_DEV_INITRD") {
+            return Vec::new();
+        }
+        [Compression::None, Compression::Gzip, Compression::Zstd, Compression::Xz]
+            .into_iter()
+            .filter(|c| Self::option_for(*c).is_none_or(|o| self.builtin(o)))
+            .collect()
+    }
+}
+
+/// A box's kernel, resolved: the image, its flattened files, and what was found in them.
+pub struct Kernel {
+    pub spec: KernelSpec,
+    pub image: ResolvedImage,
+    pub tree: Tree,
+    /// The kernel file's contents in `tree`.
+    pub kernel: ContentRef,
+    /// The config, when the image has one at the definition's config path.
+    pub config: Option<KernelConfig>,
+}
+
+impl std::fmt::Debug for Kernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kernel").field("name", &self.spec.def.name).field("image", &self.image.reference.text).finish()
+    }
+}
+
+impl Kernel {
+    /// What this kernel unpacks and how we know: from its config, else from the definition.
+    pub fn compressions(&self) -> Option<(Vec<Compression>, String)> {
+        match (&self.config, &self.spec.def.compressions) {
+            (Some(c), _) => Some((c.initramfs_compressions(), format!("{} in {}", self.spec.def.config, self.image.reference.text))),
+            (None, Some(list)) => Some((list.clone(), self.describe())),
+            (None, None) => None,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match &self.spec.def.file {
+            Some(f) => format!("kernel definition {}", f.display()),
+            None => "the box's inline [kernel]".to_string(),
+        }
+    }
+
+    /// The manifest input for the kernel image.
+    pub fn input_record(&self) -> InputRecord {
+        InputRecord { reference: self.image.reference.text.clone(), digest: self.image.pin.to_string() }
+    }
+
+    /// Refuse `c` when the kernel cannot unpack it. `at` is the `[output.initramfs]` table.
+    pub fn check_compression(&self, c: Compression, at: &Location) -> Result<()> {
+        let Some((ok, source)) = self.compressions() else { return Ok(()) };
+        if ok.contains(&c) {
+            return Ok(());
+        }
+        let name = |c: &Compression| format!("{c:?}").to_lowercase();
+        let why = match (&self.config, KernelConfig::option_for(c)) {
+            (Some(cfg), _) if !cfg.builtin("CONFIG_BLK_DEV_INITRD") => "CONFIG_BLK_DEV_INITRD is not set: it boots no initramfs at all".to_string(),
+            (Some(_), Some(opt)) => format!("{opt} is not set"),
+            _ => "it is not listed in `compressions`".to_string(),
+        };
+        let list: Vec<String> = ok.iter().map(name).collect();
+        Err(at.error(format!(
+            "kernel {:?} cannot unpack a {} initramfs ({source}: {why}); it unpacks: {}",
+            self.spec.def.name,
+            name(&c),
+            if list.is_empty() { "nothing".to_string() } else { list.join(", ") }
+        )))
+    }
+
+    /// Write `NAME.bzImage` (the kernel) and `NAME.cmdline` (its command line and a newline)
+    /// into `out`, atomically.
+    pub fn write(&self, box_name: &str, out: &Path) -> Result<Vec<OutputRecord>> {
+        let name = format!("{box_name}.bzImage");
+        let path = out.join(&name);
+        let mut af = AtomicFile::create(&path)?;
+        let (d, size) = {
+            let mut hw = HashWriter::new(BufWriter::with_capacity(1 << 20, af.file()));
+            let mut buf = vec![0u8; 1 << 20];
+            crate::emit::tar::copy_exact(&mut self.tree.open(&self.kernel), &mut hw, self.kernel.len, &mut buf).at(&path)?;
+            let (d, size, mut bw) = hw.finish_with_inner();
+            bw.flush().at(&path)?;
+            (d, size)
+        };
+        af.commit()?;
+        let kernel = OutputRecord { format: "kernel".into(), path: name, sha256: d.hex().to_string(), size };
+
+        let name = format!("{box_name}.cmdline");
+        let text = format!("{}\n", self.spec.cmdline);
+        crate::fsutil::write_atomic(&out.join(&name), text.as_bytes())?;
+        let d = crate::digest::Digest::of_bytes(text.as_bytes());
+        let cmdline = OutputRecord { format: "cmdline".into(), path: name, sha256: d.hex().to_string(), size: text.len() as u64 };
+        Ok(vec![kernel, cmdline])
+    }
+}
+
+/// Resolve the box's kernel image (pinned by the box, its definition or `lock`), flatten it,
+/// and find the kernel and config in it.
+pub fn resolve(
+    k: &KernelSpec,
+    store: &Store,
+    sopts: &SourceOptions,
+    lock: Option<&LockFile>,
+    lock_path: &Path,
+    threads: usize,
+    progress: &Progress,
+) -> Result<Kernel> {
+    let def = &k.def;
+    let r = crate::build::pin(&def.image, &def.image_at, lock, lock_path)?;
+    progress.set_message(format!("import kernel {}", r.text));
+    let image = source::resolve(store, &r, sopts)?;
+    let tree = crate::build::flatten(store, std::slice::from_ref(&image), sopts.source_date_epoch, threads, ContentMode::Spill, progress)?;
+    let in_image = |what: &str, p: &str, m: String| Error::Resolve {
+        reference: image.reference.text.clone(),
+        message: format!("{what} {p} (from {}): {m}", def.file.as_ref().map(|f| f.display().to_string()).unwrap_or_else(|| "[kernel]".into())),
+    };
+    let kernel = match lookup(&tree, def.path.as_bytes()) {
+        Ok((_, Node { kind: Kind::File { content, .. }, .. })) => *content,
+        Ok(_) => return Err(in_image("kernel", &def.path, "not a regular file".into())),
+        Err(m) => return Err(in_image("kernel", &def.path, m)),
+    };
+    let config = match lookup(&tree, def.config.as_bytes()) {
+        Ok((_, Node { kind: Kind::File { content, .. }, .. })) => {
+            let mut text = String::new();
+            let mut r = tree.open(content).take(content.len);
+            r.read_to_string(&mut text).map_err(|e| in_image("config", &def.config, e.to_string()))?;
+            Some(KernelConfig::parse(&text))
+        }
+        Ok(_) if def.config_required => return Err(in_image("config", &def.config, "not a regular file".into())),
+        Err(m) if def.config_required => return Err(in_image("config", &def.config, m)),
+        _ => None,
+    };
+    Ok(Kernel { spec: k.clone(), image, tree, kernel, config })
+}
+
+fn show(p: &[u8]) -> String {
+    format!("/{}", String::from_utf8_lossy(p))
+}
+
+/// Resolve `path` inside `tree` as the kernel would: every symlink followed (absolute targets
+/// from the tree's root, `..` stopping at the root), the last one too. Returns the resolved
+/// key and its node, or why it cannot be reached.
+pub fn lookup<'t>(tree: &'t Tree, path: &[u8]) -> Result<(Vec<u8>, &'t Node), String> {
+    let mut queue: VecDeque<&[u8]> = path.split(|b| *b == b'/').collect();
+    let mut cur: Vec<&[u8]> = Vec::new();
+    let mut hops = 0;
+    while let Some(c) = queue.pop_front() {
+        match c {
+            b"" | b"." => continue,
+            b".." => {
+                cur.pop();
+                continue;
+            }
+            _ => cur.push(c),
+        }
+        let key = cur.join(&b'/');
+        let node = tree.get(&key).ok_or_else(|| format!("{} does not exist", show(&key)))?;
+        match &node.kind {
+            Kind::Symlink { target } => {
+                hops += 1;
+                if hops > MAX_SYMLINK_HOPS {
+                    return Err(format!("too many levels of symlinks at {}", show(&key)));
+                }
+                cur.pop();
+                if target.first() == Some(&b'/') {
+                    cur.clear();
+                }
+                for t in target.split(|b| *b == b'/').rev() {
+                    queue.push_front(t);
+                }
+            }
+            Kind::Dir => {}
+            _ if queue.iter().any(|c| !c.is_empty() && *c != b".") => {
+                return Err(format!("{} is not a directory", show(&key)));
+            }
+            _ => {}
+        }
+    }
+    let key = cur.join(&b'/');
+    let node = tree.get(&key).ok_or_else(|| format!("{} does not exist", show(&key)))?;
+    Ok((key, node))
+}
+
+/// Check that the init the kernel runs from the initramfs (see [`spec::rdinit`]) is an
+/// executable file in `tree`, and that a script's `#!` interpreter is one too.
+pub fn check_init(tree: &Tree, cmdline: &str, at: &Location) -> Result<()> {
+    let init = spec::rdinit(cmdline);
+    let fail = |m: String| {
+        at.error(format!(
+            "the kernel would run {init} from the initramfs (set with rdinit= on the command line, else /init), but {m}"
+        ))
+    };
+    let content = executable(tree, init.as_bytes()).map_err(fail)?;
+    let mut head = Vec::new();
+    tree.open(&content).take(256).read_to_end(&mut head).map_err(|e| fail(format!("reading it failed: {e}")))?;
+    if let Some(rest) = head.strip_prefix(b"#!") {
+        let line = rest.split(|b| *b == b'\n').next().unwrap_or_default();
+        let interp: Vec<u8> = line.iter().copied().skip_while(|b| *b == b' ' || *b == b'\t').take_while(|b| !b" \t\r".contains(b)).collect();
+        if interp.is_empty() {
+            return Err(fail("its #! line names no interpreter".into()));
+        }
+        executable(tree, &interp).map_err(|m| fail(format!("its interpreter {}: {m}", String::from_utf8_lossy(&interp))))?;
+    }
+    Ok(())
+}
+
+/// The content of the executable regular file at `path`, or why it is not one.
+fn executable(tree: &Tree, path: &[u8]) -> Result<ContentRef, String> {
+    let (key, node) = lookup(tree, path)?;
+    match node.kind {
+        Kind::File { content, .. } if node.meta.mode & 0o111 != 0 => Ok(content),
+        Kind::File { .. } => Err(format!("{} is not executable (mode {:04o})", show(&key), node.meta.mode)),
+        _ => Err(format!("{} is not a regular file", show(&key))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_compressions() {
+        let c = KernelConfig::parse("CONFIG_BLK_DEV_INITRD=y\nCONFIG_RD_GZIP=y\n# CONFIG_RD_ZSTD is not set\nCONFIG_RD_XZ=m\n");
+        assert_eq!(c.initramfs_compressions(), vec![Compression::None, Compression::Gzip]);
+        let c = KernelConfig::parse("CONFIG_RD_GZIP=y\n");
+        assert!(c.initramfs_compressions().is_empty());
+        let c = KernelConfig::parse("CONFIG_BLK_DEV_INITRD=y\nCONFIG_RD_GZIP=y\nCONFIG_RD_ZSTD=y\nCONFIG_RD_XZ=y\nCONFIG_DEFAULT_INIT=\"/init\"\n");
+        assert_eq!(c.initramfs_compressions().len(), 4);
+        assert_eq!(c.options["CONFIG_DEFAULT_INIT"], "\"/init\"");
+    }
+}
