@@ -112,7 +112,21 @@ pub fn resolve_inputs(spec: &BoxSpec, store: &Store, sopts: &SourceOptions, prog
 pub fn flatten(store: &Store, images: &[ResolvedImage], sde: u64, threads: usize, mode: ContentMode, progress: &Progress) -> Result<Tree> {
     let layers: Vec<(PathBuf, LayerBlob)> =
         images.iter().flat_map(|i| i.layers.iter().map(|l| (store.blob_path(&l.digest), l.clone()))).collect();
-    tree::flatten_with(&layers, sde as i64, limits(), worker_threads(threads), mode, progress)
+    tree::flatten_with(&layers, sde as i64, limits(), worker_threads(threads), mode, progress).map_err(|e| evict_changed(store, &layers, e))
+}
+
+/// After a failed flatten: drop every layer blob whose bytes no longer match its name. The
+/// store hardlinks layout blobs, so a layout file rewritten in place changes the store's
+/// copy too; evicting it keeps the store honest and lets the next build import it again.
+fn evict_changed(store: &Store, layers: &[(PathBuf, LayerBlob)], e: Error) -> Error {
+    let evicted: Vec<&str> = layers.iter().filter(|(_, l)| store.evict_if_changed(&l.digest)).map(|(_, l)| l.digest.short()).collect();
+    if evicted.is_empty() {
+        return e;
+    }
+    Error::other(format!(
+        "{e}\n  (the store's copy of {} no longer matched its digest, most likely because the source file was changed in place after an import; removed it from the store)",
+        evicted.join(", ")
+    ))
 }
 
 /// The default limits; `STAGEBOX_MAX_LAYER_BYTES` (undocumented, for tests) replaces the

@@ -59,6 +59,16 @@ impl Store {
         self.blob_path(d).is_file()
     }
 
+    /// Remove blob `d` if its bytes no longer hash to `d` (a hardlinked source rewritten in
+    /// place). Returns true when it was removed.
+    pub fn evict_if_changed(&self, d: &Digest) -> bool {
+        let p = self.blob_path(d);
+        match Digest::of_file(&p) {
+            Ok((found, _)) if &found != d => fs::remove_file(&p).is_ok(),
+            _ => false,
+        }
+    }
+
     /// Stream `reader` into the store. With `expected`, the content must hash to it (and
     /// have `size` bytes when given); without, the computed digest names the blob.
     pub fn put_reader(
