@@ -209,7 +209,14 @@ pub fn parse_with(blob_path: &Path, blob: &LayerBlob, spill_index: u32, limits: 
                 let key = ext.key_bytes();
                 let num = || std::str::from_utf8(ext.value_bytes()).ok().and_then(|s| s.split('.').next()?.parse::<i64>().ok());
                 if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
-                    meta.xattrs.insert(String::from_utf8_lossy(name).into_owned(), ext.value_bytes().to_vec());
+                    // A record with an empty value deletes the keyword (POSIX pax), and Go's
+                    // archive/tar (umoci, containerd, Docker) sets no xattr for it.
+                    let name = String::from_utf8_lossy(name).into_owned();
+                    if ext.value_bytes().is_empty() {
+                        meta.xattrs.remove(&name);
+                    } else {
+                        meta.xattrs.insert(name, ext.value_bytes().to_vec());
+                    }
                 } else if key == b"uid" {
                     meta.uid = num().filter(|v| *v >= 0).ok_or_else(|| layer_err(blob, &path, "bad PAX uid"))? as u64;
                 } else if key == b"gid" {
