@@ -188,7 +188,7 @@ pub fn load_box(path: &Path) -> Result<BoxSpec> {
         return Err(src.loc(0..0).error("a box needs at least one [[layer]]"));
     }
     let (outputs, out_span) = match &raw.output {
-        Some(o) => (o.clone(), src.text.find("[output").map(|i| i..i).unwrap_or(0..0)),
+        Some(o) => (o.clone(), src.line_start("[output").or_else(|| src.line_start("output")).map(|i| i..i).unwrap_or(0..0)),
         None => (Outputs::default(), 0..0),
     };
     if outputs.tar.is_none() && outputs.oci.is_none() && outputs.initramfs.is_none() {
@@ -196,7 +196,7 @@ pub fn load_box(path: &Path) -> Result<BoxSpec> {
     }
     let kernel = raw.kernel.as_ref().map(|k| super::kernel::box_kernel(&src, k, &name)).transpose()?;
     let initramfs_at = outputs.initramfs.as_ref().map(|_| {
-        let i = src.text.find("[output.initramfs]").or_else(|| src.text.find("initramfs")).unwrap_or(0);
+        let i = src.line_start("[output.initramfs]").or_else(|| src.text.find("initramfs")).unwrap_or(0);
         src.loc(i..i)
     });
     if let Some(i) = &outputs.initramfs {

@@ -38,7 +38,8 @@ impl LockFile {
         let src = Source::read(path)?;
         let lock: LockFile = src.parse()?;
         if lock.version != 1 {
-            return Err(src.loc(0..0).error(format!("unsupported lock file version {}", lock.version)));
+            let at = src.line_start("version").unwrap_or(0);
+            return Err(src.loc(at..at).error(format!("unsupported lock file version {}", lock.version)));
         }
         for i in &lock.images {
             let at = src.text.find(&i.digest).unwrap_or(0);

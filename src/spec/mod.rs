@@ -72,6 +72,21 @@ impl Source {
         })
     }
 
+    /// Byte offset of the first line that starts (after blanks) with `prefix`: a table
+    /// header or a key, never the same words in a comment. For places `toml::Spanned` cannot
+    /// mark (it fails on the implicit `output` table of `[output.tar]`).
+    pub fn line_start(&self, prefix: &str) -> Option<usize> {
+        let mut at = 0;
+        for line in self.text.split_inclusive('\n') {
+            let t = line.trim_start();
+            if t.starts_with(prefix) {
+                return Some(at + line.len() - t.len());
+            }
+            at += line.len();
+        }
+        None
+    }
+
     /// The directory relative paths in this file are resolved against.
     pub fn dir(&self) -> PathBuf {
         let parent = self.path.parent().unwrap_or(Path::new("."));
