@@ -70,10 +70,10 @@ impl AtomicDir {
 
     /// Replace `target` with the temp dir. An old target is moved aside first and removed
     /// after the rename, so the final name always holds a complete directory or nothing.
+    /// Directories inside become 0755 and files 0644, like [`AtomicFile`], whatever the umask.
     pub fn commit(self) -> Result<()> {
-        use std::os::unix::fs::PermissionsExt;
         let tmp = self.tmp.keep();
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).at(&tmp)?;
+        normalize_modes(&tmp)?;
         if self.target.exists() {
             let old = tmp.with_extension("old");
             fs::rename(&self.target, &old).at(&self.target)?;
@@ -84,6 +84,22 @@ impl AtomicDir {
         }
         Ok(())
     }
+}
+
+/// Set `dir` and the directories below it to 0755 and the files to 0644 (symlinks untouched).
+fn normalize_modes(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).at(dir)?;
+    for e in fs::read_dir(dir).at(dir)? {
+        let e = e.at(dir)?;
+        let ft = e.file_type().at(e.path())?;
+        if ft.is_dir() {
+            normalize_modes(&e.path())?;
+        } else if ft.is_file() {
+            fs::set_permissions(e.path(), fs::Permissions::from_mode(0o644)).at(e.path())?;
+        }
+    }
+    Ok(())
 }
 
 /// A file writer that reserves disk space ahead of the write position in large chunks

@@ -226,6 +226,23 @@ pub fn hash_tree(dir: &Path) -> BTreeMap<String, String> {
     m
 }
 
+/// Permission bits of everything under `dir` (not `dir` itself), by relative path.
+pub fn mode_tree(dir: &Path) -> BTreeMap<String, u32> {
+    let mut m = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let md = std::fs::symlink_metadata(&p).unwrap();
+            if md.is_dir() {
+                stack.push(p.clone());
+            }
+            m.insert(p.strip_prefix(dir).unwrap().to_string_lossy().into_owned(), md.mode() & 0o7777);
+        }
+    }
+    m
+}
+
 // ---------------------------------------------------------------------------------------------
 // Debian packages
 // ---------------------------------------------------------------------------------------------
