@@ -15,6 +15,7 @@ pub mod kernel;
 pub mod lock;
 pub mod measure;
 pub mod progress;
+pub mod run;
 pub mod source;
 pub mod spec;
 pub mod tarfmt;

@@ -55,6 +55,33 @@ enum Command {
         #[arg(long)]
         platform: Option<stagebox::source::Platform>,
     },
+    /// Boot a built initramfs (with its box's kernel), ISO or disk image in QEMU, with the
+    /// serial console on stdio.
+    Run {
+        /// NAME.cpio[.gz|.zst|.xz], NAME.iso, NAME.img, or an output directory.
+        output: PathBuf,
+        /// Guest memory.
+        #[arg(long, default_value = "1G")]
+        memory: String,
+        /// Boot with UEFI firmware (OVMF) instead of BIOS (SeaBIOS).
+        #[arg(long)]
+        uefi: bool,
+        /// Use KVM: auto (when /dev/kvm is usable), on or off.
+        #[arg(long, default_value = "auto")]
+        kvm: stagebox::run::Kvm,
+        /// Exit 0 as soon as TEXT appears on the console (non-zero on timeout).
+        #[arg(long, value_name = "TEXT")]
+        expect: Option<String>,
+        /// Stop QEMU and fail after this many seconds.
+        #[arg(long, value_name = "S")]
+        timeout: Option<u64>,
+        /// Kernel to boot an initramfs with (default: the box's, from manifest.json).
+        #[arg(long)]
+        kernel: Option<PathBuf>,
+        /// Extra kernel command-line arguments.
+        #[arg(long, value_name = "ARGS")]
+        append: Option<String>,
+    },
 }
 
 fn run(cli: Cli) -> stagebox::Result<()> {
@@ -73,6 +100,14 @@ fn run(cli: Cli) -> stagebox::Result<()> {
             } else {
                 print!("{}", stagebox::inspect::render(&i));
             }
+        }
+        Command::Run { output, memory, uefi, kvm, expect, timeout, kernel, append } => {
+            if expect.as_deref() == Some("") {
+                return Err(stagebox::Error::Usage("--expect needs some text".into()));
+            }
+            let timeout = timeout.map(std::time::Duration::from_secs);
+            let opts = stagebox::run::RunOptions { memory, uefi, kvm, expect, timeout, kernel, append, echo: true };
+            stagebox::run::run(&output, &opts)?;
         }
         Command::Lock { box_file, cache, platform } => {
             let lock = stagebox::lock::lock(&box_file, cache.as_deref(), platform)?;

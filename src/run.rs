@@ -1,0 +1,455 @@
+//! `stagebox run OUTPUT`: boot a built initramfs (with its box's kernel), ISO or disk image in
+//! `qemu-system-x86_64` with the serial console on stdio, as `mkosi qemu` does.
+//!
+//! The kernel and command line of an initramfs come from `manifest.json` beside it (the
+//! `kernel` and `cmdline` records `stagebox build` writes), unless given with `--kernel`.
+//! With `--expect TEXT` the console is read rather than handed to the terminal: the run ends
+//! with success as soon as TEXT appears, and fails on timeout or when QEMU stops first,
+//! printing the console's last lines. QEMU never outlives us: it is killed when the run ends,
+//! and asked by the kernel (`PR_SET_PDEATHSIG`) to die if we do.
+
+use crate::error::{Error, IoContext, Result};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The QEMU binary (Debian package `qemu-system-x86`).
+pub const QEMU: &str = "qemu-system-x86_64";
+
+/// OVMF code and variable stores to try, newest Debian layout first (package `ovmf`).
+pub const OVMF_PAIRS: &[(&str, &str)] = &[
+    ("/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"),
+    ("/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd"),
+    ("/usr/share/ovmf/OVMF.fd", ""),
+];
+
+/// Console bytes kept for the tail printed on failure.
+const TAIL_BYTES: usize = 64 << 10;
+/// Lines of console shown on failure.
+const TAIL_LINES: usize = 40;
+
+/// Whether to use KVM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Kvm {
+    /// Use KVM when `/dev/kvm` can be opened for reading and writing, else TCG.
+    #[default]
+    Auto,
+    On,
+    Off,
+}
+
+impl std::str::FromStr for Kvm {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Kvm::Auto),
+            "on" | "yes" | "true" => Ok(Kvm::On),
+            "off" | "no" | "false" => Ok(Kvm::Off),
+            _ => Err(format!("{s:?}: expected auto, on or off")),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Guest memory as QEMU takes it (`1G`, `512M`).
+    pub memory: String,
+    pub uefi: bool,
+    pub kvm: Kvm,
+    /// Succeed once this text appears on the console.
+    pub expect: Option<String>,
+    /// Give up (and fail) after this long.
+    pub timeout: Option<Duration>,
+    /// A kernel to use instead of the one in the manifest.
+    pub kernel: Option<PathBuf>,
+    /// Extra kernel command-line arguments, appended to the box's.
+    pub append: Option<String>,
+    /// Echo the console to stdout while waiting for `expect`.
+    pub echo: bool,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions { memory: "1G".into(), uefi: false, kvm: Kvm::Auto, expect: None, timeout: None, kernel: None, append: None, echo: true }
+    }
+}
+
+/// What is being booted and how.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Boot {
+    Initramfs { initrd: PathBuf, kernel: PathBuf, cmdline: String },
+    Iso(PathBuf),
+    Disk(PathBuf),
+}
+
+fn usage(m: impl Into<String>) -> Error {
+    Error::Usage(m.into())
+}
+
+/// Work out what `output` is and what boots it, from `manifest.json` beside it (or, for a
+/// directory, in it: its first bootable output).
+pub fn plan(output: &Path, opts: &RunOptions) -> Result<Boot> {
+    let meta = std::fs::metadata(output).at(output)?;
+    let (dir, file) = if meta.is_dir() { (output.to_path_buf(), None) } else {
+        let dir = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+        (dir, output.file_name().map(|f| f.to_string_lossy().into_owned()))
+    };
+    let manifest_path = dir.join("manifest.json");
+    let manifest: Option<serde_json::Value> = match std::fs::read(&manifest_path) {
+        Ok(b) => Some(serde_json::from_slice(&b).map_err(|e| Error::other(format!("{}: {e}", manifest_path.display())))?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(Error::io(&manifest_path, e)),
+    };
+    let records: Vec<(String, String)> = manifest
+        .as_ref()
+        .and_then(|m| m["outputs"].as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|o| Some((o["format"].as_str()?.to_string(), o["path"].as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let find = |fmt: &str| records.iter().find(|(f, _)| f == fmt).map(|(_, p)| dir.join(p));
+    let (format, path) = match &file {
+        Some(name) => {
+            let fmt = records.iter().find(|(_, p)| p == name).map(|(f, _)| f.clone()).unwrap_or_else(|| {
+                if name.ends_with(".iso") {
+                    "iso".into()
+                } else if name.ends_with(".img") || name.ends_with(".raw") {
+                    "disk".into()
+                } else if name.contains(".cpio") {
+                    "initramfs".into()
+                } else {
+                    String::new()
+                }
+            });
+            (fmt, output.to_path_buf())
+        }
+        None => records
+            .iter()
+            .find(|(f, _)| matches!(f.as_str(), "initramfs" | "iso" | "disk"))
+            .map(|(f, p)| (f.clone(), dir.join(p)))
+            .ok_or_else(|| usage(format!("{}: the manifest lists no initramfs, ISO or disk image to boot", manifest_path.display())))?,
+    };
+    match format.as_str() {
+        "initramfs" => {
+            let kernel = match (&opts.kernel, find("kernel")) {
+                (Some(k), _) => k.clone(),
+                (None, Some(k)) => k,
+                (None, None) => {
+                    return Err(usage(format!(
+                        "{}: no kernel to boot it with: {} records none (give the box a [kernel], or pass --kernel)",
+                        path.display(),
+                        if manifest.is_some() { manifest_path.display().to_string() } else { format!("there is no {}", manifest_path.display()) }
+                    )))
+                }
+            };
+            let mut cmdline = match find("cmdline") {
+                Some(p) => std::fs::read_to_string(&p).at(&p)?.trim().to_string(),
+                None => "console=ttyS0".to_string(),
+            };
+            if let Some(a) = &opts.append {
+                cmdline = format!("{cmdline} {a}").trim().to_string();
+            }
+            Ok(Boot::Initramfs { initrd: path, kernel, cmdline })
+        }
+        "iso" => Ok(Boot::Iso(path)),
+        "disk" => Ok(Boot::Disk(path)),
+        other => Err(usage(format!(
+            "{}: cannot boot a {} output; run takes an initramfs (NAME.cpio*), ISO or disk image",
+            path.display(),
+            if other.is_empty() { "unknown" } else { other }
+        ))),
+    }
+}
+
+/// True when QEMU can use KVM here: `/dev/kvm` opens for reading and writing, speaks API
+/// version 12, and offers the CPU features of QEMU's default CPU model (SSE3 in CPUID leaf 1).
+/// The last check matters: some sandboxes expose a `/dev/kvm` that runs a toy guest but
+/// lacks SSE3, and QEMU on it warns "host doesn't support requested feature:
+/// CPUID.01H:ECX.pni" and then hangs or aborts.
+pub fn kvm_usable() -> bool {
+    use std::os::fd::AsRawFd;
+    const KVM_GET_API_VERSION: libc::c_ulong = 0xAE00;
+    const KVM_GET_SUPPORTED_CPUID: libc::c_ulong = 0xC008_AE05;
+    const ENTRY: usize = 40; // struct kvm_cpuid_entry2
+    const MAX_ENTRIES: usize = 512;
+    let Ok(f) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") else { return false };
+    let fd = f.as_raw_fd();
+    // SAFETY: plain ioctls on an open /dev/kvm; the CPUID buffer is sized for MAX_ENTRIES
+    // entries as `nent` tells the kernel, and is u32-aligned.
+    unsafe {
+        if libc::ioctl(fd, KVM_GET_API_VERSION as _, 0) != 12 {
+            return false;
+        }
+        let mut buf = vec![0u32; (8 + MAX_ENTRIES * ENTRY) / 4];
+        buf[0] = MAX_ENTRIES as u32;
+        if libc::ioctl(fd, KVM_GET_SUPPORTED_CPUID as _, buf.as_mut_ptr()) != 0 {
+            return false;
+        }
+        let n = (buf[0] as usize).min(MAX_ENTRIES);
+        (0..n).any(|i| {
+            let e = &buf[2 + i * ENTRY / 4..2 + (i + 1) * ENTRY / 4];
+            // function, index, flags, eax, ebx, ecx, edx: leaf 1 ECX bit 0 is SSE3.
+            e[0] == 1 && e[5] & 1 == 1
+        })
+    }
+}
+
+/// The QEMU arguments for `boot`. `vars` is a writable copy of the OVMF variable store.
+pub fn qemu_args(boot: &Boot, opts: &RunOptions, kvm: bool, ovmf: Option<(&Path, Option<&Path>)>, interactive: bool) -> Vec<String> {
+    let mut a: Vec<String> = ["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-m", &opts.memory]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    a.push("-serial".into());
+    // Interactive: QEMU's monitor shares the console (Ctrl-A X quits, Ctrl-A C for the monitor).
+    a.push(if interactive { "mon:stdio" } else { "stdio" }.into());
+    if kvm {
+        a.extend(["-accel", "kvm", "-cpu", "host"].map(String::from));
+    } else {
+        a.extend(["-accel", "tcg"].map(String::from));
+    }
+    if let Some((code, vars)) = ovmf {
+        a.push("-drive".into());
+        a.push(format!("if=pflash,format=raw,unit=0,readonly=on,file={}", code.display()));
+        if let Some(v) = vars {
+            a.push("-drive".into());
+            a.push(format!("if=pflash,format=raw,unit=1,file={}", v.display()));
+        }
+    }
+    match boot {
+        Boot::Initramfs { initrd, kernel, cmdline } => {
+            a.extend(["-kernel".into(), kernel.display().to_string(), "-initrd".into(), initrd.display().to_string()]);
+            a.extend(["-append".into(), cmdline.clone()]);
+        }
+        Boot::Iso(p) => {
+            a.extend(["-drive".into(), format!("file={},format=raw,media=cdrom,readonly=on", p.display())]);
+        }
+        Boot::Disk(p) => {
+            // snapshot=on, not readonly=on: QEMU's IDE refuses read-only block nodes.
+            a.extend(["-drive".into(), format!("file={},format=raw,snapshot=on", p.display())]);
+        }
+    }
+    a
+}
+
+/// Kills QEMU when dropped.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(args: &[String], interactive: bool) -> Result<Guard> {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(QEMU);
+    cmd.args(args);
+    if interactive {
+        cmd.stdin(Stdio::inherit()).stdout(Stdio::inherit()).stderr(Stdio::inherit());
+    } else {
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    }
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::other(format!("{QEMU} not found: install Debian's qemu-system-x86 package (scripts/install-test-deps.sh does)"))
+        } else {
+            Error::other(format!("starting {QEMU}: {e}"))
+        }
+    })?;
+    Ok(Guard(child))
+}
+
+/// The last [`TAIL_LINES`] lines of `buf`, for messages.
+fn tail(buf: &[u8]) -> String {
+    let text = String::from_utf8_lossy(buf).replace("\r\n", "\n").replace('\r', "\n");
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n")
+}
+
+/// Boot `output` and wait: for `--expect` text, or for QEMU to exit.
+pub fn run(output: &Path, opts: &RunOptions) -> Result<()> {
+    let boot = plan(output, opts)?;
+    let kvm = match opts.kvm {
+        Kvm::Off => false,
+        Kvm::On => {
+            if !kvm_usable() {
+                return Err(usage("--kvm on, but /dev/kvm cannot be opened for reading and writing"));
+            }
+            true
+        }
+        Kvm::Auto => kvm_usable(),
+    };
+    // OVMF's variable store is written to by the firmware: give it a throwaway copy.
+    let tmp = tempfile::tempdir().map_err(|e| Error::other(format!("temp dir: {e}")))?;
+    let ovmf = if opts.uefi {
+        let (code, vars) = OVMF_PAIRS
+            .iter()
+            .find(|(c, _)| Path::new(c).is_file())
+            .ok_or_else(|| usage("--uefi needs OVMF: install Debian's ovmf package (/usr/share/OVMF/OVMF_CODE_4M.fd)"))?;
+        let vars = if vars.is_empty() || !Path::new(vars).is_file() {
+            None
+        } else {
+            let copy = tmp.path().join("OVMF_VARS.fd");
+            std::fs::copy(vars, &copy).at(&copy)?;
+            Some(copy)
+        };
+        Some((PathBuf::from(code), vars))
+    } else {
+        None
+    };
+    let interactive = opts.expect.is_none();
+    let args = qemu_args(&boot, opts, kvm, ovmf.as_ref().map(|(c, v)| (c.as_path(), v.as_deref())), interactive);
+    eprintln!("stagebox: {QEMU} {}", args.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" "));
+    let mut guard = spawn(&args, interactive)?;
+    let deadline = opts.timeout.map(|t| Instant::now() + t);
+
+    if interactive {
+        loop {
+            if let Some(st) = guard.0.try_wait().map_err(|e| Error::other(format!("waiting for {QEMU}: {e}")))? {
+                return if st.success() { Ok(()) } else { Err(Error::other(format!("{QEMU} exited with {st}"))) };
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return Err(Error::other(format!("timed out after {}s", opts.timeout.unwrap_or_default().as_secs())));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    let expect = opts.expect.clone().unwrap_or_default().into_bytes();
+    let (tx, rx) = std::sync::mpsc::channel::<Option<Vec<u8>>>();
+    let mut out = guard.0.stdout.take().expect("piped stdout");
+    let txo = tx.clone();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 14];
+        loop {
+            match out.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if txo.send(Some(buf[..n].to_vec())).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = txo.send(None);
+    });
+    let mut err = guard.0.stderr.take().expect("piped stderr");
+    let qemu_err = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let qerr = qemu_err.clone();
+    std::thread::spawn(move || {
+        let mut b = Vec::new();
+        let _ = err.read_to_end(&mut b);
+        *qerr.lock().expect("stderr buffer") = b;
+    });
+
+    let mut console: Vec<u8> = Vec::new();
+    let mut searched = 0usize; // console[..searched] holds no match that ends there
+    let stdout = std::io::stdout();
+    loop {
+        let wait = match deadline {
+            Some(d) => d.saturating_duration_since(Instant::now()),
+            None => Duration::from_secs(3600),
+        };
+        match rx.recv_timeout(wait) {
+            Ok(Some(chunk)) => {
+                if opts.echo {
+                    let mut o = stdout.lock();
+                    let _ = o.write_all(&chunk);
+                    let _ = o.flush();
+                }
+                console.extend_from_slice(&chunk);
+                let from = searched.saturating_sub(expect.len());
+                if console[from..].windows(expect.len().max(1)).any(|w| w == expect.as_slice()) {
+                    drop(guard);
+                    eprintln!("\nstagebox: found {:?} on the console", String::from_utf8_lossy(&expect));
+                    return Ok(());
+                }
+                searched = console.len();
+                if console.len() > 2 * TAIL_BYTES {
+                    let cut = console.len() - TAIL_BYTES;
+                    console.drain(..cut);
+                    searched = console.len();
+                }
+            }
+            Ok(None) => {
+                // Console closed: QEMU is gone.
+                let st = guard.0.wait().map_err(|e| Error::other(format!("waiting for {QEMU}: {e}")))?;
+                std::thread::sleep(Duration::from_millis(50));
+                let qe = String::from_utf8_lossy(&qemu_err.lock().expect("stderr buffer")).trim().to_string();
+                return Err(Error::other(format!(
+                    "{QEMU} exited ({st}) before {:?} appeared on the console{}\n--- console tail ---\n{}",
+                    String::from_utf8_lossy(&expect),
+                    if qe.is_empty() { String::new() } else { format!("; it said: {qe}") },
+                    tail(&console)
+                )));
+            }
+            Err(_) => {
+                drop(guard);
+                return Err(Error::other(format!(
+                    "timed out after {}s waiting for {:?} on the console\n--- console tail ---\n{}",
+                    opts.timeout.unwrap_or_default().as_secs(),
+                    String::from_utf8_lossy(&expect),
+                    tail(&console)
+                )));
+            }
+        }
+    }
+}
+
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_=,./:+@".contains(&b)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_reads_kernel_and_cmdline_from_the_manifest() {
+        let d = tempfile::tempdir().unwrap();
+        let m = r#"{"box":"b","outputs":[{"format":"initramfs","path":"b.cpio.gz"},{"format":"kernel","path":"b.bzImage"},{"format":"cmdline","path":"b.cmdline"}]}"#;
+        std::fs::write(d.path().join("manifest.json"), m).unwrap();
+        std::fs::write(d.path().join("b.cpio.gz"), b"").unwrap();
+        std::fs::write(d.path().join("b.cmdline"), b"console=ttyS0 quiet\n").unwrap();
+        let opts = RunOptions { append: Some("rdinit=/bin/sh".into()), ..RunOptions::default() };
+        let want = Boot::Initramfs {
+            initrd: d.path().join("b.cpio.gz"),
+            kernel: d.path().join("b.bzImage"),
+            cmdline: "console=ttyS0 quiet rdinit=/bin/sh".into(),
+        };
+        assert_eq!(plan(&d.path().join("b.cpio.gz"), &opts).unwrap(), want);
+        assert_eq!(plan(d.path(), &opts).unwrap(), want);
+        let args = qemu_args(&want, &opts, false, None, false);
+        let s = args.join(" ");
+        assert!(s.contains("-serial stdio") && s.contains("-accel tcg") && s.contains("-no-reboot") && s.contains("-m 1G"), "{s}");
+
+        std::fs::remove_file(d.path().join("manifest.json")).unwrap();
+        let e = plan(&d.path().join("b.cpio.gz"), &RunOptions::default()).unwrap_err().to_string();
+        assert!(e.contains("no kernel") && e.contains("--kernel"), "{e}");
+    }
+
+    #[test]
+    fn tail_keeps_last_lines() {
+        let text: String = (0..100).map(|i| format!("line {i}\r\n")).collect();
+        let t = tail(text.as_bytes());
+        assert!(t.starts_with("line 60") && t.ends_with("line 99"), "{t}");
+    }
+}
