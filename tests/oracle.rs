@@ -23,6 +23,9 @@ struct Fixture {
     debian_out: PathBuf,
 }
 
+/// 2022-04-15: newer than some files of the Debian packages, older than others.
+const SDE_MID: i64 = 1_650_000_000;
+
 const TOOLS: &[&str] = &["umoci", "skopeo", "tar", "bsdtar", "gzip", "zstd", "dpkg-deb", "apt-get"];
 
 fn fixture() -> &'static Fixture {
@@ -60,6 +63,11 @@ fn fixture() -> &'static Fixture {
             assert_eq!(built.len(), if comp == "none" { 2 } else { 1 }, "{built:?}");
             outs.insert(comp, out);
         }
+        // A SOURCE_DATE_EPOCH inside the range of the packages' mtimes: some kept, some clamped.
+        let b = dir.join("pallet-sde.toml");
+        write(&b, format!("name = \"pallet\"\nsource_date_epoch = {SDE_MID}\n\n[[layer]]\nimage = \"oci:img@{pallet}\"\n\n[output.tar]\n"));
+        build(&b, &dir.join("out-sde"), &cache);
+        outs.insert("sde", dir.join("out-sde"));
         let b = dir.join("debian.toml");
         write(&b, format!("name = \"debian\"\n\n[[layer]]\nimage = \"oci:img:debian@{debian}\"\n\n[output.tar]\n"));
         let debian_out = dir.join("out-debian");
@@ -319,4 +327,27 @@ fn oci_output_reads_back_with_skopeo_and_umoci() {
     let d = run(Command::new("gzip").arg("-dc").arg(oci.join("blobs/sha256").join(layer))).stdout;
     assert!(d == read(&out.join("pallet.tar")), "the OCI layer does not decompress to pallet.tar");
     let _ = &f.dir;
+}
+
+#[test]
+fn mtimes_are_the_layers_clamped_to_source_date_epoch() {
+    let f = fixture();
+    let work = tempdir();
+    let ours_dir = work.path().join("ours");
+    gnu_tar_extract(&f.outs["sde"].join("pallet.tar"), &ours_dir);
+    let (rootfs, _) = umoci_unpack(&format!("{}:pallet", f.layout.display()), &work.path().join("bundle"));
+    let (ours, theirs) = (mtimes(&ours_dir), mtimes(&rootfs));
+    let tree = snapshot(&ours_dir);
+    let (mut kept, mut clamped) = (0, 0);
+    for (p, n) in &tree {
+        // Directories: their mtimes change as children are unpacked, in both tools. Hardlinked
+        // files share one inode, whose mtime is the last header applied.
+        if n.kind == NodeKind::Dir || n.link_group.is_some() {
+            continue;
+        }
+        let want = theirs[p].min(SDE_MID);
+        assert_eq!(ours[p], want, "{p}: mtime {} in our tar, {} in the layers", ours[p], theirs[p]);
+        if theirs[p] < SDE_MID { kept += 1 } else { clamped += 1 }
+    }
+    assert!(kept > 10 && clamped > 10, "the fixture should exercise both: {kept} kept, {clamped} clamped");
 }

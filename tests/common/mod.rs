@@ -942,6 +942,23 @@ pub fn snapshot(root: &Path) -> BTreeMap<String, Node> {
     out
 }
 
+/// mtime (seconds) of every path under `root` (not following symlinks), by relative path.
+pub fn mtimes(root: &Path) -> BTreeMap<String, i64> {
+    let mut m = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let md = std::fs::symlink_metadata(&p).unwrap();
+            if md.is_dir() {
+                stack.push(p.clone());
+            }
+            m.insert(p.strip_prefix(root).unwrap().to_string_lossy().into_owned(), md.mtime());
+        }
+    }
+    m
+}
+
 /// Decode umoci's rootless owner record: the `user.rootlesscontainers` xattr is a protobuf
 /// `Resource { uint32 uid = 1; uint32 gid = 2; }` (absent fields are 0).
 pub fn decode_rootlesscontainers(v: &[u8]) -> (u32, u32) {
