@@ -769,3 +769,153 @@ fn store_stays_consistent_when_a_layout_blob_changes_after_import() {
     assert_eq!(snapshot(&s.p("out")), before);
     assert_store_consistent(&s.p("cache"));
 }
+
+// ---------------------------------------------------------------------------------------
+// Bombs the layer byte limit does not see: tar metadata the `tar` crate holds in memory,
+// data skipped for non-file entries, and bytes after the end-of-archive marker.
+
+/// A gzip of `head`, then `zeros` zero bytes, then `tail` (zeros streamed, not held);
+/// returns the blob and the sha256 of the uncompressed stream.
+fn gz_with_zeros(head: &[u8], zeros: u64, tail: &[u8]) -> (Vec<u8>, String) {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(9));
+    let mut sha = Sha256::new();
+    let mut put = |b: &[u8]| {
+        gz.write_all(b).unwrap();
+        sha.update(b);
+    };
+    put(head);
+    let block = vec![0u8; 1 << 20];
+    let mut left = zeros;
+    while left > 0 {
+        let k = left.min(block.len() as u64) as usize;
+        put(&block[..k]);
+        left -= k as u64;
+    }
+    put(tail);
+    (gz.finish().unwrap(), hex::encode(sha.finalize()))
+}
+
+/// Run a build and return its exit code, stderr and peak resident memory in KiB (of that
+/// child alone, from wait4).
+fn build_measured(s: &Scene, box_name: &str) -> (i32, String, i64) {
+    let err_path = s.p("stderr.txt");
+    std::fs::create_dir_all(s.p("tmp")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_stagebox"))
+        .arg("build")
+        .arg(s.p(box_name))
+        .arg("--out")
+        .arg(s.p("out"))
+        .arg("--cache")
+        .arg(s.p("cache"))
+        .arg("--quiet")
+        .current_dir(s.dir())
+        .env_remove("SOURCE_DATE_EPOCH")
+        .env_remove("STAGEBOX_CACHE")
+        .env_remove("STAGEBOX_MAX_LAYER_BYTES")
+        .env("TMPDIR", s.p("tmp"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let mut status = 0;
+    // SAFETY: plain syscall on our own child's pid with valid out-pointers.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut ru) };
+    assert_eq!(pid, child.id() as libc::pid_t);
+    assert!(libc::WIFEXITED(status), "stagebox died: status {status:#x}");
+    let stderr = std::fs::read_to_string(&err_path).unwrap();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    (libc::WEXITSTATUS(status), stderr, ru.ru_maxrss)
+}
+
+const BOMB: u64 = 256 << 20;
+
+fn bomb_layer(s: &Scene, blob: Vec<u8>, diff_id: String) -> String {
+    s.bad(&[Layer { blob, media_type: MT_TAR_GZIP, diff_id, size: None, present: true, on_disk: None }], None)
+}
+
+#[test]
+fn gnu_long_name_bomb_is_refused_without_filling_memory() {
+    let s = Scene::new();
+    // a GNU long-name record of 256 MiB (the `tar` crate reads such records into memory)
+    let mut tail = vec![0u8; 0];
+    tail.extend_from_slice(&header(b"x", b'0', 0o644, 0, b""));
+    tail.extend_from_slice(&[0u8; 2 * BLOCK]);
+    let (blob, diff_id) = gz_with_zeros(&header(b"././@LongLink", b'L', 0o644, BOMB, b""), BOMB, &tail);
+    assert!(blob.len() < 1 << 20);
+    let label = bomb_layer(&s, blob, diff_id);
+    let (code, stderr, maxrss_kib) = build_measured(&s, "bad.toml");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains(&format!("layer {label} #1")), "{stderr}");
+    assert!(stderr.contains("tar metadata") && stderr.contains("possible archive bomb"), "{stderr}");
+    assert!(maxrss_kib < (BOMB / 2 / 1024) as i64, "peak RSS {maxrss_kib} KiB");
+    assert!(snapshot(&s.p("out")).is_empty());
+}
+
+#[test]
+fn pax_header_bomb_is_refused_without_filling_memory() {
+    let s = Scene::new();
+    let mut tail = Vec::new();
+    tail.extend_from_slice(&header(b"x", b'0', 0o644, 0, b""));
+    tail.extend_from_slice(&[0u8; 2 * BLOCK]);
+    let (blob, diff_id) = gz_with_zeros(&header(b"PaxHeaders/x", b'x', 0o644, BOMB, b""), BOMB, &tail);
+    let label = bomb_layer(&s, blob, diff_id);
+    let (code, stderr, maxrss_kib) = build_measured(&s, "bad.toml");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains(&format!("layer {label} #1")), "{stderr}");
+    assert!(stderr.contains("possible archive bomb"), "{stderr}");
+    assert!(maxrss_kib < (BOMB / 2 / 1024) as i64, "peak RSS {maxrss_kib} KiB");
+}
+
+#[test]
+fn zeros_after_the_end_of_archive_are_bounded() {
+    let s = Scene::new();
+    let head = Tar::new().file("a", "1").finish();
+    let (blob, diff_id) = gz_with_zeros(&head, BOMB, b"");
+    let label = bomb_layer(&s, blob, diff_id);
+    let err = s.assert_rejected(1);
+    assert!(err.contains(&format!("layer {label} #1")), "{err}");
+    assert!(err.contains("possible archive bomb"), "{err}");
+}
+
+#[test]
+fn ordinary_record_padding_after_the_end_of_archive_is_fine() {
+    // tar pads to 10 KiB records by default, `tar -b 2048` to 1 MiB
+    let s = Scene::new();
+    let head = Tar::new().file("a", "1").finish();
+    let (blob, diff_id) = gz_with_zeros(&head, (1 << 20) - head.len() as u64, b"");
+    bomb_layer(&s, blob, diff_id);
+    let l = s.assert_builds();
+    assert_eq!(l.keys().collect::<Vec<_>>(), ["a"]);
+}
+
+#[test]
+fn data_of_a_non_file_entry_counts_against_the_layer_limit() {
+    // a directory header claiming 32 MiB of data: the reader skips it, but it is inflated
+    let s = Scene::new();
+    let mut tail = Vec::new();
+    tail.extend_from_slice(&header(b"f", b'0', 0o644, 0, b""));
+    tail.extend_from_slice(&[0u8; 2 * BLOCK]);
+    let (blob, diff_id) = gz_with_zeros(&header(b"d/", b'5', 0o755, 32 << 20, b""), 32 << 20, &tail);
+    let label = bomb_layer(&s, blob, diff_id);
+    let r = build_env(s.dir(), &s.p("bad.toml"), &s.p("out"), &s.p("cache"), &[("STAGEBOX_MAX_LAYER_BYTES", "16777216")]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_layer_error(&r.stderr, &label, 1, "/d/", "layer unpacks to more than 16777216 bytes");
+}
+
+#[test]
+fn huge_path_is_refused_with_a_short_message() {
+    // a 1 MiB GNU long name: refused by length, and the message does not print it whole
+    let s = Scene::new();
+    let name = vec![b'n'; 1 << 20];
+    let mut tar = header(b"././@LongLink", b'L', 0o644, name.len() as u64 + 1, b"").to_vec();
+    tar.extend_from_slice(&name);
+    tar.extend(std::iter::repeat(0u8).take(BLOCK - name.len() % BLOCK));
+    tar.extend_from_slice(&Tar::new().file("placeholder", "x").finish());
+    let label = s.bad(&[Layer::gz(tar)], None);
+    let err = s.assert_rejected(1);
+    assert!(err.contains(&format!("layer {label} #1 (sha256:")), "{err}");
+    assert!(err.contains("): /nnnn") && err.contains("n... (1048576 bytes): path is longer than 4096 bytes"), "{err}");
+    assert!(err.len() < 4096, "message of {} bytes", err.len());
+    assert!(err.contains("... (1048576 bytes)"), "{}", &err[err.len().saturating_sub(300)..]);
+}

@@ -26,6 +26,12 @@ impl Default for Limits {
     }
 }
 
+/// Most bytes the tar reader may consume on its own between two entries (headers, PAX and
+/// GNU long-name records, which the `tar` crate reads into memory, plus the previous
+/// entry's skipped data), and after the end-of-archive marker. Without it a small gzip
+/// could inflate into gigabytes of RAM, or of CPU work no limit counts.
+pub const MAX_META_BYTES: u64 = 16 << 20;
+
 /// What one tar entry asks for, before its path is resolved against the tree.
 #[derive(Debug, Clone)]
 pub enum RawKind {
@@ -109,6 +115,8 @@ pub fn parse(blob_path: &Path, blob: &LayerBlob, spill_index: u32, limits: Limit
 /// digests available once it has been read to the end (see [`Verified::finish`]).
 struct Verified {
     outer: std::rc::Rc<std::cell::RefCell<HashReader<BufReader<File>>>>,
+    /// Decompressed bytes the tar stream may still yield; unlimited until [`Verified::allow`].
+    budget: std::rc::Rc<std::cell::Cell<u64>>,
 }
 
 impl Verified {
@@ -116,11 +124,20 @@ impl Verified {
         let f = File::open(blob_path).map_err(|e| layer_err(blob, b"", format!("cannot open blob {}: {e}", blob_path.display())))?;
         let outer = std::rc::Rc::new(std::cell::RefCell::new(HashReader::new(BufReader::with_capacity(1 << 20, f))));
         let decompressed = open_decompressed(SharedReader(outer.clone())).map_err(|e| layer_err(blob, b"", format!("decompressing: {e}")))?;
-        Ok((Verified { outer }, HashReader::new(decompressed)))
+        let budget = std::rc::Rc::new(std::cell::Cell::new(u64::MAX));
+        let limited: Box<dyn Read> = Box::new(Budget { inner: decompressed, left: budget.clone() });
+        Ok((Verified { outer, budget }, HashReader::new(limited)))
     }
 
-    /// Drain both streams and check the diff_id, the digest and the size.
+    /// Let the tar stream yield at most `n` more bytes.
+    fn allow(&self, n: u64) {
+        self.budget.set(n);
+    }
+
+    /// Drain both streams (at most [`MAX_META_BYTES`] after the archive's end) and check
+    /// the diff_id, the digest and the size.
     fn finish(self, inner: HashReader<Box<dyn Read>>, blob: &LayerBlob) -> Result<()> {
+        self.allow(MAX_META_BYTES);
         let (diff_id, _, decoder) = inner.drain_and_finish().map_err(|e| layer_err(blob, b"", format!("decompressing: {e}")))?;
         drop(decoder);
         if diff_id != blob.diff_id {
@@ -189,8 +206,19 @@ pub fn parse_with(blob_path: &Path, blob: &LayerBlob, spill_index: u32, limits: 
     let mut entries = Vec::new();
     let bad_tar = |e: io::Error| layer_err(blob, b"", format!("not a readable tar stream: {e}"));
 
-    for e in ar.entries().map_err(bad_tar)? {
+    // Bytes the entries claim (file data, and data the reader skips for other entries).
+    let mut unpacked = 0u64;
+    let mut next_skip = 0u64;
+    let mut iter = ar.entries().map_err(bad_tar)?;
+    loop {
+        // Between entries the tar reader skips the previous entry's data and reads headers
+        // and extension records on its own: bound that; an entry's own data is bounded by
+        // its size, checked below.
+        verified.allow(next_skip.saturating_add(MAX_META_BYTES));
+        let Some(e) = iter.next() else { break };
+        verified.allow(u64::MAX);
         let mut e = e.map_err(bad_tar)?;
+        next_skip = e.size().saturating_add(511) & !511;
         if entries.len() >= limits.max_entries {
             return Err(layer_err(blob, b"", format!("more than {} entries; refusing (possible archive bomb)", limits.max_entries)));
         }
@@ -226,6 +254,14 @@ pub fn parse_with(blob_path: &Path, blob: &LayerBlob, spill_index: u32, limits: 
                 }
             }
         }
+        unpacked = unpacked.saturating_add(e.size());
+        if unpacked > limits.max_layer_bytes {
+            return Err(layer_err(
+                blob,
+                &path,
+                format!("layer unpacks to more than {} bytes; refusing (possible decompression bomb)", limits.max_layer_bytes),
+            ));
+        }
         use tar::EntryType as T;
         let link = || e.link_name_bytes().map(|l| l.into_owned()).unwrap_or_default();
         let dev = |h: &tar::Header| -> Result<(u32, u32)> {
@@ -249,13 +285,6 @@ pub fn parse_with(blob_path: &Path, blob: &LayerBlob, spill_index: u32, limits: 
             T::XGlobalHeader => continue,
             T::Regular | T::Continuous | T::GNUSparse => {
                 let size = e.size();
-                if offset + size > limits.max_layer_bytes {
-                    return Err(layer_err(
-                        blob,
-                        &path,
-                        format!("layer unpacks to more than {} bytes; refusing (possible decompression bomb)", limits.max_layer_bytes),
-                    ));
-                }
                 if mode == ContentMode::Index {
                     if h.entry_type() == T::GNUSparse {
                         return Ok(None);
@@ -283,6 +312,27 @@ pub fn parse_with(blob_path: &Path, blob: &LayerBlob, spill_index: u32, limits: 
         .finish()
         .map_err(|e| Error::other(format!("writing the spill file: {e}")))?;
     Ok(Some(ParsedLayer { label: blob.label.clone(), entries, spill }))
+}
+
+/// The decompressed stream with an allowance the parser sets: reads past it fail.
+struct Budget<R> {
+    inner: R,
+    left: std::rc::Rc<std::cell::Cell<u64>>,
+}
+
+impl<R: Read> Read for Budget<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.left.get();
+        if left == 0 && !buf.is_empty() {
+            return Err(io::Error::other(format!(
+                "more than {MAX_META_BYTES} bytes of tar metadata or trailing data; refusing (possible archive bomb)"
+            )));
+        }
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..want])?;
+        self.left.set(left - n as u64);
+        Ok(n)
+    }
 }
 
 /// Lets the decompressor read through a hasher we can still reach after it is done.

@@ -41,8 +41,14 @@ pub fn join(comps: &[Vec<u8>]) -> Vec<u8> {
     v
 }
 
-/// Show a path for messages (lossy UTF-8, with the root as `/`).
+/// Longest part of a path [`show`] prints: a hostile layer may hold names of megabytes.
+const SHOW_MAX: usize = 1024;
+
+/// Show a path for messages (lossy UTF-8, with the root as `/`; cut after 1 KiB).
 pub fn show(p: &[u8]) -> String {
+    if p.len() > SHOW_MAX {
+        return format!("/{}... ({} bytes)", String::from_utf8_lossy(&p[..SHOW_MAX]), p.len());
+    }
     format!("/{}", String::from_utf8_lossy(p))
 }
 
@@ -81,5 +87,14 @@ mod tests {
         assert!(c("a/../../etc").is_err());
         assert!(c("/../x").is_err());
         assert!(clean(&vec![b'a'; MAX_PATH + 1]).is_err());
+    }
+
+    #[test]
+    fn show_cuts_long_paths() {
+        assert_eq!(show(b""), "/");
+        assert_eq!(show(b"etc/passwd"), "/etc/passwd");
+        let s = show(&vec![b'a'; 1 << 20]);
+        assert!(s.len() < 1100 && s.ends_with("... (1048576 bytes)"), "{}", &s[s.len() - 40..]);
+        assert_eq!(show(&[b'b'; SHOW_MAX]).len(), SHOW_MAX + 1);
     }
 }
