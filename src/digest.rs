@@ -81,6 +81,11 @@ impl<R: Read> HashReader<R> {
     pub fn count(&self) -> u64 {
         self.count
     }
+
+    /// The inner reader, giving up the hash.
+    pub fn into_parts(self) -> ((), u64, R) {
+        ((), self.count, self.inner)
+    }
 }
 
 impl<R: Read> Read for HashReader<R> {

@@ -55,6 +55,13 @@ fn header(name: &[u8], typeflag: u8, mode: u32, size: u64, link: &[u8]) -> [u8; 
     h
 }
 
+/// Recompute a header's checksum after editing its bytes.
+fn fix_checksum(h: &mut [u8; BLOCK]) {
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|b| *b as u32).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+}
+
 /// A tar stream built entry by entry.
 #[derive(Default, Clone)]
 struct Tar(Vec<u8>);
@@ -918,4 +925,52 @@ fn huge_path_is_refused_with_a_short_message() {
     assert!(err.contains("): /nnnn") && err.contains("n... (1048576 bytes): path is longer than 4096 bytes"), "{err}");
     assert!(err.len() < 4096, "message of {} bytes", err.len());
     assert!(err.contains("... (1048576 bytes)"), "{}", &err[err.len().saturating_sub(300)..]);
+}
+
+#[test]
+fn device_number_out_of_range_is_refused() {
+    // 8 octal digits without a NUL: 0o77777777 does not fit the 7 digits an output header
+    // has (and no Linux device has such a number)
+    let s = Scene::new();
+    let mut h = header(b"dev/weird", b'3', 0o600, 0, b"");
+    h[329..337].copy_from_slice(b"77777777");
+    h[337..345].copy_from_slice(b"0000001\0");
+    fix_checksum(&mut h);
+    let mut tar = Tar::new().dir("dev").0;
+    tar.extend_from_slice(&h);
+    tar.extend_from_slice(&[0u8; 2 * BLOCK]);
+    let label = s.bad(&[Layer::gz(tar)], None);
+    let err = s.assert_rejected(1);
+    assert_layer_error(&err, &label, 1, "/dev/weird", "device number");
+}
+
+#[test]
+fn device_nodes_keep_their_numbers() {
+    let s = Scene::new();
+    let mut h = header(b"dev/null", b'3', 0o666, 0, b"");
+    h[329..337].copy_from_slice(b"0000001\0");
+    h[337..345].copy_from_slice(b"0000003\0");
+    fix_checksum(&mut h);
+    let mut big = header(b"dev/big", b'4', 0o660, 0, b"");
+    big[329..337].copy_from_slice(b"0007777\0"); // major 4095, the largest Linux has
+    big[337..345].copy_from_slice(b"3777777\0"); // minor 2^20 - 1
+    fix_checksum(&mut big);
+    let mut tar = Tar::new().dir("dev").0;
+    tar.extend_from_slice(&h);
+    tar.extend_from_slice(&big);
+    tar.extend_from_slice(&[0u8; 2 * BLOCK]);
+    s.bad(&[Layer::tar(tar)], None);
+    s.assert_builds();
+    let mut ar = tar::Archive::new(std::fs::File::open(s.p("out/demo.tar")).unwrap());
+    let devs: Vec<(String, u8, u32, u32)> = ar
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| matches!(e.header().entry_type().as_byte(), b'3' | b'4'))
+        .map(|e| {
+            let h = e.header();
+            (e.path().unwrap().display().to_string(), h.entry_type().as_byte(), h.device_major().unwrap().unwrap(), h.device_minor().unwrap().unwrap())
+        })
+        .collect();
+    assert_eq!(devs, [("dev/big".to_string(), b'4', 4095, (1 << 20) - 1), ("dev/null".to_string(), b'3', 1, 3)]);
 }

@@ -134,6 +134,29 @@ impl Verified {
         self.budget.set(n);
     }
 
+    /// Like [`Verified::open`] without hashing the decompressed stream (see [`fill`]).
+    fn open_unhashed(blob_path: &Path, blob: &LayerBlob) -> Result<(Self, Box<dyn Read>)> {
+        let (v, inner) = Self::open(blob_path, blob)?;
+        let (_, _, r) = inner.into_parts();
+        Ok((v, r))
+    }
+
+    /// Check only the compressed digest and size: the rest of the blob is hashed without
+    /// being decompressed. Enough when the same blob already passed [`Verified::finish`]:
+    /// equal compressed bytes decompress to equal bytes.
+    fn finish_blob(self, decompressor: impl Sized, blob: &LayerBlob) -> Result<()> {
+        drop(decompressor);
+        let outer = std::rc::Rc::try_unwrap(self.outer).map_err(|_| Error::other("internal: layer reader still shared"))?.into_inner();
+        let (digest, size, _) = outer.drain_and_finish().map_err(|e| layer_err(blob, b"", format!("reading blob: {e}")))?;
+        if digest != blob.digest {
+            return Err(Error::DigestMismatch { what: format!("layer blob {} (read again)", blob.label), expected: blob.digest.to_string(), found: digest.to_string() });
+        }
+        if size != blob.size {
+            return Err(Error::SizeMismatch { what: format!("layer blob {}", blob.label), expected: blob.size, found: size });
+        }
+        Ok(())
+    }
+
     /// Drain both streams (at most [`MAX_META_BYTES`] after the archive's end) and check
     /// the diff_id, the digest and the size.
     fn finish(self, inner: HashReader<Box<dyn Read>>, blob: &LayerBlob) -> Result<()> {
@@ -160,11 +183,13 @@ impl Verified {
 }
 
 /// Copy the bytes of the regular files at the given stream offsets (`wanted`: offset in the
-/// uncompressed tar stream → offset in `out`) into `out` with positioned writes, checking
-/// the layer's digests again as it is read a second time.
+/// uncompressed tar stream → offset in `out`) into `out` with positioned writes. The blob
+/// is read a second time, so its compressed digest and size are checked again (the
+/// diff_id was checked on the first read, and equal compressed bytes decompress to equal
+/// bytes); decompression stops after the last wanted file.
 pub fn fill(blob_path: &Path, blob: &LayerBlob, wanted: &std::collections::HashMap<u64, u64>, out: &File) -> Result<()> {
     use std::os::unix::fs::FileExt;
-    let (v, inner) = Verified::open(blob_path, blob)?;
+    let (v, inner) = Verified::open_unhashed(blob_path, blob)?;
     let mut ar = tar::Archive::new(inner);
     let bad_tar = |e: io::Error| layer_err(blob, b"", format!("not a readable tar stream: {e}"));
     let mut buf = vec![0u8; 1 << 20];
@@ -192,7 +217,7 @@ pub fn fill(blob_path: &Path, blob: &LayerBlob, wanted: &std::collections::HashM
     if done != wanted.len() {
         return Err(layer_err(blob, b"", "layer changed between reads: file data not found again"));
     }
-    v.finish(ar.into_inner(), blob)
+    v.finish_blob(ar, blob)
 }
 
 /// Parse the layer at `blob_path` (see [`ContentMode`]).
@@ -264,9 +289,15 @@ pub fn parse_with(blob_path: &Path, blob: &LayerBlob, spill_index: u32, limits: 
         }
         use tar::EntryType as T;
         let link = || e.link_name_bytes().map(|l| l.into_owned()).unwrap_or_default();
+        // Linux device numbers have a 12-bit major and a 20-bit minor; every output format
+        // holds those (a larger one would not fit a ustar header's 7 octal digits).
         let dev = |h: &tar::Header| -> Result<(u32, u32)> {
-            let major = h.device_major().ok().flatten().unwrap_or(0);
-            let minor = h.device_minor().ok().flatten().unwrap_or(0);
+            let bad = |err: io::Error| layer_err(blob, &path, format!("bad device number field: {err}"));
+            let major = h.device_major().map_err(bad)?.unwrap_or(0);
+            let minor = h.device_minor().map_err(bad)?.unwrap_or(0);
+            if major > 0xfff || minor > 0xf_ffff {
+                return Err(layer_err(blob, &path, format!("device number {major}:{minor} is out of range (majors go to 4095, minors to 1048575)")));
+            }
             Ok((major, minor))
         };
         let kind = match h.entry_type() {

@@ -279,6 +279,11 @@ impl Tree {
                 if target.is_empty() {
                     return Err((raw, "symlink with an empty target".into()));
                 }
+                if target.contains(&0) {
+                    // possible in a PAX linkpath record, impossible on Linux: a resolution
+                    // through it would put a NUL into paths
+                    return Err((raw, "symlink target contains a NUL byte".into()));
+                }
                 Node { kind: Kind::Symlink { target }, meta }
             }
             RawKind::Char(major, minor) => Node { kind: Kind::Char { major, minor }, meta },
@@ -853,6 +858,16 @@ mod tests {
         // a missing directory left by `..` into another missing one stays missing
         let t = tree(vec![L::new().symlink("m", "a/b/../c"), L::new().file("m/x", "x")]);
         assert_eq!(paths(&t), ["", "a", "a/c", "a/c/x", "m"]);
+    }
+
+    #[test]
+    fn symlink_with_an_empty_or_nul_target_is_an_error() {
+        let (_, path, message) = layer_error(try_tree(vec![L::new().symlink("s", "")]));
+        assert_eq!(path, "/s");
+        assert!(message.contains("empty target"), "{message}");
+        let (_, path, message) = layer_error(try_tree(vec![L::new().symlink("s", "a\0b"), L::new().file("s/x", "x")]));
+        assert_eq!(path, "/s");
+        assert!(message.contains("NUL"), "{message}");
     }
 
     #[test]
