@@ -176,6 +176,9 @@ fn tar_matches_umoci_unpack() {
     assert_eq!(ours["opt/hl/cross-layer"].link_group.as_deref(), Some("opt/hl/cross-layer"));
     assert_eq!(ours["opt/hl/same-layer"].link_group.as_deref(), Some("opt/hl/cross-layer"));
     assert_eq!(ours["opt/hl/orig"].link_group, None);
+    // Resolved through `bin -> usr/bin`.
+    assert!(!ours.contains_key("usr/bin/hostname"), "bin/.wh.hostname deletes usr/bin/hostname");
+    assert_eq!(ours["usr/bin/dash"].link_group.as_deref(), Some("opt/hl/dash-via-symlink"));
     // ('-' sorts before '/', so the short name leads the group.)
     assert_eq!(ours[&long_path(300, "file-beyond-255-bytes")].link_group.as_deref(), Some("opt/long-hardlink"));
     // Types replaced across layers.

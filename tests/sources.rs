@@ -301,7 +301,10 @@ fn inspect_reports_image_layers_and_tar_entries() {
             assert_eq!(e["mtime"].as_u64().unwrap(), m.mtime);
         }
         let get = |p: &str| entries.iter().find(|e| e["path"].as_str().unwrap().trim_end_matches('/') == p).unwrap_or_else(|| panic!("no {p}"));
-        assert_eq!((get("usr/bin/dash")["type"].as_str(), get("usr/bin/dash")["mode"].as_str()), (Some("file"), Some("0755")));
+        assert_eq!((get("opt/hl/dash-via-symlink")["type"].as_str(), get("opt/hl/dash-via-symlink")["mode"].as_str()), (Some("file"), Some("0755")));
+        assert_eq!((get("usr/bin/dash")["type"].as_str(), get("usr/bin/dash")["link"].as_str()), (Some("hardlink"), Some("opt/hl/dash-via-symlink")));
+        let libz = get("usr/lib/x86_64-linux-gnu/libz.so.1.2.13");
+        assert_eq!((libz["type"].as_str(), libz["mode"].as_str()), (Some("file"), Some("0644")));
         assert_eq!((get("bin")["type"].as_str(), get("bin")["link"].as_str()), (Some("symlink"), Some("usr/bin")));
         assert_eq!(get("opt/hl/same-layer")["type"], "hardlink");
         assert_eq!(get("opt/hl/same-layer")["link"], "opt/hl/cross-layer");

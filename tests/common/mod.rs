@@ -660,7 +660,8 @@ pub fn edge_layer_a() -> Vec<u8> {
 /// Edge cases, second layer: whiteouts of a file and of a directory, an opaque directory
 /// (marker after a same-layer child: it still applies only to lower layers), a hardlink to
 /// a lower-layer file whose target is then replaced (the link keeps the old content), type
-/// changes file <-> directory, and a mode change of an existing directory.
+/// changes file <-> directory, a mode change of an existing directory, and a whiteout and a
+/// hardlink target that resolve through a symlinked parent. Needs `usr/bin/dash` below it.
 pub fn edge_layer_b() -> Vec<u8> {
     layer(&[
         Entry::dir("opt"),
@@ -675,6 +676,10 @@ pub fn edge_layer_b() -> Vec<u8> {
         Entry::file("opt/f2d/child", "now a directory\n"),
         Entry::file("opt/d2f", "now a file\n"),
         Entry::dir("opt/keep").mode(0o711),
+        // Paths through the core layer's `bin -> usr/bin`: a whiteout (deletes usr/bin/hostname,
+        // harmless where it is absent) and a hardlink target (usr/bin/dash, which must exist).
+        Entry::whiteout("bin/hostname"),
+        Entry::hardlink("opt/hl/dash-via-symlink", "bin/dash"),
     ])
 }
 
