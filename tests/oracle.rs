@@ -185,6 +185,9 @@ fn tar_matches_umoci_unpack() {
     assert_eq!(kind("opt/f2d"), NodeKind::Dir);
     assert!(matches!(kind("opt/d2f"), NodeKind::File { .. }));
     assert!(!ours.contains_key("opt/d2f/child"));
+    assert_eq!(kind("opt/d2l"), NodeKind::Symlink("keep".into()));
+    assert!(!ours.keys().any(|p| p.starts_with("opt/d2l/")));
+    assert_eq!(file("opt/readd"), sha256_hex(b"upper version\n"));
     // Modes, owners, xattrs, devices, long names.
     assert_eq!(ours["usr/bin/suid"].mode, 0o4755);
     assert_eq!(ours["opt/sgid-dir"].mode, 0o2775);

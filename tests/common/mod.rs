@@ -604,6 +604,9 @@ pub fn edge_layer_a() -> Vec<u8> {
         Entry::file("opt/hl/orig", "version 1\n").mode(0o640),
         Entry::hardlink("opt/hl/same-layer", "opt/hl/orig"),
         Entry::file("opt/f2d", "a file that becomes a directory\n"),
+        Entry::file("opt/readd", "lower version\n"),
+        Entry::dir("opt/d2l"),
+        Entry::file("opt/d2l/child", "goes away when its dir becomes a symlink\n"),
         Entry::dir("opt/d2f"),
         Entry::file("opt/d2f/child", "goes away with its dir\n"),
         Entry::file("usr/bin/suid", "#!/bin/sh\n").mode(0o4755),
@@ -660,7 +663,8 @@ pub fn edge_layer_a() -> Vec<u8> {
 /// Edge cases, second layer: whiteouts of a file and of a directory, an opaque directory
 /// (marker after a same-layer child: it still applies only to lower layers), a hardlink to
 /// a lower-layer file whose target is then replaced (the link keeps the old content), type
-/// changes file <-> directory, a mode change of an existing directory, and a whiteout and a
+/// changes file <-> directory -> symlink, a whiteout after a same-layer entry of the same
+/// path, a mode change of an existing directory, and a whiteout and a
 /// hardlink target that resolve through a symlinked parent. Needs `usr/bin/dash` below it.
 pub fn edge_layer_b() -> Vec<u8> {
     layer(&[
@@ -675,6 +679,11 @@ pub fn edge_layer_b() -> Vec<u8> {
         Entry::dir("opt/f2d"),
         Entry::file("opt/f2d/child", "now a directory\n"),
         Entry::file("opt/d2f", "now a file\n"),
+        Entry::symlink("opt/d2l", "keep"),
+        // Re-added, then whited out later in the same layer: the whiteout hides only the
+        // lower layer's file, so this one stays.
+        Entry::file("opt/readd", "upper version\n"),
+        Entry::whiteout("opt/readd"),
         Entry::dir("opt/keep").mode(0o711),
         // Paths through the core layer's `bin -> usr/bin`: a whiteout (deletes usr/bin/hostname,
         // harmless where it is absent) and a hardlink target (usr/bin/dash, which must exist).
