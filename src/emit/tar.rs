@@ -3,9 +3,61 @@
 //! xattrs as PAX records. The root directory itself is not an entry.
 
 use crate::tarfmt::{self, Head, TarKind};
-use crate::tree::{Kind, Tree};
+use crate::tree::{ContentRef, Kind, Node, Tree};
 use std::collections::HashMap;
 use std::io::{self, Write};
+
+/// The header for one tree entry, and the content to write after it (for the first path
+/// of each file inode; later paths of the inode become hardlinks to that first path).
+fn head_for<'a>(
+    path: &'a [u8],
+    node: &'a Node,
+    sde: u64,
+    first_path: &mut HashMap<u64, &'a [u8]>,
+) -> (Head<'a>, Option<ContentRef>) {
+    let m = &node.meta;
+    let mut h = Head {
+        path,
+        kind: TarKind::Dir,
+        mode: m.mode,
+        uid: m.uid,
+        gid: m.gid,
+        mtime: m.clamped_mtime(sde),
+        size: 0,
+        link: b"",
+        dev: (0, 0),
+        xattrs: &m.xattrs,
+    };
+    let mut data = None;
+    match &node.kind {
+        Kind::Dir => {}
+        Kind::Symlink { target } => {
+            h.kind = TarKind::Symlink;
+            h.link = target;
+        }
+        Kind::Char { major, minor } => {
+            h.kind = TarKind::Char;
+            h.dev = (*major, *minor);
+        }
+        Kind::Block { major, minor } => {
+            h.kind = TarKind::Block;
+            h.dev = (*major, *minor);
+        }
+        Kind::Fifo => h.kind = TarKind::Fifo,
+        Kind::File { content, inode } => {
+            if let Some(first) = first_path.get(inode) {
+                h.kind = TarKind::Hardlink;
+                h.link = first;
+            } else {
+                first_path.insert(*inode, path);
+                h.kind = TarKind::File;
+                h.size = content.len;
+                data = Some(*content);
+            }
+        }
+    }
+    (h, data)
+}
 
 /// Write the whole tree as an uncompressed tar stream (wrap `w` to compress).
 pub fn write(tree: &Tree, sde: u64, w: &mut impl Write) -> io::Result<()> {
@@ -15,51 +67,12 @@ pub fn write(tree: &Tree, sde: u64, w: &mut impl Write) -> io::Result<()> {
         if path.is_empty() {
             continue;
         }
-        let m = &node.meta;
-        let mut h = Head {
-            path,
-            kind: TarKind::Dir,
-            mode: m.mode,
-            uid: m.uid,
-            gid: m.gid,
-            mtime: m.clamped_mtime(sde),
-            size: 0,
-            link: b"",
-            dev: (0, 0),
-            xattrs: &m.xattrs,
-        };
-        match &node.kind {
-            Kind::Dir => {}
-            Kind::Symlink { target } => {
-                h.kind = TarKind::Symlink;
-                h.link = target;
-            }
-            Kind::Char { major, minor } => {
-                h.kind = TarKind::Char;
-                h.dev = (*major, *minor);
-            }
-            Kind::Block { major, minor } => {
-                h.kind = TarKind::Block;
-                h.dev = (*major, *minor);
-            }
-            Kind::Fifo => h.kind = TarKind::Fifo,
-            Kind::File { content, inode } => {
-                if let Some(first) = first_path.get(inode) {
-                    h.kind = TarKind::Hardlink;
-                    h.link = first;
-                } else {
-                    first_path.insert(*inode, path);
-                    h.kind = TarKind::File;
-                    h.size = content.len;
-                    tarfmt::write_header(w, &h)?;
-                    let mut r = tree.open(content);
-                    copy_exact(&mut r, w, content.len, &mut buf)?;
-                    tarfmt::pad(w, content.len)?;
-                    continue;
-                }
-            }
-        }
+        let (h, data) = head_for(path, node, sde, &mut first_path);
         tarfmt::write_header(w, &h)?;
+        if let Some(c) = data {
+            copy_exact(&mut tree.open(&c), w, c.len, &mut buf)?;
+            tarfmt::pad(w, c.len)?;
+        }
     }
     tarfmt::finish(w)
 }
@@ -81,47 +94,7 @@ pub fn write_placed(tree: &Tree, sde: u64, out: &std::fs::File, threads: usize) 
         if path.is_empty() {
             continue;
         }
-        let m = &node.meta;
-        let mut h = Head {
-            path,
-            kind: TarKind::Dir,
-            mode: m.mode,
-            uid: m.uid,
-            gid: m.gid,
-            mtime: m.clamped_mtime(sde),
-            size: 0,
-            link: b"",
-            dev: (0, 0),
-            xattrs: &m.xattrs,
-        };
-        let mut data = None;
-        match &node.kind {
-            Kind::Dir => {}
-            Kind::Symlink { target } => {
-                h.kind = TarKind::Symlink;
-                h.link = target;
-            }
-            Kind::Char { major, minor } => {
-                h.kind = TarKind::Char;
-                h.dev = (*major, *minor);
-            }
-            Kind::Block { major, minor } => {
-                h.kind = TarKind::Block;
-                h.dev = (*major, *minor);
-            }
-            Kind::Fifo => h.kind = TarKind::Fifo,
-            Kind::File { content, inode } => {
-                if let Some(first) = first_path.get(inode) {
-                    h.kind = TarKind::Hardlink;
-                    h.link = first;
-                } else {
-                    first_path.insert(*inode, path);
-                    h.kind = TarKind::File;
-                    h.size = content.len;
-                    data = Some(*content);
-                }
-            }
-        }
+        let (h, data) = head_for(path, node, sde, &mut first_path);
         let before = pending.len();
         tarfmt::write_header(&mut pending, &h).map_err(werr)?;
         pos += (pending.len() - before) as u64;

@@ -146,10 +146,15 @@ impl Verified {
     /// equal compressed bytes decompress to equal bytes.
     fn finish_blob(self, decompressor: impl Sized, blob: &LayerBlob) -> Result<()> {
         drop(decompressor);
+        self.check_blob(blob)
+    }
+
+    /// Hash the rest of the compressed blob and compare digest and size with the descriptor.
+    fn check_blob(self, blob: &LayerBlob) -> Result<()> {
         let outer = std::rc::Rc::try_unwrap(self.outer).map_err(|_| Error::other("internal: layer reader still shared"))?.into_inner();
         let (digest, size, _) = outer.drain_and_finish().map_err(|e| layer_err(blob, b"", format!("reading blob: {e}")))?;
         if digest != blob.digest {
-            return Err(Error::DigestMismatch { what: format!("layer blob {} (read again)", blob.label), expected: blob.digest.to_string(), found: digest.to_string() });
+            return Err(Error::DigestMismatch { what: format!("layer blob {}", blob.label), expected: blob.digest.to_string(), found: digest.to_string() });
         }
         if size != blob.size {
             return Err(Error::SizeMismatch { what: format!("layer blob {}", blob.label), expected: blob.size, found: size });
@@ -170,15 +175,7 @@ impl Verified {
                 found: diff_id.to_string(),
             });
         }
-        let outer = std::rc::Rc::try_unwrap(self.outer).map_err(|_| Error::other("internal: layer reader still shared"))?.into_inner();
-        let (digest, size, _) = outer.drain_and_finish().map_err(|e| layer_err(blob, b"", format!("reading blob: {e}")))?;
-        if digest != blob.digest {
-            return Err(Error::DigestMismatch { what: format!("layer blob {}", blob.label), expected: blob.digest.to_string(), found: digest.to_string() });
-        }
-        if size != blob.size {
-            return Err(Error::SizeMismatch { what: format!("layer blob {}", blob.label), expected: blob.size, found: size });
-        }
-        Ok(())
+        self.check_blob(blob)
     }
 }
 
