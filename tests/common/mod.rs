@@ -11,9 +11,15 @@
 //!   devices, PAX xattrs, long names) written with the `tar` crate's headers.
 //! - [`umoci_image`]: an OCI layout assembled by `umoci raw add-layer` (gzip layers);
 //!   [`Layout`]: a layout written by hand (any compression, media type, nested indexes).
-//! - [`snapshot`] / [`assert_same_tree`]: walk an unpacked rootfs into comparable data.
+//! - [`snapshot`] / [`assert_same_tree`]: walk an unpacked rootfs into comparable data
+//!   (type, mode, owner, xattrs, content sha256, hardlink groups); [`mtimes`] and
+//!   [`mode_tree`] for times and permissions; [`hash_tree`] for output directories.
+//! - [`gnu_tar_extract`] / [`tar_members`]: read an output tarball with GNU tar or the `tar` crate.
 //! - [`pallet_layers`]: the standard fixture image: a core-filesystem layer, Debian packages,
-//!   and two layers of edge cases.
+//!   and two layers of edge cases ([`edge_layer_a`], [`edge_layer_b`]).
+//!
+//! Shared fixtures of one test binary go in [`fixture_dir`] behind a `OnceLock`; per-test
+//! scratch space comes from [`tempdir`].
 #![allow(dead_code)]
 
 use sha2::{Digest as _, Sha256};
