@@ -974,3 +974,33 @@ fn device_nodes_keep_their_numbers() {
         .collect();
     assert_eq!(devs, [("dev/big".to_string(), b'4', 4095, (1 << 20) - 1), ("dev/null".to_string(), b'3', 1, 3)]);
 }
+
+#[test]
+fn the_first_bad_layer_is_reported_whatever_the_thread_count() {
+    // layer 2 breaks the tree, layer 3 is not even a tar (and fails to parse first when
+    // parsed in parallel): the error is always layer 2's
+    let s = Scene::new();
+    let big: Vec<u8> = (0..4_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 7) as u8).collect();
+    let label = s.bad(
+        &[
+            Layer::gz(Tar::new().entry("big", b'0', 0o644, &big, "").finish()),
+            Layer::gz(Tar::new().hardlink("l", "missing").finish()),
+            Layer::tar(b"garbage, not a tar".repeat(64)),
+        ],
+        None,
+    );
+    for threads in ["1", "2", "8"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_stagebox"))
+            .arg("build")
+            .arg(s.p("bad.toml"))
+            .args(["--out", s.p("out").to_str().unwrap(), "--cache", s.p("cache").to_str().unwrap(), "--quiet", "--threads", threads])
+            .env_remove("STAGEBOX_CACHE")
+            .env("TMPDIR", s.dir())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "threads {threads}: {stderr}");
+        assert_layer_error(&stderr, &label, 2, "/l", "does not exist");
+        assert!(!s.p("out").exists());
+    }
+}
