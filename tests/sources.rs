@@ -342,3 +342,28 @@ fn the_store_is_an_oci_layout_skopeo_and_umoci_read() {
         assert_eq!(sha256_file(&p), n, "store blob {} holds other content", p.display());
     }
 }
+
+#[test]
+fn oci_output_keeps_the_runtime_config_of_the_top_image() {
+    let f = fixture();
+    let dir = f.dir.join("config");
+    let layout = Layout::create(&dir.join("img"));
+    let core = core_filesystem_layer();
+    let img = layout.image(&[(&core, Comp::None)], "amd64");
+    layout.set_index(&[(img.clone(), "c")]);
+    let bx = dir.join("cfg.toml");
+    write(
+        &bx,
+        format!("name = \"cfg\"\nversion = \"2.5\"\nsource_date_epoch = 86400\n\n[[layer]]\nimage = \"oci:img@{}\"\n\n[[layer]]\ndir = \"extra\"\n\n[output.oci]\n", digest_of(&img)),
+    );
+    write(&dir.join("extra/etc/motd"), "hi\n");
+    build(&bx, &dir.join("out"), &f.cache);
+    // The tag defaults to the box version.
+    let o = run(Command::new("skopeo").args(["inspect", "--config"]).arg(format!("oci:{}:2.5", dir.join("out/cfg.oci").display())));
+    let cfg: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(cfg["config"]["Env"], serde_json::json!(["PATH=/usr/bin"]), "{cfg}");
+    assert_eq!(cfg["config"]["Cmd"], serde_json::json!(["/bin/sh"]), "{cfg}");
+    assert_eq!(cfg["created"], "1970-01-02T00:00:00Z");
+    assert_eq!((cfg["os"].as_str(), cfg["architecture"].as_str()), (Some("linux"), Some("amd64")));
+    assert_eq!(cfg["rootfs"]["diff_ids"].as_array().unwrap().len(), 1);
+}
