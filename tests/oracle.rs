@@ -357,3 +357,37 @@ fn mtimes_are_the_layers_clamped_to_source_date_epoch() {
     }
     assert!(kept > 10 && clamped > 10, "the fixture should exercise both: {kept} kept, {clamped} clamped");
 }
+
+/// A layer is applied in archive order, whiteouts included (they only hide lower-layer
+/// paths): a hardlink made before a whiteout of its target keeps the content, and a
+/// whiteout under a symlink the same layer re-pointed follows the new target. Both as umoci.
+#[test]
+fn same_layer_order_of_whiteouts_matches_umoci() {
+    require_tools(TOOLS);
+    let dir = fixture_dir("oracle-order");
+    let layout = dir.join("img");
+    let base = layer(&[
+        Entry::dir("opt"),
+        Entry::file("opt/y", b"lower y"),
+        Entry::file("opt/other/x", b"other x"),
+        Entry::file("opt/real/x", b"real x"),
+        Entry::symlink("opt/link", "other"),
+    ]);
+    let top = layer(&[
+        Entry::hardlink("opt/hl", "opt/y"),
+        Entry::whiteout("opt/y"),
+        Entry::symlink("opt/link", "real"),
+        Entry::whiteout("opt/link/x"),
+    ]);
+    let digest = umoci_image(&layout, "order", &[("base".into(), base), ("top".into(), top)]);
+    let b = dir.join("order.toml");
+    write(&b, format!("name = \"order\"\n\n[[layer]]\nimage = \"oci:img@{digest}\"\n\n[output.tar]\n"));
+    let out = dir.join("out");
+    build(&b, &out, &dir.join("cache"));
+    let work = tempdir();
+    let ours = compare_with_umoci(&out.join("order.tar"), &format!("{}:order", layout.display()), work.path());
+    assert!(matches!(ours["opt/hl"].kind, NodeKind::File { .. }));
+    assert!(!ours.contains_key("opt/y"));
+    assert!(ours.contains_key("opt/other/x"), "the whiteout followed the old symlink target");
+    assert!(!ours.contains_key("opt/real/x"));
+}

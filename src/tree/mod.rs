@@ -76,6 +76,8 @@ pub struct Tree {
     /// Per layer: the blob whose uncompressed stream the layer's content offsets point
     /// into ([`layer::ContentMode::Index`]), or `None` when they point into its spill file.
     streams: Vec<Option<(PathBuf, LayerBlob)>>,
+    /// Paths the layer being applied has written (whiteouts leave them alone).
+    current: std::collections::HashSet<Vec<u8>>,
     next_inode: u64,
     /// mtime given to directories the tree creates for missing parents.
     implicit_mtime: i64,
@@ -91,7 +93,7 @@ impl Tree {
     pub fn new(implicit_mtime: i64) -> Self {
         let mut nodes = BTreeMap::new();
         nodes.insert(Vec::new(), Node { kind: Kind::Dir, meta: Meta::implicit_dir(implicit_mtime) });
-        Tree { nodes, spills: Vec::new(), streams: Vec::new(), next_inode: 1, implicit_mtime }
+        Tree { nodes, spills: Vec::new(), streams: Vec::new(), current: Default::default(), next_inode: 1, implicit_mtime }
     }
 
     /// Every entry, root first, then bytewise by path (parents before children).
@@ -195,28 +197,27 @@ impl Tree {
         let label = layer.label;
         let err = |p: &[u8], m: String| Error::Layer { layer: label.clone(), path: path::show(p), message: m };
 
-        let mut rest = Vec::with_capacity(layer.entries.len());
+        // One pass in archive order, as `tar -x` and umoci apply a layer. Whiteouts only
+        // hide what lower layers put there: entries this layer added (tracked in
+        // `self.current`) survive a whiteout or opaque marker wherever it stands.
+        self.current.clear();
         // AUFS meta directories (`.wh..wh.plnk/` holds hardlink sources): their entries are
         // applied so hardlinks to them resolve, then the directories are dropped.
         let mut meta_dirs: Vec<Vec<Vec<u8>>> = Vec::new();
         for e in layer.entries {
             let comps = path::clean(&e.path).map_err(|m| err(&e.path, m))?;
-            let Some(base) = comps.last() else {
-                rest.push((comps, e));
-                continue;
-            };
-            let Some(name) = base.strip_prefix(b".wh.") else {
-                if let Some(i) = comps[..comps.len() - 1].iter().position(|c| c.starts_with(b".wh..wh.")) {
+            let Some(name) = comps.last().and_then(|base| base.strip_prefix(b".wh.")) else {
+                if let Some(i) = comps.iter().take(comps.len().saturating_sub(1)).position(|c| c.starts_with(b".wh..wh.")) {
                     if !meta_dirs.iter().any(|m| m[..] == comps[..=i]) {
                         meta_dirs.push(comps[..=i].to_vec());
                     }
                 }
-                rest.push((comps, e));
+                self.apply_entry(comps, e, spill).map_err(|m| err_path(&label, m))?;
                 continue;
             };
             let parent = self.resolve_parent(&comps).map_err(|m| err(&e.path, m))?;
             if name == b".wh..opq" {
-                self.remove_children(&parent);
+                self.remove_lower(&parent, false);
             } else if name.starts_with(b".wh.") {
                 // AUFS metadata (.wh..wh.plnk, .wh..wh.aufs): not a deletion.
             } else if name.is_empty() {
@@ -229,12 +230,8 @@ impl Tree {
                     victim.push(b'/');
                 }
                 victim.extend_from_slice(name);
-                self.remove_subtree(&victim);
+                self.remove_lower(&victim, true);
             }
-        }
-
-        for (comps, e) in rest {
-            self.apply_entry(comps, e, spill).map_err(|m| err_path(&label, m))?;
         }
         for m in meta_dirs {
             if let Ok(mut key) = self.resolve_parent(&m) {
@@ -315,6 +312,7 @@ impl Tree {
             }
         };
 
+        self.current.insert(key.clone());
         match self.nodes.get_mut(&key) {
             Some(existing) if existing.kind == Kind::Dir && node.kind == Kind::Dir => {
                 existing.meta = node.meta; // merge: children stay
@@ -412,10 +410,30 @@ impl Tree {
         }
     }
 
-    /// Remove everything below `p` (an opaque directory), keeping `p` itself.
-    fn remove_children(&mut self, p: &[u8]) {
-        for k in self.descendant_keys(p) {
+    /// A whiteout: remove `p` (with `include_self`) and everything below it that lower
+    /// layers put there. Paths the current layer added stay, and so do the directories
+    /// leading to them.
+    fn remove_lower(&mut self, p: &[u8], include_self: bool) {
+        let keys = self.descendant_keys(p);
+        let mut keep: std::collections::HashSet<&[u8]> = std::collections::HashSet::new();
+        for k in keys.iter().filter(|k| self.current.contains(*k)) {
+            let mut a: &[u8] = k;
+            keep.insert(a);
+            while let Some(i) = a.iter().rposition(|b| *b == b'/') {
+                a = &a[..i];
+                if a.len() <= p.len() {
+                    break;
+                }
+                keep.insert(a);
+            }
+        }
+        let gone: Vec<Vec<u8>> = keys.iter().filter(|k| !keep.contains(k.as_slice())).cloned().collect();
+        let self_stays = !include_self || p.is_empty() || !keep.is_empty() || self.current.contains(p);
+        for k in gone {
             self.nodes.remove(&k);
+        }
+        if !self_stays {
+            self.nodes.remove(p);
         }
     }
 }
@@ -809,11 +827,25 @@ mod tests {
     }
 
     #[test]
-    fn hardlink_target_whited_out_in_the_same_layer_is_still_absent_in_lower() {
-        // The whiteout removes the lower `a` before this layer's entries apply.
-        let (_, path, message) = layer_error(try_tree(vec![L::new().file("a", "1"), L::new().hardlink("b", "a").whiteout(".wh.a")]));
+    fn hardlink_then_whiteout_of_its_target_in_one_layer_keeps_the_link() {
+        // Archive order, as umoci and containerd apply it: the link is made while the lower
+        // `a` exists; the whiteout then removes only `a`.
+        let t = tree(vec![L::new().file("a", "1"), L::new().hardlink("b", "a").whiteout(".wh.a")]);
+        assert_eq!(paths(&t), ["", "b"]);
+        assert_eq!(content(&t, "b"), "1");
+        // The other order: the target is gone when the link is applied.
+        let (_, path, message) = layer_error(try_tree(vec![L::new().file("a", "1"), L::new().whiteout(".wh.a").hardlink("b", "a")]));
         assert_eq!(path, "/b");
         assert!(message.contains("does not exist"), "{message}");
+    }
+
+    #[test]
+    fn whiteout_follows_a_symlink_changed_earlier_in_the_same_layer() {
+        let t = tree(vec![
+            L::new().file("other/x", "o").file("real/x", "r").symlink("link", "other"),
+            L::new().symlink("link", "real").whiteout("link/.wh.x"),
+        ]);
+        assert_eq!(paths(&t), ["", "link", "other", "other/x", "real"]);
     }
 
     #[test]
