@@ -689,6 +689,17 @@ mod tests {
     }
 
     #[test]
+    fn whiteout_of_a_lower_dir_keeps_what_this_layer_put_below_it() {
+        // `d/new` stands before `.wh.d`: only what lower layers put in `d` goes, and `d`
+        // stays as the parent of `d/new`; the same when this layer re-declares `d` itself
+        let t = tree(vec![
+            L::new().dir("d").file("d/old", "o").dir("d/sub").file("d/sub/x", "x").dir("e").file("e/old", "o"),
+            L::new().file("d/new", "n").whiteout(".wh.d").dir("e").whiteout(".wh.e"),
+        ]);
+        assert_eq!(paths(&t), ["", "d", "d/new", "e"]);
+    }
+
+    #[test]
     fn whiteout_files_never_appear_in_the_tree() {
         let t = tree(vec![L::new().dir("d").whiteout("d/.wh.x").whiteout("d/.wh..wh..opq").whiteout("d/.wh..wh.plnk")]);
         assert!(t.walk().all(|(p, _)| !p.windows(4).any(|w| w == b".wh.")), "{:?}", paths(&t));
