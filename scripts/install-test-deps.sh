@@ -3,7 +3,7 @@
 # Idempotent: does nothing when everything is already there.
 set -euo pipefail
 PKGS=(umoci skopeo libarchive-tools tar gzip zstd xz-utils cpio busybox-static
-      qemu-system-x86 ovmf dpkg ca-certificates)
+      qemu-system-x86 ovmf dpkg ca-certificates docker-registry gnupg)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

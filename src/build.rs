@@ -23,6 +23,10 @@ pub struct BuildOptions {
     /// Worker threads for reading layers; 0 = one per core. Never changes the output.
     pub threads: usize,
     pub quiet: bool,
+    /// Use the content store only (no registry access).
+    pub offline: bool,
+    /// Refuse a missing, incomplete or stale BOX.lock (exit 2).
+    pub locked: bool,
 }
 
 #[derive(Debug)]
@@ -244,10 +248,14 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
     let sde = source_date_epoch(&spec)?;
     let store = Store::open(&source::store::default_root(opts.cache.as_deref())?)?;
     let progress = Progress::new(opts.quiet);
-    let sopts = SourceOptions { platform: opts.platform.clone().unwrap_or_default(), source_date_epoch: sde };
+    let sopts = SourceOptions { platform: opts.platform.clone().unwrap_or_default(), source_date_epoch: sde, offline: opts.offline };
 
+    let locked = if opts.locked { Some(crate::lock::check_complete(&spec)?) } else { None };
     let t0 = std::time::Instant::now();
     let images = resolve_inputs(&spec, &store, &sopts, &progress)?;
+    if let Some(l) = &locked {
+        crate::lock::check_resolved(&spec, l, &images)?;
+    }
     // The kernel of an initramfs box, checked against the initramfs before anything is built.
     let kernel = match (&spec.kernel, &spec.outputs.initramfs) {
         (Some(k), Some(i)) => {

@@ -56,11 +56,16 @@ pub enum Inspection {
 }
 
 pub fn inspect(target: &str, cache: Option<&Path>, platform: Option<source::Platform>) -> Result<Inspection> {
+    inspect_with(target, cache, platform, false)
+}
+
+/// [`inspect`], with `offline`: registry images come from the store only.
+pub fn inspect_with(target: &str, cache: Option<&Path>, platform: Option<source::Platform>, offline: bool) -> Result<Inspection> {
     let cwd = std::env::current_dir().at(".")?;
     let looks_like_ref = target.starts_with("oci:") || target.starts_with("docker-archive:") || target.starts_with("docker://");
     let p = Path::new(target);
     if !looks_like_ref && p.is_dir() && p.join("oci-layout").is_file() {
-        return inspect(&format!("oci:{target}"), cache, platform);
+        return inspect_with(&format!("oci:{target}"), cache, platform, offline);
     }
     if looks_like_ref || !p.exists() {
         let r = ImageRef::parse(target, &cwd).map_err(|m| Error::Usage(format!("{target}: {m}")))?;
@@ -68,7 +73,7 @@ pub fn inspect(target: &str, cache: Option<&Path>, platform: Option<source::Plat
             return Err(Error::Usage("inspect takes an image reference or an output file".into()));
         }
         let store = Store::open(&source::store::default_root(cache)?)?;
-        let sopts = SourceOptions { platform: platform.unwrap_or_default(), source_date_epoch: 1 };
+        let sopts = SourceOptions { platform: platform.unwrap_or_default(), source_date_epoch: 1, offline };
         let img = source::resolve(&store, &r, &sopts)?;
         return Ok(Inspection::Image(ImageInfo {
             reference: img.reference.text.clone(),

@@ -1,26 +1,166 @@
 //! `stagebox lock`: resolve every image reference of a box to the digest a build pins, and
-//! write `BOX.lock` beside the box file.
+//! write `BOX.lock` beside the box file; and `build --locked`, which refuses a lock file that
+//! is missing a reference or disagrees with a pinned one.
+//!
+//! StageX publishes its pins as `digests/<stage>.txt`, one `<sha256-hex> <stage>-<name>` a
+//! line (the linux/amd64 *manifest* digest). `--import-digests FILE` takes those as the pins
+//! of `stagex/<stage>-<name>` registry references, with no registry access.
 
 use crate::build::image_refs;
-use crate::error::Result;
-use crate::source::reference::RefKind;
-use crate::source::{self, SourceOptions, Store};
-use crate::spec::{self, LockFile, LockedImage};
-use std::path::Path;
+use crate::digest::Digest;
+use crate::error::{Error, IoContext, Result};
+use crate::source::reference::{ImageRef, RefKind};
+use crate::source::registry::Repo;
+use crate::source::{self, ResolvedImage, SourceOptions, Store};
+use crate::spec::{self, BoxSpec, LockFile, LockedImage, Location};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Settings of `stagebox lock`.
+#[derive(Debug, Clone, Default)]
+pub struct LockOptions {
+    pub cache: Option<PathBuf>,
+    pub platform: Option<source::Platform>,
+    pub offline: bool,
+    /// StageX digest lists (`<hex> <stage>-<name>` lines) whose entries pin `stagex/...` refs.
+    pub import_digests: Vec<PathBuf>,
+}
 
 pub fn lock(box_path: &Path, cache: Option<&Path>, platform: Option<source::Platform>) -> Result<LockFile> {
+    lock_with(box_path, &LockOptions { cache: cache.map(Path::to_path_buf), platform, ..Default::default() })
+}
+
+pub fn lock_with(box_path: &Path, opts: &LockOptions) -> Result<LockFile> {
     let spec = spec::load_box(box_path)?;
     let sde = crate::build::source_date_epoch(&spec)?;
-    let store = Store::open(&source::store::default_root(cache)?)?;
-    let sopts = SourceOptions { platform: platform.unwrap_or_default(), source_date_epoch: sde };
+    let store = Store::open(&source::store::default_root(opts.cache.as_deref())?)?;
+    let sopts = SourceOptions { platform: opts.platform.clone().unwrap_or_default(), source_date_epoch: sde, offline: opts.offline };
+    let mut imported = BTreeMap::new();
+    for f in &opts.import_digests {
+        imported.extend(read_digest_list(f)?);
+    }
     let mut lock = LockFile { version: 1, images: Vec::new() };
     for (r, _) in image_refs(&spec) {
         if matches!(r.kind, RefKind::Dir { .. }) || lock.images.iter().any(|i| i.reference == r.text) {
             continue;
         }
-        let res = source::resolve(&store, &r, &sopts)?;
-        lock.images.push(LockedImage { reference: r.text.clone(), digest: res.pin.to_string() });
+        let digest = match (stagex_name(&r).and_then(|n| imported.get(&n)), &r.digest) {
+            (Some(d), None) => d.clone(),
+            _ => source::resolve(&store, &r, &sopts)?.pin,
+        };
+        lock.images.push(LockedImage { reference: r.text.clone(), digest: digest.to_string() });
     }
     crate::fsutil::write_atomic(&spec::lock_path(box_path), lock.to_toml().as_bytes())?;
     Ok(lock)
+}
+
+/// `stagex/core-busybox:1.36` (on any registry) → `core-busybox`.
+fn stagex_name(r: &ImageRef) -> Option<String> {
+    let RefKind::Registry { name, .. } = &r.kind else { return None };
+    Repo::parse(name).path.strip_prefix("stagex/").filter(|n| !n.contains('/')).map(str::to_string)
+}
+
+/// Parse a StageX digest list: `<64 hex> <stage>-<name>` lines; blank lines and `#` comments
+/// are skipped; anything else is an error at its file:line:column.
+pub fn read_digest_list(path: &Path) -> Result<BTreeMap<String, Digest>> {
+    let text = std::fs::read_to_string(path).at(path)?;
+    parse_digest_list(path, &text)
+}
+
+fn parse_digest_list(path: &Path, text: &str) -> Result<BTreeMap<String, Digest>> {
+    let mut out = BTreeMap::new();
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        let at = offset;
+        offset += line.len();
+        let t = line.trim();
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let col = at + (line.len() - line.trim_start().len());
+        let loc = || Location::at(path, text, col);
+        let mut words = t.split_whitespace();
+        let (Some(hex), Some(name), None) = (words.next(), words.next(), words.next()) else {
+            return Err(loc().error(format!("expected `<sha256-hex> <stage>-<name>`, found {t:?}")));
+        };
+        let d = Digest::parse(&format!("sha256:{hex}")).map_err(|e| loc().error(e.to_string()))?;
+        if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+            return Err(loc().error(format!("{name:?} is not a StageX image name")));
+        }
+        out.insert(name.to_string(), d);
+    }
+    Ok(out)
+}
+
+/// `build --locked`, before anything is pulled: every image reference needs a lock entry, and
+/// a reference pinned in the box file must not disagree with its entry (checked in full by
+/// [`check_resolved`] once resolved, since an index digest pins a manifest digest).
+pub fn check_complete(spec: &BoxSpec) -> Result<LockFile> {
+    let lock_path = spec::lock_path(&spec.path);
+    let lock = LockFile::load(&lock_path)?.ok_or_else(|| {
+        Error::Usage(format!("--locked: {} does not exist; run `stagebox lock {}`", lock_path.display(), spec.path.display()))
+    })?;
+    for (r, at) in image_refs(spec) {
+        if matches!(r.kind, RefKind::Dir { .. }) {
+            continue;
+        }
+        if lock.get(&r.text).is_none() {
+            return Err(at.error(format!(
+                "--locked: {} has no entry for {:?} (the lock file is incomplete); run `stagebox lock`",
+                lock_path.display(),
+                r.text
+            )));
+        }
+    }
+    Ok(lock)
+}
+
+/// `build --locked`, after resolving: each image's pin must be what the lock says.
+pub fn check_resolved(spec: &BoxSpec, lock: &LockFile, images: &[ResolvedImage]) -> Result<()> {
+    let lock_path = spec::lock_path(&spec.path);
+    let refs = image_refs(spec);
+    for img in images {
+        let Some(want) = lock.get(&img.reference.text) else { continue };
+        if want == img.pin || Some(&want) == img.reference.digest.as_ref() {
+            continue;
+        }
+        let msg = format!(
+            "--locked: {} is stale: it pins {:?} to {want}, but the reference resolves to {}; run `stagebox lock`",
+            lock_path.display(),
+            img.reference.text,
+            img.pin
+        );
+        return Err(match refs.iter().find(|(r, _)| r.text == img.reference.text) {
+            Some((_, at)) => at.error(msg),
+            None => Error::Usage(msg),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    const HEX: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn digest_lists_parse_and_point_at_errors() {
+        let text = format!("# comment\n{HEX} core-busybox\n\n{HEX}  user-linux-generic\n");
+        let m = parse_digest_list(Path::new("core.txt"), &text).unwrap();
+        assert_eq!(m["core-busybox"].hex(), HEX);
+        assert_eq!(m.len(), 2);
+        let e = parse_digest_list(Path::new("core.txt"), &format!("{HEX} a\n  xyz core-gcc\n")).unwrap_err();
+        assert!(e.to_string().starts_with("core.txt:2:3:"), "{e}");
+        assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn stagex_names_on_any_registry() {
+        let p = |s: &str| ImageRef::parse(s, Path::new("/")).unwrap();
+        assert_eq!(stagex_name(&p("stagex/core-busybox:1.0")).as_deref(), Some("core-busybox"));
+        assert_eq!(stagex_name(&p("quay.io/stagex/core-busybox")).as_deref(), Some("core-busybox"));
+        assert_eq!(stagex_name(&p("docker://127.0.0.1:5000/stagex/user-eif_build:sx2026.03.0")).as_deref(), Some("user-eif_build"));
+        assert_eq!(stagex_name(&p("busybox")), None);
+        assert_eq!(stagex_name(&p("oci:x")), None);
+    }
 }

@@ -34,6 +34,12 @@ enum Command {
         /// No progress display.
         #[arg(long, short)]
         quiet: bool,
+        /// Use the content store only; never contact a registry (lists what is missing).
+        #[arg(long)]
+        offline: bool,
+        /// Fail (exit 2) when BOX.lock is missing, incomplete or stale.
+        #[arg(long)]
+        locked: bool,
     },
     /// Show what an image reference, OCI layout or tarball holds.
     Inspect {
@@ -46,6 +52,9 @@ enum Command {
         cache: Option<PathBuf>,
         #[arg(long)]
         platform: Option<stagebox::source::Platform>,
+        /// Use the content store only; never contact a registry.
+        #[arg(long)]
+        offline: bool,
     },
     /// Pin every image reference of a box in BOX.lock.
     Lock {
@@ -54,6 +63,13 @@ enum Command {
         cache: Option<PathBuf>,
         #[arg(long)]
         platform: Option<stagebox::source::Platform>,
+        /// Use the content store only; never contact a registry.
+        #[arg(long)]
+        offline: bool,
+        /// A StageX digest list (`<hex> <stage>-<name>` lines, e.g. digests/core.txt) whose
+        /// entries pin `stagex/<stage>-<name>` references. Repeatable.
+        #[arg(long, value_name = "FILE")]
+        import_digests: Vec<PathBuf>,
     },
     /// Boot a built initramfs (with its box's kernel), ISO or disk image in QEMU, with the
     /// serial console on stdio.
@@ -86,15 +102,15 @@ enum Command {
 
 fn run(cli: Cli) -> stagebox::Result<()> {
     match cli.command {
-        Command::Build { box_file, out, cache, platform, threads, quiet } => {
-            let opts = stagebox::build::BuildOptions { out, cache, platform: Some(platform), threads, quiet };
+        Command::Build { box_file, out, cache, platform, threads, quiet, offline, locked } => {
+            let opts = stagebox::build::BuildOptions { out, cache, platform: Some(platform), threads, quiet, offline, locked };
             let res = stagebox::build::build(&box_file, &opts)?;
             for o in &res.manifest.outputs {
                 println!("{}  {}", o.sha256, res.out_dir.join(&o.path).display());
             }
         }
-        Command::Inspect { target, json, cache, platform } => {
-            let i = stagebox::inspect::inspect(&target, cache.as_deref(), platform)?;
+        Command::Inspect { target, json, cache, platform, offline } => {
+            let i = stagebox::inspect::inspect_with(&target, cache.as_deref(), platform, offline)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&i).expect("json"));
             } else {
@@ -109,8 +125,9 @@ fn run(cli: Cli) -> stagebox::Result<()> {
             let opts = stagebox::run::RunOptions { memory, uefi, kvm, expect, timeout, kernel, append, echo: true };
             stagebox::run::run(&output, &opts)?;
         }
-        Command::Lock { box_file, cache, platform } => {
-            let lock = stagebox::lock::lock(&box_file, cache.as_deref(), platform)?;
+        Command::Lock { box_file, cache, platform, offline, import_digests } => {
+            let opts = stagebox::lock::LockOptions { cache, platform, offline, import_digests };
+            let lock = stagebox::lock::lock_with(&box_file, &opts)?;
             for i in &lock.images {
                 println!("{}  {}", i.digest, i.reference);
             }

@@ -2,12 +2,14 @@
 //! content store (checking digest and size), and hand back the layers to flatten.
 //!
 //! `oci:` layouts ([`oci_layout`]), `docker-archive:` files ([`docker_archive`]) and local
-//! directories ([`localdir`]) are read here; registries come with the registry work.
+//! directories ([`localdir`]) are read here; registries ([`registry`]) over the OCI
+//! distribution API.
 
 pub mod docker_archive;
 pub mod localdir;
 pub mod oci_layout;
 pub mod reference;
+pub mod registry;
 pub mod store;
 
 use crate::digest::Digest;
@@ -77,6 +79,8 @@ pub struct ResolvedImage {
 pub struct SourceOptions {
     pub platform: Platform,
     pub source_date_epoch: u64,
+    /// Use the store only: never contact a registry; say what is missing.
+    pub offline: bool,
 }
 
 /// Resolve `r` (which must be pinned, or a `dir:`) and import its blobs into `store`.
@@ -85,12 +89,7 @@ pub fn resolve(store: &Store, r: &ImageRef, opts: &SourceOptions) -> Result<Reso
         RefKind::OciLayout { dir, tag } => oci_layout::resolve(store, r, dir, tag.as_deref(), opts),
         RefKind::DockerArchive { file } => docker_archive::resolve(store, r, file),
         RefKind::Dir { path } => localdir::resolve(store, r, path, localdir::ModePolicy::Normalize, opts.source_date_epoch),
-        RefKind::Registry { .. } => Err(Error::Resolve {
-            reference: r.text.clone(),
-            message: "registry sources are not supported by this build yet; copy the image to a layout first \
-                      (`skopeo copy docker://… oci:DIR:TAG`) and use oci:DIR@sha256:…"
-                .into(),
-        }),
+        RefKind::Registry { name, tag } => registry::resolve(store, r, name, tag.as_deref(), opts),
     }
 }
 

@@ -43,7 +43,7 @@ fn is_index(media_type: &str, json: &serde_json::Value) -> bool {
 }
 
 /// Pick the descriptor for `platform` from an index; attestation manifests are skipped.
-fn pick_platform<'a>(r: &ImageRef, index: &'a ImageIndex, platform: &Platform) -> Result<&'a Descriptor> {
+pub(crate) fn pick_platform<'a>(r: &ImageRef, index: &'a ImageIndex, platform: &Platform) -> Result<&'a Descriptor> {
     let candidates: Vec<&Descriptor> = index
         .manifests()
         .iter()
