@@ -278,6 +278,12 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
 
     let out = opts.out.clone().unwrap_or_else(|| spec.dir.join("out"));
     std::fs::create_dir_all(&out).at(&out)?;
+    // Every output is written into a staging directory in `out` and moved into place only
+    // once all of them are complete: a build failing halfway (a bad prepend file, a full
+    // disk) leaves the previous outputs and their manifest.json as they were.
+    let staging = tempfile::Builder::new().prefix(".stagebox-tmp-").tempdir_in(&out).at(&out)?;
+    let final_out = out;
+    let out = staging.path().to_path_buf();
     let mut outputs = Vec::new();
     if let Some(t) = &spec.outputs.tar {
         progress.set_message(format!("write {}.tar{}", spec.name, t.compression.suffix()));
@@ -313,6 +319,23 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
             .collect(),
         outputs,
     };
-    manifest.write(&out)?;
-    Ok(BuildResult { out_dir: out, manifest })
+    for o in &manifest.outputs {
+        publish(&out.join(&o.path), &final_out.join(&o.path))?;
+    }
+    drop(staging);
+    manifest.write(&final_out)?;
+    Ok(BuildResult { out_dir: final_out, manifest })
+}
+
+/// Move a finished output from the staging directory over `target` (a directory output
+/// replaces the old one whole: the old one is moved aside first, then removed).
+fn publish(staged: &Path, target: &Path) -> Result<()> {
+    if staged.is_dir() && target.exists() {
+        let aside = staged.with_extension("old");
+        std::fs::rename(target, &aside).at(target)?;
+        std::fs::rename(staged, target).at(target)?;
+        std::fs::remove_dir_all(&aside).at(&aside)
+    } else {
+        std::fs::rename(staged, target).at(target)
+    }
 }

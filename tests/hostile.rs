@@ -1004,3 +1004,35 @@ fn the_first_bad_layer_is_reported_whatever_the_thread_count() {
         assert!(!s.p("out").exists());
     }
 }
+
+#[test]
+fn an_error_while_writing_outputs_leaves_the_earlier_outputs_alone() {
+    // The bad prepend file is found only when the initramfs is written, after the tar: the
+    // earlier build's tar, initramfs and manifest.json must all stay as they were.
+    let s = Scene::new();
+    let md = write_layout(&s.p("other"), &[Layer::gz(Tar::new().file("other", "different content\n").finish())], None);
+    let good = format!("name = \"demo\"\n[[layer]]\nimage = \"oci:good@{}\"\n[output.tar]\n[output.initramfs]\n", {
+        let t = std::fs::read_to_string(s.p("good.toml")).unwrap();
+        t.split('@').nth(1).unwrap().split('"').next().unwrap().to_string()
+    });
+    std::fs::write(s.p("good-cpio.toml"), good).unwrap();
+    std::fs::write(s.p("junk.bin"), b"not a cpio archive").unwrap();
+    std::fs::write(
+        s.p("bad-cpio.toml"),
+        format!("name = \"demo\"\n[[layer]]\nimage = \"oci:other@{md}\"\n[output.tar]\n[output.initramfs]\nprepend = [\"junk.bin\"]\n"),
+    )
+    .unwrap();
+    let r = s.build("good-cpio.toml", "out", "cache");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let before = snapshot(&s.p("out"));
+    assert!(before.contains_key(Path::new("demo.tar")) && before.contains_key(Path::new("demo.cpio")), "{:?}", before.keys());
+    let r = s.build("bad-cpio.toml", "out", "cache");
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("prepend \"junk.bin\" is not an uncompressed newc cpio archive"), "{}", r.stderr);
+    let after = snapshot(&s.p("out"));
+    assert!(before == after, "outputs changed: before {:?} after {:?}", before.keys(), after.keys());
+    // and a fresh --out gets nothing
+    let r = s.build("bad-cpio.toml", "out-fresh", "cache");
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(snapshot(&s.p("out-fresh")).is_empty(), "{:?}", snapshot(&s.p("out-fresh")).keys());
+}
