@@ -71,6 +71,31 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         import_digests: Vec<PathBuf>,
     },
+    /// Check the signatures of a registry image against a keyring and a quorum of distinct
+    /// keys; report who signed what. Exit 0 only when the quorum holds.
+    Verify {
+        /// A registry reference, e.g. stagex/core-busybox@sha256:<manifest digest>.
+        reference: String,
+        /// Trusted OpenPGP public keys: a file (armored or binary, many keys) or a directory.
+        #[arg(long)]
+        keyring: PathBuf,
+        /// Signature lookaside: a directory, or an https:// base URL.
+        #[arg(long, value_name = "DIR|URL")]
+        signatures: String,
+        /// How many distinct trusted keys must have signed.
+        #[arg(long, value_name = "M")]
+        quorum: usize,
+        /// Machine-readable report.
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        #[arg(long)]
+        platform: Option<stagebox::source::Platform>,
+        /// Never contact a registry.
+        #[arg(long)]
+        offline: bool,
+    },
     /// Boot a built initramfs (with its box's kernel), ISO or disk image in QEMU, with the
     /// serial console on stdio.
     Run {
@@ -124,6 +149,18 @@ fn run(cli: Cli) -> stagebox::Result<()> {
             let timeout = timeout.map(std::time::Duration::from_secs);
             let opts = stagebox::run::RunOptions { memory, uefi, kvm, expect, timeout, kernel, append, echo: true };
             stagebox::run::run(&output, &opts)?;
+        }
+        Command::Verify { reference, keyring, signatures, quorum, json, cache, platform, offline } => {
+            let opts = stagebox::source::signature::VerifyOptions { keyring, signatures, quorum, cache, platform, offline };
+            let report = stagebox::source::signature::verify(&reference, &opts)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).expect("json"));
+            } else {
+                print!("{}", report.render());
+            }
+            if !report.ok() {
+                return Err(report.error());
+            }
         }
         Command::Lock { box_file, cache, platform, offline, import_digests } => {
             let opts = stagebox::lock::LockOptions { cache, platform, offline, import_digests };

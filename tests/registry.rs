@@ -5,102 +5,17 @@
 //! a clear error and a store whose every blob hashes to its name, and the next run refetches.
 
 mod common;
+mod registry_support;
 
 use common::*;
+use registry_support::*;
 use std::borrow::BorrowMut;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
-
-/// A running `docker-registry`, killed when dropped.
-struct Registry {
-    child: Arc<Mutex<Option<Child>>>,
-    port: u16,
-    config: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn wait_for_port(port: u16) {
-    let t0 = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t0.elapsed() < Duration::from_secs(20), "nothing listens on 127.0.0.1:{port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-impl Registry {
-    fn start() -> Registry {
-        let bin = find_in_path("docker-registry")
-            .or_else(|| Path::new("/usr/bin/docker-registry").is_file().then(|| "/usr/bin/docker-registry".into()))
-            .unwrap_or_else(|| panic!("`docker-registry` is not installed: {INSTALL_HINT}"));
-        let dir = tempdir();
-        let port = free_port();
-        let config = dir.path().join("config.yml");
-        write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                dir.path().join("data").display()
-            ),
-        );
-        let r = Registry { child: Arc::new(Mutex::new(None)), port, config, _dir: dir };
-        r.restart(&bin);
-        r
-    }
-
-    fn restart(&self, bin: &Path) {
-        let child = Command::new(bin)
-            .arg("serve")
-            .arg(&self.config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start docker-registry: {e} ({INSTALL_HINT})"));
-        *self.child.lock().unwrap() = Some(child);
-        wait_for_port(self.port);
-    }
-
-    fn stop(&self) {
-        if let Some(mut c) = self.child.lock().unwrap().take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// `skopeo copy [extra] oci:LAYOUT:TAG docker://127.0.0.1:PORT/REPO:TAG`.
-    fn push(&self, layout: &Path, tag: &str, repo: &str, extra: &[&str]) {
-        require_tool("skopeo");
-        let mut c = Command::new("skopeo");
-        c.args(["copy", "--quiet", "--dest-tls-verify=false"]).args(extra);
-        c.arg(format!("oci:{}:{tag}", layout.display())).arg(format!("docker://{}/{repo}:{tag}", self.host()));
-        run(&mut c);
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// The registry's digest for `repo:tag` (what `skopeo inspect` reports).
-fn remote_digest(reg: &Registry, repo: &str, tag: &str) -> String {
-    let o = run(Command::new("skopeo").args(["inspect", "--tls-verify=false", "--raw"]).arg(format!("docker://{}/{repo}:{tag}", reg.host())));
-    format!("sha256:{}", sha256_hex(&o.stdout))
-}
+use std::sync::{Arc, OnceLock};
 
 struct Fixture {
     dir: PathBuf,
@@ -396,7 +311,7 @@ fn registry_stopping_mid_pull_leaves_a_sound_store_and_the_next_run_refetches() 
     assert!(!cache.join("blobs/sha256").join(&big_layer[7..]).exists(), "the cut layer is not in the store");
 
     // The registry comes back: the next run fetches the missing layer and builds.
-    reg.restart(&find_in_path("docker-registry").unwrap_or_else(|| "/usr/bin/docker-registry".into()));
+    reg.restart(&registry_bin());
     let b = build(&bx, &out, &cache);
     assert_eq!(b[0].sha256, reference_tar(f, "big", &f.big));
     assert_store_sound(&cache);
@@ -421,7 +336,7 @@ fn import_stagex_digest_lists_and_locked_builds() {
     reg.stop();
     run(stagebox(args(&[&"lock", &bx, &"--cache", &cache, &"--import-digests", &list])).borrow_mut());
     assert_eq!(lock_digest(&bx), f.small);
-    reg.restart(&find_in_path("docker-registry").unwrap_or_else(|| "/usr/bin/docker-registry".into()));
+    reg.restart(&registry_bin());
     let o = try_build(&bx, &dir.path().join("out"), &cache, &["--locked"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 

@@ -10,6 +10,7 @@ pub mod localdir;
 pub mod oci_layout;
 pub mod reference;
 pub mod registry;
+pub mod signature;
 pub mod store;
 
 use crate::digest::Digest;

@@ -21,6 +21,8 @@ pub struct BoxSpec {
     pub kernel: Option<super::KernelSpec>,
     /// Where `[output.initramfs]` stands in the box file (for errors about it).
     pub initramfs_at: Option<Location>,
+    /// `[policy]`: the signature quorum registry images must meet.
+    pub policy: Option<super::PolicySpec>,
 }
 
 /// One `[[layer]]`, bottom first.
@@ -101,6 +103,7 @@ struct RawBox {
     layer: Vec<Spanned<RawLayer>>,
     output: Option<Outputs>,
     kernel: Option<Spanned<super::kernel::RawBoxKernel>>,
+    policy: Option<Spanned<super::policy::RawPolicy>>,
 }
 
 #[derive(Deserialize)]
@@ -204,7 +207,9 @@ pub fn load_box(path: &Path) -> Result<BoxSpec> {
             return Err(initramfs_at.clone().expect("set").error(format!("prepend entry {p:?} names no file")));
         }
     }
+    let policy = raw.policy.as_ref().map(|p| super::policy::load_policy(&src, p)).transpose()?;
     Ok(BoxSpec {
+        policy,
         path: path.to_path_buf(),
         dir,
         name,

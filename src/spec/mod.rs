@@ -8,11 +8,13 @@ mod boxfile;
 mod kernel;
 mod lockfile;
 mod pallet;
+mod policy;
 
 pub use boxfile::*;
 pub use kernel::*;
 pub use lockfile::*;
 pub use pallet::*;
+pub use policy::*;
 
 use crate::error::{Error, IoContext, Result};
 use std::ops::Range;
