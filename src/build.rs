@@ -112,6 +112,12 @@ pub fn resolve_inputs(spec: &BoxSpec, store: &Store, sopts: &SourceOptions, prog
     Ok(out)
 }
 
+/// Every layer of `images`, bottom first, with its blob in the store: the list
+/// [`flatten`] reads, whose positions are the trees' content `spill` indexes.
+pub fn layer_list(store: &Store, images: &[ResolvedImage]) -> Vec<(PathBuf, LayerBlob)> {
+    images.iter().flat_map(|i| i.layers.iter().map(|l| (store.blob_path(&l.digest), l.clone()))).collect()
+}
+
 /// Flatten resolved images, bottom first.
 pub fn flatten(store: &Store, images: &[ResolvedImage], sde: u64, threads: usize, mode: ContentMode, progress: &Progress) -> Result<Tree> {
     let layers: Vec<(PathBuf, LayerBlob)> =
@@ -153,9 +159,11 @@ fn worker_threads(threads: usize) -> usize {
 /// The pattern names every output on purpose: a new output type must be classified here.
 pub fn content_mode(outputs: &spec::Outputs) -> ContentMode {
     let spec::Outputs { tar, oci, initramfs } = outputs;
-    let placed_tar = tar.as_ref().is_some_and(|t| t.compression == spec::Compression::None);
-    // initramfs (cpio) streams its entries: it needs the contents spilled.
-    if placed_tar && oci.is_none() && initramfs.is_none() { ContentMode::Index } else { ContentMode::Spill }
+    let placed_tar = tar.as_ref().is_none_or(|t| t.compression == spec::Compression::None);
+    // initramfs reads file contents straight from the layer streams in archive order
+    // (emit::cpio::contents).
+    let _ = initramfs;
+    if placed_tar && oci.is_none() { ContentMode::Index } else { ContentMode::Spill }
 }
 
 /// Write `NAME.tar[.gz|.zst]` atomically; returns its record.
@@ -206,6 +214,7 @@ fn emit_initramfs(
     sde: u64,
     o: &spec::InitramfsOutput,
     threads: usize,
+    layers: &[(PathBuf, LayerBlob)],
 ) -> Result<(OutputRecord, Vec<InputRecord>)> {
     let name = format!("{}.cpio{}", spec.name, o.compression.suffix());
     let path = out.join(&name);
@@ -232,7 +241,7 @@ fn emit_initramfs(
             inputs.push(InputRecord { reference: format!("file:{p}"), digest: digest.to_string() });
         }
         let mut enc = emit::compress::Encoder::with_threads(o.compression, threads, hw).at(&path)?;
-        emit::cpio::write(tree, sde, &mut enc).at(&path)?;
+        emit::cpio::write_with(tree, sde, layers, &mut enc).at(&path)?;
         let hw = enc.finish().at(&path)?;
         let (d, size, mut bw) = hw.finish_with_inner();
         std::io::Write::flush(&mut bw).at(&path)?;
@@ -274,7 +283,7 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
     let tree = flatten(&store, &images, sde, opts.threads, content_mode(&spec.outputs), &progress)?;
     progress.timing(&format!("flatten ({} entries, {} bytes)", tree.len(), tree.content_bytes()), t0);
     if let Some(k) = &kernel {
-        crate::kernel::check_init(&tree, &k.spec.cmdline, &k.spec.at)?;
+        crate::kernel::check_init(&tree, &layer_list(&store, &images), &k.spec.cmdline, &k.spec.at)?;
     }
     let t0 = std::time::Instant::now();
 
@@ -299,7 +308,7 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
     let mut extra_inputs = Vec::new();
     if let Some(i) = &spec.outputs.initramfs {
         progress.set_message(format!("write {}.cpio{}", spec.name, i.compression.suffix()));
-        let (rec, inputs) = emit_initramfs(&tree, &spec, &out, sde, i, opts.threads)?;
+        let (rec, inputs) = emit_initramfs(&tree, &spec, &out, sde, i, opts.threads, &layer_list(&store, &images))?;
         outputs.push(rec);
         extra_inputs.extend(inputs);
         if let Some(k) = &kernel {

@@ -13,12 +13,12 @@ use crate::error::{Error, IoContext, Result};
 use crate::fsutil::AtomicFile;
 use crate::measure::{InputRecord, OutputRecord};
 use crate::progress::Progress;
-use crate::source::{self, ResolvedImage, SourceOptions, Store};
+use crate::source::{self, LayerBlob, ResolvedImage, SourceOptions, Store};
 use crate::spec::{self, Compression, KernelSpec, Location, LockFile};
 use crate::tree::{layer::ContentMode, ContentRef, Kind, Node, Tree};
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufWriter, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Most symlinks followed resolving one path (Linux's `MAXSYMLINKS`).
 const MAX_SYMLINK_HOPS: usize = 40;
@@ -242,8 +242,9 @@ pub fn lookup<'t>(tree: &'t Tree, path: &[u8]) -> Result<(Vec<u8>, &'t Node), St
 }
 
 /// Check that the init the kernel runs from the initramfs (see [`spec::rdinit`]) is an
-/// executable file in `tree`, and that a script's `#!` interpreter is one too.
-pub fn check_init(tree: &Tree, cmdline: &str, at: &Location) -> Result<()> {
+/// executable file in `tree`, and that a script's `#!` interpreter is one too. `layers` are
+/// the tree's layers as flattened (its contents may still be in their streams).
+pub fn check_init(tree: &Tree, layers: &[(PathBuf, LayerBlob)], cmdline: &str, at: &Location) -> Result<()> {
     let init = spec::rdinit(cmdline);
     let fail = |m: String| {
         at.error(format!(
@@ -251,8 +252,7 @@ pub fn check_init(tree: &Tree, cmdline: &str, at: &Location) -> Result<()> {
         ))
     };
     let content = executable(tree, init.as_bytes()).map_err(fail)?;
-    let mut head = Vec::new();
-    tree.open(&content).take(256).read_to_end(&mut head).map_err(|e| fail(format!("reading it failed: {e}")))?;
+    let head = crate::emit::cpio::contents::head(tree, layers, &content, 256).map_err(|e| fail(format!("reading it failed: {e}")))?;
     if let Some(rest) = head.strip_prefix(b"#!") {
         let line = rest.split(|b| *b == b'\n').next().unwrap_or_default();
         let interp: Vec<u8> = line.iter().copied().skip_while(|b| *b == b' ' || *b == b'\t').take_while(|b| !b" \t\r".contains(b)).collect();

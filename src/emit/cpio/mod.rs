@@ -15,13 +15,16 @@
 //! The format is small enough to write here rather than through the `cpio` crate, whose
 //! builder takes names as `&str` (so no non-UTF-8 paths, which a rootfs may hold) and leaves
 //! inode and link bookkeeping to the caller anyway. Split as `format` (on-disk layout and a
-//! strict reader), `writer` (tree → bytes, lay out then write) and `debug` (bytes → text).
+//! strict reader), `writer` (tree → bytes, lay out then write), `contents` (file bytes in
+//! archive order straight from the layer streams, so no spill file is needed) and `debug`
+//! (bytes → text).
 
+pub mod contents;
 pub mod debug;
 pub mod format;
 pub mod writer;
 
-pub use writer::{plan, write};
+pub use writer::{plan, write, write_with};
 
 use std::io::{self, Read, Write};
 

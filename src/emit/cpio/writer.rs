@@ -4,8 +4,11 @@
 //! Lay out first ([`plan`]: names, inode numbers, nlink, which entry carries the data), then
 //! write ([`write`]); the plan is plain data that tests can look at.
 
+use super::contents::Contents;
 use super::format::{self, Header, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG};
+use crate::source::LayerBlob;
 use crate::tree::{ContentRef, Kind, Tree};
+use std::path::PathBuf;
 use std::collections::HashMap;
 use std::io::{self, Write};
 
@@ -141,10 +144,21 @@ pub fn plan(tree: &Tree, sde: u64) -> io::Result<Vec<Planned<'_>>> {
 
 /// Write the tree as one uncompressed newc archive, ending with `TRAILER!!!` (no padding to
 /// 512 bytes: nothing needs it and the kernel skips none). Returns the bytes written.
+/// Every file's contents must be spilled (see [`write_with`] for trees that are not).
 pub fn write(tree: &Tree, sde: u64, w: &mut impl Write) -> io::Result<u64> {
+    write_with(tree, sde, &[], w)
+}
+
+/// [`write`] for a tree whose contents may still be in its layer streams (flattened in
+/// `ContentMode::Index`): `layers` are the tree's layers, bottom first, as flattened.
+pub fn write_with(tree: &Tree, sde: u64, layers: &[(PathBuf, LayerBlob)], w: &mut impl Write) -> io::Result<u64> {
     let entries = plan(tree, sde)?;
+    let order = entries.iter().filter_map(|e| match e.body {
+        Body::Content(c) => Some(c),
+        _ => None,
+    });
+    let mut contents = Contents::new(tree, layers, order);
     let mut w = Counting { inner: w, n: 0 };
-    let mut buf = vec![0u8; 1 << 20];
     for e in &entries {
         format::write_header(&mut w, &e.header, e.name)?;
         let len = match e.body {
@@ -154,8 +168,7 @@ pub fn write(tree: &Tree, sde: u64, w: &mut impl Write) -> io::Result<u64> {
                 t.len() as u64
             }
             Body::Content(c) => {
-                let mut r = tree.open(&c);
-                crate::emit::tar::copy_exact(&mut r, &mut w, c.len, &mut buf).map_err(|err| {
+                contents.copy(&c, &mut w).map_err(|err| {
                     io::Error::new(err.kind(), format!("{}: {err}", String::from_utf8_lossy(e.name)))
                 })?;
                 c.len
@@ -165,6 +178,7 @@ pub fn write(tree: &Tree, sde: u64, w: &mut impl Write) -> io::Result<u64> {
         debug_assert_eq!(w.n % 4, 0);
     }
     format::write_trailer(&mut w)?;
+    contents.finish()?;
     Ok(w.n)
 }
 
