@@ -87,6 +87,9 @@ fn open_member(r: &ImageRef, file: &Path, members: &BTreeMap<String, (u64, u64)>
 
 fn read_member(r: &ImageRef, file: &Path, members: &BTreeMap<String, (u64, u64)>, name: &str) -> Result<Vec<u8>> {
     let (mut rd, size) = open_member(r, file, members, name)?;
+    if size > super::oci_layout::MAX_JSON_BLOB {
+        return Err(err(r, format!("{name} is {size} bytes; refusing JSON members over {}", super::oci_layout::MAX_JSON_BLOB)));
+    }
     let mut v = Vec::with_capacity(size as usize);
     rd.read_to_end(&mut v).map_err(|e| err(r, format!("reading {name}: {e}")))?;
     if v.len() as u64 != size {

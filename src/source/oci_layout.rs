@@ -19,8 +19,18 @@ fn blob_path(dir: &Path, d: &Digest) -> PathBuf {
 }
 
 /// Read a small blob from the layout, checking digest (and size when known).
+/// Largest manifest, index or config read into memory (registries cap manifests at 4 MiB).
+pub const MAX_JSON_BLOB: u64 = 16 << 20;
+
 fn read_blob(r: &ImageRef, dir: &Path, what: &str, d: &Digest, size: Option<u64>) -> Result<Vec<u8>> {
     let p = blob_path(dir, d);
+    let have = std::fs::metadata(&p).map_err(|e| err(r, format!("{what} {d}: cannot read {}: {e}", p.display())))?.len();
+    if let Some(s) = size.filter(|s| *s != have) {
+        return Err(Error::SizeMismatch { what: format!("{what} {d} of {}", r.text), expected: s, found: have });
+    }
+    if have > MAX_JSON_BLOB {
+        return Err(err(r, format!("{what} {d} is {have} bytes; refusing JSON blobs over {MAX_JSON_BLOB}")));
+    }
     let data = std::fs::read(&p).map_err(|e| err(r, format!("{what} {d}: cannot read {}: {e}", p.display())))?;
     let found = Digest::of_bytes(&data);
     if &found != d {
