@@ -158,12 +158,12 @@ fn worker_threads(threads: usize) -> usize {
 /// straight from the layer streams; any streaming emitter needs them spilled.
 /// The pattern names every output on purpose: a new output type must be classified here.
 pub fn content_mode(outputs: &spec::Outputs) -> ContentMode {
-    let spec::Outputs { tar, oci, initramfs } = outputs;
+    let spec::Outputs { tar, oci, initramfs, eif } = outputs;
     let placed_tar = tar.as_ref().is_none_or(|t| t.compression == spec::Compression::None);
     // initramfs reads file contents straight from the layer streams in archive order
-    // (emit::cpio::contents).
+    // (emit::cpio::contents). eif streams its ramdisks (cpio) from spilled contents.
     let _ = initramfs;
-    if placed_tar && oci.is_none() { ContentMode::Index } else { ContentMode::Spill }
+    if placed_tar && oci.is_none() && eif.is_none() { ContentMode::Index } else { ContentMode::Spill }
 }
 
 /// Write `NAME.tar[.gz|.zst]` atomically; returns its record.
@@ -178,7 +178,7 @@ fn emit_tar(tree: &Tree, spec: &BoxSpec, out: &Path, sde: u64, c: spec::Compress
         emit::tar::write_placed(tree, sde, &f, worker_threads(threads))?;
         let (d, size) = crate::digest::Digest::of_file(&path.with_file_name(af.temp_name()))?;
         af.commit()?;
-        return Ok(OutputRecord { format: "tar".into(), path: name, sha256: d.hex().to_string(), size });
+        return Ok(OutputRecord { format: "tar".into(), path: name, sha256: d.hex().to_string(), size, pcrs: None });
     }
     let mut file = PreallocFile::new(af.file().try_clone().at(&path)?);
     if c == spec::Compression::None {
@@ -191,7 +191,7 @@ fn emit_tar(tree: &Tree, spec: &BoxSpec, out: &Path, sde: u64, c: spec::Compress
     let (d, size, bw) = hw.finish_with_inner();
     bw.into_inner().map_err(|e| crate::Error::io(&path, e.into_error()))?.finish().at(&path)?;
     af.commit()?;
-    Ok(OutputRecord { format: "tar".into(), path: name, sha256: d.hex().to_string(), size })
+    Ok(OutputRecord { format: "tar".into(), path: name, sha256: d.hex().to_string(), size, pcrs: None })
 }
 
 fn emit_oci(tree: &Tree, spec: &BoxSpec, out: &Path, sde: u64, o: &spec::OciOutput, base: Option<&serde_json::Value>) -> Result<OutputRecord> {
@@ -201,7 +201,7 @@ fn emit_oci(tree: &Tree, spec: &BoxSpec, out: &Path, sde: u64, o: &spec::OciOutp
     let tag = o.tag.clone().unwrap_or_else(|| spec.version.clone());
     let img = emit::oci::write(tree, sde, &tag, base, ad.path(), &format!("stagebox build {}", spec.name))?;
     ad.commit()?;
-    Ok(OutputRecord { format: "oci".into(), path: name, sha256: img.manifest_digest.hex().to_string(), size: img.manifest_size })
+    Ok(OutputRecord { format: "oci".into(), path: name, sha256: img.manifest_digest.hex().to_string(), size: img.manifest_size, pcrs: None })
 }
 
 /// Write `NAME.cpio[.gz|.zst|.xz]` atomically: the prepended archives as they are (each
@@ -248,7 +248,7 @@ fn emit_initramfs(
         (d, size)
     };
     af.commit()?;
-    Ok((OutputRecord { format: "initramfs".into(), path: name, sha256: d.hex().to_string(), size }, inputs))
+    Ok((OutputRecord { format: "initramfs".into(), path: name, sha256: d.hex().to_string(), size, pcrs: None }, inputs))
 }
 
 /// Build every output of the box at `box_path`.
@@ -276,13 +276,22 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
             kernel.check_compression(i.compression, spec.initramfs_at.as_ref().unwrap_or(&k.at))?;
             Some(kernel)
         }
+        // An EIF box without an initramfs output (its ramdisks are uncompressed).
+        (Some(k), None) if spec.outputs.eif.is_some() => {
+            let lock_path = spec::lock_path(&spec.path);
+            let lock = LockFile::load(&lock_path)?;
+            Some(crate::kernel::resolve(k, &store, &sopts, lock.as_ref(), &lock_path, opts.threads, &progress)?)
+        }
         _ => None,
     };
     progress.timing("resolve and import", t0);
     let t0 = std::time::Instant::now();
     let tree = flatten(&store, &images, sde, opts.threads, content_mode(&spec.outputs), &progress)?;
     progress.timing(&format!("flatten ({} entries, {} bytes)", tree.len(), tree.content_bytes()), t0);
-    if let Some(k) = &kernel {
+    // The tree's init runs from an initramfs output or an initramfs-layout EIF (a nitro-cli
+    // EIF runs its bootstrap init instead).
+    let tree_init = spec.outputs.initramfs.is_some() || spec.outputs.eif.as_ref().is_some_and(|e| e.layout == spec::EifLayout::Initramfs);
+    if let (Some(k), true) = (&kernel, tree_init) {
         crate::kernel::check_init(&tree, &layer_list(&store, &images), &k.spec.cmdline, &k.spec.at)?;
     }
     let t0 = std::time::Instant::now();
@@ -313,6 +322,16 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
         extra_inputs.extend(inputs);
         if let Some(k) = &kernel {
             outputs.extend(k.write(&spec.name, &out)?);
+            extra_inputs.push(k.input_record());
+        }
+    }
+    if let (Some(e), Some(k)) = (&spec.outputs.eif, &kernel) {
+        progress.set_message(format!("write {}.eif", spec.name));
+        let config = images.iter().rev().find(|i| !matches!(i.reference.kind, RefKind::Dir { .. })).map(|i| &i.config);
+        let (recs, inputs) = crate::enclave::emit(&tree, &spec, &out, sde, e, k, config, opts.quiet)?;
+        outputs.extend(recs);
+        extra_inputs.extend(inputs);
+        if spec.outputs.initramfs.is_none() {
             extra_inputs.push(k.input_record());
         }
     }

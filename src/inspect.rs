@@ -53,6 +53,7 @@ pub struct TarInfo {
 pub enum Inspection {
     Image(ImageInfo),
     Tar(TarInfo),
+    Eif(Box<crate::emit::eif::debug::Description>),
 }
 
 pub fn inspect(target: &str, cache: Option<&Path>, platform: Option<source::Platform>) -> Result<Inspection> {
@@ -87,7 +88,34 @@ pub fn inspect_with(target: &str, cache: Option<&Path>, platform: Option<source:
                 .collect(),
         }));
     }
+    if is_eif(p) {
+        return inspect_eif(p).map(|d| Inspection::Eif(Box::new(d)));
+    }
     inspect_tar(p).map(Inspection::Tar)
+}
+
+/// A file that starts with the EIF magic.
+fn is_eif(p: &Path) -> bool {
+    let mut head = [0u8; 4];
+    std::fs::File::open(p).and_then(|mut f| f.read_exact(&mut head)).is_ok() && head == crate::emit::eif::format::MAGIC
+}
+
+/// An EIF's header, sections, metadata and PCRs. A truncated or malformed file, or one whose
+/// CRC does not match its content, is an error (exit 1) that says what is wrong.
+fn inspect_eif(p: &Path) -> Result<crate::emit::eif::debug::Description> {
+    let (sha, len) = crate::digest::Digest::of_file(p)?;
+    let f = std::fs::File::open(p).at(p)?;
+    let scan = crate::emit::eif::format::read(&mut std::io::BufReader::with_capacity(1 << 20, f), len)
+        .map_err(|e| Error::other(format!("{}: damaged EIF: {e}", p.display())))?;
+    if !scan.crc_ok() {
+        return Err(Error::other(format!(
+            "{}: damaged EIF: CRC32 mismatch: the header says 0x{:08x}, the content gives 0x{:08x}",
+            p.display(),
+            scan.header.crc32,
+            scan.computed_crc
+        )));
+    }
+    Ok(crate::emit::eif::debug::describe(&scan, &p.display().to_string(), sha.hex()))
 }
 
 fn inspect_tar(p: &Path) -> Result<TarInfo> {
@@ -146,6 +174,7 @@ pub fn render(i: &Inspection) -> String {
                 s += &format!("  {:>2}  {}  {:>12}  {}\n      diff_id {}\n", n + 1, l.digest, l.size, l.media_type, l.diff_id);
             }
         }
+        Inspection::Eif(d) => s += &crate::emit::eif::debug::dump(d),
         Inspection::Tar(t) => {
             s += &format!("# {} ({}, sha256 {}, {} entries)\n", t.file, t.compression, t.sha256, t.entries.len());
             for e in &t.entries {

@@ -8,6 +8,7 @@
 pub mod build;
 pub mod digest;
 pub mod emit;
+pub mod enclave;
 pub mod error;
 pub mod fsutil;
 pub mod inspect;

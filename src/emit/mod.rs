@@ -3,5 +3,6 @@
 
 pub mod compress;
 pub mod cpio;
+pub mod eif;
 pub mod oci;
 pub mod tar;

@@ -1,6 +1,8 @@
 //! Measurements of a build: the sha256 and size of every output, the inputs that went in,
 //! and `manifest.json` (DESIGN §6), written with sorted keys so it is itself reproducible.
 
+pub mod pcr;
+
 use crate::digest::Digest;
 use crate::error::Result;
 use serde::Serialize;
@@ -21,6 +23,9 @@ pub struct OutputRecord {
     /// For a file, its sha256; for an OCI layout directory, its manifest digest.
     pub sha256: String,
     pub size: u64,
+    /// For an EIF: its PCRs, `{"PCR0": hex, ...}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pcrs: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

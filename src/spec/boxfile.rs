@@ -23,6 +23,8 @@ pub struct BoxSpec {
     pub initramfs_at: Option<Location>,
     /// `[policy]`: the signature quorum registry images must meet.
     pub policy: Option<super::PolicySpec>,
+    /// Where `[output.eif]` stands in the box file.
+    pub eif_at: Option<Location>,
 }
 
 /// One `[[layer]]`, bottom first.
@@ -84,6 +86,37 @@ pub struct InitramfsOutput {
     pub prepend: Vec<String>,
 }
 
+/// How `[output.eif]` makes its ramdisks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EifLayout {
+    /// One newc initramfs of the whole tree, run by the box's own init (EnclaveOS, QuorumOS).
+    #[default]
+    Initramfs,
+    /// nitro-cli's pair: a bootstrap ramdisk (`init`, `nsm.ko`) and a customer ramdisk
+    /// (`rootfs/`, `cmd`, `env`).
+    NitroCli,
+}
+
+/// `[output.eif]`: `NAME.eif` and `NAME.pcrs`, an AWS Nitro Enclave image of the box's
+/// `[kernel]` (see `src/enclave.rs`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EifOutput {
+    #[serde(default)]
+    pub layout: EifLayout,
+    /// nitro-cli layout: path in the box's tree of the static init for the bootstrap ramdisk.
+    pub bootstrap_init: Option<String>,
+    /// nitro-cli layout: the command (default: the image config's Entrypoint + Cmd).
+    pub cmd: Option<Vec<String>>,
+    /// nitro-cli layout: the environment, `KEY=value` (default: the image config's Env).
+    pub env: Option<Vec<String>>,
+    /// PEM certificate and P-384 private key to sign with (relative to the box file); both or
+    /// neither.
+    pub signing_certificate: Option<String>,
+    pub signing_key: Option<String>,
+}
+
 /// `[output.*]` tables. Each present table is one output.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -91,6 +124,7 @@ pub struct Outputs {
     pub tar: Option<TarOutput>,
     pub oci: Option<OciOutput>,
     pub initramfs: Option<InitramfsOutput>,
+    pub eif: Option<EifOutput>,
 }
 
 #[derive(Deserialize)]
@@ -194,8 +228,8 @@ pub fn load_box(path: &Path) -> Result<BoxSpec> {
         Some(o) => (o.clone(), src.line_start("[output").or_else(|| src.line_start("output")).map(|i| i..i).unwrap_or(0..0)),
         None => (Outputs::default(), 0..0),
     };
-    if outputs.tar.is_none() && outputs.oci.is_none() && outputs.initramfs.is_none() {
-        return Err(src.loc(out_span).error("a box needs at least one [output.*] table (tar, oci, initramfs)"));
+    if outputs.tar.is_none() && outputs.oci.is_none() && outputs.initramfs.is_none() && outputs.eif.is_none() {
+        return Err(src.loc(out_span).error("a box needs at least one [output.*] table (tar, oci, initramfs, eif)"));
     }
     let kernel = raw.kernel.as_ref().map(|k| super::kernel::box_kernel(&src, k, &name)).transpose()?;
     let initramfs_at = outputs.initramfs.as_ref().map(|_| {
@@ -205,6 +239,21 @@ pub fn load_box(path: &Path) -> Result<BoxSpec> {
     if let Some(i) = &outputs.initramfs {
         if let Some(p) = i.prepend.iter().find(|p| p.is_empty()) {
             return Err(initramfs_at.clone().expect("set").error(format!("prepend entry {p:?} names no file")));
+        }
+    }
+    let eif_at = outputs.eif.as_ref().map(|_| {
+        let i = src.line_start("[output.eif]").or_else(|| src.text.find("eif")).unwrap_or(0);
+        src.loc(i..i)
+    });
+    if let (Some(e), Some(eat)) = (&outputs.eif, &eif_at) {
+        if kernel.is_none() {
+            return Err(eat.error("[output.eif] needs a [kernel] (e.g. `definition = \"kernels/nitro.toml\"`)"));
+        }
+        if e.signing_certificate.is_some() != e.signing_key.is_some() {
+            return Err(eat.error("signing needs both `signing_certificate` and `signing_key`"));
+        }
+        if e.layout == EifLayout::Initramfs && (e.bootstrap_init.is_some() || e.cmd.is_some() || e.env.is_some()) {
+            return Err(eat.error("`bootstrap_init`, `cmd` and `env` belong to layout = \"nitro-cli\"; the initramfs layout runs the box's own /init"));
         }
     }
     let policy = raw.policy.as_ref().map(|p| super::policy::load_policy(&src, p)).transpose()?;
@@ -219,6 +268,7 @@ pub fn load_box(path: &Path) -> Result<BoxSpec> {
         outputs,
         kernel,
         initramfs_at,
+        eif_at,
     })
 }
 
