@@ -24,17 +24,45 @@ struct Fixture {
 }
 
 /// The Debian cloud kernel's `.deb` (the package the `linux-image-cloud-amd64` metapackage
-/// depends on now), cached under target/test-cache/debs.
+/// depends on now), cached under target/test-cache/debs: a cached one is used as it is, so
+/// reruns need no network.
 fn kernel_deb() -> PathBuf {
+    let cached = test_cache().join("debs");
+    if let Ok(rd) = std::fs::read_dir(&cached) {
+        let mut found: Vec<PathBuf> = rd
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                let n = p.file_name().unwrap().to_string_lossy();
+                n.starts_with("linux-image-") && n.ends_with("-cloud-amd64.deb") && n != "linux-image-cloud-amd64.deb"
+            })
+            .collect();
+        found.sort();
+        if let Some(p) = found.pop() {
+            return p;
+        }
+    }
     require_tool("apt-cache");
-    let o = run(Command::new("apt-cache").args(["depends", "linux-image-cloud-amd64"]));
-    let text = String::from_utf8_lossy(&o.stdout).into_owned();
-    let pkg = text
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("Depends: "))
-        .find(|p| p.starts_with("linux-image-") && p.ends_with("-cloud-amd64"))
-        .unwrap_or_else(|| panic!("linux-image-cloud-amd64 depends on no linux-image-*-cloud-amd64 (apt-get update? {INSTALL_HINT}):\n{text}"))
-        .to_string();
+    let depends = || {
+        let o = output(Command::new("apt-cache").args(["depends", "linux-image-cloud-amd64"]));
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        let pkg = text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("Depends: "))
+            .find(|p| p.starts_with("linux-image-") && p.ends_with("-cloud-amd64"))
+            .map(str::to_string);
+        (pkg, text)
+    };
+    let pkg = match depends() {
+        (Some(p), _) => p,
+        (None, _) => {
+            // A fresh machine may have no package lists yet.
+            run(Command::new("apt-get").args(["update", "-q"]));
+            match depends() {
+                (Some(p), _) => p,
+                (None, text) => panic!("linux-image-cloud-amd64 depends on no linux-image-*-cloud-amd64 ({INSTALL_HINT}):\n{text}"),
+            }
+        }
+    };
     deb(&pkg)
 }
 
