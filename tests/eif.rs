@@ -29,37 +29,13 @@ struct Fixture {
     cache: PathBuf,
 }
 
-fn kernel_deb() -> PathBuf {
-    require_tool("apt-cache");
-    let o = run(Command::new("apt-cache").args(["depends", "linux-image-cloud-amd64"]));
-    let text = String::from_utf8_lossy(&o.stdout).into_owned();
-    let pkg = text
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("Depends: "))
-        .find(|p| p.starts_with("linux-image-") && p.ends_with("-cloud-amd64"))
-        .unwrap_or_else(|| panic!("linux-image-cloud-amd64 depends on no linux-image-*-cloud-amd64 ({INSTALL_HINT}):\n{text}"))
-        .to_string();
-    deb(&pkg)
-}
-
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
         require_tools(&["qemu-system-x86_64", "umoci", "dpkg-deb", "python3", "openssl"]);
         let dir = fixture_dir("eif");
-        let x = dir.join("deb");
-        run(Command::new("dpkg-deb").arg("-x").arg(kernel_deb()).arg(&x));
-        let boot = x.join("boot");
-        let pick = |prefix: &str| -> Vec<u8> {
-            let p = std::fs::read_dir(&boot)
-                .unwrap()
-                .map(|e| e.unwrap().path())
-                .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
-                .unwrap_or_else(|| panic!("no {prefix}* in the kernel package"));
-            read(&p)
-        };
         let layout = dir.join("kernel");
-        let klayer = layer(&[Entry::file("bzImage", pick("vmlinuz-")), Entry::file("linux.config", pick("config-"))]);
+        let klayer = cloud_kernel_layer(&dir.join("deb"));
         let digest = umoci_image(&layout, "debian-cloud", &[("kernel".into(), klayer)]);
         let bad = layer(&[Entry::file("bzImage", vec![0x5a; 8192])]);
         let bad_digest = umoci_image(&layout, "not-a-kernel", &[("bad".into(), bad)]);
@@ -70,12 +46,6 @@ fn fixture() -> &'static Fixture {
             dir,
         }
     })
-}
-
-fn busybox() -> Vec<u8> {
-    let p = Path::new("/bin/busybox");
-    assert!(p.is_file(), "/bin/busybox is missing: install busybox-static ({INSTALL_HINT})");
-    read(p)
 }
 
 /// A box dir `name/` with a busybox rootfs, `/init` and `/bootstrap-init`; `kernel_toml` and

@@ -1086,3 +1086,70 @@ pub fn tar_members(data: &[u8]) -> Vec<TarMember> {
     }
     v
 }
+
+/// The Debian cloud kernel's `.deb` (the package the `linux-image-cloud-amd64` metapackage
+/// depends on now), cached under target/test-cache/debs: a cached one is used as it is, so
+/// reruns need no network.
+pub fn cloud_kernel_deb() -> PathBuf {
+    let cached = test_cache().join("debs");
+    if let Ok(rd) = std::fs::read_dir(&cached) {
+        let mut found: Vec<PathBuf> = rd
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                let n = p.file_name().unwrap().to_string_lossy();
+                n.starts_with("linux-image-") && n.ends_with("-cloud-amd64.deb") && n != "linux-image-cloud-amd64.deb"
+            })
+            .collect();
+        found.sort();
+        if let Some(p) = found.pop() {
+            return p;
+        }
+    }
+    require_tool("apt-cache");
+    let depends = || {
+        let o = output(Command::new("apt-cache").args(["depends", "linux-image-cloud-amd64"]));
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        let pkg = text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("Depends: "))
+            .find(|p| p.starts_with("linux-image-") && p.ends_with("-cloud-amd64"))
+            .map(str::to_string);
+        (pkg, text)
+    };
+    let pkg = match depends() {
+        (Some(p), _) => p,
+        (None, _) => {
+            // A fresh machine may have no package lists yet.
+            run(Command::new("apt-get").args(["update", "-q"]));
+            match depends() {
+                (Some(p), _) => p,
+                (None, text) => panic!("linux-image-cloud-amd64 depends on no linux-image-*-cloud-amd64 ({INSTALL_HINT}):\n{text}"),
+            }
+        }
+    };
+    deb(&pkg)
+}
+
+/// A layer holding the Debian cloud kernel as StageX's `user-linux-*` images do:
+/// `/bzImage` and `/linux.config` (the package is unpacked under `scratch`).
+pub fn cloud_kernel_layer(scratch: &Path) -> Vec<u8> {
+    require_tool("dpkg-deb");
+    run(Command::new("dpkg-deb").arg("-x").arg(cloud_kernel_deb()).arg(scratch));
+    let boot = scratch.join("boot");
+    let pick = |prefix: &str| -> Vec<u8> {
+        let p = std::fs::read_dir(&boot)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix}* in the kernel package"));
+        read(&p)
+    };
+    layer(&[Entry::file("bzImage", pick("vmlinuz-")), Entry::file("linux.config", pick("config-"))])
+}
+
+/// busybox-static's /bin/busybox (installed by scripts/install-test-deps.sh).
+pub fn busybox() -> Vec<u8> {
+    let p = Path::new("/bin/busybox");
+    assert!(p.is_file(), "/bin/busybox is missing: install busybox-static ({INSTALL_HINT})");
+    read(p)
+}
