@@ -13,6 +13,20 @@ struct Cli {
     command: Command,
 }
 
+/// Where images come from: the options every command that reads images shares.
+#[derive(clap::Args)]
+struct StoreArgs {
+    /// Content store (default: $STAGEBOX_CACHE, else ~/.cache/stagebox).
+    #[arg(long)]
+    cache: Option<PathBuf>,
+    /// Platform to pick from multi-platform images (default: linux/amd64).
+    #[arg(long)]
+    platform: Option<stagebox::source::Platform>,
+    /// Use the content store only; never contact a registry (lists what is missing).
+    #[arg(long)]
+    offline: bool,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Build every output a box file names.
@@ -22,21 +36,14 @@ enum Command {
         /// Output directory (default: out/ beside the box file).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Content store (default: $STAGEBOX_CACHE, else ~/.cache/stagebox).
-        #[arg(long)]
-        cache: Option<PathBuf>,
-        /// Platform to pick from multi-platform images.
-        #[arg(long, default_value = "linux/amd64")]
-        platform: stagebox::source::Platform,
+        #[command(flatten)]
+        store: StoreArgs,
         /// Threads for reading layers (0 = one per core). Never changes the output.
         #[arg(long, default_value_t = 0)]
         threads: usize,
         /// No progress display.
         #[arg(long, short)]
         quiet: bool,
-        /// Use the content store only; never contact a registry (lists what is missing).
-        #[arg(long)]
-        offline: bool,
         /// Fail (exit 2) when BOX.lock is missing, incomplete or stale.
         #[arg(long)]
         locked: bool,
@@ -48,24 +55,14 @@ enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
-        #[arg(long)]
-        cache: Option<PathBuf>,
-        #[arg(long)]
-        platform: Option<stagebox::source::Platform>,
-        /// Use the content store only; never contact a registry.
-        #[arg(long)]
-        offline: bool,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Pin every image reference of a box in BOX.lock.
     Lock {
         box_file: PathBuf,
-        #[arg(long)]
-        cache: Option<PathBuf>,
-        #[arg(long)]
-        platform: Option<stagebox::source::Platform>,
-        /// Use the content store only; never contact a registry.
-        #[arg(long)]
-        offline: bool,
+        #[command(flatten)]
+        store: StoreArgs,
         /// A StageX digest list (`<hex> <stage>-<name>` lines, e.g. digests/core.txt) whose
         /// entries pin `stagex/<stage>-<name>` references. Repeatable.
         #[arg(long, value_name = "FILE")]
@@ -88,13 +85,8 @@ enum Command {
         /// Machine-readable report.
         #[arg(long)]
         json: bool,
-        #[arg(long)]
-        cache: Option<PathBuf>,
-        #[arg(long)]
-        platform: Option<stagebox::source::Platform>,
-        /// Never contact a registry.
-        #[arg(long)]
-        offline: bool,
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// Boot a built initramfs (with its box's kernel), ISO or disk image in QEMU, with the
     /// serial console on stdio.
@@ -127,14 +119,14 @@ enum Command {
 
 fn run(cli: Cli) -> stagebox::Result<()> {
     match cli.command {
-        Command::Build { box_file, out, cache, platform, threads, quiet, offline, locked } => {
-            let opts = stagebox::build::BuildOptions { out, cache, platform: Some(platform), threads, quiet, offline, locked };
+        Command::Build { box_file, out, store: StoreArgs { cache, platform, offline }, threads, quiet, locked } => {
+            let opts = stagebox::build::BuildOptions { out, cache, platform, threads, quiet, offline, locked };
             let res = stagebox::build::build(&box_file, &opts)?;
             for o in &res.manifest.outputs {
                 println!("{}  {}", o.sha256, res.out_dir.join(&o.path).display());
             }
         }
-        Command::Inspect { target, json, cache, platform, offline } => {
+        Command::Inspect { target, json, store: StoreArgs { cache, platform, offline } } => {
             let i = stagebox::inspect::inspect_with(&target, cache.as_deref(), platform, offline)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&i).expect("json"));
@@ -150,7 +142,7 @@ fn run(cli: Cli) -> stagebox::Result<()> {
             let opts = stagebox::run::RunOptions { memory, uefi, kvm, expect, timeout, kernel, append, echo: true };
             stagebox::run::run(&output, &opts)?;
         }
-        Command::Verify { reference, keyring, signatures, quorum, json, cache, platform, offline } => {
+        Command::Verify { reference, keyring, signatures, quorum, json, store: StoreArgs { cache, platform, offline } } => {
             let opts = stagebox::source::signature::VerifyOptions { keyring, signatures, quorum, cache, platform, offline };
             let report = stagebox::source::signature::verify(&reference, &opts)?;
             if json {
@@ -162,7 +154,7 @@ fn run(cli: Cli) -> stagebox::Result<()> {
                 return Err(report.error());
             }
         }
-        Command::Lock { box_file, cache, platform, offline, import_digests } => {
+        Command::Lock { box_file, store: StoreArgs { cache, platform, offline }, import_digests } => {
             let opts = stagebox::lock::LockOptions { cache, platform, offline, import_digests };
             let lock = stagebox::lock::lock_with(&box_file, &opts)?;
             for i in &lock.images {
