@@ -32,12 +32,7 @@ compression = "$c"
 BOX
 done
 
-measure() { # label, command...: prints "seconds maxrss_kb"
-  local label=$1; shift
-  sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
-  /usr/bin/time -f "%e %M" -o "$WORK/time.$label" "$@" >/dev/null 2>"$WORK/err.$label" || { cat "$WORK/err.$label" >&2; exit 1; }
-  cat "$WORK/time.$label"
-}
+. benches/lib.sh
 baseline() { # compressor command: unpack, then the usual reproducible cpio pipeline
   echo "umoci unpack --rootless --image '$IMAGE:$TAG' '$WORK/bundle' >/dev/null &&
         cd '$WORK/bundle/rootfs' && find . -print0 | LC_ALL=C sort -z |
@@ -57,7 +52,6 @@ for i in $(seq "$RUNS"); do
     T[b-$c]+="$t "; M[b-$c]+="$m "
   done
 done
-median() { printf '%s\n' $@ | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 raw=$(gzip -dc "$WORK/out/bench.cpio.gz" | wc -c)
 echo "cpio: $((raw / 1048576)) MiB uncompressed; stagebox .cpio.gz $(( $(stat -c %s "$WORK/out/bench.cpio.gz") / 1048576)) MiB, baseline .cpio.gz $(( $(stat -c %s "$WORK/base.cpio.out") / 1048576)) MiB"
 for c in zstd gzip; do

@@ -21,12 +21,7 @@ image = "oci:$IMAGE@$DIGEST"
 [output.tar]
 BOX
 
-measure() { # label, command...: prints "seconds maxrss_kb"
-  local label=$1; shift
-  sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
-  /usr/bin/time -f "%e %M" -o "$WORK/time.$label" "$@" >/dev/null 2>"$WORK/err.$label" || { cat "$WORK/err.$label" >&2; exit 1; }
-  cat "$WORK/time.$label"
-}
+. benches/lib.sh
 
 echo "image: $IMAGE ($(du -sh "$IMAGE" | cut -f1) of layers), $(nproc) cores, $RUNS runs, median"
 s_times=(); s_rss=(); b_times=(); b_rss=()
@@ -37,7 +32,6 @@ for i in $(seq "$RUNS"); do
   read -r t m < <(measure baseline bash -c "umoci unpack --rootless --image '$IMAGE:bench' '$WORK/bundle' && tar --sort=name -cf '$WORK/base.tar' -C '$WORK/bundle/rootfs' ." )
   b_times+=("$t"); b_rss+=("$m")
 done
-median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 st=$(median "${s_times[@]}"); sm=$(median "${s_rss[@]}")
 bt=$(median "${b_times[@]}"); bm=$(median "${b_rss[@]}")
 files=$(tar -tf "$WORK/out/bench.tar" | wc -l)
