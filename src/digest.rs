@@ -78,13 +78,9 @@ impl<R: Read> HashReader<R> {
         Ok((Digest::from_sha256(&self.hasher.finalize()), self.count, self.inner))
     }
 
-    pub fn count(&self) -> u64 {
-        self.count
-    }
-
     /// The inner reader, giving up the hash.
-    pub fn into_parts(self) -> ((), u64, R) {
-        ((), self.count, self.inner)
+    pub fn into_inner(self) -> R {
+        self.inner
     }
 }
 

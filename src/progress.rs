@@ -18,10 +18,6 @@ impl Progress {
         Progress { bar: Some(bar) }
     }
 
-    pub fn hidden() -> Self {
-        Progress { bar: None }
-    }
-
     pub fn set_message(&self, msg: String) {
         if let Some(b) = &self.bar {
             b.set_message(msg);

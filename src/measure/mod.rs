@@ -3,7 +3,6 @@
 
 pub mod pcr;
 
-use crate::digest::Digest;
 use crate::error::Result;
 use serde::Serialize;
 use std::path::Path;
@@ -48,11 +47,6 @@ impl BuildManifest {
     pub fn write(&self, dir: &Path) -> Result<()> {
         crate::fsutil::write_atomic(&dir.join("manifest.json"), &self.to_json())
     }
-}
-
-/// Hex sha256 of a digest, for `sha256sum`-style lines.
-pub fn hex(d: &Digest) -> &str {
-    d.hex()
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for seconds since the epoch (UTC; no host time zone).

@@ -24,10 +24,6 @@ pub const MT_OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 pub const MT_OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
 pub const MT_OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 pub const MT_OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
-pub const MT_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-pub const MT_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-pub const MT_DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
-pub const MT_DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
 
 /// The platform to pick from multi-platform indexes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,4 +108,31 @@ pub(crate) fn diff_ids(config: &serde_json::Value, layers: usize, reference: &st
             Digest::parse(s).map_err(|e| Error::Resolve { reference: reference.into(), message: format!("config diff_id: {e}") })
         })
         .collect()
+}
+
+/// Follow nested indexes from `start` down to the one manifest for `platform` (at most 8
+/// levels, in case of a cycle). `fetch` returns a manifest or index blob checked against
+/// its digest (and size, when a descriptor gave one). Returns the manifest's digest and bytes.
+pub(crate) fn follow_to_manifest(
+    r: &ImageRef,
+    start: Digest,
+    size: Option<u64>,
+    platform: &Platform,
+    mut fetch: impl FnMut(&Digest, Option<u64>) -> Result<Vec<u8>>,
+) -> Result<(Digest, Vec<u8>)> {
+    let err = |m: String| Error::Resolve { reference: r.text.clone(), message: m };
+    let (mut digest, mut size) = (start, size);
+    for _ in 0..=8 {
+        let data = fetch(&digest, size)?;
+        let json: serde_json::Value = serde_json::from_slice(&data).map_err(|e| err(format!("manifest {digest}: {e}")))?;
+        // An index always has `manifests`; an image manifest never does.
+        if json.get("manifests").is_none() {
+            return Ok((digest, data));
+        }
+        let idx: oci_spec::image::ImageIndex = serde_json::from_slice(&data).map_err(|e| err(format!("index {digest}: {e}")))?;
+        let m = oci_layout::pick_platform(r, &idx, platform)?;
+        digest = Digest::parse(m.digest().as_ref()).map_err(|e| err(e.to_string()))?;
+        size = Some(m.size());
+    }
+    Err(err("index nesting deeper than 8 levels".into()))
 }

@@ -48,10 +48,6 @@ fn desc_digest(r: &ImageRef, d: &Descriptor) -> Result<Digest> {
     Digest::parse(&d.digest().to_string()).map_err(|e| err(r, e.to_string()))
 }
 
-fn is_index(media_type: &str, json: &serde_json::Value) -> bool {
-    media_type.contains("index") || media_type.contains("manifest.list") || json.get("manifests").is_some()
-}
-
 /// Pick the descriptor for `platform` from an index; attestation manifests are skipped.
 pub(crate) fn pick_platform<'a>(r: &ImageRef, index: &'a ImageIndex, platform: &Platform) -> Result<&'a Descriptor> {
     let candidates: Vec<&Descriptor> = index
@@ -86,44 +82,24 @@ pub fn resolve(store: &Store, r: &ImageRef, dir: &Path, tag: Option<&str>, opts:
     let top: ImageIndex = serde_json::from_slice(&index_bytes).map_err(|e| err(r, format!("{}: {e}", index_path.display())))?;
 
     // The starting point: a pinned digest, a tag, or the only manifest.
-    let (mut digest, mut size, mut media_type) = if let Some(d) = &r.digest {
-        match top.manifests().iter().find(|m| m.digest().to_string() == d.as_str()) {
-            Some(m) => (d.clone(), Some(m.size()), m.media_type().to_string()),
-            None => (d.clone(), None, String::new()),
-        }
+    let (digest, size) = if let Some(d) = &r.digest {
+        (d.clone(), top.manifests().iter().find(|m| m.digest().to_string() == d.as_str()).map(|m| m.size()))
     } else if let Some(t) = tag {
         let m = top
             .manifests()
             .iter()
             .find(|m| m.annotations().as_ref().and_then(|a| a.get(REF_NAME)).map(String::as_str) == Some(t))
             .ok_or_else(|| err(r, format!("no manifest tagged {t:?} in {}", index_path.display())))?;
-        (desc_digest(r, m)?, Some(m.size()), m.media_type().to_string())
+        (desc_digest(r, m)?, Some(m.size()))
     } else {
         match top.manifests().as_slice() {
-            [m] => (desc_digest(r, m)?, Some(m.size()), m.media_type().to_string()),
+            [m] => (desc_digest(r, m)?, Some(m.size())),
             ms => return Err(err(r, format!("the layout holds {} manifests; name one with :TAG or @sha256:…", ms.len()))),
         }
     };
 
-    // Follow nested indexes down to one manifest (bounded, in case of a cycle).
-    let mut depth = 0;
-    let (manifest_digest, manifest_bytes) = loop {
-        let data = read_blob(r, dir, "manifest", &digest, size)?;
-        let json: serde_json::Value = serde_json::from_slice(&data).map_err(|e| err(r, format!("manifest {digest}: {e}")))?;
-        if is_index(&media_type, &json) {
-            depth += 1;
-            if depth > 8 {
-                return Err(err(r, "index nesting deeper than 8 levels"));
-            }
-            let idx: ImageIndex = serde_json::from_slice(&data).map_err(|e| err(r, format!("index {digest}: {e}")))?;
-            let m = pick_platform(r, &idx, &opts.platform)?;
-            digest = desc_digest(r, m)?;
-            size = Some(m.size());
-            media_type = m.media_type().to_string();
-            continue;
-        }
-        break (digest.clone(), data);
-    };
+    let (manifest_digest, manifest_bytes) =
+        super::follow_to_manifest(r, digest, size, &opts.platform, |d, size| read_blob(r, dir, "manifest", d, size))?;
     let manifest: ImageManifest =
         serde_json::from_slice(&manifest_bytes).map_err(|e| err(r, format!("manifest {manifest_digest}: {e}")))?;
 

@@ -26,13 +26,12 @@
 //! API we need (GET manifest, GET blob, the token dance) is a few small functions over a
 //! blocking client with rustls.
 
-use super::oci_layout::pick_platform;
 use super::{diff_ids, LayerBlob, ResolvedImage, SourceOptions, Store};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::source::reference::ImageRef;
 use base64::Engine as _;
-use oci_spec::image::{ImageIndex, ImageManifest};
+use oci_spec::image::ImageManifest;
 use std::io::Read;
 use std::time::Duration;
 
@@ -400,7 +399,7 @@ pub fn resolve(store: &Store, r: &ImageRef, name: &str, tag: Option<&str>, opts:
     let mut p = Puller { r, store, repo: repo.clone(), offline: opts.offline, client: None, missing: Vec::new() };
     let tag = tag.unwrap_or("latest");
 
-    let mut digest = match &r.digest {
+    let digest = match &r.digest {
         Some(d) => d.clone(),
         None if opts.offline => match cached_tag(store, &tag_name(&repo, tag)) {
             Some(d) => d,
@@ -416,24 +415,9 @@ pub fn resolve(store: &Store, r: &ImageRef, name: &str, tag: Option<&str>, opts:
             d
         }
     };
-    let mut size = None;
-    let mut depth = 0;
-    let (manifest_digest, manifest_bytes) = loop {
-        let Some(data) = p.manifest_by_digest(&digest, size)? else { return Err(p.offline_error()) };
-        let json: serde_json::Value = serde_json::from_slice(&data).map_err(|e| err(r, format!("manifest {digest}: {e}")))?;
-        if json.get("manifests").is_some() {
-            depth += 1;
-            if depth > 8 {
-                return Err(err(r, "index nesting deeper than 8 levels"));
-            }
-            let idx: ImageIndex = serde_json::from_slice(&data).map_err(|e| err(r, format!("index {digest}: {e}")))?;
-            let m = pick_platform(r, &idx, &opts.platform)?;
-            digest = Digest::parse(m.digest().as_ref()).map_err(|e| err(r, e.to_string()))?;
-            size = Some(m.size());
-            continue;
-        }
-        break (digest.clone(), data);
-    };
+    let (manifest_digest, manifest_bytes) = super::follow_to_manifest(r, digest, None, &opts.platform, |d, size| {
+        p.manifest_by_digest(d, size)?.ok_or_else(|| p.offline_error())
+    })?;
     let manifest: ImageManifest =
         serde_json::from_slice(&manifest_bytes).map_err(|e| err(r, format!("manifest {manifest_digest}: {e}")))?;
 

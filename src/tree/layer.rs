@@ -137,8 +137,7 @@ impl Verified {
     /// Like [`Verified::open`] without hashing the decompressed stream (see [`fill`]).
     fn open_unhashed(blob_path: &Path, blob: &LayerBlob) -> Result<(Self, Box<dyn Read>)> {
         let (v, inner) = Self::open(blob_path, blob)?;
-        let (_, _, r) = inner.into_parts();
-        Ok((v, r))
+        Ok((v, inner.into_inner()))
     }
 
     /// Check only the compressed digest and size: the rest of the blob is hashed without
