@@ -232,10 +232,11 @@ pub fn hash_tree(dir: &Path) -> BTreeMap<String, String> {
     m
 }
 
-/// Permission bits of everything under `dir` (not `dir` itself), by relative path.
-pub fn mode_tree(dir: &Path) -> BTreeMap<String, u32> {
+/// `f(metadata)` of every path under `root` (not `root` itself, not following symlinks),
+/// by relative path.
+pub fn meta_tree<T>(root: &Path, f: impl Fn(&std::fs::Metadata) -> T) -> BTreeMap<String, T> {
     let mut m = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
+    let mut stack = vec![root.to_path_buf()];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).unwrap() {
             let p = e.unwrap().path();
@@ -243,10 +244,15 @@ pub fn mode_tree(dir: &Path) -> BTreeMap<String, u32> {
             if md.is_dir() {
                 stack.push(p.clone());
             }
-            m.insert(p.strip_prefix(dir).unwrap().to_string_lossy().into_owned(), md.mode() & 0o7777);
+            m.insert(p.strip_prefix(root).unwrap().to_string_lossy().into_owned(), f(&md));
         }
     }
     m
+}
+
+/// Permission bits of everything under `dir` (not `dir` itself), by relative path.
+pub fn mode_tree(dir: &Path) -> BTreeMap<String, u32> {
+    meta_tree(dir, |md| md.mode() & 0o7777)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -964,19 +970,7 @@ pub fn snapshot(root: &Path) -> BTreeMap<String, Node> {
 
 /// mtime (seconds) of every path under `root` (not following symlinks), by relative path.
 pub fn mtimes(root: &Path) -> BTreeMap<String, i64> {
-    let mut m = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            let md = std::fs::symlink_metadata(&p).unwrap();
-            if md.is_dir() {
-                stack.push(p.clone());
-            }
-            m.insert(p.strip_prefix(root).unwrap().to_string_lossy().into_owned(), md.mtime());
-        }
-    }
-    m
+    meta_tree(root, |md| md.mtime())
 }
 
 /// Decode umoci's rootless owner record: the `user.rootlesscontainers` xattr is a protobuf
