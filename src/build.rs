@@ -122,7 +122,7 @@ pub fn layer_list(store: &Store, images: &[ResolvedImage]) -> Vec<(PathBuf, Laye
 pub fn flatten(store: &Store, images: &[ResolvedImage], sde: u64, threads: usize, mode: ContentMode, progress: &Progress) -> Result<Tree> {
     let layers: Vec<(PathBuf, LayerBlob)> =
         images.iter().flat_map(|i| i.layers.iter().map(|l| (store.blob_path(&l.digest), l.clone()))).collect();
-    tree::flatten_with(&layers, sde as i64, limits(), worker_threads(threads), mode, progress).map_err(|e| evict_changed(store, &layers, e))
+    tree::flatten(&layers, sde as i64, limits(), worker_threads(threads), mode, progress).map_err(|e| evict_changed(store, &layers, e))
 }
 
 /// After a failed flatten: drop every layer blob whose bytes no longer match its name. The

@@ -472,18 +472,8 @@ impl Read for ContentReader<'_> {
 /// Flatten `layers` (bottom first) into a tree. Layers are read and decompressed on up to
 /// `threads` threads; they are applied strictly in order, so the result never depends on
 /// the thread count.
+/// `mode` says where file contents go (see [`layer::ContentMode`]).
 pub fn flatten(
-    layers: &[(PathBuf, LayerBlob)],
-    implicit_mtime: i64,
-    limits: Limits,
-    threads: usize,
-    progress: &crate::progress::Progress,
-) -> Result<Tree> {
-    flatten_with(layers, implicit_mtime, limits, threads, layer::ContentMode::Spill, progress)
-}
-
-/// [`flatten`] with a choice of where file contents go (see [`layer::ContentMode`]).
-pub fn flatten_with(
     layers: &[(PathBuf, LayerBlob)],
     implicit_mtime: i64,
     limits: Limits,

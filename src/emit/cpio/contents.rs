@@ -265,7 +265,7 @@ mod tests {
     }
 
     fn archive(layers: &[(PathBuf, LayerBlob)], mode: ContentMode) -> Vec<u8> {
-        let tree = crate::tree::flatten_with(layers, 1, Limits::default(), 2, mode, &crate::progress::Progress::new(true)).unwrap();
+        let tree = crate::tree::flatten(layers, 1, Limits::default(), 2, mode, &crate::progress::Progress::new(true)).unwrap();
         let mut v = Vec::new();
         crate::emit::cpio::write_with(&tree, 1, layers, &mut v).unwrap();
         v
@@ -293,7 +293,7 @@ mod tests {
     fn a_blob_changed_between_the_reads_fails() {
         let d = tempfile::tempdir().unwrap();
         let layers = vec![blob(d.path(), "l0", &[("a", b"one".to_vec()), ("b", b"two".to_vec())])];
-        let tree = crate::tree::flatten_with(&layers, 1, Limits::default(), 1, ContentMode::Index, &crate::progress::Progress::new(true)).unwrap();
+        let tree = crate::tree::flatten(&layers, 1, Limits::default(), 1, ContentMode::Index, &crate::progress::Progress::new(true)).unwrap();
         // The same tar, gzipped at another level: it decompresses alike, but it is not the
         // blob that was verified.
         let mut raw = Vec::new();

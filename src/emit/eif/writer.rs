@@ -237,7 +237,7 @@ mod tests {
 
     /// DESIGN §7's test vector (AWS's builder, checked by an independent reimplementation).
     /// If this fails, the format changed: update only if that is intentional and re-checked
-    /// against AWS's crate (tests/eif.rs).
+    /// with the independent reader in tests/eif.rs (AWS's crate is not built here).
     #[test]
     fn design_test_vector() {
         let meta = vector_metadata();
