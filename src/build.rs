@@ -268,19 +268,17 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
     // The signature quorum of [policy], before any layer is read or output written.
     crate::source::signature::enforce(&spec, &images)?;
     // The kernel of an initramfs box, checked against the initramfs before anything is built.
-    let kernel = match (&spec.kernel, &spec.outputs.initramfs) {
-        (Some(k), Some(i)) => {
+    let kernel = match &spec.kernel {
+        // An EIF without an initramfs output still needs the kernel (its ramdisks are
+        // uncompressed, so there is no compression to check).
+        Some(k) if spec.outputs.initramfs.is_some() || spec.outputs.eif.is_some() => {
             let lock_path = spec::lock_path(&spec.path);
             let lock = LockFile::load(&lock_path)?;
             let kernel = crate::kernel::resolve(k, &store, &sopts, lock.as_ref(), &lock_path, opts.threads, &progress)?;
-            kernel.check_compression(i.compression, spec.initramfs_at.as_ref().unwrap_or(&k.at))?;
+            if let Some(i) = &spec.outputs.initramfs {
+                kernel.check_compression(i.compression, spec.initramfs_at.as_ref().unwrap_or(&k.at))?;
+            }
             Some(kernel)
-        }
-        // An EIF box without an initramfs output (its ramdisks are uncompressed).
-        (Some(k), None) if spec.outputs.eif.is_some() => {
-            let lock_path = spec::lock_path(&spec.path);
-            let lock = LockFile::load(&lock_path)?;
-            Some(crate::kernel::resolve(k, &store, &sopts, lock.as_ref(), &lock_path, opts.threads, &progress)?)
         }
         _ => None,
     };
@@ -304,6 +302,8 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
     let staging = tempfile::Builder::new().prefix(".stagebox-tmp-").tempdir_in(&out).at(&out)?;
     let final_out = out;
     let out = staging.path().to_path_buf();
+    // The runtime config (Env, Cmd, ...) of the topmost image layer, for OCI and EIF outputs.
+    let top_config = images.iter().rev().find(|i| !matches!(i.reference.kind, RefKind::Dir { .. })).map(|i| &i.config);
     let mut outputs = Vec::new();
     if let Some(t) = &spec.outputs.tar {
         progress.set_message(format!("write {}.tar{}", spec.name, t.compression.suffix()));
@@ -311,8 +311,7 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
     }
     if let Some(o) = &spec.outputs.oci {
         progress.set_message(format!("write {}.oci", spec.name));
-        let base = images.iter().rev().find(|i| !matches!(i.reference.kind, RefKind::Dir { .. })).map(|i| &i.config);
-        outputs.push(emit_oci(&tree, &spec, &out, sde, o, base)?);
+        outputs.push(emit_oci(&tree, &spec, &out, sde, o, top_config)?);
     }
     let mut extra_inputs = Vec::new();
     if let Some(i) = &spec.outputs.initramfs {
@@ -327,8 +326,7 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
     }
     if let (Some(e), Some(k)) = (&spec.outputs.eif, &kernel) {
         progress.set_message(format!("write {}.eif", spec.name));
-        let config = images.iter().rev().find(|i| !matches!(i.reference.kind, RefKind::Dir { .. })).map(|i| &i.config);
-        let (recs, inputs) = crate::enclave::emit(&tree, &spec, &out, sde, e, k, config, opts.quiet)?;
+        let (recs, inputs) = crate::enclave::emit(&tree, &spec, &out, sde, e, k, top_config, opts.quiet)?;
         outputs.extend(recs);
         extra_inputs.extend(inputs);
         if spec.outputs.initramfs.is_none() {
@@ -350,22 +348,9 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
         outputs,
     };
     for o in &manifest.outputs {
-        publish(&out.join(&o.path), &final_out.join(&o.path))?;
+        crate::fsutil::replace(&out.join(&o.path), &final_out.join(&o.path))?;
     }
     drop(staging);
     manifest.write(&final_out)?;
     Ok(BuildResult { out_dir: final_out, manifest })
-}
-
-/// Move a finished output from the staging directory over `target` (a directory output
-/// replaces the old one whole: the old one is moved aside first, then removed).
-fn publish(staged: &Path, target: &Path) -> Result<()> {
-    if staged.is_dir() && target.exists() {
-        let aside = staged.with_extension("old");
-        std::fs::rename(target, &aside).at(target)?;
-        std::fs::rename(staged, target).at(target)?;
-        std::fs::remove_dir_all(&aside).at(&aside)
-    } else {
-        std::fs::rename(staged, target).at(target)
-    }
 }

@@ -74,15 +74,7 @@ impl AtomicDir {
     pub fn commit(self) -> Result<()> {
         let tmp = self.tmp.keep();
         normalize_modes(&tmp)?;
-        if self.target.exists() {
-            let old = tmp.with_extension("old");
-            fs::rename(&self.target, &old).at(&self.target)?;
-            fs::rename(&tmp, &self.target).at(&self.target)?;
-            fs::remove_dir_all(&old).at(&old)?;
-        } else {
-            fs::rename(&tmp, &self.target).at(&self.target)?;
-        }
-        Ok(())
+        replace(&tmp, &self.target)
     }
 }
 
@@ -166,5 +158,19 @@ impl std::io::Write for PreallocFile {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         self.file.flush()
+    }
+}
+
+/// Move `staged` (a file or a directory) over `target`. A directory replaces the old one
+/// whole: the old one is moved aside first and removed after, so `target` always names a
+/// complete directory or nothing.
+pub fn replace(staged: &Path, target: &Path) -> Result<()> {
+    if staged.is_dir() && target.exists() {
+        let aside = staged.with_extension("old");
+        fs::rename(target, &aside).at(target)?;
+        fs::rename(staged, target).at(target)?;
+        fs::remove_dir_all(&aside).at(&aside)
+    } else {
+        fs::rename(staged, target).at(target)
     }
 }
