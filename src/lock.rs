@@ -5,6 +5,11 @@
 //! StageX publishes its pins as `digests/<stage>.txt`, one `<sha256-hex> <stage>-<name>` a
 //! line (the linux/amd64 *manifest* digest). `--import-digests FILE` takes those as the pins
 //! of `stagex/<stage>-<name>` registry references, with no registry access.
+//!
+//! `stagebox lock --check` writes nothing: it resolves every reference again (a tag to what
+//! it names today, a digest to the verified manifest it names) and reports each pin as
+//! current, stale or missing; with `--import-digests` it compares the pins of `stagex/...`
+//! references with a release's digest list instead, offline.
 
 use crate::build::image_refs;
 use crate::digest::Digest;
@@ -52,6 +57,72 @@ pub fn lock_with(box_path: &Path, opts: &LockOptions) -> Result<LockFile> {
     }
     crate::fsutil::write_atomic(&spec::lock_path(box_path), lock.to_toml().as_bytes())?;
     Ok(lock)
+}
+
+/// One reference as `lock --check` found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PinCheck {
+    pub reference: String,
+    /// The digest the box file or BOX.lock pins it to, if any.
+    pub pinned: Option<Digest>,
+    /// What the reference resolves to now (or what the imported digest list says), or why
+    /// it could not be resolved.
+    pub found: std::result::Result<Digest, String>,
+}
+
+impl PinCheck {
+    pub fn ok(&self) -> bool {
+        matches!((&self.pinned, &self.found), (Some(p), Ok(f)) if p == f)
+    }
+
+    /// One line for the report: `ok <digest> <ref>`, or what is wrong.
+    pub fn line(&self) -> String {
+        match (&self.pinned, &self.found) {
+            (Some(p), Ok(f)) if p == f => format!("ok       {p}  {}", self.reference),
+            (Some(p), Ok(f)) => format!("STALE    {}: pinned to {p}, resolves to {f}", self.reference),
+            (None, Ok(f)) => format!("UNPINNED {}: resolves to {f}; run `stagebox lock`", self.reference),
+            (_, Err(e)) => format!("FAILED   {}: {e}", self.reference),
+        }
+    }
+}
+
+/// `stagebox lock --check`: every image reference of the box (layers, pallets, kernel,
+/// bootloaders), its pin from the box file or BOX.lock, and what it resolves to now.
+/// Writes nothing; a reference that cannot be resolved is reported, not fatal.
+pub fn check(box_path: &Path, opts: &LockOptions) -> Result<Vec<PinCheck>> {
+    let spec = spec::load_box(box_path)?;
+    let sde = crate::build::source_date_epoch(&spec)?;
+    let store = Store::open(&source::store::default_root(opts.cache.as_deref())?)?;
+    let sopts = SourceOptions { platform: opts.platform.clone().unwrap_or_default(), source_date_epoch: sde, offline: opts.offline };
+    let lock = LockFile::load(&spec::lock_path(box_path))?;
+    let mut imported = BTreeMap::new();
+    for f in &opts.import_digests {
+        imported.extend(read_digest_list(f)?);
+    }
+    let mut out: Vec<PinCheck> = Vec::new();
+    for (r, _) in image_refs(&spec) {
+        if matches!(r.kind, RefKind::Dir { .. }) || out.iter().any(|c| c.reference == r.text) {
+            continue;
+        }
+        let pinned = r.digest.clone().or_else(|| lock.as_ref().and_then(|l| l.get(&r.text)));
+        let found = match stagex_name(&r).and_then(|n| imported.get(&n)) {
+            Some(d) => Ok(d.clone()),
+            None => {
+                // A tag is checked for what it names today; a bare digest for being there
+                // and hashing to itself.
+                let has_tag = matches!(&r.kind, RefKind::Registry { tag: Some(_), .. } | RefKind::OciLayout { tag: Some(_), .. });
+                let probe = if has_tag { ImageRef { digest: None, ..r.clone() } } else { pinned.clone().map_or(r.clone(), |d| r.with_digest(d)) };
+                match source::resolve(&store, &probe, &sopts) {
+                    // An index digest pins the platform manifest it leads to.
+                    Ok(img) if probe.digest.is_some() && probe.digest == pinned => Ok(pinned.clone().unwrap_or(img.pin)),
+                    Ok(img) => Ok(img.pin),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+        };
+        out.push(PinCheck { reference: r.text.clone(), pinned, found });
+    }
+    Ok(out)
 }
 
 /// `stagex/core-busybox:1.36` (on any registry) → `core-busybox`.

@@ -67,6 +67,11 @@ enum Command {
         /// entries pin `stagex/<stage>-<name>` references. Repeatable.
         #[arg(long, value_name = "FILE")]
         import_digests: Vec<PathBuf>,
+        /// Write nothing; resolve every reference again and report each pin as current,
+        /// stale or missing (exit 1 unless all are current). With --import-digests, compare
+        /// `stagex/...` pins with the digest lists instead (offline).
+        #[arg(long)]
+        check: bool,
     },
     /// Check the signatures of a registry image against a keyring and a quorum of distinct
     /// keys; report who signed what. Exit 0 only when the quorum holds.
@@ -154,8 +159,19 @@ fn run(cli: Cli) -> stagebox::Result<()> {
                 return Err(report.error());
             }
         }
-        Command::Lock { box_file, store: StoreArgs { cache, platform, offline }, import_digests } => {
+        Command::Lock { box_file, store: StoreArgs { cache, platform, offline }, import_digests, check } => {
             let opts = stagebox::lock::LockOptions { cache, platform, offline, import_digests };
+            if check {
+                let checks = stagebox::lock::check(&box_file, &opts)?;
+                for c in &checks {
+                    println!("{}", c.line());
+                }
+                let bad = checks.iter().filter(|c| !c.ok()).count();
+                if bad > 0 {
+                    return Err(stagebox::Error::other(format!("{bad} of {} pins are not current", checks.len())));
+                }
+                return Ok(());
+            }
             let lock = stagebox::lock::lock_with(&box_file, &opts)?;
             for i in &lock.images {
                 println!("{}  {}", i.digest, i.reference);

@@ -483,9 +483,10 @@ fn unpinned_kernel_needs_the_lock_file() {
 }
 
 #[test]
-fn shipped_definitions_refuse_to_build_until_pinned() {
+fn shipped_definitions_are_pinned_to_a_stagex_release() {
     let d = tempdir();
-    // The repository's own kernels/, used from a box beside it.
+    // The repository's own kernels/, used from a box beside it: pinned, so an offline build
+    // with an empty store names the exact manifest it would fetch.
     let kernels = d.path().join("kernels");
     std::fs::create_dir_all(&kernels).unwrap();
     for k in ["generic", "airgap", "nitro"] {
@@ -494,6 +495,9 @@ fn shipped_definitions_refuse_to_build_until_pinned() {
     let b = kernel_box(d.path(), &rootfs_ok(), "unused", "", "gzip");
     let text = std::fs::read_to_string(&b).unwrap().replace("image = \"unused\"\ncmdline = \"\"", "definition = \"kernels/airgap.toml\"");
     write(&b, &text);
-    let err = build_err(&b, &d.path().join("cache"), 2);
-    assert!(err.contains("airgap.toml:") && err.contains("stagex/user-linux-airgap") && err.contains("is not pinned"), "{err}");
+    let cache = d.path().join("cache");
+    let o = output(&mut stagebox(["build".as_ref(), b.as_os_str(), "--offline".as_ref(), "--cache".as_ref(), cache.as_os_str()]));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("--offline") && err.contains("manifest sha256:e0cac44490d74881ee86c27309b802ade27d7686ab8a99ab13f48cb1c6533979"), "{err}");
 }

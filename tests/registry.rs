@@ -365,3 +365,58 @@ fn import_stagex_digest_lists_and_locked_builds() {
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("core.txt:2:1"), "{err}");
 }
+
+#[test]
+fn lock_check_reports_current_stale_and_unpinned_references() {
+    let f = fixture();
+    let reg = Registry::start();
+    reg.push(&f.layout, "small", "stagex/core-small", &[]);
+    let dir = tempdir();
+    let cache = dir.path().join("cache");
+    let check = |bx: &Path, extra: &[&str]| {
+        let mut c = stagebox(args(&[&"lock", &"--check", &bx, &"--cache", &cache]));
+        c.args(extra);
+        let o = output(&mut c);
+        (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+
+    // A tag with no lock file: unpinned, exit 1, and nothing written.
+    let tagged = box_file(dir.path(), "tagged", &format!("{}/stagex/core-small:small", reg.host()));
+    let (code, out, err) = check(&tagged, &[]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(out.contains("UNPINNED") && out.contains(&f.small), "{out}");
+    assert!(!tagged.with_extension("lock").exists(), "--check writes nothing");
+
+    // Locked: current. Then the tag moves to another image: stale, naming both digests.
+    run(stagebox(args(&[&"lock", &tagged, &"--cache", &cache])).borrow_mut());
+    let (code, out, _) = check(&tagged, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.starts_with("ok ") && out.contains(&f.small), "{out}");
+    run(Command::new("skopeo")
+        .args(["copy", "--quiet", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:big", f.layout.display()))
+        .arg(format!("docker://{}/stagex/core-small:small", reg.host())));
+    let (code, out, err) = check(&tagged, &[]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(out.contains("STALE") && out.contains(&f.small) && out.contains(&f.big), "{out}");
+    assert!(err.contains("1 of 1 pins are not current"), "{err}");
+
+    // A digest pin the registry holds: current; one it does not hold: reported, exit 1.
+    let pinned = box_file(dir.path(), "pinned", &format!("{}/stagex/core-small@{}", reg.host(), f.big));
+    assert_eq!(check(&pinned, &[]).0, Some(0));
+    let missing = box_file(dir.path(), "missing", &format!("{}/stagex/core-small@sha256:{}", reg.host(), "3".repeat(64)));
+    let (code, out, _) = check(&missing, &[]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("FAILED"), "{out}");
+
+    // Against a release's digest list, offline: the list is the truth.
+    reg.stop();
+    let list = dir.path().join("core.txt");
+    write(&list, format!("{} core-small\n", &f.big[7..]));
+    let (code, out, _) = check(&pinned, &["--offline", "--import-digests", list.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}");
+    write(&list, format!("{} core-small\n", &f.small[7..]));
+    let (code, out, _) = check(&pinned, &["--offline", "--import-digests", list.to_str().unwrap()]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("STALE"), "{out}");
+}

@@ -1,0 +1,81 @@
+//! The definitions the repository ships (`pallets/`, `kernels/`, `boxes/`) stay valid: they
+//! parse, every image in them is pinned, and every pin is the one StageX published for the
+//! release they name (`pallets/stagex-2026.03.0.digests`), checked offline with
+//! `stagebox lock --check --import-digests`.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+
+const RELEASE_DIGESTS: &str = "pallets/stagex-2026.03.0.digests";
+
+/// `stagebox lock --check --offline --import-digests <release list> BOX`: (exit code, stdout).
+fn check_against_release(bx: &Path, cache: &Path) -> (Option<i32>, String, String) {
+    let list = manifest_dir().join(RELEASE_DIGESTS);
+    let o = output(&mut stagebox([
+        "lock".as_ref(),
+        "--check".as_ref(),
+        "--offline".as_ref(),
+        "--import-digests".as_ref(),
+        list.as_os_str(),
+        "--cache".as_ref(),
+        cache.as_os_str(),
+        bx.as_os_str(),
+    ]));
+    (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn pallets_and_kernels_are_pinned_to_the_release_they_name() {
+    let d = tempdir();
+    copy_dir(&manifest_dir().join("pallets"), &d.path().join("pallets"));
+    copy_dir(&manifest_dir().join("kernels"), &d.path().join("kernels"));
+    let mut pallets: Vec<String> = std::fs::read_dir(manifest_dir().join("pallets"))
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().to_str()?.strip_suffix(".toml").map(str::to_string))
+        .collect();
+    pallets.sort();
+    assert!(pallets.len() >= 3, "a base, an airgap tool set and an enclave base: {pallets:?}");
+    let mut kernels: Vec<String> = std::fs::read_dir(manifest_dir().join("kernels"))
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().to_str()?.strip_suffix(".toml").map(str::to_string))
+        .collect();
+    kernels.sort();
+    let mut checked = 0;
+    for p in &pallets {
+        let bx = d.path().join(format!("pallet-{p}.toml"));
+        write(&bx, format!("name = \"p\"\n[[layer]]\npallet = \"{p}\"\n[output.tar]\n"));
+        let (code, out, err) = check_against_release(&bx, &d.path().join("cache"));
+        assert_eq!(code, Some(0), "pallets/{p}.toml:\n{out}{err}");
+        assert!(out.lines().all(|l| l.starts_with("ok ")), "{out}");
+        checked += out.lines().count();
+    }
+    for k in &kernels {
+        let bx = d.path().join(format!("kernel-{k}.toml"));
+        // The kernel's own definition only: a tar output does not need it, but lock --check
+        // covers every reference of the box, the kernel's included.
+        write(&bx, format!("name = \"k\"\n[[layer]]\npallet = \"stagex-base\"\n[kernel]\ndefinition = \"kernels/{k}.toml\"\n[output.tar]\n"));
+        let (code, out, err) = check_against_release(&bx, &d.path().join("cache"));
+        assert_eq!(code, Some(0), "kernels/{k}.toml:\n{out}{err}");
+        assert!(out.contains("stagex/user-linux-"), "{out}");
+    }
+    assert!(checked >= 10, "{checked} pins checked");
+
+    // The check has teeth: a pin one hex digit off is reported as stale.
+    let text = std::fs::read_to_string(d.path().join("pallets/stagex-base.toml")).unwrap();
+    let at = text.find("@sha256:").unwrap() + 8;
+    let flipped = if &text[at..at + 1] == "0" { "1" } else { "0" };
+    write(&d.path().join("pallets/stagex-base.toml"), format!("{}{flipped}{}", &text[..at], &text[at + 1..]));
+    let (code, out, _) = check_against_release(&d.path().join("pallet-stagex-base.toml"), &d.path().join("cache"));
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("STALE"), "{out}");
+}
