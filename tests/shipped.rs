@@ -79,3 +79,24 @@ fn pallets_and_kernels_are_pinned_to_the_release_they_name() {
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("STALE"), "{out}");
 }
+
+#[test]
+fn containerfiles_pin_the_same_release() {
+    let list = std::fs::read_to_string(manifest_dir().join(RELEASE_DIGESTS)).unwrap();
+    let release: std::collections::BTreeMap<&str, &str> =
+        list.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split_once(' ')).map(|(h, n)| (n, h)).collect();
+    let mut seen = 0;
+    for f in ["Containerfile", "examples/rust-hello/Containerfile"] {
+        let text = std::fs::read_to_string(manifest_dir().join(f)).unwrap();
+        for line in text.lines().filter(|l| l.starts_with("FROM ")) {
+            let r = line.split_whitespace().nth(1).unwrap();
+            if r == "fetch" || !r.starts_with("stagex/") {
+                continue;
+            }
+            let (name, hex) = r.trim_start_matches("stagex/").split_once("@sha256:").unwrap_or_else(|| panic!("{f}: {r} is not pinned"));
+            assert_eq!(release.get(name), Some(&hex), "{f}: {r} is not the 2026.03.0 pin of {name}");
+            seen += 1;
+        }
+    }
+    assert!(seen >= 4, "{seen}");
+}
