@@ -6,7 +6,8 @@ mod common;
 
 use common::*;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// `### SECTION` headings (backticks stripped) of docs/box-file.md → the keys in the first column of their table.
 fn documented() -> BTreeMap<String, BTreeSet<String>> {
@@ -114,4 +115,55 @@ fn check_parses(p: &Path) {
     let o = output(&mut stagebox(["lock".as_ref(), "--check".as_ref(), "--offline".as_ref(), "--cache".as_ref(), d.path().as_os_str(), p.as_os_str()]));
     let err = String::from_utf8_lossy(&o.stderr);
     assert_ne!(o.status.code(), Some(2), "{} does not parse: {err}", p.display());
+}
+
+/// The ```sh blocks of the docs that start with `# offline`: (file, block).
+fn offline_blocks() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(manifest_dir().join("docs")).unwrap().map(|e| e.unwrap().path()).collect();
+    files.push(manifest_dir().join("README.md"));
+    files.sort();
+    for f in files.iter().filter(|f| f.extension().is_some_and(|x| x == "md")) {
+        let text = std::fs::read_to_string(f).unwrap();
+        let mut rest = text.as_str();
+        while let Some(i) = rest.find("```sh\n") {
+            let body = &rest[i + 6..];
+            let end = body.find("```").expect("unclosed code block");
+            if body.starts_with("# offline\n") {
+                out.push((f.file_name().unwrap().to_string_lossy().into_owned(), body[..end].to_string()));
+            }
+            rest = &body[end + 3..];
+        }
+    }
+    out
+}
+
+#[test]
+fn offline_commands_in_the_docs_run_as_written() {
+    let blocks = offline_blocks();
+    assert!(blocks.len() >= 4, "{blocks:?}");
+    // A copy of what the commands read, so they write into a scratch tree.
+    let d = tempdir();
+    for t in ["examples", "boxes", "pallets", "kernels"] {
+        run(Command::new("cp").arg("-a").arg(manifest_dir().join(t)).arg(d.path()));
+    }
+    let _ = std::fs::remove_dir_all(d.path().join("examples/hello/out"));
+    let bin_dir = stagebox_bin().parent().unwrap().to_path_buf();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    for (file, block) in &blocks {
+        let o = output(
+            Command::new("bash")
+                .args(["-euo", "pipefail", "-c", block])
+                .current_dir(d.path())
+                .env("PATH", &path)
+                .env("STAGEBOX_CACHE", d.path().join("cache"))
+                .env_remove("SOURCE_DATE_EPOCH"),
+        );
+        assert!(
+            o.status.success(),
+            "{file}: this block failed:\n{block}\nstdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
 }
