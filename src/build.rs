@@ -158,12 +158,13 @@ fn worker_threads(threads: usize) -> usize {
 /// straight from the layer streams; any streaming emitter needs them spilled.
 /// The pattern names every output on purpose: a new output type must be classified here.
 pub fn content_mode(outputs: &spec::Outputs) -> ContentMode {
-    let spec::Outputs { tar, oci, initramfs, eif } = outputs;
+    let spec::Outputs { tar, oci, initramfs, eif, squashfs } = outputs;
     let placed_tar = tar.as_ref().is_none_or(|t| t.compression == spec::Compression::None);
     // initramfs reads file contents straight from the layer streams in archive order
     // (emit::cpio::contents). eif streams its ramdisks (cpio) from spilled contents.
     let _ = initramfs;
-    if placed_tar && oci.is_none() && eif.is_none() { ContentMode::Index } else { ContentMode::Spill }
+    // squashfs compresses each file's blocks as it reads them from the spill.
+    if placed_tar && oci.is_none() && eif.is_none() && squashfs.is_none() { ContentMode::Index } else { ContentMode::Spill }
 }
 
 /// Write `NAME.tar[.gz|.zst]` atomically; returns its record.
@@ -202,6 +203,22 @@ fn emit_oci(tree: &Tree, spec: &BoxSpec, out: &Path, sde: u64, o: &spec::OciOutp
     let img = emit::oci::write(tree, sde, &tag, base, ad.path(), &format!("stagebox build {}", spec.name))?;
     ad.commit()?;
     Ok(OutputRecord { format: "oci".into(), path: name, sha256: img.manifest_digest.hex().to_string(), size: img.manifest_size, pcrs: None })
+}
+
+/// Write `NAME.squashfs` atomically; hashed by reading it back (the superblock is written last).
+fn emit_squashfs(tree: &Tree, spec: &BoxSpec, out: &Path, sde: u64, o: &spec::SquashfsOutput, threads: usize) -> Result<OutputRecord> {
+    let name = format!("{}.squashfs", spec.name);
+    let path = out.join(&name);
+    let mut af = AtomicFile::create(&path)?;
+    {
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, af.file());
+        let opts = emit::squashfs::Options { compression: o.compression, sde, threads: worker_threads(threads) };
+        emit::squashfs::write(tree, &opts, &mut w).at(&path)?;
+        std::io::Write::flush(&mut w).at(&path)?;
+    }
+    let (d, size) = crate::digest::Digest::of_file(&path.with_file_name(af.temp_name()))?;
+    af.commit()?;
+    Ok(OutputRecord { format: "squashfs".into(), path: name, sha256: d.hex().to_string(), size, pcrs: None })
 }
 
 /// Write `NAME.cpio[.gz|.zst|.xz]` atomically: the prepended archives as they are (each
@@ -332,6 +349,10 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
         if spec.outputs.initramfs.is_none() {
             extra_inputs.push(k.input_record());
         }
+    }
+    if let Some(o) = &spec.outputs.squashfs {
+        progress.set_message(format!("write {}.squashfs", spec.name));
+        outputs.push(emit_squashfs(&tree, &spec, &out, sde, o, opts.threads)?);
     }
     progress.timing("emit", t0);
     progress.finish();

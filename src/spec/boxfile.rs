@@ -117,6 +117,24 @@ pub struct EifOutput {
     pub signing_key: Option<String>,
 }
 
+/// Compression of a SquashFS image's data and metadata blocks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SquashfsCompression {
+    #[default]
+    Gzip,
+    Xz,
+    Zstd,
+}
+
+/// `[output.squashfs]`: `NAME.squashfs`, the rootfs as a read-only SquashFS image.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SquashfsOutput {
+    #[serde(default)]
+    pub compression: SquashfsCompression,
+}
+
 /// `[output.*]` tables. Each present table is one output.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -125,6 +143,7 @@ pub struct Outputs {
     pub oci: Option<OciOutput>,
     pub initramfs: Option<InitramfsOutput>,
     pub eif: Option<EifOutput>,
+    pub squashfs: Option<SquashfsOutput>,
 }
 
 #[derive(Deserialize)]
@@ -228,8 +247,8 @@ pub fn load_box(path: &Path) -> Result<BoxSpec> {
         Some(o) => (o.clone(), src.line_start("[output").or_else(|| src.line_start("output")).map(|i| i..i).unwrap_or(0..0)),
         None => (Outputs::default(), 0..0),
     };
-    if outputs.tar.is_none() && outputs.oci.is_none() && outputs.initramfs.is_none() && outputs.eif.is_none() {
-        return Err(src.loc(out_span).error("a box needs at least one [output.*] table (tar, oci, initramfs, eif)"));
+    if outputs.tar.is_none() && outputs.oci.is_none() && outputs.initramfs.is_none() && outputs.eif.is_none() && outputs.squashfs.is_none() {
+        return Err(src.loc(out_span).error("a box needs at least one [output.*] table (tar, oci, initramfs, eif, squashfs)"));
     }
     let kernel = raw.kernel.as_ref().map(|k| super::kernel::box_kernel(&src, k, &name)).transpose()?;
     let initramfs_at = outputs.initramfs.as_ref().map(|_| {

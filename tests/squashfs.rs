@@ -1,0 +1,189 @@
+//! `[output.squashfs]` read by independent implementations: squashfs-tools' `unsquashfs`
+//! (listing, superblock, full extraction compared with GNU tar's extraction of the `.tar`
+//! output of the same box: types, modes, owners, xattrs, link targets, contents, hardlink
+//! groups, mtimes) for every compression, and the Linux kernel itself, which mounts the image
+//! from a virtio disk in QEMU. Reproducible under the usual variations, with a pinned digest.
+
+mod common;
+
+use common::*;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+
+struct Fixture {
+    image: String,
+    cache: PathBuf,
+    dir: PathBuf,
+}
+
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        require_tools(&["umoci", "unsquashfs", "tar"]);
+        let dir = fixture_dir("squashfs");
+        let digest = umoci_image(&dir.join("layout"), "fixture", &pallet_layers());
+        Fixture { image: format!("oci:{}@{digest}", dir.join("layout").display()), cache: dir.join("cache"), dir }
+    })
+}
+
+fn fixture_box(name: &str, extra: &str) -> (tempfile::TempDir, PathBuf) {
+    let d = tempdir();
+    let p = d.path().join(format!("{name}.toml"));
+    write(&p, format!("name = \"{name}\"\n[[layer]]\nimage = \"{}\"\n{extra}", fixture().image));
+    (d, p)
+}
+
+#[test]
+fn unsquashfs_extracts_what_the_tar_holds_for_every_compression() {
+    for c in ["gzip", "xz", "zstd"] {
+        let (d, bx) = fixture_box("sq", &format!("[output.tar]\n[output.squashfs]\ncompression = \"{c}\"\n"));
+        let out = d.path().join("out");
+        build(&bx, &out, &fixture().cache);
+        let img = out.join("sq.squashfs");
+        assert_eq!(std::fs::metadata(&img).unwrap().len() % 4096, 0, "padded to 4 KiB");
+
+        let o = run(Command::new("unsquashfs").arg("-s").arg(&img));
+        let s = String::from_utf8_lossy(&o.stdout);
+        assert!(s.contains("SQUASHFS 4:0") && s.contains(&format!("Compression {c}")) && s.contains("Block size 131072"), "{s}");
+        assert!(s.contains("Xattrs are compressed") || s.contains("Xattrs are stored"), "the fixture has xattrs: {s}");
+
+        let a = d.path().join("from-tar");
+        gnu_tar_extract(&out.join("sq.tar"), &a);
+        let b = d.path().join("from-squashfs");
+        let o = run(Command::new("unsquashfs").args(["-no-progress", "-d"]).arg(&b).arg(&img));
+        assert!(!String::from_utf8_lossy(&o.stderr).contains("rror"), "{}", String::from_utf8_lossy(&o.stderr));
+        let (sa, sb) = (snapshot(&a), snapshot(&b));
+        assert!(sa.len() > 100, "fixture too small: {}", sa.len());
+        assert!(sa.values().any(|n| !n.xattrs.is_empty()), "the fixture has xattrs");
+        assert_same_tree("tar", &sa, &format!("squashfs ({c})"), &sb);
+        // mtimes: clamped to SOURCE_DATE_EPOCH (1) everywhere; GNU tar's own extraction
+        // disturbs some directory times (opt/long), so compare files and links by name.
+        let mb = mtimes(&b);
+        assert!(mb.values().all(|&t| t == 0 || t == 1), "{c}: {mb:?}");
+        for rel in ["opt/mtime-future", "opt/keep/a", "opt/big.bin", "opt/mtime-zero", "bin"] {
+            assert_eq!(mtimes(&a)[rel], mb[rel], "{c}: mtime of {rel}");
+        }
+    }
+}
+
+#[test]
+fn listing_shows_devices_links_and_owners() {
+    let (d, bx) = fixture_box("ls", "[output.squashfs]\n");
+    let out = d.path().join("out");
+    build(&bx, &out, &fixture().cache);
+    let o = run(Command::new("unsquashfs").args(["-lln", "-no-progress"]).arg(out.join("ls.squashfs")));
+    let l = String::from_utf8_lossy(&o.stdout);
+    let line = |suffix: &str| l.lines().find(|x| x.ends_with(suffix)).unwrap_or_else(|| panic!("no {suffix}:\n{l}")).to_string();
+    assert!(line("squashfs-root/bin -> usr/bin").starts_with("lrwxrwxrwx 0/0"), "{l}");
+    assert!(line("squashfs-root/home/user").starts_with("drwxr-x--- 1000/1000"), "{l}");
+    assert!(l.lines().any(|x| x.starts_with('c') && x.contains("dev/")), "a character device: {l}");
+    assert!(l.lines().any(|x| x.starts_with('b')), "a block device: {l}");
+    assert!(l.lines().any(|x| x.starts_with('p')), "a fifo: {l}");
+}
+
+#[test]
+fn same_bytes_under_host_variations_and_pinned_for_a_tiny_tree() {
+    let (d, bx) = fixture_box("rep", "[output.squashfs]\ncompression = \"zstd\"\n");
+    let a = d.path().join("a");
+    let mut c1 = stagebox(["build".as_ref(), bx.as_os_str(), "--out".as_ref(), a.as_os_str(), "--cache".as_ref(), fixture().cache.as_os_str(), "-q".as_ref(), "--threads".as_ref(), "1".as_ref()]);
+    run(c1.env("TZ", "UTC").env("LANG", "C"));
+    let b = d.path().join("b");
+    let mut c2 = stagebox(["build".as_ref(), bx.as_os_str(), "--out".as_ref(), b.as_os_str(), "--cache".as_ref(), d.path().join("cache2").as_os_str(), "-q".as_ref(), "--threads".as_ref(), "4".as_ref()]);
+    let o = run(c2.env("TZ", "Pacific/Chatham").env("LANG", "de_DE.UTF-8").current_dir(d.path()));
+    assert!(o.status.success());
+    assert_eq!(sha256_file(&a.join("rep.squashfs")), sha256_file(&b.join("rep.squashfs")));
+
+    // A tiny tree, pinned: update on purpose only (a format or compression change).
+    let t = tempdir();
+    let root = t.path().join("rootfs");
+    write(&root.join("etc/hostname"), "stagebox\n");
+    write(&root.join("usr/bin/tool"), "#!/bin/sh\necho hi\n");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(root.join("usr/bin/tool"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink("usr/bin", root.join("bin")).unwrap();
+    let tiny = t.path().join("tiny.toml");
+    write(&tiny, "name = \"tiny\"\n[[layer]]\ndir = \"rootfs\"\n[output.squashfs]\n");
+    build(&tiny, &t.path().join("out"), &t.path().join("cache"));
+    assert_eq!(
+        sha256_file(&t.path().join("out/tiny.squashfs")),
+        "31d63b87728cbfc8ddcd0886b7710ddb3db9ad73027cc1a91d3870f8353fc900",
+        "tiny.squashfs changed: update the pin only if the format change is intended"
+    );
+}
+
+#[test]
+fn an_xattr_squashfs_cannot_hold_is_refused_with_its_path() {
+    let d = tempdir();
+    let layout = d.path().join("layout");
+    let l = layer(&[Entry::dir("opt"), Entry::file("opt/acl", "x").xattr("system.posix_acl_access", b"\x02\0\0\0")]);
+    let digest = umoci_image(&layout, "x", &[("core-filesystem".into(), core_filesystem_layer()), ("acl".into(), l)]);
+    let bx = d.path().join("x.toml");
+    write(&bx, format!("name = \"x\"\n[[layer]]\nimage = \"oci:{}@{digest}\"\n[output.squashfs]\n", layout.display()));
+    let out = d.path().join("out");
+    let o = output(&mut stagebox(["build".as_ref(), bx.as_os_str(), "--out".as_ref(), out.as_os_str(), "--cache".as_ref(), d.path().join("c").as_os_str(), "-q".as_ref()]));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("opt/acl") && err.contains("system.posix_acl_access"), "{err}");
+    assert!(!out.join("x.squashfs").exists());
+}
+
+/// Debian's cloud kernel mounts the image from a virtio disk: an initramfs with busybox and
+/// the kernel's own virtio and squashfs modules loads them, mounts `/dev/vda` and prints what
+/// it reads there.
+#[test]
+fn the_linux_kernel_mounts_it() {
+    require_tools(&["qemu-system-x86_64", "dpkg-deb"]);
+    let f = fixture();
+    let dir = f.dir.join("kernel");
+    let kdir = dir.join("deb");
+    let _ = std::fs::remove_dir_all(&kdir);
+    std::fs::create_dir_all(&kdir).unwrap();
+    run(Command::new("dpkg-deb").arg("-x").arg(cloud_kernel_deb()).arg(&kdir));
+    let modules = std::fs::read_dir(kdir.join("lib/modules")).unwrap().next().unwrap().unwrap().path().join("kernel");
+    let kernel = std::fs::read_dir(kdir.join("boot")).unwrap().map(|e| e.unwrap().path()).find(|p| p.file_name().unwrap().to_string_lossy().starts_with("vmlinuz-")).unwrap();
+
+    // The image under test: the fixture plus a marker and a hardlink, zstd-compressed.
+    let (d, bx) = fixture_box("root", "[[layer]]\ndir = \"extra\"\n[output.squashfs]\ncompression = \"zstd\"\n");
+    write(&d.path().join("extra/marker"), "squashfs-root-says: 42\n");
+    std::fs::hard_link(d.path().join("extra/marker"), d.path().join("extra/marker-link")).unwrap();
+    build(&bx, &d.path().join("out"), &f.cache);
+
+    // The initramfs: busybox, the modules in load order, an /init that mounts and reads.
+    let rd = dir.join("initrd");
+    let _ = std::fs::remove_dir_all(&rd);
+    write(&rd.join("bin/busybox"), busybox());
+    let order = ["virtio/virtio_ring", "virtio/virtio", "virtio/virtio_pci_modern_dev", "virtio/virtio_pci_legacy_dev", "virtio/virtio_pci", "block/virtio_blk"];
+    let mut init = String::from("#!/bin/busybox sh\n/bin/busybox mkdir -p /proc /dev /mnt\n/bin/busybox mount -t proc proc /proc\n/bin/busybox mount -t devtmpfs dev /dev\n");
+    for m in order {
+        let name = m.rsplit('/').next().unwrap();
+        std::fs::copy(modules.join(format!("drivers/{m}.ko")), rd.join(format!("{name}.ko"))).unwrap();
+        init.push_str(&format!("/bin/busybox insmod /{name}.ko\n"));
+    }
+    std::fs::copy(modules.join("fs/squashfs/squashfs.ko"), rd.join("squashfs.ko")).unwrap();
+    init.push_str("/bin/busybox insmod /squashfs.ko\n/bin/busybox sleep 1\n/bin/busybox mount -t squashfs -o ro /dev/vda /mnt && /bin/busybox cat /mnt/marker\n");
+    init.push_str("echo \"links: $(/bin/busybox stat -c %h /mnt/marker-link) xattr-dir: $(/bin/busybox ls -d /mnt/opt/xattr-dir)\"\n/bin/busybox poweroff -f\n");
+    write(&rd.join("init"), init);
+    use std::os::unix::fs::PermissionsExt;
+    for p in ["init", "bin/busybox"] {
+        std::fs::set_permissions(rd.join(p), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let initrd = dir.join("initrd.cpio");
+    let o = run(Command::new("sh").arg("-c").arg(format!("cd {} && find . | cpio -o -H newc --quiet > {}", rd.display(), initrd.display())));
+    assert!(o.status.success());
+
+    let img = d.path().join("out/root.squashfs");
+    let o = output(
+        Command::new("timeout")
+            .args(["120", "qemu-system-x86_64", "-nographic", "-no-reboot", "-m", "512", "-kernel"])
+            .arg(&kernel)
+            .arg("-initrd")
+            .arg(&initrd)
+            .args(["-append", "console=ttyS0 panic=-1 quiet", "-drive"])
+            .arg(format!("file={},if=virtio,format=raw,snapshot=on", img.display())),
+    );
+    let console = String::from_utf8_lossy(&o.stdout);
+    assert!(console.contains("squashfs-root-says: 42"), "the kernel did not read the image:\n{console}");
+    assert!(console.contains("links: 2 xattr-dir: /mnt/opt/xattr-dir"), "{console}");
+    assert!(!console.contains("SQUASHFS error"), "{console}");
+}
