@@ -175,7 +175,7 @@ fn every_shipped_box_is_covered_here() {
         .filter_map(|e| e.unwrap().file_name().to_str()?.strip_suffix(".toml").map(str::to_string))
         .collect();
     shipped.sort();
-    assert_eq!(shipped, ["enclave"], "boxes/ changed: add a build test for each box in tests/boxes.rs");
+    assert_eq!(shipped, ["enclave", "firmware"], "boxes/ changed: add a build test for each box in tests/boxes.rs");
 }
 
 #[test]
@@ -195,6 +195,19 @@ fn enclave_box_builds_an_eif_with_pcrs() {
         let r = i["ref"].as_str().unwrap();
         assert!(r.starts_with("dir:") || r.contains("/stagex/") && r.contains("@sha256:"), "{r}");
     }
+}
+
+#[test]
+fn firmware_box_builds_a_squashfs_that_unsquashfs_reads() {
+    let f = fixture();
+    let bx = f.root.join("boxes/firmware.toml");
+    lock_check(&bx);
+    let (out, m) = build_box(&bx);
+    assert_eq!(formats(&m), BTreeSet::from(["squashfs".to_string()]), "{m}");
+    let o = run(Command::new("unsquashfs").args(["-lln", "-no-progress"]).arg(out.join("firmware.squashfs")));
+    let l = String::from_utf8_lossy(&o.stdout);
+    assert!(l.contains("squashfs-root/etc/inittab") && l.contains("squashfs-root/usr/bin/busybox"), "{l}");
+    assert!(l.lines().any(|x| x.starts_with("-rwxr-xr-x 0/0") && x.ends_with("etc/init.d/rcS")), "{l}");
 }
 
 #[test]
