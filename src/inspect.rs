@@ -1,5 +1,6 @@
 //! `stagebox inspect`: what an image reference or an output file holds — an image's
-//! manifest, config and layers with their digests; a tarball's entries.
+//! manifest, config and layers with their digests; a tarball's entries; an EIF's sections
+//! and PCRs; a SquashFS image's superblock and entries.
 
 use crate::error::{Error, IoContext, Result};
 use crate::source::reference::{ImageRef, RefKind};
@@ -54,6 +55,7 @@ pub enum Inspection {
     Image(ImageInfo),
     Tar(TarInfo),
     Eif(Box<crate::emit::eif::debug::Description>),
+    Squashfs(Box<crate::emit::squashfs::debug::Description>),
 }
 
 pub fn inspect(target: &str, cache: Option<&Path>, platform: Option<source::Platform>) -> Result<Inspection> {
@@ -91,13 +93,22 @@ pub fn inspect_with(target: &str, cache: Option<&Path>, platform: Option<source:
     if is_eif(p) {
         return inspect_eif(p).map(|d| Inspection::Eif(Box::new(d)));
     }
+    if starts_with(p, b"hsqs") {
+        let d = crate::emit::squashfs::debug::describe_file(p).map_err(|e| Error::other(format!("{}: {e}", p.display())))?;
+        return Ok(Inspection::Squashfs(Box::new(d)));
+    }
     inspect_tar(p).map(Inspection::Tar)
 }
 
 /// A file that starts with the EIF magic.
 fn is_eif(p: &Path) -> bool {
-    let mut head = [0u8; 4];
-    std::fs::File::open(p).and_then(|mut f| f.read_exact(&mut head)).is_ok() && head == crate::emit::eif::format::MAGIC
+    starts_with(p, &crate::emit::eif::format::MAGIC)
+}
+
+/// A file whose first bytes are `magic`.
+fn starts_with(p: &Path, magic: &[u8]) -> bool {
+    let mut head = vec![0u8; magic.len()];
+    std::fs::File::open(p).and_then(|mut f| f.read_exact(&mut head)).is_ok() && head == magic
 }
 
 /// An EIF's header, sections, metadata and PCRs. A truncated or malformed file, or one whose
@@ -175,6 +186,7 @@ pub fn render(i: &Inspection) -> String {
             }
         }
         Inspection::Eif(d) => s += &crate::emit::eif::debug::dump(d),
+        Inspection::Squashfs(d) => s += &crate::emit::squashfs::debug::dump(d),
         Inspection::Tar(t) => {
             s += &format!("# {} ({}, sha256 {}, {} entries)\n", t.file, t.compression, t.sha256, t.entries.len());
             for e in &t.entries {

@@ -187,3 +187,53 @@ fn the_linux_kernel_mounts_it() {
     assert!(console.contains("links: 2 xattr-dir: /mnt/opt/xattr-dir"), "{console}");
     assert!(!console.contains("SQUASHFS error"), "{console}");
 }
+
+/// `unsquashfs -lln` as (type char, mode, uid/gid, path) rows; paths from the image root.
+fn unsquashfs_rows(img: &std::path::Path) -> Vec<String> {
+    let o = run(Command::new("unsquashfs").args(["-lln", "-no-progress"]).arg(img));
+    let mut rows: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let path = l.split_once("squashfs-root")?.1.split(" -> ").next()?.to_string();
+            Some(format!("{} {}", &f[0][..1], if path.is_empty() { "/".into() } else { path }))
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+#[test]
+fn inspect_lists_what_unsquashfs_lists_for_ours_and_mksquashfs_images() {
+    require_tool("mksquashfs");
+    let (d, bx) = fixture_box("insp", "[output.squashfs]\n[output.tar]\n");
+    let out = d.path().join("out");
+    build(&bx, &out, &fixture().cache);
+    // mksquashfs's own image of the same tree (with fragments), for a reader it did not write.
+    let root = d.path().join("root");
+    gnu_tar_extract(&out.join("insp.tar"), &root);
+    let theirs = d.path().join("theirs.squashfs");
+    run(Command::new("mksquashfs").arg(&root).arg(&theirs).args(["-no-progress", "-quiet"]));
+    for img in [out.join("insp.squashfs"), theirs] {
+        let o = run(&mut stagebox(["inspect".as_ref(), img.as_os_str(), "--json".as_ref()]));
+        let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let kind = |t: &str| match t {
+            "dir" => "d",
+            "file" => "-",
+            "symlink" => "l",
+            "char" => "c",
+            "block" => "b",
+            "fifo" => "p",
+            _ => "s",
+        };
+        let mut ours: Vec<String> = j["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| format!("{} {}", kind(e["type"].as_str().unwrap()), e["path"].as_str().unwrap()))
+            .collect();
+        ours.sort();
+        assert!(ours.len() > 100, "{}", ours.len());
+        assert_eq!(ours, unsquashfs_rows(&img), "{}", img.display());
+    }
+}

@@ -9,6 +9,8 @@
 
 pub mod layer;
 pub mod path;
+#[cfg(test)]
+pub(crate) mod testutil;
 
 use crate::error::{Error, Result};
 use crate::source::LayerBlob;

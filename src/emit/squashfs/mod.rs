@@ -8,6 +8,7 @@
 //! tail is its own block, which costs a little ratio on many tiny files and keeps the layout
 //! one pass over the data in path order.
 
+pub mod debug;
 pub mod format;
 pub mod writer;
 
