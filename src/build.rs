@@ -158,13 +158,14 @@ fn worker_threads(threads: usize) -> usize {
 /// straight from the layer streams; any streaming emitter needs them spilled.
 /// The pattern names every output on purpose: a new output type must be classified here.
 pub fn content_mode(outputs: &spec::Outputs) -> ContentMode {
-    let spec::Outputs { tar, oci, initramfs, eif, squashfs } = outputs;
+    let spec::Outputs { tar, oci, initramfs, eif, squashfs, erofs } = outputs;
     let placed_tar = tar.as_ref().is_none_or(|t| t.compression == spec::Compression::None);
     // initramfs reads file contents straight from the layer streams in archive order
     // (emit::cpio::contents). eif streams its ramdisks (cpio) from spilled contents.
     let _ = initramfs;
-    // squashfs compresses each file's blocks as it reads them from the spill.
-    if placed_tar && oci.is_none() && eif.is_none() && squashfs.is_none() { ContentMode::Index } else { ContentMode::Spill }
+    // squashfs compresses each file's blocks as it reads them from the spill; erofs reads
+    // each file's inline tail while writing inodes, then its blocks.
+    if placed_tar && oci.is_none() && eif.is_none() && squashfs.is_none() && erofs.is_none() { ContentMode::Index } else { ContentMode::Spill }
 }
 
 /// Write `NAME.tar[.gz|.zst]` atomically; returns its record.
@@ -219,6 +220,22 @@ fn emit_squashfs(tree: &Tree, spec: &BoxSpec, out: &Path, sde: u64, o: &spec::Sq
     let (d, size) = crate::digest::Digest::of_file(&path.with_file_name(af.temp_name()))?;
     af.commit()?;
     Ok(OutputRecord { format: "squashfs".into(), path: name, sha256: d.hex().to_string(), size, pcrs: None })
+}
+
+/// Write `NAME.erofs` atomically; hashed by reading it back.
+fn emit_erofs(tree: &Tree, spec: &BoxSpec, out: &Path, sde: u64, o: &spec::ErofsOutput) -> Result<OutputRecord> {
+    let name = format!("{}.erofs", spec.name);
+    let path = out.join(&name);
+    let mut af = AtomicFile::create(&path)?;
+    {
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, af.file());
+        let opts = emit::erofs::Options { sde, label: o.label.clone().unwrap_or_else(|| spec.name.clone()) };
+        emit::erofs::write(tree, &opts, &mut w).at(&path)?;
+        std::io::Write::flush(&mut w).at(&path)?;
+    }
+    let (d, size) = crate::digest::Digest::of_file(&path.with_file_name(af.temp_name()))?;
+    af.commit()?;
+    Ok(OutputRecord { format: "erofs".into(), path: name, sha256: d.hex().to_string(), size, pcrs: None })
 }
 
 /// Write `NAME.cpio[.gz|.zst|.xz]` atomically: the prepended archives as they are (each
@@ -353,6 +370,10 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
     if let Some(o) = &spec.outputs.squashfs {
         progress.set_message(format!("write {}.squashfs", spec.name));
         outputs.push(emit_squashfs(&tree, &spec, &out, sde, o, opts.threads)?);
+    }
+    if let Some(o) = &spec.outputs.erofs {
+        progress.set_message(format!("write {}.erofs", spec.name));
+        outputs.push(emit_erofs(&tree, &spec, &out, sde, o)?);
     }
     progress.timing("emit", t0);
     progress.finish();

@@ -4,6 +4,7 @@
 pub mod compress;
 pub mod cpio;
 pub mod eif;
+pub mod erofs;
 pub mod oci;
 pub mod squashfs;
 pub mod tar;

@@ -135,6 +135,14 @@ pub struct SquashfsOutput {
     pub compression: SquashfsCompression,
 }
 
+/// `[output.erofs]`: `NAME.erofs`, the rootfs as an uncompressed EROFS image.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErofsOutput {
+    /// Volume name (at most 16 bytes); default: the box name.
+    pub label: Option<String>,
+}
+
 /// `[output.*]` tables. Each present table is one output.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -144,6 +152,7 @@ pub struct Outputs {
     pub initramfs: Option<InitramfsOutput>,
     pub eif: Option<EifOutput>,
     pub squashfs: Option<SquashfsOutput>,
+    pub erofs: Option<ErofsOutput>,
 }
 
 #[derive(Deserialize)]
@@ -247,8 +256,8 @@ pub fn load_box(path: &Path) -> Result<BoxSpec> {
         Some(o) => (o.clone(), src.line_start("[output").or_else(|| src.line_start("output")).map(|i| i..i).unwrap_or(0..0)),
         None => (Outputs::default(), 0..0),
     };
-    if outputs.tar.is_none() && outputs.oci.is_none() && outputs.initramfs.is_none() && outputs.eif.is_none() && outputs.squashfs.is_none() {
-        return Err(src.loc(out_span).error("a box needs at least one [output.*] table (tar, oci, initramfs, eif, squashfs)"));
+    if outputs.tar.is_none() && outputs.oci.is_none() && outputs.initramfs.is_none() && outputs.eif.is_none() && outputs.squashfs.is_none() && outputs.erofs.is_none() {
+        return Err(src.loc(out_span).error("a box needs at least one [output.*] table (tar, oci, initramfs, eif, squashfs, erofs)"));
     }
     let kernel = raw.kernel.as_ref().map(|k| super::kernel::box_kernel(&src, k, &name)).transpose()?;
     let initramfs_at = outputs.initramfs.as_ref().map(|_| {

@@ -1,0 +1,348 @@
+//! `[output.erofs]`: the rootfs as an uncompressed EROFS image (Linux's read-only file
+//! system of choice for composefs and Android system images), for firmware and verity-backed
+//! roots. Read by the kernel and by erofs-utils (`fsck.erofs`, `dump.erofs`).
+//!
+//! Written by hand (no crate writes EROFS; composefs-rs's writer is tied to its own tree
+//! type). The layout is fixed by the tree alone: 4 KiB blocks; the superblock at 1024; every
+//! inode an extended (64-byte) inode, in path order from the root (whose nid must fit 16
+//! bits), with its xattrs inline and, when the tail of its data is at most half a block, that
+//! tail inline after it (`FLAT_INLINE`, never crossing a block); then every inode's full data
+//! blocks in the same order (`FLAT_PLAIN` when the tail is larger, zero-padded). Hardlinks
+//! share one inode. No compression, no shared xattrs, no superblock checksum.
+//!
+//! On-disk facts (erofs_fs.h, and composefs's "erofs: the missing manual"): nid = inode
+//! offset / 32 from `meta_blkaddr` (0 here); i_format = (layout << 1) | 1 for extended
+//! inodes; directories hold sorted 12-byte dirents (`.` and `..` included, sorted like the
+//! rest) followed by their names, per block; xattr names lose a known prefix (index 1 user,
+//! 2/3 POSIX ACLs, 4 trusted, 6 security; 0 = none), entries 4-aligned after a 12-byte header,
+//! `i_xattr_icount` = (xattr bytes − 12) / 4 + 1.
+
+use crate::tree::{ContentRef, Kind, Node, Tree};
+use sha2::{Digest as _, Sha256};
+use std::collections::HashMap;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+
+pub const BLOCK: u64 = 4096;
+const BLKSZBITS: u8 = 12;
+const SUPER_OFFSET: u64 = 1024;
+const MAGIC: u32 = 0xE0F5_E1E2;
+/// `feature_compat`: inode times are mtimes (what mkfs.erofs sets).
+const COMPAT_MTIME: u32 = 0x2;
+const INODE_SIZE: u64 = 64;
+/// Data layouts (`i_format >> 1`).
+const FLAT_PLAIN: u16 = 0;
+const FLAT_INLINE: u16 = 2;
+/// The largest data tail stored inline: half a block, mkcomposefs's heuristic.
+const INLINE_MAX: u64 = BLOCK / 2;
+const DIRENT_SIZE: usize = 12;
+/// The first inode's offset: right after the superblock, 32-aligned.
+const FIRST_INODE: u64 = SUPER_OFFSET + 128;
+/// Xattr name prefixes with an index; anything else is stored whole under index 0.
+const XATTR_PREFIXES: [(&str, u8); 5] =
+    [("user.", 1), ("system.posix_acl_access", 2), ("system.posix_acl_default", 3), ("trusted.", 4), ("security.", 6)];
+
+/// Settings of one image.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// SOURCE_DATE_EPOCH: the build time and the clamp of every mtime.
+    pub sde: u64,
+    /// Volume name (at most 16 bytes are kept).
+    pub label: String,
+}
+
+fn invalid(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+/// `d_type` of a node.
+fn file_type(k: &Kind) -> u8 {
+    match k {
+        Kind::File { .. } => 1,
+        Kind::Dir => 2,
+        Kind::Char { .. } => 3,
+        Kind::Block { .. } => 4,
+        Kind::Fifo => 5,
+        Kind::Symlink { .. } => 7,
+    }
+}
+
+fn s_ifmt(k: &Kind) -> u16 {
+    match k {
+        Kind::File { .. } => 0o100000,
+        Kind::Dir => 0o040000,
+        Kind::Char { .. } => 0o020000,
+        Kind::Block { .. } => 0o060000,
+        Kind::Fifo => 0o010000,
+        Kind::Symlink { .. } => 0o120000,
+    }
+}
+
+/// The inline xattr area of an inode (header + entries), empty when it has none.
+fn xattr_body(path: &[u8], x: &std::collections::BTreeMap<String, Vec<u8>>) -> io::Result<Vec<u8>> {
+    if x.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut b = vec![0u8; 12];
+    for (name, value) in x {
+        let (prefix, index) = XATTR_PREFIXES.iter().find(|(p, _)| name.starts_with(p)).map_or(("", 0), |&(p, i)| (p, i));
+        let suffix = &name.as_bytes()[prefix.len()..];
+        if suffix.len() > 255 || value.len() > u16::MAX as usize {
+            return Err(invalid(format!("{}: xattr {name:?} is too long for EROFS", crate::tree::path::show(path))));
+        }
+        b.push(suffix.len() as u8);
+        b.push(index);
+        b.extend((value.len() as u16).to_le_bytes());
+        b.extend(suffix);
+        b.extend(value);
+        b.resize(b.len().next_multiple_of(4), 0);
+    }
+    Ok(b)
+}
+
+/// A directory's entries as (name, child index), `.` and `..` included, sorted bytewise.
+fn dir_entries<'t>(i: usize, parent: usize, children: &[usize], names: &[&'t [u8]]) -> Vec<(&'t [u8], usize)> {
+    let mut v: Vec<(&[u8], usize)> = vec![(b".", i), (b"..", parent)];
+    v.extend(children.iter().map(|&c| (names[c], c)));
+    v.sort_by(|a, b| a.0.cmp(b.0));
+    v
+}
+
+/// Split sorted entries into blocks; returns the directory's size and each block's entries.
+fn dir_blocks<'e, 't>(entries: &'e [(&'t [u8], usize)]) -> (u64, Vec<&'e [(&'t [u8], usize)]>) {
+    let mut blocks = Vec::new();
+    let (mut start, mut used) = (0, 0usize);
+    for (k, (name, _)) in entries.iter().enumerate() {
+        let need = DIRENT_SIZE + name.len();
+        if used + need > BLOCK as usize {
+            blocks.push(&entries[start..k]);
+            start = k;
+            used = 0;
+        }
+        used += need;
+    }
+    blocks.push(&entries[start..]);
+    (BLOCK * (blocks.len() as u64 - 1) + used as u64, blocks)
+}
+
+/// One directory block's bytes (`size` of them: a full block, or the tail's length).
+fn dir_block(entries: &[(&[u8], usize)], nid: &[u64], types: &[u8], size: usize) -> Vec<u8> {
+    let mut b = Vec::with_capacity(size);
+    let mut nameoff = DIRENT_SIZE * entries.len();
+    for (name, c) in entries {
+        b.extend(nid[*c].to_le_bytes());
+        b.extend((nameoff as u16).to_le_bytes());
+        b.push(types[*c]);
+        b.push(0);
+        nameoff += name.len();
+    }
+    for (name, _) in entries {
+        b.extend(*name);
+    }
+    b.resize(size, 0);
+    b
+}
+
+/// Write the tree as an EROFS image into `out` (positioned at 0); returns its size. File
+/// contents are read from the tree's spill files (`Tree::open`).
+pub fn write<W: Write + Seek>(tree: &Tree, opts: &Options, out: &mut W) -> io::Result<u64> {
+    let nodes: Vec<(&[u8], &Node)> = tree.walk().collect();
+    let index: HashMap<&[u8], usize> = nodes.iter().enumerate().map(|(i, (p, _))| (*p, i)).collect();
+    let mut parent = vec![0usize; nodes.len()];
+    let mut names: Vec<&[u8]> = vec![b""; nodes.len()];
+    let mut children: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
+    for (i, (p, _)) in nodes.iter().enumerate().skip(1) {
+        let (dir, name) = match p.iter().rposition(|&b| b == b'/') {
+            Some(k) => (index[&p[..k]], &p[k + 1..]),
+            None => (0, &p[..]),
+        };
+        if name.len() > 255 {
+            return Err(invalid(format!("{}: an EROFS name is at most 255 bytes", crate::tree::path::show(p))));
+        }
+        parent[i] = dir;
+        names[i] = name;
+        children[dir].push(i);
+    }
+    let types: Vec<u8> = nodes.iter().map(|(_, n)| file_type(&n.kind)).collect();
+
+    // The inode of each node: hardlinks share their first path's.
+    let mut owner = vec![0usize; nodes.len()];
+    let mut first_of: HashMap<u64, usize> = HashMap::new();
+    let mut links: HashMap<u64, u32> = HashMap::new();
+    for (i, (_, n)) in nodes.iter().enumerate() {
+        owner[i] = i;
+        if let Kind::File { inode, .. } = n.kind {
+            owner[i] = *first_of.entry(inode).or_insert(i);
+            *links.entry(inode).or_insert(0) += 1;
+        }
+    }
+
+    // Lay out: sizes, inline tails, inode offsets, then data blocks.
+    struct Plan {
+        size: u64,
+        xattrs: Vec<u8>,
+        inline: u64,
+        pos: u64,
+        blkaddr: u64,
+    }
+    let mut uuid = Sha256::new();
+    let mut plans: Vec<Option<Plan>> = Vec::with_capacity(nodes.len());
+    let mut pos = FIRST_INODE;
+    let mut dirs: HashMap<usize, Vec<(&[u8], usize)>> = HashMap::new();
+    for (i, (path, node)) in nodes.iter().enumerate() {
+        if owner[i] != i {
+            plans.push(None);
+            continue;
+        }
+        let size = match &node.kind {
+            Kind::File { content, .. } => content.len,
+            Kind::Symlink { target } => target.len() as u64,
+            Kind::Dir => {
+                let e = dir_entries(i, parent[i], &children[i], &names);
+                let size = dir_blocks(&e).0;
+                dirs.insert(i, e);
+                size
+            }
+            _ => 0,
+        };
+        uuid.update(path);
+        uuid.update([0]);
+        uuid.update(size.to_le_bytes());
+        uuid.update(node.meta.mode.to_le_bytes());
+        let xattrs = xattr_body(path, &node.meta.xattrs)?;
+        let tail = size % BLOCK;
+        let has_data = matches!(node.kind, Kind::File { .. } | Kind::Dir | Kind::Symlink { .. });
+        let inline = if has_data && tail <= INLINE_MAX { tail } else { 0 };
+        // Keep the 64-byte header in one block, and the inline tail in the block where the
+        // inode's metadata ends.
+        if pos % BLOCK > BLOCK - INODE_SIZE {
+            pos = pos.next_multiple_of(BLOCK);
+        }
+        let meta_end = pos + INODE_SIZE + xattrs.len() as u64;
+        if inline > 0 && meta_end / BLOCK != (meta_end + inline - 1) / BLOCK {
+            pos = pos.next_multiple_of(BLOCK);
+        }
+        if i == 0 && pos / 32 > u16::MAX as u64 {
+            return Err(invalid("the root inode does not fit EROFS's 16-bit root nid".into()));
+        }
+        let next = pos + INODE_SIZE + xattrs.len() as u64 + inline;
+        plans.push(Some(Plan { size, xattrs, inline, pos, blkaddr: 0 }));
+        pos = next.next_multiple_of(32);
+    }
+    let mut block = pos.div_ceil(BLOCK);
+    for p in plans.iter_mut().flatten() {
+        let data_blocks = (p.size - p.inline).div_ceil(BLOCK);
+        p.blkaddr = if data_blocks > 0 { block } else { 0 };
+        block += data_blocks;
+    }
+    let total_blocks = block;
+    let nid: Vec<u64> = (0..nodes.len()).map(|i| plans[owner[i]].as_ref().expect("owner has a plan").pos / 32).collect();
+
+    // The metadata area: zeros, the superblock, inodes with their xattrs and inline tails.
+    let mut meta = vec![0u8; pos.next_multiple_of(BLOCK) as usize];
+    let mut sb = Vec::with_capacity(128);
+    sb.extend(MAGIC.to_le_bytes());
+    sb.extend(0u32.to_le_bytes()); // checksum (feature off)
+    sb.extend(COMPAT_MTIME.to_le_bytes());
+    sb.push(BLKSZBITS);
+    sb.push(0); // sb_extslots
+    sb.extend((nid[0] as u16).to_le_bytes());
+    sb.extend((plans.iter().flatten().count() as u64).to_le_bytes());
+    sb.extend(opts.sde.to_le_bytes());
+    sb.extend(0u32.to_le_bytes()); // build_time_nsec
+    sb.extend(u32::try_from(total_blocks).map_err(|_| invalid("image too large for EROFS's 32-bit block count".into()))?.to_le_bytes());
+    sb.extend(0u32.to_le_bytes()); // meta_blkaddr
+    sb.extend(0u32.to_le_bytes()); // xattr_blkaddr
+    sb.extend(&uuid.finalize()[..16]);
+    let mut label = [0u8; 16];
+    let l = opts.label.as_bytes();
+    label[..l.len().min(16)].copy_from_slice(&l[..l.len().min(16)]);
+    sb.extend(label);
+    sb.resize(128, 0); // feature_incompat 0 and the rest
+    meta[SUPER_OFFSET as usize..FIRST_INODE as usize].copy_from_slice(&sb);
+
+    for (i, (path, node)) in nodes.iter().enumerate() {
+        let Some(p) = &plans[i] else { continue };
+        let m = &node.meta;
+        let layout = if p.inline > 0 || p.size == 0 { FLAT_INLINE } else { FLAT_PLAIN };
+        let nlink = match &node.kind {
+            Kind::Dir => 2 + children[i].iter().filter(|&&c| nodes[c].1.kind == Kind::Dir).count() as u32,
+            Kind::File { inode, .. } => links[inode],
+            _ => 1,
+        };
+        let i_u = match &node.kind {
+            Kind::Char { major, minor } | Kind::Block { major, minor } => crate::emit::squashfs::format::encode_dev(*major, *minor),
+            _ => p.blkaddr as u32,
+        };
+        let uid = u32::try_from(m.uid).map_err(|_| invalid(format!("{}: owner {} does not fit 32 bits", crate::tree::path::show(path), m.uid)))?;
+        let gid = u32::try_from(m.gid).map_err(|_| invalid(format!("{}: group {} does not fit 32 bits", crate::tree::path::show(path), m.gid)))?;
+        let icount = if p.xattrs.is_empty() { 0 } else { (p.xattrs.len() - 12) / 4 + 1 };
+        let mut b = Vec::with_capacity(64 + p.xattrs.len() + p.inline as usize);
+        b.extend(((layout << 1) | 1).to_le_bytes());
+        b.extend((icount as u16).to_le_bytes());
+        b.extend((s_ifmt(&node.kind) | (m.mode & 0o7777) as u16).to_le_bytes());
+        b.extend(0u16.to_le_bytes());
+        b.extend(p.size.to_le_bytes());
+        b.extend(i_u.to_le_bytes());
+        b.extend(((nid[i] & 0xffff_ffff) as u32).to_le_bytes()); // i_ino
+        b.extend(uid.to_le_bytes());
+        b.extend(gid.to_le_bytes());
+        b.extend(m.clamped_mtime(opts.sde).to_le_bytes());
+        b.extend(0u32.to_le_bytes()); // mtime_nsec
+        b.extend(nlink.to_le_bytes());
+        b.resize(64, 0);
+        b.extend(&p.xattrs);
+        if p.inline > 0 {
+            let full = p.size - p.inline;
+            match &node.kind {
+                Kind::File { content, .. } => {
+                    let tail = ContentRef { offset: content.offset + full, len: p.inline, ..*content };
+                    let at = b.len();
+                    b.resize(at + p.inline as usize, 0);
+                    tree.open(&tail).read_exact(&mut b[at..]).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", crate::tree::path::show(path))))?;
+                }
+                Kind::Symlink { target } => b.extend(target),
+                Kind::Dir => {
+                    let (_, blocks) = dir_blocks(&dirs[&i]);
+                    b.extend(dir_block(blocks.last().expect("a directory has . and .."), &nid, &types, p.inline as usize));
+                }
+                _ => {}
+            }
+        }
+        let at = p.pos as usize;
+        meta[at..at + b.len()].copy_from_slice(&b);
+    }
+    out.write_all(&meta)?;
+
+    // Data blocks, in inode order.
+    let mut buf = vec![0u8; 1 << 20];
+    for (i, (path, node)) in nodes.iter().enumerate() {
+        let Some(p) = &plans[i] else { continue };
+        let full = p.size - p.inline;
+        if full == 0 {
+            continue;
+        }
+        debug_assert_eq!(out.stream_position()?, p.blkaddr * BLOCK);
+        match &node.kind {
+            Kind::File { content, .. } => {
+                let mut r = tree.open(&ContentRef { len: full, ..*content });
+                crate::emit::tar::copy_exact(&mut r, out, full, &mut buf).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", crate::tree::path::show(path))))?;
+            }
+            Kind::Symlink { target } => out.write_all(target)?,
+            Kind::Dir => {
+                let (size, blocks) = dir_blocks(&dirs[&i]);
+                let n = if p.inline > 0 { blocks.len() - 1 } else { blocks.len() };
+                for (k, entries) in blocks[..n].iter().enumerate() {
+                    let len = if (k as u64 + 1) * BLOCK <= size { BLOCK } else { size % BLOCK };
+                    out.write_all(&dir_block(entries, &nid, &types, len as usize))?;
+                }
+            }
+            _ => {}
+        }
+        let pad = full.next_multiple_of(BLOCK) - full;
+        out.write_all(&vec![0u8; pad as usize])?;
+    }
+    let size = total_blocks * BLOCK;
+    debug_assert_eq!(out.stream_position()?, size);
+    out.seek(SeekFrom::Start(size))?;
+    Ok(size)
+}
