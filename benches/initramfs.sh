@@ -11,16 +11,8 @@ RUNS=${1:-3}
 for t in umoci cpio zstd gzip /usr/bin/time; do
   command -v "$t" >/dev/null || { echo "$t missing: run scripts/install-test-deps.sh (and apt-get install time)" >&2; exit 1; }
 done
-if [ $# -ge 3 ]; then
-  IMAGE=$(realpath "$2"); DIGEST=$3
-else
-  read -r IMAGE DIGEST < <(benches/make-image.sh | tail -1)
-fi
-TAG=$(python3 -c "import json,sys; m=[x for x in json.load(open(sys.argv[1]))['manifests'] if x['digest']==sys.argv[2]]; print(m[0].get('annotations',{}).get('org.opencontainers.image.ref.name',''))" "$IMAGE/index.json" "$DIGEST")
-cargo build --release --locked --quiet
-BIN=$PWD/target/release/stagebox
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/stagebox-bench.XXXXXX")
-trap 'rm -rf "$WORK"' EXIT
+. benches/lib.sh
+bench_setup "${@:2}"
 for c in zstd gzip; do
   cat > "$WORK/$c.toml" <<BOX
 name = "bench"
@@ -32,7 +24,6 @@ compression = "$c"
 BOX
 done
 
-. benches/lib.sh
 baseline() { # compressor command: unpack, then the usual reproducible cpio pipeline
   echo "umoci unpack --rootless --image '$IMAGE:$TAG' '$WORK/bundle' >/dev/null &&
         cd '$WORK/bundle/rootfs' && find . -print0 | LC_ALL=C sort -z |

@@ -1,4 +1,21 @@
-# Shared by the benchmark scripts (source it after setting WORK, a scratch directory).
+# Shared by the benchmark scripts: source it, then call bench_setup.
+
+# bench_setup [LAYOUT DIGEST]: the image to measure (the given OCI layout and manifest
+# digest, else the one benches/make-image.sh builds) in IMAGE, DIGEST and TAG (its ref name
+# in the layout, for umoci); the release binary in BIN; a scratch directory in WORK, removed
+# on exit.
+bench_setup() {
+  if [ $# -ge 2 ]; then
+    IMAGE=$(realpath "$1"); DIGEST=$2
+  else
+    read -r IMAGE DIGEST < <(benches/make-image.sh | tail -1)
+  fi
+  TAG=$(python3 -c "import json,sys; m=[x for x in json.load(open(sys.argv[1]))['manifests'] if x['digest']==sys.argv[2]]; print(m[0].get('annotations',{}).get('org.opencontainers.image.ref.name',''))" "$IMAGE/index.json" "$DIGEST")
+  cargo build --release --locked --quiet
+  BIN=$PWD/target/release/stagebox
+  WORK=$(mktemp -d "${TMPDIR:-/tmp}/stagebox-bench.XXXXXX")
+  trap 'rm -rf "$WORK"' EXIT
+}
 
 # measure LABEL COMMAND...: run COMMAND with a cold page cache; print "seconds maxrss_kb".
 measure() {

@@ -12,16 +12,8 @@ COMP=${2:-gzip}
 for t in umoci mksquashfs /usr/bin/time; do
   command -v "$t" >/dev/null || { echo "$t missing: run scripts/install-test-deps.sh (and apt-get install time)" >&2; exit 1; }
 done
-if [ $# -ge 4 ]; then
-  IMAGE=$(realpath "$3"); DIGEST=$4
-else
-  read -r IMAGE DIGEST < <(benches/make-image.sh | tail -1)
-fi
-TAG=$(python3 -c "import json,sys; m=[x for x in json.load(open(sys.argv[1]))['manifests'] if x['digest']==sys.argv[2]]; print(m[0].get('annotations',{}).get('org.opencontainers.image.ref.name',''))" "$IMAGE/index.json" "$DIGEST")
-cargo build --release --locked --quiet
-BIN=$PWD/target/release/stagebox
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/stagebox-bench.XXXXXX")
-trap 'rm -rf "$WORK"' EXIT
+. benches/lib.sh
+bench_setup "${@:3}"
 cat > "$WORK/box.toml" <<BOX
 name = "bench"
 version = "1"
@@ -30,7 +22,6 @@ image = "oci:$IMAGE@$DIGEST"
 [output.squashfs]
 compression = "$COMP"
 BOX
-. benches/lib.sh
 baseline="umoci unpack --rootless --image '$IMAGE:$TAG' '$WORK/bundle' >/dev/null &&
   mksquashfs '$WORK/bundle/rootfs' '$WORK/base.squashfs' -comp $COMP -b 131072 -no-fragments \
     -mkfs-time 1 -all-time 1 -no-progress -quiet -processors $(nproc) >/dev/null"

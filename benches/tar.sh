@@ -8,11 +8,8 @@ RUNS=${1:-3}
 for t in umoci /usr/bin/time; do
   command -v "$t" >/dev/null || { echo "$t missing: apt-get install umoci time" >&2; exit 1; }
 done
-read -r IMAGE DIGEST < <(benches/make-image.sh | tail -1)
-cargo build --release --locked --quiet
-BIN=$PWD/target/release/stagebox
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/stagebox-bench.XXXXXX")
-trap 'rm -rf "$WORK"' EXIT
+. benches/lib.sh
+bench_setup
 cat > "$WORK/box.toml" <<BOX
 name = "bench"
 version = "1"
@@ -21,7 +18,6 @@ image = "oci:$IMAGE@$DIGEST"
 [output.tar]
 BOX
 
-. benches/lib.sh
 
 echo "image: $IMAGE ($(du -sh "$IMAGE" | cut -f1) of layers), $(nproc) cores, $RUNS runs, median"
 s_times=(); s_rss=(); b_times=(); b_rss=()

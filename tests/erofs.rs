@@ -20,17 +20,13 @@ fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
         require_tools(&["umoci", "fsck.erofs", "dump.erofs", "tar"]);
-        let dir = fixture_dir("erofs");
-        let digest = umoci_image(&dir.join("layout"), "fixture", &pallet_layers());
-        Fixture { image: format!("oci:{}@{digest}", dir.join("layout").display()), cache: dir.join("cache"), dir }
+        let (image, dir) = pallet_image("erofs");
+        Fixture { image, cache: dir.join("cache"), dir }
     })
 }
 
 fn fixture_box(name: &str, extra: &str) -> (tempfile::TempDir, PathBuf) {
-    let d = tempdir();
-    let p = d.path().join(format!("{name}.toml"));
-    write(&p, format!("name = \"{name}\"\n[[layer]]\nimage = \"{}\"\n{extra}", fixture().image));
-    (d, p)
+    image_box(&fixture().image, name, extra)
 }
 
 #[test]

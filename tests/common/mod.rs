@@ -729,6 +729,23 @@ pub fn pallet_layers() -> Vec<(String, Vec<u8>)> {
 
 /// Add an image `layout:tag` made of `layers` (uncompressed tarballs, bottom first) with
 /// `umoci init`/`new`/`raw add-layer` (umoci stores them gzip-compressed). Returns the
+
+/// The standard fixture image ([`pallet_layers`]) as an OCI layout in `fixture_dir(name)`:
+/// its `oci:DIR@sha256:…` reference and the fixture directory (for caches and scratch).
+pub fn pallet_image(name: &str) -> (String, PathBuf) {
+    let dir = fixture_dir(name);
+    let digest = umoci_image(&dir.join("layout"), "fixture", &pallet_layers());
+    (format!("oci:{}@{digest}", dir.join("layout").display()), dir)
+}
+
+/// A box file named `name` with `image` as its one layer plus the `extra` TOML, in a fresh
+/// directory (kept alive by the returned guard).
+pub fn image_box(image: &str, name: &str, extra: &str) -> (tempfile::TempDir, PathBuf) {
+    let d = tempdir();
+    let p = d.path().join(format!("{name}.toml"));
+    write(&p, format!("name = \"{name}\"\n[[layer]]\nimage = \"{image}\"\n{extra}"));
+    (d, p)
+}
 /// manifest digest (`sha256:…`).
 pub fn umoci_image(layout: &Path, tag: &str, layers: &[(String, Vec<u8>)]) -> String {
     require_tool("umoci");
