@@ -27,6 +27,9 @@ pub struct BuildOptions {
     pub offline: bool,
     /// Refuse a missing, incomplete or stale BOX.lock (exit 2).
     pub locked: bool,
+    /// The second build of `--check` (see `crate::check`): read the n-th `dir` layer from
+    /// `DIR/n`.
+    pub check_variant: Option<PathBuf>,
 }
 
 #[derive(Debug)]
@@ -158,12 +161,14 @@ fn worker_threads(threads: usize) -> usize {
 /// straight from the layer streams; any streaming emitter needs them spilled.
 /// The pattern names every output on purpose: a new output type must be classified here.
 pub fn content_mode(outputs: &spec::Outputs) -> ContentMode {
-    let spec::Outputs { tar, oci, initramfs, eif } = outputs;
+    let spec::Outputs { tar, oci, initramfs, eif, sbom, provenance } = outputs;
+    // provenance only hashes outputs; the SBOM hashes every file from the spill files.
+    let _ = provenance;
     let placed_tar = tar.as_ref().is_none_or(|t| t.compression == spec::Compression::None);
     // initramfs reads file contents straight from the layer streams in archive order
     // (emit::cpio::contents). eif streams its ramdisks (cpio) from spilled contents.
     let _ = initramfs;
-    if placed_tar && oci.is_none() && eif.is_none() { ContentMode::Index } else { ContentMode::Spill }
+    if placed_tar && oci.is_none() && eif.is_none() && sbom.is_none() { ContentMode::Index } else { ContentMode::Spill }
 }
 
 /// Write `NAME.tar[.gz|.zst]` atomically; returns its record.
@@ -253,7 +258,10 @@ fn emit_initramfs(
 
 /// Build every output of the box at `box_path`.
 pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
-    let spec = spec::load_box(box_path)?;
+    let mut spec = spec::load_box(box_path)?;
+    if let Some(dirs) = &opts.check_variant {
+        crate::check::use_dir_copies(&mut spec, dirs);
+    }
     let sde = source_date_epoch(&spec)?;
     let store = Store::open(&source::store::default_root(opts.cache.as_deref())?)?;
     let progress = Progress::new(opts.quiet);
@@ -266,7 +274,7 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
         crate::lock::check_resolved(&spec, l, &images)?;
     }
     // The signature quorum of [policy], before any layer is read or output written.
-    crate::source::signature::enforce(&spec, &images)?;
+    let signatures = crate::source::signature::enforce(&spec, &images)?;
     // The kernel of an initramfs box, checked against the initramfs before anything is built.
     let kernel = match &spec.kernel {
         // An EIF without an initramfs output still needs the kernel (its ramdisks are
@@ -334,19 +342,12 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
         }
     }
     progress.timing("emit", t0);
+    let inputs: Vec<InputRecord> =
+        images.iter().map(|i| InputRecord { reference: i.reference.text.clone(), digest: i.pin.to_string() }).chain(extra_inputs).collect();
+    crate::measure::emit_attestations(&spec, sde, &inputs, &images, &signatures, &tree, &out, &mut outputs, &progress)?;
     progress.finish();
 
-    let manifest = BuildManifest {
-        name: spec.name.clone(),
-        version: spec.version.clone(),
-        source_date_epoch: sde,
-        inputs: images
-            .iter()
-            .map(|i| InputRecord { reference: i.reference.text.clone(), digest: i.pin.to_string() })
-            .chain(extra_inputs)
-            .collect(),
-        outputs,
-    };
+    let manifest = BuildManifest { name: spec.name.clone(), version: spec.version.clone(), source_date_epoch: sde, inputs, outputs };
     for o in &manifest.outputs {
         crate::fsutil::replace(&out.join(&o.path), &final_out.join(&o.path))?;
     }

@@ -125,7 +125,16 @@ pub struct Outputs {
     pub oci: Option<OciOutput>,
     pub initramfs: Option<InitramfsOutput>,
     pub eif: Option<EifOutput>,
+    /// `[output.sbom]`: `NAME.spdx.json` (see `measure::sbom`).
+    pub sbom: Option<Empty>,
+    /// `[output.provenance]`: `NAME.intoto.json` (see `measure::provenance`).
+    pub provenance: Option<Empty>,
 }
+
+/// An output table that takes no keys.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Empty {}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
