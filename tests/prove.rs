@@ -41,6 +41,19 @@ fn checked() -> &'static (PathBuf, PathBuf, String) {
     })
 }
 
+/// The multi-format box with a changed input, built once: app.conf (and its hardlink)
+/// changed, usr/share/doc/a.txt removed, usr/share/doc/b.txt added. Returns its out dir.
+fn changed() -> &'static PathBuf {
+    static C: OnceLock<PathBuf> = OnceLock::new();
+    C.get_or_init(|| {
+        let f = fixture();
+        let box_b = prove_box(&f.dir, &f.images, "multi-b", "key = other\n", &[("usr/share/doc/b.txt", "b\n")], ALL_OUTPUTS);
+        let b_out = f.dir.join("multi-b-out");
+        build(&box_b, &b_out, &f.cache);
+        b_out
+    })
+}
+
 fn names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     v.sort();
@@ -107,13 +120,8 @@ fn has(changes: &[serde_json::Value], item: &str, change: &str, field: Option<&s
 
 #[test]
 fn diff_names_the_changed_entries_of_every_format() {
-    let f = fixture();
     let (_, a_out, _) = checked();
-    // B: app.conf changed (and its hardlink), a.txt removed, b.txt added.
-    let box_b = prove_box(&f.dir, &f.images, "multi-b", "key = other\n", &[("usr/share/doc/b.txt", "b\n")], ALL_OUTPUTS);
-    let b_out = f.dir.join("multi-b-out");
-    build(&box_b, &b_out, &f.cache);
-    // Same names on both sides (the box name is in the OCI tag and EIF metadata otherwise).
+    let b_out = changed();
     let pairs = [("multi.tar.gz", "multi-b.tar.gz"), ("multi.cpio.zst", "multi-b.cpio.zst"), ("multi.oci", "multi-b.oci"), ("multi.eif", "multi-b.eif")];
     let (_, tar) = diff_json(&a_out.join(pairs[0].0), &b_out.join(pairs[0].1));
     assert!(has(&tar, "etc/app.conf", "changed", Some("content")), "{tar:?}");
@@ -245,4 +253,34 @@ fn provenance_binds_outputs_inputs_and_box_file_in_canonical_json() {
         .arg("import json,sys;sys.stdout.write(json.dumps(json.load(open(sys.argv[1])),sort_keys=True,separators=(',',':'),ensure_ascii=False))")
         .arg(out.join("multi.intoto.json")));
     assert_eq!(o.stdout, bytes);
+}
+
+/// diffoscope's members that differ, below the decompressed archive (`file list` stands for
+/// entries added or removed).
+fn diffoscope_members(a: &Path, b: &Path) -> std::collections::BTreeSet<String> {
+    let o = output(std::process::Command::new(require_tool("diffoscope")).arg("--json").arg("-").arg(a).arg(b));
+    assert_eq!(o.status.code(), Some(1), "diffoscope finds differences: {}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let mut node = &v;
+    // Through the compression layer (one detail naming the decompressed file) to the archive.
+    while node["details"].as_array().is_some_and(|d| d.len() == 1 && d[0]["details"].is_array() && d[0]["source1"] != "file list") {
+        node = &node["details"][0];
+    }
+    node["details"].as_array().unwrap().iter().map(|d| d["source1"].as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn diffoscope_agrees_on_which_members_differ() {
+    let (_, a_out, _) = checked();
+    let b_out = changed();
+    for (a, b) in [("multi.tar.gz", "multi-b.tar.gz"), ("multi.cpio.zst", "multi-b.cpio.zst")] {
+        let theirs = diffoscope_members(&a_out.join(a), &b_out.join(b));
+        let (_, ours) = diff_json(&a_out.join(a), &b_out.join(b));
+        let mut mine: std::collections::BTreeSet<String> =
+            ours.iter().filter(|c| c["change"] == "changed").map(|c| c["item"].as_str().unwrap().to_string()).collect();
+        if ours.iter().any(|c| c["change"] == "added" || c["change"] == "removed") {
+            mine.insert("file list".into());
+        }
+        assert_eq!(mine, theirs, "{a}: stagebox diff vs diffoscope");
+    }
 }
