@@ -94,8 +94,13 @@ pub fn resolve_inputs(spec: &BoxSpec, store: &Store, sopts: &SourceOptions, prog
                 let r = ImageRef { text: text.clone(), kind: RefKind::Dir { path: path.clone() }, digest: None };
                 progress.set_message(format!("read {}", r.text));
                 let policy = if *keep_modes { localdir::ModePolicy::Keep } else { localdir::ModePolicy::Normalize };
-                let res = localdir::resolve(store, &r, path, policy, sopts.source_date_epoch)
-                    .map_err(|e| at.error(format!("dir layer: {e}")))?;
+                let res = localdir::resolve(store, &r, path, policy, sopts.source_date_epoch).map_err(|e| match &e {
+                    // Out of space while writing the layer: a build failure (exit 1), not a box-file error.
+                    Error::Io { source, .. } if is_out_of_space(source) => {
+                        Error::other(format!("dir layer {}: writing its tar into a temporary file: {e} (out of space?)", r.text))
+                    }
+                    _ => at.error(format!("dir layer: {e}")),
+                })?;
                 out.push(res);
             }
             LayerSpec::Image { image, at } => {
@@ -113,6 +118,12 @@ pub fn resolve_inputs(spec: &BoxSpec, store: &Store, sopts: &SourceOptions, prog
         }
     }
     Ok(out)
+}
+
+/// A full disk, a quota or a file size limit.
+fn is_out_of_space(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(e.kind(), K::StorageFull | K::FileTooLarge | K::QuotaExceeded)
 }
 
 /// Every layer of `images`, bottom first, with its blob in the store: the list
@@ -180,7 +191,7 @@ fn emit_tar(tree: &Tree, spec: &BoxSpec, out: &Path, sde: u64, c: spec::Compress
         // Laid out, then filled from the layers (no spill); hashed by reading it back.
         let f = af.file().try_clone().at(&path)?;
         crate::fsutil::reserve(&f, 0, tree.content_bytes() + tree.len() as u64 * 1024);
-        emit::tar::write_placed(tree, sde, &f, worker_threads(threads))?;
+        emit::tar::write_placed(tree, sde, &f, worker_threads(threads)).map_err(|e| Error::other(format!("{}: {e}", path.display())))?;
         let (d, size) = crate::digest::Digest::of_file(&path.with_file_name(af.temp_name()))?;
         af.commit()?;
         return Ok(OutputRecord { format: "tar".into(), path: name, sha256: d.hex().to_string(), size, pcrs: None });

@@ -284,3 +284,131 @@ fn diffoscope_agrees_on_which_members_differ() {
         assert_eq!(mine, theirs, "{a}: stagebox diff vs diffoscope");
     }
 }
+
+/// Files directly in `out` that are not staging leftovers (`.stagebox-*`).
+fn published(out: &Path) -> Vec<String> {
+    if !out.exists() {
+        return Vec::new();
+    }
+    names(out).into_iter().filter(|n| !n.starts_with(".stagebox-")).collect()
+}
+
+#[test]
+fn sigkill_at_any_point_leaves_no_output_and_the_next_build_is_sound() {
+    let f = fixture();
+    let box_file = prove_box(&f.dir, &f.images, "killed", "key = value\n", &[], "[output.tar]\ncompression = \"zstd\"\n\n[output.initramfs]\ncompression = \"xz\"\n\n[output.oci]\n");
+    let reference = f.dir.join("killed-ref");
+    build(&box_file, &reference, &f.dir.join("killed-cache-ref"));
+    let cache = f.dir.join("killed-cache");
+    let out = f.dir.join("killed-out");
+    let mut killed_mid_build = 0;
+    for ms in [5u64, 30, 80, 150, 300, 600] {
+        let mut child = stagebox(["build".as_ref(), box_file.as_os_str(), "--out".as_ref(), out.as_os_str(), "--cache".as_ref(), cache.as_os_str(), "-q".as_ref()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            killed_mid_build += 1;
+        }
+        let status = child.wait().unwrap();
+        if status.success() {
+            // It finished first: a complete build; start over for the next delay.
+            assert_eq!(hash_tree(&out).into_iter().filter(|(k, _)| !k.starts_with(".stagebox-")).collect::<std::collections::BTreeMap<_, _>>(), hash_tree(&reference));
+            std::fs::remove_dir_all(&out).unwrap();
+        } else {
+            assert_eq!(published(&out), Vec::<String>::new(), "killed after {ms} ms: nothing at an output path");
+        }
+    }
+    assert!(killed_mid_build >= 2, "the delays must catch the build while it runs");
+    // The store the killed builds left is trusted only as far as it verifies: the next build
+    // (same store) gives the reference bytes.
+    build(&box_file, &out, &cache);
+    let got: std::collections::BTreeMap<_, _> = hash_tree(&out).into_iter().filter(|(k, _)| !k.starts_with(".stagebox-")).collect();
+    assert_eq!(got, hash_tree(&reference));
+}
+
+#[test]
+fn two_builds_sharing_one_store_at_once_both_succeed() {
+    let f = fixture();
+    let cache = f.dir.join("shared-cache");
+    let boxes: Vec<PathBuf> = ["shared-a", "shared-b"]
+        .iter()
+        .map(|n| prove_box(&f.dir, &f.images, n, "key = value\n", &[], "[output.tar]\n\n[output.oci]\n"))
+        .collect();
+    let children: Vec<_> = boxes
+        .iter()
+        .map(|b| {
+            let out = b.parent().unwrap().join("out");
+            stagebox(["build".as_ref(), b.as_os_str(), "--out".as_ref(), out.as_os_str(), "--cache".as_ref(), cache.as_os_str(), "-q".as_ref()])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<_> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+    for o in &outs {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    // Same inputs, same rootfs: the tars are identical (names differ only in the OCI tag).
+    let tar = |n: &str| read(&f.dir.join(n).join("out").join(format!("{n}.tar")));
+    assert_eq!(tar("shared-a"), tar("shared-b"));
+}
+
+#[test]
+fn full_disk_is_a_clear_error_and_old_outputs_stay() {
+    require_tool("sh");
+    let f = fixture();
+    let box_file = prove_box(&f.dir, &f.images, "full", "key = value\n", &[], "[output.tar]\n");
+    let out = f.dir.join("full-out");
+    let cache = f.dir.join("full-cache");
+    build(&box_file, &out, &cache);
+    let before = hash_tree(&out);
+    // A bigger rootfs, built with a 1 MiB file size limit (RLIMIT_FSIZE) and SIGXFSZ ignored,
+    // so writes fail with EFBIG as on a full disk.
+    write(&f.dir.join("full/rootfs/usr/share/big"), vec![0x5au8; 3 << 20]);
+    let o = output(
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg("trap '' XFSZ; ulimit -f 2048; exec \"$@\"")
+            .arg("sh")
+            .arg(stagebox_bin())
+            .args(["build".as_ref(), box_file.as_os_str(), "--out".as_ref(), out.as_os_str(), "--cache".as_ref(), cache.as_os_str(), "-q".as_ref()])
+            .env_remove("SOURCE_DATE_EPOCH")
+            .env_remove("STAGEBOX_CACHE"),
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("File too large") && err.contains("dir layer dir:rootfs"), "names what was written and the cause: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let after: std::collections::BTreeMap<_, _> = hash_tree(&out).into_iter().filter(|(k, _)| !k.starts_with(".stagebox-")).collect();
+    assert_eq!(after, before, "the old outputs are intact");
+
+    // Now the output itself: inputs already in the store (an image layer, no dir layer),
+    // the tar output too big for the limit.
+    let big: Vec<u8> = (0..3u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    let img = umoci_image(&f.dir.join("full/big"), "big", &[("big".into(), layer(&[Entry::file("big", big)]))]);
+    let box2 = f.dir.join("full/big.toml");
+    write(&box2, format!("name = \"big\"\nversion = \"1\"\n[[layer]]\nimage = \"oci:big@{img}\"\n\n[output.tar]\n"));
+    build(&box2, &out, &cache);
+    let before = hash_tree(&out);
+    write(&box2, format!("name = \"big\"\nversion = \"2\"\nsource_date_epoch = 7\n[[layer]]\nimage = \"oci:big@{img}\"\n\n[output.tar]\n"));
+    let o = output(
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg("trap '' XFSZ; ulimit -f 2048; exec \"$@\"")
+            .arg("sh")
+            .arg(stagebox_bin())
+            .args(["build".as_ref(), box2.as_os_str(), "--out".as_ref(), out.as_os_str(), "--cache".as_ref(), cache.as_os_str(), "-q".as_ref()])
+            .env_remove("SOURCE_DATE_EPOCH")
+            .env_remove("STAGEBOX_CACHE"),
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("File too large") && err.contains("big.tar"), "names the output and the cause: {err}");
+    let after: std::collections::BTreeMap<_, _> = hash_tree(&out).into_iter().filter(|(k, _)| !k.starts_with(".stagebox-")).collect();
+    assert_eq!(after, before, "the old big.tar and manifest.json are intact");
+}
