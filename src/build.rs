@@ -27,6 +27,9 @@ pub struct BuildOptions {
     pub offline: bool,
     /// Refuse a missing, incomplete or stale BOX.lock (exit 2).
     pub locked: bool,
+    /// The second build of `--check` (see `crate::check`): read the n-th `dir` layer from
+    /// `DIR/n`.
+    pub check_variant: Option<PathBuf>,
 }
 
 #[derive(Debug)]
@@ -91,8 +94,13 @@ pub fn resolve_inputs(spec: &BoxSpec, store: &Store, sopts: &SourceOptions, prog
                 let r = ImageRef { text: text.clone(), kind: RefKind::Dir { path: path.clone() }, digest: None };
                 progress.set_message(format!("read {}", r.text));
                 let policy = if *keep_modes { localdir::ModePolicy::Keep } else { localdir::ModePolicy::Normalize };
-                let res = localdir::resolve(store, &r, path, policy, sopts.source_date_epoch)
-                    .map_err(|e| at.error(format!("dir layer: {e}")))?;
+                let res = localdir::resolve(store, &r, path, policy, sopts.source_date_epoch).map_err(|e| match &e {
+                    // Out of space while writing the layer: a build failure (exit 1), not a box-file error.
+                    Error::Io { source, .. } if is_out_of_space(source) => {
+                        Error::other(format!("dir layer {}: writing its tar into a temporary file: {e} (out of space?)", r.text))
+                    }
+                    _ => at.error(format!("dir layer: {e}")),
+                })?;
                 out.push(res);
             }
             LayerSpec::Image { image, at } => {
@@ -110,6 +118,12 @@ pub fn resolve_inputs(spec: &BoxSpec, store: &Store, sopts: &SourceOptions, prog
         }
     }
     Ok(out)
+}
+
+/// A full disk, a quota or a file size limit.
+fn is_out_of_space(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(e.kind(), K::StorageFull | K::FileTooLarge | K::QuotaExceeded)
 }
 
 /// Every layer of `images`, bottom first, with its blob in the store: the list
@@ -158,14 +172,16 @@ fn worker_threads(threads: usize) -> usize {
 /// straight from the layer streams; any streaming emitter needs them spilled.
 /// The pattern names every output on purpose: a new output type must be classified here.
 pub fn content_mode(outputs: &spec::Outputs) -> ContentMode {
-    let spec::Outputs { tar, oci, initramfs, eif, squashfs, erofs } = outputs;
+    let spec::Outputs { tar, oci, initramfs, eif, squashfs, erofs, sbom, provenance } = outputs;
+    // provenance only hashes outputs; the SBOM hashes every file from the spill files.
+    let _ = provenance;
     let placed_tar = tar.as_ref().is_none_or(|t| t.compression == spec::Compression::None);
     // initramfs reads file contents straight from the layer streams in archive order
     // (emit::cpio::contents). eif streams its ramdisks (cpio) from spilled contents.
     let _ = initramfs;
     // squashfs compresses each file's blocks as it reads them from the spill; erofs reads
     // each file's inline tail while writing inodes, then its blocks.
-    if placed_tar && oci.is_none() && eif.is_none() && squashfs.is_none() && erofs.is_none() { ContentMode::Index } else { ContentMode::Spill }
+    if placed_tar && oci.is_none() && eif.is_none() && squashfs.is_none() && erofs.is_none() && sbom.is_none() { ContentMode::Index } else { ContentMode::Spill }
 }
 
 /// Write `NAME.tar[.gz|.zst]` atomically; returns its record.
@@ -177,7 +193,7 @@ fn emit_tar(tree: &Tree, spec: &BoxSpec, out: &Path, sde: u64, c: spec::Compress
         // Laid out, then filled from the layers (no spill); hashed by reading it back.
         let f = af.file().try_clone().at(&path)?;
         crate::fsutil::reserve(&f, 0, tree.content_bytes() + tree.len() as u64 * 1024);
-        emit::tar::write_placed(tree, sde, &f, worker_threads(threads))?;
+        emit::tar::write_placed(tree, sde, &f, worker_threads(threads)).map_err(|e| Error::other(format!("{}: {e}", path.display())))?;
         let (d, size) = crate::digest::Digest::of_file(&path.with_file_name(af.temp_name()))?;
         af.commit()?;
         return Ok(OutputRecord { format: "tar".into(), path: name, sha256: d.hex().to_string(), size, pcrs: None });
@@ -287,7 +303,10 @@ fn emit_initramfs(
 
 /// Build every output of the box at `box_path`.
 pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
-    let spec = spec::load_box(box_path)?;
+    let mut spec = spec::load_box(box_path)?;
+    if let Some(dirs) = &opts.check_variant {
+        crate::check::use_dir_copies(&mut spec, dirs);
+    }
     let sde = source_date_epoch(&spec)?;
     let store = Store::open(&source::store::default_root(opts.cache.as_deref())?)?;
     let progress = Progress::new(opts.quiet);
@@ -300,7 +319,7 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
         crate::lock::check_resolved(&spec, l, &images)?;
     }
     // The signature quorum of [policy], before any layer is read or output written.
-    crate::source::signature::enforce(&spec, &images)?;
+    let signatures = crate::source::signature::enforce(&spec, &images)?;
     // The kernel of an initramfs box, checked against the initramfs before anything is built.
     let kernel = match &spec.kernel {
         // An EIF without an initramfs output still needs the kernel (its ramdisks are
@@ -376,19 +395,12 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
         outputs.push(emit_erofs(&tree, &spec, &out, sde, o)?);
     }
     progress.timing("emit", t0);
+    let inputs: Vec<InputRecord> =
+        images.iter().map(|i| InputRecord { reference: i.reference.text.clone(), digest: i.pin.to_string() }).chain(extra_inputs).collect();
+    crate::measure::emit_attestations(&spec, sde, &inputs, &images, &signatures, &tree, &out, &mut outputs, &progress)?;
     progress.finish();
 
-    let manifest = BuildManifest {
-        name: spec.name.clone(),
-        version: spec.version.clone(),
-        source_date_epoch: sde,
-        inputs: images
-            .iter()
-            .map(|i| InputRecord { reference: i.reference.text.clone(), digest: i.pin.to_string() })
-            .chain(extra_inputs)
-            .collect(),
-        outputs,
-    };
+    let manifest = BuildManifest { name: spec.name.clone(), version: spec.version.clone(), source_date_epoch: sde, inputs, outputs };
     for o in &manifest.outputs {
         crate::fsutil::replace(&out.join(&o.path), &final_out.join(&o.path))?;
     }

@@ -6,6 +6,8 @@
 //! commands that wire them together; `main.rs` only parses arguments.
 
 pub mod build;
+pub mod check;
+pub mod diff;
 pub mod digest;
 pub mod emit;
 pub mod enclave;

@@ -47,6 +47,23 @@ enum Command {
         /// Fail (exit 2) when BOX.lock is missing, incomplete or stale.
         #[arg(long)]
         locked: bool,
+        /// Build everything twice, the second time under another umask, TZ, locale, working
+        /// directory, thread count and file order; fail (exit 1) naming the first differing
+        /// output, byte and entry; publish the outputs only when both builds agree.
+        #[arg(long)]
+        check: bool,
+        /// Internal: the second build of --check (dir layers read from copies in DIR).
+        #[arg(long, hide = true, value_name = "DIR")]
+        check_variant: Option<PathBuf>,
+    },
+    /// Show which entries or sections of two outputs of one format (tar, cpio, OCI layout,
+    /// EIF) differ and how. Exit 0 when identical, 1 when they differ.
+    Diff {
+        a: PathBuf,
+        b: PathBuf,
+        /// Machine-readable report.
+        #[arg(long)]
+        json: bool,
     },
     /// Show what an image reference, OCI layout or tarball holds.
     Inspect {
@@ -124,11 +141,28 @@ enum Command {
 
 fn run(cli: Cli) -> stagebox::Result<()> {
     match cli.command {
-        Command::Build { box_file, out, store: StoreArgs { cache, platform, offline }, threads, quiet, locked } => {
-            let opts = stagebox::build::BuildOptions { out, cache, platform, threads, quiet, offline, locked };
-            let res = stagebox::build::build(&box_file, &opts)?;
+        Command::Build { box_file, out, store: StoreArgs { cache, platform, offline }, threads, quiet, locked, check, check_variant } => {
+            let opts = stagebox::build::BuildOptions { out, cache, platform, threads, quiet, offline, locked, check_variant };
+            let res = if check {
+                let (res, varied) = stagebox::check::check(&box_file, &opts)?;
+                eprintln!("checked: {} output(s) and manifest.json identical byte for byte in a second build with {varied}", res.manifest.outputs.len());
+                res
+            } else {
+                stagebox::build::build(&box_file, &opts)?
+            };
             for o in &res.manifest.outputs {
                 println!("{}  {}", o.sha256, res.out_dir.join(&o.path).display());
+            }
+        }
+        Command::Diff { a, b, json } => {
+            let r = stagebox::diff::diff(&a, &b)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r).expect("json"));
+            } else {
+                print!("{}", r.render());
+            }
+            if !r.identical {
+                return Err(stagebox::Error::other(format!("{} and {} differ", a.display(), b.display())));
             }
         }
         Command::Inspect { target, json, store: StoreArgs { cache, platform, offline } } => {

@@ -1036,3 +1036,99 @@ fn an_error_while_writing_outputs_leaves_the_earlier_outputs_alone() {
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(snapshot(&s.p("out-fresh")).is_empty(), "{:?}", snapshot(&s.p("out-fresh")).keys());
 }
+
+// ---------------------------------------------------------------------------------------
+// Added for issue 8: names that are not plain text, a zstd bomb, a whiteout of `..`
+
+/// Raw (name bytes, type, data or link) of every entry of a plain tar file.
+fn raw_entries(path: &Path) -> Vec<(Vec<u8>, u8, Vec<u8>)> {
+    let mut ar = tar::Archive::new(std::fs::File::open(path).unwrap());
+    ar.entries()
+        .unwrap()
+        .map(|e| {
+            let mut e = e.unwrap();
+            let t = e.header().entry_type().as_byte();
+            let mut data = Vec::new();
+            e.read_to_end(&mut data).unwrap();
+            (e.path_bytes().into_owned(), t, data)
+        })
+        .collect()
+}
+
+#[test]
+fn names_with_newlines_and_invalid_utf8_are_kept_byte_for_byte_in_tar_oci_and_cpio() {
+    // Documented normalisation: none. A name is a byte string (only `/`, NUL and `..` rules
+    // apply); tar, the OCI layer and newc cpio all hold any bytes, so they are kept as they
+    // are. Only text renderings (inspect, diff, the SBOM's fileName) show them lossily.
+    let s = Scene::new();
+    let mut tar = Tar::new().dir("etc").0;
+    for (name, data) in [(&b"etc/new\nline"[..], &b"nl"[..]), (b"etc/bad\xff\xfename", b"bin"), (b"etc/tab\tand\rcr", b"ws")] {
+        tar.extend_from_slice(&header(name, b'0', 0o644, data.len() as u64, b""));
+        tar.extend_from_slice(data);
+        tar.extend(std::iter::repeat(0u8).take(BLOCK - data.len()));
+    }
+    tar.extend_from_slice(&[0u8; 2 * BLOCK]);
+    s.bad(&[Layer::gz(tar)], None);
+    // Build tar, OCI and an initramfs (cpio) of it.
+    let text = std::fs::read_to_string(s.p("bad.toml")).unwrap() + "\n[output.initramfs]\n";
+    std::fs::write(s.p("bad.toml"), text).unwrap();
+    let r = s.build("bad.toml", "out", "cache");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let names: Vec<Vec<u8>> = raw_entries(&s.p("out/demo.tar")).into_iter().map(|e| e.0).collect();
+    for want in [&b"etc/new\nline"[..], b"etc/bad\xff\xfename", b"etc/tab\tand\rcr"] {
+        assert!(names.iter().any(|n| n == want), "{:?} missing from the tar: {names:?}", String::from_utf8_lossy(want));
+    }
+    // cpio: names with the same bytes, NUL-terminated.
+    let cpio = std::fs::read(s.p("out/demo.cpio")).unwrap();
+    for want in [&b"etc/new\nline\0"[..], b"etc/bad\xff\xfename\0", b"etc/tab\tand\rcr\0"] {
+        assert!(cpio.windows(want.len()).any(|w| w == want), "{:?} missing from the cpio", String::from_utf8_lossy(want));
+    }
+    // OCI: the one layer holds the same names.
+    let idx: serde_json::Value = serde_json::from_slice(&std::fs::read(s.p("out/demo.oci/index.json")).unwrap()).unwrap();
+    let blob = |d: &str| s.p("out/demo.oci/blobs/sha256").join(d.trim_start_matches("sha256:"));
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(blob(idx["manifests"][0]["digest"].as_str().unwrap())).unwrap()).unwrap();
+    let layer = blob(m["layers"][0]["digest"].as_str().unwrap());
+    let mut dec = Vec::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(&layer).unwrap()).read_to_end(&mut dec).unwrap();
+    let tmp = s.p("layer.tar");
+    std::fs::write(&tmp, dec).unwrap();
+    let names: Vec<Vec<u8>> = raw_entries(&tmp).into_iter().map(|e| e.0).collect();
+    assert!(names.iter().any(|n| n == b"etc/bad\xff\xfename") && names.iter().any(|n| n == b"etc/new\nline"), "{names:?}");
+    // Text views do not choke on them.
+    let o = Command::new(env!("CARGO_BIN_EXE_stagebox")).arg("inspect").arg(s.p("out/demo.tar")).output().unwrap();
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("etc/bad\u{fffd}\u{fffd}name"), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn zstd_bomb_is_stopped_at_the_layer_limit() {
+    let s = Scene::new();
+    // 6 × 4 MiB of zeros in a zstd stream of a few KiB, against a lowered limit of 16 MiB.
+    let mut tar = Vec::new();
+    for i in 0..6 {
+        tar.extend_from_slice(&header(format!("zeros{i}").as_bytes(), b'0', 0o644, 4 << 20, b""));
+        tar.resize(tar.len() + (4 << 20), 0);
+    }
+    tar.extend_from_slice(&[0u8; 2 * BLOCK]);
+    let diff_id = sha256_hex(&tar);
+    let blob = zstd::encode_all(&tar[..], 19).unwrap();
+    drop(tar);
+    assert!(blob.len() < 200 << 10, "{}", blob.len());
+    let label = s.bad(&[Layer { blob, media_type: "application/vnd.oci.image.layer.v1.tar+zstd", diff_id, size: None, present: true, on_disk: None }], None);
+    let r = build_env(s.dir(), &s.p("bad.toml"), &s.p("out"), &s.p("cache"), &[("STAGEBOX_MAX_LAYER_BYTES", "16777216")]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_layer_error(&r.stderr, &label, 1, "/zeros4", "layer unpacks to more than 16777216 bytes; refusing (possible decompression bomb)");
+    assert!(snapshot(&s.p("out")).is_empty());
+}
+
+#[test]
+fn whiteout_of_dotdot_and_dot_is_refused() {
+    // `.wh..` would name `..` (the parent) and `.wh..` + `.` the directory itself: deleting
+    // either from inside a layer is not an OCI operation.
+    for name in ["etc/.wh...", "etc/.wh.."] {
+        let s = Scene::new();
+        let label = one_layer(&s, Tar::new().dir("etc").file("etc/keep", "k").file(name, ""));
+        let err = s.assert_rejected(1);
+        assert!(err.contains(&label), "{err}");
+        assert!(err.contains("whiteout"), "{name}: {err}");
+    }
+}

@@ -2,6 +2,8 @@
 //! and `manifest.json` (DESIGN §6), written with sorted keys so it is itself reproducible.
 
 pub mod pcr;
+pub mod provenance;
+pub mod sbom;
 
 use crate::error::Result;
 use serde::Serialize;
@@ -47,6 +49,44 @@ impl BuildManifest {
     pub fn write(&self, dir: &Path) -> Result<()> {
         crate::fsutil::write_atomic(&dir.join("manifest.json"), &self.to_json())
     }
+}
+
+/// `[output.sbom]` and `[output.provenance]`, after every other output (the provenance's
+/// subjects are all outputs before it, the SBOM included).
+#[allow(clippy::too_many_arguments)]
+pub fn emit_attestations(
+    spec: &crate::spec::BoxSpec,
+    sde: u64,
+    inputs: &[InputRecord],
+    images: &[crate::source::ResolvedImage],
+    signatures: &[crate::source::signature::Report],
+    tree: &crate::tree::Tree,
+    out: &Path,
+    outputs: &mut Vec<OutputRecord>,
+    progress: &crate::progress::Progress,
+) -> Result<()> {
+    if spec.outputs.sbom.is_some() {
+        let t0 = std::time::Instant::now();
+        progress.set_message(format!("write {}.spdx.json", spec.name));
+        let s = sbom::SbomInput { name: &spec.name, version: &spec.version, source_date_epoch: sde, inputs, images, signatures, tree };
+        outputs.push(sbom::emit(&s, out)?);
+        progress.timing(&format!("sbom ({} bytes hashed)", tree.content_bytes()), t0);
+    }
+    if spec.outputs.provenance.is_some() {
+        progress.set_message(format!("write {}.intoto.json", spec.name));
+        let file = spec.path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        let p = provenance::ProvenanceInput {
+            name: &spec.name,
+            version: &spec.version,
+            source_date_epoch: sde,
+            box_file: (&file, provenance::box_digest(&spec.path)?),
+            inputs,
+            outputs,
+        };
+        let rec = provenance::emit(&p, out)?;
+        outputs.push(rec);
+    }
+    Ok(())
 }
 
 /// `YYYY-MM-DDTHH:MM:SSZ` for seconds since the epoch (UTC; no host time zone).

@@ -153,7 +153,16 @@ pub struct Outputs {
     pub eif: Option<EifOutput>,
     pub squashfs: Option<SquashfsOutput>,
     pub erofs: Option<ErofsOutput>,
+    /// `[output.sbom]`: `NAME.spdx.json` (see `measure::sbom`).
+    pub sbom: Option<Empty>,
+    /// `[output.provenance]`: `NAME.intoto.json` (see `measure::provenance`).
+    pub provenance: Option<Empty>,
 }
+
+/// An output table that takes no keys.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Empty {}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,0 +1,540 @@
+//! `stagebox diff A B`: what differs between two outputs of the same format, as entries and
+//! sections rather than byte offsets — tar (plain, gzip, zstd), newc cpio (plain, gzip, zstd,
+//! xz; prepended archives included), OCI image layouts, and EIFs.
+//!
+//! Each side is read with the readers `inspect` already uses (the `tar` crate over
+//! [`crate::tree::layer::open_decompressed`], [`crate::emit::cpio::format::parse`],
+//! [`crate::emit::eif::format::read`]) into a list of entries or fields, and the lists are
+//! compared: added, removed, changed (which fields, old → new) and moved (same entries in
+//! another order). A new output format is one arm in [`Format::sniff`] and [`read_side`].
+
+use crate::error::{Error, IoContext, Result};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+
+/// Formats `diff` can read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Tar,
+    Cpio,
+    Oci,
+    Eif,
+}
+
+impl Format {
+    /// Recognize an output by its content (compression looked through), not its name.
+    pub fn sniff(p: &Path) -> Option<Format> {
+        if p.is_dir() {
+            return p.join("oci-layout").is_file().then_some(Format::Oci);
+        }
+        let mut head = [0u8; 4];
+        fs::File::open(p).and_then(|mut f| f.read_exact(&mut head)).ok()?;
+        if head == crate::emit::eif::format::MAGIC {
+            return Some(Format::Eif);
+        }
+        let mut r = decompressed(fs::File::open(p).ok()?).ok()?;
+        let mut buf = vec![0u8; 512];
+        let n = read_up_to(&mut r, &mut buf).ok()?;
+        if n >= 6 && (&buf[..6] == crate::emit::cpio::format::MAGIC || &buf[..6] == crate::emit::cpio::format::MAGIC_CRC) {
+            return Some(Format::Cpio);
+        }
+        (n >= 262 && &buf[257..262] == b"ustar").then_some(Format::Tar)
+    }
+}
+
+/// One field that differs: its name and both values.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Field {
+    pub field: String,
+    pub a: String,
+    pub b: String,
+}
+
+/// One entry or section that differs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Change {
+    /// The entry path, or what part of the file (`header`, `section 2 (ramdisk)`, `PCR0`...).
+    pub item: String,
+    /// `added` (only in B), `removed` (only in A), `changed`, or `moved` (entries in another order).
+    pub change: &'static str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub fields: Vec<Field>,
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.change, self.item)?;
+        for (i, x) in self.fields.iter().enumerate() {
+            write!(f, "{} {}: {} -> {}", if i == 0 { ":" } else { "," }, x.field, x.a, x.b)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub format: Format,
+    pub a: String,
+    pub b: String,
+    pub identical: bool,
+    pub changes: Vec<Change>,
+}
+
+impl Report {
+    /// One line per change, then a summary line.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        for c in &self.changes {
+            s += &format!("{c}\n");
+        }
+        if self.identical {
+            s += &format!("{} and {} are identical ({:?})\n", self.a, self.b, self.format);
+        } else if self.changes.is_empty() {
+            s += &format!("{} and {} differ in bytes only (no entry or field differs)\n", self.a, self.b);
+        } else {
+            s += &format!("{} change(s)\n", self.changes.len());
+        }
+        s
+    }
+}
+
+/// Compare two outputs. Both must be of the same format.
+pub fn diff(a: &Path, b: &Path) -> Result<Report> {
+    let fa = Format::sniff(a).ok_or_else(|| Error::Usage(format!("{}: not a tar, cpio, OCI layout or EIF", a.display())))?;
+    let fb = Format::sniff(b).ok_or_else(|| Error::Usage(format!("{}: not a tar, cpio, OCI layout or EIF", b.display())))?;
+    if fa != fb {
+        return Err(Error::Usage(format!("{} is {fa:?} but {} is {fb:?}: diff compares outputs of one format", a.display(), b.display())));
+    }
+    let identical = crate::check::compare_paths(a, b)?.is_none();
+    let changes = if identical { Vec::new() } else { changes(fa, a, b)? };
+    Ok(Report { format: fa, a: a.display().to_string(), b: b.display().to_string(), identical, changes })
+}
+
+/// The first differing entry of two outputs, as text, when the format is known and readable
+/// (for `build --check`'s message); `None` otherwise.
+pub fn first_entry(a: &Path, b: &Path) -> Option<String> {
+    let f = Format::sniff(a)?;
+    (Format::sniff(b)? == f).then_some(())?;
+    changes(f, a, b).ok()?.first().map(|c| c.to_string())
+}
+
+fn changes(f: Format, a: &Path, b: &Path) -> Result<Vec<Change>> {
+    match f {
+        Format::Tar => Ok(compare_entries("", &tar_entries(fs::File::open(a).at(a)?, a)?, &tar_entries(fs::File::open(b).at(b)?, b)?)),
+        Format::Cpio => Ok(compare_entries("", &cpio_entries(&read_all(a)?, a)?, &cpio_entries(&read_all(b)?, b)?)),
+        Format::Oci => oci_changes(a, b),
+        Format::Eif => eif_changes(a, b),
+    }
+}
+
+/// What one entry of an archive says; compared field by field.
+type Fields = BTreeMap<&'static str, String>;
+
+/// An archive's entries in archive order: (path, fields).
+type Entries = Vec<(String, Fields)>;
+
+fn compare_entries(prefix: &str, a: &Entries, b: &Entries) -> Vec<Change> {
+    let ma: BTreeMap<&str, &Fields> = a.iter().map(|(p, f)| (p.as_str(), f)).collect();
+    let mb: BTreeMap<&str, &Fields> = b.iter().map(|(p, f)| (p.as_str(), f)).collect();
+    let mut out = Vec::new();
+    // Walk in A's order, then B's additions in B's order: the first change is the first in
+    // the archive.
+    for (p, fa) in a {
+        match mb.get(p.as_str()) {
+            None => out.push(Change { item: format!("{prefix}{p}"), change: "removed", fields: Vec::new() }),
+            Some(fb) => {
+                let fields = compare_fields(fa, fb);
+                if !fields.is_empty() {
+                    out.push(Change { item: format!("{prefix}{p}"), change: "changed", fields });
+                }
+            }
+        }
+    }
+    for (p, _) in b {
+        if !ma.contains_key(p.as_str()) {
+            out.push(Change { item: format!("{prefix}{p}"), change: "added", fields: Vec::new() });
+        }
+    }
+    let oa: Vec<&str> = a.iter().map(|(p, _)| p.as_str()).filter(|p| mb.contains_key(p)).collect();
+    let ob: Vec<&str> = b.iter().map(|(p, _)| p.as_str()).filter(|p| ma.contains_key(p)).collect();
+    if let Some(i) = oa.iter().zip(&ob).position(|(x, y)| x != y) {
+        out.push(Change {
+            item: format!("{prefix}{}", oa[i]),
+            change: "moved",
+            fields: vec![Field { field: "position".into(), a: format!("{} is entry {i}", oa[i]), b: format!("{} is entry {i}", ob[i]) }],
+        });
+    }
+    out
+}
+
+fn compare_fields(a: &Fields, b: &Fields) -> Vec<Field> {
+    let keys: std::collections::BTreeSet<&&str> = a.keys().chain(b.keys()).collect();
+    keys.into_iter()
+        .filter_map(|k| {
+            let (x, y) = (a.get(*k), b.get(*k));
+            (x != y).then(|| Field { field: k.to_string(), a: x.cloned().unwrap_or_else(|| "-".into()), b: y.cloned().unwrap_or_else(|| "-".into()) })
+        })
+        .collect()
+}
+
+fn sha256_hex(d: &[u8]) -> String {
+    crate::digest::Digest::of_bytes(d).hex().to_string()
+}
+
+/// Decompress gzip, zstd or xz, or pass through.
+fn decompressed<R: Read + 'static>(mut r: R) -> std::io::Result<Box<dyn Read>> {
+    let mut head = [0u8; 6];
+    let n = read_up_to(&mut r, &mut head)?;
+    let r = std::io::Cursor::new(head[..n].to_vec()).chain(r);
+    if head[..n].starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        return Ok(Box::new(liblzma::read::XzDecoder::new_multi_decoder(r)));
+    }
+    crate::tree::layer::open_decompressed(r)
+}
+
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+fn read_all(p: &Path) -> Result<Vec<u8>> {
+    fs::read(p).at(p)
+}
+
+fn tar_entries<R: Read + 'static>(r: R, p: &Path) -> Result<Entries> {
+    let bad = |e: std::io::Error| Error::other(format!("{}: not a readable tar: {e}", p.display()));
+    let mut ar = tar::Archive::new(decompressed(r).map_err(bad)?);
+    let mut out = Vec::new();
+    for e in ar.entries().map_err(bad)? {
+        let mut e = e.map_err(bad)?;
+        let h = e.header().clone();
+        use tar::EntryType as T;
+        let kind = match h.entry_type() {
+            T::Regular | T::Continuous => "file",
+            T::Directory => "dir",
+            T::Symlink => "symlink",
+            T::Link => "hardlink",
+            T::Char => "char",
+            T::Block => "block",
+            T::Fifo => "fifo",
+            _ => "other",
+        };
+        let path = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+        let mut f = Fields::new();
+        f.insert("type", kind.into());
+        f.insert("mode", format!("{:04o}", h.mode().unwrap_or(0) & 0o7777));
+        f.insert("owner", format!("{}:{}", h.uid().unwrap_or(0), h.gid().unwrap_or(0)));
+        f.insert("mtime", h.mtime().unwrap_or(0).to_string());
+        f.insert("size", e.size().to_string());
+        if let Some(l) = e.link_name_bytes() {
+            f.insert("link", String::from_utf8_lossy(&l).into_owned());
+        }
+        if matches!(kind, "char" | "block") {
+            f.insert("device", format!("{},{}", h.device_major().ok().flatten().unwrap_or(0), h.device_minor().ok().flatten().unwrap_or(0)));
+        }
+        if let Ok(Some(x)) = e.pax_extensions() {
+            for x in x.flatten() {
+                if let Ok(k) = x.key() {
+                    if k.starts_with("SCHILY.xattr.") {
+                        f.insert("xattrs", format!("{}{}={}", f.get("xattrs").map(|s| format!("{s} ")).unwrap_or_default(), k, sha256_hex(x.value_bytes())));
+                    }
+                }
+            }
+        }
+        if kind == "file" {
+            let mut h = crate::digest::HashWriter::new(std::io::sink());
+            std::io::copy(&mut e, &mut h).map_err(bad)?;
+            f.insert("content", h.finish().0.hex().to_string());
+        }
+        out.push((path, f));
+    }
+    Ok(out)
+}
+
+/// Every entry of every archive in `buf` (concatenated, maybe compressed after uncompressed
+/// prepended ones, as the kernel reads an initramfs). With more than one archive, names are
+/// prefixed `[N] `.
+fn cpio_entries(buf: &[u8], p: &Path) -> Result<Entries> {
+    use crate::emit::cpio::format::{self, S_IFLNK, S_IFMT, S_IFREG};
+    let mut archives: Vec<Entries> = Vec::new();
+    let mut bufs: Vec<Vec<u8>> = Vec::new();
+    let mut rest: &[u8] = buf;
+    let mut owned: Vec<u8>;
+    loop {
+        while let Some((0, r)) = rest.split_first().map(|(b, r)| (*b, r)) {
+            rest = r;
+        }
+        if rest.is_empty() {
+            break;
+        }
+        if rest.starts_with(format::MAGIC) || rest.starts_with(format::MAGIC_CRC) {
+            let (entries, end) = format::parse(rest).map_err(|e| Error::other(format!("{}: damaged cpio: {e}", p.display())))?;
+            let mut v = Entries::new();
+            for e in &entries {
+                let h = &e.header;
+                let mut f = Fields::new();
+                f.insert("mode", format!("{:06o}", h.mode));
+                f.insert("owner", format!("{}:{}", h.uid, h.gid));
+                f.insert("mtime", h.mtime.to_string());
+                f.insert("size", h.filesize.to_string());
+                f.insert("ino", h.ino.to_string());
+                f.insert("nlink", h.nlink.to_string());
+                f.insert("rdev", format!("{},{}", h.rdevmajor, h.rdevminor));
+                match h.mode & S_IFMT {
+                    S_IFLNK => {
+                        f.insert("link", String::from_utf8_lossy(e.data).into_owned());
+                    }
+                    S_IFREG => {
+                        f.insert("content", sha256_hex(e.data));
+                    }
+                    _ => {}
+                }
+                v.push((String::from_utf8_lossy(e.name).into_owned(), f));
+            }
+            archives.push(v);
+            rest = &rest[end..];
+        } else {
+            let mut d = decompressed(std::io::Cursor::new(rest.to_vec())).map_err(|e| Error::io(p, e))?;
+            owned = Vec::new();
+            d.read_to_end(&mut owned).map_err(|e| Error::other(format!("{}: damaged compressed cpio: {e}", p.display())))?;
+            if owned.as_slice() == rest {
+                return Err(Error::other(format!("{}: neither a cpio archive nor compressed data at byte {}", p.display(), buf.len() - rest.len())));
+            }
+            bufs.push(std::mem::take(&mut owned));
+            // The decompressed stream holds the rest (the kernel reads to its end).
+            let inner = cpio_entries(bufs.last().expect("pushed"), p)?;
+            archives.push(inner);
+            break;
+        }
+    }
+    if archives.len() == 1 {
+        return Ok(archives.pop().expect("one"));
+    }
+    Ok(archives.into_iter().enumerate().flat_map(|(n, v)| v.into_iter().map(move |(p, f)| (format!("[{n}] {p}"), f))).collect())
+}
+
+/// Leaf differences of two JSON values, as `/json/pointer` fields.
+fn json_fields(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<Field>) {
+    use serde_json::Value as V;
+    match (a, b) {
+        (V::Object(x), V::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                let p = format!("{prefix}/{k}");
+                match (x.get(k), y.get(k)) {
+                    (Some(u), Some(v)) => json_fields(&p, u, v, out),
+                    (u, v) => out.push(Field { field: p, a: show(u), b: show(v) }),
+                }
+            }
+        }
+        (V::Array(x), V::Array(y)) if x.len() == y.len() => {
+            for (i, (u, v)) in x.iter().zip(y).enumerate() {
+                json_fields(&format!("{prefix}/{i}"), u, v, out);
+            }
+        }
+        _ if a != b => out.push(Field { field: if prefix.is_empty() { "/".into() } else { prefix.into() }, a: a.to_string(), b: b.to_string() }),
+        _ => {}
+    }
+}
+
+fn show(v: Option<&serde_json::Value>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
+}
+
+fn read_json(p: &Path) -> Result<serde_json::Value> {
+    let data = fs::read(p).at(p)?;
+    serde_json::from_slice(&data).map_err(|e| Error::other(format!("{}: bad JSON: {e}", p.display())))
+}
+
+fn blob_path(layout: &Path, digest: &str) -> Result<std::path::PathBuf> {
+    let d = crate::digest::Digest::parse(digest)?;
+    Ok(layout.join("blobs/sha256").join(d.hex()))
+}
+
+/// OCI layouts: index.json, then per manifest (by position) the manifest, its config and
+/// each layer's entries.
+fn oci_changes(a: &Path, b: &Path) -> Result<Vec<Change>> {
+    let mut out = Vec::new();
+    let (ia, ib) = (read_json(&a.join("index.json"))?, read_json(&b.join("index.json"))?);
+    let mut f = Vec::new();
+    json_fields("", &ia, &ib, &mut f);
+    if !f.is_empty() {
+        out.push(Change { item: "index.json".into(), change: "changed", fields: f });
+    }
+    let empty = Vec::new();
+    let ma = ia.get("manifests").and_then(|m| m.as_array()).unwrap_or(&empty);
+    let mb = ib.get("manifests").and_then(|m| m.as_array()).unwrap_or(&empty);
+    for (n, (da, db)) in ma.iter().zip(mb).enumerate() {
+        let dig = |d: &serde_json::Value| d.get("digest").and_then(|x| x.as_str()).unwrap_or("").to_string();
+        if dig(da) == dig(db) {
+            continue;
+        }
+        let (xa, xb) = (read_json(&blob_path(a, &dig(da))?)?, read_json(&blob_path(b, &dig(db))?)?);
+        let item = |s: &str| if ma.len() > 1 { format!("manifest {n}: {s}") } else { s.to_string() };
+        let (ca, cb) = (&xa["config"], &xb["config"]);
+        if ca != cb {
+            let (ja, jb) = (read_json(&blob_path(a, ca["digest"].as_str().unwrap_or(""))?)?, read_json(&blob_path(b, cb["digest"].as_str().unwrap_or(""))?)?);
+            let mut f = Vec::new();
+            json_fields("", &ja, &jb, &mut f);
+            out.push(Change { item: item("config"), change: "changed", fields: f });
+        }
+        let (la, lb) = (xa["layers"].as_array().unwrap_or(&empty), xb["layers"].as_array().unwrap_or(&empty));
+        for (i, (x, y)) in la.iter().zip(lb).enumerate() {
+            if x["digest"] == y["digest"] {
+                continue;
+            }
+            let (pa, pb) = (blob_path(a, x["digest"].as_str().unwrap_or(""))?, blob_path(b, y["digest"].as_str().unwrap_or(""))?);
+            let (ea, eb) = (tar_entries(fs::File::open(&pa).at(&pa)?, &pa)?, tar_entries(fs::File::open(&pb).at(&pb)?, &pb)?);
+            let inner = compare_entries(&item(&format!("layer {i}: ")), &ea, &eb);
+            if inner.is_empty() {
+                let mut f = Vec::new();
+                json_fields("", x, y, &mut f);
+                out.push(Change { item: item(&format!("layer {i}")), change: "changed", fields: f });
+            }
+            out.extend(inner);
+        }
+        for (i, _) in la.iter().enumerate().skip(lb.len()) {
+            out.push(Change { item: item(&format!("layer {i}")), change: "removed", fields: Vec::new() });
+        }
+        for (i, _) in lb.iter().enumerate().skip(la.len()) {
+            out.push(Change { item: item(&format!("layer {i}")), change: "added", fields: Vec::new() });
+        }
+        let mut f = Vec::new();
+        let strip = |m: &serde_json::Value| {
+            let mut m = m.clone();
+            if let Some(o) = m.as_object_mut() {
+                o.remove("config");
+                o.remove("layers");
+            }
+            m
+        };
+        json_fields("", &strip(&xa), &strip(&xb), &mut f);
+        if !f.is_empty() {
+            out.push(Change { item: item("manifest"), change: "changed", fields: f });
+        }
+    }
+    for n in mb.len()..ma.len() {
+        out.push(Change { item: format!("manifest {n}"), change: "removed", fields: Vec::new() });
+    }
+    for n in ma.len()..mb.len() {
+        out.push(Change { item: format!("manifest {n}"), change: "added", fields: Vec::new() });
+    }
+    Ok(out)
+}
+
+struct EifSide {
+    scan: crate::emit::eif::format::Scan,
+    /// sha256 of each section's data, in file order.
+    digests: Vec<String>,
+    file: fs::File,
+}
+
+fn eif_side(p: &Path) -> Result<EifSide> {
+    let len = fs::metadata(p).at(p)?.len();
+    let f = fs::File::open(p).at(p)?;
+    let scan = crate::emit::eif::format::read(&mut std::io::BufReader::with_capacity(1 << 20, &f), len)
+        .map_err(|e| Error::other(format!("{}: damaged EIF: {e}", p.display())))?;
+    let mut digests = Vec::new();
+    for s in &scan.sections {
+        let mut r = &f;
+        r.seek(SeekFrom::Start(s.offset + crate::emit::eif::format::SECTION_HEADER_LEN as u64)).at(p)?;
+        let mut h = crate::digest::HashWriter::new(std::io::sink());
+        std::io::copy(&mut r.take(s.size), &mut h).at(p)?;
+        digests.push(h.finish().0.hex().to_string());
+    }
+    Ok(EifSide { scan, digests, file: f })
+}
+
+fn section_bytes(side: &EifSide, i: usize, p: &Path) -> Result<Vec<u8>> {
+    let s = &side.scan.sections[i];
+    let mut r = &side.file;
+    r.seek(SeekFrom::Start(s.offset + crate::emit::eif::format::SECTION_HEADER_LEN as u64)).at(p)?;
+    let mut v = Vec::new();
+    r.take(s.size).read_to_end(&mut v).at(p)?;
+    Ok(v)
+}
+
+/// EIFs: header fields, PCRs, then each section by position (type, size, content; the
+/// cmdline and metadata by value, ramdisks entry by entry).
+fn eif_changes(a: &Path, b: &Path) -> Result<Vec<Change>> {
+    let (sa, sb) = (eif_side(a)?, eif_side(b)?);
+    let mut out = Vec::new();
+    let (ha, hb) = (&sa.scan.header, &sb.scan.header);
+    let header = |h: &crate::emit::eif::format::Header| -> Fields {
+        let mut f = Fields::new();
+        f.insert("version", h.version.to_string());
+        f.insert("flags", h.flags.to_string());
+        f.insert("default_mem", h.default_mem.to_string());
+        f.insert("default_cpus", h.default_cpus.to_string());
+        f.insert("num_sections", h.num_sections.to_string());
+        f.insert("crc32", format!("0x{:08x}", h.crc32));
+        f
+    };
+    let f = compare_fields(&header(ha), &header(hb));
+    if !f.is_empty() {
+        out.push(Change { item: "header".into(), change: "changed", fields: f });
+    }
+    let pcrs = |s: &crate::emit::eif::format::Scan| -> Fields { s.pcrs.entries().into_iter().map(|(n, v)| (n, hex::encode(v))).collect() };
+    for fl in compare_fields(&pcrs(&sa.scan), &pcrs(&sb.scan)) {
+        out.push(Change { item: fl.field.clone(), change: "changed", fields: vec![fl] });
+    }
+    let (la, lb) = (&sa.scan.sections, &sb.scan.sections);
+    for i in 0..la.len().max(lb.len()) {
+        let (x, y) = (la.get(i), lb.get(i));
+        let name = |s: Option<&crate::emit::eif::format::Section>| s.map(|s| s.kind.name()).unwrap_or("-");
+        let item = format!("section {i} ({})", name(x.or(y)));
+        let (Some(x), Some(y)) = (x, y) else {
+            out.push(Change { item, change: if x.is_some() { "removed" } else { "added" }, fields: Vec::new() });
+            continue;
+        };
+        let mut fa = Fields::new();
+        let mut fb = Fields::new();
+        for (f, s, d) in [(&mut fa, x, &sa.digests[i]), (&mut fb, y, &sb.digests[i])] {
+            f.insert("type", s.kind.name().to_string());
+            f.insert("size", s.size.to_string());
+            f.insert("content", d.clone());
+        }
+        let fields = compare_fields(&fa, &fb);
+        if fields.is_empty() {
+            continue;
+        }
+        use crate::emit::eif::format::SectionType as S;
+        match (x.kind, y.kind) {
+            (S::Cmdline, S::Cmdline) => {
+                let v = |s: &EifSide| String::from_utf8_lossy(&s.scan.cmdline).into_owned();
+                out.push(Change { item, change: "changed", fields: vec![Field { field: "cmdline".into(), a: v(&sa), b: v(&sb) }] });
+            }
+            (S::Metadata, S::Metadata) => {
+                let v = |s: &EifSide| s.scan.metadata.as_deref().and_then(|m| serde_json::from_slice(m).ok()).unwrap_or(serde_json::Value::Null);
+                let mut f = Vec::new();
+                json_fields("", &v(&sa), &v(&sb), &mut f);
+                out.push(Change { item, change: "changed", fields: f });
+            }
+            (S::Ramdisk, S::Ramdisk) => {
+                let (ra, rb) = (section_bytes(&sa, i, a)?, section_bytes(&sb, i, b)?);
+                match (cpio_entries(&ra, a), cpio_entries(&rb, b)) {
+                    (Ok(ea), Ok(eb)) => {
+                        let inner = compare_entries(&format!("{item}: "), &ea, &eb);
+                        if inner.is_empty() {
+                            out.push(Change { item, change: "changed", fields });
+                        }
+                        out.extend(inner);
+                    }
+                    _ => out.push(Change { item, change: "changed", fields }),
+                }
+            }
+            _ => out.push(Change { item, change: "changed", fields }),
+        }
+    }
+    Ok(out)
+}

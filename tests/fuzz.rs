@@ -1,0 +1,204 @@
+//! Bounded fuzzing on the stable toolchain: the same target bodies as the cargo-fuzz targets
+//! (`fuzz/targets.rs`), run over a seeded corpus of valid inputs mutated by a fixed-seed
+//! PRNG (bit flips, interesting bytes, insertions, deletions, splices, truncations) for a
+//! fixed number of iterations per target. Deterministic, so a failure reproduces; the input
+//! that panicked is saved under `target/fuzz-crashes/` (feed it to the cargo-fuzz target).
+//! `STAGEBOX_FUZZ_ITERS` scales the run (default 1500 per in-memory target, a fifth of that
+//! for the targets that go through files).
+
+#[path = "../fuzz/targets.rs"]
+mod targets;
+
+use std::io::Write;
+
+/// xorshift64*: fixed seed, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        if n == 0 { 0 } else { (self.next() % n as u64) as usize }
+    }
+}
+
+const INTERESTING: &[u8] = &[0, 0xff, 0x7f, 0x80, b'0', b'7', b'/', b'.', b'\n', b' ', 1];
+
+fn mutate(rng: &mut Rng, corpus: &[Vec<u8>]) -> Vec<u8> {
+    let mut v = corpus[rng.below(corpus.len())].clone();
+    for _ in 0..1 + rng.below(4) {
+        let len = v.len();
+        match rng.below(7) {
+            0 if len > 0 => {
+                let i = rng.below(len);
+                v[i] ^= 1 << rng.below(8);
+            }
+            1 if len > 0 => {
+                let i = rng.below(len);
+                v[i] = INTERESTING[rng.below(INTERESTING.len())];
+            }
+            2 => {
+                let i = rng.below(len + 1);
+                let n = 1 + rng.below(16);
+                let b = INTERESTING[rng.below(INTERESTING.len())];
+                v.splice(i..i, std::iter::repeat(b).take(n));
+            }
+            3 if len > 0 => {
+                let i = rng.below(len);
+                let n = 1 + rng.below((len - i).min(64));
+                v.drain(i..i + n);
+            }
+            4 if len > 0 => {
+                // copy a chunk of another seed over this one
+                let other = &corpus[rng.below(corpus.len())];
+                if !other.is_empty() {
+                    let (i, j) = (rng.below(len), rng.below(other.len()));
+                    let n = (1 + rng.below(64)).min(len - i).min(other.len() - j);
+                    v[i..i + n].copy_from_slice(&other[j..j + n]);
+                }
+            }
+            5 => v.truncate(rng.below(len + 1)),
+            _ if len >= 8 => {
+                // an ASCII number field rewritten (tar/cpio sizes, TOML integers)
+                let i = rng.below(len - 7);
+                let s = format!("{:08x}", rng.next() as u32);
+                v[i..i + 8].copy_from_slice(s.as_bytes());
+            }
+            _ => {}
+        }
+    }
+    v
+}
+
+fn iterations(divisor: usize) -> usize {
+    std::env::var("STAGEBOX_FUZZ_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(1500) / divisor
+}
+
+/// Run `target` on `iters` mutants of `corpus` (and on the seeds themselves first).
+fn fuzz(name: &str, seed: u64, corpus: Vec<Vec<u8>>, iters: usize, target: impl Fn(&[u8], &std::path::Path)) {
+    let mut rng = Rng(seed);
+    let scratch = tempfile::Builder::new().prefix("fuzz-").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let inputs = corpus.clone().into_iter().chain((0..iters).map(|_| mutate(&mut rng, &corpus)));
+    for (n, input) in inputs.enumerate() {
+        let dir = scratch.path().join(n.to_string());
+        std::fs::create_dir_all(&dir).unwrap();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| target(&input, &dir)));
+        if let Err(e) = r {
+            let crashes = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).parent().unwrap().join("fuzz-crashes");
+            std::fs::create_dir_all(&crashes).unwrap();
+            let f = crashes.join(format!("{name}-{n}.bin"));
+            std::fs::write(&f, &input).unwrap();
+            panic!("{name}: input {n} panicked (saved to {}): {:?}", f.display(), e.downcast_ref::<String>().map(|s| s.as_str()).or(e.downcast_ref::<&str>().copied()));
+        }
+        // Nothing written outside the input's scratch directory.
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+    let left: Vec<_> = std::fs::read_dir(scratch.path()).unwrap().collect();
+    assert!(left.is_empty(), "{name}: files appeared beside the scratch dirs");
+}
+
+fn tar_seed(gnu_long: bool) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_ustar();
+    let mut add = |b: &mut tar::Builder<Vec<u8>>, path: &str, kind: tar::EntryType, data: &[u8], link: Option<&str>| {
+        h.set_entry_type(kind);
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_mtime(1);
+        if let Some(l) = link {
+            h.set_link_name(l).unwrap();
+        }
+        if gnu_long {
+            b.append_data(&mut h.clone(), path, data).unwrap();
+        } else {
+            h.set_path(path).unwrap();
+            h.set_cksum();
+            b.append(&h, data).unwrap();
+        }
+    };
+    add(&mut b, "etc/", tar::EntryType::Directory, b"", None);
+    add(&mut b, "etc/passwd", tar::EntryType::Regular, b"root:x:0:0::/:/bin/sh\n", None);
+    add(&mut b, "etc/link", tar::EntryType::Link, b"", Some("etc/passwd"));
+    add(&mut b, "bin", tar::EntryType::Symlink, b"", Some("usr/bin"));
+    add(&mut b, "bin/sh", tar::EntryType::Regular, b"#!", None);
+    add(&mut b, "etc/.wh.old", tar::EntryType::Regular, b"", None);
+    add(&mut b, "opt/.wh..wh..opq", tar::EntryType::Regular, b"", None);
+    if gnu_long {
+        add(&mut b, &format!("opt/{}/f", "d".repeat(150)), tar::EntryType::Regular, b"x", None);
+    }
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn fuzz_layer_tar_reader() {
+    let plain = tar_seed(false);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(1));
+    gz.write_all(&plain).unwrap();
+    let corpus = vec![plain.clone(), tar_seed(true), gz.finish().unwrap(), zstd::encode_all(&plain[..], 1).unwrap()];
+    fuzz("layer_tar", 0x5eed_0001, corpus, iterations(5), targets::layer_tar);
+}
+
+#[test]
+fn fuzz_oci_index_and_manifest_parsing() {
+    let d = "sha256:".to_string() + &"ab".repeat(32);
+    let corpus = vec![
+        format!(r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{d}","size":7,"platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#).into_bytes(),
+        format!(r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"{d}","size":7}},{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{d}","size":3,"platform":{{"architecture":"arm64","os":"linux","variant":"v8"}},"annotations":{{"org.opencontainers.image.ref.name":"latest"}}}}]}}"#).into_bytes(),
+    ];
+    fuzz("oci_index", 0x5eed_0002, corpus, iterations(5), targets::oci_index);
+}
+
+#[test]
+fn fuzz_box_file_parser() {
+    let corpus = vec![
+        b"name = \"demo\"\nversion = \"1.0\"\nsource_date_epoch = 1\n\n[[layer]]\ndir = \"rootfs\"\n\n[[layer]]\nimage = \"oci:img@sha256:0000000000000000000000000000000000000000000000000000000000000000\"\n\n[output.tar]\ncompression = \"zstd\"\n\n[output.initramfs]\ncompression = \"gzip\"\nprepend = [\"ucode.cpio\"]\n\n[output.oci]\ntag = \"v1\"\n".to_vec(),
+        b"name = \"k\"\n[[layer]]\npallet = \"base\"\n[kernel]\nimage = \"oci:k@sha256:1111111111111111111111111111111111111111111111111111111111111111\"\npath = \"/bzImage\"\ncmdline = \"console=ttyS0\"\n[output.eif]\nlayout = \"nitro-cli\"\ncmd = [\"/bin/sh\"]\n[policy]\nkeyring = \"keys.pgp\"\nquorum = 2\n".to_vec(),
+    ];
+    fuzz("box_file", 0x5eed_0003, corpus, iterations(5), targets::box_file);
+}
+
+#[test]
+fn fuzz_eif_reader() {
+    use stagebox::emit::eif::{self, format, Data, Image};
+    let meta = br#"{"ImageName":"test","ImageVersion":"1.0","BuildMetadata":{"BuildTime":"1970-01-01T00:00:00+00:00","BuildTool":"t","BuildToolVersion":"0","OperatingSystem":"OS","KernelVersion":"kernel"},"DockerInfo":null,"CustomMetadata":null}"#;
+    let img = Image {
+        flags: 0,
+        default_mem: format::DEFAULT_MEM,
+        default_cpus: format::DEFAULT_CPUS,
+        kernel: Data::Bytes(b"KERNEL-BYTES"),
+        cmdline: b"console=ttyS0",
+        metadata: meta,
+        ramdisks: vec![Data::Bytes(b"RAMDISK0"), Data::Bytes(b"RAMDISK1")],
+    };
+    let mut v = Vec::new();
+    eif::write(&img, None, &mut v).unwrap();
+    fuzz("eif", 0x5eed_0004, vec![v], iterations(1), |d, _| targets::eif(d));
+}
+
+/// One newc entry, by hand (the format is ASCII hex fields).
+fn newc(ino: u32, mode: u32, name: &str, data: &[u8]) -> Vec<u8> {
+    let mut v = format!("070701{ino:08x}{mode:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}", 0, 0, 1, 1, data.len(), 0, 0, 0, 0, name.len() + 1, 0)
+        .into_bytes();
+    v.extend_from_slice(name.as_bytes());
+    v.push(0);
+    v.resize(v.len().next_multiple_of(4), 0);
+    v.extend_from_slice(data);
+    v.resize(v.len().next_multiple_of(4), 0);
+    v
+}
+
+#[test]
+fn fuzz_cpio_reader() {
+    let mut a = newc(1, 0o040755, "etc", b"");
+    a.extend(newc(2, 0o100644, "etc/passwd", b"root:x:0:0::/:/bin/sh\n"));
+    a.extend(newc(3, 0o120777, "bin", b"usr/bin"));
+    a.extend(newc(0, 0, "TRAILER!!!", b""));
+    let mut two = a.clone();
+    two.extend_from_slice(&[0; 512]);
+    two.extend_from_slice(&a);
+    fuzz("cpio", 0x5eed_0005, vec![a, two], iterations(1), |d, _| targets::cpio(d));
+}
