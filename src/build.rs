@@ -158,7 +158,9 @@ fn worker_threads(threads: usize) -> usize {
 /// straight from the layer streams; any streaming emitter needs them spilled.
 /// The pattern names every output on purpose: a new output type must be classified here.
 pub fn content_mode(outputs: &spec::Outputs) -> ContentMode {
-    let spec::Outputs { tar, oci, initramfs, eif } = outputs;
+    let spec::Outputs { tar, oci, initramfs, eif, deb, rpm, arch, apk } = outputs;
+    // Packages flatten their own layer subset, spilled (crate::package): not this tree.
+    let _ = (deb, rpm, arch, apk);
     let placed_tar = tar.as_ref().is_none_or(|t| t.compression == spec::Compression::None);
     // initramfs reads file contents straight from the layer streams in archive order
     // (emit::cpio::contents). eif streams its ramdisks (cpio) from spilled contents.
@@ -332,6 +334,9 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
         if spec.outputs.initramfs.is_none() {
             extra_inputs.push(k.input_record());
         }
+    }
+    for p in &spec.packages {
+        outputs.push(crate::package::emit(&spec, p, &store, &images, &sopts.platform.arch, sde, opts.threads, &out, &progress)?);
     }
     progress.timing("emit", t0);
     progress.finish();

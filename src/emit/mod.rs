@@ -5,4 +5,5 @@ pub mod compress;
 pub mod cpio;
 pub mod eif;
 pub mod oci;
+pub mod pkg;
 pub mod tar;

@@ -25,6 +25,8 @@ pub struct BoxSpec {
     pub policy: Option<super::PolicySpec>,
     /// Where `[output.eif]` stands in the box file.
     pub eif_at: Option<Location>,
+    /// `[output.deb|rpm|arch|apk]`, validated.
+    pub packages: Vec<super::PackageSpec>,
 }
 
 /// One `[[layer]]`, bottom first.
@@ -125,6 +127,19 @@ pub struct Outputs {
     pub oci: Option<OciOutput>,
     pub initramfs: Option<InitramfsOutput>,
     pub eif: Option<EifOutput>,
+    /// Packages for other distributions (see `spec::package`).
+    pub deb: Option<super::PackageOutput>,
+    pub rpm: Option<super::PackageOutput>,
+    pub arch: Option<super::PackageOutput>,
+    pub apk: Option<super::PackageOutput>,
+}
+
+impl Outputs {
+    /// The package tables present, in the order `PackageFormat::ALL` lists them.
+    pub fn packages(&self) -> Vec<(super::PackageFormat, &super::PackageOutput)> {
+        let t = [&self.deb, &self.rpm, &self.arch, &self.apk];
+        super::PackageFormat::ALL.into_iter().zip(t).filter_map(|(f, o)| o.as_ref().map(|o| (f, o))).collect()
+    }
 }
 
 #[derive(Deserialize)]
@@ -228,9 +243,15 @@ pub fn load_box(path: &Path) -> Result<BoxSpec> {
         Some(o) => (o.clone(), src.line_start("[output").or_else(|| src.line_start("output")).map(|i| i..i).unwrap_or(0..0)),
         None => (Outputs::default(), 0..0),
     };
-    if outputs.tar.is_none() && outputs.oci.is_none() && outputs.initramfs.is_none() && outputs.eif.is_none() {
-        return Err(src.loc(out_span).error("a box needs at least one [output.*] table (tar, oci, initramfs, eif)"));
+    if outputs.tar.is_none() && outputs.oci.is_none() && outputs.initramfs.is_none() && outputs.eif.is_none() && outputs.packages().is_empty() {
+        return Err(src.loc(out_span).error("a box needs at least one [output.*] table (tar, oci, initramfs, eif, deb, rpm, arch, apk)"));
     }
+    let version_at = raw.version.as_ref().map(|v| src.loc(v.span())).unwrap_or_else(|| src.loc(0..0));
+    let packages = outputs
+        .packages()
+        .into_iter()
+        .map(|(f, o)| super::package::package_spec(&src, f, o, &name, &version, version_at.clone(), raw.layer.len()))
+        .collect::<Result<Vec<_>>>()?;
     let kernel = raw.kernel.as_ref().map(|k| super::kernel::box_kernel(&src, k, &name)).transpose()?;
     let initramfs_at = outputs.initramfs.as_ref().map(|_| {
         let i = src.line_start("[output.initramfs]").or_else(|| src.text.find("initramfs")).unwrap_or(0);
@@ -269,6 +290,7 @@ pub fn load_box(path: &Path) -> Result<BoxSpec> {
         kernel,
         initramfs_at,
         eif_at,
+        packages,
     })
 }
 

@@ -1147,3 +1147,4 @@ pub fn busybox() -> Vec<u8> {
     assert!(p.is_file(), "/bin/busybox is missing: install busybox-static ({INSTALL_HINT})");
     read(p)
 }
+pub mod pkg;
