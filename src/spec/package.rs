@@ -8,7 +8,7 @@
 //! version = "8.9.1"             # default: the box version
 //! release = 1                   # default 1
 //! architecture = "amd64"        # default: from --platform (amd64 / x86_64 / x86_64 / x86_64)
-//! summary = "..."               # one line; default "NAME built by stagebox"
+//! summary = "..."               # one line; default "Content of the BOX box, built by stagebox"
 //! description = "..."           # longer text; the source image digests are always appended
 //! maintainer = "Jane <j@example.org>"
 //! license = "MIT"
@@ -223,7 +223,7 @@ pub(crate) fn package_spec(
     let summary = match &raw.summary {
         Some(s) if !one_line(s.get_ref()) => return Err(loc(s.span()).error("summary must be one non-empty line")),
         Some(s) => s.get_ref().clone(),
-        None => format!("{name} built by stagebox"),
+        None => format!("Content of the {box_name} box, built by stagebox"),
     };
     let maintainer = match &raw.maintainer {
         Some(m) if !one_line(m.get_ref()) => return Err(loc(m.span()).error("maintainer must be one non-empty line")),

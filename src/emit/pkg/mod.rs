@@ -106,6 +106,11 @@ impl<'t> Payload<'t> {
             }
             let top = path.split(|b| *b == b'/').next().unwrap_or(b"");
             if USR_ALIASES.iter().any(|a| a.as_bytes() == top) {
+                // Name the first file below an alias directory, which is what has to move.
+                let path = match node.kind {
+                    Kind::Dir => tree.walk().find(|(p, n)| under(p, path) && !matches!(n.kind, Kind::Dir)).map(|(p, _)| p).unwrap_or(path),
+                    _ => path,
+                };
                 let usr = format!("/usr/{}", show(path).trim_start_matches('/'));
                 return Err(refuse(
                     path,
