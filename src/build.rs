@@ -172,9 +172,10 @@ fn worker_threads(threads: usize) -> usize {
 /// straight from the layer streams; any streaming emitter needs them spilled.
 /// The pattern names every output on purpose: a new output type must be classified here.
 pub fn content_mode(outputs: &spec::Outputs) -> ContentMode {
-    let spec::Outputs { tar, oci, initramfs, eif, squashfs, erofs, sbom, provenance } = outputs;
+    let spec::Outputs { tar, oci, initramfs, eif, squashfs, erofs, sbom, provenance, deb, rpm, arch, apk } = outputs;
     // provenance only hashes outputs; the SBOM hashes every file from the spill files.
-    let _ = provenance;
+    // Packages flatten their own layer subset, spilled (crate::package): not this tree.
+    let _ = (provenance, deb, rpm, arch, apk);
     let placed_tar = tar.as_ref().is_none_or(|t| t.compression == spec::Compression::None);
     // initramfs reads file contents straight from the layer streams in archive order
     // (emit::cpio::contents). eif streams its ramdisks (cpio) from spilled contents.
@@ -393,6 +394,9 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
     if let Some(o) = &spec.outputs.erofs {
         progress.set_message(format!("write {}.erofs", spec.name));
         outputs.push(emit_erofs(&tree, &spec, &out, sde, o)?);
+    }
+    for p in &spec.packages {
+        outputs.push(crate::package::emit(&spec, p, &store, &images, &sopts.platform.arch, sde, opts.threads, &out, &progress)?);
     }
     progress.timing("emit", t0);
     let inputs: Vec<InputRecord> =

@@ -17,6 +17,7 @@ pub mod inspect;
 pub mod kernel;
 pub mod lock;
 pub mod measure;
+pub mod package;
 pub mod progress;
 pub mod run;
 pub mod source;

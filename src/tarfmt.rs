@@ -107,6 +107,12 @@ fn raw_header(name: &[u8], prefix: &[u8], typeflag: u8, h: &Head, size: u64, lin
 /// Write the header (and a PAX header before it when needed) for `h`. The caller then
 /// writes `h.size` bytes of data and [`pad`].
 pub fn write_header(w: &mut impl Write, h: &Head) -> io::Result<()> {
+    write_header_with(w, h, &[])
+}
+
+/// [`write_header`] with `extra` PAX records (key, value) after the usual ones, for formats
+/// that keep their own data there (Alpine's `APK-TOOLS.checksum.SHA1`).
+pub fn write_header_with(w: &mut impl Write, h: &Head, extra: &[(&str, &[u8])]) -> io::Result<()> {
     let mut path = h.path.to_vec();
     if h.kind == TarKind::Dir && !path.ends_with(b"/") {
         path.push(b'/');
@@ -136,6 +142,9 @@ pub fn write_header(w: &mut impl Write, h: &Head) -> io::Result<()> {
     }
     for (k, v) in h.xattrs {
         pax_record(&mut pax, &format!("SCHILY.xattr.{k}"), v);
+    }
+    for (k, v) in extra {
+        pax_record(&mut pax, k, v);
     }
     if !pax.is_empty() {
         // The PAX header's own name: fixed text plus the entry's last component, as GNU tar

@@ -6,5 +6,6 @@ pub mod cpio;
 pub mod eif;
 pub mod erofs;
 pub mod oci;
+pub mod pkg;
 pub mod squashfs;
 pub mod tar;

@@ -25,6 +25,8 @@ pub struct BoxSpec {
     pub policy: Option<super::PolicySpec>,
     /// Where `[output.eif]` stands in the box file.
     pub eif_at: Option<Location>,
+    /// `[output.deb|rpm|arch|apk]`, validated.
+    pub packages: Vec<super::PackageSpec>,
 }
 
 /// One `[[layer]]`, bottom first.
@@ -157,6 +159,37 @@ pub struct Outputs {
     pub sbom: Option<Empty>,
     /// `[output.provenance]`: `NAME.intoto.json` (see `measure::provenance`).
     pub provenance: Option<Empty>,
+    /// Packages for other distributions (see `spec::package`).
+    pub deb: Option<super::PackageOutput>,
+    pub rpm: Option<super::PackageOutput>,
+    pub arch: Option<super::PackageOutput>,
+    pub apk: Option<super::PackageOutput>,
+}
+
+impl Outputs {
+    /// The package tables present, in the order `PackageFormat::ALL` lists them.
+    pub fn packages(&self) -> Vec<(super::PackageFormat, &super::PackageOutput)> {
+        let t = [&self.deb, &self.rpm, &self.arch, &self.apk];
+        super::PackageFormat::ALL.into_iter().zip(t).filter_map(|(f, o)| o.as_ref().map(|o| (f, o))).collect()
+    }
+
+    /// True when no output table is present. Names every field on purpose: a new output
+    /// type must be counted here.
+    pub fn is_empty(&self) -> bool {
+        let Outputs { tar, oci, initramfs, eif, squashfs, erofs, sbom, provenance, deb, rpm, arch, apk } = self;
+        tar.is_none()
+            && oci.is_none()
+            && initramfs.is_none()
+            && eif.is_none()
+            && squashfs.is_none()
+            && erofs.is_none()
+            && sbom.is_none()
+            && provenance.is_none()
+            && deb.is_none()
+            && rpm.is_none()
+            && arch.is_none()
+            && apk.is_none()
+    }
 }
 
 /// An output table that takes no keys.
@@ -265,9 +298,17 @@ pub fn load_box(path: &Path) -> Result<BoxSpec> {
         Some(o) => (o.clone(), src.line_start("[output").or_else(|| src.line_start("output")).map(|i| i..i).unwrap_or(0..0)),
         None => (Outputs::default(), 0..0),
     };
-    if outputs.tar.is_none() && outputs.oci.is_none() && outputs.initramfs.is_none() && outputs.eif.is_none() && outputs.squashfs.is_none() && outputs.erofs.is_none() {
-        return Err(src.loc(out_span).error("a box needs at least one [output.*] table (tar, oci, initramfs, eif, squashfs, erofs)"));
+    if outputs.is_empty() {
+        return Err(src.loc(out_span).error(
+            "a box needs at least one [output.*] table (tar, oci, initramfs, eif, squashfs, erofs, deb, rpm, arch, apk, sbom, provenance)",
+        ));
     }
+    let version_at = raw.version.as_ref().map(|v| src.loc(v.span())).unwrap_or_else(|| src.loc(0..0));
+    let packages = outputs
+        .packages()
+        .into_iter()
+        .map(|(f, o)| super::package::package_spec(&src, f, o, &name, &version, version_at.clone(), raw.layer.len()))
+        .collect::<Result<Vec<_>>>()?;
     let kernel = raw.kernel.as_ref().map(|k| super::kernel::box_kernel(&src, k, &name)).transpose()?;
     let initramfs_at = outputs.initramfs.as_ref().map(|_| {
         let i = src.line_start("[output.initramfs]").or_else(|| src.text.find("initramfs")).unwrap_or(0);
@@ -306,6 +347,7 @@ pub fn load_box(path: &Path) -> Result<BoxSpec> {
         kernel,
         initramfs_at,
         eif_at,
+        packages,
     })
 }
 

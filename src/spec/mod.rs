@@ -7,12 +7,14 @@
 mod boxfile;
 mod kernel;
 mod lockfile;
+mod package;
 mod pallet;
 mod policy;
 
 pub use boxfile::*;
 pub use kernel::*;
 pub use lockfile::*;
+pub use package::*;
 pub use pallet::*;
 pub use policy::*;
 

@@ -1167,3 +1167,4 @@ pub fn busybox() -> Vec<u8> {
     read(p)
 }
 pub mod prove;
+pub mod pkg;
