@@ -4,5 +4,6 @@
 pub mod compress;
 pub mod cpio;
 pub mod eif;
+pub mod iso;
 pub mod oci;
 pub mod tar;

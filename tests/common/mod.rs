@@ -22,6 +22,8 @@
 //! scratch space comes from [`tempdir`].
 #![allow(dead_code)]
 
+pub mod iso;
+
 use sha2::{Digest as _, Sha256};
 use std::borrow::BorrowMut;
 use std::collections::BTreeMap;
