@@ -13,8 +13,9 @@ pub struct IsoinfoEntry {
     pub kind: char,
     pub mode: u32,
     pub nlink: u32,
-    pub uid: u32,
-    pub gid: u32,
+    /// `None` when isoinfo prints uid and gid run together (it does for large ids).
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
     pub size: u64,
     pub extent: u32,
     pub link: Option<String>,
@@ -45,9 +46,19 @@ pub fn parse_perms(s: &str) -> (char, u32) {
 /// entry. Fails on any stderr output.
 pub fn isoinfo_listing(iso: &Path, flag: &str) -> BTreeMap<String, IsoinfoEntry> {
     require_tool("isoinfo");
-    let o = run(Command::new("isoinfo").arg(flag).arg("-l").arg("-i").arg(iso));
+    let mut c = Command::new("isoinfo");
+    c.arg(flag).arg("-l").arg("-i").arg(iso);
+    if flag == "-J" {
+        // isoinfo knows no UTF-8; Latin-1 holds the test's Joliet names
+        c.args(["-j", "iso8859-1"]);
+    }
+    let o = run(&mut c);
     assert!(o.stderr.is_empty(), "isoinfo {flag} printed:\n{}", String::from_utf8_lossy(&o.stderr));
-    let text = String::from_utf8(o.stdout).expect("isoinfo output is UTF-8 for UTF-8 names");
+    let text = if flag == "-J" {
+        o.stdout.iter().map(|b| *b as char).collect()
+    } else {
+        String::from_utf8(o.stdout).expect("isoinfo -R prints the UTF-8 names as they are")
+    };
     let mut out = BTreeMap::new();
     let mut dir = String::new();
     for line in text.lines() {
@@ -62,18 +73,26 @@ pub fn isoinfo_listing(iso: &Path, flag: &str) -> BTreeMap<String, IsoinfoEntry>
         }
         let t: Vec<&str> = left.split_whitespace().collect();
         let (kind, mode) = parse_perms(t[0]);
+        // isoinfo shows a FIFO as `f`
+        let kind = if kind == 'f' { 'p' } else { kind };
         let (name, link) = match name.split_once(" -> ") {
             Some((n, l)) if kind == 'l' => (n.to_string(), Some(l.to_string())),
             _ => (name.to_string(), None),
         };
-        let extent = t[t.len() - 2].trim_start_matches('[').parse().unwrap_or_else(|_| panic!("extent in {line:?}"));
+        // from the right: size, month, day, year, "[", extent, flags; nlink, uid, gid before
+        let n = t.len();
+        let extent = t[n - 2].trim_start_matches('[').parse().unwrap_or_else(|_| panic!("extent in {line:?}"));
+        let ids = &t[1..n - 7];
+        // isoinfo prints uid and gid in octal
+        let octal = |s: &str| u32::from_str_radix(s, 8).ok();
+        let (uid, gid) = if ids.len() == 3 { (octal(ids[1]), octal(ids[2])) } else { (None, None) };
         let e = IsoinfoEntry {
             kind,
             mode,
-            nlink: t[1].parse().unwrap(),
-            uid: t[2].parse().unwrap(),
-            gid: t[3].parse().unwrap(),
-            size: t[4].parse().unwrap(),
+            nlink: ids[0].parse().unwrap_or_else(|_| panic!("nlink in {line:?}")),
+            uid,
+            gid,
+            size: t[n - 7].parse().unwrap_or_else(|_| panic!("size in {line:?}")),
             extent,
             link,
         };
@@ -96,7 +115,7 @@ pub fn bsdtar_extract(iso: &Path, dest: &Path) {
 pub fn xorriso_extract(iso: &Path, dest: &Path) -> String {
     require_tool("xorriso");
     let o = run(Command::new("xorriso")
-        .args(["-osirrox", "on:auto_chmod_on:sort_lba_off", "-hardlinks", "on", "-indev"])
+        .args(["-osirrox", "on:device_files:auto_chmod_on:sort_lba_off", "-hardlinks", "on", "-indev"])
         .arg(iso)
         .args(["-extract", "/"])
         .arg(dest));

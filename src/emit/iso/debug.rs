@@ -165,7 +165,9 @@ fn parse_su(r: &Reader, su: &[u8]) -> Result<Rr, String> {
                     let ino = if len >= f::PX_LEN { f::read_both32(&e[36..]) } else { 0 };
                     rr.px = Some((f::read_both32(&e[4..]), f::read_both32(&e[12..]), f::read_both32(&e[20..]), f::read_both32(&e[28..]), ino));
                 }
-                b"PN" if len >= f::PN_LEN => rr.dev = Some((f::read_both32(&e[4..]), f::read_both32(&e[12..]))),
+                b"PN" if len >= f::PN_LEN => {
+                    rr.dev = Some(f::major_minor(((f::read_both32(&e[4..]) as u64) << 32) | f::read_both32(&e[12..]) as u64))
+                }
                 b"NM" if len >= 5 => {
                     if e[4] & 0x06 != 0 {
                         // "." or ".." flags: nothing to append

@@ -360,12 +360,27 @@ pub fn px(mode: u32, nlink: u32, uid: u32, gid: u32, ino: u32) -> Vec<u8> {
     e
 }
 
-/// RRIP PN: device number, high = major, low = minor (as the Linux kernel and libisofs read it).
+/// RRIP PN: the device number as Linux/glibc encode a 64-bit `dev_t`, split in a high and a
+/// low 32-bit half, as mkisofs and libisofs write it and libarchive reads it back. The Linux
+/// kernel decodes `high == 0` with the old 8:8 split, which is right for majors and minors
+/// below 256 (every common device node); larger minors are read wrongly by Linux only.
 pub fn pn(major: u32, minor: u32) -> Vec<u8> {
+    let dev = dev_t(major, minor);
     let mut e = vec![b'P', b'N', PN_LEN as u8, 1];
-    e.extend_from_slice(&both32(major));
-    e.extend_from_slice(&both32(minor));
+    e.extend_from_slice(&both32((dev >> 32) as u32));
+    e.extend_from_slice(&both32(dev as u32));
     e
+}
+
+/// glibc's `makedev`.
+pub fn dev_t(major: u32, minor: u32) -> u64 {
+    let (ma, mi) = (major as u64, minor as u64);
+    ((ma & 0xffff_f000) << 32) | ((ma & 0xfff) << 8) | ((mi & 0xffff_ff00) << 12) | (mi & 0xff)
+}
+
+/// glibc's `major`/`minor` of a `dev_t`.
+pub fn major_minor(dev: u64) -> (u32, u32) {
+    ((((dev >> 32) & 0xffff_f000) | ((dev >> 8) & 0xfff)) as u32, (((dev >> 12) & 0xffff_ff00) | (dev & 0xff)) as u32)
 }
 
 /// RRIP TF: modify, access and attribute-change time, all `t`.
@@ -391,11 +406,17 @@ pub fn nm(name: &[u8]) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// RRIP SL entries for a symlink target: components (`.`, `..`, a leading `/` as root),
-/// a component longer than fits split with the component CONTINUE flag, and the components
-/// packed into entries of at most 255 bytes, all but the last with the SL CONTINUE flag.
+/// RRIP SL entries for a symlink target: components (`.`, `..`, a leading `/` as root), a
+/// long component split with the component CONTINUE flag, packed into entries of at most
+/// 255 bytes, all but the last with the SL CONTINUE flag.
+///
+/// An entry never ends between two components: the last component of a continued entry
+/// is always itself continued (split, or an empty continued piece). Linux reads either
+/// form, but libarchive (3.6) adds no `/` between two SL entries, so this is the only
+/// form both read alike.
 pub fn sl(target: &[u8]) -> Vec<Vec<u8>> {
-    // (flags, bytes) per component record
+    // room for components in one entry, keeping 2 bytes for an empty continued piece
+    const ROOM: usize = SUSP_MAX - 5 - 2;
     let mut comps: Vec<(u8, &[u8])> = Vec::new();
     let mut rest = target;
     if let Some(r) = rest.strip_prefix(b"/") {
@@ -407,26 +428,30 @@ pub fn sl(target: &[u8]) -> Vec<Vec<u8>> {
             match c {
                 b"." => comps.push((SL_CURRENT, b"")),
                 b".." => comps.push((SL_PARENT, b"")),
-                _ => {
-                    let max = SUSP_MAX - 5 - 2;
-                    let pieces: Vec<&[u8]> = if c.is_empty() { vec![c] } else { c.chunks(max).collect() };
-                    let n = pieces.len();
-                    for (i, p) in pieces.into_iter().enumerate() {
-                        comps.push((if i + 1 < n { RR_CONTINUE } else { 0 }, p));
-                    }
-                }
+                _ => comps.push((0, c)),
             }
         }
     }
     let mut entries: Vec<Vec<u8>> = Vec::new();
     let mut cur: Vec<u8> = Vec::new();
-    for (f, c) in comps {
-        if 5 + cur.len() + 2 + c.len() > SUSP_MAX {
+    for (flags, mut c) in comps {
+        loop {
+            let room = ROOM - cur.len();
+            if 2 + c.len() <= room {
+                cur.extend_from_slice(&[flags, c.len() as u8]);
+                cur.extend_from_slice(c);
+                break;
+            }
+            if flags == 0 && room >= 3 {
+                let (head, tail) = c.split_at(room - 2);
+                cur.extend_from_slice(&[RR_CONTINUE, head.len() as u8]);
+                cur.extend_from_slice(head);
+                c = tail;
+            } else {
+                cur.extend_from_slice(&[RR_CONTINUE, 0]);
+            }
             entries.push(std::mem::take(&mut cur));
         }
-        cur.push(f);
-        cur.push(c.len() as u8);
-        cur.extend_from_slice(c);
     }
     entries.push(cur);
     let n = entries.len();
@@ -489,6 +514,16 @@ mod tests {
     }
 
     #[test]
+    fn device_numbers_round_trip_through_dev_t() {
+        for (ma, mi) in [(1, 3), (4, 1), (7, 0), (259, 65536), (4095, 255), (0x12345, 0x678)] {
+            assert_eq!(major_minor(dev_t(ma, mi)), (ma, mi));
+        }
+        // small numbers keep the old 8:8 form in the low half (what Linux decodes)
+        let e = pn(1, 3);
+        assert_eq!((read_both32(&e[4..]), read_both32(&e[12..])), (0, 0x0103));
+    }
+
+    #[test]
     fn catalog_validation_entry_sums_to_zero() {
         let c = boot_catalog(&[CatalogEntry { platform: 0, sectors: 4, lba: 40 }, CatalogEntry { platform: 0xEF, sectors: 2880, lba: 41 }]);
         let sum = (0..16).map(|i| u16::from_le_bytes([c[2 * i], c[2 * i + 1]])).fold(0u16, |a, w| a.wrapping_add(w));
@@ -503,7 +538,8 @@ mod tests {
     #[test]
     fn long_symlink_targets_split_into_continued_entries() {
         let long = "x".repeat(600);
-        let target = format!("/a/../{long}/./b");
+        let many: Vec<String> = (0..60).map(|i| format!("d{i:02}xxxx")).collect();
+        let target = format!("/a/../{long}/./b/{}/../..", many.join("/"));
         let es = sl(target.as_bytes());
         assert!(es.iter().all(|e| e.len() <= SUSP_MAX && e[2] as usize == e.len()));
         assert!(es[..es.len() - 1].iter().all(|e| e[4] == RR_CONTINUE));
@@ -532,5 +568,15 @@ mod tests {
             }
         }
         assert_eq!(String::from_utf8(out).unwrap(), target);
+        // no entry but the last ends with a component that is not continued
+        for e in &es[..es.len() - 1] {
+            let mut p = 5;
+            let mut last = 0;
+            while p < e.len() {
+                last = e[p];
+                p += 2 + e[p + 1] as usize;
+            }
+            assert_eq!(last & RR_CONTINUE, RR_CONTINUE);
+        }
     }
 }
