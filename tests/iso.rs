@@ -459,3 +459,43 @@ fn added_files_that_collide_or_lack_a_catalog_are_refused() {
     o.extra[0].path = "boot/relative".into();
     assert!(try_write(&o).contains("must be absolute"), "{}", try_write(&o));
 }
+
+#[test]
+fn inspect_reports_a_damaged_iso_instead_of_panicking() {
+    let f = fixture();
+    let img = read(&f.iso);
+    let w = tempdir();
+    let inspect = |name: &str, bytes: &[u8]| {
+        let p = w.path().join(name);
+        write(&p, bytes);
+        let o = output(&mut stagebox(["inspect".as_ref(), p.as_os_str()]));
+        assert_eq!(o.status.code(), Some(1), "{name}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    // cut off after the volume descriptors: the directories are missing
+    let e = inspect("cut.iso", &img[..19 * 2048]);
+    assert!(e.contains("damaged ISO 9660 image") && e.contains("beyond the end"), "{e}");
+    // the root directory's first record claims 5 bytes
+    let root = u32::from_le_bytes(img[32768 + 158..32768 + 162].try_into().unwrap()) as usize;
+    let mut bad = img.clone();
+    bad[root * 2048] = 5;
+    let e = inspect("badrec.iso", &bad);
+    assert!(e.contains("damaged ISO 9660 image") && e.contains("bad length 5"), "{e}");
+    // a subdirectory that points back at the root: a loop, not a hang
+    let mut looped = img.clone();
+    let dir = &img[root * 2048..root * 2048 + 2048];
+    let mut pos = 0;
+    let mut patched = false;
+    while pos < dir.len() && dir[pos] != 0 {
+        let len = dir[pos] as usize;
+        if dir[pos + 25] & 2 != 0 && dir[pos + 33] > 1 {
+            looped[root * 2048 + pos + 2..root * 2048 + pos + 6].copy_from_slice(&(root as u32).to_le_bytes());
+            patched = true;
+            break;
+        }
+        pos += len;
+    }
+    assert!(patched);
+    let e = inspect("loop.iso", &looped);
+    assert!(e.contains("a loop"), "{e}");
+}

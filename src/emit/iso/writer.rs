@@ -980,6 +980,37 @@ mod tests {
     }
 
     #[test]
+    fn a_file_over_4_gib_gets_contiguous_multi_extent_records() {
+        // a sparse 9 GiB source: laying out only stats it
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("big.img");
+        std::fs::File::create(&src).unwrap().set_len(9 << 30).unwrap();
+        let tree = Tree::new(1);
+        let opts = IsoOptions {
+            volume_id: "BIG".into(),
+            sde: 1,
+            extra: vec![IsoFile { path: "/big.img".into(), source: src, mode: 0o644 }],
+            ..Default::default()
+        };
+        let plan = Plan::new(&tree, &opts).unwrap();
+        let d = &plan.data[0];
+        assert_eq!(d.len, 9 << 30);
+        for (joliet, dirs) in [(false, &plan.iso_dirs), (true, &plan.joliet_dirs)] {
+            let recs: Vec<&Record> = dirs[0].records.iter().filter(|r| matches!(r.target, Target::Data(..))).collect();
+            assert_eq!(recs.len(), 3, "joliet {joliet}");
+            assert_eq!(recs.iter().map(|r| r.flags).collect::<Vec<_>>(), [f::FLAG_MULTI_EXTENT, f::FLAG_MULTI_EXTENT, 0]);
+            assert!(recs.iter().all(|r| r.id == recs[0].id));
+            // the records follow each other in the directory, and so do the extents
+            assert!(recs.windows(2).all(|w| w[0].offset < w[1].offset));
+        }
+        let x = f::file_extents(d.lba, d.len);
+        assert_eq!(x.iter().map(|e| e.1 as u64).sum::<u64>(), 9 << 30);
+        assert_eq!(x[1].0, d.lba + (f::MAX_EXTENT / BLOCK) as u32);
+        // the image ends after the last extent
+        assert_eq!(plan.blocks as u64, d.lba as u64 + (9u64 << 30) / BLOCK);
+    }
+
+    #[test]
     fn boot_info_table_sums_words_from_byte_64() {
         let mut file = vec![0u8; 70];
         file[64..70].copy_from_slice(&[1, 0, 0, 0, 2, 0]);
