@@ -499,3 +499,22 @@ fn inspect_reports_a_damaged_iso_instead_of_panicking() {
     let e = inspect("loop.iso", &looped);
     assert!(e.contains("a loop"), "{e}");
 }
+
+#[test]
+fn bad_iso_tables_are_box_file_errors() {
+    let w = tempdir();
+    std::fs::create_dir_all(w.path().join("rootfs")).unwrap();
+    write(&w.path().join("rootfs/f"), "f\n");
+    for (table, want) in [
+        ("[output.iso]\nvolume_id = \"\"\n", "volume_id must be 1 to 32 bytes"),
+        ("[output.iso]\nvolume_id = \"a-volume-id-that-is-much-too-long-for-iso\"\n", "volume_id must be 1 to 32 bytes"),
+        ("[output.iso]\nvolum_id = \"x\"\n", "unknown field `volum_id`"),
+    ] {
+        let b = w.path().join("b.toml");
+        write(&b, format!("name = \"b\"\n[[layer]]\ndir = \"rootfs\"\n\n{table}"));
+        let o = output(&mut stagebox(["build".as_ref(), b.as_os_str(), "-q".as_ref()]));
+        let e = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{table}: {e}");
+        assert!(e.contains(want) && e.contains("b.toml:"), "{table}: {e}");
+    }
+}
