@@ -328,8 +328,13 @@ impl<'t> Plan<'t> {
             for c in kids {
                 let iso = unique(&iso_used, &nodes[c].name, nodes[c].is_dir(), iso_candidate);
                 iso_used.insert(iso.clone());
-                let jol = unique(&jol_used, &nodes[c].name, nodes[c].is_dir(), joliet_candidate);
-                jol_used.insert(jol.clone());
+                // Windows reads Joliet case-insensitively: "Read.me" and "read.me" must differ
+                // by more than case
+                let jol = (0..)
+                    .map(|n| joliet_candidate(&nodes[c].name, nodes[c].is_dir(), n))
+                    .find(|j| !jol_used.contains(&fold(j)))
+                    .expect("a free name");
+                jol_used.insert(fold(&jol));
                 nodes[c].iso_id = iso_identifier(&iso, nodes[c].is_dir());
                 nodes[c].joliet_id = jol.iter().flat_map(|u| u.to_be_bytes()).collect();
             }
@@ -878,6 +883,11 @@ fn joliet_candidate(name: &[u8], _dir: bool, n: usize) -> Vec<u16> {
     v.extend(suffix);
     v.extend_from_slice(ext);
     v
+}
+
+/// A Joliet name with ASCII letters lowercased, for case-insensitive uniqueness.
+fn fold(j: &[u16]) -> Vec<u16> {
+    j.iter().map(|u| if (b'A' as u16..=b'Z' as u16).contains(u) { u + 32 } else { *u }).collect()
 }
 
 /// The first candidate not used yet in the directory (compared case-sensitively as
