@@ -766,10 +766,18 @@ impl<'t> Plan<'t> {
         // boot info tables, now that the boot files are in place
         for &(platform, d) in &self.boot {
             if platform == f::PLATFORM_X86 {
-                let dst = self.data[d].lba as u64 * BLOCK;
-                let mut file = vec![0u8; self.data[d].len as usize];
-                out.read_exact_at(&mut file, dst).map_err(werr)?;
-                let table = boot_info_table(f::SYSTEM_AREA_BLOCKS, self.data[d].lba, &file);
+                // the sum covers the file from byte 64, read back in 4-byte aligned chunks
+                let (dst, len) = (self.data[d].lba as u64 * BLOCK, self.data[d].len);
+                let mut sum = 0u32;
+                let mut chunk = vec![0u8; 1 << 20];
+                let mut at = 64u64;
+                while at < len {
+                    let n = (len - at).min(chunk.len() as u64) as usize;
+                    out.read_exact_at(&mut chunk[..n], dst + at).map_err(werr)?;
+                    sum = word_sum(sum, &chunk[..n]);
+                    at += n as u64;
+                }
+                let table = boot_info_table(f::SYSTEM_AREA_BLOCKS, self.data[d].lba, len as u32, sum);
                 out.write_all_at(&table, dst + f::BOOT_INFO_OFFSET as u64).map_err(werr)?;
             }
         }
@@ -796,19 +804,24 @@ impl<'t> Plan<'t> {
 
 /// The 56-byte El Torito boot info table (mkisofs `-boot-info-table`): PVD block, boot file
 /// block, boot file length, and the 32-bit little-endian sum of the file's words from byte 64.
-pub fn boot_info_table(pvd: u32, lba: u32, file: &[u8]) -> [u8; f::BOOT_INFO_LEN] {
-    let mut sum = 0u32;
-    for c in file[64.min(file.len())..].chunks(4) {
-        let mut w = [0u8; 4];
-        w[..c.len()].copy_from_slice(c);
-        sum = sum.wrapping_add(u32::from_le_bytes(w));
-    }
+/// `sum` is [`word_sum`] over the file from byte 64.
+pub fn boot_info_table(pvd: u32, lba: u32, len: u32, sum: u32) -> [u8; f::BOOT_INFO_LEN] {
     let mut t = [0u8; f::BOOT_INFO_LEN];
     t[0..4].copy_from_slice(&pvd.to_le_bytes());
     t[4..8].copy_from_slice(&lba.to_le_bytes());
-    t[8..12].copy_from_slice(&(file.len() as u32).to_le_bytes());
+    t[8..12].copy_from_slice(&len.to_le_bytes());
     t[12..16].copy_from_slice(&sum.to_le_bytes());
     t
+}
+
+/// Add the little-endian 32-bit words of `bytes` to `sum` (a short last word zero-padded).
+/// Chunks passed one after another must be multiples of 4 bytes except the last.
+pub fn word_sum(sum: u32, bytes: &[u8]) -> u32 {
+    bytes.chunks(4).fold(sum, |s, c| {
+        let mut w = [0u8; 4];
+        w[..c.len()].copy_from_slice(c);
+        s.wrapping_add(u32::from_le_bytes(w))
+    })
 }
 
 /// Copy exactly `len` bytes from `r` to `out` at `dst`.
@@ -1024,7 +1037,7 @@ mod tests {
     fn boot_info_table_sums_words_from_byte_64() {
         let mut file = vec![0u8; 70];
         file[64..70].copy_from_slice(&[1, 0, 0, 0, 2, 0]);
-        let t = boot_info_table(16, 40, &file);
+        let t = boot_info_table(16, 40, 70, word_sum(0, &file[64..]));
         assert_eq!(u32::from_le_bytes(t[0..4].try_into().unwrap()), 16);
         assert_eq!(u32::from_le_bytes(t[4..8].try_into().unwrap()), 40);
         assert_eq!(u32::from_le_bytes(t[8..12].try_into().unwrap()), 70);
