@@ -217,11 +217,14 @@ impl<'t> Plan<'t> {
         for (i, x) in opts.extra.iter().enumerate() {
             add(&x.path, In::Extra(i), &mut inputs)?;
         }
-        let catalog_path = match (&opts.catalog, opts.boot.is_empty()) {
-            (Some(c), false) => Some(add(c, In::Catalog, &mut inputs)?),
+        // the catalog is a file of the image only when there are boot entries
+        match (&opts.catalog, opts.boot.is_empty()) {
+            (Some(c), false) => {
+                add(c, In::Catalog, &mut inputs)?;
+            }
             (None, false) => return Err(err("an ISO with boot entries needs a boot catalog path".into())),
-            (_, true) => None,
-        };
+            (_, true) => {}
+        }
 
         // 2. Nodes in path order (parents first), data items on first sight of an inode.
         let links = tree.link_counts();
@@ -272,7 +275,6 @@ impl<'t> Plan<'t> {
                                     d
                                 }
                             };
-                            let _ = inode;
                             NodeKind::File { data: d }
                         }
                     };
@@ -310,8 +312,8 @@ impl<'t> Plan<'t> {
                 }
             }
         }
-        if let Some(c) = &catalog_path {
-            extra_paths.push((format!("/{}", String::from_utf8_lossy(c)), catalog_node.expect("catalog node")));
+        if let (Some(c), Some(n)) = (&opts.catalog, catalog_node) {
+            extra_paths.push((c.clone(), n));
         }
         // directory link counts: 2 + subdirectories
         for i in 0..nodes.len() {
