@@ -172,14 +172,15 @@ fn worker_threads(threads: usize) -> usize {
 /// straight from the layer streams; any streaming emitter needs them spilled.
 /// The pattern names every output on purpose: a new output type must be classified here.
 pub fn content_mode(outputs: &spec::Outputs) -> ContentMode {
-    let spec::Outputs { tar, oci, initramfs, eif, squashfs, erofs, sbom, provenance, deb, rpm, arch, apk } = outputs;
+    let spec::Outputs { tar, oci, initramfs, eif, squashfs, erofs, sbom, provenance, deb, rpm, arch, apk, iso } = outputs;
     // provenance only hashes outputs; the SBOM hashes every file from the spill files.
     // Packages flatten their own layer subset, spilled (crate::package): not this tree.
     let _ = (provenance, deb, rpm, arch, apk);
     let placed_tar = tar.as_ref().is_none_or(|t| t.compression == spec::Compression::None);
     // initramfs reads file contents straight from the layer streams in archive order
     // (emit::cpio::contents). eif streams its ramdisks (cpio) from spilled contents.
-    let _ = initramfs;
+    // iso lays out its extents first and fills contents at their offsets (emit::iso).
+    let _ = (initramfs, iso);
     // squashfs compresses each file's blocks as it reads them from the spill; erofs reads
     // each file's inline tail while writing inodes, then its blocks.
     if placed_tar && oci.is_none() && eif.is_none() && squashfs.is_none() && erofs.is_none() && sbom.is_none() { ContentMode::Index } else { ContentMode::Spill }
@@ -211,6 +212,19 @@ fn emit_tar(tree: &Tree, spec: &BoxSpec, out: &Path, sde: u64, c: spec::Compress
     bw.into_inner().map_err(|e| crate::Error::io(&path, e.into_error()))?.finish().at(&path)?;
     af.commit()?;
     Ok(OutputRecord { format: "tar".into(), path: name, sha256: d.hex().to_string(), size, pcrs: None })
+}
+
+/// Write `NAME.iso` atomically (laid out, then filled from the layers); returns its record.
+fn emit_iso(tree: &Tree, spec: &BoxSpec, out: &Path, sde: u64, o: &spec::IsoOutput, threads: usize) -> Result<OutputRecord> {
+    let name = format!("{}.iso", spec.name);
+    let path = out.join(&name);
+    let mut af = AtomicFile::create(&path)?;
+    let f = af.file().try_clone().at(&path)?;
+    let opts = emit::iso::IsoOptions { volume_id: o.volume_id.clone().unwrap_or_else(|| spec.name.clone()), sde, ..Default::default() };
+    emit::iso::write(tree, &opts, &f, worker_threads(threads))?;
+    let (d, size) = crate::digest::Digest::of_file(&path.with_file_name(af.temp_name()))?;
+    af.commit()?;
+    Ok(OutputRecord { format: "iso".into(), path: name, sha256: d.hex().to_string(), size, pcrs: None })
 }
 
 fn emit_oci(tree: &Tree, spec: &BoxSpec, out: &Path, sde: u64, o: &spec::OciOutput, base: Option<&serde_json::Value>) -> Result<OutputRecord> {
@@ -386,6 +400,10 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
         if spec.outputs.initramfs.is_none() {
             extra_inputs.push(k.input_record());
         }
+    }
+    if let Some(o) = &spec.outputs.iso {
+        progress.set_message(format!("write {}.iso", spec.name));
+        outputs.push(emit_iso(&tree, &spec, &out, sde, o, opts.threads)?);
     }
     if let Some(o) = &spec.outputs.squashfs {
         progress.set_message(format!("write {}.squashfs", spec.name));

@@ -5,6 +5,7 @@ pub mod compress;
 pub mod cpio;
 pub mod eif;
 pub mod erofs;
+pub mod iso;
 pub mod oci;
 pub mod pkg;
 pub mod squashfs;

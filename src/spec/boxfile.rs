@@ -27,6 +27,8 @@ pub struct BoxSpec {
     pub eif_at: Option<Location>,
     /// `[output.deb|rpm|arch|apk]`, validated.
     pub packages: Vec<super::PackageSpec>,
+    /// Where `[output.iso]` stands in the box file.
+    pub iso_at: Option<Location>,
 }
 
 /// One `[[layer]]`, bottom first.
@@ -145,6 +147,15 @@ pub struct ErofsOutput {
     pub label: Option<String>,
 }
 
+/// `[output.iso]`: `NAME.iso`, the tree as an ISO 9660 image (Rock Ridge + Joliet).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IsoOutput {
+    /// Volume identifier (default: the box name); mapped to ISO 9660 d-characters, Joliet
+    /// keeps up to 16 characters as written.
+    pub volume_id: Option<String>,
+}
+
 /// `[output.*]` tables. Each present table is one output.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -164,6 +175,7 @@ pub struct Outputs {
     pub rpm: Option<super::PackageOutput>,
     pub arch: Option<super::PackageOutput>,
     pub apk: Option<super::PackageOutput>,
+    pub iso: Option<IsoOutput>,
 }
 
 impl Outputs {
@@ -176,8 +188,9 @@ impl Outputs {
     /// True when no output table is present. Names every field on purpose: a new output
     /// type must be counted here.
     pub fn is_empty(&self) -> bool {
-        let Outputs { tar, oci, initramfs, eif, squashfs, erofs, sbom, provenance, deb, rpm, arch, apk } = self;
+        let Outputs { tar, oci, initramfs, eif, iso, squashfs, erofs, sbom, provenance, deb, rpm, arch, apk } = self;
         tar.is_none()
+            && iso.is_none()
             && oci.is_none()
             && initramfs.is_none()
             && eif.is_none()
@@ -300,7 +313,7 @@ pub fn load_box(path: &Path) -> Result<BoxSpec> {
     };
     if outputs.is_empty() {
         return Err(src.loc(out_span).error(
-            "a box needs at least one [output.*] table (tar, oci, initramfs, eif, squashfs, erofs, deb, rpm, arch, apk, sbom, provenance)",
+            "a box needs at least one [output.*] table (tar, oci, initramfs, eif, iso, squashfs, erofs, deb, rpm, arch, apk, sbom, provenance)",
         ));
     }
     let version_at = raw.version.as_ref().map(|v| src.loc(v.span())).unwrap_or_else(|| src.loc(0..0));
@@ -334,6 +347,15 @@ pub fn load_box(path: &Path) -> Result<BoxSpec> {
             return Err(eat.error("`bootstrap_init`, `cmd` and `env` belong to layout = \"nitro-cli\"; the initramfs layout runs the box's own /init"));
         }
     }
+    let iso_at = outputs.iso.as_ref().map(|_| {
+        let i = src.line_start("[output.iso]").or_else(|| src.text.find("iso")).unwrap_or(0);
+        src.loc(i..i)
+    });
+    if let (Some(o), Some(at)) = (&outputs.iso, &iso_at) {
+        if o.volume_id.as_ref().is_some_and(|v| v.is_empty() || v.len() > 32 || v.chars().any(char::is_control)) {
+            return Err(at.error("volume_id must be 1 to 32 bytes without control characters"));
+        }
+    }
     let policy = raw.policy.as_ref().map(|p| super::policy::load_policy(&src, p)).transpose()?;
     Ok(BoxSpec {
         policy,
@@ -348,6 +370,7 @@ pub fn load_box(path: &Path) -> Result<BoxSpec> {
         initramfs_at,
         eif_at,
         packages,
+        iso_at,
     })
 }
 

@@ -23,6 +23,7 @@
 #![allow(dead_code)]
 
 pub mod kernel_mount;
+pub mod iso;
 
 use sha2::{Digest as _, Sha256};
 use std::borrow::BorrowMut;
