@@ -4,5 +4,7 @@
 pub mod compress;
 pub mod cpio;
 pub mod eif;
+pub mod fat;
+pub mod gpt;
 pub mod oci;
 pub mod tar;
