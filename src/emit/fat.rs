@@ -199,6 +199,103 @@ fn try_write(esp: &Esp, path: &Path, size: u64) -> Result<(), TryError> {
         }
     }
     fs.unmount().map_err(io)?;
+    drop_dot_lfns(&file).map_err(io)?;
+    Ok(())
+}
+
+/// `fatfs` 0.3 writes a long-name entry before every short entry, the `.` and `..` of each
+/// new directory included; long names for those two are invalid (`fsck.vfat` flags every
+/// directory, and Windows' chkdsk would "repair" them). Remove them: walk the directories
+/// from the root and, where a directory starts with LFN, `.`, LFN, `..`, close the gaps.
+fn drop_dot_lfns(file: &std::fs::File) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut b = [0u8; 512];
+    file.read_exact_at(&mut b, 0)?;
+    let u16at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as u64;
+    let u32at = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]) as u64;
+    let (bps, spc, reserved, nfats, root_entries) = (u16at(11), b[13] as u64, u16at(14), b[16] as u64, u16at(17));
+    let total = if u16at(19) != 0 { u16at(19) } else { u32at(32) };
+    let fat_size = if u16at(22) != 0 { u16at(22) } else { u32at(36) };
+    let root_sectors = (root_entries * 32).div_ceil(bps);
+    let first_data = reserved + nfats * fat_size + root_sectors;
+    let clusters = (total - first_data) / spc;
+    let bits = if clusters < 4085 { 12 } else if clusters < 65525 { 16 } else { 32 };
+    let fat_at = reserved * bps;
+    let cluster_bytes = spc * bps;
+    let next = |c: u64| -> std::io::Result<Option<u64>> {
+        let (v, end) = match bits {
+            12 => {
+                let mut x = [0u8; 2];
+                file.read_exact_at(&mut x, fat_at + c + c / 2)?;
+                let v = u16::from_le_bytes(x) as u64;
+                (if c % 2 == 1 { v >> 4 } else { v & 0xfff }, 0xff8)
+            }
+            16 => {
+                let mut x = [0u8; 2];
+                file.read_exact_at(&mut x, fat_at + 2 * c)?;
+                (u16::from_le_bytes(x) as u64, 0xfff8)
+            }
+            _ => {
+                let mut x = [0u8; 4];
+                file.read_exact_at(&mut x, fat_at + 4 * c)?;
+                (u32::from_le_bytes(x) as u64 & 0x0fff_ffff, 0x0fff_fff8)
+            }
+        };
+        Ok(if v >= end || v < 2 { None } else { Some(v) })
+    };
+    // A directory's byte ranges: the fixed FAT12/16 root, or a cluster chain.
+    let extents = |first: Option<u64>| -> std::io::Result<Vec<(u64, u64)>> {
+        match first {
+            None if bits != 32 => Ok(vec![((reserved + nfats * fat_size) * bps, root_sectors * bps)]),
+            f => {
+                let mut c = f.unwrap_or(u32at(44));
+                let mut v = Vec::new();
+                loop {
+                    v.push(((first_data + (c - 2) * spc) * bps, cluster_bytes));
+                    if v.len() as u64 > clusters {
+                        return Err(std::io::Error::other("FAT directory chain loops"));
+                    }
+                    match next(c)? {
+                        Some(n) => c = n,
+                        None => return Ok(v),
+                    }
+                }
+            }
+        }
+    };
+    let mut queue = vec![None];
+    while let Some(dir) = queue.pop() {
+        let ext = extents(dir)?;
+        let mut data = Vec::new();
+        for (o, l) in &ext {
+            let mut v = vec![0u8; *l as usize];
+            file.read_exact_at(&mut v, *o)?;
+            data.extend(v);
+        }
+        let slots: Vec<&[u8]> = data.chunks(32).take_while(|e| e[0] != 0).collect();
+        for e in &slots {
+            let is_dir = e[11] != 0x0f && e[11] & 0x18 == 0x10 && e[0] != 0xe5 && e[0] != b'.';
+            if is_dir {
+                let hi = if bits == 32 { u16::from_le_bytes([e[20], e[21]]) as u64 } else { 0 };
+                queue.push(Some(hi << 16 | u16::from_le_bytes([e[26], e[27]]) as u64));
+            }
+        }
+        let dot = |e: &[u8], n: &[u8; 11]| e[11] != 0x0f && &e[..11] == n;
+        if slots.len() >= 4 && slots[0][11] == 0x0f && dot(slots[1], b".          ") && slots[2][11] == 0x0f && dot(slots[3], b"..         ") {
+            let mut fixed: Vec<u8> = Vec::with_capacity(data.len());
+            for (i, e) in slots.iter().enumerate() {
+                if i != 0 && i != 2 {
+                    fixed.extend_from_slice(e);
+                }
+            }
+            fixed.resize(data.len(), 0);
+            let mut at = 0usize;
+            for (o, l) in &ext {
+                file.write_all_at(&fixed[at..at + *l as usize], *o)?;
+                at += *l as usize;
+            }
+        }
+    }
     Ok(())
 }
 
