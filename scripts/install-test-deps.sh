@@ -4,8 +4,8 @@
 set -euo pipefail
 PKGS=(umoci skopeo libarchive-tools tar gzip zstd xz-utils cpio busybox-static
       qemu-system-x86 ovmf dpkg ca-certificates docker-registry gnupg
-      python3 openssl isolinux syslinux-common systemd-boot-efi
-      xorriso mtools dosfstools gdisk fdisk)
+      python3 openssl genisoimage xorriso p7zip-full dosfstools mtools
+      isolinux syslinux-common systemd-boot-efi gdisk fdisk)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -62,6 +62,7 @@ pub fn image_refs(spec: &BoxSpec) -> Vec<(ImageRef, Location)> {
     if let Some(k) = &spec.kernel {
         v.push((k.def.image.clone(), k.def.image_at.clone()));
     }
+    v.extend(spec.bootloaders.iter().map(|b| (b.image.clone(), b.image_at.clone())));
     v
 }
 
@@ -158,11 +159,12 @@ fn worker_threads(threads: usize) -> usize {
 /// straight from the layer streams; any streaming emitter needs them spilled.
 /// The pattern names every output on purpose: a new output type must be classified here.
 pub fn content_mode(outputs: &spec::Outputs) -> ContentMode {
-    let spec::Outputs { tar, oci, initramfs, eif } = outputs;
+    let spec::Outputs { tar, oci, initramfs, eif, iso } = outputs;
     let placed_tar = tar.as_ref().is_none_or(|t| t.compression == spec::Compression::None);
     // initramfs reads file contents straight from the layer streams in archive order
     // (emit::cpio::contents). eif streams its ramdisks (cpio) from spilled contents.
-    let _ = initramfs;
+    // iso lays out its extents first and fills contents at their offsets (emit::iso).
+    let _ = (initramfs, iso);
     if placed_tar && oci.is_none() && eif.is_none() { ContentMode::Index } else { ContentMode::Spill }
 }
 
@@ -192,6 +194,19 @@ fn emit_tar(tree: &Tree, spec: &BoxSpec, out: &Path, sde: u64, c: spec::Compress
     bw.into_inner().map_err(|e| crate::Error::io(&path, e.into_error()))?.finish().at(&path)?;
     af.commit()?;
     Ok(OutputRecord { format: "tar".into(), path: name, sha256: d.hex().to_string(), size, pcrs: None })
+}
+
+/// Write `NAME.iso` atomically (laid out, then filled from the layers); returns its record.
+fn emit_iso(tree: &Tree, spec: &BoxSpec, out: &Path, sde: u64, o: &spec::IsoOutput, threads: usize) -> Result<OutputRecord> {
+    let name = format!("{}.iso", spec.name);
+    let path = out.join(&name);
+    let mut af = AtomicFile::create(&path)?;
+    let f = af.file().try_clone().at(&path)?;
+    let opts = emit::iso::IsoOptions { volume_id: o.volume_id.clone().unwrap_or_else(|| spec.name.clone()), sde, ..Default::default() };
+    emit::iso::write(tree, &opts, &f, worker_threads(threads))?;
+    let (d, size) = crate::digest::Digest::of_file(&path.with_file_name(af.temp_name()))?;
+    af.commit()?;
+    Ok(OutputRecord { format: "iso".into(), path: name, sha256: d.hex().to_string(), size, pcrs: None })
 }
 
 fn emit_oci(tree: &Tree, spec: &BoxSpec, out: &Path, sde: u64, o: &spec::OciOutput, base: Option<&serde_json::Value>) -> Result<OutputRecord> {
@@ -269,6 +284,19 @@ pub(crate) fn write_initramfs(
     Ok((d, size, inputs))
 }
 
+/// What a bootable `[output.iso]` boots with (see `isoboot`).
+fn iso_boot<'a>(spec: &BoxSpec, k: &'a crate::kernel::Kernel, b: &'a [crate::bootloader::Bootloader]) -> crate::isoboot::IsoBoot<'a> {
+    let o = spec.outputs.iso.as_ref();
+    crate::isoboot::IsoBoot {
+        kernel: k,
+        bootloaders: b,
+        label: o.and_then(|o| o.label.clone()).unwrap_or_else(|| crate::isoboot::DEFAULT_LABEL.to_string()),
+        serial: o.is_some_and(|o| o.serial),
+        initramfs: crate::isoboot::initramfs_settings(spec),
+        at: spec.iso_at.clone().unwrap_or_else(|| k.spec.at.clone()),
+    }
+}
+
 /// Build every output of the box at `box_path`.
 pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
     let spec = spec::load_box(box_path)?;
@@ -289,7 +317,7 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
     let kernel = match &spec.kernel {
         // An EIF without an initramfs output still needs the kernel (its ramdisks are
         // uncompressed, so there is no compression to check).
-        Some(k) if spec.outputs.initramfs.is_some() || spec.outputs.eif.is_some() => {
+        Some(k) if spec.outputs.initramfs.is_some() || spec.outputs.eif.is_some() || !spec.bootloaders.is_empty() => {
             let lock_path = spec::lock_path(&spec.path);
             let lock = LockFile::load(&lock_path)?;
             let kernel = crate::kernel::resolve(k, &store, &sopts, lock.as_ref(), &lock_path, opts.threads, &progress)?;
@@ -300,13 +328,26 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
         }
         _ => None,
     };
+    // The bootloaders of a bootable ISO, and the kernel checked against what they need.
+    let bootloaders = match (&kernel, spec.bootloaders.is_empty()) {
+        (Some(k), false) => {
+            let lock_path = spec::lock_path(&spec.path);
+            let lock = LockFile::load(&lock_path)?;
+            let b = crate::bootloader::resolve(&spec.bootloaders, &store, &sopts, lock.as_ref(), &lock_path, opts.threads, &progress)?;
+            crate::isoboot::check_kernel(k, &iso_boot(&spec, k, &b))?;
+            b
+        }
+        _ => Vec::new(),
+    };
     progress.timing("resolve and import", t0);
     let t0 = std::time::Instant::now();
     let tree = flatten(&store, &images, sde, opts.threads, content_mode(&spec.outputs), &progress)?;
     progress.timing(&format!("flatten ({} entries, {} bytes)", tree.len(), tree.content_bytes()), t0);
     // The tree's init runs from an initramfs output or an initramfs-layout EIF (a nitro-cli
     // EIF runs its bootstrap init instead).
-    let tree_init = spec.outputs.initramfs.is_some() || spec.outputs.eif.as_ref().is_some_and(|e| e.layout == spec::EifLayout::Initramfs);
+    let tree_init = spec.outputs.initramfs.is_some()
+        || !bootloaders.is_empty()
+        || spec.outputs.eif.as_ref().is_some_and(|e| e.layout == spec::EifLayout::Initramfs);
     if let (Some(k), true) = (&kernel, tree_init) {
         crate::kernel::check_init(&tree, &layer_list(&store, &images), &k.spec.cmdline, &k.spec.at)?;
     }
@@ -349,6 +390,25 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
         extra_inputs.extend(inputs);
         if spec.outputs.initramfs.is_none() {
             extra_inputs.push(k.input_record());
+        }
+    }
+    if let Some(o) = &spec.outputs.iso {
+        progress.set_message(format!("write {}.iso", spec.name));
+        match &kernel {
+            Some(k) if !bootloaders.is_empty() => {
+                let base: Vec<InputRecord> =
+                    images.iter().map(|i| InputRecord { reference: i.reference.text.clone(), digest: i.pin.to_string() }).collect();
+                let vid = o.volume_id.clone().unwrap_or_else(|| spec.name.clone());
+                let layers = layer_list(&store, &images);
+                let (rec, inputs) =
+                    crate::isoboot::emit(&tree, &spec, &out, sde, &vid, &iso_boot(&spec, k, &bootloaders), &base, &layers, worker_threads(opts.threads))?;
+                outputs.push(rec);
+                extra_inputs.extend(inputs);
+                if spec.outputs.initramfs.is_none() && spec.outputs.eif.is_none() {
+                    extra_inputs.push(k.input_record());
+                }
+            }
+            _ => outputs.push(emit_iso(&tree, &spec, &out, sde, o, opts.threads)?),
         }
     }
     progress.timing("emit", t0);

@@ -54,6 +54,7 @@ pub enum Inspection {
     Image(ImageInfo),
     Tar(TarInfo),
     Eif(Box<crate::emit::eif::debug::Description>),
+    Iso(Box<crate::emit::iso::debug::Description>),
 }
 
 pub fn inspect(target: &str, cache: Option<&Path>, platform: Option<source::Platform>) -> Result<Inspection> {
@@ -91,7 +92,22 @@ pub fn inspect_with(target: &str, cache: Option<&Path>, platform: Option<source:
     if is_eif(p) {
         return inspect_eif(p).map(|d| Inspection::Eif(Box::new(d)));
     }
+    if let Some(d) = inspect_iso(p)? {
+        return Ok(Inspection::Iso(Box::new(d)));
+    }
     inspect_tar(p).map(Inspection::Tar)
+}
+
+/// An ISO 9660 image's volume descriptors, boot catalog and files; `None` when `p` is not one.
+fn inspect_iso(p: &Path) -> Result<Option<crate::emit::iso::debug::Description>> {
+    let f = std::fs::File::open(p).at(p)?;
+    if !crate::emit::iso::debug::is_iso(&f) {
+        return Ok(None);
+    }
+    let (sha, _) = crate::digest::Digest::of_file(p)?;
+    crate::emit::iso::debug::describe(&f, &p.display().to_string(), sha.hex())
+        .map(Some)
+        .map_err(|e| Error::other(format!("{}: damaged ISO 9660 image: {e}", p.display())))
 }
 
 /// A file that starts with the EIF magic.
@@ -175,6 +191,7 @@ pub fn render(i: &Inspection) -> String {
             }
         }
         Inspection::Eif(d) => s += &crate::emit::eif::debug::dump(d),
+        Inspection::Iso(d) => s += &crate::emit::iso::debug::dump(d),
         Inspection::Tar(t) => {
             s += &format!("# {} ({}, sha256 {}, {} entries)\n", t.file, t.compression, t.sha256, t.entries.len());
             for e in &t.entries {

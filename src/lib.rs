@@ -13,6 +13,7 @@ pub mod enclave;
 pub mod error;
 pub mod fsutil;
 pub mod inspect;
+pub mod isoboot;
 pub mod kernel;
 pub mod lock;
 pub mod measure;

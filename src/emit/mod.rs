@@ -6,5 +6,6 @@ pub mod cpio;
 pub mod eif;
 pub mod fat;
 pub mod gpt;
+pub mod iso;
 pub mod oci;
 pub mod tar;

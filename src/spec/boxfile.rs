@@ -25,6 +25,10 @@ pub struct BoxSpec {
     pub policy: Option<super::PolicySpec>,
     /// Where `[output.eif]` stands in the box file.
     pub eif_at: Option<Location>,
+    /// Where `[output.iso]` stands in the box file.
+    pub iso_at: Option<Location>,
+    /// `[output.iso] bootloader`: the definitions, one per kind (empty: a plain ISO).
+    pub bootloaders: Vec<super::BootloaderDef>,
 }
 
 /// One `[[layer]]`, bottom first.
@@ -117,6 +121,23 @@ pub struct EifOutput {
     pub signing_key: Option<String>,
 }
 
+/// `[output.iso]`: `NAME.iso`, the tree as an ISO 9660 image (Rock Ridge + Joliet).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IsoOutput {
+    /// Volume identifier (default: the box name); mapped to ISO 9660 d-characters, Joliet
+    /// keeps up to 16 characters as written.
+    pub volume_id: Option<String>,
+    /// Boot support (`src/isoboot.rs`): bootloader definitions, one per kind (see
+    /// kernels/README.md); with it the box needs a `[kernel]`.
+    pub bootloader: Option<super::RawBootloaders>,
+    /// Boot menus on the first serial port too.
+    #[serde(default)]
+    pub serial: bool,
+    /// Boot-menu title (default "stagebox").
+    pub label: Option<String>,
+}
+
 /// `[output.*]` tables. Each present table is one output.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -125,6 +146,7 @@ pub struct Outputs {
     pub oci: Option<OciOutput>,
     pub initramfs: Option<InitramfsOutput>,
     pub eif: Option<EifOutput>,
+    pub iso: Option<IsoOutput>,
 }
 
 #[derive(Deserialize)]
@@ -228,8 +250,8 @@ pub fn load_box(path: &Path) -> Result<BoxSpec> {
         Some(o) => (o.clone(), src.line_start("[output").or_else(|| src.line_start("output")).map(|i| i..i).unwrap_or(0..0)),
         None => (Outputs::default(), 0..0),
     };
-    if outputs.tar.is_none() && outputs.oci.is_none() && outputs.initramfs.is_none() && outputs.eif.is_none() {
-        return Err(src.loc(out_span).error("a box needs at least one [output.*] table (tar, oci, initramfs, eif)"));
+    if outputs.tar.is_none() && outputs.oci.is_none() && outputs.initramfs.is_none() && outputs.eif.is_none() && outputs.iso.is_none() {
+        return Err(src.loc(out_span).error("a box needs at least one [output.*] table (tar, oci, initramfs, eif, iso)"));
     }
     let kernel = raw.kernel.as_ref().map(|k| super::kernel::box_kernel(&src, k, &name)).transpose()?;
     let initramfs_at = outputs.initramfs.as_ref().map(|_| {
@@ -256,8 +278,39 @@ pub fn load_box(path: &Path) -> Result<BoxSpec> {
             return Err(eat.error("`bootstrap_init`, `cmd` and `env` belong to layout = \"nitro-cli\"; the initramfs layout runs the box's own /init"));
         }
     }
+    let iso_at = outputs.iso.as_ref().map(|_| {
+        let i = src.line_start("[output.iso]").or_else(|| src.text.find("iso")).unwrap_or(0);
+        src.loc(i..i)
+    });
+    if let (Some(o), Some(at)) = (&outputs.iso, &iso_at) {
+        if o.volume_id.as_ref().is_some_and(|v| v.is_empty() || v.len() > 32 || v.chars().any(char::is_control)) {
+            return Err(at.error("volume_id must be 1 to 32 bytes without control characters"));
+        }
+    }
+    let bootloaders = match (&outputs.iso, &iso_at) {
+        (Some(super::IsoOutput { bootloader: Some(b), .. }), Some(at)) => {
+            if kernel.is_none() {
+                return Err(at.error("a bootable [output.iso] (with `bootloader`) needs a [kernel] (e.g. `definition = \"kernels/airgap.toml\"`)"));
+            }
+            if let Some(l) = outputs.iso.as_ref().and_then(|o| o.label.as_ref()) {
+                if l.is_empty() || l.len() > 64 || l.chars().any(char::is_control) {
+                    return Err(at.error("label must be 1 to 64 bytes without control characters (it goes into the boot menus)"));
+                }
+            }
+            let list = super::box_bootloaders(&dir, b, at)?;
+            if list.is_empty() {
+                return Err(at.error("`bootloader` lists no definition"));
+            }
+            list
+        }
+        (Some(o), Some(at)) if o.serial || o.label.is_some() => {
+            return Err(at.error("`serial` and `label` are boot-menu settings: they need `bootloader`"));
+        }
+        _ => Vec::new(),
+    };
     let policy = raw.policy.as_ref().map(|p| super::policy::load_policy(&src, p)).transpose()?;
     Ok(BoxSpec {
+        bootloaders,
         policy,
         path: path.to_path_buf(),
         dir,
@@ -269,6 +322,7 @@ pub fn load_box(path: &Path) -> Result<BoxSpec> {
         kernel,
         initramfs_at,
         eif_at,
+        iso_at,
     })
 }
 

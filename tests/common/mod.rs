@@ -22,6 +22,8 @@
 //! scratch space comes from [`tempdir`].
 #![allow(dead_code)]
 
+pub mod iso;
+
 use sha2::{Digest as _, Sha256};
 use std::borrow::BorrowMut;
 use std::collections::BTreeMap;
@@ -1147,3 +1149,4 @@ pub fn busybox() -> Vec<u8> {
     assert!(p.is_file(), "/bin/busybox is missing: install busybox-static ({INSTALL_HINT})");
     read(p)
 }
+pub mod boot;
