@@ -389,6 +389,16 @@ pub fn dump(file: &std::fs::File, path: &std::path::Path) -> Result<Option<Strin
     Ok(Some(s))
 }
 
+/// [`dump`] of the file at `path`, for `inspect`'s text output: empty when it has no MBR,
+/// the error as a line when it cannot be read.
+pub fn dump_path(path: &std::path::Path) -> String {
+    match std::fs::File::open(path).at(path).and_then(|f| dump(&f, path)) {
+        Ok(Some(s)) => format!("partition tables\n{s}"),
+        Ok(None) => String::new(),
+        Err(e) => format!("partition tables: {e}\n"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
