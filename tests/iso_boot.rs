@@ -174,3 +174,38 @@ fn esp_digest_is_pinned() {
     assert!(o.status.success());
     assert_eq!(sha256_file(&p), "6f31fad590af9feb8522e8f75a846fc1dfcf13e9c2a5d5dca115da9a838ebcf2", "ESP bytes changed: update the pin if intentional");
 }
+
+/// `stagebox build` of `text` (a box file in a fresh dir with the marker rootfs): must fail
+/// with exit code 2; returns stderr.
+fn box_error(text: &str) -> String {
+    let d = tempdir();
+    marker_rootfs(d.path());
+    let f = d.path().join("bad.toml");
+    write(&f, text);
+    let o = output(&mut stagebox(["build".as_ref(), f.as_os_str(), "--offline".as_ref(), "--cache".as_ref(), fixture().cache.as_os_str()]));
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    err
+}
+
+#[test]
+fn bootable_iso_box_errors_name_the_place() {
+    let k = "[kernel]\nimage = \"stagex/user-linux-airgap@sha256:0000000000000000000000000000000000000000000000000000000000000000\"\n";
+    let sys = definition("syslinux");
+    let e = box_error(&format!("name = \"b\"\n[[layer]]\ndir = \"rootfs\"\n[output.iso]\nbootloader = \"{sys}\"\n"));
+    assert!(e.contains("bad.toml:4:") && e.contains("needs a [kernel]"), "{e}");
+    let e = box_error(&format!("name = \"b\"\n[[layer]]\ndir = \"rootfs\"\n{k}[output.iso]\nserial = true\n"));
+    assert!(e.contains("bad.toml:6:") && e.contains("need `bootloader`"), "{e}");
+    let e = box_error(&format!("name = \"b\"\n[[layer]]\ndir = \"rootfs\"\n{k}[output.iso]\nbootloader = [\"{sys}\", \"{sys}\"]\n"));
+    assert!(e.contains("two syslinux bootloaders"), "{e}");
+    let e = box_error(&format!("name = \"b\"\n[[layer]]\ndir = \"rootfs\"\n{k}[output.iso]\nbootloader = \"kernels/nope.toml\"\n"));
+    assert!(e.contains("bad.toml:6:") && e.contains("\"kernels/nope.toml\" not found"), "{e}");
+    let e = box_error(&format!("name = \"b\"\n[[layer]]\ndir = \"rootfs\"\n{k}[output.iso]\nbootloader = \"{}\"\n", definition("systemd-boot-debian")));
+    assert!(e.contains("names no `image`"), "{e}");
+    // StageX's syslinux definition is unpinned: the build asks for `stagebox lock`.
+    let fk = format!("[kernel]\nimage = \"{}\"\n", fixture().images.kernel);
+    let e = box_error(&format!("name = \"b\"\n[[layer]]\ndir = \"rootfs\"\n{fk}[output.iso]\nbootloader = \"{sys}\"\nlabel = \"x\"\n"));
+    assert!(e.contains("syslinux.toml:") && e.contains("stagex/user-syslinux:latest") && e.contains("stagebox lock"), "{e}");
+    let e = box_error(&format!("name = \"b\"\n[[layer]]\ndir = \"rootfs\"\n{k}[output.iso]\nbootloader = \"{sys}\"\nlabel = \"a\\nb\"\n"));
+    assert!(e.contains("label must be"), "{e}");
+}
