@@ -451,6 +451,18 @@ mod tests {
     }
 
     #[test]
+    fn an_iso_boots_as_a_cd_or_with_disk_as_a_raw_disk() {
+        let d = tempfile::tempdir().unwrap();
+        let iso = d.path().join("x.iso");
+        std::fs::write(&iso, b"").unwrap();
+        assert_eq!(plan(&iso, &RunOptions::default()).unwrap(), Boot::Iso(iso.clone()));
+        let disk = RunOptions { disk: true, ..RunOptions::default() };
+        assert_eq!(plan(&iso, &disk).unwrap(), Boot::Disk(iso.clone()));
+        let s = qemu_args(&Boot::Disk(iso.clone()), &disk, false, None, false).join(" ");
+        assert!(s.contains("format=raw,snapshot=on") && !s.contains("media=cdrom"), "{s}");
+    }
+
+    #[test]
     fn tail_keeps_last_lines() {
         let text: String = (0..100).map(|i| format!("line {i}\r\n")).collect();
         let t = tail(text.as_bytes());
