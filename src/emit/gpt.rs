@@ -431,6 +431,11 @@ mod tests {
         assert!(text.contains("\"ESP\" type C12A7328-F81F-11D2-BA4B-00A0C93EC93B (EFI System)"), "{text}");
         assert!(text.contains("isohybrid boot file at sector 64"), "{text}");
         assert!(text.contains("partition 2: type 0xef active start 100 sectors 100"), "{text}");
+        // The bytes for these fixed inputs: update if intentional.
+        let mut all = Vec::new();
+        std::io::Read::read_to_end(&mut std::fs::File::open(&p).unwrap(), &mut all).unwrap();
+        let d = hex::encode(Sha256::digest(&all));
+        assert_eq!(d, "e3cc02d9d0a32713978125cea0e93b40b297cfa74bcd5643f9652a096877f44f", "MBR/GPT bytes changed: update the pin if intentional");
         let overlap = Partition { name: "B".into(), first: 150, last: 300, ..gpt.partitions[0].clone() };
         let bad = Gpt { partitions: vec![gpt.partitions[0].clone(), overlap], ..gpt.clone() };
         assert!(bad.write(&f, &p).unwrap_err().to_string().contains("overlap"));
