@@ -109,13 +109,17 @@ struct Record {
     offset: u32,
 }
 
-/// One directory's records and its size in blocks.
+/// One directory's records, its size in blocks, and its Rock Ridge continuation pieces,
+/// which follow its extent directly (libarchive reads a continuation area only when it
+/// comes right after the directory that refers to it, as libisofs lays them out).
 #[derive(Debug)]
 struct DirPlan {
     node: usize,
     records: Vec<Record>,
     blocks: u32,
     lba: u32,
+    pieces: std::ops::Range<usize>,
+    ce_blocks: u32,
 }
 
 /// A continuation area piece: entries, the next piece, and its place in the CE area.
@@ -143,7 +147,6 @@ pub(super) struct Plan<'t> {
     catalog_node: Option<usize>,
     vd_blocks: u32,
     ptables: [(u32, Vec<u8>); 4],
-    ce_lba: u32,
     data_lba: u32,
     blocks: u32,
     extra_paths: Vec<(String, usize)>,
@@ -373,7 +376,6 @@ impl<'t> Plan<'t> {
             catalog_node,
             vd_blocks: 0,
             ptables: Default::default(),
-            ce_lba: 0,
             data_lba: 0,
             blocks: 0,
             extra_paths,
@@ -522,6 +524,7 @@ impl<'t> Plan<'t> {
         let joliet_order = self.dir_order(true);
         for (joliet, order) in [(false, &iso_order), (true, &joliet_order)] {
             for &d in order.iter() {
+                let first_piece = self.pieces.len();
                 let mut records = self.dir_records(d, joliet);
                 let mut pos = 0u32;
                 for r in records.iter_mut() {
@@ -532,22 +535,28 @@ impl<'t> Plan<'t> {
                     r.offset = pos;
                     pos += len;
                 }
-                let plan = DirPlan { node: d, records, blocks: pos.div_ceil(BLOCK as u32).max(1), lba: 0 };
+                // this directory's continuation pieces: packed, never crossing a block
+                let mut ce = 0u32;
+                for p in self.pieces[first_piece..].iter_mut() {
+                    let len = (p.entries.len() + p.next.map_or(0, |_| f::CE_LEN)) as u32;
+                    if ce % BLOCK as u32 + len > BLOCK as u32 {
+                        ce = ce.next_multiple_of(BLOCK as u32);
+                    }
+                    p.block = ce / BLOCK as u32;
+                    p.offset = ce % BLOCK as u32;
+                    ce += len;
+                }
+                let plan = DirPlan {
+                    node: d,
+                    records,
+                    blocks: pos.div_ceil(BLOCK as u32).max(1),
+                    lba: 0,
+                    pieces: first_piece..self.pieces.len(),
+                    ce_blocks: ce.div_ceil(BLOCK as u32),
+                };
                 if joliet { self.joliet_dirs.push(plan) } else { self.iso_dirs.push(plan) }
             }
         }
-        // continuation pieces: packed, never crossing a block
-        let mut pos = 0u32;
-        for p in self.pieces.iter_mut() {
-            let len = (p.entries.len() + p.next.map_or(0, |_| f::CE_LEN)) as u32;
-            if pos % BLOCK as u32 + len > BLOCK as u32 {
-                pos = pos.next_multiple_of(BLOCK as u32);
-            }
-            p.block = pos / BLOCK as u32;
-            p.offset = pos % BLOCK as u32;
-            pos += len;
-        }
-        let ce_blocks = pos.div_ceil(BLOCK as u32);
 
         // volume descriptors
         let mut lba = f::SYSTEM_AREA_BLOCKS;
@@ -563,9 +572,11 @@ impl<'t> Plan<'t> {
         for d in self.iso_dirs.iter_mut().chain(self.joliet_dirs.iter_mut()) {
             d.lba = lba;
             lba += d.blocks;
+            for p in &mut self.pieces[d.pieces.clone()] {
+                p.block += lba;
+            }
+            lba += d.ce_blocks;
         }
-        self.ce_lba = lba;
-        lba += ce_blocks;
         if self.catalog_node.is_some() {
             self.catalog_lba = lba;
             lba += 1;
@@ -648,7 +659,7 @@ impl<'t> Plan<'t> {
     fn ce_entry(&self, p: usize) -> Vec<u8> {
         let piece = &self.pieces[p];
         let len = piece.entries.len() + piece.next.map_or(0, |_| f::CE_LEN);
-        f::ce(self.ce_lba + piece.block, piece.offset, len as u32)
+        f::ce(piece.block, piece.offset, len as u32)
     }
 
     /// Serialize everything, then fill the file contents.
@@ -692,28 +703,24 @@ impl<'t> Plan<'t> {
             meta.extend_from_slice(t);
             meta.resize(meta.len().next_multiple_of(BLOCK as usize), 0);
         }
-        for d in &self.iso_dirs {
-            debug_assert_eq!(at(&meta), d.lba as u64);
-            meta.extend(self.dir_bytes(d, false, &iso_lbas));
-        }
-        for d in &self.joliet_dirs {
-            debug_assert_eq!(at(&meta), d.lba as u64);
-            meta.extend(self.dir_bytes(d, true, &jol_lbas));
-        }
-        debug_assert_eq!(at(&meta), self.ce_lba as u64);
-        let ce_start = meta.len();
-        for (i, p) in self.pieces.iter().enumerate() {
-            let pos = ce_start + (p.block as u64 * BLOCK) as usize + p.offset as usize;
-            if meta.len() < pos {
-                meta.resize(pos, 0);
-            }
-            debug_assert_eq!(meta.len(), pos);
-            meta.extend_from_slice(&p.entries);
-            if p.next.is_some() {
-                meta.extend(self.ce_entry(i + 1));
+        for (joliet, dirs, lbas) in [(false, &self.iso_dirs, &iso_lbas), (true, &self.joliet_dirs, &jol_lbas)] {
+            for d in dirs {
+                debug_assert_eq!(at(&meta), d.lba as u64);
+                meta.extend(self.dir_bytes(d, joliet, lbas));
+                for i in d.pieces.clone() {
+                    let p = &self.pieces[i];
+                    let pos = ((p.block - f::SYSTEM_AREA_BLOCKS) as u64 * BLOCK) as usize + p.offset as usize;
+                    debug_assert!(pos >= meta.len());
+                    meta.resize(pos, 0);
+                    meta.extend_from_slice(&p.entries);
+                    if p.next.is_some() {
+                        meta.extend(self.ce_entry(i + 1));
+                    }
+                }
+                meta.resize(meta.len().next_multiple_of(BLOCK as usize), 0);
+                debug_assert_eq!(at(&meta), (d.lba + d.blocks + d.ce_blocks) as u64);
             }
         }
-        meta.resize(meta.len().next_multiple_of(BLOCK as usize), 0);
         if self.catalog_node.is_some() {
             debug_assert_eq!(at(&meta), self.catalog_lba as u64);
             let entries: Vec<f::CatalogEntry> = self
