@@ -209,3 +209,22 @@ fn bootable_iso_box_errors_name_the_place() {
     let e = box_error(&format!("name = \"b\"\n[[layer]]\ndir = \"rootfs\"\n{k}[output.iso]\nbootloader = \"{sys}\"\nlabel = \"a\\nb\"\n"));
     assert!(e.contains("label must be"), "{e}");
 }
+
+/// A BIOS-only ISO (syslinux alone): isohybrid's classic MBR (one active 0x17 partition over
+/// the image), no GPT, no ESP; SeaBIOS boots it as a raw disk.
+#[test]
+fn bios_only_iso_boots_as_a_disk_without_a_gpt() {
+    let f = fixture();
+    let d = f.dir.join("bios");
+    let keys = format!("bootloader = {{ definition = \"{}\", image = \"{}\" }}\nlabel = \"BIOS only\"", definition("syslinux-debian"), f.images.syslinux);
+    let box_file = iso_box(&d, "bios", &f.images, &keys);
+    build(&box_file, &d.join("out"), &f.cache);
+    let iso = d.join("out/bios.iso");
+    let o = run(&mut stagebox(["inspect".as_ref(), iso.as_os_str()]));
+    let text = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(text.contains("partition 1: type 0x17 active start 0") && text.contains("GPT: none"), "{text}");
+    let mut cmd = stagebox(["run".as_ref(), iso.as_os_str()]);
+    cmd.args(["--disk", "--expect", MARKER, "--timeout", "150"]);
+    let console = String::from_utf8_lossy(&run(&mut cmd).stdout).into_owned();
+    assert!(console.contains(MARKER), "{console}");
+}
