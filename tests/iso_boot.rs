@@ -228,3 +228,45 @@ fn bios_only_iso_boots_as_a_disk_without_a_gpt() {
     let console = String::from_utf8_lossy(&run(&mut cmd).stdout).into_owned();
     assert!(console.contains(MARKER), "{console}");
 }
+
+/// Bootloader images are pinned like kernels: an unpinned one is refused until
+/// `stagebox lock` writes it into BOX.lock, then the build uses the locked digest.
+#[test]
+fn bootloader_images_are_pinned_by_the_lock_file() {
+    let f = fixture();
+    let d = f.dir.join("lock");
+    let tagged = |pinned: &str, tag: &str| format!("{}:{tag}", pinned.split('@').next().unwrap());
+    let keys = format!(
+        "bootloader = [{{ definition = \"{}\", image = \"{}\" }}, {{ definition = \"{}\", image = \"{}\" }}]",
+        definition("syslinux-debian"),
+        tagged(&f.images.syslinux, "syslinux"),
+        definition("systemd-boot-debian"),
+        tagged(&f.images.systemd_boot, "systemd-boot")
+    );
+    let box_file = iso_box(&d, "lock", &f.images, &keys);
+    let args = |cmd: &str| -> Vec<std::ffi::OsString> {
+        let mut v: Vec<std::ffi::OsString> = vec![cmd.into(), box_file.clone().into()];
+        if cmd == "build" {
+            v.extend(["--out".into(), d.join("out").into()]);
+        }
+        v.extend(["--cache".into(), f.cache.clone().into()]);
+        v
+    };
+    let o = output(&mut stagebox(args("build")));
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("is not pinned") && err.contains(":syslinux"), "{err}");
+    run(&mut stagebox(args("lock")));
+    let lock = String::from_utf8_lossy(&read(&d.join("lock.lock"))).into_owned();
+    for (tag, pinned) in [("syslinux", &f.images.syslinux), ("systemd-boot", &f.images.systemd_boot)] {
+        let digest = pinned.split('@').nth(1).unwrap();
+        assert!(lock.contains(&tagged(pinned, tag)) && lock.contains(digest), "{tag} not locked:\n{lock}");
+    }
+    run(&mut stagebox(args("build")));
+    let m = read_json(&d.join("out/manifest.json"));
+    let inputs = m["inputs"].to_string();
+    for pinned in [&f.images.syslinux, &f.images.systemd_boot] {
+        assert!(inputs.contains(pinned.split('@').nth(1).unwrap()), "{inputs}");
+    }
+    assert!(d.join("out/lock.iso").is_file());
+}
