@@ -65,6 +65,7 @@ pub fn image_refs(spec: &BoxSpec) -> Vec<(ImageRef, Location)> {
     if let Some(k) = &spec.kernel {
         v.push((k.def.image.clone(), k.def.image_at.clone()));
     }
+    v.extend(spec.bootloaders.iter().map(|b| (b.image.clone(), b.image_at.clone())));
     v
 }
 
@@ -284,9 +285,28 @@ fn emit_initramfs(
     let name = format!("{}.cpio{}", spec.name, o.compression.suffix());
     let path = out.join(&name);
     let mut af = AtomicFile::create(&path)?;
+    let (d, size, inputs) = write_initramfs(tree, spec, sde, o, threads, layers, af.file(), &path)?;
+    af.commit()?;
+    Ok((OutputRecord { format: "initramfs".into(), path: name, sha256: d.hex().to_string(), size, pcrs: None }, inputs))
+}
+
+/// The initramfs of [`emit_initramfs`] written into `file` (named `path` in errors): also
+/// what an ISO or disk output boots. Returns its digest, size and the prepended files.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn write_initramfs(
+    tree: &Tree,
+    spec: &BoxSpec,
+    sde: u64,
+    o: &spec::InitramfsOutput,
+    threads: usize,
+    layers: &[(PathBuf, LayerBlob)],
+    file: &std::fs::File,
+    path: &Path,
+) -> Result<(crate::digest::Digest, u64, Vec<InputRecord>)> {
+    let path = path.to_path_buf();
     let mut inputs = Vec::new();
     let (d, size) = {
-        let mut hw = HashWriter::new(BufWriter::with_capacity(1 << 20, af.file()));
+        let mut hw = HashWriter::new(BufWriter::with_capacity(1 << 20, file));
         for p in &o.prepend {
             let file = spec.dir.join(p);
             let at = spec.initramfs_at.clone().expect("initramfs output has a location");
@@ -312,8 +332,20 @@ fn emit_initramfs(
         std::io::Write::flush(&mut bw).at(&path)?;
         (d, size)
     };
-    af.commit()?;
-    Ok((OutputRecord { format: "initramfs".into(), path: name, sha256: d.hex().to_string(), size, pcrs: None }, inputs))
+    Ok((d, size, inputs))
+}
+
+/// What a bootable `[output.iso]` boots with (see `isoboot`).
+fn iso_boot<'a>(spec: &BoxSpec, k: &'a crate::kernel::Kernel, b: &'a [crate::bootloader::Bootloader]) -> crate::isoboot::IsoBoot<'a> {
+    let o = spec.outputs.iso.as_ref();
+    crate::isoboot::IsoBoot {
+        kernel: k,
+        bootloaders: b,
+        label: o.and_then(|o| o.label.clone()).unwrap_or_else(|| crate::isoboot::DEFAULT_LABEL.to_string()),
+        serial: o.is_some_and(|o| o.serial),
+        initramfs: crate::isoboot::initramfs_settings(spec),
+        at: spec.iso_at.clone().unwrap_or_else(|| k.spec.at.clone()),
+    }
 }
 
 /// Build every output of the box at `box_path`.
@@ -339,7 +371,7 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
     let kernel = match &spec.kernel {
         // An EIF without an initramfs output still needs the kernel (its ramdisks are
         // uncompressed, so there is no compression to check).
-        Some(k) if spec.outputs.initramfs.is_some() || spec.outputs.eif.is_some() => {
+        Some(k) if spec.outputs.initramfs.is_some() || spec.outputs.eif.is_some() || !spec.bootloaders.is_empty() => {
             let lock_path = spec::lock_path(&spec.path);
             let lock = LockFile::load(&lock_path)?;
             let kernel = crate::kernel::resolve(k, &store, &sopts, lock.as_ref(), &lock_path, opts.threads, &progress)?;
@@ -350,13 +382,26 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
         }
         _ => None,
     };
+    // The bootloaders of a bootable ISO, and the kernel checked against what they need.
+    let bootloaders = match (&kernel, spec.bootloaders.is_empty()) {
+        (Some(k), false) => {
+            let lock_path = spec::lock_path(&spec.path);
+            let lock = LockFile::load(&lock_path)?;
+            let b = crate::bootloader::resolve(&spec.bootloaders, &store, &sopts, lock.as_ref(), &lock_path, opts.threads, &progress)?;
+            crate::isoboot::check_kernel(k, &iso_boot(&spec, k, &b))?;
+            b
+        }
+        _ => Vec::new(),
+    };
     progress.timing("resolve and import", t0);
     let t0 = std::time::Instant::now();
     let tree = flatten(&store, &images, sde, opts.threads, content_mode(&spec.outputs), &progress)?;
     progress.timing(&format!("flatten ({} entries, {} bytes)", tree.len(), tree.content_bytes()), t0);
     // The tree's init runs from an initramfs output or an initramfs-layout EIF (a nitro-cli
     // EIF runs its bootstrap init instead).
-    let tree_init = spec.outputs.initramfs.is_some() || spec.outputs.eif.as_ref().is_some_and(|e| e.layout == spec::EifLayout::Initramfs);
+    let tree_init = spec.outputs.initramfs.is_some()
+        || !bootloaders.is_empty()
+        || spec.outputs.eif.as_ref().is_some_and(|e| e.layout == spec::EifLayout::Initramfs);
     if let (Some(k), true) = (&kernel, tree_init) {
         crate::kernel::check_init(&tree, &layer_list(&store, &images), &k.spec.cmdline, &k.spec.at)?;
     }
@@ -403,7 +448,22 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
     }
     if let Some(o) = &spec.outputs.iso {
         progress.set_message(format!("write {}.iso", spec.name));
-        outputs.push(emit_iso(&tree, &spec, &out, sde, o, opts.threads)?);
+        match &kernel {
+            Some(k) if !bootloaders.is_empty() => {
+                let base: Vec<InputRecord> =
+                    images.iter().map(|i| InputRecord { reference: i.reference.text.clone(), digest: i.pin.to_string() }).collect();
+                let vid = o.volume_id.clone().unwrap_or_else(|| spec.name.clone());
+                let layers = layer_list(&store, &images);
+                let (rec, inputs) =
+                    crate::isoboot::emit(&tree, &spec, &out, sde, &vid, &iso_boot(&spec, k, &bootloaders), &base, &layers, worker_threads(opts.threads))?;
+                outputs.push(rec);
+                extra_inputs.extend(inputs);
+                if spec.outputs.initramfs.is_none() && spec.outputs.eif.is_none() {
+                    extra_inputs.push(k.input_record());
+                }
+            }
+            _ => outputs.push(emit_iso(&tree, &spec, &out, sde, o, opts.threads)?),
+        }
     }
     if let Some(o) = &spec.outputs.squashfs {
         progress.set_message(format!("write {}.squashfs", spec.name));

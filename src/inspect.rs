@@ -203,7 +203,11 @@ pub fn render(i: &Inspection) -> String {
         }
         Inspection::Eif(d) => s += &crate::emit::eif::debug::dump(d),
         Inspection::Squashfs(d) => s += &crate::emit::squashfs::debug::dump(d),
-        Inspection::Iso(d) => s += &crate::emit::iso::debug::dump(d),
+        Inspection::Iso(d) => {
+            s += &crate::emit::iso::debug::dump(d);
+            // The hybrid MBR and GPT of a bootable ISO (emit::gpt), read from the same file.
+            s += &crate::emit::gpt::dump_path(Path::new(&d.file));
+        }
         Inspection::Tar(t) => {
             s += &format!("# {} ({}, sha256 {}, {} entries)\n", t.file, t.compression, t.sha256, t.entries.len());
             for e in &t.entries {

@@ -5,6 +5,7 @@
 //! [`measure`] (digests, manifest) beside the emitters. [`build`] and [`inspect`] are the
 //! commands that wire them together; `main.rs` only parses arguments.
 
+pub mod bootloader;
 pub mod build;
 pub mod check;
 pub mod diff;
@@ -14,6 +15,7 @@ pub mod enclave;
 pub mod error;
 pub mod fsutil;
 pub mod inspect;
+pub mod isoboot;
 pub mod kernel;
 pub mod lock;
 pub mod measure;

@@ -56,6 +56,8 @@ pub struct RunOptions {
     /// Guest memory as QEMU takes it (`1G`, `512M`).
     pub memory: String,
     pub uefi: bool,
+    /// Attach an ISO as a raw disk instead of a CD.
+    pub disk: bool,
     pub kvm: Kvm,
     /// Succeed once this text appears on the console.
     pub expect: Option<String>,
@@ -71,7 +73,7 @@ pub struct RunOptions {
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { memory: "1G".into(), uefi: false, kvm: Kvm::Auto, expect: None, timeout: None, kernel: None, append: None, echo: true }
+        RunOptions { memory: "1G".into(), uefi: false, disk: false, kvm: Kvm::Auto, expect: None, timeout: None, kernel: None, append: None, echo: true }
     }
 }
 
@@ -154,6 +156,8 @@ pub fn plan(output: &Path, opts: &RunOptions) -> Result<Boot> {
             }
             Ok(Boot::Initramfs { initrd: path, kernel, cmdline })
         }
+        // An isohybrid ISO boots as a disk too (a USB stick written with dd).
+        "iso" if opts.disk => Ok(Boot::Disk(path)),
         "iso" => Ok(Boot::Iso(path)),
         "disk" => Ok(Boot::Disk(path)),
         other => Err(usage(format!(
@@ -444,6 +448,18 @@ mod tests {
         std::fs::remove_file(d.path().join("manifest.json")).unwrap();
         let e = plan(&d.path().join("b.cpio.gz"), &RunOptions::default()).unwrap_err().to_string();
         assert!(e.contains("no kernel") && e.contains("--kernel"), "{e}");
+    }
+
+    #[test]
+    fn an_iso_boots_as_a_cd_or_with_disk_as_a_raw_disk() {
+        let d = tempfile::tempdir().unwrap();
+        let iso = d.path().join("x.iso");
+        std::fs::write(&iso, b"").unwrap();
+        assert_eq!(plan(&iso, &RunOptions::default()).unwrap(), Boot::Iso(iso.clone()));
+        let disk = RunOptions { disk: true, ..RunOptions::default() };
+        assert_eq!(plan(&iso, &disk).unwrap(), Boot::Disk(iso.clone()));
+        let s = qemu_args(&Boot::Disk(iso.clone()), &disk, false, None, false).join(" ");
+        assert!(s.contains("format=raw,snapshot=on") && !s.contains("media=cdrom"), "{s}");
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub struct BoxSpec {
     pub packages: Vec<super::PackageSpec>,
     /// Where `[output.iso]` stands in the box file.
     pub iso_at: Option<Location>,
+    /// `[output.iso] bootloader`: the definitions, one per kind (empty: a plain ISO).
+    pub bootloaders: Vec<super::BootloaderDef>,
 }
 
 /// One `[[layer]]`, bottom first.
@@ -154,6 +156,14 @@ pub struct IsoOutput {
     /// Volume identifier (default: the box name); mapped to ISO 9660 d-characters, Joliet
     /// keeps up to 16 characters as written.
     pub volume_id: Option<String>,
+    /// Boot support (`src/isoboot.rs`): bootloader definitions, one per kind (see
+    /// kernels/README.md); with it the box needs a `[kernel]`.
+    pub bootloader: Option<super::RawBootloaders>,
+    /// Boot menus on the first serial port too.
+    #[serde(default)]
+    pub serial: bool,
+    /// Boot-menu title (default "stagebox").
+    pub label: Option<String>,
 }
 
 /// `[output.*]` tables. Each present table is one output.
@@ -356,8 +366,30 @@ pub fn load_box(path: &Path) -> Result<BoxSpec> {
             return Err(at.error("volume_id must be 1 to 32 bytes without control characters"));
         }
     }
+    let bootloaders = match (&outputs.iso, &iso_at) {
+        (Some(super::IsoOutput { bootloader: Some(b), .. }), Some(at)) => {
+            if kernel.is_none() {
+                return Err(at.error("a bootable [output.iso] (with `bootloader`) needs a [kernel] (e.g. `definition = \"kernels/airgap.toml\"`)"));
+            }
+            if let Some(l) = outputs.iso.as_ref().and_then(|o| o.label.as_ref()) {
+                if l.is_empty() || l.len() > 64 || l.chars().any(char::is_control) {
+                    return Err(at.error("label must be 1 to 64 bytes without control characters (it goes into the boot menus)"));
+                }
+            }
+            let list = super::box_bootloaders(&dir, b, at)?;
+            if list.is_empty() {
+                return Err(at.error("`bootloader` lists no definition"));
+            }
+            list
+        }
+        (Some(o), Some(at)) if o.serial || o.label.is_some() => {
+            return Err(at.error("`serial` and `label` are boot-menu settings: they need `bootloader`"));
+        }
+        _ => Vec::new(),
+    };
     let policy = raw.policy.as_ref().map(|p| super::policy::load_policy(&src, p)).transpose()?;
     Ok(BoxSpec {
+        bootloaders,
         policy,
         path: path.to_path_buf(),
         dir,

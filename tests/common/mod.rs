@@ -22,8 +22,11 @@
 //! scratch space comes from [`tempdir`].
 #![allow(dead_code)]
 
-pub mod kernel_mount;
+pub mod boot;
 pub mod iso;
+pub mod kernel_mount;
+pub mod pkg;
+pub mod prove;
 
 use sha2::{Digest as _, Sha256};
 use std::borrow::BorrowMut;
@@ -1167,5 +1170,3 @@ pub fn busybox() -> Vec<u8> {
     assert!(p.is_file(), "/bin/busybox is missing: install busybox-static ({INSTALL_HINT})");
     read(p)
 }
-pub mod prove;
-pub mod pkg;

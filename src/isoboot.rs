@@ -1,0 +1,279 @@
+//! A bootable `[output.iso]`: the box's kernel and initramfs, the bootloaders' files and
+//! configs staged beside the tree, an ESP image for UEFI, the ISO 9660 image written by
+//! `emit::iso`, then the hybrid MBR and GPT written into its system area and tail so the same
+//! file boots from a CD and as a disk, on BIOS and UEFI.
+//!
+//! Layout inside the ISO (short 8.3 names, which isolinux reads without Rock Ridge):
+//! `/isolinux/{isolinux.bin, ldlinux.c32, isolinux.cfg, vmlinuz, initrd.img}` for BIOS,
+//! `/isolinux/efiboot.img` (the ESP: `EFI/BOOT/BOOTX64.EFI`, `loader/loader.conf`,
+//! `loader/entries/stagebox.conf`, `vmlinuz`, `initrd.img`) for UEFI, and the boot catalog
+//! `/isolinux/boot.cat`. Kernel and initramfs are stored twice when both kinds are present
+//! (once for isolinux, once inside the ESP); docs/iso.md gives the cost.
+
+use crate::bootloader::Bootloader;
+use crate::digest::Digest;
+use crate::emit::{fat, gpt, iso};
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil::AtomicFile;
+use crate::kernel::Kernel;
+use crate::measure::{InputRecord, OutputRecord};
+use crate::source::LayerBlob;
+use crate::spec::{self, BootloaderKind, BoxSpec, Compression, Location};
+use crate::tree::Tree;
+use sha2::{Digest as _, Sha256};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// Where the boot files go in the ISO.
+pub const BOOT_DIR: &str = "/isolinux";
+/// The title of the single boot entry when the box gives no `label`.
+pub const DEFAULT_LABEL: &str = "stagebox";
+
+/// What `[output.iso]` asks of the boot side, resolved.
+pub struct IsoBoot<'a> {
+    pub kernel: &'a Kernel,
+    pub bootloaders: &'a [Bootloader],
+    /// Boot-menu title.
+    pub label: String,
+    /// Put the boot menus on the first serial port too (isolinux's `SERIAL 0 115200`).
+    pub serial: bool,
+    /// The initramfs settings: the box's `[output.initramfs]`, else gzip.
+    pub initramfs: spec::InitramfsOutput,
+    /// Where `[output.iso]` stands (for errors).
+    pub at: Location,
+}
+
+/// The files staged for the ISO and what the MBR/GPT needs to know about them.
+struct Staged {
+    extra: Vec<iso::IsoFile>,
+    boot: Vec<iso::BootEntry>,
+    prepended: Vec<InputRecord>,
+}
+
+/// Refuse a kernel that cannot boot the way the box asks: UEFI needs an EFI stub (a PE
+/// header, `MZ` … `PE\0\0`, and `CONFIG_EFI_STUB=y` when the image has a config), and the
+/// initramfs compression must be one it unpacks.
+pub fn check_kernel(kernel: &Kernel, boot: &IsoBoot) -> Result<()> {
+    kernel.check_compression(boot.initramfs.compression, &boot.at)?;
+    if kernel.spec.cmdline.chars().any(char::is_control) {
+        return Err(boot.at.error("the kernel command line must be one line without control characters (it goes into the boot menus)"));
+    }
+    if boot.bootloaders.iter().any(|b| b.kind() == BootloaderKind::SystemdBoot) {
+        let mut head = [0u8; 0x40];
+        let mut r = kernel.tree.open(&kernel.kernel).take(kernel.kernel.len);
+        let n = r.read(&mut head).map_err(|e| Error::other(format!("reading the kernel: {e}")))?;
+        let pe_at = u32::from_le_bytes([head[0x3c], head[0x3d], head[0x3e], head[0x3f]]) as u64;
+        let mut sig = [0u8; 4];
+        let has_pe = n == 0x40 && &head[..2] == b"MZ" && {
+            let mut r = kernel.tree.open(&kernel.kernel).take(kernel.kernel.len);
+            std::io::copy(&mut (&mut r).take(pe_at), &mut std::io::sink()).is_ok() && r.read_exact(&mut sig).is_ok() && &sig == b"PE\0\0"
+        };
+        let cfg_says_no = kernel.config.as_ref().is_some_and(|c| !c.builtin("CONFIG_EFI_STUB"));
+        if !has_pe || cfg_says_no {
+            return Err(boot.at.error(format!(
+                "kernel {:?} has no EFI stub ({}), so systemd-boot cannot start it: use a kernel built with CONFIG_EFI_STUB=y (StageX's airgap kernel is), or drop the systemd-boot bootloader for a BIOS-only ISO",
+                kernel.spec.def.name,
+                if !has_pe { "no PE header in the kernel file" } else { "CONFIG_EFI_STUB is not set in its config" }
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A hash of everything the image is made from, for the MBR id, GUIDs and FAT volume id.
+fn seed(spec: &BoxSpec, sde: u64, inputs: &[InputRecord], boot: &IsoBoot) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"stagebox-iso\0");
+    h.update(spec.name.as_bytes());
+    h.update(b"\0");
+    h.update(sde.to_le_bytes());
+    for i in inputs {
+        h.update(i.reference.as_bytes());
+        h.update(b"\0");
+        h.update(i.digest.as_bytes());
+        h.update(b"\0");
+    }
+    h.update(boot.kernel.spec.cmdline.as_bytes());
+    h.update(b"\0");
+    h.update(boot.label.as_bytes());
+    h.update([boot.serial as u8]);
+    h.finalize().into()
+}
+
+fn isolinux_cfg(boot: &IsoBoot) -> String {
+    let mut s = String::new();
+    if boot.serial {
+        s.push_str("SERIAL 0 115200\n");
+    }
+    s.push_str(&format!(
+        "DEFAULT stagebox\nPROMPT 0\nTIMEOUT 0\nLABEL stagebox\n  MENU LABEL {}\n  KERNEL {BOOT_DIR}/vmlinuz\n  INITRD {BOOT_DIR}/initrd.img\n  APPEND {}\n",
+        boot.label, boot.kernel.spec.cmdline
+    ));
+    s
+}
+
+fn sdboot_entry(boot: &IsoBoot) -> String {
+    format!("title {}\nlinux /vmlinuz\ninitrd /initrd.img\noptions {}\n", boot.label, boot.kernel.spec.cmdline)
+}
+
+/// Stage kernel, initramfs, bootloader files, configs and the ESP in `dir`.
+#[allow(clippy::too_many_arguments)]
+fn stage(
+    tree: &Tree,
+    spec: &BoxSpec,
+    boot: &IsoBoot,
+    layers: &[(PathBuf, LayerBlob)],
+    threads: usize,
+    sde: u64,
+    seed: &[u8; 32],
+    dir: &Path,
+) -> Result<Staged> {
+    let kernel_path = dir.join("vmlinuz");
+    {
+        let mut f = std::fs::File::create(&kernel_path).at(&kernel_path)?;
+        let k = boot.kernel;
+        let mut buf = vec![0u8; 1 << 20];
+        crate::emit::tar::copy_exact(&mut k.tree.open(&k.kernel), &mut f, k.kernel.len, &mut buf).at(&kernel_path)?;
+    }
+    let initrd_path = dir.join("initrd.img");
+    let (_, _, prepended) = {
+        let f = std::fs::File::create(&initrd_path).at(&initrd_path)?;
+        crate::build::write_initramfs(tree, spec, sde, &boot.initramfs, threads, layers, &f, &initrd_path)?
+    };
+    let file = |name: &str, src: PathBuf, mode: u32| iso::IsoFile { path: format!("{BOOT_DIR}/{name}"), source: src, mode };
+    let mut extra = Vec::new();
+    let mut entries = Vec::new();
+    for b in boot.bootloaders {
+        match b.kind() {
+            BootloaderKind::Syslinux => {
+                for (role, name) in [("isolinux", "isolinux.bin"), ("ldlinux", "ldlinux.c32")] {
+                    let p = dir.join(name);
+                    std::fs::write(&p, b.read(role)?).at(&p)?;
+                    extra.push(file(name, p, 0o644));
+                }
+                let p = dir.join("isolinux.cfg");
+                std::fs::write(&p, isolinux_cfg(boot)).at(&p)?;
+                extra.push(file("isolinux.cfg", p, 0o644));
+                extra.push(file("vmlinuz", kernel_path.clone(), 0o644));
+                extra.push(file("initrd.img", initrd_path.clone(), 0o644));
+                entries.push(iso::BootEntry::Bios { path: format!("{BOOT_DIR}/isolinux.bin") });
+            }
+            BootloaderKind::SystemdBoot => {
+                let mut files = BTreeMap::new();
+                files.insert("EFI/BOOT/BOOTX64.EFI".to_string(), fat::EspSource::Bytes(b.read("efi")?));
+                files.insert("loader/loader.conf".to_string(), fat::EspSource::Bytes(b"timeout 0\ndefault stagebox.conf\n".to_vec()));
+                files.insert("loader/entries/stagebox.conf".to_string(), fat::EspSource::Bytes(sdboot_entry(boot).into_bytes()));
+                files.insert("vmlinuz".to_string(), fat::EspSource::File(kernel_path.clone()));
+                files.insert("initrd.img".to_string(), fat::EspSource::File(initrd_path.clone()));
+                let p = dir.join("efiboot.img");
+                fat::write(&fat::Esp { files, sde, volume_id: fat::volume_id(seed) }, &p)?;
+                extra.push(file("efiboot.img", p, 0o644));
+                entries.push(iso::BootEntry::Efi { path: format!("{BOOT_DIR}/efiboot.img") });
+            }
+        }
+    }
+    // BIOS first: the default entry of the catalog is the BIOS one, as in every hybrid ISO.
+    entries.sort_by_key(|e| matches!(e, iso::BootEntry::Efi { .. }));
+    extra.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(Staged { extra, boot: entries, prepended })
+}
+
+/// Write the MBR (isohybrid's when syslinux is there) and, with an ESP, the GPT into `f`.
+fn write_tables(f: &std::fs::File, path: &Path, layout: &iso::IsoLayout, boot: &IsoBoot, seed: &[u8; 32]) -> Result<()> {
+    let sectors = layout.size / gpt::SECTOR;
+    let to32 = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+    let syslinux = boot.bootloaders.iter().find(|b| b.kind() == BootloaderKind::Syslinux);
+    let (code, boot_lba) = match syslinux {
+        Some(b) => {
+            let code = b.read("isohdpfx")?;
+            if code.len() < gpt::MBR_CODE {
+                return Err(Error::other(format!("{} in {} is {} bytes, not an isohybrid MBR (at least 432)", b.def.files["isohdpfx"], b.image.reference.text, code.len())));
+            }
+            let (block, _) = layout.files[&format!("{BOOT_DIR}/isolinux.bin")];
+            (code, Some(to32(block * 4)))
+        }
+        None => (Vec::new(), None),
+    };
+    let esp = layout.files.get(&format!("{BOOT_DIR}/efiboot.img")).copied();
+    let entries = match esp {
+        Some((block, len)) => {
+            let first = block * 4;
+            let n = len.div_ceil(gpt::SECTOR);
+            let g = gpt::Gpt {
+                disk_guid: gpt::Guid::derive(seed, "disk"),
+                sectors,
+                partitions: vec![gpt::Partition {
+                    type_guid: gpt::ESP_TYPE,
+                    guid: gpt::Guid::derive(seed, "esp"),
+                    first,
+                    last: first + n - 1,
+                    attributes: 0,
+                    name: "EFI System".into(),
+                }],
+            };
+            g.write(f, path)?;
+            vec![
+                gpt::MbrEntry { active: false, kind: 0xee, first: 1, sectors: to32(first - 1) },
+                gpt::MbrEntry { active: true, kind: 0xef, first: to32(first), sectors: to32(n) },
+            ]
+        }
+        // isohybrid's default without UEFI: one active partition over the whole image.
+        None => vec![gpt::MbrEntry { active: true, kind: 0x17, first: 0, sectors: to32(sectors) }],
+    };
+    let m = gpt::mbr(&code, boot_lba, gpt::disk_id(seed), &entries)?;
+    f.write_all_at(&m, 0).at(path)?;
+    Ok(())
+}
+
+/// Write `NAME.iso` with boot support into `out`; returns its record and the inputs it adds
+/// (the bootloader images and prepended archives).
+#[allow(clippy::too_many_arguments)]
+pub fn emit(
+    tree: &Tree,
+    spec: &BoxSpec,
+    out: &Path,
+    sde: u64,
+    volume_id: &str,
+    boot: &IsoBoot,
+    inputs: &[InputRecord],
+    layers: &[(PathBuf, LayerBlob)],
+    threads: usize,
+) -> Result<(OutputRecord, Vec<InputRecord>)> {
+    check_kernel(boot.kernel, boot)?;
+    let mut all_inputs: Vec<InputRecord> = inputs.to_vec();
+    all_inputs.push(boot.kernel.input_record());
+    all_inputs.extend(boot.bootloaders.iter().map(|b| b.input_record()));
+    let seed = seed(spec, sde, &all_inputs, boot);
+    let scratch = tempfile::Builder::new().prefix(".stagebox-iso-").tempdir_in(out).at(out)?;
+    let staged = stage(tree, spec, boot, layers, threads, sde, &seed, scratch.path())?;
+    let name = format!("{}.iso", spec.name);
+    let path = out.join(&name);
+    let mut af = AtomicFile::create(&path)?;
+    let opts = iso::IsoOptions {
+        volume_id: volume_id.to_string(),
+        sde,
+        extra: staged.extra,
+        boot: staged.boot,
+        catalog: Some(format!("{BOOT_DIR}/boot.cat")),
+        tail_reserve: if boot.bootloaders.iter().any(|b| b.kind() == BootloaderKind::SystemdBoot) { gpt::BACKUP_SECTORS * gpt::SECTOR } else { 0 },
+    };
+    let layout = iso::write(tree, &opts, &*af.file(), threads)?;
+    let tmp = path.with_file_name(af.temp_name());
+    write_tables(af.file(), &tmp, &layout, boot, &seed)?;
+    af.file().sync_data().at(&tmp)?;
+    let (d, size): (Digest, u64) = Digest::of_file(&tmp)?;
+    af.commit()?;
+    // The kernel's record is added by the build (once, whichever outputs use it).
+    let mut added: Vec<InputRecord> = boot.bootloaders.iter().map(|b| b.input_record()).collect();
+    added.extend(staged.prepended);
+    Ok((OutputRecord { format: "iso".into(), path: name, sha256: d.hex().to_string(), size, pcrs: None }, added))
+}
+
+/// The initramfs settings an ISO uses: the box's `[output.initramfs]` when it has one (same
+/// bytes as `NAME.cpio*`), else gzip, which every kernel with initramfs support unpacks
+/// (StageX's airgap kernel unpacks nothing else).
+pub fn initramfs_settings(spec: &BoxSpec) -> spec::InitramfsOutput {
+    spec.outputs.initramfs.clone().unwrap_or(spec::InitramfsOutput { compression: Compression::Gzip, prepend: Vec::new() })
+}
