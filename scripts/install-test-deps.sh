@@ -4,7 +4,8 @@
 set -euo pipefail
 PKGS=(umoci skopeo libarchive-tools tar gzip zstd xz-utils cpio busybox-static
       qemu-system-x86 ovmf dpkg ca-certificates docker-registry gnupg
-      python3 openssl squashfs-tools erofs-utils)
+      python3 openssl squashfs-tools erofs-utils isolinux syslinux-common
+      systemd-boot-efi xorriso mtools dosfstools gdisk fdisk)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -253,9 +253,28 @@ fn emit_initramfs(
     let name = format!("{}.cpio{}", spec.name, o.compression.suffix());
     let path = out.join(&name);
     let mut af = AtomicFile::create(&path)?;
+    let (d, size, inputs) = write_initramfs(tree, spec, sde, o, threads, layers, af.file(), &path)?;
+    af.commit()?;
+    Ok((OutputRecord { format: "initramfs".into(), path: name, sha256: d.hex().to_string(), size, pcrs: None }, inputs))
+}
+
+/// The initramfs of [`emit_initramfs`] written into `file` (named `path` in errors): also
+/// what an ISO or disk output boots. Returns its digest, size and the prepended files.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn write_initramfs(
+    tree: &Tree,
+    spec: &BoxSpec,
+    sde: u64,
+    o: &spec::InitramfsOutput,
+    threads: usize,
+    layers: &[(PathBuf, LayerBlob)],
+    file: &std::fs::File,
+    path: &Path,
+) -> Result<(crate::digest::Digest, u64, Vec<InputRecord>)> {
+    let path = path.to_path_buf();
     let mut inputs = Vec::new();
     let (d, size) = {
-        let mut hw = HashWriter::new(BufWriter::with_capacity(1 << 20, af.file()));
+        let mut hw = HashWriter::new(BufWriter::with_capacity(1 << 20, file));
         for p in &o.prepend {
             let file = spec.dir.join(p);
             let at = spec.initramfs_at.clone().expect("initramfs output has a location");
@@ -281,8 +300,7 @@ fn emit_initramfs(
         std::io::Write::flush(&mut bw).at(&path)?;
         (d, size)
     };
-    af.commit()?;
-    Ok((OutputRecord { format: "initramfs".into(), path: name, sha256: d.hex().to_string(), size, pcrs: None }, inputs))
+    Ok((d, size, inputs))
 }
 
 /// Build every output of the box at `box_path`.

@@ -166,19 +166,12 @@ pub fn resolve(
     progress: &Progress,
 ) -> Result<Kernel> {
     let def = &k.def;
-    let r = crate::build::pin(&def.image, &def.image_at, lock, lock_path)?;
-    progress.set_message(format!("import kernel {}", r.text));
-    let image = source::resolve(store, &r, sopts)?;
-    let tree = crate::build::flatten(store, std::slice::from_ref(&image), sopts.source_date_epoch, threads, ContentMode::Spill, progress)?;
+    let (image, tree) = import_tree(&def.image, &def.image_at, "kernel", store, sopts, lock, lock_path, threads, progress)?;
     let in_image = |what: &str, p: &str, m: String| Error::Resolve {
         reference: image.reference.text.clone(),
         message: format!("{what} {p} (from {}): {m}", def.file.as_ref().map(|f| f.display().to_string()).unwrap_or_else(|| "[kernel]".into())),
     };
-    let kernel = match lookup(&tree, def.path.as_bytes()) {
-        Ok((_, Node { kind: Kind::File { content, .. }, .. })) => *content,
-        Ok(_) => return Err(in_image("kernel", &def.path, "not a regular file".into())),
-        Err(m) => return Err(in_image("kernel", &def.path, m)),
-    };
+    let kernel = regular_file(&tree, &def.path).map_err(|m| in_image("kernel", &def.path, m))?;
     let config = match lookup(&tree, def.config.as_bytes()) {
         Ok((_, Node { kind: Kind::File { content, .. }, .. })) => {
             let mut text = String::new();
@@ -191,6 +184,36 @@ pub fn resolve(
         _ => None,
     };
     Ok(Kernel { spec: k.clone(), image, tree, kernel, config })
+}
+
+/// Pin (by the reference itself or the lock file), import and flatten one image whose files
+/// a build takes out (a kernel, a bootloader), contents spilled so they can be read at will.
+/// `what` names it in the progress line.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn import_tree(
+    image: &crate::source::reference::ImageRef,
+    at: &Location,
+    what: &str,
+    store: &Store,
+    sopts: &SourceOptions,
+    lock: Option<&LockFile>,
+    lock_path: &Path,
+    threads: usize,
+    progress: &Progress,
+) -> Result<(ResolvedImage, Tree)> {
+    let r = crate::build::pin(image, at, lock, lock_path)?;
+    progress.set_message(format!("import {what} {}", r.text));
+    let image = source::resolve(store, &r, sopts)?;
+    let tree = crate::build::flatten(store, std::slice::from_ref(&image), sopts.source_date_epoch, threads, ContentMode::Spill, progress)?;
+    Ok((image, tree))
+}
+
+/// The contents of the regular file at `path` in `tree` (symlinks followed), or why not.
+pub fn regular_file(tree: &Tree, path: &str) -> Result<ContentRef, String> {
+    match lookup(tree, path.as_bytes())? {
+        (_, Node { kind: Kind::File { content, .. }, .. }) => Ok(*content),
+        _ => Err("not a regular file".into()),
+    }
 }
 
 fn show(p: &[u8]) -> String {

@@ -5,6 +5,7 @@
 //! [`measure`] (digests, manifest) beside the emitters. [`build`] and [`inspect`] are the
 //! commands that wire them together; `main.rs` only parses arguments.
 
+pub mod bootloader;
 pub mod build;
 pub mod digest;
 pub mod emit;

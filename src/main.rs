@@ -104,6 +104,10 @@ enum Command {
         /// Boot with UEFI firmware (OVMF) instead of BIOS (SeaBIOS).
         #[arg(long)]
         uefi: bool,
+        /// Attach an ISO as a raw disk (as if written to a USB stick; snapshot=on, never
+        /// modified) instead of a CD.
+        #[arg(long)]
+        disk: bool,
         /// Use KVM: auto (when /dev/kvm is usable), on or off.
         #[arg(long, default_value = "auto")]
         kvm: stagebox::run::Kvm,
@@ -139,12 +143,12 @@ fn run(cli: Cli) -> stagebox::Result<()> {
                 print!("{}", stagebox::inspect::render(&i));
             }
         }
-        Command::Run { output, memory, uefi, kvm, expect, timeout, kernel, append } => {
+        Command::Run { output, memory, uefi, disk, kvm, expect, timeout, kernel, append } => {
             if expect.as_deref() == Some("") {
                 return Err(stagebox::Error::Usage("--expect needs some text".into()));
             }
             let timeout = timeout.map(std::time::Duration::from_secs);
-            let opts = stagebox::run::RunOptions { memory, uefi, kvm, expect, timeout, kernel, append, echo: true };
+            let opts = stagebox::run::RunOptions { memory, uefi, disk, kvm, expect, timeout, kernel, append, echo: true };
             stagebox::run::run(&output, &opts)?;
         }
         Command::Verify { reference, keyring, signatures, quorum, json, store: StoreArgs { cache, platform, offline } } => {

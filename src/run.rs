@@ -56,6 +56,8 @@ pub struct RunOptions {
     /// Guest memory as QEMU takes it (`1G`, `512M`).
     pub memory: String,
     pub uefi: bool,
+    /// Attach an ISO as a raw disk instead of a CD.
+    pub disk: bool,
     pub kvm: Kvm,
     /// Succeed once this text appears on the console.
     pub expect: Option<String>,
@@ -71,7 +73,7 @@ pub struct RunOptions {
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { memory: "1G".into(), uefi: false, kvm: Kvm::Auto, expect: None, timeout: None, kernel: None, append: None, echo: true }
+        RunOptions { memory: "1G".into(), uefi: false, disk: false, kvm: Kvm::Auto, expect: None, timeout: None, kernel: None, append: None, echo: true }
     }
 }
 
@@ -154,6 +156,8 @@ pub fn plan(output: &Path, opts: &RunOptions) -> Result<Boot> {
             }
             Ok(Boot::Initramfs { initrd: path, kernel, cmdline })
         }
+        // An isohybrid ISO boots as a disk too (a USB stick written with dd).
+        "iso" if opts.disk => Ok(Boot::Disk(path)),
         "iso" => Ok(Boot::Iso(path)),
         "disk" => Ok(Boot::Disk(path)),
         other => Err(usage(format!(

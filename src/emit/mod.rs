@@ -5,6 +5,8 @@ pub mod compress;
 pub mod cpio;
 pub mod eif;
 pub mod erofs;
+pub mod fat;
+pub mod gpt;
 pub mod oci;
 pub mod squashfs;
 pub mod tar;

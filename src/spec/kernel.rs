@@ -145,7 +145,7 @@ pub fn load_kernel(path: &Path) -> Result<KernelDef> {
 
 /// A definition path from a box file: relative to the box's directory, else (for a relative
 /// path) the same relative path under one of its ancestors.
-fn find_definition(box_dir: &Path, rel: &str) -> Option<PathBuf> {
+pub(crate) fn find_definition(box_dir: &Path, rel: &str) -> Option<PathBuf> {
     let p = box_dir.join(rel);
     if p.is_file() || Path::new(rel).is_absolute() {
         return p.is_file().then_some(p);

@@ -4,12 +4,14 @@
 //! No I/O beyond reading the named files. Relative paths inside a file are resolved against
 //! that file's directory here, so later stages only see absolute paths.
 
+mod bootloader;
 mod boxfile;
 mod kernel;
 mod lockfile;
 mod pallet;
 mod policy;
 
+pub use bootloader::*;
 pub use boxfile::*;
 pub use kernel::*;
 pub use lockfile::*;
