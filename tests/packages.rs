@@ -347,3 +347,28 @@ fn package_table_errors_point_at_file_line_column() {
         assert!(err.contains(&format!("demo.toml:{want_line}:")) && err.contains(want), "{table}: {err}");
     }
 }
+
+#[test]
+fn default_takes_every_layer_table_but_the_first() {
+    require_tool("dpkg-deb");
+    let w = tempdir();
+    let dir = w.path();
+    let layout = Layout::create(&dir.join("img"));
+    let base = core_filesystem_layer();
+    let img = layout.image(&[(&base, Comp::None)], "amd64");
+    layout.set_index(&[(img.clone(), "base")]);
+    write(&dir.join("rootfs/usr/bin/tool"), "#!/bin/sh\n");
+    write(&dir.join("rootfs/usr/share/tool/data"), "d\n");
+    write(
+        &dir.join("two.toml"),
+        format!("name = \"Two_Layers\"\nversion = \"2.0\"\n\n[[layer]]\nimage = \"oci:img@{}\"\n\n[[layer]]\ndir = \"rootfs\"\n\n[output.deb]\n", digest_of(&img)),
+    );
+    build(&dir.join("two.toml"), &dir.join("out"), &dir.join("cache"));
+    let deb = output_of(&dir.join("out"), "deb");
+    assert_eq!(deb.file_name().unwrap(), "two-layers_2.0-1_amd64.deb", "name defaults to the box name, lowercased, '_' → '-'");
+    let contents = stdout(Command::new("dpkg-deb").arg("--contents").arg(&deb));
+    let paths: Vec<&str> = contents.lines().map(|l| l.split_whitespace().nth(5).unwrap()).collect();
+    assert_eq!(paths, ["./", "./usr/", "./usr/bin/", "./usr/bin/tool", "./usr/share/", "./usr/share/tool/", "./usr/share/tool/data"], "{contents}");
+    let info = stdout(Command::new("dpkg-deb").arg("--info").arg(&deb));
+    assert!(info.contains("dir:rootfs") && !info.contains("oci:img"), "only the dir layer is the source:\n{info}");
+}
