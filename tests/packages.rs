@@ -86,6 +86,8 @@ fn deb_is_read_by_dpkg_deb_installed_by_dpkg_and_clean_for_lintian() {
     // lintian: no errors but the ones a package made from an image cannot avoid.
     let o = output(Command::new("lintian").args(["--no-tag-display-limit", "-E", "--display-level", ">=error"]).arg(&deb));
     let text = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    // lintian ran and its tags were read: the non-native package without a changelog is flagged
+    assert!(text.contains("no-changelog"), "lintian output without the expected tag:\n{text}");
     let errors: Vec<&str> = text.lines().filter(|l| l.starts_with("E: ")).filter(|l| !ACCEPTED_LINTIAN_ERRORS.iter().any(|t| l.contains(t))).collect();
     assert!(errors.is_empty(), "lintian errors:\n{}", errors.join("\n"));
 }
