@@ -86,6 +86,8 @@ fn deb_is_read_by_dpkg_deb_installed_by_dpkg_and_clean_for_lintian() {
     // lintian: no errors but the ones a package made from an image cannot avoid.
     let o = output(Command::new("lintian").args(["--no-tag-display-limit", "-E", "--display-level", ">=error"]).arg(&deb));
     let text = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    // lintian ran and its tags were read: the non-native package without a changelog is flagged
+    assert!(text.contains("no-changelog"), "lintian output without the expected tag:\n{text}");
     let errors: Vec<&str> = text.lines().filter(|l| l.starts_with("E: ")).filter(|l| !ACCEPTED_LINTIAN_ERRORS.iter().any(|t| l.contains(t))).collect();
     assert!(errors.is_empty(), "lintian errors:\n{}", errors.join("\n"));
 }
@@ -346,4 +348,29 @@ fn package_table_errors_point_at_file_line_column() {
         assert_eq!(code, 2, "{table}: {err}");
         assert!(err.contains(&format!("demo.toml:{want_line}:")) && err.contains(want), "{table}: {err}");
     }
+}
+
+#[test]
+fn default_takes_every_layer_table_but_the_first() {
+    require_tool("dpkg-deb");
+    let w = tempdir();
+    let dir = w.path();
+    let layout = Layout::create(&dir.join("img"));
+    let base = core_filesystem_layer();
+    let img = layout.image(&[(&base, Comp::None)], "amd64");
+    layout.set_index(&[(img.clone(), "base")]);
+    write(&dir.join("rootfs/usr/bin/tool"), "#!/bin/sh\n");
+    write(&dir.join("rootfs/usr/share/tool/data"), "d\n");
+    write(
+        &dir.join("two.toml"),
+        format!("name = \"Two_Layers\"\nversion = \"2.0\"\n\n[[layer]]\nimage = \"oci:img@{}\"\n\n[[layer]]\ndir = \"rootfs\"\n\n[output.deb]\n", digest_of(&img)),
+    );
+    build(&dir.join("two.toml"), &dir.join("out"), &dir.join("cache"));
+    let deb = output_of(&dir.join("out"), "deb");
+    assert_eq!(deb.file_name().unwrap(), "two-layers_2.0-1_amd64.deb", "name defaults to the box name, lowercased, '_' → '-'");
+    let contents = stdout(Command::new("dpkg-deb").arg("--contents").arg(&deb));
+    let paths: Vec<&str> = contents.lines().map(|l| l.split_whitespace().nth(5).unwrap()).collect();
+    assert_eq!(paths, ["./", "./usr/", "./usr/bin/", "./usr/bin/tool", "./usr/share/", "./usr/share/tool/", "./usr/share/tool/data"], "{contents}");
+    let info = stdout(Command::new("dpkg-deb").arg("--info").arg(&deb));
+    assert!(info.contains("dir:rootfs") && !info.contains("oci:img"), "only the dir layer is the source:\n{info}");
 }

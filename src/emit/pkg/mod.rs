@@ -214,6 +214,9 @@ impl<'t> Payload<'t> {
     }
 }
 
+/// Extra PAX records for one member: `(key, value)` pairs.
+pub type PaxFn = dyn Fn(&Item, Option<&Sums>) -> Vec<(&'static str, Vec<u8>)>;
+
 /// How [`write_tar`] names and annotates members.
 pub struct TarStyle<'a> {
     /// Put in front of every path (`./` for dpkg).
@@ -223,7 +226,7 @@ pub struct TarStyle<'a> {
     /// Write the two end-of-archive blocks (apk's control part is written without them).
     pub end: bool,
     /// Extra PAX records for a member (Alpine's per-file SHA1).
-    pub pax: &'a dyn Fn(&Item, Option<&Sums>) -> Vec<(&'static str, Vec<u8>)>,
+    pub pax: &'a PaxFn,
 }
 
 /// A tar member made in memory (control files, `.PKGINFO`...), root-owned, mode 0644.
