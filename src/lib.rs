@@ -8,6 +8,7 @@
 pub mod bootloader;
 pub mod build;
 pub mod digest;
+pub mod disk;
 pub mod emit;
 pub mod enclave;
 pub mod error;

@@ -25,6 +25,9 @@ pub struct BoxSpec {
     pub policy: Option<super::PolicySpec>,
     /// Where `[output.eif]` stands in the box file.
     pub eif_at: Option<Location>,
+    /// Where `[output.disk]` stands, and its bootloaders (resolved definitions).
+    pub disk_at: Option<Location>,
+    pub disk_bootloaders: Vec<super::BootloaderDef>,
 }
 
 /// One `[[layer]]`, bottom first.
@@ -143,6 +146,37 @@ pub struct ErofsOutput {
     pub label: Option<String>,
 }
 
+/// The root file system of a disk image.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskRoot {
+    #[default]
+    Squashfs,
+    Erofs,
+}
+
+/// `[output.disk]`: `NAME.img`, a raw GPT disk: an EFI system partition with the UEFI boot
+/// loader, the box's kernel and an optional early initramfs, and a read-only root partition
+/// holding the tree, named on the kernel command line by its PARTUUID.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskOutput {
+    /// The UEFI boot loader: a systemd-boot definition (or a table with its image).
+    pub bootloader: super::RawBootloaders,
+    #[serde(default)]
+    pub root: DiskRoot,
+    /// Compression of a SquashFS root.
+    #[serde(default)]
+    pub compression: SquashfsCompression,
+    /// Early initramfs archives (relative to the box file), concatenated into the initrd the
+    /// loader hands the kernel: what it needs to reach the root partition (drivers, a
+    /// `/init` that mounts it). None: the kernel mounts `root=PARTUUID=...` itself.
+    #[serde(default)]
+    pub initrd: Vec<String>,
+    /// The image size in bytes (at least what the partitions need); default: minimal.
+    pub size: Option<u64>,
+}
+
 /// `[output.*]` tables. Each present table is one output.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -153,6 +187,7 @@ pub struct Outputs {
     pub eif: Option<EifOutput>,
     pub squashfs: Option<SquashfsOutput>,
     pub erofs: Option<ErofsOutput>,
+    pub disk: Option<DiskOutput>,
 }
 
 #[derive(Deserialize)]
@@ -256,8 +291,8 @@ pub fn load_box(path: &Path) -> Result<BoxSpec> {
         Some(o) => (o.clone(), src.line_start("[output").or_else(|| src.line_start("output")).map(|i| i..i).unwrap_or(0..0)),
         None => (Outputs::default(), 0..0),
     };
-    if outputs.tar.is_none() && outputs.oci.is_none() && outputs.initramfs.is_none() && outputs.eif.is_none() && outputs.squashfs.is_none() && outputs.erofs.is_none() {
-        return Err(src.loc(out_span).error("a box needs at least one [output.*] table (tar, oci, initramfs, eif, squashfs, erofs)"));
+    if outputs.tar.is_none() && outputs.oci.is_none() && outputs.initramfs.is_none() && outputs.eif.is_none() && outputs.squashfs.is_none() && outputs.erofs.is_none() && outputs.disk.is_none() {
+        return Err(src.loc(out_span).error("a box needs at least one [output.*] table (tar, oci, initramfs, eif, squashfs, erofs, disk)"));
     }
     let kernel = raw.kernel.as_ref().map(|k| super::kernel::box_kernel(&src, k, &name)).transpose()?;
     let initramfs_at = outputs.initramfs.as_ref().map(|_| {
@@ -284,8 +319,35 @@ pub fn load_box(path: &Path) -> Result<BoxSpec> {
             return Err(eat.error("`bootstrap_init`, `cmd` and `env` belong to layout = \"nitro-cli\"; the initramfs layout runs the box's own /init"));
         }
     }
+    let disk_at = outputs.disk.as_ref().map(|_| {
+        let i = src.line_start("[output.disk]").or_else(|| src.text.find("disk")).unwrap_or(0);
+        src.loc(i..i)
+    });
+    let disk_bootloaders = match (&outputs.disk, &disk_at) {
+        (Some(d), Some(at)) => {
+            if kernel.is_none() {
+                return Err(at.error("[output.disk] needs a [kernel] (e.g. `definition = \"kernels/generic.toml\"`)"));
+            }
+            if d.initrd.iter().any(|p| p.is_empty()) {
+                return Err(at.error("an `initrd` entry names no file"));
+            }
+            let defs = super::box_bootloaders(&dir, &d.bootloader, at)?;
+            if !defs.iter().any(|b| b.kind == super::BootloaderKind::SystemdBoot) || defs.len() != 1 {
+                return Err(at.error(
+                    "[output.disk] boots with UEFI: give exactly one systemd-boot bootloader (BIOS boot of disk images is not supported yet)",
+                ));
+            }
+            if d.root != DiskRoot::Squashfs && d.compression != SquashfsCompression::default() {
+                return Err(at.error("`compression` applies to a squashfs root"));
+            }
+            defs
+        }
+        _ => Vec::new(),
+    };
     let policy = raw.policy.as_ref().map(|p| super::policy::load_policy(&src, p)).transpose()?;
     Ok(BoxSpec {
+        disk_at,
+        disk_bootloaders,
         policy,
         path: path.to_path_buf(),
         dir,
