@@ -66,6 +66,7 @@ pub fn image_refs(spec: &BoxSpec) -> Vec<(ImageRef, Location)> {
         v.push((k.def.image.clone(), k.def.image_at.clone()));
     }
     v.extend(spec.bootloaders.iter().map(|b| (b.image.clone(), b.image_at.clone())));
+    v.extend(spec.disk_bootloaders.iter().map(|b| (b.image.clone(), b.image_at.clone())));
     v
 }
 
@@ -173,7 +174,7 @@ fn worker_threads(threads: usize) -> usize {
 /// straight from the layer streams; any streaming emitter needs them spilled.
 /// The pattern names every output on purpose: a new output type must be classified here.
 pub fn content_mode(outputs: &spec::Outputs) -> ContentMode {
-    let spec::Outputs { tar, oci, initramfs, eif, squashfs, erofs, sbom, provenance, deb, rpm, arch, apk, iso } = outputs;
+    let spec::Outputs { tar, oci, initramfs, eif, squashfs, erofs, sbom, provenance, deb, rpm, arch, apk, iso, disk } = outputs;
     // provenance only hashes outputs; the SBOM hashes every file from the spill files.
     // Packages flatten their own layer subset, spilled (crate::package): not this tree.
     let _ = (provenance, deb, rpm, arch, apk);
@@ -183,8 +184,12 @@ pub fn content_mode(outputs: &spec::Outputs) -> ContentMode {
     // iso lays out its extents first and fills contents at their offsets (emit::iso).
     let _ = (initramfs, iso);
     // squashfs compresses each file's blocks as it reads them from the spill; erofs reads
-    // each file's inline tail while writing inodes, then its blocks.
-    if placed_tar && oci.is_none() && eif.is_none() && squashfs.is_none() && erofs.is_none() && sbom.is_none() { ContentMode::Index } else { ContentMode::Spill }
+    // each file's inline tail while writing inodes, then its blocks; a disk holds one of them.
+    if placed_tar && oci.is_none() && eif.is_none() && squashfs.is_none() && erofs.is_none() && sbom.is_none() && disk.is_none() {
+        ContentMode::Index
+    } else {
+        ContentMode::Spill
+    }
 }
 
 /// Write `NAME.tar[.gz|.zst]` atomically; returns its record.
@@ -371,7 +376,7 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
     let kernel = match &spec.kernel {
         // An EIF without an initramfs output still needs the kernel (its ramdisks are
         // uncompressed, so there is no compression to check).
-        Some(k) if spec.outputs.initramfs.is_some() || spec.outputs.eif.is_some() || !spec.bootloaders.is_empty() => {
+        Some(k) if spec.outputs.initramfs.is_some() || spec.outputs.eif.is_some() || !spec.bootloaders.is_empty() || spec.outputs.disk.is_some() => {
             let lock_path = spec::lock_path(&spec.path);
             let lock = LockFile::load(&lock_path)?;
             let kernel = crate::kernel::resolve(k, &store, &sopts, lock.as_ref(), &lock_path, opts.threads, &progress)?;
@@ -392,6 +397,14 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
             b
         }
         _ => Vec::new(),
+    };
+    // The disk's boot loader, resolved (and checked) before anything is written.
+    let disk_bootloaders = if spec.outputs.disk.is_some() {
+        let lock_path = spec::lock_path(&spec.path);
+        let lock = LockFile::load(&lock_path)?;
+        crate::bootloader::resolve(&spec.disk_bootloaders, &store, &sopts, lock.as_ref(), &lock_path, opts.threads, &progress)?
+    } else {
+        Vec::new()
     };
     progress.timing("resolve and import", t0);
     let t0 = std::time::Instant::now();
@@ -475,6 +488,15 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
     }
     for p in &spec.packages {
         outputs.push(crate::package::emit(&spec, p, &store, &images, &sopts.platform.arch, sde, opts.threads, &out, &progress)?);
+    }
+    if let (Some(o), Some(k)) = (&spec.outputs.disk, &kernel) {
+        progress.set_message(format!("write {}.img", spec.name));
+        let (rec, inputs) = crate::disk::emit(&tree, &spec, &out, sde, o, k, &disk_bootloaders, worker_threads(opts.threads))?;
+        outputs.push(rec);
+        extra_inputs.extend(inputs);
+        if spec.outputs.initramfs.is_none() && spec.outputs.eif.is_none() {
+            extra_inputs.push(k.input_record());
+        }
     }
     progress.timing("emit", t0);
     let inputs: Vec<InputRecord> =

@@ -10,6 +10,7 @@ pub mod build;
 pub mod check;
 pub mod diff;
 pub mod digest;
+pub mod disk;
 pub mod emit;
 pub mod enclave;
 pub mod error;

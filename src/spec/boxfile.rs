@@ -31,6 +31,9 @@ pub struct BoxSpec {
     pub iso_at: Option<Location>,
     /// `[output.iso] bootloader`: the definitions, one per kind (empty: a plain ISO).
     pub bootloaders: Vec<super::BootloaderDef>,
+    /// Where `[output.disk]` stands, and its bootloaders (resolved definitions).
+    pub disk_at: Option<Location>,
+    pub disk_bootloaders: Vec<super::BootloaderDef>,
 }
 
 /// One `[[layer]]`, bottom first.
@@ -166,6 +169,37 @@ pub struct IsoOutput {
     pub label: Option<String>,
 }
 
+/// The root file system of a disk image.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskRoot {
+    #[default]
+    Squashfs,
+    Erofs,
+}
+
+/// `[output.disk]`: `NAME.img`, a raw GPT disk: an EFI system partition with the UEFI boot
+/// loader, the box's kernel and an optional early initramfs, and a read-only root partition
+/// holding the tree, named on the kernel command line by its PARTUUID.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskOutput {
+    /// The UEFI boot loader: a systemd-boot definition (or a table with its image).
+    pub bootloader: super::RawBootloaders,
+    #[serde(default)]
+    pub root: DiskRoot,
+    /// Compression of a SquashFS root.
+    #[serde(default)]
+    pub compression: SquashfsCompression,
+    /// Early initramfs archives (relative to the box file), concatenated into the initrd the
+    /// loader hands the kernel: what it needs to reach the root partition (drivers, a
+    /// `/init` that mounts it). None: the kernel mounts `root=PARTUUID=...` itself.
+    #[serde(default)]
+    pub initrd: Vec<String>,
+    /// The image size in bytes (at least what the partitions need); default: minimal.
+    pub size: Option<u64>,
+}
+
 /// `[output.*]` tables. Each present table is one output.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -186,6 +220,7 @@ pub struct Outputs {
     pub arch: Option<super::PackageOutput>,
     pub apk: Option<super::PackageOutput>,
     pub iso: Option<IsoOutput>,
+    pub disk: Option<DiskOutput>,
 }
 
 impl Outputs {
@@ -198,9 +233,10 @@ impl Outputs {
     /// True when no output table is present. Names every field on purpose: a new output
     /// type must be counted here.
     pub fn is_empty(&self) -> bool {
-        let Outputs { tar, oci, initramfs, eif, iso, squashfs, erofs, sbom, provenance, deb, rpm, arch, apk } = self;
+        let Outputs { tar, oci, initramfs, eif, iso, squashfs, erofs, disk, sbom, provenance, deb, rpm, arch, apk } = self;
         tar.is_none()
             && iso.is_none()
+            && disk.is_none()
             && oci.is_none()
             && initramfs.is_none()
             && eif.is_none()
@@ -323,7 +359,7 @@ pub fn load_box(path: &Path) -> Result<BoxSpec> {
     };
     if outputs.is_empty() {
         return Err(src.loc(out_span).error(
-            "a box needs at least one [output.*] table (tar, oci, initramfs, eif, iso, squashfs, erofs, deb, rpm, arch, apk, sbom, provenance)",
+            "a box needs at least one [output.*] table (tar, oci, initramfs, eif, iso, squashfs, erofs, disk, deb, rpm, arch, apk, sbom, provenance)",
         ));
     }
     let version_at = raw.version.as_ref().map(|v| src.loc(v.span())).unwrap_or_else(|| src.loc(0..0));
@@ -387,9 +423,36 @@ pub fn load_box(path: &Path) -> Result<BoxSpec> {
         }
         _ => Vec::new(),
     };
+    let disk_at = outputs.disk.as_ref().map(|_| {
+        let i = src.line_start("[output.disk]").or_else(|| src.text.find("disk")).unwrap_or(0);
+        src.loc(i..i)
+    });
+    let disk_bootloaders = match (&outputs.disk, &disk_at) {
+        (Some(d), Some(at)) => {
+            if kernel.is_none() {
+                return Err(at.error("[output.disk] needs a [kernel] (e.g. `definition = \"kernels/generic.toml\"`)"));
+            }
+            if d.initrd.iter().any(|p| p.is_empty()) {
+                return Err(at.error("an `initrd` entry names no file"));
+            }
+            let defs = super::box_bootloaders(&dir, &d.bootloader, at)?;
+            if !defs.iter().any(|b| b.kind == super::BootloaderKind::SystemdBoot) || defs.len() != 1 {
+                return Err(at.error(
+                    "[output.disk] boots with UEFI: give exactly one systemd-boot bootloader (BIOS boot of disk images is not supported yet)",
+                ));
+            }
+            if d.root != DiskRoot::Squashfs && d.compression != SquashfsCompression::default() {
+                return Err(at.error("`compression` applies to a squashfs root"));
+            }
+            defs
+        }
+        _ => Vec::new(),
+    };
     let policy = raw.policy.as_ref().map(|p| super::policy::load_policy(&src, p)).transpose()?;
     Ok(BoxSpec {
         bootloaders,
+        disk_at,
+        disk_bootloaders,
         policy,
         path: path.to_path_buf(),
         dir,

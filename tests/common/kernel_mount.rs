@@ -16,16 +16,17 @@ const VIRTIO: [&str; 6] = [
     "drivers/block/virtio_blk",
 ];
 
-/// Boot, load `fs_modules` (paths under the kernel's `kernel/` dir, without `.ko`, in load
-/// order), `mount -t FSTYPE -o ro /dev/vda /mnt`, run `script` (busybox sh; `/bin/busybox`
-/// is on hand), power off; returns the console. `scratch` is a directory of the caller's.
-pub fn mount_and_run(scratch: &Path, image: &Path, fstype: &str, fs_modules: &[&str], script: &str) -> String {
-    require_tools(&["qemu-system-x86_64", "dpkg-deb", "cpio"]);
+/// Debian's cloud kernel and an initramfs of busybox-static, the given modules (paths under
+/// the kernel's `kernel/` dir, without `.ko`, in load order) and an `/init` that mounts
+/// /proc and /dev, loads them, runs `script` (busybox sh) and powers off. Returns the
+/// kernel and the initramfs (uncompressed newc), made under `scratch`.
+pub fn kernel_and_initrd(scratch: &Path, modules: &[&str], script: &str) -> (PathBuf, PathBuf) {
+    require_tools(&["dpkg-deb", "cpio"]);
     let kdir = scratch.join("kernel-deb");
     let _ = std::fs::remove_dir_all(&kdir);
     std::fs::create_dir_all(&kdir).unwrap();
     run(Command::new("dpkg-deb").arg("-x").arg(cloud_kernel_deb()).arg(&kdir));
-    let modules = std::fs::read_dir(kdir.join("lib/modules")).unwrap().next().unwrap().unwrap().path().join("kernel");
+    let kmods = std::fs::read_dir(kdir.join("lib/modules")).unwrap().next().unwrap().unwrap().path().join("kernel");
     let kernel = std::fs::read_dir(kdir.join("boot"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -38,12 +39,12 @@ pub fn mount_and_run(scratch: &Path, image: &Path, fstype: &str, fs_modules: &[&
     let mut init = String::from(
         "#!/bin/busybox sh\nexport PATH=/bin\n/bin/busybox --install -s /bin\nmkdir -p /proc /dev /mnt\nmount -t proc proc /proc\nmount -t devtmpfs dev /dev\n",
     );
-    for m in VIRTIO.iter().chain(fs_modules) {
+    for m in modules {
         let name = m.rsplit('/').next().unwrap();
-        std::fs::copy(modules.join(format!("{m}.ko")), rd.join(format!("{name}.ko"))).unwrap_or_else(|e| panic!("{m}.ko: {e}"));
+        std::fs::copy(kmods.join(format!("{m}.ko")), rd.join(format!("{name}.ko"))).unwrap_or_else(|e| panic!("{m}.ko: {e}"));
         init.push_str(&format!("insmod /{name}.ko\n"));
     }
-    init.push_str(&format!("sleep 1\nmount -t {fstype} -o ro /dev/vda /mnt || echo MOUNT-FAILED\n{script}\npoweroff -f\n"));
+    init.push_str(&format!("{script}\npoweroff -f\n"));
     write(&rd.join("init"), init);
     use std::os::unix::fs::PermissionsExt;
     for p in ["init", "bin/busybox"] {
@@ -51,7 +52,16 @@ pub fn mount_and_run(scratch: &Path, image: &Path, fstype: &str, fs_modules: &[&
     }
     let initrd = scratch.join("initrd.cpio");
     run(Command::new("sh").arg("-c").arg(format!("cd '{}' && find . | cpio -o -H newc --quiet > '{}'", rd.display(), initrd.display())));
+    (kernel, initrd)
+}
 
+/// Boot, load `fs_modules` (after the virtio block modules), `mount -t FSTYPE -o ro /dev/vda
+/// /mnt`, run `script`, power off; returns the console. `scratch` is a directory of the
+/// caller's.
+pub fn mount_and_run(scratch: &Path, image: &Path, fstype: &str, fs_modules: &[&str], script: &str) -> String {
+    require_tool("qemu-system-x86_64");
+    let modules: Vec<&str> = VIRTIO.iter().chain(fs_modules).copied().collect();
+    let (kernel, initrd) = kernel_and_initrd(scratch, &modules, &format!("sleep 1\nmount -t {fstype} -o ro /dev/vda /mnt || echo MOUNT-FAILED\n{script}"));
     let o = output(
         Command::new("timeout")
             .args(["120", "qemu-system-x86_64", "-nographic", "-no-reboot", "-m", "512", "-kernel"])

@@ -1,0 +1,216 @@
+//! `[output.disk]`: a raw GPT disk image that UEFI firmware boots: an EFI system partition
+//! (FAT, `emit::fat`) with systemd-boot as `EFI/BOOT/BOOTX64.EFI`, its loader entry, the
+//! box's kernel and an optional early initramfs; and a read-only root partition holding the
+//! tree as SquashFS or EROFS, which the command line names by PARTUUID.
+//!
+//! Layout, all derived from the inputs: 512-byte sectors; protective MBR; primary GPT at
+//! LBA 1-33; the ESP at 1 MiB; the root partition at the next MiB boundary; the backup GPT in
+//! the last 33 sectors, the image ending 1 MiB after the root (or at `size`). The disk and
+//! partition GUIDs and the MBR id are hashes of the root image's and the ESP's bytes, so
+//! the same inputs give the same GUIDs and a changed byte gives new ones.
+
+use crate::bootloader::Bootloader;
+use crate::emit::{fat, gpt};
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil::AtomicFile;
+use crate::kernel::Kernel;
+use crate::measure::{InputRecord, OutputRecord};
+use crate::spec::{BootloaderKind, BoxSpec, DiskOutput, DiskRoot};
+use crate::tree::Tree;
+use sha2::{Digest as _, Sha256};
+use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+const SECTOR: u64 = 512;
+const MIB: u64 = 1 << 20;
+/// Where systemd-boot finds its entry and where the entry's files are, inside the ESP.
+const ENTRY: &str = "loader/entries/stagebox.conf";
+
+/// A `Write + Seek` view of `file` shifted by `base` bytes: an emitter writing "at 0" writes
+/// at `base` (the start of a partition).
+struct Shifted<'f> {
+    file: &'f std::fs::File,
+    base: u64,
+    pos: u64,
+}
+
+impl Write for Shifted<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.file.write_all_at(buf, self.base + self.pos)?;
+        self.pos += buf.len() as u64;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Seek for Shifted<'_> {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        self.pos = match to {
+            SeekFrom::Start(p) => p,
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d).ok_or_else(|| std::io::Error::other("seek before the partition"))?,
+            SeekFrom::End(_) => return Err(std::io::Error::other("seek from the end of a partition")),
+        };
+        Ok(self.pos)
+    }
+}
+
+/// True when `k` starts like a PE/COFF executable (an EFI-stub kernel systemd-boot can start).
+fn is_efi_executable(k: &[u8]) -> bool {
+    k.len() > 0x40 && &k[..2] == b"MZ" && {
+        let pe = u32::from_le_bytes(k[0x3c..0x40].try_into().unwrap()) as usize;
+        k.get(pe..pe + 4) == Some(b"PE\0\0")
+    }
+}
+
+/// Build `NAME.img`. Returns its record and the inputs it adds (the bootloader's image and
+/// the initrd files).
+#[allow(clippy::too_many_arguments)]
+pub fn emit(
+    tree: &Tree,
+    spec: &BoxSpec,
+    out: &Path,
+    sde: u64,
+    o: &DiskOutput,
+    kernel: &Kernel,
+    bootloaders: &[Bootloader],
+    threads: usize,
+) -> Result<(OutputRecord, Vec<InputRecord>)> {
+    let at = spec.disk_at.clone().expect("a disk output has a location");
+    let name = format!("{}.img", spec.name);
+    let path = out.join(&name);
+    let boot = bootloaders.iter().find(|b| b.kind() == BootloaderKind::SystemdBoot).ok_or_else(|| at.error("no systemd-boot bootloader"))?;
+    let mut inputs = vec![boot.input_record()];
+
+    let mut kbytes = Vec::with_capacity(kernel.kernel.len as usize);
+    kernel.tree.open(&kernel.kernel).read_to_end(&mut kbytes).at(&path)?;
+    if !is_efi_executable(&kbytes) {
+        return Err(at.error(format!(
+            "kernel {} of {} is not an EFI executable (no EFI stub): systemd-boot cannot start it",
+            kernel.spec.def.path, kernel.image.reference.text
+        )));
+    }
+    let mut initrd = Vec::new();
+    for p in &o.initrd {
+        let file = spec.dir.join(p);
+        let bytes = std::fs::read(&file).map_err(|e| at.error(format!("initrd {p:?}: {e}")))?;
+        inputs.push(InputRecord { reference: format!("file:{p}"), digest: crate::digest::Digest::of_bytes(&bytes).to_string() });
+        initrd.extend(bytes);
+        initrd.resize(initrd.len().next_multiple_of(4), 0);
+    }
+
+    let mut af = AtomicFile::create(&path)?;
+    let file = af.file().try_clone().at(&path)?;
+
+    // The root partition's file system, written in place after the ESP's reserved space.
+    // The ESP's size depends on the command line's length only through its PARTUUID text,
+    // which has a fixed length, so it is laid out first with a placeholder GUID.
+    let fstype = match o.root {
+        DiskRoot::Squashfs => "squashfs",
+        DiskRoot::Erofs => "erofs",
+    };
+    let cmdline = |partuuid: &str| format!("root=PARTUUID={partuuid} rootfstype={fstype} ro {}", kernel.spec.cmdline).trim().to_string();
+    let efi = boot.read("efi")?;
+    let esp_files = |partuuid: &str| -> BTreeMap<String, fat::EspSource> {
+        let mut f = BTreeMap::new();
+        f.insert("EFI/BOOT/BOOTX64.EFI".into(), fat::EspSource::Bytes(efi.clone()));
+        f.insert("loader/loader.conf".into(), fat::EspSource::Bytes(b"default stagebox.conf\ntimeout 0\n".to_vec()));
+        let mut entry = format!("title {} {}\nlinux /stagebox/linux\n", spec.name, spec.version);
+        if !initrd.is_empty() {
+            entry += "initrd /stagebox/initrd\n";
+            f.insert("stagebox/initrd".into(), fat::EspSource::Bytes(initrd.clone()));
+        }
+        entry += &format!("options {}\n", cmdline(partuuid));
+        f.insert(ENTRY.into(), fat::EspSource::Bytes(entry.into_bytes()));
+        f.insert("stagebox/linux".into(), fat::EspSource::Bytes(kbytes.clone()));
+        f
+    };
+
+    // Lay out the ESP with a placeholder PARTUUID to learn its size.
+    let scratch = tempfile::Builder::new().prefix(".stagebox-esp-").tempdir_in(out).at(out)?;
+    let esp_path = scratch.path().join("esp.img");
+    let placeholder = "00000000-0000-0000-0000-000000000000";
+    let esp_len = fat::write(&fat::Esp { files: esp_files(placeholder), sde, volume_id: 0 }, &esp_path)?;
+    let esp_first = MIB / SECTOR;
+    let esp_sectors = esp_len.next_multiple_of(MIB) / SECTOR;
+    let root_first = esp_first + esp_sectors;
+
+    let mut w = Shifted { file: &file, base: root_first * SECTOR, pos: 0 };
+    let root_len = match o.root {
+        DiskRoot::Squashfs => {
+            let opts = crate::emit::squashfs::Options { compression: o.compression, sde, threads };
+            crate::emit::squashfs::write(tree, &opts, &mut w).at(&path)?
+        }
+        DiskRoot::Erofs => crate::emit::erofs::write(tree, &crate::emit::erofs::Options { sde, label: spec.name.clone() }, &mut w).at(&path)?,
+    };
+    let root_sectors = root_len.next_multiple_of(MIB) / SECTOR;
+    let minimal = (root_first + root_sectors) * SECTOR + MIB;
+    let size = match o.size {
+        Some(s) if s < minimal => return Err(at.error(format!("size = {s} is too small: the partitions need {minimal} bytes"))),
+        Some(s) => s.next_multiple_of(SECTOR),
+        None => minimal,
+    };
+
+    // GUIDs from the root file system's bytes (which carry the whole tree) and the boot files.
+    let mut seed = Sha256::new();
+    let mut buf = vec![0u8; MIB as usize];
+    let mut left = root_len;
+    let mut at_off = root_first * SECTOR;
+    while left > 0 {
+        let n = left.min(MIB) as usize;
+        file.read_exact_at(&mut buf[..n], at_off).at(&path)?;
+        seed.update(&buf[..n]);
+        left -= n as u64;
+        at_off += n as u64;
+    }
+    seed.update(std::fs::read(&esp_path).at(&esp_path)?);
+    let seed = seed.finalize();
+    let root_guid = gpt::Guid::derive(&seed, "root");
+    let partuuid = root_guid.to_string().to_lowercase();
+
+    // The real ESP: same files, the real PARTUUID (same length, so the same layout).
+    let esp_len2 = fat::write(&fat::Esp { files: esp_files(&partuuid), sde, volume_id: fat::volume_id(&seed.into()) }, &esp_path)?;
+    if esp_len2 != esp_len {
+        return Err(Error::other(format!("{}: the ESP changed size between layout and write ({esp_len} / {esp_len2})", path.display())));
+    }
+    let esp = std::fs::read(&esp_path).at(&esp_path)?;
+    file.write_all_at(&esp, esp_first * SECTOR).at(&path)?;
+    file.set_len(size).at(&path)?;
+
+    let sectors = size / SECTOR;
+    let table = gpt::Gpt {
+        disk_guid: gpt::Guid::derive(&seed, "disk"),
+        sectors,
+        partitions: vec![
+            gpt::Partition {
+                type_guid: gpt::ESP_TYPE,
+                guid: gpt::Guid::derive(&seed, "esp"),
+                first: esp_first,
+                last: esp_first + esp_sectors - 1,
+                attributes: 0,
+                name: "ESP".into(),
+            },
+            gpt::Partition {
+                // "Linux root (x86-64)" of the Discoverable Partitions Specification.
+                type_guid: gpt::Guid::from_text("4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"),
+                guid: root_guid,
+                first: root_first,
+                last: root_first + root_sectors - 1,
+                // Read-only (bit 60), as the file system is.
+                attributes: 1 << 60,
+                name: "root".into(),
+            },
+        ],
+    };
+    table.write(&file, &path)?;
+    let protective = gpt::MbrEntry { active: false, kind: 0xee, first: 1, sectors: u32::try_from(sectors - 1).unwrap_or(u32::MAX) };
+    file.write_all_at(&gpt::mbr(&[], None, gpt::disk_id(&seed), &[protective])?, 0).at(&path)?;
+    drop(scratch);
+
+    let (d, size) = crate::digest::Digest::of_file(&path.with_file_name(af.temp_name()))?;
+    af.commit()?;
+    Ok((OutputRecord { format: "disk".into(), path: name, sha256: d.hex().to_string(), size, pcrs: None }, inputs))
+}

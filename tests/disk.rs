@@ -1,0 +1,193 @@
+//! `[output.disk]`: a GPT disk image that OVMF boots through systemd-boot into the box's
+//! kernel, whose early initramfs mounts the root partition. Debian's cloud kernel (EFI stub;
+//! NVMe built in, squashfs and erofs as modules), Debian's systemd-boot-efi package and
+//! busybox-static are made into images at test time. Independent readers: `sgdisk -v`/`-i`,
+//! `fdisk -l`, `fsck.vfat -n` and `mdir` on the ESP, `unsquashfs`/`fsck.erofs` on the root
+//! partition (compared with the `.tar` output); the disk built twice is identical.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+const MARKER: &str = "disk-root-says: 42";
+
+struct Fixture {
+    dir: PathBuf,
+    kernel: String,
+    sdboot: String,
+    cache: PathBuf,
+    /// The kernel the initramfs was made for (the same package as `kernel`), for direct use.
+    early: PathBuf,
+}
+
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        require_tools(&["umoci", "sgdisk", "fdisk", "fsck.vfat", "mdir", "unsquashfs", "fsck.erofs", "qemu-system-x86_64"]);
+        let dir = fixture_dir("disk");
+        let kdigest = umoci_image(&dir.join("kernel"), "k", &[("kernel".into(), cloud_kernel_layer(&dir.join("kdeb")))]);
+        let sdigest = umoci_image(&dir.join("sdboot"), "s", &[("systemd-boot-efi".into(), deb_layer("systemd-boot-efi"))]);
+        // The early initramfs: the file-system modules, then mount the root partition (NVMe
+        // is built into this kernel) and show what is there.
+        let script = "sleep 2\necho \"cmdline: $(cat /proc/cmdline)\"\nfs=squashfs; grep -q rootfstype=erofs /proc/cmdline && fs=erofs\nmount -t $fs -o ro /dev/nvme0n1p2 /mnt || echo MOUNT-FAILED\necho \"$(cat /mnt/etc/marker): $(($(cat /mnt/etc/n) * 6))\"";
+        let (_, early) = kernel_mount::kernel_and_initrd(&dir.join("early"), &["fs/squashfs/squashfs", "lib/libcrc32c", "fs/erofs/erofs"], script);
+        Fixture {
+            kernel: format!("oci:{}@{kdigest}", dir.join("kernel").display()),
+            sdboot: format!("oci:{}@{sdigest}", dir.join("sdboot").display()),
+            cache: dir.join("cache"),
+            early,
+            dir,
+        }
+    })
+}
+
+/// A disk box of busybox + a marker in a fresh directory, with `extra` in `[output.disk]`.
+fn disk_box(name: &str, extra: &str) -> (tempfile::TempDir, PathBuf) {
+    let f = fixture();
+    let d = tempdir();
+    let root = d.path().join("rootfs");
+    write(&root.join("usr/bin/busybox"), busybox());
+    write(&root.join("etc/marker"), "disk-root-says");
+    write(&root.join("etc/n"), "7");
+    std::os::unix::fs::symlink("busybox", root.join("usr/bin/sh")).unwrap();
+    std::fs::create_dir_all(d.path().join("kernels")).unwrap();
+    std::fs::copy(manifest_dir().join("kernels/systemd-boot-debian.toml"), d.path().join("kernels/systemd-boot-debian.toml")).unwrap();
+    std::fs::copy(&f.early, d.path().join("early.cpio")).unwrap();
+    let p = d.path().join(format!("{name}.toml"));
+    write(
+        &p,
+        format!(
+            "name = \"{name}\"\n[[layer]]\ndir = \"rootfs\"\n[kernel]\nimage = \"{}\"\ncmdline = \"console=ttyS0 panic=-1\"\n[output.tar]\n[output.disk]\nbootloader = {{ definition = \"kernels/systemd-boot-debian.toml\", image = \"{}\" }}\ninitrd = [\"early.cpio\"]\n{extra}",
+            f.kernel, f.sdboot
+        ),
+    );
+    (d, p)
+}
+
+/// `sgdisk -i N IMG`: the partition's unique GUID (upper case, as sgdisk prints it).
+fn partition_guid(img: &Path, n: u32) -> String {
+    let o = run(Command::new("sgdisk").arg("-i").arg(n.to_string()).arg(img));
+    let s = String::from_utf8_lossy(&o.stdout);
+    s.lines().find_map(|l| l.strip_prefix("Partition unique GUID: ")).unwrap_or_else(|| panic!("{s}")).trim().to_string()
+}
+
+/// The bytes of partition `n` (from `sgdisk -i`), written to `to`.
+fn cut_partition(img: &Path, n: u32, to: &Path) {
+    let o = run(Command::new("sgdisk").arg("-i").arg(n.to_string()).arg(img));
+    let s = String::from_utf8_lossy(&o.stdout);
+    let sector = |k: &str| -> u64 { s.lines().find_map(|l| l.strip_prefix(k)).unwrap().split_whitespace().next().unwrap().parse().unwrap() };
+    let (first, last) = (sector("First sector: "), sector("Last sector: "));
+    let bytes = read(img);
+    write(to, &bytes[(first * 512) as usize..((last + 1) * 512) as usize]);
+}
+
+fn ovmf_boot(img: &Path, scratch: &Path) -> String {
+    let (code, vars) = [("/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"), ("/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd")]
+        .into_iter()
+        .find(|(c, _)| Path::new(c).is_file())
+        .unwrap_or_else(|| panic!("OVMF is not installed: {INSTALL_HINT}"));
+    let v = scratch.join("vars.fd");
+    std::fs::copy(vars, &v).unwrap();
+    let t = std::time::Instant::now();
+    let o = output(
+        Command::new("timeout")
+            .args(["240", "qemu-system-x86_64", "-nographic", "-no-reboot", "-m", "512", "-drive"])
+            .arg(format!("if=pflash,format=raw,unit=0,readonly=on,file={code}"))
+            .arg("-drive")
+            .arg(format!("if=pflash,format=raw,unit=1,file={}", v.display()))
+            .arg("-drive")
+            .arg(format!("file={},if=none,id=d0,format=raw,snapshot=on", img.display()))
+            .args(["-device", "nvme,drive=d0,serial=stagebox"]),
+    );
+    eprintln!("booted {} in {:.1}s", img.display(), t.elapsed().as_secs_f64());
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn ovmf_boots_it_and_the_kernel_mounts_the_root_partition_by_partuuid() {
+    let (d, bx) = disk_box("boot", "");
+    let out = d.path().join("out");
+    build(&bx, &out, &fixture().cache);
+    let img = out.join("boot.img");
+    let console = ovmf_boot(&img, d.path());
+    assert!(console.contains(MARKER), "the disk did not boot to the root partition:\n{console}");
+    let root = partition_guid(&img, 2).to_lowercase();
+    assert!(console.contains(&format!("root=PARTUUID={root} rootfstype=squashfs ro console=ttyS0 panic=-1")), "{console}");
+}
+
+#[test]
+fn independent_tools_read_the_partitions() {
+    let (d, bx) = disk_box("parts", "compression = \"xz\"\n");
+    let out = d.path().join("out");
+    build(&bx, &out, &fixture().cache);
+    let img = out.join("parts.img");
+    assert_eq!(std::fs::metadata(&img).unwrap().len() % (1 << 20), 0);
+
+    let o = run(Command::new("sgdisk").arg("-v").arg(&img));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("No problems found"), "{}", String::from_utf8_lossy(&o.stdout));
+    let o = run(Command::new("fdisk").arg("-l").arg(&img));
+    let l = String::from_utf8_lossy(&o.stdout);
+    assert!(l.contains("Disklabel type: gpt") && l.contains("EFI System") && l.contains("Linux root (x86-64)"), "{l}");
+
+    let esp = d.path().join("esp.img");
+    cut_partition(&img, 1, &esp);
+    let o = run(Command::new("fsck.vfat").arg("-n").arg(&esp));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    let o = run(Command::new("mdir").args(["-b", "-s", "-i"]).arg(&esp).arg("::/"));
+    let listing = String::from_utf8_lossy(&o.stdout);
+    for f in ["EFI/BOOT/BOOTX64.EFI", "loader/loader.conf", "loader/entries/stagebox.conf", "stagebox/linux", "stagebox/initrd"] {
+        assert!(listing.to_lowercase().contains(&format!("::/{}", f.to_lowercase())), "{f} missing from the ESP:\n{listing}");
+    }
+    let entry = run(Command::new("mtype").arg("-i").arg(&esp).arg("::/loader/entries/stagebox.conf"));
+    let entry = String::from_utf8_lossy(&entry.stdout);
+    let root = partition_guid(&img, 2).to_lowercase();
+    assert!(entry.contains(&format!("options root=PARTUUID={root} rootfstype=squashfs ro")), "{entry}");
+
+    // The root partition holds the tree the .tar output holds.
+    let part = d.path().join("root.img");
+    cut_partition(&img, 2, &part);
+    let a = d.path().join("from-tar");
+    gnu_tar_extract(&out.join("parts.tar"), &a);
+    let b = d.path().join("from-root");
+    run(Command::new("unsquashfs").args(["-no-progress", "-d"]).arg(&b).arg(&part));
+    assert_same_tree("tar", &snapshot(&a), "root partition", &snapshot(&b));
+}
+
+#[test]
+fn erofs_root_and_same_bytes_twice() {
+    let (d, bx) = disk_box("ro", "root = \"erofs\"\n");
+    let a = d.path().join("a");
+    run(stagebox(["build".as_ref(), bx.as_os_str(), "--out".as_ref(), a.as_os_str(), "--cache".as_ref(), fixture().cache.as_os_str(), "-q".as_ref()]).env("TZ", "UTC"));
+    let b = d.path().join("b");
+    let mut c = stagebox(["build".as_ref(), bx.as_os_str(), "--out".as_ref(), b.as_os_str(), "--cache".as_ref(), d.path().join("c2").as_os_str(), "-q".as_ref(), "--threads".as_ref(), "3".as_ref()]);
+    run(c.env("TZ", "America/St_Johns").env("LANG", "ja_JP.UTF-8").current_dir(d.path()));
+    assert_eq!(sha256_file(&a.join("ro.img")), sha256_file(&b.join("ro.img")), "the disk differs between two builds");
+    let part = d.path().join("root.erofs");
+    cut_partition(&a.join("ro.img"), 2, &part);
+    let o = run(Command::new("fsck.erofs").arg(&part));
+    assert!(o.status.success());
+}
+
+#[test]
+fn refusals_name_the_problem() {
+    let f = fixture();
+    // No bootloader of the UEFI kind.
+    let (d, bx) = disk_box("nob", "");
+    let text = std::fs::read_to_string(&bx).unwrap().replace("kernels/systemd-boot-debian.toml", "kernels/syslinux-debian.toml");
+    std::fs::copy(manifest_dir().join("kernels/syslinux-debian.toml"), d.path().join("kernels/syslinux-debian.toml")).unwrap();
+    write(&bx, text);
+    let o = output(&mut stagebox(["build".as_ref(), bx.as_os_str(), "--cache".as_ref(), f.cache.as_os_str(), "-q".as_ref()]));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("nob.toml:") && err.contains("systemd-boot"), "{err}");
+    // A size smaller than the partitions.
+    let (_d, bx) = disk_box("small", "size = 1048576\n");
+    let o = output(&mut stagebox(["build".as_ref(), bx.as_os_str(), "--cache".as_ref(), f.cache.as_os_str(), "-q".as_ref()]));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("too small"), "{err}");
+    assert!(!bx.parent().unwrap().join("out/small.img").exists());
+}
