@@ -402,7 +402,11 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
     let disk_bootloaders = if spec.outputs.disk.is_some() {
         let lock_path = spec::lock_path(&spec.path);
         let lock = LockFile::load(&lock_path)?;
-        crate::bootloader::resolve(&spec.disk_bootloaders, &store, &sopts, lock.as_ref(), &lock_path, opts.threads, &progress)?
+        let b = crate::bootloader::resolve(&spec.disk_bootloaders, &store, &sopts, lock.as_ref(), &lock_path, opts.threads, &progress)?;
+        if let (Some(k), Some(at)) = (&kernel, &spec.disk_at) {
+            k.check_efi_stub(at, "or boot the tree from an [output.iso] or [output.initramfs] instead")?;
+        }
+        b
     } else {
         Vec::new()
     };

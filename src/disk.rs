@@ -58,14 +58,6 @@ impl Seek for Shifted<'_> {
     }
 }
 
-/// True when `k` starts like a PE/COFF executable (an EFI-stub kernel systemd-boot can start).
-fn is_efi_executable(k: &[u8]) -> bool {
-    k.len() > 0x40 && &k[..2] == b"MZ" && {
-        let pe = u32::from_le_bytes(k[0x3c..0x40].try_into().unwrap()) as usize;
-        k.get(pe..pe + 4) == Some(b"PE\0\0")
-    }
-}
-
 /// Build `NAME.img`. Returns its record and the inputs it adds (the bootloader's image and
 /// the initrd files).
 #[allow(clippy::too_many_arguments)]
@@ -87,12 +79,6 @@ pub fn emit(
 
     let mut kbytes = Vec::with_capacity(kernel.kernel.len as usize);
     kernel.tree.open(&kernel.kernel).read_to_end(&mut kbytes).at(&path)?;
-    if !is_efi_executable(&kbytes) {
-        return Err(at.error(format!(
-            "kernel {} of {} is not an EFI executable (no EFI stub): systemd-boot cannot start it",
-            kernel.spec.def.path, kernel.image.reference.text
-        )));
-    }
     let mut initrd = Vec::new();
     for p in &o.initrd {
         let file = spec.dir.join(p);

@@ -22,7 +22,6 @@ use crate::spec::{self, BootloaderKind, BoxSpec, Compression, Location};
 use crate::tree::Tree;
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -61,23 +60,7 @@ pub fn check_kernel(kernel: &Kernel, boot: &IsoBoot) -> Result<()> {
         return Err(boot.at.error("the kernel command line must be one line without control characters (it goes into the boot menus)"));
     }
     if boot.bootloaders.iter().any(|b| b.kind() == BootloaderKind::SystemdBoot) {
-        let mut head = [0u8; 0x40];
-        let mut r = kernel.tree.open(&kernel.kernel).take(kernel.kernel.len);
-        let n = r.read(&mut head).map_err(|e| Error::other(format!("reading the kernel: {e}")))?;
-        let pe_at = u32::from_le_bytes([head[0x3c], head[0x3d], head[0x3e], head[0x3f]]) as u64;
-        let mut sig = [0u8; 4];
-        let has_pe = n == 0x40 && &head[..2] == b"MZ" && {
-            let mut r = kernel.tree.open(&kernel.kernel).take(kernel.kernel.len);
-            std::io::copy(&mut (&mut r).take(pe_at), &mut std::io::sink()).is_ok() && r.read_exact(&mut sig).is_ok() && &sig == b"PE\0\0"
-        };
-        let cfg_says_no = kernel.config.as_ref().is_some_and(|c| !c.builtin("CONFIG_EFI_STUB"));
-        if !has_pe || cfg_says_no {
-            return Err(boot.at.error(format!(
-                "kernel {:?} has no EFI stub ({}), so systemd-boot cannot start it: use a kernel built with CONFIG_EFI_STUB=y (StageX's airgap kernel is), or drop the systemd-boot bootloader for a BIOS-only ISO",
-                kernel.spec.def.name,
-                if !has_pe { "no PE header in the kernel file" } else { "CONFIG_EFI_STUB is not set in its config" }
-            )));
-        }
+        kernel.check_efi_stub(&boot.at, "or drop the systemd-boot bootloader for a BIOS-only ISO")?;
     }
     Ok(())
 }

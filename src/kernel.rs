@@ -130,6 +130,30 @@ impl Kernel {
 
     /// Write `NAME.bzImage` (the kernel) and `NAME.cmdline` (its command line and a newline)
     /// into `out`, atomically.
+    /// Refuse a kernel systemd-boot cannot start: UEFI needs an EFI stub, i.e. a PE header
+    /// (`MZ` … `PE\0\0` at the offset in byte 0x3c) and, when the image has a config,
+    /// `CONFIG_EFI_STUB=y`. `alternative` ends the message with what else the box could do.
+    pub fn check_efi_stub(&self, at: &Location, alternative: &str) -> Result<()> {
+        let mut head = vec![0u8; 0x40.min(self.kernel.len as usize)];
+        self.tree.open(&self.kernel).read_exact(&mut head).map_err(|e| Error::other(format!("reading the kernel: {e}")))?;
+        let has_pe = head.len() == 0x40 && &head[..2] == b"MZ" && {
+            let pe_at = u32::from_le_bytes([head[0x3c], head[0x3d], head[0x3e], head[0x3f]]) as u64;
+            let mut sig = [0u8; 4];
+            pe_at + 4 <= self.kernel.len
+                && self.tree.open(&ContentRef { offset: self.kernel.offset + pe_at, len: 4, ..self.kernel }).read_exact(&mut sig).is_ok()
+                && &sig == b"PE\0\0"
+        };
+        let cfg_says_no = self.config.as_ref().is_some_and(|c| !c.builtin("CONFIG_EFI_STUB"));
+        if !has_pe || cfg_says_no {
+            return Err(at.error(format!(
+                "kernel {:?} has no EFI stub ({}), so systemd-boot cannot start it: use a kernel built with CONFIG_EFI_STUB=y (StageX's airgap kernel is), {alternative}",
+                self.spec.def.name,
+                if !has_pe { "no PE header in the kernel file" } else { "CONFIG_EFI_STUB is not set in its config" }
+            )));
+        }
+        Ok(())
+    }
+
     pub fn write(&self, box_name: &str, out: &Path) -> Result<Vec<OutputRecord>> {
         let name = format!("{box_name}.bzImage");
         let path = out.join(&name);

@@ -15,7 +15,6 @@ use std::sync::OnceLock;
 const MARKER: &str = "disk-root-says: 42";
 
 struct Fixture {
-    dir: PathBuf,
     kernel: String,
     sdboot: String,
     cache: PathBuf,
@@ -39,7 +38,6 @@ fn fixture() -> &'static Fixture {
             sdboot: format!("oci:{}@{sdigest}", dir.join("sdboot").display()),
             cache: dir.join("cache"),
             early,
-            dir,
         }
     })
 }
