@@ -59,7 +59,9 @@ enum Command {
     /// Show which entries or sections of two outputs of one format (tar, cpio, OCI layout,
     /// EIF) differ and how. Exit 0 when identical, 1 when they differ.
     Diff {
+        /// The first output (a file, or an OCI layout directory).
         a: PathBuf,
+        /// The second output, of the same format.
         b: PathBuf,
         /// Machine-readable report.
         #[arg(long)]

@@ -45,7 +45,7 @@ fn mutate(rng: &mut Rng, corpus: &[Vec<u8>]) -> Vec<u8> {
                 let i = rng.below(len + 1);
                 let n = 1 + rng.below(16);
                 let b = INTERESTING[rng.below(INTERESTING.len())];
-                v.splice(i..i, std::iter::repeat(b).take(n));
+                v.splice(i..i, std::iter::repeat_n(b, n));
             }
             3 if len > 0 => {
                 let i = rng.below(len);

@@ -1065,7 +1065,7 @@ fn names_with_newlines_and_invalid_utf8_are_kept_byte_for_byte_in_tar_oci_and_cp
     for (name, data) in [(&b"etc/new\nline"[..], &b"nl"[..]), (b"etc/bad\xff\xfename", b"bin"), (b"etc/tab\tand\rcr", b"ws")] {
         tar.extend_from_slice(&header(name, b'0', 0o644, data.len() as u64, b""));
         tar.extend_from_slice(data);
-        tar.extend(std::iter::repeat(0u8).take(BLOCK - data.len()));
+        tar.extend(std::iter::repeat_n(0u8, BLOCK - data.len()));
     }
     tar.extend_from_slice(&[0u8; 2 * BLOCK]);
     s.bad(&[Layer::gz(tar)], None);

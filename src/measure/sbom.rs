@@ -185,3 +185,41 @@ pub fn emit(s: &SbomInput, out: &Path) -> Result<OutputRecord> {
         pcrs: None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::Digest;
+    use crate::source::signature::Signer;
+    use crate::source::LayerBlob;
+
+    #[test]
+    fn inputs_carry_layers_and_the_keys_that_signed_them() {
+        let d = |c: &str| Digest::parse(&format!("sha256:{}", c.repeat(64))).unwrap();
+        let text = format!("stagex/core-busybox@{}", d("a"));
+        let reference = crate::source::reference::ImageRef::parse(&text, Path::new("/")).unwrap();
+        let layer = LayerBlob { digest: d("b"), size: 5, diff_id: d("c"), media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(), label: "l".into() };
+        let images = [ResolvedImage { reference, pin: d("a"), manifest_digest: d("a"), config: serde_json::json!({}), layers: vec![layer] }];
+        let inputs = [InputRecord { reference: text.clone(), digest: d("a").to_string() }, InputRecord { reference: "file:ucode.cpio".into(), digest: d("e").to_string() }];
+        let signer = Signer { fingerprint: "F00D".into(), user_id: "Alice".into(), file: "signature-1".into(), digest: d("a").to_string(), identity: "stagex/core-busybox:1".into() };
+        let signatures = [Report { image: text.clone(), digests: vec![], lookaside: "/x".into(), quorum: 1, accepted: vec![signer], rejected: vec![], distinct_keys: vec!["F00D".into()] }];
+        let tree = Tree::new(1);
+        let s = SbomInput { name: "n", version: "1", source_date_epoch: 86400, inputs: &inputs, images: &images, signatures: &signatures, tree: &tree };
+        let doc: Value = serde_json::from_slice(&document(&s).unwrap()).unwrap();
+        let p = doc["packages"].as_array().unwrap();
+        let input = p.iter().find(|x| x["SPDXID"] == "SPDXRef-Input-0").unwrap();
+        assert_eq!(input["checksums"][0]["checksumValue"], "a".repeat(64));
+        let c = input["comment"].as_str().unwrap();
+        assert!(c.contains("1 accepted, quorum 1") && c.contains("signed by F00D (Alice)"), "{c}");
+        assert!(p.iter().any(|x| x["SPDXID"] == "SPDXRef-Input-0-Layer-0" && x["checksums"][0]["checksumValue"] == "b".repeat(64)));
+        let other = p.iter().find(|x| x["SPDXID"] == "SPDXRef-Input-1").unwrap();
+        assert!(other["comment"].as_str().unwrap().contains("signatures not checked"));
+        assert_eq!(doc["creationInfo"]["created"], "1970-01-02T00:00:00Z");
+        // The namespace follows the content.
+        let again: Value = serde_json::from_slice(&document(&s).unwrap()).unwrap();
+        assert_eq!(again["documentNamespace"], doc["documentNamespace"]);
+        let s2 = SbomInput { version: "2", ..s };
+        let other: Value = serde_json::from_slice(&document(&s2).unwrap()).unwrap();
+        assert_ne!(other["documentNamespace"], doc["documentNamespace"]);
+    }
+}
