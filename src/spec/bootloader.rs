@@ -194,7 +194,7 @@ mod tests {
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("kernels");
         let s = load_bootloader(&root.join("syslinux.toml"), None).unwrap();
         assert_eq!((s.kind, s.files["isolinux"].as_str()), (BootloaderKind::Syslinux, "/usr/share/syslinux/isolinux.bin"));
-        assert!(s.image.text.starts_with("stagex/user-syslinux"));
+        assert!(s.image.text.starts_with("stagex/user-syslinux@sha256:"), "pinned: {}", s.image.text);
         let at = Location { file: PathBuf::from("box.toml"), line: 1, column: 1 };
         for (f, kind) in [("syslinux-debian.toml", BootloaderKind::Syslinux), ("systemd-boot-debian.toml", BootloaderKind::SystemdBoot)] {
             let e = load_bootloader(&root.join(f), None).unwrap_err().to_string();
