@@ -69,6 +69,24 @@ fn standin(name: &str, scratch: &Path) -> Vec<(String, Vec<u8>)> {
             Entry::symlink("usr/bin/sleep", "busybox"),
             Entry::symlink("usr/bin/echo", "busybox"),
         ]),
+        // Debian's isolinux and syslinux-common files where StageX's syslinux keeps them.
+        "user-syslinux" => {
+            let d = scratch.join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            for p in ["isolinux", "syslinux-common"] {
+                run(Command::new("dpkg-deb").arg("-x").arg(deb(p)).arg(&d));
+            }
+            let f = |p: &str| read(&d.join(p));
+            layer(&[
+                Entry::dir("usr"),
+                Entry::dir("usr/share"),
+                Entry::dir("usr/share/syslinux"),
+                Entry::file("usr/share/syslinux/isolinux.bin", f("usr/lib/ISOLINUX/isolinux.bin")),
+                Entry::file("usr/share/syslinux/isohdpfx.bin", f("usr/lib/ISOLINUX/isohdpfx.bin")),
+                Entry::file("usr/share/syslinux/ldlinux.c32", f("usr/lib/syslinux/modules/bios/ldlinux.c32")),
+            ])
+        }
+        "core-curl" => layer(&[Entry::dir("usr"), Entry::dir("usr/bin"), Entry::file("usr/bin/curl", "#!/bin/sh\necho curl stand-in\n").mode(0o755)]),
         n if n.starts_with("user-linux-") => {
             let d = scratch.join(n);
             std::fs::create_dir_all(&d).unwrap();
@@ -175,7 +193,7 @@ fn every_shipped_box_is_covered_here() {
         .filter_map(|e| e.unwrap().file_name().to_str()?.strip_suffix(".toml").map(str::to_string))
         .collect();
     shipped.sort();
-    assert_eq!(shipped, ["enclave", "firmware"], "boxes/ changed: add a build test for each box in tests/boxes.rs");
+    assert_eq!(shipped, ["airgap", "enclave", "export-curl", "firmware"], "boxes/ changed: add a build test for each box in tests/boxes.rs");
 }
 
 #[test]
@@ -208,6 +226,39 @@ fn firmware_box_builds_a_squashfs_that_unsquashfs_reads() {
     let l = String::from_utf8_lossy(&o.stdout);
     assert!(l.contains("squashfs-root/etc/inittab") && l.contains("squashfs-root/usr/bin/busybox"), "{l}");
     assert!(l.lines().any(|x| x.starts_with("-rwxr-xr-x 0/0") && x.ends_with("etc/init.d/rcS")), "{l}");
+}
+
+#[test]
+fn airgap_box_builds_a_hybrid_iso_that_boots() {
+    let f = fixture();
+    // The UEFI loader image the box expects, made as its README says (from Debian's package).
+    let sd = f.root.join("boxes/airgap");
+    let _ = std::fs::remove_dir_all(sd.join("systemd-boot-root"));
+    run(Command::new("dpkg-deb").arg("-x").arg(deb("systemd-boot-efi")).arg(sd.join("systemd-boot-root")));
+    build(&sd.join("systemd-boot.toml"), &sd.join("out"), &f.cache);
+    let bx = f.root.join("boxes/airgap.toml");
+    run(stagebox(["lock".as_ref(), "--cache".as_ref(), f.cache.as_os_str(), bx.as_os_str()]).borrow_mut());
+    lock_check(&bx);
+    let (out, m) = build_box(&bx);
+    assert!(formats(&m).contains("iso"), "{m}");
+    let o = run(Command::new("xorriso").args(["-indev"]).arg(out.join("airgap.iso")).args(["-report_el_torito", "plain"]));
+    let r = String::from_utf8_lossy(&o.stdout);
+    assert!(r.contains("BIOS") && r.contains("UEFI"), "both boot entries: {r}");
+    let o = run(stagebox(["run".as_ref(), out.join("airgap.iso").as_os_str(), "--expect".as_ref(), "stagebox airgap: up".as_ref(), "--timeout".as_ref(), "150".as_ref()]).borrow_mut());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("stagebox airgap: up"));
+}
+
+#[test]
+fn export_curl_box_builds_four_packages() {
+    let f = fixture();
+    let bx = f.root.join("boxes/export-curl.toml");
+    lock_check(&bx);
+    let (out, m) = build_box(&bx);
+    assert_eq!(formats(&m), BTreeSet::from(["deb", "rpm", "arch", "apk"].map(String::from)), "{m}");
+    let deb = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|x| x == "deb")).unwrap();
+    let o = run(Command::new("dpkg-deb").arg("--contents").arg(&deb));
+    let l = String::from_utf8_lossy(&o.stdout);
+    assert!(l.contains("./usr/bin/curl") && !l.contains("etc/passwd"), "only the curl layer: {l}");
 }
 
 #[test]

@@ -243,14 +243,14 @@ mod tests {
     }
 
     #[test]
-    fn shipped_definitions_load_unpinned() {
+    fn shipped_definitions_load_pinned() {
         for name in ["generic", "airgap", "nitro"] {
             let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("kernels").join(format!("{name}.toml"));
             let k = load_kernel(&p).unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(k.name, name);
             assert_eq!((k.path.as_str(), k.config.as_str(), k.config_required), ("/bzImage", "/linux.config", true));
-            assert!(!k.image.is_pinned(), "{name}: pins come from BOX.lock for now");
-            assert!(k.image.text.starts_with(&format!("stagex/user-linux-{name}:")));
+            assert!(k.image.is_pinned(), "{name}: pinned to a StageX release");
+            assert!(k.image.text.starts_with(&format!("stagex/user-linux-{name}@sha256:")));
         }
     }
 
