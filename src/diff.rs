@@ -218,17 +218,7 @@ fn tar_entries<R: Read + 'static>(r: R, p: &Path) -> Result<Entries> {
     for e in ar.entries().map_err(bad)? {
         let mut e = e.map_err(bad)?;
         let h = e.header().clone();
-        use tar::EntryType as T;
-        let kind = match h.entry_type() {
-            T::Regular | T::Continuous => "file",
-            T::Directory => "dir",
-            T::Symlink => "symlink",
-            T::Link => "hardlink",
-            T::Char => "char",
-            T::Block => "block",
-            T::Fifo => "fifo",
-            _ => "other",
-        };
+        let kind = crate::tarfmt::kind_name(h.entry_type());
         let path = String::from_utf8_lossy(&e.path_bytes()).into_owned();
         let mut f = Fields::new();
         f.insert("type", kind.into());

@@ -158,17 +158,7 @@ fn inspect_tar(p: &Path) -> Result<TarInfo> {
     for e in ar.entries().map_err(bad)? {
         let e = e.map_err(bad)?;
         let h = e.header();
-        use tar::EntryType as T;
-        let kind = match h.entry_type() {
-            T::Regular | T::Continuous => "file",
-            T::Directory => "dir",
-            T::Symlink => "symlink",
-            T::Link => "hardlink",
-            T::Char => "char",
-            T::Block => "block",
-            T::Fifo => "fifo",
-            _ => "other",
-        };
+        let kind = crate::tarfmt::kind_name(h.entry_type());
         entries.push(TarEntryInfo {
             path: String::from_utf8_lossy(&e.path_bytes()).into_owned(),
             kind: kind.into(),

@@ -207,3 +207,18 @@ mod tests {
         assert_eq!(split_ustar(&p).unwrap().0.len(), 120);
     }
 }
+
+/// The name `inspect` and `diff` show for a tar entry type.
+pub fn kind_name(t: tar::EntryType) -> &'static str {
+    use tar::EntryType as T;
+    match t {
+        T::Regular | T::Continuous => "file",
+        T::Directory => "dir",
+        T::Symlink => "symlink",
+        T::Link => "hardlink",
+        T::Char => "char",
+        T::Block => "block",
+        T::Fifo => "fifo",
+        _ => "other",
+    }
+}

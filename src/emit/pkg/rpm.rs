@@ -183,6 +183,16 @@ impl Header {
     }
 }
 
+/// Append each relation of `list` (see [`relation`]) to the three parallel header arrays.
+fn relations(list: &[String], names: &mut Vec<String>, flags: &mut Vec<u32>, versions: &mut Vec<String>) {
+    for s in list {
+        let (n, f, v) = relation(s);
+        names.push(n);
+        flags.push(f);
+        versions.push(v);
+    }
+}
+
 /// Split `name [op version]` into rpm's (name, flags, version).
 fn relation(s: &str) -> (String, u32, String) {
     let parts: Vec<&str> = s.split_whitespace().collect();
@@ -300,22 +310,12 @@ fn main_header(p: &Payload, m: &Meta, payload_digest: &str) -> Header {
 
     let evr = format!("{}-{}", m.version, m.release);
     let (mut pn, mut pf, mut pv) = (vec![m.name.clone()], vec![SENSE_EQUAL], vec![evr]);
-    for s in &m.provides {
-        let (n, f, v) = relation(s);
-        pn.push(n);
-        pf.push(f);
-        pv.push(v);
-    }
+    relations(&m.provides, &mut pn, &mut pf, &mut pv);
     h.set(TAG_PROVIDENAME, Val::StrArr(pn));
     h.set(TAG_PROVIDEFLAGS, Val::I32(pf));
     h.set(TAG_PROVIDEVERSION, Val::StrArr(pv));
     let (mut rn, mut rf, mut rv) = (vec![], vec![], vec![]);
-    for s in &m.depends {
-        let (n, f, v) = relation(s);
-        rn.push(n);
-        rf.push(f);
-        rv.push(v);
-    }
+    relations(&m.depends, &mut rn, &mut rf, &mut rv);
     for (n, v) in RPMLIB_REQUIRES {
         rn.push(n.to_string());
         rf.push(SENSE_RPMLIB | SENSE_LESS | SENSE_EQUAL);
@@ -326,12 +326,7 @@ fn main_header(p: &Payload, m: &Meta, payload_digest: &str) -> Header {
     h.set(TAG_REQUIREVERSION, Val::StrArr(rv));
     if !m.conflicts.is_empty() {
         let (mut cn, mut cf, mut cv) = (vec![], vec![], vec![]);
-        for s in &m.conflicts {
-            let (n, f, v) = relation(s);
-            cn.push(n);
-            cf.push(f);
-            cv.push(v);
-        }
+        relations(&m.conflicts, &mut cn, &mut cf, &mut cv);
         h.set(TAG_CONFLICTNAME, Val::StrArr(cn));
         h.set(TAG_CONFLICTFLAGS, Val::I32(cf));
         h.set(TAG_CONFLICTVERSION, Val::StrArr(cv));
