@@ -200,3 +200,42 @@ pub fn emit(
     af.commit()?;
     Ok((OutputRecord { format: "disk".into(), path: name, sha256: d.hex().to_string(), size, pcrs: None }, inputs))
 }
+
+/// `inspect NAME.img`: the partition tables (`emit::gpt::dump`), then what each GPT
+/// partition holds (SquashFS: its summary; EROFS and FAT: their names). `None` when the file
+/// has no GPT.
+pub fn describe(path: &Path) -> Result<Option<String>> {
+    let file = std::fs::File::open(path).at(path)?;
+    let Some(mut s) = gpt::dump(&file, path)? else { return Ok(None) };
+    let mut h = [0u8; 512];
+    if file.read_exact_at(&mut h, SECTOR).is_err() || &h[0..8] != b"EFI PART" {
+        return Ok(None);
+    }
+    let le = |b: &[u8], n: usize| b[..n].iter().rev().fold(0u64, |a, x| (a << 8) | *x as u64);
+    let (array_lba, n, esize) = (le(&h[72..], 8), le(&h[80..], 4).min(128), le(&h[84..], 4).clamp(128, 512));
+    let mut array = vec![0u8; (n * esize) as usize];
+    file.read_exact_at(&mut array, array_lba * SECTOR).at(path)?;
+    for (i, e) in array.chunks(esize as usize).enumerate() {
+        if e[..16].iter().all(|b| *b == 0) {
+            continue;
+        }
+        let first = le(&e[32..], 8) * SECTOR;
+        let mut head = [0u8; 1100];
+        let what = if file.read_exact_at(&mut head, first).is_err() {
+            "unreadable".to_string()
+        } else if &head[..4] == b"hsqs" {
+            match crate::emit::squashfs::debug::describe_file_at(&file, first) {
+                Ok(d) => crate::emit::squashfs::debug::dump(&d).lines().next().unwrap_or_default().to_string(),
+                Err(e) => format!("squashfs, unreadable: {e}"),
+            }
+        } else if head[1024..1028] == 0xE0F5_E1E2u32.to_le_bytes() {
+            "EROFS".to_string()
+        } else if head[510..512] == [0x55, 0xaa] && (&head[54..57] == b"FAT" || &head[82..85] == b"FAT") {
+            format!("FAT file system, volume id 0x{:08x}", le(&head[if &head[82..85] == b"FAT" { 67 } else { 39 }..], 4))
+        } else {
+            "unknown contents".to_string()
+        };
+        s += &format!("  partition {}: {what}\n", i + 1);
+    }
+    Ok(Some(s))
+}

@@ -56,6 +56,8 @@ pub enum Inspection {
     Tar(TarInfo),
     Eif(Box<crate::emit::eif::debug::Description>),
     Squashfs(Box<crate::emit::squashfs::debug::Description>),
+    /// A GPT disk image: its partition tables and what each partition holds, as text.
+    Disk { file: String, partitions: String },
     Iso(Box<crate::emit::iso::debug::Description>),
 }
 
@@ -96,6 +98,9 @@ pub fn inspect_with(target: &str, cache: Option<&Path>, platform: Option<source:
     }
     if let Some(d) = inspect_iso(p)? {
         return Ok(Inspection::Iso(Box::new(d)));
+    }
+    if let Some(partitions) = crate::disk::describe(p)? {
+        return Ok(Inspection::Disk { file: p.display().to_string(), partitions });
     }
     if starts_with(p, b"hsqs") {
         let d = crate::emit::squashfs::debug::describe_file(p).map_err(|e| Error::other(format!("{}: {e}", p.display())))?;
@@ -193,6 +198,7 @@ pub fn render(i: &Inspection) -> String {
         }
         Inspection::Eif(d) => s += &crate::emit::eif::debug::dump(d),
         Inspection::Squashfs(d) => s += &crate::emit::squashfs::debug::dump(d),
+        Inspection::Disk { file, partitions } => s += &format!("# {file}: disk image\n{partitions}"),
         Inspection::Iso(d) => {
             s += &crate::emit::iso::debug::dump(d);
             // The hybrid MBR and GPT of a bootable ISO (emit::gpt), read from the same file.

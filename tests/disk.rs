@@ -144,6 +144,12 @@ fn independent_tools_read_the_partitions() {
     let root = partition_guid(&img, 2).to_lowercase();
     assert!(entry.contains(&format!("options root=PARTUUID={root} rootfstype=squashfs ro")), "{entry}");
 
+    // inspect: the tables and a summary of each partition's file system.
+    let o = run(&mut stagebox(["inspect".as_ref(), img.as_os_str()]));
+    let t = String::from_utf8_lossy(&o.stdout);
+    assert!(t.contains("GPT: disk GUID") && t.contains("header CRC ok, array CRC ok") && t.contains("backup header at sector"), "{t}");
+    assert!(t.contains("partition 1: FAT file system") && t.contains("partition 2: squashfs 4.0: xz compression"), "{t}");
+
     // The root partition holds the tree the .tar output holds.
     let part = d.path().join("root.img");
     cut_partition(&img, 2, &part);

@@ -298,15 +298,21 @@ pub fn describe(im: &Image) -> Result<Description, String> {
 
 /// Describe the image in file `p`, reading only its superblock and tables.
 pub fn describe_file(p: &std::path::Path) -> std::io::Result<Description> {
+    describe_file_at(&std::fs::File::open(p)?, 0)
+}
+
+/// Describe the image that starts `at` bytes into `f` (a partition of a disk image).
+pub fn describe_file_at(f: &std::fs::File, at: u64) -> std::io::Result<Description> {
     use std::os::unix::fs::FileExt;
-    let f = std::fs::File::open(p)?;
-    let len = f.metadata()?.len();
+    let len = f.metadata()?.len().saturating_sub(at);
     let mut sb = vec![0u8; f::Superblock::SIZE.min(len as usize)];
-    f.read_exact_at(&mut sb, 0)?;
+    f.read_exact_at(&mut sb, at)?;
     let invalid = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
     let base = u64_at(&sb, 64).map_err(invalid)?.min(len);
-    let mut tail = vec![0u8; (len - base) as usize];
-    f.read_exact_at(&mut tail, base)?;
+    // Tables end at bytes_used; never read past it (a partition may be followed by others).
+    let end = u64_at(&sb, 40).map_err(invalid)?.clamp(base, len);
+    let mut tail = vec![0u8; (end - base) as usize];
+    f.read_exact_at(&mut tail, at + base)?;
     describe(&Image { superblock: &sb, tail: &tail, base }).map_err(invalid)
 }
 
