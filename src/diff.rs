@@ -23,6 +23,9 @@ pub enum Format {
     Cpio,
     Oci,
     Eif,
+    Iso,
+    Disk,
+    Squashfs,
 }
 
 impl Format {
@@ -35,6 +38,18 @@ impl Format {
         fs::File::open(p).and_then(|mut f| f.read_exact(&mut head)).ok()?;
         if head == crate::emit::eif::format::MAGIC {
             return Some(Format::Eif);
+        }
+        if &head == b"hsqs" {
+            return Some(Format::Squashfs);
+        }
+        if fs::File::open(p).is_ok_and(|f| crate::emit::iso::debug::is_iso(&f)) {
+            return Some(Format::Iso);
+        }
+        if let Ok(f) = fs::File::open(p) {
+            let mut h = [0u8; 8];
+            if std::os::unix::fs::FileExt::read_exact_at(&f, &mut h, 512).is_ok() && &h == b"EFI PART" {
+                return Some(Format::Disk);
+            }
         }
         let mut r = decompressed(fs::File::open(p).ok()?).ok()?;
         let mut buf = vec![0u8; 512];
@@ -104,8 +119,8 @@ impl Report {
 
 /// Compare two outputs. Both must be of the same format.
 pub fn diff(a: &Path, b: &Path) -> Result<Report> {
-    let fa = Format::sniff(a).ok_or_else(|| Error::Usage(format!("{}: not a tar, cpio, OCI layout or EIF", a.display())))?;
-    let fb = Format::sniff(b).ok_or_else(|| Error::Usage(format!("{}: not a tar, cpio, OCI layout or EIF", b.display())))?;
+    let fa = Format::sniff(a).ok_or_else(|| Error::Usage(format!("{}: not a tar, cpio, OCI layout, EIF, ISO, disk image or SquashFS image", a.display())))?;
+    let fb = Format::sniff(b).ok_or_else(|| Error::Usage(format!("{}: not a tar, cpio, OCI layout, EIF, ISO, disk image or SquashFS image", b.display())))?;
     if fa != fb {
         return Err(Error::Usage(format!("{} is {fa:?} but {} is {fb:?}: diff compares outputs of one format", a.display(), b.display())));
     }
@@ -128,7 +143,143 @@ fn changes(f: Format, a: &Path, b: &Path) -> Result<Vec<Change>> {
         Format::Cpio => Ok(compare_entries("", &cpio_entries(&read_all(a)?, a)?, &cpio_entries(&read_all(b)?, b)?)),
         Format::Oci => oci_changes(a, b),
         Format::Eif => eif_changes(a, b),
+        Format::Iso => iso_changes(a, b),
+        Format::Disk => disk_changes(a, b),
+        Format::Squashfs => Ok(compare_entries("", &squashfs_entries(&fs::File::open(a).at(a)?, 0, a)?, &squashfs_entries(&fs::File::open(b).at(b)?, 0, b)?)),
     }
+}
+
+/// sha256 of `len` bytes at `at` in `f` (a file's extent, a partition).
+fn range_sha256(f: &fs::File, at: u64, len: u64, p: &Path) -> Result<String> {
+    use sha2::Digest as _;
+    use std::os::unix::fs::FileExt;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(buf.len() as u64) as usize;
+        f.read_exact_at(&mut buf[..n], at + done).at(p)?;
+        h.update(&buf[..n]);
+        done += n as u64;
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// An ISO's volume descriptors, boot catalog, system area (MBR/GPT) and Rock Ridge tree with
+/// each file's content hash (read from its extent), from `emit::iso::debug`.
+fn iso_changes(a: &Path, b: &Path) -> Result<Vec<Change>> {
+    let side = |p: &Path| -> Result<(Entries, Entries)> {
+        let f = fs::File::open(p).at(p)?;
+        let d = crate::emit::iso::debug::describe(&f, &p.display().to_string(), "").map_err(|e| Error::other(format!("{}: {e}", p.display())))?;
+        let mut meta = Entries::new();
+        let mut fields = Fields::new();
+        fields.insert("sha256", range_sha256(&f, 0, 32768.min(d.size), p)?);
+        meta.push(("system area (MBR, GPT)".into(), fields));
+        for v in &d.volumes {
+            let mut fields = Fields::new();
+            fields.insert("volume_id", format!("{:?}", v.volume_id));
+            fields.insert("blocks", format!("{:?}", v.blocks));
+            fields.insert("created", format!("{:?}", v.created));
+            meta.push((format!("volume descriptor {} at {}", v.kind, v.lba), fields));
+        }
+        for (i, r) in d.boot.iter().flat_map(|b| b.entries.iter()).enumerate() {
+            let mut fields = Fields::new();
+            fields.insert("platform", r.platform.clone());
+            fields.insert("media", r.media.clone());
+            fields.insert("load_sectors", r.load_sectors.to_string());
+            fields.insert("lba", r.lba.to_string());
+            meta.push((format!("boot entry {i}"), fields));
+        }
+        let mut files = Entries::new();
+        for e in &d.entries {
+            let mut fields = Fields::new();
+            fields.insert("type", e.kind.clone());
+            fields.insert("mode", e.mode.clone());
+            fields.insert("owner", format!("{}:{}", e.uid, e.gid));
+            fields.insert("nlink", e.nlink.to_string());
+            fields.insert("size", e.size.to_string());
+            if let Some(l) = &e.link {
+                fields.insert("link", l.clone());
+            }
+            if let Some((ma, mi)) = e.rdev {
+                fields.insert("rdev", format!("{ma},{mi}"));
+            }
+            if e.kind == "file" {
+                fields.insert("sha256", range_sha256(&f, e.lba as u64 * 2048, e.size, p)?);
+            }
+            files.push((e.path.clone(), fields));
+        }
+        Ok((meta, files))
+    };
+    let ((ma, fa), (mb, fb)) = (side(a)?, side(b)?);
+    let mut out = compare_entries("", &ma, &mb);
+    out.extend(compare_entries("", &fa, &fb));
+    Ok(out)
+}
+
+/// A SquashFS image's entries (metadata; contents are compared through the image bytes).
+fn squashfs_entries(f: &fs::File, at: u64, p: &Path) -> Result<Entries> {
+    let d = crate::emit::squashfs::debug::describe_file_at(f, at).map_err(|e| Error::other(format!("{}: {e}", p.display())))?;
+    Ok(d.entries
+        .iter()
+        .map(|e| {
+            let mut fields = Fields::new();
+            fields.insert("type", e.kind.to_string());
+            fields.insert("mode", e.mode.clone());
+            fields.insert("owner", format!("{}:{}", e.uid, e.gid));
+            fields.insert("mtime", e.mtime.to_string());
+            fields.insert("nlink", e.nlink.to_string());
+            fields.insert("size", e.size.to_string());
+            fields.insert("xattrs", e.xattrs.to_string());
+            if let Some(t) = &e.target {
+                fields.insert("link", t.clone());
+            }
+            (e.path.clone(), fields)
+        })
+        .collect())
+}
+
+/// A GPT disk: the partition table lines (`emit::gpt::dump`), each partition's bytes, and a
+/// SquashFS partition's entries.
+fn disk_changes(a: &Path, b: &Path) -> Result<Vec<Change>> {
+    let side = |p: &Path| -> Result<(Entries, Vec<(u64, u64)>)> {
+        let f = fs::File::open(p).at(p)?;
+        let text = crate::emit::gpt::dump(&f, p)?.unwrap_or_default();
+        let mut e = Entries::new();
+        let mut parts = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let mut fields = Fields::new();
+            fields.insert("line", line.trim().to_string());
+            e.push((format!("partition table line {i}"), fields));
+            // "  partition N: "NAME" type … sectors A..=B attributes …" (GPT entries).
+            if let Some(r) = line.split(" sectors ").nth(1).filter(|_| line.contains(" GUID ")) {
+                let r = r.split_whitespace().next().unwrap_or("");
+                if let Some((x, y)) = r.split_once("..=") {
+                    if let (Ok(x), Ok(y)) = (x.parse::<u64>(), y.parse::<u64>()) {
+                        parts.push((x * 512, (y + 1 - x) * 512));
+                    }
+                }
+            }
+        }
+        for (i, (at, len)) in parts.iter().enumerate() {
+            let mut fields = Fields::new();
+            fields.insert("sha256", range_sha256(&f, *at, *len, p)?);
+            e.push((format!("partition {} bytes", i + 1), fields));
+        }
+        Ok((e, parts))
+    };
+    let ((ea, pa), (eb, pb)) = (side(a)?, side(b)?);
+    let mut out = compare_entries("", &ea, &eb);
+    for (i, (x, y)) in pa.iter().zip(&pb).enumerate() {
+        let (fa, fb) = (fs::File::open(a).at(a)?, fs::File::open(b).at(b)?);
+        let mut ha = [0u8; 4];
+        let mut hb = [0u8; 4];
+        let is_sq = |f: &fs::File, at: u64, h: &mut [u8; 4]| std::os::unix::fs::FileExt::read_exact_at(f, h, at).is_ok() && h == b"hsqs";
+        if is_sq(&fa, x.0, &mut ha) && is_sq(&fb, y.0, &mut hb) {
+            out.extend(compare_entries(&format!("partition {}: ", i + 1), &squashfs_entries(&fa, x.0, a)?, &squashfs_entries(&fb, y.0, b)?));
+        }
+    }
+    Ok(out)
 }
 
 /// What one entry of an archive says; compared field by field.

@@ -195,3 +195,30 @@ fn refusals_name_the_problem() {
     assert!(err.contains("too small"), "{err}");
     assert!(!bx.parent().unwrap().join("out/small.img").exists());
 }
+
+#[test]
+fn diff_names_what_changed_in_disk_iso_and_squashfs_outputs() {
+    let mut outs = Vec::new();
+    for (k, marker) in [("a", "disk-root-says"), ("b", "disk-root-said!")] {
+        let (d, bx) = disk_box("dif", "[output.iso]\n[output.squashfs]\n");
+        write(&d.path().join("rootfs/etc/marker"), marker);
+        let out = d.path().join(k);
+        build(&bx, &out, &fixture().cache);
+        outs.push((d, out));
+    }
+    let (a, b) = (&outs[0].1, &outs[1].1);
+    let diff = |name: &str| {
+        let o = output(&mut stagebox(["diff".as_ref(), a.join(name).as_os_str(), b.join(name).as_os_str()]));
+        assert_eq!(o.status.code(), Some(1), "{name}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let t = diff("dif.img");
+    assert!(t.contains("changed partition 2 bytes: sha256:") && t.contains("changed partition 2: /etc/marker: size: 14 -> 15"), "{t}");
+    let t = diff("dif.iso");
+    assert!(t.contains("changed /etc/marker: sha256:") || t.contains("changed etc/marker: sha256:"), "{t}");
+    let t = diff("dif.squashfs");
+    assert!(t.contains("/etc/marker: size: 14 -> 15"), "{t}");
+    // Identical outputs: exit 0.
+    let o = output(&mut stagebox(["diff".as_ref(), a.join("dif.img").as_os_str(), a.join("dif.img").as_os_str()]));
+    assert_eq!(o.status.code(), Some(0));
+}
