@@ -74,3 +74,21 @@ pub fn resolve(
     }
     Ok(out)
 }
+
+/// The files systemd-boot needs in an ESP, by ESP path: itself as the removable-media loader
+/// (`EFI/BOOT/BOOTX64.EFI`), a `loader.conf` that boots the one entry at once, and that entry
+/// (`linux` and `initrd` are ESP paths without the leading `/`). The caller adds the kernel
+/// and initrd files themselves.
+pub fn systemd_boot_files(efi: Vec<u8>, title: &str, linux: &str, initrd: Option<&str>, options: &str) -> BTreeMap<String, crate::emit::fat::EspSource> {
+    use crate::emit::fat::EspSource;
+    let mut entry = format!("title {title}\nlinux /{linux}\n");
+    if let Some(i) = initrd {
+        entry += &format!("initrd /{i}\n");
+    }
+    entry += &format!("options {options}\n");
+    BTreeMap::from([
+        ("EFI/BOOT/BOOTX64.EFI".to_string(), EspSource::Bytes(efi)),
+        ("loader/loader.conf".to_string(), EspSource::Bytes(b"timeout 0\ndefault stagebox.conf\n".to_vec())),
+        ("loader/entries/stagebox.conf".to_string(), EspSource::Bytes(entry.into_bytes())),
+    ])
+}

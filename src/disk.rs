@@ -25,8 +25,6 @@ use std::path::Path;
 
 const SECTOR: u64 = 512;
 const MIB: u64 = 1 << 20;
-/// Where systemd-boot finds its entry and where the entry's files are, inside the ESP.
-const ENTRY: &str = "loader/entries/stagebox.conf";
 
 /// A `Write + Seek` view of `file` shifted by `base` bytes: an emitter writing "at 0" writes
 /// at `base` (the start of a partition).
@@ -101,16 +99,11 @@ pub fn emit(
     let cmdline = |partuuid: &str| format!("root=PARTUUID={partuuid} rootfstype={fstype} ro {}", kernel.spec.cmdline).trim().to_string();
     let efi = boot.read("efi")?;
     let esp_files = |partuuid: &str| -> BTreeMap<String, fat::EspSource> {
-        let mut f = BTreeMap::new();
-        f.insert("EFI/BOOT/BOOTX64.EFI".into(), fat::EspSource::Bytes(efi.clone()));
-        f.insert("loader/loader.conf".into(), fat::EspSource::Bytes(b"default stagebox.conf\ntimeout 0\n".to_vec()));
-        let mut entry = format!("title {} {}\nlinux /stagebox/linux\n", spec.name, spec.version);
+        let title = format!("{} {}", spec.name, spec.version);
+        let mut f = crate::bootloader::systemd_boot_files(efi.clone(), &title, "stagebox/linux", (!initrd.is_empty()).then_some("stagebox/initrd"), &cmdline(partuuid));
         if !initrd.is_empty() {
-            entry += "initrd /stagebox/initrd\n";
             f.insert("stagebox/initrd".into(), fat::EspSource::Bytes(initrd.clone()));
         }
-        entry += &format!("options {}\n", cmdline(partuuid));
-        f.insert(ENTRY.into(), fat::EspSource::Bytes(entry.into_bytes()));
         f.insert("stagebox/linux".into(), fat::EspSource::Bytes(kbytes.clone()));
         f
     };

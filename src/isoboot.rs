@@ -21,7 +21,6 @@ use crate::source::LayerBlob;
 use crate::spec::{self, BootloaderKind, BoxSpec, Compression, Location};
 use crate::tree::Tree;
 use sha2::{Digest as _, Sha256};
-use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -97,10 +96,6 @@ fn isolinux_cfg(boot: &IsoBoot) -> String {
     s
 }
 
-fn sdboot_entry(boot: &IsoBoot) -> String {
-    format!("title {}\nlinux /vmlinuz\ninitrd /initrd.img\noptions {}\n", boot.label, boot.kernel.spec.cmdline)
-}
-
 /// Stage kernel, initramfs, bootloader files, configs and the ESP in `dir`.
 #[allow(clippy::too_many_arguments)]
 fn stage(
@@ -144,10 +139,7 @@ fn stage(
                 entries.push(iso::BootEntry::Bios { path: format!("{BOOT_DIR}/isolinux.bin") });
             }
             BootloaderKind::SystemdBoot => {
-                let mut files = BTreeMap::new();
-                files.insert("EFI/BOOT/BOOTX64.EFI".to_string(), fat::EspSource::Bytes(b.read("efi")?));
-                files.insert("loader/loader.conf".to_string(), fat::EspSource::Bytes(b"timeout 0\ndefault stagebox.conf\n".to_vec()));
-                files.insert("loader/entries/stagebox.conf".to_string(), fat::EspSource::Bytes(sdboot_entry(boot).into_bytes()));
+                let mut files = crate::bootloader::systemd_boot_files(b.read("efi")?, &boot.label, "vmlinuz", Some("initrd.img"), &boot.kernel.spec.cmdline);
                 files.insert("vmlinuz".to_string(), fat::EspSource::File(kernel_path.clone()));
                 files.insert("initrd.img".to_string(), fat::EspSource::File(initrd_path.clone()));
                 let p = dir.join("efiboot.img");
