@@ -152,17 +152,8 @@ fn boot(kernel: &Path, initrd: &Path, cmdline: &str) -> String {
 /// layout; this pins what downstream code sees). Update only if intentional.
 #[test]
 fn design_test_vector_is_pinned() {
-    use stagebox::emit::eif::{self, format, Data, Image};
-    let meta = br#"{"ImageName":"test","ImageVersion":"1.0","BuildMetadata":{"BuildTime":"1970-01-01T00:00:00+00:00","BuildTool":"t","BuildToolVersion":"0","OperatingSystem":"OS","KernelVersion":"kernel"},"DockerInfo":null,"CustomMetadata":null}"#;
-    let img = Image {
-        flags: 0,
-        default_mem: format::DEFAULT_MEM,
-        default_cpus: format::DEFAULT_CPUS,
-        kernel: Data::Bytes(b"KERNEL-BYTES"),
-        cmdline: b"console=ttyS0",
-        metadata: meta,
-        ramdisks: vec![Data::Bytes(b"RAMDISK0"), Data::Bytes(b"RAMDISK1")],
-    };
+    use stagebox::emit::eif;
+    let img = eif_test_vector();
     let mut v = Vec::new();
     let w = eif::write(&img, None, &mut v).unwrap();
     assert_eq!((v.len(), w.crc32), (875, 0x5d55e54d));

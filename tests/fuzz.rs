@@ -6,6 +6,7 @@
 //! `STAGEBOX_FUZZ_ITERS` scales the run (default 1500 per in-memory target, a fifth of that
 //! for the targets that go through files).
 
+mod common;
 #[path = "../fuzz/targets.rs"]
 mod targets;
 
@@ -163,17 +164,8 @@ fn fuzz_box_file_parser() {
 
 #[test]
 fn fuzz_eif_reader() {
-    use stagebox::emit::eif::{self, format, Data, Image};
-    let meta = br#"{"ImageName":"test","ImageVersion":"1.0","BuildMetadata":{"BuildTime":"1970-01-01T00:00:00+00:00","BuildTool":"t","BuildToolVersion":"0","OperatingSystem":"OS","KernelVersion":"kernel"},"DockerInfo":null,"CustomMetadata":null}"#;
-    let img = Image {
-        flags: 0,
-        default_mem: format::DEFAULT_MEM,
-        default_cpus: format::DEFAULT_CPUS,
-        kernel: Data::Bytes(b"KERNEL-BYTES"),
-        cmdline: b"console=ttyS0",
-        metadata: meta,
-        ramdisks: vec![Data::Bytes(b"RAMDISK0"), Data::Bytes(b"RAMDISK1")],
-    };
+    use stagebox::emit::eif;
+    let img = common::eif_test_vector();
     let mut v = Vec::new();
     eif::write(&img, None, &mut v).unwrap();
     fuzz("eif", 0x5eed_0004, vec![v], iterations(1), |d, _| targets::eif(d));

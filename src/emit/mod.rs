@@ -12,3 +12,22 @@ pub mod oci;
 pub mod pkg;
 pub mod squashfs;
 pub mod tar;
+
+use std::io::{self, Write};
+
+/// A writer that counts what passes through.
+pub struct Counter<W> {
+    pub inner: W,
+    pub n: u64,
+}
+
+impl<W: Write> Write for Counter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}

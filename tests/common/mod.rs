@@ -1170,3 +1170,19 @@ pub fn busybox() -> Vec<u8> {
     assert!(p.is_file(), "/bin/busybox is missing: install busybox-static ({INSTALL_HINT})");
     read(p)
 }
+
+/// DESIGN §7's EIF test vector (made by AWS's builder): kernel `KERNEL-BYTES`, cmdline
+/// `console=ttyS0`, two ramdisks, fixed metadata. 875 bytes once written.
+pub fn eif_test_vector() -> stagebox::emit::eif::Image<'static> {
+    use stagebox::emit::eif::{format, Data, Image};
+    const META: &[u8] = br#"{"ImageName":"test","ImageVersion":"1.0","BuildMetadata":{"BuildTime":"1970-01-01T00:00:00+00:00","BuildTool":"t","BuildToolVersion":"0","OperatingSystem":"OS","KernelVersion":"kernel"},"DockerInfo":null,"CustomMetadata":null}"#;
+    Image {
+        flags: 0,
+        default_mem: format::DEFAULT_MEM,
+        default_cpus: format::DEFAULT_CPUS,
+        kernel: Data::Bytes(b"KERNEL-BYTES"),
+        cmdline: b"console=ttyS0",
+        metadata: META,
+        ramdisks: vec![Data::Bytes(b"RAMDISK0"), Data::Bytes(b"RAMDISK1")],
+    }
+}

@@ -158,7 +158,7 @@ pub fn write_with(tree: &Tree, sde: u64, layers: &[(PathBuf, LayerBlob)], w: &mu
         _ => None,
     });
     let mut contents = Contents::new(tree, layers, order);
-    let mut w = Counting { inner: w, n: 0 };
+    let mut w = crate::emit::Counter { inner: w, n: 0 };
     for e in &entries {
         format::write_header(&mut w, &e.header, e.name)?;
         let len = match e.body {
@@ -180,22 +180,6 @@ pub fn write_with(tree: &Tree, sde: u64, layers: &[(PathBuf, LayerBlob)], w: &mu
     format::write_trailer(&mut w)?;
     contents.finish()?;
     Ok(w.n)
-}
-
-struct Counting<'a, W: Write> {
-    inner: &'a mut W,
-    n: u64,
-}
-
-impl<W: Write> Write for Counting<'_, W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.n += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 #[cfg(test)]

@@ -136,7 +136,7 @@ pub fn write(p: &Payload, m: &Meta, threads: usize, out: &mut File) -> io::Resul
             w.write_all(b"\n")?;
         }
         w.write_all(&ar_header("data.tar.xz", 0, sde))?;
-        let mut counted = Counter { inner: w, n: 0 };
+        let mut counted = crate::emit::Counter { inner: w, n: 0 };
         {
             let mut enc = Encoder::with_threads(Compression::Xz, threads, &mut counted)?;
             let style = TarStyle {
@@ -160,23 +160,6 @@ pub fn write(p: &Payload, m: &Meta, threads: usize, out: &mut File) -> io::Resul
     out.write_all(&ar_header("data.tar.xz", data_len, sde))?;
     out.seek(SeekFrom::End(0))?;
     Ok(())
-}
-
-/// A writer that counts what passes through.
-pub struct Counter<W> {
-    pub inner: W,
-    pub n: u64,
-}
-
-impl<W: Write> Write for Counter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.n += n as u64;
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 #[cfg(test)]

@@ -392,7 +392,7 @@ fn write_cpio(p: &Payload, sde: u64, w: &mut impl Write) -> io::Result<u64> {
             last.insert(inode, n);
         }
     }
-    let mut w = super::deb::Counter { inner: w, n: 0 };
+    let mut w = crate::emit::Counter { inner: w, n: 0 };
     let mut inodes: HashMap<u64, u32> = HashMap::new();
     for (n, it) in items.iter().enumerate() {
         let name = [b"./".as_slice(), it.path].concat();
