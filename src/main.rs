@@ -129,7 +129,7 @@ enum Command {
         disk: bool,
         /// Use KVM: auto (when /dev/kvm is usable), on or off.
         #[arg(long, default_value = "auto")]
-        kvm: stagebox::run::Kvm,
+        kvm: stagebox::cmd::run::Kvm,
         /// Exit 0 as soon as TEXT appears on the console (non-zero on timeout).
         #[arg(long, value_name = "TEXT")]
         expect: Option<String>,
@@ -150,7 +150,7 @@ fn run(cli: Cli) -> stagebox::Result<()> {
         Command::Build { box_file, out, store: StoreArgs { cache, platform, offline }, threads, quiet, locked, check, check_variant } => {
             let opts = stagebox::build::BuildOptions { out, cache, platform, threads, quiet, offline, locked, check_variant };
             let res = if check {
-                let (res, varied) = stagebox::check::check(&box_file, &opts)?;
+                let (res, varied) = stagebox::cmd::check::check(&box_file, &opts)?;
                 eprintln!("checked: {} output(s) and manifest.json identical byte for byte in a second build with {varied}", res.manifest.outputs.len());
                 res
             } else {
@@ -161,7 +161,7 @@ fn run(cli: Cli) -> stagebox::Result<()> {
             }
         }
         Command::Diff { a, b, json } => {
-            let r = stagebox::diff::diff(&a, &b)?;
+            let r = stagebox::cmd::diff::diff(&a, &b)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r).expect("json"));
             } else {
@@ -172,11 +172,11 @@ fn run(cli: Cli) -> stagebox::Result<()> {
             }
         }
         Command::Inspect { target, json, store: StoreArgs { cache, platform, offline } } => {
-            let i = stagebox::inspect::inspect_with(&target, cache.as_deref(), platform, offline)?;
+            let i = stagebox::cmd::inspect::inspect_with(&target, cache.as_deref(), platform, offline)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&i).expect("json"));
             } else {
-                print!("{}", stagebox::inspect::render(&i));
+                print!("{}", stagebox::cmd::inspect::render(&i));
             }
         }
         Command::Run { output, memory, uefi, disk, kvm, expect, timeout, kernel, append } => {
@@ -184,8 +184,8 @@ fn run(cli: Cli) -> stagebox::Result<()> {
                 return Err(stagebox::Error::Usage("--expect needs some text".into()));
             }
             let timeout = timeout.map(std::time::Duration::from_secs);
-            let opts = stagebox::run::RunOptions { memory, uefi, disk, kvm, expect, timeout, kernel, append, echo: true };
-            stagebox::run::run(&output, &opts)?;
+            let opts = stagebox::cmd::run::RunOptions { memory, uefi, disk, kvm, expect, timeout, kernel, append, echo: true };
+            stagebox::cmd::run::run(&output, &opts)?;
         }
         Command::Verify { reference, keyring, signatures, quorum, json, store: StoreArgs { cache, platform, offline } } => {
             let opts = stagebox::source::signature::VerifyOptions { keyring, signatures, quorum, cache, platform, offline };
@@ -200,9 +200,9 @@ fn run(cli: Cli) -> stagebox::Result<()> {
             }
         }
         Command::Lock { box_file, store: StoreArgs { cache, platform, offline }, import_digests, check } => {
-            let opts = stagebox::lock::LockOptions { cache, platform, offline, import_digests };
+            let opts = stagebox::cmd::lock::LockOptions { cache, platform, offline, import_digests };
             if check {
-                let checks = stagebox::lock::check(&box_file, &opts)?;
+                let checks = stagebox::cmd::lock::check(&box_file, &opts)?;
                 for c in &checks {
                     println!("{}", c.line());
                 }
@@ -212,7 +212,7 @@ fn run(cli: Cli) -> stagebox::Result<()> {
                 }
                 return Ok(());
             }
-            let lock = stagebox::lock::lock_with(&box_file, &opts)?;
+            let lock = stagebox::cmd::lock::lock_with(&box_file, &opts)?;
             for i in &lock.images {
                 println!("{}  {}", i.digest, i.reference);
             }

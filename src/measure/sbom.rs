@@ -197,7 +197,7 @@ mod tests {
     fn inputs_carry_layers_and_the_keys_that_signed_them() {
         let d = |c: &str| Digest::parse(&format!("sha256:{}", c.repeat(64))).unwrap();
         let text = format!("stagex/core-busybox@{}", d("a"));
-        let reference = crate::source::reference::ImageRef::parse(&text, Path::new("/")).unwrap();
+        let reference = crate::reference::ImageRef::parse(&text, Path::new("/")).unwrap();
         let layer = LayerBlob { digest: d("b"), size: 5, diff_id: d("c"), media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(), label: "l".into() };
         let images = [ResolvedImage { reference, pin: d("a"), manifest_digest: d("a"), config: serde_json::json!({}), layers: vec![layer] }];
         let inputs = [InputRecord { reference: text.clone(), digest: d("a").to_string() }, InputRecord { reference: "file:ucode.cpio".into(), digest: d("e").to_string() }];

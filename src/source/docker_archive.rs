@@ -8,7 +8,7 @@
 use super::{diff_ids, LayerBlob, ResolvedImage, Store};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::source::reference::ImageRef;
+use crate::reference::ImageRef;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::fs::File;

@@ -8,7 +8,7 @@
 
 use super::{LayerBlob, ResolvedImage, Store};
 use crate::error::{Error, IoContext, Result};
-use crate::source::reference::ImageRef;
+use crate::reference::ImageRef;
 use crate::tarfmt::{self, Head, TarKind};
 use std::collections::{BTreeMap, HashMap};
 use std::fs;

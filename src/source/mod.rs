@@ -8,13 +8,13 @@
 pub mod docker_archive;
 pub mod localdir;
 pub mod oci_layout;
-pub mod reference;
 pub mod registry;
 pub mod signature;
 pub mod store;
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+pub use crate::reference;
 use reference::{ImageRef, RefKind};
 pub use store::Store;
 

@@ -4,7 +4,7 @@
 use super::{diff_ids, LayerBlob, Platform, ResolvedImage, SourceOptions, Store};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::source::reference::ImageRef;
+use crate::reference::ImageRef;
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 use std::path::{Path, PathBuf};
 

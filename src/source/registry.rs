@@ -29,7 +29,7 @@
 use super::{diff_ids, LayerBlob, ResolvedImage, SourceOptions, Store};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::source::reference::ImageRef;
+use crate::reference::ImageRef;
 use base64::Engine as _;
 use oci_spec::image::ImageManifest;
 use std::io::Read;

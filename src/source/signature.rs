@@ -427,7 +427,7 @@ fn parse_payload(payload: &[u8]) -> std::result::Result<(String, String), String
 /// `docker-archive:` and `dir:` have no repository name to look signatures up by and are not
 /// checked.
 pub fn enforce(spec: &crate::spec::BoxSpec, images: &[crate::source::ResolvedImage]) -> Result<Vec<Report>> {
-    use crate::source::reference::RefKind;
+    use crate::reference::RefKind;
     let Some(policy) = &spec.policy else { return Ok(Vec::new()) };
     let lock = crate::spec::LockFile::load(&crate::spec::lock_path(&spec.path))?;
     let mut keyrings: std::collections::BTreeMap<PathBuf, Keyring> = Default::default();
@@ -482,7 +482,7 @@ pub struct VerifyOptions {
 /// checked for its digest (and, when the store holds it as an index, the platform manifest
 /// it points at) with no registry access; a tag is resolved first.
 pub fn verify(text: &str, opts: &VerifyOptions) -> Result<Report> {
-    use crate::source::reference::{ImageRef, RefKind};
+    use crate::reference::{ImageRef, RefKind};
     let cwd = std::env::current_dir().at(".")?;
     let r = ImageRef::parse(text, &cwd).map_err(|m| Error::Usage(format!("{text}: {m}")))?;
     let RefKind::Registry { name, .. } = &r.kind else {

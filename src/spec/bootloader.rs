@@ -16,7 +16,7 @@
 
 use super::{Location, Source};
 use crate::error::Result;
-use crate::source::reference::{ImageRef, RefKind};
+use crate::reference::{ImageRef, RefKind};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -19,7 +19,7 @@
 
 use super::{Compression, Location, Source};
 use crate::error::Result;
-use crate::source::reference::{ImageRef, RefKind};
+use crate::reference::{ImageRef, RefKind};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use toml::Spanned;

@@ -3,7 +3,7 @@
 
 use super::{Location, Source};
 use crate::error::Result;
-use crate::source::reference::ImageRef;
+use crate::reference::ImageRef;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use toml::Spanned;
@@ -33,7 +33,7 @@ pub fn load_pallet(path: &Path) -> Result<PalletSpec> {
     for i in &raw.images {
         let at = src.loc(i.span());
         let r = ImageRef::parse(i.get_ref(), &dir).map_err(|m| at.error(m))?;
-        if matches!(r.kind, crate::source::reference::RefKind::Dir { .. }) {
+        if matches!(r.kind, crate::reference::RefKind::Dir { .. }) {
             return Err(at.error("pallets hold images only; use a [[layer]] dir = ... in the box file"));
         }
         images.push((r, at));

@@ -14,7 +14,7 @@
 use crate::build::image_refs;
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
-use crate::source::reference::{ImageRef, RefKind};
+use crate::reference::{ImageRef, RefKind};
 use crate::source::registry::Repo;
 use crate::source::{self, ResolvedImage, SourceOptions, Store};
 use crate::spec::{self, BoxSpec, LockFile, LockedImage, Location};

@@ -3,7 +3,7 @@
 //! and PCRs; a SquashFS image's superblock and entries.
 
 use crate::error::{Error, IoContext, Result};
-use crate::source::reference::{ImageRef, RefKind};
+use crate::reference::{ImageRef, RefKind};
 use crate::source::{self, SourceOptions, Store};
 use serde::Serialize;
 use std::io::Read;
@@ -99,7 +99,7 @@ pub fn inspect_with(target: &str, cache: Option<&Path>, platform: Option<source:
     if let Some(d) = inspect_iso(p)? {
         return Ok(Inspection::Iso(Box::new(d)));
     }
-    if let Some(partitions) = crate::disk::describe(p)? {
+    if let Some(partitions) = crate::boot::disk::describe(p)? {
         return Ok(Inspection::Disk { file: p.display().to_string(), partitions });
     }
     if starts_with(p, b"hsqs") {

@@ -249,7 +249,7 @@ fn collect(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 pub fn compare_builds(a: &Path, b: &Path, manifest: &crate::measure::BuildManifest) -> Result<Option<Difference>> {
     for o in &manifest.outputs {
         if let Some((inner, offset)) = compare_paths(&a.join(&o.path), &b.join(&o.path))? {
-            let entry = crate::diff::first_entry(&a.join(&o.path), &b.join(&o.path));
+            let entry = crate::cmd::diff::first_entry(&a.join(&o.path), &b.join(&o.path));
             return Ok(Some(Difference { output: o.path.clone(), inner, offset, entry }));
         }
     }

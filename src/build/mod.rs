@@ -1,13 +1,15 @@
 //! `stagebox build`: box file → pinned inputs → flattened tree → every output it names,
 //! written atomically, plus `manifest.json` with the sha256 of each.
 
+pub mod package;
+
 use crate::digest::HashWriter;
 use crate::emit;
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::{AtomicDir, AtomicFile, PreallocFile};
 use crate::measure::{BuildManifest, InputRecord, OutputRecord};
 use crate::progress::Progress;
-use crate::source::reference::{ImageRef, RefKind};
+use crate::reference::{ImageRef, RefKind};
 use crate::source::{self, localdir, LayerBlob, Platform, ResolvedImage, SourceOptions, Store};
 use crate::spec::{self, BoxSpec, LayerSpec, Location, LockFile};
 use crate::tree::{self, layer::ContentMode, layer::Limits, Tree};
@@ -341,14 +343,14 @@ pub(crate) fn write_initramfs(
 }
 
 /// What a bootable `[output.iso]` boots with (see `isoboot`).
-fn iso_boot<'a>(spec: &BoxSpec, k: &'a crate::kernel::Kernel, b: &'a [crate::bootloader::Bootloader]) -> crate::isoboot::IsoBoot<'a> {
+fn iso_boot<'a>(spec: &BoxSpec, k: &'a crate::boot::kernel::Kernel, b: &'a [crate::boot::bootloader::Bootloader]) -> crate::boot::iso::IsoBoot<'a> {
     let o = spec.outputs.iso.as_ref();
-    crate::isoboot::IsoBoot {
+    crate::boot::iso::IsoBoot {
         kernel: k,
         bootloaders: b,
-        label: o.and_then(|o| o.label.clone()).unwrap_or_else(|| crate::isoboot::DEFAULT_LABEL.to_string()),
+        label: o.and_then(|o| o.label.clone()).unwrap_or_else(|| crate::boot::iso::DEFAULT_LABEL.to_string()),
         serial: o.is_some_and(|o| o.serial),
-        initramfs: crate::isoboot::initramfs_settings(spec),
+        initramfs: crate::boot::iso::initramfs_settings(spec),
         at: spec.iso_at.clone().unwrap_or_else(|| k.spec.at.clone()),
     }
 }
@@ -357,18 +359,18 @@ fn iso_boot<'a>(spec: &BoxSpec, k: &'a crate::kernel::Kernel, b: &'a [crate::boo
 pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
     let mut spec = spec::load_box(box_path)?;
     if let Some(dirs) = &opts.check_variant {
-        crate::check::use_dir_copies(&mut spec, dirs);
+        crate::cmd::check::use_dir_copies(&mut spec, dirs);
     }
     let sde = source_date_epoch(&spec)?;
     let store = Store::open(&source::store::default_root(opts.cache.as_deref())?)?;
     let progress = Progress::new(opts.quiet);
     let sopts = SourceOptions { platform: opts.platform.clone().unwrap_or_default(), source_date_epoch: sde, offline: opts.offline };
 
-    let locked = if opts.locked { Some(crate::lock::check_complete(&spec)?) } else { None };
+    let locked = if opts.locked { Some(crate::cmd::lock::check_complete(&spec)?) } else { None };
     let t0 = std::time::Instant::now();
     let images = resolve_inputs(&spec, &store, &sopts, &progress)?;
     if let Some(l) = &locked {
-        crate::lock::check_resolved(&spec, l, &images)?;
+        crate::cmd::lock::check_resolved(&spec, l, &images)?;
     }
     // The signature quorum of [policy], before any layer is read or output written.
     let signatures = crate::source::signature::enforce(&spec, &images)?;
@@ -379,7 +381,7 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
         Some(k) if spec.outputs.initramfs.is_some() || spec.outputs.eif.is_some() || !spec.bootloaders.is_empty() || spec.outputs.disk.is_some() => {
             let lock_path = spec::lock_path(&spec.path);
             let lock = LockFile::load(&lock_path)?;
-            let kernel = crate::kernel::resolve(k, &store, &sopts, lock.as_ref(), &lock_path, opts.threads, &progress)?;
+            let kernel = crate::boot::kernel::resolve(k, &store, &sopts, lock.as_ref(), &lock_path, opts.threads, &progress)?;
             if let Some(i) = &spec.outputs.initramfs {
                 kernel.check_compression(i.compression, spec.initramfs_at.as_ref().unwrap_or(&k.at))?;
             }
@@ -392,8 +394,8 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
         (Some(k), false) => {
             let lock_path = spec::lock_path(&spec.path);
             let lock = LockFile::load(&lock_path)?;
-            let b = crate::bootloader::resolve(&spec.bootloaders, &store, &sopts, lock.as_ref(), &lock_path, opts.threads, &progress)?;
-            crate::isoboot::check_kernel(k, &iso_boot(&spec, k, &b))?;
+            let b = crate::boot::bootloader::resolve(&spec.bootloaders, &store, &sopts, lock.as_ref(), &lock_path, opts.threads, &progress)?;
+            crate::boot::iso::check_kernel(k, &iso_boot(&spec, k, &b))?;
             b
         }
         _ => Vec::new(),
@@ -402,7 +404,7 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
     let disk_bootloaders = if spec.outputs.disk.is_some() {
         let lock_path = spec::lock_path(&spec.path);
         let lock = LockFile::load(&lock_path)?;
-        let b = crate::bootloader::resolve(&spec.disk_bootloaders, &store, &sopts, lock.as_ref(), &lock_path, opts.threads, &progress)?;
+        let b = crate::boot::bootloader::resolve(&spec.disk_bootloaders, &store, &sopts, lock.as_ref(), &lock_path, opts.threads, &progress)?;
         if let (Some(k), Some(at)) = (&kernel, &spec.disk_at) {
             k.check_efi_stub(at, "or boot the tree from an [output.iso] or [output.initramfs] instead")?;
         }
@@ -420,7 +422,7 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
         || !bootloaders.is_empty()
         || spec.outputs.eif.as_ref().is_some_and(|e| e.layout == spec::EifLayout::Initramfs);
     if let (Some(k), true) = (&kernel, tree_init) {
-        crate::kernel::check_init(&tree, &layer_list(&store, &images), &k.spec.cmdline, &k.spec.at)?;
+        crate::boot::kernel::check_init(&tree, &layer_list(&store, &images), &k.spec.cmdline, &k.spec.at)?;
     }
     let t0 = std::time::Instant::now();
 
@@ -456,7 +458,7 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
     }
     if let (Some(e), Some(k)) = (&spec.outputs.eif, &kernel) {
         progress.set_message(format!("write {}.eif", spec.name));
-        let (recs, inputs) = crate::enclave::emit(&tree, &spec, &out, sde, e, k, top_config, opts.quiet)?;
+        let (recs, inputs) = crate::boot::enclave::emit(&tree, &spec, &out, sde, e, k, top_config, opts.quiet)?;
         outputs.extend(recs);
         extra_inputs.extend(inputs);
         if spec.outputs.initramfs.is_none() {
@@ -472,7 +474,7 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
                 let vid = o.volume_id.clone().unwrap_or_else(|| spec.name.clone());
                 let layers = layer_list(&store, &images);
                 let (rec, inputs) =
-                    crate::isoboot::emit(&tree, &spec, &out, sde, &vid, &iso_boot(&spec, k, &bootloaders), &base, &layers, worker_threads(opts.threads))?;
+                    crate::boot::iso::emit(&tree, &spec, &out, sde, &vid, &iso_boot(&spec, k, &bootloaders), &base, &layers, worker_threads(opts.threads))?;
                 outputs.push(rec);
                 extra_inputs.extend(inputs);
                 if spec.outputs.initramfs.is_none() && spec.outputs.eif.is_none() {
@@ -491,11 +493,11 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
         outputs.push(emit_erofs(&tree, &spec, &out, sde, o)?);
     }
     for p in &spec.packages {
-        outputs.push(crate::package::emit(&spec, p, &store, &images, &sopts.platform.arch, sde, opts.threads, &out, &progress)?);
+        outputs.push(crate::build::package::emit(&spec, p, &store, &images, &sopts.platform.arch, sde, opts.threads, &out, &progress)?);
     }
     if let (Some(o), Some(k)) = (&spec.outputs.disk, &kernel) {
         progress.set_message(format!("write {}.img", spec.name));
-        let (rec, inputs) = crate::disk::emit(&tree, &spec, &out, sde, o, k, &disk_bootloaders, worker_threads(opts.threads))?;
+        let (rec, inputs) = crate::boot::disk::emit(&tree, &spec, &out, sde, o, k, &disk_bootloaders, worker_threads(opts.threads))?;
         outputs.push(rec);
         extra_inputs.extend(inputs);
         if spec.outputs.initramfs.is_none() && spec.outputs.eif.is_none() {

@@ -10,12 +10,12 @@
 //! `/isolinux/boot.cat`. Kernel and initramfs are stored twice when both kinds are present
 //! (once for isolinux, once inside the ESP); docs/iso.md gives the cost.
 
-use crate::bootloader::Bootloader;
+use crate::boot::bootloader::Bootloader;
 use crate::digest::Digest;
 use crate::emit::{fat, gpt, iso};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::AtomicFile;
-use crate::kernel::Kernel;
+use crate::boot::kernel::Kernel;
 use crate::measure::{InputRecord, OutputRecord};
 use crate::source::LayerBlob;
 use crate::spec::{self, BootloaderKind, BoxSpec, Compression, Location};
@@ -139,7 +139,7 @@ fn stage(
                 entries.push(iso::BootEntry::Bios { path: format!("{BOOT_DIR}/isolinux.bin") });
             }
             BootloaderKind::SystemdBoot => {
-                let mut files = crate::bootloader::systemd_boot_files(b.read("efi")?, &boot.label, "vmlinuz", Some("initrd.img"), &boot.kernel.spec.cmdline);
+                let mut files = crate::boot::bootloader::systemd_boot_files(b.read("efi")?, &boot.label, "vmlinuz", Some("initrd.img"), &boot.kernel.spec.cmdline);
                 files.insert("vmlinuz".to_string(), fat::EspSource::File(kernel_path.clone()));
                 files.insert("initrd.img".to_string(), fat::EspSource::File(initrd_path.clone()));
                 let p = dir.join("efiboot.img");

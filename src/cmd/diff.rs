@@ -124,7 +124,7 @@ pub fn diff(a: &Path, b: &Path) -> Result<Report> {
     if fa != fb {
         return Err(Error::Usage(format!("{} is {fa:?} but {} is {fb:?}: diff compares outputs of one format", a.display(), b.display())));
     }
-    let identical = crate::check::compare_paths(a, b)?.is_none();
+    let identical = crate::cmd::check::compare_paths(a, b)?.is_none();
     let changes = if identical { Vec::new() } else { changes(fa, a, b)? };
     Ok(Report { format: fa, a: a.display().to_string(), b: b.display().to_string(), identical, changes })
 }

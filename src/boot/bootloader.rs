@@ -61,10 +61,10 @@ pub fn resolve(
     let mut out = Vec::new();
     for def in defs {
         let what = format!("bootloader {}", def.name);
-        let (image, tree) = crate::kernel::import_tree(&def.image, &def.image_at, &what, store, sopts, lock, lock_path, threads, progress)?;
+        let (image, tree) = crate::boot::kernel::import_tree(&def.image, &def.image_at, &what, store, sopts, lock, lock_path, threads, progress)?;
         let mut files = BTreeMap::new();
         for (role, path) in &def.files {
-            let c = crate::kernel::regular_file(&tree, path).map_err(|m| Error::Resolve {
+            let c = crate::boot::kernel::regular_file(&tree, path).map_err(|m| Error::Resolve {
                 reference: image.reference.text.clone(),
                 message: format!("{role} {path} (from {}): {m}", def.file.display()),
             })?;

@@ -9,11 +9,11 @@
 //! partition GUIDs and the MBR id are hashes of the root image's and the ESP's bytes, so
 //! the same inputs give the same GUIDs and a changed byte gives new ones.
 
-use crate::bootloader::Bootloader;
+use crate::boot::bootloader::Bootloader;
 use crate::emit::{fat, gpt};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::AtomicFile;
-use crate::kernel::Kernel;
+use crate::boot::kernel::Kernel;
 use crate::measure::{InputRecord, OutputRecord};
 use crate::spec::{BootloaderKind, BoxSpec, DiskOutput, DiskRoot};
 use crate::tree::Tree;
@@ -100,7 +100,7 @@ pub fn emit(
     let efi = boot.read("efi")?;
     let esp_files = |partuuid: &str| -> BTreeMap<String, fat::EspSource> {
         let title = format!("{} {}", spec.name, spec.version);
-        let mut f = crate::bootloader::systemd_boot_files(efi.clone(), &title, "stagebox/linux", (!initrd.is_empty()).then_some("stagebox/initrd"), &cmdline(partuuid));
+        let mut f = crate::boot::bootloader::systemd_boot_files(efi.clone(), &title, "stagebox/linux", (!initrd.is_empty()).then_some("stagebox/initrd"), &cmdline(partuuid));
         if !initrd.is_empty() {
             f.insert("stagebox/initrd".into(), fat::EspSource::Bytes(initrd.clone()));
         }

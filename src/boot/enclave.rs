@@ -14,7 +14,7 @@ use crate::digest::{Digest, HashWriter};
 use crate::emit::eif::{self, format, ramdisk, sign, Data, Image};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::AtomicFile;
-use crate::kernel::Kernel;
+use crate::boot::kernel::Kernel;
 use crate::measure::{InputRecord, OutputRecord};
 use crate::spec::{BoxSpec, EifLayout, EifOutput, Location};
 use crate::tree::{Kind, Tree};
@@ -71,7 +71,7 @@ fn config_list(config: Option<&serde_json::Value>, keys: &[&str]) -> Vec<String>
 
 /// The bytes of a regular file at `path` in `tree` (symlinks followed), or why not.
 fn tree_file(tree: &Tree, path: &str, executable: bool) -> Result<Vec<u8>, String> {
-    let (key, node) = crate::kernel::lookup(tree, path.as_bytes())?;
+    let (key, node) = crate::boot::kernel::lookup(tree, path.as_bytes())?;
     let Kind::File { content, .. } = node.kind else {
         return Err(format!("/{} is not a regular file", String::from_utf8_lossy(&key)));
     };
@@ -135,7 +135,7 @@ pub fn emit(
                 ));
             };
             let init = tree_file(tree, init_path, true).map_err(|m| at.error(format!("bootstrap_init {init_path:?}: {m}")))?;
-            let nsm = match crate::kernel::lookup(&kernel.tree, b"nsm.ko") {
+            let nsm = match crate::boot::kernel::lookup(&kernel.tree, b"nsm.ko") {
                 Ok(_) => Some(tree_file(&kernel.tree, "/nsm.ko", false).map_err(|m| in_kernel(format!("nsm.ko: {m}")))?),
                 Err(_) => None,
             };

@@ -215,7 +215,7 @@ pub fn resolve(
 /// `what` names it in the progress line.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn import_tree(
-    image: &crate::source::reference::ImageRef,
+    image: &crate::reference::ImageRef,
     at: &Location,
     what: &str,
     store: &Store,
