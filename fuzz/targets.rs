@@ -35,7 +35,7 @@ pub fn oci_index(data: &[u8], scratch: &Path) {
     std::fs::write(layout.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
     std::fs::write(layout.join("index.json"), data).unwrap();
     let Ok(store) = stagebox::source::Store::open(&scratch.join("store")) else { return };
-    let Ok(r) = stagebox::source::reference::ImageRef::parse("oci:layout", scratch) else { return };
+    let Ok(r) = stagebox::reference::ImageRef::parse("oci:layout", scratch) else { return };
     let opts = stagebox::source::SourceOptions { platform: Default::default(), source_date_epoch: 1, offline: true };
     let _ = stagebox::source::resolve(&store, &r, &opts);
 }

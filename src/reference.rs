@@ -95,6 +95,62 @@ fn is_tag(s: &str) -> bool {
         && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
+/// Env: hosts (as written in references, `host[:port]`) that may be reached over plain HTTP.
+pub const ENV_INSECURE: &str = "STAGEBOX_INSECURE_REGISTRIES";
+
+/// A registry repository, normalized.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Repo {
+    /// The registry as written (`docker.io`, `quay.io`, `localhost:5000`).
+    pub host: String,
+    /// The repository path (`stagex/core-busybox`, `library/busybox`).
+    pub path: String,
+}
+
+impl Repo {
+    /// Normalize a reference name (without tag or digest).
+    pub fn parse(name: &str) -> Repo {
+        let name = name.strip_prefix("docker://").unwrap_or(name);
+        let (host, path) = match name.split_once('/') {
+            Some((first, rest)) if first.contains('.') || first.contains(':') || first == "localhost" => {
+                (first.to_string(), rest.to_string())
+            }
+            _ => ("docker.io".to_string(), name.to_string()),
+        };
+        let host = if host == "index.docker.io" || host == "registry-1.docker.io" { "docker.io".to_string() } else { host };
+        let path = if host == "docker.io" && !path.contains('/') { format!("library/{path}") } else { path };
+        Repo { host, path }
+    }
+
+    /// `docker.io/stagex/core-busybox`.
+    pub fn full_name(&self) -> String {
+        format!("{}/{}", self.host, self.path)
+    }
+
+    pub fn is_loopback(&self) -> bool {
+        let h = self.host.rsplit_once(':').map_or(self.host.as_str(), |(h, p)| if p.bytes().all(|b| b.is_ascii_digit()) { h } else { &self.host });
+        matches!(h, "localhost" | "127.0.0.1" | "[::1]") || h.starts_with("127.")
+    }
+
+    /// Plain HTTP is allowed only for loopback registries and those named in `$STAGEBOX_INSECURE_REGISTRIES`.
+    pub fn plain_http(&self) -> bool {
+        self.is_loopback()
+            || std::env::var(ENV_INSECURE).is_ok_and(|v| v.split(',').any(|h| !h.trim().is_empty() && h.trim() == self.host))
+    }
+}
+
+/// Whether a signature lookaside URL may be used: `https://`, or plain `http://` only for a
+/// host that [`Repo::plain_http`] allows. `Err` says why not.
+pub fn check_signature_url(s: &str) -> std::result::Result<(), String> {
+    if let Some(rest) = s.strip_prefix("http://") {
+        let host = rest.split('/').next().unwrap_or("");
+        if !Repo::parse(&format!("{host}/x")).plain_http() {
+            return Err(format!("signature URL {s:?}: plain http is allowed only for loopback hosts; use https"));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

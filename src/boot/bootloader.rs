@@ -4,13 +4,12 @@
 
 use crate::error::{Error, Result};
 use crate::measure::InputRecord;
-use crate::progress::Progress;
-use crate::source::{ResolvedImage, SourceOptions, Store};
-use crate::spec::{BootloaderDef, BootloaderKind, LockFile};
+use crate::boot::Import;
+use crate::source::ResolvedImage;
+use crate::spec::{BootloaderDef, BootloaderKind};
 use crate::tree::{ContentRef, Tree};
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::path::Path;
 
 /// A resolved bootloader: its image, flattened, and its files by role.
 pub struct Bootloader {
@@ -49,19 +48,11 @@ impl Bootloader {
 }
 
 /// Resolve every bootloader definition: import its image and find its files.
-pub fn resolve(
-    defs: &[BootloaderDef],
-    store: &Store,
-    sopts: &SourceOptions,
-    lock: Option<&LockFile>,
-    lock_path: &Path,
-    threads: usize,
-    progress: &Progress,
-) -> Result<Vec<Bootloader>> {
+pub fn resolve(defs: &[BootloaderDef], import: &Import) -> Result<Vec<Bootloader>> {
     let mut out = Vec::new();
     for def in defs {
         let what = format!("bootloader {}", def.name);
-        let (image, tree) = crate::boot::kernel::import_tree(&def.image, &def.image_at, &what, store, sopts, lock, lock_path, threads, progress)?;
+        let (image, tree) = import.image_tree(&def.image, &def.image_at, &what)?;
         let mut files = BTreeMap::new();
         for (role, path) in &def.files {
             let c = crate::boot::kernel::regular_file(&tree, path).map_err(|m| Error::Resolve {

@@ -14,9 +14,9 @@ use crate::emit::{fat, gpt};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::AtomicFile;
 use crate::boot::kernel::Kernel;
+use crate::boot::Job;
 use crate::measure::{InputRecord, OutputRecord};
-use crate::spec::{BootloaderKind, BoxSpec, DiskOutput, DiskRoot};
-use crate::tree::Tree;
+use crate::spec::{BootloaderKind, DiskOutput, DiskRoot};
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -58,17 +58,8 @@ impl Seek for Shifted<'_> {
 
 /// Build `NAME.img`. Returns its record and the inputs it adds (the bootloader's image and
 /// the initrd files).
-#[allow(clippy::too_many_arguments)]
-pub fn emit(
-    tree: &Tree,
-    spec: &BoxSpec,
-    out: &Path,
-    sde: u64,
-    o: &DiskOutput,
-    kernel: &Kernel,
-    bootloaders: &[Bootloader],
-    threads: usize,
-) -> Result<(OutputRecord, Vec<InputRecord>)> {
+pub fn emit(job: &Job, o: &DiskOutput, kernel: &Kernel, bootloaders: &[Bootloader]) -> Result<(OutputRecord, Vec<InputRecord>)> {
+    let Job { tree, spec, out, sde, workers: threads, .. } = *job;
     let at = spec.disk_at.clone().expect("a disk output has a location");
     let name = format!("{}.img", spec.name);
     let path = out.join(&name);

@@ -15,8 +15,9 @@ use crate::emit::eif::{self, format, ramdisk, sign, Data, Image};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::AtomicFile;
 use crate::boot::kernel::Kernel;
+use crate::boot::Job;
 use crate::measure::{InputRecord, OutputRecord};
-use crate::spec::{BoxSpec, EifLayout, EifOutput, Location};
+use crate::spec::{EifLayout, EifOutput, Location};
 use crate::tree::{Kind, Tree};
 use std::io::{BufWriter, Read, Write};
 use std::path::Path;
@@ -97,17 +98,8 @@ fn spill(dir: &Path, f: impl FnOnce(&mut BufWriter<&std::fs::File>) -> std::io::
 
 /// Write `NAME.eif` and `NAME.pcrs` into `out`. `config` is the top image's config (for
 /// `cmd`/`env` defaults); `at` is the `[output.eif]` table.
-#[allow(clippy::too_many_arguments)]
-pub fn emit(
-    tree: &Tree,
-    spec: &BoxSpec,
-    out: &Path,
-    sde: u64,
-    o: &EifOutput,
-    kernel: &Kernel,
-    config: Option<&serde_json::Value>,
-    quiet: bool,
-) -> Result<(Vec<OutputRecord>, Vec<InputRecord>)> {
+pub fn emit(job: &Job, o: &EifOutput, kernel: &Kernel, config: Option<&serde_json::Value>) -> Result<(Vec<OutputRecord>, Vec<InputRecord>)> {
+    let Job { tree, spec, out, sde, quiet, .. } = *job;
     let at: Location = spec.eif_at.clone().unwrap_or_else(|| kernel.spec.at.clone());
     let kref = &kernel.image.reference.text;
     let in_kernel = |m: String| Error::Resolve { reference: kref.clone(), message: format!("kernel {}: {m}", kernel.spec.def.path) };

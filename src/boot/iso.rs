@@ -16,10 +16,9 @@ use crate::emit::{fat, gpt, iso};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::AtomicFile;
 use crate::boot::kernel::Kernel;
+use crate::boot::Job;
 use crate::measure::{InputRecord, OutputRecord};
-use crate::source::LayerBlob;
 use crate::spec::{self, BootloaderKind, BoxSpec, Compression, Location};
-use crate::tree::Tree;
 use sha2::{Digest as _, Sha256};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -97,28 +96,19 @@ fn isolinux_cfg(boot: &IsoBoot) -> String {
 }
 
 /// Stage kernel, initramfs, bootloader files, configs and the ESP in `dir`.
-#[allow(clippy::too_many_arguments)]
-fn stage(
-    tree: &Tree,
-    spec: &BoxSpec,
-    boot: &IsoBoot,
-    layers: &[(PathBuf, LayerBlob)],
-    threads: usize,
-    sde: u64,
-    seed: &[u8; 32],
-    dir: &Path,
-) -> Result<Staged> {
+fn stage(job: &Job, boot: &IsoBoot, seed: &[u8; 32], dir: &Path) -> Result<Staged> {
+    let sde = job.sde;
     let kernel_path = dir.join("vmlinuz");
     {
         let mut f = std::fs::File::create(&kernel_path).at(&kernel_path)?;
         let k = boot.kernel;
         let mut buf = vec![0u8; 1 << 20];
-        crate::emit::tar::copy_exact(&mut k.tree.open(&k.kernel), &mut f, k.kernel.len, &mut buf).at(&kernel_path)?;
+        crate::fsutil::copy_exact(&mut k.tree.open(&k.kernel), &mut f, k.kernel.len, &mut buf).at(&kernel_path)?;
     }
     let initrd_path = dir.join("initrd.img");
     let (_, _, prepended) = {
         let f = std::fs::File::create(&initrd_path).at(&initrd_path)?;
-        crate::build::write_initramfs(tree, spec, sde, &boot.initramfs, threads, layers, &f, &initrd_path)?
+        crate::boot::initramfs::write(&Job { threads: job.workers, ..*job }, &boot.initramfs, &f, &initrd_path)?
     };
     let file = |name: &str, src: PathBuf, mode: u32| iso::IsoFile { path: format!("{BOOT_DIR}/{name}"), source: src, mode };
     let mut extra = Vec::new();
@@ -204,25 +194,15 @@ fn write_tables(f: &std::fs::File, path: &Path, layout: &iso::IsoLayout, boot: &
 
 /// Write `NAME.iso` with boot support into `out`; returns its record and the inputs it adds
 /// (the bootloader images and prepended archives).
-#[allow(clippy::too_many_arguments)]
-pub fn emit(
-    tree: &Tree,
-    spec: &BoxSpec,
-    out: &Path,
-    sde: u64,
-    volume_id: &str,
-    boot: &IsoBoot,
-    inputs: &[InputRecord],
-    layers: &[(PathBuf, LayerBlob)],
-    threads: usize,
-) -> Result<(OutputRecord, Vec<InputRecord>)> {
+pub fn emit(job: &Job, volume_id: &str, boot: &IsoBoot, inputs: &[InputRecord]) -> Result<(OutputRecord, Vec<InputRecord>)> {
+    let Job { tree, spec, out, sde, workers: threads, .. } = *job;
     check_kernel(boot.kernel, boot)?;
     let mut all_inputs: Vec<InputRecord> = inputs.to_vec();
     all_inputs.push(boot.kernel.input_record());
     all_inputs.extend(boot.bootloaders.iter().map(|b| b.input_record()));
     let seed = seed(spec, sde, &all_inputs, boot);
     let scratch = tempfile::Builder::new().prefix(".stagebox-iso-").tempdir_in(out).at(out)?;
-    let staged = stage(tree, spec, boot, layers, threads, sde, &seed, scratch.path())?;
+    let staged = stage(job, boot, &seed, scratch.path())?;
     let name = format!("{}.iso", spec.name);
     let path = out.join(&name);
     let mut af = AtomicFile::create(&path)?;

@@ -12,10 +12,10 @@ use crate::digest::HashWriter;
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::AtomicFile;
 use crate::measure::{InputRecord, OutputRecord};
-use crate::progress::Progress;
-use crate::source::{self, LayerBlob, ResolvedImage, SourceOptions, Store};
-use crate::spec::{self, Compression, KernelSpec, Location, LockFile};
-use crate::tree::{layer::ContentMode, ContentRef, Kind, Node, Tree};
+use crate::boot::Import;
+use crate::source::{LayerBlob, ResolvedImage};
+use crate::spec::{self, Compression, KernelSpec, Location};
+use crate::tree::{ContentRef, Kind, Node, Tree};
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
@@ -161,7 +161,7 @@ impl Kernel {
         let (d, size) = {
             let mut hw = HashWriter::new(BufWriter::with_capacity(1 << 20, af.file()));
             let mut buf = vec![0u8; 1 << 20];
-            crate::emit::tar::copy_exact(&mut self.tree.open(&self.kernel), &mut hw, self.kernel.len, &mut buf).at(&path)?;
+            crate::fsutil::copy_exact(&mut self.tree.open(&self.kernel), &mut hw, self.kernel.len, &mut buf).at(&path)?;
             let (d, size, mut bw) = hw.finish_with_inner();
             bw.flush().at(&path)?;
             (d, size)
@@ -180,17 +180,9 @@ impl Kernel {
 
 /// Resolve the box's kernel image (pinned by the box, its definition or `lock`), flatten it,
 /// and find the kernel and config in it.
-pub fn resolve(
-    k: &KernelSpec,
-    store: &Store,
-    sopts: &SourceOptions,
-    lock: Option<&LockFile>,
-    lock_path: &Path,
-    threads: usize,
-    progress: &Progress,
-) -> Result<Kernel> {
+pub fn resolve(k: &KernelSpec, import: &Import) -> Result<Kernel> {
     let def = &k.def;
-    let (image, tree) = import_tree(&def.image, &def.image_at, "kernel", store, sopts, lock, lock_path, threads, progress)?;
+    let (image, tree) = import.image_tree(&def.image, &def.image_at, "kernel")?;
     let in_image = |what: &str, p: &str, m: String| Error::Resolve {
         reference: image.reference.text.clone(),
         message: format!("{what} {p} (from {}): {m}", def.file.as_ref().map(|f| f.display().to_string()).unwrap_or_else(|| "[kernel]".into())),
@@ -208,28 +200,6 @@ pub fn resolve(
         _ => None,
     };
     Ok(Kernel { spec: k.clone(), image, tree, kernel, config })
-}
-
-/// Pin (by the reference itself or the lock file), import and flatten one image whose files
-/// a build takes out (a kernel, a bootloader), contents spilled so they can be read at will.
-/// `what` names it in the progress line.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn import_tree(
-    image: &crate::reference::ImageRef,
-    at: &Location,
-    what: &str,
-    store: &Store,
-    sopts: &SourceOptions,
-    lock: Option<&LockFile>,
-    lock_path: &Path,
-    threads: usize,
-    progress: &Progress,
-) -> Result<(ResolvedImage, Tree)> {
-    let r = crate::build::pin(image, at, lock, lock_path)?;
-    progress.set_message(format!("import {what} {}", r.text));
-    let image = source::resolve(store, &r, sopts)?;
-    let tree = crate::build::flatten(store, std::slice::from_ref(&image), sopts.source_date_epoch, threads, ContentMode::Spill, progress)?;
-    Ok((image, tree))
 }
 
 /// The contents of the regular file at `path` in `tree` (symlinks followed), or why not.

@@ -6,5 +6,58 @@
 pub mod bootloader;
 pub mod disk;
 pub mod enclave;
+pub mod initramfs;
 pub mod iso;
 pub mod kernel;
+
+use crate::source::LayerBlob;
+use crate::spec::BoxSpec;
+use crate::tree::Tree;
+use std::path::{Path, PathBuf};
+
+/// Where kernel and bootloader images come from: the store, the lock that pins them, and the
+/// settings of their flatten.
+#[derive(Clone, Copy)]
+pub struct Import<'a> {
+    pub store: &'a crate::source::Store,
+    pub sopts: &'a crate::source::SourceOptions,
+    pub lock: Option<&'a crate::spec::LockFile>,
+    pub lock_path: &'a Path,
+    /// Worker threads as asked (0 = one per core).
+    pub threads: usize,
+    pub progress: &'a crate::progress::Progress,
+}
+
+impl Import<'_> {
+    /// Pin (by the reference itself or the lock file), import and flatten one image whose
+    /// files a build takes out (a kernel, a bootloader), contents spilled so they can be read
+    /// at will. `what` names it in the progress line.
+    pub fn image_tree(&self, image: &crate::reference::ImageRef, at: &crate::spec::Location, what: &str) -> crate::Result<(crate::source::ResolvedImage, Tree)> {
+        let r = crate::spec::pin(image, at, self.lock, self.lock_path)?;
+        self.progress.set_message(format!("import {what} {}", r.text));
+        let image = crate::source::resolve(self.store, &r, self.sopts)?;
+        let mode = crate::tree::layer::ContentMode::Spill;
+        let tree = crate::tree::images::flatten(self.store, std::slice::from_ref(&image), self.sopts.source_date_epoch, self.threads, mode, self.progress)?;
+        Ok((image, tree))
+    }
+}
+
+/// What every bootable composition needs from the build: the tree and the box, where to
+/// write, and the build-wide settings. `build` makes it from its plan.
+#[derive(Clone, Copy)]
+pub struct Job<'a> {
+    pub tree: &'a Tree,
+    pub spec: &'a BoxSpec,
+    /// The directory outputs are written into (the build's staging directory).
+    pub out: &'a Path,
+    /// SOURCE_DATE_EPOCH.
+    pub sde: u64,
+    /// Worker threads as asked (0 = one per core), for compressors.
+    pub threads: usize,
+    /// Worker threads resolved (never 0), for emitters that lay out first.
+    pub workers: usize,
+    /// The layer blobs of `tree` (its spill indexes), for emitters that read layer streams.
+    pub layers: &'a [(PathBuf, LayerBlob)],
+    /// No progress output.
+    pub quiet: bool,
+}

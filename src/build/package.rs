@@ -1,5 +1,5 @@
 //! The `[output.deb|rpm|arch|apk]` of a build: pick the layers a package takes, flatten just
-//! those (with `build::flatten`, contents spilled so the writers can stream them), collect
+//! those (with `tree::images::flatten`, contents spilled so the writers can stream them), collect
 //! the payload, and write each package atomically with its manifest record.
 //!
 //! Layer selection (docs/packages.md): `layers = [i, ...]` names `[[layer]]` tables by index;
@@ -10,10 +10,9 @@
 
 use crate::emit::pkg::{self, Meta, Payload};
 use crate::error::{Error, IoContext, Result};
-use crate::fsutil::AtomicFile;
-use crate::measure::OutputRecord;
-use crate::progress::Progress;
-use crate::source::{ResolvedImage, Store};
+use super::Plan;
+use crate::measure::{stage_file, OutputRecord};
+use crate::source::ResolvedImage;
 use crate::spec::{BoxSpec, LayerSpec, PackageFormat, PackageSpec};
 use crate::tree::layer::ContentMode;
 use std::path::Path;
@@ -64,37 +63,24 @@ pub fn select(spec: &BoxSpec, p: &PackageSpec, images: &[ResolvedImage]) -> Resu
 }
 
 /// Build one package into `out` (the build's staging directory).
-#[allow(clippy::too_many_arguments)]
-pub fn emit(
-    spec: &BoxSpec,
-    p: &PackageSpec,
-    store: &Store,
-    images: &[ResolvedImage],
-    oci_arch: &str,
-    sde: u64,
-    threads: usize,
-    out: &Path,
-    progress: &Progress,
-) -> Result<OutputRecord> {
-    let chosen = select(spec, p, images)?;
-    let tree = crate::build::flatten(store, &chosen, sde, threads, ContentMode::Spill, progress)?;
+pub fn emit(plan: &Plan, p: &PackageSpec, out: &Path) -> Result<OutputRecord> {
+    let (spec, sde, threads) = (&plan.spec, plan.sde, plan.threads);
+    let chosen = select(spec, p, &plan.images)?;
+    let tree = crate::tree::images::flatten(&plan.store, &chosen, sde, threads, ContentMode::Spill, &plan.progress)?;
     let payload = Payload::collect(&tree, p.paths.as_deref(), p.format)?;
     let sources = chosen.iter().map(|i| (i.reference.text.clone(), i.pin.to_string())).collect();
-    let meta = Meta::resolve(p, oci_arch, sources, sde)?;
+    let meta = Meta::resolve(p, &plan.sopts.platform.arch, sources, sde)?;
     let name = meta.file_name(p.format);
-    let path = out.join(&name);
-    progress.set_message(format!("write {name}"));
-    let mut af = AtomicFile::create(&path)?;
-    let tmp = path.with_file_name(af.temp_name());
-    let werr = |e: std::io::Error| Error::io(&path, e);
-    match p.format {
-        PackageFormat::Deb => pkg::deb::write(&payload, &meta, threads, af.file()).map_err(werr)?,
-        PackageFormat::Rpm => pkg::rpm::write(&payload, &meta, threads, af.file()).map_err(werr)?,
-        PackageFormat::Arch => pkg::arch::write(&payload, &meta, threads, std::io::BufWriter::with_capacity(1 << 20, af.file())).map_err(werr)?,
-        PackageFormat::Apk => pkg::apk::write(&payload, &meta, threads, out, std::io::BufWriter::with_capacity(1 << 20, af.file())).map_err(werr)?,
-    }
-    std::io::Write::flush(af.file()).at(&tmp)?;
-    let (d, size) = crate::digest::Digest::of_file(&tmp)?;
-    af.commit()?;
-    Ok(OutputRecord { format: p.format.key().into(), path: name, sha256: d.hex().to_string(), size, pcrs: None })
+    plan.progress.set_message(format!("write {name}"));
+    stage_file(out, p.format.key(), name, |file, path| {
+        let werr = |e: std::io::Error| Error::io(path, e);
+        match p.format {
+            PackageFormat::Deb => pkg::deb::write(&payload, &meta, threads, &mut *file).map_err(werr)?,
+            PackageFormat::Rpm => pkg::rpm::write(&payload, &meta, threads, &mut *file).map_err(werr)?,
+            PackageFormat::Arch => pkg::arch::write(&payload, &meta, threads, std::io::BufWriter::with_capacity(1 << 20, &mut *file)).map_err(werr)?,
+            PackageFormat::Apk => pkg::apk::write(&payload, &meta, threads, out, std::io::BufWriter::with_capacity(1 << 20, &mut *file)).map_err(werr)?,
+        }
+        std::io::Write::flush(file).at(path)?;
+        Ok(None)
+    })
 }

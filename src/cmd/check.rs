@@ -29,9 +29,9 @@
 
 use crate::build::{self, BuildOptions, BuildResult};
 use crate::error::{Error, IoContext, Result};
+use crate::fsutil::compare_paths;
 use crate::spec::{self, LayerSpec};
 use std::fs;
-use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -185,7 +185,7 @@ fn current_umask() -> u32 {
 /// hardlinks and special files. Directories get their modes last, deepest first.
 pub fn copy_reversed(src: &Path, dst: &Path) -> Result<()> {
     let mut entries = Vec::new();
-    collect(src, Path::new(""), &mut entries)?;
+    crate::fsutil::list_tree(src, Path::new(""), &mut entries)?;
     entries.sort_by(|a, b| b.as_os_str().as_bytes().cmp(a.as_os_str().as_bytes()));
     fs::create_dir_all(dst).at(dst)?;
     let mut links: std::collections::BTreeMap<(u64, u64), PathBuf> = Default::default();
@@ -231,20 +231,6 @@ pub fn copy_reversed(src: &Path, dst: &Path) -> Result<()> {
     Ok(())
 }
 
-fn collect(root: &Path, rel: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let dir = root.join(rel);
-    for e in fs::read_dir(&dir).at(&dir)? {
-        let e = e.at(&dir)?;
-        let r = rel.join(e.file_name());
-        let is_dir = e.file_type().at(e.path())?.is_dir();
-        out.push(r.clone());
-        if is_dir {
-            collect(root, &r, out)?;
-        }
-    }
-    Ok(())
-}
-
 /// Compare two build directories: every output of `manifest`, then manifest.json.
 pub fn compare_builds(a: &Path, b: &Path, manifest: &crate::measure::BuildManifest) -> Result<Option<Difference>> {
     for o in &manifest.outputs {
@@ -259,100 +245,10 @@ pub fn compare_builds(a: &Path, b: &Path, manifest: &crate::measure::BuildManife
     Ok(None)
 }
 
-/// The first difference between two files or directory trees: (file inside a directory,
-/// byte offset or `None` when only one side has it).
-pub fn compare_paths(a: &Path, b: &Path) -> Result<Option<(Option<String>, Option<u64>)>> {
-    let (ma, mb) = (fs::symlink_metadata(a).ok(), fs::symlink_metadata(b).ok());
-    let (Some(ma), Some(mb)) = (ma, mb) else {
-        return Ok(Some((None, None)));
-    };
-    if ma.is_dir() && mb.is_dir() {
-        let (mut la, mut lb) = (Vec::new(), Vec::new());
-        collect(a, Path::new(""), &mut la)?;
-        collect(b, Path::new(""), &mut lb)?;
-        la.sort_by(|x, y| x.as_os_str().as_bytes().cmp(y.as_os_str().as_bytes()));
-        lb.sort_by(|x, y| x.as_os_str().as_bytes().cmp(y.as_os_str().as_bytes()));
-        let mut i = (la.iter().peekable(), lb.iter().peekable());
-        loop {
-            match (i.0.peek(), i.1.peek()) {
-                (None, None) => return Ok(None),
-                (Some(x), Some(y)) if x == y => {
-                    let (pa, pb) = (a.join(x), b.join(y));
-                    if !pa.is_dir() || !pb.is_dir() {
-                        if let Some((_, off)) = compare_paths(&pa, &pb)? {
-                            return Ok(Some((Some(x.display().to_string()), off)));
-                        }
-                    }
-                    i.0.next();
-                    i.1.next();
-                }
-                (Some(x), Some(y)) => {
-                    let first = if x.as_os_str().as_bytes() < y.as_os_str().as_bytes() { x } else { y };
-                    return Ok(Some((Some(first.display().to_string()), None)));
-                }
-                (Some(x), None) | (None, Some(x)) => return Ok(Some((Some(x.display().to_string()), None))),
-            }
-        }
-    }
-    if ma.file_type().is_symlink() || mb.file_type().is_symlink() {
-        let (ta, tb) = (fs::read_link(a).ok(), fs::read_link(b).ok());
-        return Ok(if ta == tb { None } else { Some((None, Some(0))) });
-    }
-    if ma.is_dir() != mb.is_dir() {
-        return Ok(Some((None, Some(0))));
-    }
-    first_byte_difference(a, b).map(|o| o.map(|o| (None, Some(o))))
-}
-
-/// Offset of the first differing byte of two files (the shorter one's length when one is a
-/// prefix of the other), or `None` when they are equal.
-pub fn first_byte_difference(a: &Path, b: &Path) -> Result<Option<u64>> {
-    let mut fa = std::io::BufReader::with_capacity(1 << 20, fs::File::open(a).at(a)?);
-    let mut fb = std::io::BufReader::with_capacity(1 << 20, fs::File::open(b).at(b)?);
-    let (mut ba, mut bb) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
-    let mut pos = 0u64;
-    loop {
-        let na = read_full(&mut fa, &mut ba).at(a)?;
-        let nb = read_full(&mut fb, &mut bb).at(b)?;
-        let n = na.min(nb);
-        if let Some(i) = ba[..n].iter().zip(&bb[..n]).position(|(x, y)| x != y) {
-            return Ok(Some(pos + i as u64));
-        }
-        if na != nb {
-            return Ok(Some(pos + n as u64));
-        }
-        if na == 0 {
-            return Ok(None);
-        }
-        pos += n as u64;
-    }
-}
-
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
-}
-
-/// In the second build of a check: read the n-th `dir` layer from `dirs/n` instead.
-pub fn use_dir_copies(spec: &mut spec::BoxSpec, dirs: &Path) {
-    let mut n = 0;
-    for l in &mut spec.layers {
-        if let LayerSpec::Dir { path, .. } = l {
-            *path = dirs.join(n.to_string());
-            n += 1;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fsutil::first_byte_difference;
 
     #[test]
     fn first_byte_difference_finds_offsets() {

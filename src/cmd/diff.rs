@@ -53,7 +53,7 @@ impl Format {
         }
         let mut r = decompressed(fs::File::open(p).ok()?).ok()?;
         let mut buf = vec![0u8; 512];
-        let n = read_up_to(&mut r, &mut buf).ok()?;
+        let n = crate::fsutil::read_full(&mut r, &mut buf).ok()?;
         if n >= 6 && (&buf[..6] == crate::emit::cpio::format::MAGIC || &buf[..6] == crate::emit::cpio::format::MAGIC_CRC) {
             return Some(Format::Cpio);
         }
@@ -124,7 +124,7 @@ pub fn diff(a: &Path, b: &Path) -> Result<Report> {
     if fa != fb {
         return Err(Error::Usage(format!("{} is {fa:?} but {} is {fb:?}: diff compares outputs of one format", a.display(), b.display())));
     }
-    let identical = crate::cmd::check::compare_paths(a, b)?.is_none();
+    let identical = crate::fsutil::compare_paths(a, b)?.is_none();
     let changes = if identical { Vec::new() } else { changes(fa, a, b)? };
     Ok(Report { format: fa, a: a.display().to_string(), b: b.display().to_string(), identical, changes })
 }
@@ -339,23 +339,12 @@ fn sha256_hex(d: &[u8]) -> String {
 /// Decompress gzip, zstd or xz, or pass through.
 fn decompressed<R: Read + 'static>(mut r: R) -> std::io::Result<Box<dyn Read>> {
     let mut head = [0u8; 6];
-    let n = read_up_to(&mut r, &mut head)?;
+    let n = crate::fsutil::read_full(&mut r, &mut head)?;
     let r = std::io::Cursor::new(head[..n].to_vec()).chain(r);
     if head[..n].starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
         return Ok(Box::new(liblzma::read::XzDecoder::new_multi_decoder(r)));
     }
     crate::tree::layer::open_decompressed(r)
-}
-
-fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
 }
 
 fn read_all(p: &Path) -> Result<Vec<u8>> {

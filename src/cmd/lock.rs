@@ -11,13 +11,12 @@
 //! current, stale or missing; with `--import-digests` it compares the pins of `stagex/...`
 //! references with a release's digest list instead, offline.
 
-use crate::build::image_refs;
 use crate::digest::Digest;
-use crate::error::{Error, IoContext, Result};
+use crate::error::{IoContext, Result};
 use crate::reference::{ImageRef, RefKind};
 use crate::source::registry::Repo;
-use crate::source::{self, ResolvedImage, SourceOptions, Store};
-use crate::spec::{self, BoxSpec, LockFile, LockedImage, Location};
+use crate::source::{self, SourceOptions, Store};
+use crate::spec::{self, LockFile, LockedImage, Location};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -37,7 +36,7 @@ pub fn lock(box_path: &Path, cache: Option<&Path>, platform: Option<source::Plat
 
 pub fn lock_with(box_path: &Path, opts: &LockOptions) -> Result<LockFile> {
     let spec = spec::load_box(box_path)?;
-    let sde = crate::build::source_date_epoch(&spec)?;
+    let sde = spec.source_date_epoch()?;
     let store = Store::open(&source::store::default_root(opts.cache.as_deref())?)?;
     let sopts = SourceOptions { platform: opts.platform.clone().unwrap_or_default(), source_date_epoch: sde, offline: opts.offline };
     let mut imported = BTreeMap::new();
@@ -45,7 +44,7 @@ pub fn lock_with(box_path: &Path, opts: &LockOptions) -> Result<LockFile> {
         imported.extend(read_digest_list(f)?);
     }
     let mut lock = LockFile { version: 1, images: Vec::new() };
-    for (r, _) in image_refs(&spec) {
+    for (r, _) in spec.image_refs() {
         if matches!(r.kind, RefKind::Dir { .. }) || lock.images.iter().any(|i| i.reference == r.text) {
             continue;
         }
@@ -91,7 +90,7 @@ impl PinCheck {
 /// Writes nothing; a reference that cannot be resolved is reported, not fatal.
 pub fn check(box_path: &Path, opts: &LockOptions) -> Result<Vec<PinCheck>> {
     let spec = spec::load_box(box_path)?;
-    let sde = crate::build::source_date_epoch(&spec)?;
+    let sde = spec.source_date_epoch()?;
     let store = Store::open(&source::store::default_root(opts.cache.as_deref())?)?;
     let sopts = SourceOptions { platform: opts.platform.clone().unwrap_or_default(), source_date_epoch: sde, offline: opts.offline };
     let lock = LockFile::load(&spec::lock_path(box_path))?;
@@ -100,7 +99,7 @@ pub fn check(box_path: &Path, opts: &LockOptions) -> Result<Vec<PinCheck>> {
         imported.extend(read_digest_list(f)?);
     }
     let mut out: Vec<PinCheck> = Vec::new();
-    for (r, _) in image_refs(&spec) {
+    for (r, _) in spec.image_refs() {
         if matches!(r.kind, RefKind::Dir { .. }) || out.iter().any(|c| c.reference == r.text) {
             continue;
         }
@@ -161,52 +160,6 @@ fn parse_digest_list(path: &Path, text: &str) -> Result<BTreeMap<String, Digest>
         out.insert(name.to_string(), d);
     }
     Ok(out)
-}
-
-/// `build --locked`, before anything is pulled: every image reference needs a lock entry, and
-/// a reference pinned in the box file must not disagree with its entry (checked in full by
-/// [`check_resolved`] once resolved, since an index digest pins a manifest digest).
-pub fn check_complete(spec: &BoxSpec) -> Result<LockFile> {
-    let lock_path = spec::lock_path(&spec.path);
-    let lock = LockFile::load(&lock_path)?.ok_or_else(|| {
-        Error::Usage(format!("--locked: {} does not exist; run `stagebox lock {}`", lock_path.display(), spec.path.display()))
-    })?;
-    for (r, at) in image_refs(spec) {
-        if matches!(r.kind, RefKind::Dir { .. }) {
-            continue;
-        }
-        if lock.get(&r.text).is_none() {
-            return Err(at.error(format!(
-                "--locked: {} has no entry for {:?} (the lock file is incomplete); run `stagebox lock`",
-                lock_path.display(),
-                r.text
-            )));
-        }
-    }
-    Ok(lock)
-}
-
-/// `build --locked`, after resolving: each image's pin must be what the lock says.
-pub fn check_resolved(spec: &BoxSpec, lock: &LockFile, images: &[ResolvedImage]) -> Result<()> {
-    let lock_path = spec::lock_path(&spec.path);
-    let refs = image_refs(spec);
-    for img in images {
-        let Some(want) = lock.get(&img.reference.text) else { continue };
-        if want == img.pin || Some(&want) == img.reference.digest.as_ref() {
-            continue;
-        }
-        let msg = format!(
-            "--locked: {} is stale: it pins {:?} to {want}, but the reference resolves to {}; run `stagebox lock`",
-            lock_path.display(),
-            img.reference.text,
-            img.pin
-        );
-        return Err(match refs.iter().find(|(r, _)| r.text == img.reference.text) {
-            Some((_, at)) => at.error(msg),
-            None => Error::Usage(msg),
-        });
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -325,7 +325,7 @@ pub fn write<W: Write + Seek>(tree: &Tree, opts: &Options, out: &mut W) -> io::R
         match &node.kind {
             Kind::File { content, .. } => {
                 let mut r = tree.open(&ContentRef { len: full, ..*content });
-                crate::emit::tar::copy_exact(&mut r, out, full, &mut buf).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", crate::tree::path::show(path))))?;
+                crate::fsutil::copy_exact(&mut r, out, full, &mut buf).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", crate::tree::path::show(path))))?;
             }
             Kind::Symlink { target } => out.write_all(target)?,
             Kind::Dir => {

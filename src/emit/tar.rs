@@ -70,7 +70,7 @@ pub fn write(tree: &Tree, sde: u64, w: &mut impl Write) -> io::Result<()> {
         let (h, data) = head_for(path, node, sde, &mut first_path);
         tarfmt::write_header(w, &h)?;
         if let Some(c) = data {
-            copy_exact(&mut tree.open(&c), w, c.len, &mut buf)?;
+            crate::fsutil::copy_exact(&mut tree.open(&c), w, c.len, &mut buf)?;
             tarfmt::pad(w, c.len)?;
         }
     }
@@ -128,19 +128,4 @@ pub fn write_placed(tree: &Tree, sde: u64, out: &std::fs::File, threads: usize) 
     out.set_len(pos).map_err(werr)?;
     tree.fill(&wanted, out, threads)?;
     Ok(pos)
-}
-
-/// Copy exactly `len` bytes, failing if the source is short.
-pub fn copy_exact(r: &mut impl io::Read, w: &mut impl Write, len: u64, buf: &mut [u8]) -> io::Result<()> {
-    let mut left = len;
-    while left > 0 {
-        let want = left.min(buf.len() as u64) as usize;
-        let n = r.read(&mut buf[..want])?;
-        if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file content shorter than recorded"));
-        }
-        w.write_all(&buf[..n])?;
-        left -= n as u64;
-    }
-    Ok(())
 }

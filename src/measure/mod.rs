@@ -107,6 +107,26 @@ pub fn rfc3339(secs: u64) -> String {
     format!("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z", y, m, d, rem / 3600, rem / 60 % 60, rem % 60)
 }
 
+/// Write one output file `dir/name` atomically and record it: `write` fills the file (named
+/// `path` in its errors) and returns the digest and size when it hashed the bytes on their
+/// way out, or `None` to have them read back (outputs laid out or patched in place); then the
+/// file takes its name. The one write → hash → commit → record sequence of every output file.
+pub fn stage_file(
+    dir: &Path,
+    format: &str,
+    name: String,
+    write: impl FnOnce(&mut std::fs::File, &Path) -> Result<Option<(crate::digest::Digest, u64)>>,
+) -> Result<OutputRecord> {
+    let path = dir.join(&name);
+    let mut af = crate::fsutil::AtomicFile::create(&path)?;
+    let (d, size) = match write(af.file(), &path)? {
+        Some(h) => h,
+        None => crate::digest::Digest::of_file(&path.with_file_name(af.temp_name()))?,
+    };
+    af.commit()?;
+    Ok(OutputRecord { format: format.into(), path: name, sha256: d.hex().to_string(), size, pcrs: None })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

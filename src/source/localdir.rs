@@ -100,7 +100,7 @@ pub fn write_tar(root: &Path, policy: ModePolicy, sde: u64, w: &mut impl Write) 
             h.size = m.len();
             tarfmt::write_header(w, &h).at(&full)?;
             let mut f = fs::File::open(&full).at(&full)?;
-            crate::emit::tar::copy_exact(&mut f, w, m.len(), &mut buf).at(&full)?;
+            crate::fsutil::copy_exact(&mut f, w, m.len(), &mut buf).at(&full)?;
             tarfmt::pad(w, m.len()).at(&full)?;
             continue;
         } else if ft.is_fifo() {

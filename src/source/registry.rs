@@ -42,52 +42,13 @@ application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docke
 /// Manifests and indexes larger than this are refused (the distribution spec suggests 4 MiB).
 const MAX_MANIFEST: u64 = 4 << 20;
 
-/// Env: hosts (as written in references, `host[:port]`) that may be reached over plain HTTP.
-pub const ENV_INSECURE: &str = "STAGEBOX_INSECURE_REGISTRIES";
+pub use crate::reference::{Repo, ENV_INSECURE};
 
-/// A registry repository, normalized.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Repo {
-    /// The registry as written (`docker.io`, `quay.io`, `localhost:5000`).
-    pub host: String,
-    /// The repository path (`stagex/core-busybox`, `library/busybox`).
-    pub path: String,
-}
-
+/// Registry API addresses of a repository.
 impl Repo {
-    /// Normalize a reference name (without tag or digest).
-    pub fn parse(name: &str) -> Repo {
-        let name = name.strip_prefix("docker://").unwrap_or(name);
-        let (host, path) = match name.split_once('/') {
-            Some((first, rest)) if first.contains('.') || first.contains(':') || first == "localhost" => {
-                (first.to_string(), rest.to_string())
-            }
-            _ => ("docker.io".to_string(), name.to_string()),
-        };
-        let host = if host == "index.docker.io" || host == "registry-1.docker.io" { "docker.io".to_string() } else { host };
-        let path = if host == "docker.io" && !path.contains('/') { format!("library/{path}") } else { path };
-        Repo { host, path }
-    }
-
-    /// `docker.io/stagex/core-busybox`.
-    pub fn full_name(&self) -> String {
-        format!("{}/{}", self.host, self.path)
-    }
-
     /// The host the API is served from (Docker Hub's differs from its name).
     fn api_host(&self) -> &str {
         if self.host == "docker.io" { "registry-1.docker.io" } else { &self.host }
-    }
-
-    fn is_loopback(&self) -> bool {
-        let h = self.host.rsplit_once(':').map_or(self.host.as_str(), |(h, p)| if p.bytes().all(|b| b.is_ascii_digit()) { h } else { &self.host });
-        matches!(h, "localhost" | "127.0.0.1" | "[::1]") || h.starts_with("127.")
-    }
-
-    /// Plain HTTP is allowed only for loopback registries and those named in `$STAGEBOX_INSECURE_REGISTRIES`.
-    pub fn plain_http(&self) -> bool {
-        self.is_loopback()
-            || std::env::var(ENV_INSECURE).is_ok_and(|v| v.split(',').any(|h| !h.trim().is_empty() && h.trim() == self.host))
     }
 
     fn base_url(&self) -> String {

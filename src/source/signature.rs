@@ -110,11 +110,8 @@ impl Lookaside {
     /// `https://...` (or `http://` for a loopback host) is a URL; anything else a directory,
     /// relative to `base`.
     pub fn parse(s: &str, base: &Path) -> std::result::Result<Lookaside, String> {
-        if let Some(rest) = s.strip_prefix("https://").or_else(|| s.strip_prefix("http://")) {
-            let host = rest.split('/').next().unwrap_or("");
-            if s.starts_with("http://") && !Repo::parse(&format!("{host}/x")).plain_http() {
-                return Err(format!("signature URL {s:?}: plain http is allowed only for loopback hosts; use https"));
-            }
+        if s.starts_with("https://") || s.starts_with("http://") {
+            crate::reference::check_signature_url(s)?;
             return Ok(Lookaside::Url(s.trim_end_matches('/').to_string()));
         }
         if s.is_empty() {
@@ -442,7 +439,7 @@ pub fn enforce(spec: &crate::spec::BoxSpec, images: &[crate::source::ResolvedIma
             todo.push((img.reference.text.clone(), name.clone(), d));
         }
     }
-    for (r, _) in crate::build::image_refs(spec) {
+    for (r, _) in spec.image_refs() {
         if let RefKind::Registry { name, .. } = &r.kind {
             if let Some(d) = r.digest.clone().or_else(|| lock.as_ref().and_then(|l| l.get(&r.text))) {
                 todo.push((r.text.clone(), name.clone(), vec![d]));

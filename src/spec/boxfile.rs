@@ -223,6 +223,52 @@ pub struct Outputs {
     pub disk: Option<DiskOutput>,
 }
 
+impl BoxSpec {
+    /// SOURCE_DATE_EPOCH: the box file's, else the environment's, else 1 (what StageX uses).
+    pub fn source_date_epoch(&self) -> Result<u64> {
+        if let Some(v) = self.source_date_epoch {
+            return Ok(v);
+        }
+        match std::env::var("SOURCE_DATE_EPOCH") {
+            Ok(v) if !v.is_empty() => v
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| crate::Error::Usage(format!("SOURCE_DATE_EPOCH={v:?} is not a non-negative integer"))),
+            _ => Ok(1),
+        }
+    }
+
+    /// Every image reference of the box, in layer order, then kernel and bootloaders, with
+    /// where each was written.
+    pub fn image_refs(&self) -> Vec<(ImageRef, Location)> {
+        let mut v = Vec::new();
+        for l in &self.layers {
+            match l {
+                LayerSpec::Image { image, at } => v.push((image.clone(), at.clone())),
+                LayerSpec::Pallet { pallet, .. } => v.extend(pallet.images.iter().cloned()),
+                LayerSpec::Dir { .. } => {}
+            }
+        }
+        if let Some(k) = &self.kernel {
+            v.push((k.def.image.clone(), k.def.image_at.clone()));
+        }
+        v.extend(self.bootloaders.iter().map(|b| (b.image.clone(), b.image_at.clone())));
+        v.extend(self.disk_bootloaders.iter().map(|b| (b.image.clone(), b.image_at.clone())));
+        v
+    }
+
+    /// The second build of `build --check`: read the n-th `dir` layer from `dirs/n` instead.
+    pub fn use_dir_copies(&mut self, dirs: &Path) {
+        let mut n = 0;
+        for l in &mut self.layers {
+            if let LayerSpec::Dir { path, .. } = l {
+                *path = dirs.join(n.to_string());
+                n += 1;
+            }
+        }
+    }
+}
+
 impl Outputs {
     /// The package tables present, in the order `PackageFormat::ALL` lists them.
     pub fn packages(&self) -> Vec<(super::PackageFormat, &super::PackageOutput)> {

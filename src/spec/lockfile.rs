@@ -30,6 +30,21 @@ pub fn lock_path(box_path: &Path) -> PathBuf {
     box_path.with_extension("lock")
 }
 
+/// Apply the lock file to an unpinned reference, or refuse it with its location.
+pub fn pin(r: &crate::reference::ImageRef, at: &super::Location, lock: Option<&LockFile>, lock_path: &Path) -> Result<crate::reference::ImageRef> {
+    if r.is_pinned() {
+        return Ok(r.clone());
+    }
+    match lock.and_then(|l| l.get(&r.text)) {
+        Some(d) => Ok(r.with_digest(d)),
+        None => Err(at.error(format!(
+            "image {:?} is not pinned: add @sha256:<digest>, or run `stagebox lock` to pin it in {}",
+            r.text,
+            lock_path.display()
+        ))),
+    }
+}
+
 impl LockFile {
     pub fn load(path: &Path) -> Result<Option<Self>> {
         if !path.exists() {

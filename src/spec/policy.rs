@@ -12,7 +12,7 @@
 
 use super::{Location, Source};
 use crate::error::Result;
-use crate::source::registry::Repo;
+use crate::reference::Repo;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -22,7 +22,7 @@ use toml::Spanned;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImagePolicy {
     pub keyring: PathBuf,
-    /// A directory (absolute) or an `https://` URL, as [`crate::source::signature::Lookaside`] takes it.
+    /// A directory (absolute) or an `https://` URL, as `source::signature::Lookaside` takes it.
     pub signatures: String,
     pub quorum: usize,
 }
@@ -74,7 +74,7 @@ fn signatures(src: &Source, s: &Spanned<String>) -> Result<String> {
         return Err(src.loc(s.span()).error("signatures must name a directory or an https:// URL"));
     }
     if v.starts_with("http://") || v.starts_with("https://") {
-        crate::source::signature::Lookaside::parse(v, &src.dir()).map_err(|m| src.loc(s.span()).error(m))?;
+        crate::reference::check_signature_url(v).map_err(|m| src.loc(s.span()).error(m))?;
         return Ok(v.clone());
     }
     Ok(src.dir().join(v).to_string_lossy().into_owned())

@@ -181,13 +181,13 @@ impl<'a> Contents<'a> {
             return Ok(());
         }
         if self.tree.is_spilled(c) {
-            return crate::emit::tar::copy_exact(&mut self.tree.open(c), &mut &mut *w, c.len, buf);
+            return crate::fsutil::copy_exact(&mut self.tree.open(c), &mut &mut *w, c.len, buf);
         }
         let l = c.spill as usize;
         if let Some(&at) = self.captured.get(&(c.spill, c.offset)) {
             let spill = self.spill.as_mut().expect("captured content has a spill file");
             spill.seek(SeekFrom::Start(at))?;
-            return crate::emit::tar::copy_exact(&mut (&*spill).take(c.len), &mut &mut *w, c.len, buf);
+            return crate::fsutil::copy_exact(&mut (&*spill).take(c.len), &mut &mut *w, c.len, buf);
         }
         self.advance(l, c.offset, buf)?;
         self.copy_from_stream(l, c.len, w, buf)

@@ -104,7 +104,7 @@ pub fn write_customer(tree: &Tree, sde: u64, cmd: &[u8], env: &[u8], w: &mut imp
             B::Planned(Body::Target(t)) => entry(w, h, name, t)?,
             B::Planned(Body::Content(c)) => {
                 format::write_header(w, h, name)?;
-                crate::emit::tar::copy_exact(&mut tree.open(c), w, c.len, &mut buf)
+                crate::fsutil::copy_exact(&mut tree.open(c), w, c.len, &mut buf)
                     .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", String::from_utf8_lossy(name))))?;
                 w.write_all(&[0u8; 3][..format::pad4(c.len)])?;
             }

@@ -210,7 +210,7 @@ impl<'t> Payload<'t> {
     /// Copy one file's bytes into `w`.
     pub fn copy(&self, content: &ContentRef, w: &mut impl Write) -> io::Result<()> {
         let mut buf = vec![0u8; 1 << 16];
-        crate::emit::tar::copy_exact(&mut self.tree.open(content), w, content.len, &mut buf)
+        crate::fsutil::copy_exact(&mut self.tree.open(content), w, content.len, &mut buf)
     }
 }
 

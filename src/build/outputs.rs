@@ -1,0 +1,220 @@
+//! The table of output kinds: for each format the box file can name, its file name, the
+//! content mode the tree needs for it, and how it is emitted. Adding an output format is its
+//! `emit/<format>` module, its `[output.*]` table in `spec`, and one arm here.
+
+use super::plan::Plan;
+use crate::boot::{self, bootloader::Bootloader, kernel::Kernel};
+use crate::digest::HashWriter;
+use crate::emit;
+use crate::error::{Error, IoContext, Result};
+use crate::fsutil::{AtomicDir, PreallocFile};
+use crate::measure::{stage_file, InputRecord, OutputRecord};
+use crate::spec::{self, BoxSpec, Compression, PackageSpec};
+use crate::tree::{layer::ContentMode, Tree};
+use std::io::BufWriter;
+use std::path::Path;
+
+/// One output the box asks for, with its settings.
+pub enum Output<'a> {
+    Tar(&'a spec::TarOutput),
+    Oci(&'a spec::OciOutput),
+    Initramfs(&'a spec::InitramfsOutput),
+    Eif(&'a spec::EifOutput),
+    Iso(&'a spec::IsoOutput),
+    Squashfs(&'a spec::SquashfsOutput),
+    Erofs(&'a spec::ErofsOutput),
+    /// `[output.deb]`, `[output.rpm]`, `[output.arch]`, `[output.apk]`: each flattens its own
+    /// layer subset, spilled (`build::package`), not the box's tree.
+    Package(&'a PackageSpec),
+    Disk(&'a spec::DiskOutput),
+    /// Written by `measure::emit_attestations` once every other output exists.
+    Sbom,
+    /// Written by `measure::emit_attestations`; hashes outputs only.
+    Provenance,
+}
+
+/// The outputs of `spec`, in the order they are written and listed in the manifest. The
+/// pattern names every `[output.*]` table on purpose: a new one must be placed here.
+pub fn of(spec: &BoxSpec) -> Vec<Output<'_>> {
+    let spec::Outputs { tar, oci, initramfs, eif, squashfs, erofs, sbom, provenance, deb, rpm, arch, apk, iso, disk } = &spec.outputs;
+    // The package tables arrive as `spec.packages`, in `PackageFormat::ALL` order.
+    let _ = (deb, rpm, arch, apk);
+    let mut v = Vec::new();
+    v.extend(tar.as_ref().map(Output::Tar));
+    v.extend(oci.as_ref().map(Output::Oci));
+    v.extend(initramfs.as_ref().map(Output::Initramfs));
+    v.extend(eif.as_ref().map(Output::Eif));
+    v.extend(iso.as_ref().map(Output::Iso));
+    v.extend(squashfs.as_ref().map(Output::Squashfs));
+    v.extend(erofs.as_ref().map(Output::Erofs));
+    v.extend(spec.packages.iter().map(Output::Package));
+    v.extend(disk.as_ref().map(Output::Disk));
+    v.extend(sbom.as_ref().map(|_| Output::Sbom));
+    v.extend(provenance.as_ref().map(|_| Output::Provenance));
+    v
+}
+
+/// What the outputs written so far add to the manifest.
+#[derive(Default)]
+pub struct Made {
+    pub outputs: Vec<OutputRecord>,
+    /// Inputs beyond the box's images (prepended archives, kernel, bootloaders).
+    pub inputs: Vec<InputRecord>,
+}
+
+impl Output<'_> {
+    /// The file (or directory) name of the output of box `name`, when it has one of its own.
+    pub fn file_name(&self, name: &str) -> Option<String> {
+        Some(match self {
+            Output::Tar(t) => format!("{name}.tar{}", t.compression.suffix()),
+            Output::Oci(_) => format!("{name}.oci"),
+            Output::Initramfs(i) => format!("{name}.cpio{}", i.compression.suffix()),
+            Output::Eif(_) => format!("{name}.eif"),
+            Output::Iso(_) => format!("{name}.iso"),
+            Output::Squashfs(_) => format!("{name}.squashfs"),
+            Output::Erofs(_) => format!("{name}.erofs"),
+            Output::Disk(_) => format!("{name}.img"),
+            Output::Sbom => format!("{name}.spdx.json"),
+            Output::Provenance => format!("{name}.intoto.json"),
+            // Named by its own metadata (version, architecture): see `emit::pkg`.
+            Output::Package(_) => return None,
+        })
+    }
+
+    /// Where the tree must keep file contents for this output. Only emitters that lay out
+    /// their output before writing it (uncompressed tar, ISO) or read the layer streams in
+    /// archive order (initramfs, `emit::cpio::contents`) take them from the layers; any
+    /// streaming emitter needs them spilled.
+    pub fn content_mode(&self) -> ContentMode {
+        match self {
+            Output::Tar(t) if t.compression == Compression::None => ContentMode::Index,
+            // initramfs reads file contents straight from the layer streams in archive order;
+            // iso lays out its extents first and fills contents at their offsets.
+            Output::Initramfs(_) | Output::Iso(_) => ContentMode::Index,
+            // Packages flatten their own layers; provenance only hashes outputs.
+            Output::Package(_) | Output::Provenance => ContentMode::Index,
+            // Compressed tar and OCI stream; eif streams its ramdisks (cpio) from spilled
+            // contents; squashfs compresses each file's blocks as it reads them from the
+            // spill; erofs reads each file's inline tail while writing inodes, then its
+            // blocks; a disk holds one of them; the SBOM hashes every file from the spill.
+            Output::Tar(_) | Output::Oci(_) | Output::Eif(_) | Output::Squashfs(_) | Output::Erofs(_) | Output::Disk(_) | Output::Sbom => {
+                ContentMode::Spill
+            }
+        }
+    }
+
+    /// Write this output into `dir` (the build's staging directory).
+    pub fn emit(&self, plan: &Plan, tree: &Tree, dir: &Path, made: &mut Made) -> Result<()> {
+        let spec = &plan.spec;
+        let sde = plan.sde;
+        let name = self.file_name(&spec.name).unwrap_or_default();
+        let layers = plan.layers();
+        if !matches!(self, Output::Package(_) | Output::Sbom | Output::Provenance) {
+            plan.progress.set_message(format!("write {name}"));
+        }
+        match self {
+            Output::Tar(t) => made.outputs.push(stage_file(dir, "tar", name, |file, path| {
+                if t.compression == Compression::None {
+                    // Laid out, then filled from the layers (no spill); hashed by reading it back.
+                    let f = file.try_clone().at(path)?;
+                    crate::fsutil::reserve(&f, 0, tree.content_bytes() + tree.len() as u64 * 1024);
+                    emit::tar::write_placed(tree, sde, &f, plan.workers()).map_err(|e| Error::other(format!("{}: {e}", path.display())))?;
+                    return Ok(None);
+                }
+                let hw = HashWriter::new(BufWriter::with_capacity(1 << 20, PreallocFile::new(file.try_clone().at(path)?)));
+                let mut enc = emit::compress::Encoder::with_threads(t.compression, plan.threads, hw).at(path)?;
+                emit::tar::write(tree, sde, &mut enc).at(path)?;
+                let (d, size, bw) = enc.finish().at(path)?.finish_with_inner();
+                bw.into_inner().map_err(|e| Error::io(path, e.into_error()))?.finish().at(path)?;
+                Ok(Some((d, size)))
+            })?),
+            Output::Oci(o) => {
+                let ad = AtomicDir::create(&dir.join(&name))?;
+                let tag = o.tag.clone().unwrap_or_else(|| spec.version.clone());
+                let img = emit::oci::write(tree, sde, &tag, plan.top_config(), ad.path(), &format!("stagebox build {}", spec.name))?;
+                ad.commit()?;
+                made.outputs.push(OutputRecord { format: "oci".into(), path: name, sha256: img.manifest_digest.hex().to_string(), size: img.manifest_size, pcrs: None });
+            }
+            Output::Initramfs(o) => {
+                let mut inputs = Vec::new();
+                made.outputs.push(stage_file(dir, "initramfs", name, |file, path| {
+                    let (d, size, i) = boot::initramfs::write(&plan.job(tree, dir, &layers), o, file, path)?;
+                    inputs = i;
+                    Ok(Some((d, size)))
+                })?);
+                made.inputs.extend(inputs);
+                if let Some(k) = &plan.kernel {
+                    made.outputs.extend(k.write(&spec.name, dir)?);
+                    made.inputs.push(k.input_record());
+                }
+            }
+            Output::Eif(e) => {
+                let Some(k) = &plan.kernel else { return Ok(()) };
+                let (recs, inputs) = boot::enclave::emit(&plan.job(tree, dir, &layers), e, k, plan.top_config())?;
+                made.outputs.extend(recs);
+                made.inputs.extend(inputs);
+                if spec.outputs.initramfs.is_none() {
+                    made.inputs.push(k.input_record());
+                }
+            }
+            Output::Iso(o) => match &plan.kernel {
+                Some(k) if !plan.bootloaders.is_empty() => {
+                    let vid = o.volume_id.clone().unwrap_or_else(|| spec.name.clone());
+                    let boot = iso_boot(spec, k, &plan.bootloaders);
+                    let (rec, inputs) = boot::iso::emit(&plan.job(tree, dir, &layers), &vid, &boot, &plan.image_inputs())?;
+                    made.outputs.push(rec);
+                    made.inputs.extend(inputs);
+                    if spec.outputs.initramfs.is_none() && spec.outputs.eif.is_none() {
+                        made.inputs.push(k.input_record());
+                    }
+                }
+                // Laid out, then filled from the layers; hashed by reading it back.
+                _ => made.outputs.push(stage_file(dir, "iso", name, |file, _| {
+                    let opts = emit::iso::IsoOptions { volume_id: o.volume_id.clone().unwrap_or_else(|| spec.name.clone()), sde, ..Default::default() };
+                    emit::iso::write(tree, &opts, file, plan.workers())?;
+                    Ok(None)
+                })?),
+            },
+            // Hashed by reading it back (the superblock is written last).
+            Output::Squashfs(o) => made.outputs.push(stage_file(dir, "squashfs", name, |file, path| {
+                let mut w = BufWriter::with_capacity(1 << 20, file);
+                let opts = emit::squashfs::Options { compression: o.compression, sde, threads: plan.workers() };
+                emit::squashfs::write(tree, &opts, &mut w).at(path)?;
+                std::io::Write::flush(&mut w).at(path)?;
+                Ok(None)
+            })?),
+            Output::Erofs(o) => made.outputs.push(stage_file(dir, "erofs", name, |file, path| {
+                let mut w = BufWriter::with_capacity(1 << 20, file);
+                let opts = emit::erofs::Options { sde, label: o.label.clone().unwrap_or_else(|| spec.name.clone()) };
+                emit::erofs::write(tree, &opts, &mut w).at(path)?;
+                std::io::Write::flush(&mut w).at(path)?;
+                Ok(None)
+            })?),
+            Output::Package(p) => made.outputs.push(super::package::emit(plan, p, dir)?),
+            Output::Disk(o) => {
+                let Some(k) = &plan.kernel else { return Ok(()) };
+                let (rec, inputs) = boot::disk::emit(&plan.job(tree, dir, &layers), o, k, &plan.disk_bootloaders)?;
+                made.outputs.push(rec);
+                made.inputs.extend(inputs);
+                if spec.outputs.initramfs.is_none() && spec.outputs.eif.is_none() {
+                    made.inputs.push(k.input_record());
+                }
+            }
+            Output::Sbom | Output::Provenance => {}
+        }
+        Ok(())
+    }
+}
+
+/// What a bootable `[output.iso]` boots with (see `boot::iso`).
+pub fn iso_boot<'a>(spec: &BoxSpec, k: &'a Kernel, b: &'a [Bootloader]) -> boot::iso::IsoBoot<'a> {
+    let o = spec.outputs.iso.as_ref();
+    boot::iso::IsoBoot {
+        kernel: k,
+        bootloaders: b,
+        label: o.and_then(|o| o.label.clone()).unwrap_or_else(|| boot::iso::DEFAULT_LABEL.to_string()),
+        serial: o.is_some_and(|o| o.serial),
+        initramfs: boot::iso::initramfs_settings(spec),
+        at: spec.iso_at.clone().unwrap_or_else(|| k.spec.at.clone()),
+    }
+}
