@@ -148,13 +148,13 @@ enum Command {
 fn run(cli: Cli) -> stagebox::Result<()> {
     match cli.command {
         Command::Build { box_file, out, store: StoreArgs { cache, platform, offline }, threads, quiet, locked, check, check_variant } => {
-            let opts = stagebox::build::BuildOptions { out, cache, platform, threads, quiet, offline, locked, check_variant };
+            let opts = stagebox::cmd::build::BuildOptions { out, cache, platform, threads, quiet, offline, locked, check_variant };
             let res = if check {
                 let (res, varied) = stagebox::cmd::check::check(&box_file, &opts)?;
                 eprintln!("checked: {} output(s) and manifest.json identical byte for byte in a second build with {varied}", res.manifest.outputs.len());
                 res
             } else {
-                stagebox::build::build(&box_file, &opts)?
+                stagebox::cmd::build::build(&box_file, &opts)?
             };
             for o in &res.manifest.outputs {
                 println!("{}  {}", o.sha256, res.out_dir.join(&o.path).display());
@@ -188,8 +188,8 @@ fn run(cli: Cli) -> stagebox::Result<()> {
             stagebox::cmd::run::run(&output, &opts)?;
         }
         Command::Verify { reference, keyring, signatures, quorum, json, store: StoreArgs { cache, platform, offline } } => {
-            let opts = stagebox::source::signature::VerifyOptions { keyring, signatures, quorum, cache, platform, offline };
-            let report = stagebox::source::signature::verify(&reference, &opts)?;
+            let opts = stagebox::cmd::verify::VerifyOptions { keyring, signatures, quorum, cache, platform, offline };
+            let report = stagebox::cmd::verify::verify(&reference, &opts)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report).expect("json"));
             } else {

@@ -1,8 +1,10 @@
 //! The commands `main.rs` dispatches to: build (and `--check`), lock, diff, inspect, run and
 //! verify. The only modules allowed to call each other's entry points; nothing below calls them.
 
+pub mod build;
 pub mod check;
 pub mod diff;
 pub mod inspect;
 pub mod lock;
 pub mod run;
+pub mod verify;
