@@ -1,9 +1,12 @@
 //! stagebox: compose digest-pinned OCI images into reproducible artifacts.
 //!
-//! Data flows one way: [`spec`] (box files) → [`source`] (resolve, fetch, verify) →
-//! [`tree`] (flatten, normalize) → [`emit`] (one module per output format), with
-//! [`measure`] (digests, manifest) beside the emitters. [`build`] and [`inspect`] are the
-//! commands that wire them together; `main.rs` only parses arguments.
+//! Layers, lowest first; imports run down only (`tests/architecture.rs` keeps it so, and
+//! `docs/design.md` draws it): utilities ([`error`], [`digest`], [`fsutil`], [`progress`],
+//! [`tarfmt`], [`reference`]) → [`spec`] (box files) → [`source`] (resolve, fetch, verify)
+//! → [`tree`] (flatten, normalize) → [`emit`] (one module per output format) and
+//! [`measure`] (digests, manifest) → [`boot`] (kernel, bootloaders, bootable outputs) →
+//! [`build`] (the plan and the output table) → [`cmd`] (the commands) → `main.rs`, which
+//! only parses arguments.
 
 pub mod boot;
 pub mod build;

@@ -72,7 +72,7 @@ fn config_list(config: Option<&serde_json::Value>, keys: &[&str]) -> Vec<String>
 
 /// The bytes of a regular file at `path` in `tree` (symlinks followed), or why not.
 fn tree_file(tree: &Tree, path: &str, executable: bool) -> Result<Vec<u8>, String> {
-    let (key, node) = crate::boot::kernel::lookup(tree, path.as_bytes())?;
+    let (key, node) = tree.lookup(path.as_bytes())?;
     let Kind::File { content, .. } = node.kind else {
         return Err(format!("/{} is not a regular file", String::from_utf8_lossy(&key)));
     };
@@ -127,7 +127,7 @@ pub fn emit(job: &Job, o: &EifOutput, kernel: &Kernel, config: Option<&serde_jso
                 ));
             };
             let init = tree_file(tree, init_path, true).map_err(|m| at.error(format!("bootstrap_init {init_path:?}: {m}")))?;
-            let nsm = match crate::boot::kernel::lookup(&kernel.tree, b"nsm.ko") {
+            let nsm = match kernel.tree.lookup(b"nsm.ko") {
                 Ok(_) => Some(tree_file(&kernel.tree, "/nsm.ko", false).map_err(|m| in_kernel(format!("nsm.ko: {m}")))?),
                 Err(_) => None,
             };

@@ -16,12 +16,11 @@ use crate::boot::Import;
 use crate::source::{LayerBlob, ResolvedImage};
 use crate::spec::{self, Compression, KernelSpec, Location};
 use crate::tree::{ContentRef, Kind, Node, Tree};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 /// Most symlinks followed resolving one path (Linux's `MAXSYMLINKS`).
-const MAX_SYMLINK_HOPS: usize = 40;
 
 /// A kernel config (`.config` format): `CONFIG_X=value` lines; `# CONFIG_X is not set` and
 /// absent options both read as unset.
@@ -188,7 +187,7 @@ pub fn resolve(k: &KernelSpec, import: &Import) -> Result<Kernel> {
         message: format!("{what} {p} (from {}): {m}", def.file.as_ref().map(|f| f.display().to_string()).unwrap_or_else(|| "[kernel]".into())),
     };
     let kernel = regular_file(&tree, &def.path).map_err(|m| in_image("kernel", &def.path, m))?;
-    let config = match lookup(&tree, def.config.as_bytes()) {
+    let config = match tree.lookup(def.config.as_bytes()) {
         Ok((_, Node { kind: Kind::File { content, .. }, .. })) => {
             let mut text = String::new();
             let mut r = tree.open(content).take(content.len);
@@ -204,7 +203,7 @@ pub fn resolve(k: &KernelSpec, import: &Import) -> Result<Kernel> {
 
 /// The contents of the regular file at `path` in `tree` (symlinks followed), or why not.
 pub fn regular_file(tree: &Tree, path: &str) -> Result<ContentRef, String> {
-    match lookup(tree, path.as_bytes())? {
+    match tree.lookup(path.as_bytes())? {
         (_, Node { kind: Kind::File { content, .. }, .. }) => Ok(*content),
         _ => Err("not a regular file".into()),
     }
@@ -212,50 +211,6 @@ pub fn regular_file(tree: &Tree, path: &str) -> Result<ContentRef, String> {
 
 fn show(p: &[u8]) -> String {
     format!("/{}", String::from_utf8_lossy(p))
-}
-
-/// Resolve `path` inside `tree` as the kernel would: every symlink followed (absolute targets
-/// from the tree's root, `..` stopping at the root), the last one too. Returns the resolved
-/// key and its node, or why it cannot be reached.
-pub fn lookup<'t>(tree: &'t Tree, path: &[u8]) -> Result<(Vec<u8>, &'t Node), String> {
-    let mut queue: VecDeque<&[u8]> = path.split(|b| *b == b'/').collect();
-    let mut cur: Vec<&[u8]> = Vec::new();
-    let mut hops = 0;
-    while let Some(c) = queue.pop_front() {
-        match c {
-            b"" | b"." => continue,
-            b".." => {
-                cur.pop();
-                continue;
-            }
-            _ => cur.push(c),
-        }
-        let key = cur.join(&b'/');
-        let node = tree.get(&key).ok_or_else(|| format!("{} does not exist", show(&key)))?;
-        match &node.kind {
-            Kind::Symlink { target } => {
-                hops += 1;
-                if hops > MAX_SYMLINK_HOPS {
-                    return Err(format!("too many levels of symlinks at {}", show(&key)));
-                }
-                cur.pop();
-                if target.first() == Some(&b'/') {
-                    cur.clear();
-                }
-                for t in target.split(|b| *b == b'/').rev() {
-                    queue.push_front(t);
-                }
-            }
-            Kind::Dir => {}
-            _ if queue.iter().any(|c| !c.is_empty() && *c != b".") => {
-                return Err(format!("{} is not a directory", show(&key)));
-            }
-            _ => {}
-        }
-    }
-    let key = cur.join(&b'/');
-    let node = tree.get(&key).ok_or_else(|| format!("{} does not exist", show(&key)))?;
-    Ok((key, node))
 }
 
 /// Check that the init the kernel runs from the initramfs (see [`spec::rdinit`]) is an
@@ -283,7 +238,7 @@ pub fn check_init(tree: &Tree, layers: &[(PathBuf, LayerBlob)], cmdline: &str, a
 
 /// The content of the executable regular file at `path`, or why it is not one.
 fn executable(tree: &Tree, path: &[u8]) -> Result<ContentRef, String> {
-    let (key, node) = lookup(tree, path)?;
+    let (key, node) = tree.lookup(path)?;
     match node.kind {
         Kind::File { content, .. } if node.meta.mode & 0o111 != 0 => Ok(content),
         Kind::File { .. } => Err(format!("{} is not executable (mode {:04o})", show(&key), node.meta.mode)),

@@ -1,6 +1,7 @@
 //! `stagebox diff A B`: what differs between two outputs of the same format, as entries and
 //! sections rather than byte offsets — tar (plain, gzip, zstd), newc cpio (plain, gzip, zstd,
-//! xz; prepended archives included), OCI image layouts, and EIFs.
+//! xz; prepended archives included), OCI image layouts, EIFs, ISO images (volumes, boot
+//! catalog, system area, Rock Ridge tree), GPT disk images and SquashFS images.
 //!
 //! Each side is read with the readers `inspect` already uses (the `tar` crate over
 //! [`crate::tree::layer::open_decompressed`], [`crate::emit::cpio::format::parse`],

@@ -1,6 +1,7 @@
 //! `stagebox inspect`: what an image reference or an output file holds — an image's
 //! manifest, config and layers with their digests; a tarball's entries; an EIF's sections
-//! and PCRs; a SquashFS image's superblock and entries.
+//! and PCRs; an ISO's volumes and boot records; a disk image's GPT and partitions; a
+//! SquashFS image's superblock and entries.
 
 use crate::error::{Error, IoContext, Result};
 use crate::reference::{ImageRef, RefKind};

@@ -331,6 +331,51 @@ impl Tree {
         Ok(())
     }
 
+    /// Resolve `path` inside the tree as the kernel would: every symlink followed (absolute
+    /// targets from the tree's root, `..` stopping at the root), the last one too. Returns the
+    /// resolved key and its node, or why it cannot be reached. (Layers are applied with
+    /// `resolve_parent`, which also walks through components that do not exist yet.)
+    pub fn lookup(&self, path: &[u8]) -> Result<(Vec<u8>, &Node), String> {
+        let mut queue: std::collections::VecDeque<&[u8]> = path.split(|b| *b == b'/').collect();
+        let mut cur: Vec<&[u8]> = Vec::new();
+        let mut hops = 0;
+        while let Some(c) = queue.pop_front() {
+            match c {
+                b"" | b"." => continue,
+                b".." => {
+                    cur.pop();
+                    continue;
+                }
+                _ => cur.push(c),
+            }
+            let key = cur.join(&b'/');
+            let node = self.get(&key).ok_or_else(|| format!("{} does not exist", path::show(&key)))?;
+            match &node.kind {
+                Kind::Symlink { target } => {
+                    hops += 1;
+                    if hops > MAX_SYMLINK_HOPS {
+                        return Err(format!("too many levels of symlinks at {}", path::show(&key)));
+                    }
+                    cur.pop();
+                    if target.first() == Some(&b'/') {
+                        cur.clear();
+                    }
+                    for t in target.split(|b| *b == b'/').rev() {
+                        queue.push_front(t);
+                    }
+                }
+                Kind::Dir => {}
+                _ if queue.iter().any(|c| !c.is_empty() && *c != b".") => {
+                    return Err(format!("{} is not a directory", path::show(&key)));
+                }
+                _ => {}
+            }
+        }
+        let key = cur.join(&b'/');
+        let node = self.get(&key).ok_or_else(|| format!("{} does not exist", path::show(&key)))?;
+        Ok((key, node))
+    }
+
     /// Resolve all but the last component of `comps` inside the tree, following symlinks
     /// (absolute targets from the tree's root, `..` clamped at the root). Returns the parent's key.
     fn resolve_parent(&self, comps: &[Vec<u8>]) -> Result<Vec<u8>, String> {

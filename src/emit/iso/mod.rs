@@ -1,7 +1,7 @@
 //! ISO 9660 images: the flattened tree as an ECMA-119 file system with Rock Ridge (modes,
 //! owners, symlinks, hardlinks, devices, FIFOs, long names) and Joliet, plus El Torito boot
-//! entries, for `[output.iso]`. The caller (the ISO output in `build`) adds bootloader files
-//! and the ESP image as [`IsoFile`]s and writes the hybrid MBR/GPT into the system area.
+//! entries, for `[output.iso]`. The caller (`boot::iso` for a bootable ISO) adds bootloader
+//! files and the ESP image as [`IsoFile`]s and writes the hybrid MBR/GPT into the system area.
 //!
 //! Written here rather than with a crate. `hadris-iso` (the one maintained Rust ISO writer)
 //! was evaluated: it needs rustc 1.88 (above our `rust-version`), its `from_fs` path reads
