@@ -1,7 +1,7 @@
 //! stagebox: compose digest-pinned OCI images into reproducible artifacts.
 //!
 //! Layers, lowest first; imports run down only (`tests/architecture.rs` keeps it so, and
-//! `docs/design.md` draws it): utilities ([`error`], [`digest`], [`fsutil`], [`progress`],
+//! `docs/design.md` draws it): utilities ([`error`], [`date`], [`digest`], [`fsutil`], [`progress`],
 //! [`tarfmt`], [`reference`]) → [`spec`] (box files) → [`source`] (resolve, fetch, verify)
 //! → [`tree`] (flatten, normalize) → [`emit`] (one module per output format) and
 //! [`measure`] (digests, manifest) → [`boot`] (kernel, bootloaders, bootable outputs) →
@@ -11,6 +11,7 @@
 pub mod boot;
 pub mod build;
 pub mod cmd;
+pub mod date;
 pub mod digest;
 pub mod emit;
 pub mod error;

@@ -54,18 +54,8 @@ pub struct Esp {
 /// A FAT date and time for a Unix time, in UTC (FAT has no time zone: we choose UTC so the
 /// host's TZ never matters).
 pub fn fat_time(unix: u64) -> fatfs::DateTime {
-    let days = (unix / 86_400) as i64;
-    let secs = unix % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u16;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u16;
-    let year = (yoe + era * 400 + i64::from(month <= 2)) as i64;
+    let (year, month, day, hour, min, sec) = crate::date::utc(unix);
+    let (month, day) = (month as u16, day as u16);
     let (date, time) = if year < 1980 {
         (fatfs::Date { year: 1980, month: 1, day: 1 }, fatfs::Time { hour: 0, min: 0, sec: 0, millis: 0 })
     } else if year > 2107 {
@@ -73,7 +63,7 @@ pub fn fat_time(unix: u64) -> fatfs::DateTime {
     } else {
         (
             fatfs::Date { year: year as u16, month, day },
-            fatfs::Time { hour: (secs / 3600) as u16, min: (secs / 60 % 60) as u16, sec: (secs % 60) as u16, millis: 0 },
+            fatfs::Time { hour: hour as u16, min: min as u16, sec: sec as u16, millis: 0 },
         )
     };
     fatfs::DateTime { date, time }

@@ -111,26 +111,8 @@ pub fn read_both32(b: &[u8]) -> u32 {
     u32::from_le_bytes([b[0], b[1], b[2], b[3]])
 }
 
-/// Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
-}
-
 /// (year, month, day, hour, minute, second) in UTC.
-pub fn utc(t: u64) -> (i64, u32, u32, u32, u32, u32) {
-    let (y, m, d) = civil((t / 86_400) as i64);
-    let s = t % 86_400;
-    (y, m, d, (s / 3600) as u32, (s / 60 % 60) as u32, (s % 60) as u32)
-}
+pub use crate::date::utc;
 
 /// 7-byte directory record date (ECMA-119 9.1.5): years since 1900 (saturating at 255,
 /// the year 2155), month, day, hour, minute, second, GMT offset 0.
