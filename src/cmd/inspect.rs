@@ -3,6 +3,7 @@
 //! and PCRs; an ISO's volumes and boot records; a disk image's GPT and partitions; a
 //! SquashFS image's superblock and entries.
 
+use super::diff::Format;
 use crate::error::{Error, IoContext, Result};
 use crate::reference::{ImageRef, RefKind};
 use crate::source::{self, SourceOptions, Store};
@@ -94,18 +95,24 @@ pub fn inspect_with(target: &str, cache: Option<&Path>, platform: Option<source:
                 .collect(),
         }));
     }
-    if is_eif(p) {
-        return inspect_eif(p).map(|d| Inspection::Eif(Box::new(d)));
-    }
-    if let Some(d) = inspect_iso(p)? {
-        return Ok(Inspection::Iso(Box::new(d)));
-    }
-    if let Some(partitions) = crate::boot::disk::describe(p)? {
-        return Ok(Inspection::Disk { file: p.display().to_string(), partitions });
-    }
-    if starts_with(p, b"hsqs") {
-        let d = crate::emit::squashfs::debug::describe_file(p).map_err(|e| Error::other(format!("{}: {e}", p.display())))?;
-        return Ok(Inspection::Squashfs(Box::new(d)));
+    // The format by content, with the sniffer `diff` uses; anything else is read as a tar.
+    match Format::sniff(p) {
+        Some(Format::Eif) => return inspect_eif(p).map(|d| Inspection::Eif(Box::new(d))),
+        Some(Format::Iso) => {
+            if let Some(d) = inspect_iso(p)? {
+                return Ok(Inspection::Iso(Box::new(d)));
+            }
+        }
+        Some(Format::Disk) => {
+            if let Some(partitions) = crate::boot::disk::describe(p)? {
+                return Ok(Inspection::Disk { file: p.display().to_string(), partitions });
+            }
+        }
+        Some(Format::Squashfs) => {
+            let d = crate::emit::squashfs::debug::describe_file(p).map_err(|e| Error::other(format!("{}: {e}", p.display())))?;
+            return Ok(Inspection::Squashfs(Box::new(d)));
+        }
+        _ => {}
     }
     inspect_tar(p).map(Inspection::Tar)
 }
@@ -120,17 +127,6 @@ fn inspect_iso(p: &Path) -> Result<Option<crate::emit::iso::debug::Description>>
     crate::emit::iso::debug::describe(&f, &p.display().to_string(), sha.hex())
         .map(Some)
         .map_err(|e| Error::other(format!("{}: damaged ISO 9660 image: {e}", p.display())))
-}
-
-/// A file that starts with the EIF magic.
-fn is_eif(p: &Path) -> bool {
-    starts_with(p, &crate::emit::eif::format::MAGIC)
-}
-
-/// A file whose first bytes are `magic`.
-fn starts_with(p: &Path, magic: &[u8]) -> bool {
-    let mut head = vec![0u8; magic.len()];
-    std::fs::File::open(p).and_then(|mut f| f.read_exact(&mut head)).is_ok() && head == magic
 }
 
 /// An EIF's header, sections, metadata and PCRs. A truncated or malformed file, or one whose
