@@ -67,7 +67,16 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
     progress.timing("emit", t0);
     let inputs: Vec<InputRecord> = plan.image_inputs().into_iter().chain(made.inputs).collect();
     let mut outputs = made.outputs;
-    crate::measure::emit_attestations(spec, plan.sde, &inputs, &plan.images, &plan.signatures, &tree, &out, &mut outputs, progress)?;
+    let known = crate::measure::sbom::SbomInput {
+        name: &spec.name,
+        version: &spec.version,
+        source_date_epoch: plan.sde,
+        inputs: &inputs,
+        images: &plan.images,
+        signatures: &plan.signatures,
+        tree: &tree,
+    };
+    crate::measure::emit_attestations(spec, &known, &out, &mut outputs, progress)?;
     progress.finish();
 
     let manifest = BuildManifest { name: spec.name.clone(), version: spec.version.clone(), source_date_epoch: plan.sde, inputs, outputs };

@@ -52,24 +52,20 @@ impl BuildManifest {
 }
 
 /// `[output.sbom]` and `[output.provenance]`, after every other output (the provenance's
-/// subjects are all outputs before it, the SBOM included).
-#[allow(clippy::too_many_arguments)]
+/// subjects are all outputs before it, the SBOM included). `s` is what the build knows
+/// (the box's name, version, inputs, images, signatures and tree).
 pub fn emit_attestations(
     spec: &crate::spec::BoxSpec,
-    sde: u64,
-    inputs: &[InputRecord],
-    images: &[crate::source::ResolvedImage],
-    signatures: &[crate::source::signature::Report],
-    tree: &crate::tree::Tree,
+    s: &sbom::SbomInput,
     out: &Path,
     outputs: &mut Vec<OutputRecord>,
     progress: &crate::progress::Progress,
 ) -> Result<()> {
+    let (sde, inputs, tree) = (s.source_date_epoch, s.inputs, s.tree);
     if spec.outputs.sbom.is_some() {
         let t0 = std::time::Instant::now();
         progress.set_message(format!("write {}.spdx.json", spec.name));
-        let s = sbom::SbomInput { name: &spec.name, version: &spec.version, source_date_epoch: sde, inputs, images, signatures, tree };
-        outputs.push(sbom::emit(&s, out)?);
+        outputs.push(sbom::emit(s, out)?);
         progress.timing(&format!("sbom ({} bytes hashed)", tree.content_bytes()), t0);
     }
     if spec.outputs.provenance.is_some() {
