@@ -20,8 +20,6 @@ use std::collections::BTreeMap;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
-/// Most symlinks followed resolving one path (Linux's `MAXSYMLINKS`).
-
 /// A kernel config (`.config` format): `CONFIG_X=value` lines; `# CONFIG_X is not set` and
 /// absent options both read as unset.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
