@@ -2,7 +2,8 @@
 //! (`grub-common`) for the same platform directory, module list, early config and prefix,
 //! for x86_64-efi (Debian's `grub-efi-amd64-bin`) and arm64-efi (`grub-efi-arm64-bin:arm64`,
 //! unpacked, not installed); one image's sha256 pinned; the image read back by binutils'
-//! `objdump`; and the bad inputs (missing module, `moddep.lst` cycle or missing entry,
+//! `objdump`; the image booted by OVMF in QEMU (TCG) from a FAT ESP, running a `grub.cfg`;
+//! and the bad inputs (missing module, `moddep.lst` cycle or missing entry,
 //! kernel of the wrong architecture or ELF class, damaged `kernel.img`) refused with an error
 //! that names the module or file, never a panic.
 
@@ -259,4 +260,57 @@ fn a_damaged_kernel_img_is_an_error_not_a_panic() {
         q.kernel[at] ^= 0xa5;
         let _ = ours(&q, Target::X86_64Efi, MINIMAL, None, "/");
     }
+}
+
+// ---- boot ----
+
+/// Our image boots: OVMF starts it as `EFI/BOOT/BOOTX64.EFI` from a FAT file system made by
+/// dosfstools/mtools, GRUB finds `grub.cfg` through the embedded prefix, and the config's
+/// `echo` reaches the serial console before `halt` powers the machine off.
+#[test]
+fn ovmf_boots_the_image_and_runs_grub_cfg() {
+    require_tools(&["qemu-system-x86_64", "mkfs.vfat", "mmd", "mcopy"]);
+    let ovmf = Path::new("/usr/share/ovmf/OVMF.fd");
+    assert!(ovmf.is_file(), "{} is missing (Debian package ovmf): {INSTALL_HINT}", ovmf.display());
+    let img = ours(amd64(), Target::X86_64Efi, &["part_gpt", "part_msdos", "fat", "normal", "configfile", "echo", "halt"], None, "/EFI/BOOT").unwrap();
+    let tmp = tempdir();
+    let efi = tmp.path().join("BOOTX64.EFI");
+    write(&efi, &img);
+    // The marker is computed by GRUB, so its text is in neither the image nor the config.
+    let cfg = tmp.path().join("grub.cfg");
+    write(&cfg, "set n=42\necho \"stagebox-grub: ${n} ok\"\nhalt\n");
+    let esp = tmp.path().join("esp.img");
+    run(Command::new("mkfs.vfat").arg("-C").arg(&esp).arg("8192"));
+    run(Command::new("mmd").arg("-i").arg(&esp).args(["::/EFI", "::/EFI/BOOT"]));
+    run(Command::new("mcopy").arg("-i").arg(&esp).arg(&efi).arg(&cfg).arg("::/EFI/BOOT/"));
+
+    let mut child = Command::new("qemu-system-x86_64")
+        .args(["-machine", "q35,accel=tcg", "-m", "256", "-nographic", "-no-reboot", "-bios"])
+        .arg(ovmf)
+        .arg("-drive")
+        .arg(format!("file={},format=raw,if=ide,snapshot=on", esp.display()))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start qemu-system-x86_64: {e} ({INSTALL_HINT})"));
+    let start = std::time::Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        if start.elapsed().as_secs() > 180 {
+            child.kill().unwrap();
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let out = child.wait_with_output().unwrap();
+    let console = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        console.contains("stagebox-grub: 42 ok"),
+        "no marker after {:.0}s:\n{console}\n--- stderr\n{}",
+        start.elapsed().as_secs_f64(),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
