@@ -64,9 +64,9 @@ fn dump_into(pe: &[u8], out: &mut String) -> Result<(), String> {
         .find(|&p| le::<4>(pe, p) == Some(u64::from(MODULE_MAGIC)))
         .ok_or("no module area")?;
     let total = r8(at + 16)?;
-    let end = at + total;
+    let end = at.saturating_add(total);
     let _ = writeln!(out, "module area at {at:#x}, {total:#x} bytes");
-    at += r8(at + 8)?;
+    at = at.checked_add(r8(at + 8)?).ok_or("module area offset overflows")?;
     while at + 8 <= end {
         let (kind, size) = (r4(at)?, r4(at + 4)?);
         if size < 8 {
