@@ -134,6 +134,17 @@ fn x86_64_with_early_config_is_byte_identical_to_grub_mkimage() {
     assert!(dump.contains("config \"search --no-floppy"), "{dump}");
 }
 
+/// Every module of the directory at once (in name order): the whole dependency graph, in
+/// grub-mkimage's order.
+#[test]
+fn every_module_at_once_is_byte_identical_to_grub_mkimage() {
+    for (p, target) in [(amd64(), Target::X86_64Efi), (arm64(), Target::Arm64Efi)] {
+        let all: Vec<&str> = p.modules.keys().map(String::as_str).collect();
+        assert!(all.len() > 200, "{} modules in {}", all.len(), p.dir.display());
+        assert_identical(p, target, &all, Some(EARLY), "/boot/grub");
+    }
+}
+
 #[test]
 fn arm64_is_byte_identical_to_grub_mkimage() {
     assert_identical(arm64(), Target::Arm64Efi, MINIMAL, None, "/boot/grub");
