@@ -59,3 +59,14 @@ pub fn eif(data: &[u8]) {
 pub fn cpio(data: &[u8]) {
     let _ = stagebox::emit::cpio::debug::dump(data);
 }
+
+/// A GRUB platform directory's `kernel.img` → `emit::grub` layout and relocation (for both
+/// targets); the same bytes as a core image → `debug::dump`, and as `moddep.lst` → `resolve`.
+pub fn grub(data: &[u8]) {
+    use stagebox::emit::grub;
+    for t in [grub::Target::X86_64Efi, grub::Target::Arm64Efi] {
+        let _ = grub::writer::load_kernel(t, "kernel.img", data);
+    }
+    let _ = grub::debug::dump(data);
+    let _ = grub::resolve("d", &String::from_utf8_lossy(data), &["normal".to_string(), "linux".to_string()]);
+}

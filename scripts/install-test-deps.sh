@@ -6,7 +6,16 @@ PKGS=(umoci skopeo libarchive-tools tar gzip zstd xz-utils cpio busybox-static
       qemu-system-x86 ovmf dpkg ca-certificates docker-registry gnupg
       python3 openssl squashfs-tools erofs-utils python3-jsonschema diffoscope-minimal
       rpm lintian genisoimage xorriso p7zip-full dosfstools mtools
-      isolinux syslinux-common systemd-boot-efi gdisk fdisk)
+      isolinux syslinux-common systemd-boot-efi gdisk fdisk
+      grub-common grub-efi-amd64-bin binutils)
+# tests/grub.rs downloads (never installs) grub-efi-arm64-bin:arm64, so apt needs the arm64
+# package index.
+if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO dpkg --add-architecture arm64
+  $SUDO apt-get update -qq
+fi
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -194,3 +194,37 @@ fn fuzz_cpio_reader() {
     two.extend_from_slice(&a);
     fuzz("cpio", 0x5eed_0005, vec![a, two], iterations(1), |d, _| targets::cpio(d));
 }
+
+#[test]
+fn fuzz_grub_kernel_img_and_core_image() {
+    use stagebox::emit::grub;
+    // Debian's grub-efi-amd64-bin: kernel.img, fshelp.mod (no dependencies), moddep.lst.
+    let mut files = std::collections::BTreeMap::new();
+    let layer = common::deb_layer("grub-efi-amd64-bin");
+    for e in tar::Archive::new(&layer[..]).entries().unwrap() {
+        let mut e = e.unwrap();
+        let path = e.path().unwrap().to_string_lossy().into_owned();
+        if let Some(name) = path.strip_prefix("./usr/lib/grub/x86_64-efi/") {
+            if ["kernel.img", "fshelp.mod", "moddep.lst"].contains(&name) {
+                let mut v = Vec::new();
+                std::io::Read::read_to_end(&mut e, &mut v).unwrap();
+                files.insert(name.to_string(), v);
+            }
+        }
+    }
+    assert_eq!(files.len(), 3, "grub-efi-amd64-bin lacks kernel.img, fshelp.mod or moddep.lst: {:?}", files.keys());
+    let modules = [("fshelp".to_string(), files["fshelp.mod"].clone())].into_iter().collect();
+    let image = grub::write(&grub::Input {
+        target: grub::Target::X86_64Efi,
+        dir: "d",
+        kernel_img: &files["kernel.img"],
+        modules: &modules,
+        moddep: std::str::from_utf8(&files["moddep.lst"]).unwrap(),
+        wanted: &["fshelp".to_string()],
+        config: Some(b"echo hi"),
+        prefix: "/EFI/BOOT",
+    })
+    .unwrap();
+    let corpus = vec![files["kernel.img"].clone(), image, files["moddep.lst"].clone()];
+    fuzz("grub", 0x5eed_0006, corpus, iterations(3), |d, _| targets::grub(d));
+}

@@ -9,6 +9,7 @@ pub mod eif;
 pub mod erofs;
 pub mod fat;
 pub mod gpt;
+pub mod grub;
 pub mod iso;
 pub mod oci;
 pub mod pkg;

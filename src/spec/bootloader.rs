@@ -3,7 +3,10 @@
 //!
 //! A definition names the image holding a boot chain and where its files are inside it, per
 //! kind: `syslinux` (BIOS: `isolinux.bin`, the isohybrid MBR code `isohdpfx.bin`, and
-//! `ldlinux.c32`) or `systemd-boot` (UEFI: `systemd-bootx64.efi`). The image may be left out
+//! `ldlinux.c32`), `systemd-boot` (UEFI: `systemd-bootx64.efi`) or `grub` (UEFI: a GRUB
+//! platform directory such as `/usr/lib/grub/x86_64-efi`, from which stagebox assembles the
+//! EFI core image itself, see `emit::grub`; read by [`load_grub`], not yet usable as an
+//! output's bootloader). The image may be left out
 //! of a definition that only maps a layout (Debian's packages have no image of their own);
 //! the box then names it:
 //!
@@ -66,18 +69,63 @@ pub struct BootloaderDef {
     pub files: BTreeMap<String, String>,
 }
 
+/// `kind` as a definition writes it: the kinds outputs boot with, and `grub`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum RawKind {
+    Syslinux,
+    SystemdBoot,
+    Grub,
+}
+
+impl RawKind {
+    fn roles(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            RawKind::Syslinux => BootloaderKind::Syslinux.roles(),
+            RawKind::SystemdBoot => BootloaderKind::SystemdBoot.roles(),
+            RawKind::Grub => &[("platform", "the GRUB platform directory (kernel.img, *.mod, moddep.lst), e.g. /usr/lib/grub/x86_64-efi")],
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            RawKind::Syslinux => "syslinux",
+            RawKind::SystemdBoot => "systemd-boot",
+            RawKind::Grub => "grub",
+        }
+    }
+}
+
+/// GRUB platforms (`grub-mkimage -O`) stagebox builds EFI images for; the last component of
+/// a grub definition's `platform` directory.
+pub const GRUB_PLATFORMS: &[&str] = &["x86_64-efi", "arm64-efi"];
+
+/// A `kind = "grub"` definition, with the box's image applied.
+#[derive(Debug, Clone)]
+pub struct GrubDef {
+    pub file: PathBuf,
+    pub name: String,
+    pub image: ImageRef,
+    /// Where `image` was written (the definition, or the box when the box gives it).
+    pub image_at: Location,
+    /// Absolute path of the platform directory inside the image.
+    pub platform: String,
+    /// The platform name, one of [`GRUB_PLATFORMS`] (the directory's last component).
+    pub target: String,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawDef {
     name: Option<String>,
     #[serde(default)]
     description: Option<String>,
-    kind: Spanned<BootloaderKind>,
+    kind: Spanned<RawKind>,
     image: Option<Spanned<String>>,
     isolinux: Option<Spanned<String>>,
     isohdpfx: Option<Spanned<String>>,
     ldlinux: Option<Spanned<String>>,
     efi: Option<Spanned<String>>,
+    platform: Option<Spanned<String>>,
 }
 
 /// One entry of `bootloader` in a box: a definition path, or a table with an image.
@@ -116,14 +164,30 @@ fn abs_path(src: &Source, v: &Spanned<String>, what: &str) -> Result<String> {
     Ok(if s.starts_with('/') { s.clone() } else { format!("/{s}") })
 }
 
-/// Read a bootloader definition; `image` (text and where the box wrote it) replaces the
-/// definition's image. Without either, the definition cannot be used.
-pub fn load_bootloader(path: &Path, image: Option<(&str, &Location, &Path)>) -> Result<BootloaderDef> {
+/// What every kind of definition has: the file's role paths, name and image.
+struct Parsed {
+    kind: Spanned<RawKind>,
+    files: BTreeMap<String, String>,
+    name: String,
+    image: ImageRef,
+    image_at: Location,
+    /// Where `platform` was written (grub).
+    platform_span: std::ops::Range<usize>,
+    src: Source,
+}
+
+fn parse_def(path: &Path, image: Option<(&str, &Location, &Path)>) -> Result<Parsed> {
     let src = Source::read(path)?;
     let raw: RawDef = src.parse()?;
     let _ = raw.description;
     let kind = *raw.kind.get_ref();
-    let given = [("isolinux", &raw.isolinux), ("isohdpfx", &raw.isohdpfx), ("ldlinux", &raw.ldlinux), ("efi", &raw.efi)];
+    let given = [
+        ("isolinux", &raw.isolinux),
+        ("isohdpfx", &raw.isohdpfx),
+        ("ldlinux", &raw.ldlinux),
+        ("efi", &raw.efi),
+        ("platform", &raw.platform),
+    ];
     let mut files = BTreeMap::new();
     for (role, v) in given {
         let wanted = kind.roles().iter().any(|(r, _)| *r == role);
@@ -155,7 +219,43 @@ pub fn load_bootloader(path: &Path, image: Option<(&str, &Location, &Path)>) -> 
         return Err(at.error("a bootloader comes from an image, not a dir: reference"));
     }
     let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    Ok(BootloaderDef { file: path.to_path_buf(), name: raw.name.unwrap_or(stem), kind, image: parsed, image_at: at, files })
+    let platform_span = raw.platform.as_ref().map(|v| v.span()).unwrap_or(0..0);
+    Ok(Parsed { kind: raw.kind, files, name: raw.name.unwrap_or(stem), image: parsed, image_at: at, platform_span, src })
+}
+
+/// Read a bootloader definition; `image` (text and where the box wrote it) replaces the
+/// definition's image. Without either, the definition cannot be used. A `grub` definition
+/// is refused here: outputs do not boot with GRUB yet (read it with [`load_grub`]).
+pub fn load_bootloader(path: &Path, image: Option<(&str, &Location, &Path)>) -> Result<BootloaderDef> {
+    let p = parse_def(path, image)?;
+    let kind = match *p.kind.get_ref() {
+        RawKind::Syslinux => BootloaderKind::Syslinux,
+        RawKind::SystemdBoot => BootloaderKind::SystemdBoot,
+        RawKind::Grub => {
+            return Err(p.src.loc(p.kind.span()).error(
+                "a grub bootloader cannot be used by [output.iso] or [output.disk] yet: use syslinux and systemd-boot there",
+            ))
+        }
+    };
+    Ok(BootloaderDef { file: path.to_path_buf(), name: p.name, kind, image: p.image, image_at: p.image_at, files: p.files })
+}
+
+/// Read a `kind = "grub"` definition (`image` as for [`load_bootloader`]); its `platform`
+/// directory must end in one of [`GRUB_PLATFORMS`].
+pub fn load_grub(path: &Path, image: Option<(&str, &Location, &Path)>) -> Result<GrubDef> {
+    let p = parse_def(path, image)?;
+    if *p.kind.get_ref() != RawKind::Grub {
+        return Err(p.src.loc(p.kind.span()).error(format!("a {} definition where a grub one was expected", p.kind.get_ref().name())));
+    }
+    let platform = p.files["platform"].trim_end_matches('/').to_string();
+    let target = platform.rsplit('/').next().unwrap_or_default().to_string();
+    if !GRUB_PLATFORMS.contains(&target.as_str()) {
+        return Err(p.src.loc(p.platform_span.clone()).error(format!(
+            "`platform` {platform:?} is not a GRUB platform directory stagebox builds for: its name must be one of {}",
+            GRUB_PLATFORMS.join(", ")
+        )));
+    }
+    Ok(GrubDef { file: path.to_path_buf(), name: p.name, image: p.image, image_at: p.image_at, platform, target })
 }
 
 /// Resolve a box's `bootloader` value (relative to the box file, else its ancestors, like
@@ -204,6 +304,35 @@ mod tests {
         }
         let d = load_bootloader(&root.join("syslinux-debian.toml"), Some(("oci:x", &at, &root))).unwrap();
         assert_eq!(d.files["ldlinux"], "/usr/lib/syslinux/modules/bios/ldlinux.c32");
+
+        let g = load_grub(&root.join("grub.toml"), None).unwrap();
+        assert!(g.image.text.starts_with("stagex/user-grub@sha256:"), "pinned: {}", g.image.text);
+        assert_eq!((g.platform.as_str(), g.target.as_str()), ("/usr/lib/grub/x86_64-efi", "x86_64-efi"));
+        let e = load_grub(&root.join("grub-debian.toml"), None).unwrap_err().to_string();
+        assert!(e.contains("names no `image`"), "{e}");
+        let g = load_grub(&root.join("grub-debian.toml"), Some(("oci:x", &at, &root))).unwrap();
+        assert_eq!(g.target, "x86_64-efi");
+        // Not usable by outputs yet: a clear error, pointing at `kind`.
+        let e = load_bootloader(&root.join("grub.toml"), None).unwrap_err().to_string();
+        assert!(e.contains("grub.toml:") && e.contains("cannot be used by [output.iso]"), "{e}");
+    }
+
+    #[test]
+    fn grub_definition_errors_point_at_the_key() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(d.path(), "g.toml", "kind = \"grub\"\nimage = \"x\"\nplatform = \"/usr/lib/grub/i386-pc\"\n");
+        let e = load_grub(&p, None).unwrap_err().to_string();
+        assert!(e.contains("g.toml:3:") && e.contains("x86_64-efi, arm64-efi"), "{e}");
+        let p = write(d.path(), "h.toml", "kind = \"grub\"\nimage = \"x\"\n");
+        let e = load_grub(&p, None).unwrap_err().to_string();
+        assert!(e.contains("h.toml:1:") && e.contains("needs `platform`"), "{e}");
+        let p = write(d.path(), "i.toml", "kind = \"grub\"\nimage = \"x\"\nplatform = \"/p/arm64-efi/\"\nefi = \"/e\"\n");
+        let e = load_grub(&p, None).unwrap_err().to_string();
+        assert!(e.contains("i.toml:4:") && e.contains("not a file of a grub"), "{e}");
+        let p = write(d.path(), "j.toml", "kind = \"systemd-boot\"\nimage = \"x\"\nefi = \"/e\"\n");
+        assert!(load_grub(&p, None).unwrap_err().to_string().contains("where a grub one was expected"));
+        let p = write(d.path(), "k.toml", "kind = \"grub\"\nimage = \"x\"\nplatform = \"/p/arm64-efi/\"\n");
+        assert_eq!(load_grub(&p, None).unwrap().target, "arm64-efi");
     }
 
     #[test]
