@@ -1,7 +1,10 @@
 //! The `stagebox` command: parse arguments, call the library, print results, exit with
 //! 0 (success), 1 (build or verification failure) or 2 (usage or box-file error).
+//!
+//! Shell completions (`clap_complete`) and the man page (`clap_mangen`) are generated from
+//! the same clap definition, so they never drift from the options.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -143,10 +146,43 @@ enum Command {
         #[arg(long, value_name = "ARGS")]
         append: Option<String>,
     },
+    /// Print a shell completion script, e.g. `stagebox completions bash >
+    /// ~/.local/share/bash-completion/completions/stagebox`.
+    Completions {
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), e.g. `stagebox man > stagebox.1; man -l stagebox.1`.
+    /// With --dir, write stagebox.1 and one stagebox-COMMAND.1 page per command there.
+    Man {
+        /// Write the pages into this directory instead of printing stagebox.1.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// `stagebox man`: the top page on stdout, or with `dir` every page (`stagebox.1`,
+/// `stagebox-build.1`, ...) written there by clap_mangen.
+fn man(dir: Option<PathBuf>) -> stagebox::Result<()> {
+    use stagebox::error::IoContext;
+    let cmd = Cli::command();
+    match dir {
+        None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout().lock()).at("stdout"),
+        Some(dir) => {
+            std::fs::create_dir_all(&dir).at(&dir)?;
+            clap_mangen::generate_to(cmd, &dir).at(&dir)
+        }
+    }
 }
 
 fn run(cli: Cli) -> stagebox::Result<()> {
     match cli.command {
+        Command::Completions { shell } => {
+            use std::io::Write;
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "stagebox", &mut script);
+            std::io::stdout().write_all(&script).map_err(|e| stagebox::Error::io("stdout", e))?;
+        }
+        Command::Man { dir } => man(dir)?,
         Command::Build { box_file, out, store: StoreArgs { cache, platform, offline }, threads, quiet, locked, check, check_variant } => {
             let opts = stagebox::build::BuildOptions { out, cache, platform, threads, quiet, offline, locked, check_variant };
             let res = if check {
