@@ -151,6 +151,9 @@ enum Command {
     Completions {
         shell: clap_complete::Shell,
     },
+    /// Print the JSON Schema of box, pallet, kernel and bootloader definition files (the one
+    /// in docs/box.schema.json), for editors such as taplo / Even Better TOML.
+    Schema,
     /// Print the man page (roff), e.g. `stagebox man > stagebox.1; man -l stagebox.1`.
     /// With --dir, write stagebox.1 and one stagebox-COMMAND.1 page per command there.
     Man {
@@ -183,6 +186,7 @@ fn run(cli: Cli) -> stagebox::Result<()> {
             std::io::stdout().write_all(&script).map_err(|e| stagebox::Error::io("stdout", e))?;
         }
         Command::Man { dir } => man(dir)?,
+        Command::Schema => print!("{}", stagebox::spec::schema_text()),
         Command::Build { box_file, out, store: StoreArgs { cache, platform, offline }, threads, quiet, locked, check, check_variant } => {
             let opts = stagebox::build::BuildOptions { out, cache, platform, threads, quiet, offline, locked, check_variant };
             let res = if check {
