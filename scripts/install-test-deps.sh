@@ -7,7 +7,7 @@ PKGS=(umoci skopeo libarchive-tools tar gzip zstd xz-utils cpio busybox-static
       python3 openssl squashfs-tools erofs-utils python3-jsonschema diffoscope-minimal
       rpm lintian genisoimage xorriso p7zip-full dosfstools mtools
       isolinux syslinux-common systemd-boot-efi gdisk fdisk
-      man-db groff-base zsh fish)
+      man-db groff-base zsh fish bsdutils)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

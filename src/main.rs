@@ -44,7 +44,7 @@ enum Command {
         /// Threads for reading layers (0 = one per core). Never changes the output.
         #[arg(long, default_value_t = 0)]
         threads: usize,
-        /// No progress display.
+        /// No progress display and no summary line on stderr.
         #[arg(long, short)]
         quiet: bool,
         /// Fail (exit 2) when BOX.lock is missing, incomplete or stale.
@@ -189,6 +189,7 @@ fn run(cli: Cli) -> stagebox::Result<()> {
         Command::Schema => print!("{}", stagebox::spec::schema_text()),
         Command::Build { box_file, out, store: StoreArgs { cache, platform, offline }, threads, quiet, locked, check, check_variant } => {
             let opts = stagebox::build::BuildOptions { out, cache, platform, threads, quiet, offline, locked, check_variant };
+            let started = std::time::Instant::now();
             let res = if check {
                 let (res, varied) = stagebox::check::check(&box_file, &opts)?;
                 eprintln!("checked: {} output(s) and manifest.json identical byte for byte in a second build with {varied}", res.manifest.outputs.len());
@@ -198,6 +199,10 @@ fn run(cli: Cli) -> stagebox::Result<()> {
             };
             for o in &res.manifest.outputs {
                 println!("{}  {}", o.sha256, res.out_dir.join(&o.path).display());
+            }
+            if !quiet {
+                let sizes: Vec<(String, u64)> = res.manifest.outputs.iter().map(|o| (o.path.clone(), o.size)).collect();
+                eprintln!("{}", stagebox::progress::summary(&sizes, started.elapsed()));
             }
         }
         Command::Diff { a, b, json } => {
