@@ -3,12 +3,14 @@
 //! (CI logs and pipes stay clean), and the one-line summary after a build.
 //!
 //! The display is process-wide: [`Progress::new`] makes it the active one, and the few places
-//! that move bulk data (the content store's imports and registry pulls, the flatten loop)
-//! report bytes through [`track`] / [`bytes`] without carrying a handle through every call.
+//! that move bulk data (the content store's imports and registry pulls, the flatten loop,
+//! output files created through `fsutil::AtomicFile`) report bytes through [`track`],
+//! [`bytes`] and [`watch_file`] without carrying a handle through every call.
 //! With no active display (not a terminal, `--quiet`, library use) those calls cost nothing.
 
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::{IsTerminal, Read};
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -133,6 +135,38 @@ impl<R: Read> Read for Tracked<R> {
         let n = self.inner.read(buf)?;
         self.bytes.inc(n as u64);
         Ok(n)
+    }
+}
+
+/// An output file being written, shown as its size so far and the rate (a thread reads the
+/// file's length every 100 ms until the watch is dropped), so no writer needs a hook.
+pub struct Watch {
+    stop: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    _bytes: Bytes,
+}
+
+pub fn watch_file(what: &str, path: &Path) -> Watch {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let bytes = bytes(what, None);
+    let Some(bar) = bytes.bar.clone() else { return Watch { stop: None, _bytes: bytes } };
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let (flag, path) = (stop.clone(), path.to_path_buf());
+    std::thread::spawn(move || {
+        while !flag.load(Ordering::Relaxed) {
+            if let Ok(m) = std::fs::metadata(&path) {
+                bar.set_position(m.len());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+    Watch { stop: Some(stop), _bytes: bytes }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if let Some(s) = &self.stop {
+            s.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 }
 
