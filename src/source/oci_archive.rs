@@ -4,7 +4,8 @@
 //!
 //! The archive is read in place: its tar headers are walked once (seeking over the data) into
 //! a map of member name → (offset, size), and every file of the layout is then read straight
-//! from that byte range. Nothing is unpacked to disk. Resolution, digest and size checks are
+//! from that byte range (a hard or symbolic link member reads as its target's range). Nothing
+//! is unpacked to disk. Resolution, digest and size checks are
 //! [`super::oci_layout`]'s, so an archive gives the same errors as the layout it holds; a
 //! member whose data runs past the end of the file (a truncated archive) is refused when the
 //! archive is indexed.
@@ -47,6 +48,7 @@ impl ArchiveFiles {
         let total = f.metadata().map_err(|e| format!("{at}: {e}"))?.len();
         let mut ar = tar::Archive::new(f);
         let mut members = BTreeMap::new();
+        let mut links = Vec::new();
         // Where the last member's data (padded to 512-byte blocks) ends.
         let mut end = 0u64;
         let entries = ar.entries_with_seek().map_err(|e| format!("{at}: not a readable tar: {e}"))?;
@@ -61,12 +63,31 @@ impl ArchiveFiles {
                 ));
             }
             end = off + size.div_ceil(512) * 512;
-            if !matches!(e.header().entry_type(), tar::EntryType::Regular | tar::EntryType::Continuous) {
+            let name = normalize(&raw).ok_or_else(|| format!("{at}: member {raw:?} climbs out of the archive"))?;
+            let kind = e.header().entry_type();
+            if matches!(kind, tar::EntryType::Link | tar::EntryType::Symlink) {
+                // A tar of a layout may store a blob twice as a link (GNU tar does for
+                // hardlinked files); it reads as its target's bytes.
+                let target = String::from_utf8_lossy(&e.link_name_bytes().unwrap_or_default()).into_owned();
+                let base = match (kind, name.rsplit_once('/')) {
+                    (tar::EntryType::Symlink, Some((dir, _))) => format!("{dir}/"),
+                    _ => String::new(),
+                };
+                let target = normalize(&format!("{base}{target}")).ok_or_else(|| format!("{at}: link {raw} points out of the archive"))?;
+                links.push((name, target));
                 continue;
             }
-            let name = normalize(&raw).ok_or_else(|| format!("{at}: member {raw:?} climbs out of the archive"))?;
+            if !matches!(kind, tar::EntryType::Regular | tar::EntryType::Continuous) {
+                continue;
+            }
             if members.insert(name, (off, size)).is_some() {
                 return Err(format!("{at}: member {raw} appears twice"));
+            }
+        }
+        for (name, target) in links {
+            let range = *members.get(&target).ok_or_else(|| format!("{at}: link {name} points at {target}, which the archive does not hold"))?;
+            if members.insert(name.clone(), range).is_some() {
+                return Err(format!("{at}: member {name} appears twice"));
             }
         }
         // A tar ends with zero blocks; an archive cut at a header boundary reads as a shorter
@@ -128,12 +149,20 @@ mod tests {
         let mut b = tar::Builder::new(Vec::new());
         for (name, data) in members {
             let mut h = tar::Header::new_ustar();
+            // `name` or `name -> target` (a hard link).
+            let (name, link) = name.split_once(" -> ").map_or((*name, None), |(n, t)| (n, Some(t)));
             h.as_ustar_mut().unwrap().name[..name.len()].copy_from_slice(name.as_bytes());
-            h.set_size(data.len() as u64);
             h.set_mode(0o644);
-            h.set_entry_type(tar::EntryType::Regular);
+            if let Some(t) = link {
+                h.set_entry_type(tar::EntryType::Link);
+                h.set_link_name(t).unwrap();
+                h.set_size(0);
+            } else {
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_size(data.len() as u64);
+            }
             h.set_cksum();
-            b.append(&h, *data).unwrap();
+            b.append(&h, if link.is_some() { &[][..] } else { *data }).unwrap();
         }
         b.into_inner().unwrap()
     }
@@ -149,6 +178,14 @@ mod tests {
         a.open("blobs/sha256/ab").unwrap().read_to_string(&mut s).unwrap();
         assert_eq!(s, "hello");
         assert!(a.len("index.json").is_err());
+
+        std::fs::write(&p, tar_of(&[("blobs/sha256/ab", b"hello"), ("blobs/sha256/cd -> blobs/sha256/ab", b"")])).unwrap();
+        let a = ArchiveFiles::index(&p).unwrap();
+        let mut s = String::new();
+        a.open("blobs/sha256/cd").unwrap().read_to_string(&mut s).unwrap();
+        assert_eq!(s, "hello");
+        std::fs::write(&p, tar_of(&[("blobs/sha256/cd -> blobs/sha256/zz", b"")])).unwrap();
+        assert!(ArchiveFiles::index(&p).err().unwrap().contains("does not hold"));
     }
 
     #[test]
