@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 pub struct AtomicFile {
     tmp: tempfile::NamedTempFile,
     target: PathBuf,
+    /// Its growth on the terminal's progress display, while it is written.
+    _shown: crate::progress::Watch,
 }
 
 impl AtomicFile {
@@ -18,7 +20,9 @@ impl AtomicFile {
         let dir = target.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
         fs::create_dir_all(dir).at(dir)?;
         let tmp = tempfile::Builder::new().prefix(".stagebox-tmp-").tempfile_in(dir).at(dir)?;
-        Ok(AtomicFile { tmp, target: target.to_path_buf() })
+        let name = target.file_name().unwrap_or_default().to_string_lossy();
+        let _shown = crate::progress::watch_file(&format!("write {name}"), tmp.path());
+        Ok(AtomicFile { tmp, target: target.to_path_buf(), _shown })
     }
 
     /// The temp file's name in the target's directory.

@@ -1,7 +1,10 @@
 //! The `stagebox` command: parse arguments, call the library, print results, exit with
 //! 0 (success), 1 (build or verification failure) or 2 (usage or box-file error).
+//!
+//! Shell completions (`clap_complete`) and the man page (`clap_mangen`) are generated from
+//! the same clap definition, so they never drift from the options.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -41,7 +44,7 @@ enum Command {
         /// Threads for reading layers (0 = one per core). Never changes the output.
         #[arg(long, default_value_t = 0)]
         threads: usize,
-        /// No progress display.
+        /// No progress display and no summary line on stderr.
         #[arg(long, short)]
         quiet: bool,
         /// Fail (exit 2) when BOX.lock is missing, incomplete or stale.
@@ -143,12 +146,50 @@ enum Command {
         #[arg(long, value_name = "ARGS")]
         append: Option<String>,
     },
+    /// Print a shell completion script, e.g. `stagebox completions bash >
+    /// ~/.local/share/bash-completion/completions/stagebox`.
+    Completions {
+        shell: clap_complete::Shell,
+    },
+    /// Print the JSON Schema of box, pallet, kernel and bootloader definition files (the one
+    /// in docs/box.schema.json), for editors such as taplo / Even Better TOML.
+    Schema,
+    /// Print the man page (roff), e.g. `stagebox man > stagebox.1; man -l stagebox.1`.
+    /// With --dir, write stagebox.1 and one stagebox-COMMAND.1 page per command there.
+    Man {
+        /// Write the pages into this directory instead of printing stagebox.1.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// `stagebox man`: the top page on stdout, or with `dir` every page (`stagebox.1`,
+/// `stagebox-build.1`, ...) written there by clap_mangen.
+fn man(dir: Option<PathBuf>) -> stagebox::Result<()> {
+    use stagebox::error::IoContext;
+    let cmd = Cli::command();
+    match dir {
+        None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout().lock()).at("stdout"),
+        Some(dir) => {
+            std::fs::create_dir_all(&dir).at(&dir)?;
+            clap_mangen::generate_to(cmd, &dir).at(&dir)
+        }
+    }
 }
 
 fn run(cli: Cli) -> stagebox::Result<()> {
     match cli.command {
+        Command::Completions { shell } => {
+            use std::io::Write;
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "stagebox", &mut script);
+            std::io::stdout().write_all(&script).map_err(|e| stagebox::Error::io("stdout", e))?;
+        }
+        Command::Man { dir } => man(dir)?,
+        Command::Schema => print!("{}", stagebox::spec::schema_text()),
         Command::Build { box_file, out, store: StoreArgs { cache, platform, offline }, threads, quiet, locked, check, check_variant } => {
             let opts = stagebox::cmd::build::BuildOptions { out, cache, platform, threads, quiet, offline, locked, check_variant };
+            let started = std::time::Instant::now();
             let res = if check {
                 let (res, varied) = stagebox::cmd::check::check(&box_file, &opts)?;
                 eprintln!("checked: {} output(s) and manifest.json identical byte for byte in a second build with {varied}", res.manifest.outputs.len());
@@ -158,6 +199,10 @@ fn run(cli: Cli) -> stagebox::Result<()> {
             };
             for o in &res.manifest.outputs {
                 println!("{}  {}", o.sha256, res.out_dir.join(&o.path).display());
+            }
+            if !quiet {
+                let sizes: Vec<(String, u64)> = res.manifest.outputs.iter().map(|o| (o.path.clone(), o.size)).collect();
+                eprintln!("{}", stagebox::progress::summary(&sizes, started.elapsed()));
             }
         }
         Command::Diff { a, b, json } => {

@@ -1,6 +1,7 @@
 //! Image references as written in box and pallet files, and on the command line.
 //!
-//! `oci:DIR[:TAG][@sha256:HEX]`, `docker-archive:FILE[@sha256:HEX]`, `dir:PATH`, and registry
+//! `oci:DIR[:TAG][@sha256:HEX]`, `oci-archive:FILE[:TAG][@sha256:HEX]` (the same layout as a
+//! tar), `docker-archive:FILE[@sha256:HEX]`, `dir:PATH`, and registry
 //! references (`docker://NAME…`, `stagex/core-busybox@sha256:…`). Relative paths are resolved
 //! against a base directory (the file the reference was written in).
 
@@ -12,7 +13,7 @@ use std::path::{Path, PathBuf};
 pub struct ImageRef {
     pub text: String,
     pub kind: RefKind,
-    /// The pinned digest, if any. For `oci:` it names a manifest or an index; for
+    /// The pinned digest, if any. For `oci:` and `oci-archive:` it names a manifest or an index; for
     /// `docker-archive:` it is the image ID (the config digest), since the archive holds no
     /// manifest digest.
     pub digest: Option<Digest>,
@@ -21,6 +22,7 @@ pub struct ImageRef {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RefKind {
     OciLayout { dir: PathBuf, tag: Option<String> },
+    OciArchive { file: PathBuf, tag: Option<String> },
     DockerArchive { file: PathBuf },
     Dir { path: PathBuf },
     Registry { name: String, tag: Option<String> },
@@ -36,7 +38,13 @@ impl ImageRef {
             }
             Ok(base.join(p))
         };
-        let kind = if let Some(rest) = body.strip_prefix("oci:") {
+        let kind = if let Some(rest) = body.strip_prefix("oci-archive:") {
+            let (file, tag) = match rest.rsplit_once(':') {
+                Some((f, t)) if is_tag(t) => (f, Some(t.to_string())),
+                _ => (rest, None),
+            };
+            RefKind::OciArchive { file: resolve(file)?, tag }
+        } else if let Some(rest) = body.strip_prefix("oci:") {
             let (dir, tag) = match rest.rsplit_once(':') {
                 Some((d, t)) if is_tag(t) => (d, Some(t.to_string())),
                 _ => (rest, None),
@@ -53,7 +61,7 @@ impl ImageRef {
             let rest = body.strip_prefix("docker://").unwrap_or(body);
             if rest.is_empty() || rest.contains(char::is_whitespace) {
                 return Err(format!(
-                    "not an image reference: {text:?} (expected oci:DIR, docker-archive:FILE, dir:PATH or a registry name)"
+                    "not an image reference: {text:?} (expected oci:DIR, oci-archive:FILE, docker-archive:FILE, dir:PATH or a registry name)"
                 ));
             }
             let (name, tag) = match rest.rsplit_once(':') {
@@ -166,6 +174,17 @@ mod tests {
         assert_eq!(r.kind, RefKind::OciLayout { dir: "/abs/img".into(), tag: None });
         assert_eq!(r.digest.unwrap().hex(), HEX);
         assert!(ImageRef::parse("oci:x@sha256:abc", Path::new("/")).is_err());
+    }
+
+    #[test]
+    fn oci_archive_forms() {
+        let r = ImageRef::parse("oci-archive:img.tar", Path::new("/b")).unwrap();
+        assert_eq!(r.kind, RefKind::OciArchive { file: "/b/img.tar".into(), tag: None });
+        assert!(!r.is_pinned());
+        let r = ImageRef::parse(&format!("oci-archive:../x/img.tar:1.0@sha256:{HEX}"), Path::new("/b")).unwrap();
+        assert_eq!(r.kind, RefKind::OciArchive { file: "/b/../x/img.tar".into(), tag: Some("1.0".into()) });
+        assert_eq!(r.digest.unwrap().hex(), HEX);
+        assert!(ImageRef::parse("oci-archive:", Path::new("/b")).is_err());
     }
 
     #[test]

@@ -109,7 +109,7 @@ pub fn check(box_path: &Path, opts: &LockOptions) -> Result<Vec<PinCheck>> {
             None => {
                 // A tag is checked for what it names today; a bare digest for being there
                 // and hashing to itself.
-                let has_tag = matches!(&r.kind, RefKind::Registry { tag: Some(_), .. } | RefKind::OciLayout { tag: Some(_), .. });
+                let has_tag = matches!(&r.kind, RefKind::Registry { tag: Some(_), .. } | RefKind::OciLayout { tag: Some(_), .. } | RefKind::OciArchive { tag: Some(_), .. });
                 let probe = if has_tag { ImageRef { digest: None, ..r.clone() } } else { pinned.clone().map_or(r.clone(), |d| r.with_digest(d)) };
                 match source::resolve(&store, &probe, &sopts) {
                     // An index digest pins the platform manifest it leads to.

@@ -1,12 +1,14 @@
 //! Image sources: resolve a reference to a platform manifest, copy every blob into the
 //! content store (checking digest and size), and hand back the layers to flatten.
 //!
-//! `oci:` layouts ([`oci_layout`]), `docker-archive:` files ([`docker_archive`]) and local
+//! `oci:` layouts ([`oci_layout`]), `oci-archive:` files ([`oci_archive`]), `docker-archive:`
+//! files ([`docker_archive`]) and local
 //! directories ([`localdir`]) are read here; registries ([`registry`]) over the OCI
 //! distribution API.
 
 pub mod docker_archive;
 pub mod localdir;
+pub mod oci_archive;
 pub mod oci_layout;
 pub mod registry;
 pub mod signature;
@@ -63,7 +65,8 @@ pub struct LayerBlob {
 #[derive(Debug, Clone)]
 pub struct ResolvedImage {
     pub reference: ImageRef,
-    /// The digest a lock file pins: the platform manifest digest for `oci:`, the image ID
+    /// The digest a lock file pins: the platform manifest digest for `oci:` and
+    /// `oci-archive:` (and registries), the image ID
     /// (config digest) for `docker-archive:`, the layer digest for `dir:`.
     pub pin: Digest,
     pub manifest_digest: Digest,
@@ -84,6 +87,7 @@ pub struct SourceOptions {
 pub fn resolve(store: &Store, r: &ImageRef, opts: &SourceOptions) -> Result<ResolvedImage> {
     match &r.kind {
         RefKind::OciLayout { dir, tag } => oci_layout::resolve(store, r, dir, tag.as_deref(), opts),
+        RefKind::OciArchive { file, tag } => oci_archive::resolve(store, r, file, tag.as_deref(), opts),
         RefKind::DockerArchive { file } => docker_archive::resolve(store, r, file),
         RefKind::Dir { path } => localdir::resolve(store, r, path, localdir::ModePolicy::Normalize, opts.source_date_epoch),
         RefKind::Registry { name, tag } => registry::resolve(store, r, name, tag.as_deref(), opts),

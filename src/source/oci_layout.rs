@@ -1,11 +1,15 @@
 //! `oci:DIR` sources: an OCI image layout on disk (index → nested index → platform manifest),
 //! selected by tag or by digest.
+//!
+//! The resolution is written once over [`LayoutFiles`], so an `oci-archive:` (the same layout
+//! as members of a tar, [`super::oci_archive`]) is read, checked and reported in the same way.
 
 use super::{diff_ids, LayerBlob, Platform, ResolvedImage, SourceOptions, Store};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::reference::ImageRef;
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -14,27 +18,80 @@ fn err(r: &ImageRef, message: impl Into<String>) -> Error {
     Error::Resolve { reference: r.text.clone(), message: message.into() }
 }
 
-fn blob_path(dir: &Path, d: &Digest) -> PathBuf {
-    dir.join("blobs").join("sha256").join(d.hex())
+/// The path of blob `d` inside a layout (`blobs/sha256/HEX`).
+pub(crate) fn blob_name(d: &Digest) -> String {
+    format!("blobs/sha256/{}", d.hex())
+}
+
+/// The files of an OCI image layout wherever they are kept: a directory ([`DirFiles`]) or the
+/// members of a tar file ([`super::oci_archive::ArchiveFiles`]). `name` is a path inside the
+/// layout: `oci-layout`, `index.json`, `blobs/sha256/HEX`.
+pub(crate) trait LayoutFiles {
+    /// The layout as a whole, for messages (the directory or the archive file).
+    fn describe(&self) -> String;
+    /// Where `name` is, for messages.
+    fn location(&self, name: &str) -> String;
+    /// The size of `name`; an error when it is absent.
+    fn len(&self, name: &str) -> std::io::Result<u64>;
+    /// Read `name` (at most `len` bytes are ever returned).
+    fn open(&self, name: &str) -> std::io::Result<Box<dyn Read + '_>>;
+    /// Copy blob `d` (member `name`) into the store, checking digest and size.
+    fn import(&self, store: &Store, label: &str, d: &Digest, size: u64) -> Result<()>;
+}
+
+/// A layout directory.
+pub(crate) struct DirFiles<'a>(pub &'a Path);
+
+impl DirFiles<'_> {
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl LayoutFiles for DirFiles<'_> {
+    fn describe(&self) -> String {
+        self.0.display().to_string()
+    }
+    fn location(&self, name: &str) -> String {
+        self.path(name).display().to_string()
+    }
+    fn len(&self, name: &str) -> std::io::Result<u64> {
+        let m = std::fs::metadata(self.path(name))?;
+        if !m.is_file() {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"));
+        }
+        Ok(m.len())
+    }
+    fn open(&self, name: &str) -> std::io::Result<Box<dyn Read + '_>> {
+        Ok(Box::new(std::fs::File::open(self.path(name))?))
+    }
+    fn import(&self, store: &Store, label: &str, d: &Digest, size: u64) -> Result<()> {
+        store.put_file(label, d, Some(size), &self.path(&blob_name(d)))
+    }
 }
 
 /// Read a small blob from the layout, checking digest (and size when known).
 /// Largest manifest, index or config read into memory (registries cap manifests at 4 MiB).
 pub const MAX_JSON_BLOB: u64 = 16 << 20;
 
-fn read_blob(r: &ImageRef, dir: &Path, what: &str, d: &Digest, size: Option<u64>) -> Result<Vec<u8>> {
-    let p = blob_path(dir, d);
-    let have = std::fs::metadata(&p).map_err(|e| err(r, format!("{what} {d}: cannot read {}: {e}", p.display())))?.len();
+fn read_blob(r: &ImageRef, files: &dyn LayoutFiles, what: &str, d: &Digest, size: Option<u64>) -> Result<Vec<u8>> {
+    let name = blob_name(d);
+    let at = files.location(&name);
+    let have = files.len(&name).map_err(|e| err(r, format!("{what} {d}: cannot read {at}: {e}")))?;
     if let Some(s) = size.filter(|s| *s != have) {
         return Err(Error::SizeMismatch { what: format!("{what} {d} of {}", r.text), expected: s, found: have });
     }
     if have > MAX_JSON_BLOB {
         return Err(err(r, format!("{what} {d} is {have} bytes; refusing JSON blobs over {MAX_JSON_BLOB}")));
     }
-    let data = std::fs::read(&p).map_err(|e| err(r, format!("{what} {d}: cannot read {}: {e}", p.display())))?;
+    let mut data = Vec::with_capacity(have as usize);
+    files
+        .open(&name)
+        .and_then(|f| f.take(have).read_to_end(&mut data))
+        .map_err(|e| err(r, format!("{what} {d}: cannot read {at}: {e}")))?;
     let found = Digest::of_bytes(&data);
     if &found != d {
-        return Err(Error::DigestMismatch { what: format!("{what} {} of {}", p.display(), r.text), expected: d.to_string(), found: found.to_string() });
+        return Err(Error::DigestMismatch { what: format!("{what} {at} of {}", r.text), expected: d.to_string(), found: found.to_string() });
     }
     if let Some(s) = size {
         if s != data.len() as u64 {
@@ -74,12 +131,25 @@ pub(crate) fn pick_platform<'a>(r: &ImageRef, index: &'a ImageIndex, platform: &
 }
 
 pub fn resolve(store: &Store, r: &ImageRef, dir: &Path, tag: Option<&str>, opts: &SourceOptions) -> Result<ResolvedImage> {
-    if !dir.join("oci-layout").is_file() {
-        return Err(err(r, format!("{} is not an OCI image layout (no oci-layout file)", dir.display())));
+    resolve_files(store, r, &DirFiles(dir), tag, opts)
+}
+
+/// Resolve `r` in the layout `files` (a directory or an archive) and import its blobs.
+pub(crate) fn resolve_files(store: &Store, r: &ImageRef, files: &dyn LayoutFiles, tag: Option<&str>, opts: &SourceOptions) -> Result<ResolvedImage> {
+    if files.len("oci-layout").is_err() {
+        return Err(err(r, format!("{} is not an OCI image layout (no oci-layout file)", files.describe())));
     }
-    let index_path = dir.join("index.json");
-    let index_bytes = std::fs::read(&index_path).map_err(|e| err(r, format!("{}: {e}", index_path.display())))?;
-    let top: ImageIndex = serde_json::from_slice(&index_bytes).map_err(|e| err(r, format!("{}: {e}", index_path.display())))?;
+    let index_path = files.location("index.json");
+    let index_len = files.len("index.json").map_err(|e| err(r, format!("{index_path}: {e}")))?;
+    if index_len > MAX_JSON_BLOB {
+        return Err(err(r, format!("{index_path} is {index_len} bytes; refusing JSON over {MAX_JSON_BLOB}")));
+    }
+    let mut index_bytes = Vec::new();
+    files
+        .open("index.json")
+        .and_then(|f| f.take(index_len).read_to_end(&mut index_bytes))
+        .map_err(|e| err(r, format!("{index_path}: {e}")))?;
+    let top: ImageIndex = serde_json::from_slice(&index_bytes).map_err(|e| err(r, format!("{index_path}: {e}")))?;
 
     // The starting point: a pinned digest, a tag, or the only manifest.
     let (digest, size) = if let Some(d) = &r.digest {
@@ -89,7 +159,7 @@ pub fn resolve(store: &Store, r: &ImageRef, dir: &Path, tag: Option<&str>, opts:
             .manifests()
             .iter()
             .find(|m| m.annotations().as_ref().and_then(|a| a.get(REF_NAME)).map(String::as_str) == Some(t))
-            .ok_or_else(|| err(r, format!("no manifest tagged {t:?} in {}", index_path.display())))?;
+            .ok_or_else(|| err(r, format!("no manifest tagged {t:?} in {index_path}")))?;
         (desc_digest(r, m)?, Some(m.size()))
     } else {
         match top.manifests().as_slice() {
@@ -99,13 +169,13 @@ pub fn resolve(store: &Store, r: &ImageRef, dir: &Path, tag: Option<&str>, opts:
     };
 
     let (manifest_digest, manifest_bytes) =
-        super::follow_to_manifest(r, digest, size, &opts.platform, |d, size| read_blob(r, dir, "manifest", d, size))?;
+        super::follow_to_manifest(r, digest, size, &opts.platform, |d, size| read_blob(r, files, "manifest", d, size))?;
     let manifest: ImageManifest =
         serde_json::from_slice(&manifest_bytes).map_err(|e| err(r, format!("manifest {manifest_digest}: {e}")))?;
 
     let cfg_desc = manifest.config();
     let cfg_digest = desc_digest(r, cfg_desc)?;
-    let cfg_bytes = read_blob(r, dir, "config", &cfg_digest, Some(cfg_desc.size()))?;
+    let cfg_bytes = read_blob(r, files, "config", &cfg_digest, Some(cfg_desc.size()))?;
     let config: serde_json::Value =
         serde_json::from_slice(&cfg_bytes).map_err(|e| err(r, format!("config {cfg_digest}: {e}")))?;
     let ids = diff_ids(&config, manifest.layers().len(), &r.text)?;
@@ -116,11 +186,11 @@ pub fn resolve(store: &Store, r: &ImageRef, dir: &Path, tag: Option<&str>, opts:
     for (i, (l, diff_id)) in manifest.layers().iter().zip(ids).enumerate() {
         let d = desc_digest(r, l)?;
         let label = format!("{} #{} ({})", r.text, i + 1, d.short());
-        let p = blob_path(dir, &d);
-        if !p.is_file() && !store.has(&d) {
-            return Err(err(r, format!("layer {} blob {d} is missing from the layout ({})", i + 1, p.display())));
+        let name = blob_name(&d);
+        if files.len(&name).is_err() && !store.has(&d) {
+            return Err(err(r, format!("layer {} blob {d} is missing from the layout ({})", i + 1, files.location(&name))));
         }
-        store.put_file(&label, &d, Some(l.size()), &p)?;
+        files.import(store, &label, &d, l.size())?;
         layers.push(LayerBlob { digest: d, size: l.size(), diff_id, media_type: l.media_type().to_string(), label });
     }
     store.add_to_index(&format!("sha256-{}", manifest_digest.hex()), &manifest.media_type().as_ref().map(|m| m.to_string()).unwrap_or_else(|| super::MT_OCI_MANIFEST.into()), &manifest_digest, manifest_bytes.len() as u64)?;

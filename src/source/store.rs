@@ -81,6 +81,7 @@ impl Store {
         let dir = self.root.join("blobs").join("sha256");
         let tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(&dir).at(&dir)?;
         let mut w = HashWriter::new(io::BufWriter::with_capacity(1 << 20, tmp));
+        let mut reader = crate::progress::track(&format!("import {what}"), size, &mut reader);
         io::copy(&mut reader, &mut w).map_err(|e| Error::other(format!("reading {what}: {e}")))?;
         let (digest, n, buf) = w.finish_with_inner();
         let tmp = buf.into_inner().map_err(|e| Error::other(format!("writing {what} to the store: {}", e.error())))?;
@@ -115,7 +116,8 @@ impl Store {
         }
         let open = |p: &Path| fs::File::open(p).map_err(|e| Error::other(format!("{what}: cannot open blob {}: {e}", p.display())));
         let mut hw = HashWriter::new(io::sink());
-        io::copy(&mut open(path)?, &mut hw).map_err(|e| Error::other(format!("reading {what}: {e}")))?;
+        let mut file = crate::progress::track(&format!("check {what}"), size, open(path)?);
+        io::copy(&mut file, &mut hw).map_err(|e| Error::other(format!("reading {what}: {e}")))?;
         let (digest, n) = hw.finish();
         if &digest != expected {
             return Err(Error::DigestMismatch { what: format!("{what} ({})", path.display()), expected: expected.to_string(), found: digest.to_string() });

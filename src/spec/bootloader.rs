@@ -20,13 +20,14 @@
 use super::{Location, Source};
 use crate::error::Result;
 use crate::reference::{ImageRef, RefKind};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use toml::Spanned;
 
 /// What a bootloader boots.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum BootloaderKind {
     /// BIOS: isolinux from a CD, its isohybrid MBR from a disk.
@@ -70,7 +71,7 @@ pub struct BootloaderDef {
 }
 
 /// `kind` as a definition writes it: the kinds outputs boot with, and `grub`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 enum RawKind {
     Syslinux,
@@ -113,23 +114,37 @@ pub struct GrubDef {
     pub target: String,
 }
 
-#[derive(Deserialize)]
+/// A bootloader definition file: its kind, image and where its files are in that image.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "BootloaderDefinition")]
 struct RawDef {
     name: Option<String>,
     #[serde(default)]
     description: Option<String>,
+    #[schemars(with = "RawKind")]
     kind: Spanned<RawKind>,
+    #[schemars(with = "Option<String>")]
     image: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     isolinux: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     isohdpfx: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     ldlinux: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     efi: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     platform: Option<Spanned<String>>,
 }
 
+/// The schema of a bootloader definition file, registered in `g`.
+pub(super) fn schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    g.subschema_for::<RawDef>()
+}
+
 /// One entry of `bootloader` in a box: a definition path, or a table with an image.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum RawBootloaderRef {
     Path(String),
@@ -140,7 +155,7 @@ pub enum RawBootloaderRef {
 }
 
 /// `bootloader = "..."`, `bootloader = {...}` or a list of them.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum RawBootloaders {
     One(RawBootloaderRef),

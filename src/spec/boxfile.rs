@@ -3,6 +3,7 @@
 use super::{Location, Source};
 use crate::error::Result;
 use crate::reference::{ImageRef, RefKind};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use toml::Spanned;
@@ -47,7 +48,7 @@ pub enum LayerSpec {
 }
 
 /// Compression of a tar or cpio stream. Fixed levels (see `emit::compress`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
     #[default]
@@ -69,14 +70,14 @@ impl Compression {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TarOutput {
     #[serde(default)]
     pub compression: Compression,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OciOutput {
     /// Tag written as `org.opencontainers.image.ref.name`; default: the box version.
@@ -84,7 +85,7 @@ pub struct OciOutput {
 }
 
 /// `[output.initramfs]`: `NAME.cpio[.gz|.zst|.xz]`, the rootfs as a newc initramfs.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InitramfsOutput {
     #[serde(default)]
@@ -96,7 +97,7 @@ pub struct InitramfsOutput {
 }
 
 /// How `[output.eif]` makes its ramdisks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum EifLayout {
     /// One newc initramfs of the whole tree, run by the box's own init (EnclaveOS, QuorumOS).
@@ -109,7 +110,7 @@ pub enum EifLayout {
 
 /// `[output.eif]`: `NAME.eif` and `NAME.pcrs`, an AWS Nitro Enclave image of the box's
 /// `[kernel]` (see `src/enclave.rs`).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EifOutput {
     #[serde(default)]
@@ -127,7 +128,7 @@ pub struct EifOutput {
 }
 
 /// Compression of a SquashFS image's data and metadata blocks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SquashfsCompression {
     #[default]
@@ -137,7 +138,7 @@ pub enum SquashfsCompression {
 }
 
 /// `[output.squashfs]`: `NAME.squashfs`, the rootfs as a read-only SquashFS image.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SquashfsOutput {
     #[serde(default)]
@@ -145,7 +146,7 @@ pub struct SquashfsOutput {
 }
 
 /// `[output.erofs]`: `NAME.erofs`, the rootfs as an uncompressed EROFS image.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ErofsOutput {
     /// Volume name (at most 16 bytes); default: the box name.
@@ -153,7 +154,7 @@ pub struct ErofsOutput {
 }
 
 /// `[output.iso]`: `NAME.iso`, the tree as an ISO 9660 image (Rock Ridge + Joliet).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IsoOutput {
     /// Volume identifier (default: the box name); mapped to ISO 9660 d-characters, Joliet
@@ -170,7 +171,7 @@ pub struct IsoOutput {
 }
 
 /// The root file system of a disk image.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DiskRoot {
     #[default]
@@ -181,7 +182,7 @@ pub enum DiskRoot {
 /// `[output.disk]`: `NAME.img`, a raw GPT disk: an EFI system partition with the UEFI boot
 /// loader, the box's kernel and an optional early initramfs, and a read-only root partition
 /// holding the tree, named on the kernel command line by its PARTUUID.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DiskOutput {
     /// The UEFI boot loader: a systemd-boot definition (or a table with its image).
@@ -201,7 +202,7 @@ pub struct DiskOutput {
 }
 
 /// `[output.*]` tables. Each present table is one output.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Outputs {
     pub tar: Option<TarOutput>,
@@ -298,31 +299,50 @@ impl Outputs {
 }
 
 /// An output table that takes no keys.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Empty {}
 
-#[derive(Deserialize)]
+/// A box file: the layers, kernel and outputs of one build.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "BoxFile")]
 struct RawBox {
+    #[schemars(with = "String")]
     name: Spanned<String>,
+    #[schemars(with = "Option<String>")]
     version: Option<Spanned<String>>,
+    #[schemars(with = "Option<i64>")]
     source_date_epoch: Option<Spanned<i64>>,
     #[serde(default)]
+    #[schemars(with = "Vec<RawLayer>")]
     layer: Vec<Spanned<RawLayer>>,
     output: Option<Outputs>,
+    #[schemars(with = "Option<super::kernel::RawBoxKernel>")]
     kernel: Option<Spanned<super::kernel::RawBoxKernel>>,
+    #[schemars(with = "Option<super::policy::RawPolicy>")]
     policy: Option<Spanned<super::policy::RawPolicy>>,
 }
 
-#[derive(Deserialize)]
+/// One `[[layer]]`: exactly one of `image`, `pallet`, `dir`.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Layer")]
 struct RawLayer {
+    #[schemars(with = "Option<String>")]
     image: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     pallet: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     dir: Option<Spanned<String>>,
     /// For `dir` layers: "normalize" (default) or "keep".
+    #[schemars(with = "Option<String>")]
     modes: Option<Spanned<String>>,
+}
+
+/// The schema of a box file, its parts registered in `g`.
+pub(super) fn schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    g.subschema_for::<RawBox>()
 }
 
 /// Read and validate a box file.

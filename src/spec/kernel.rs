@@ -20,6 +20,7 @@
 use super::{Compression, Location, Source};
 use crate::error::Result;
 use crate::reference::{ImageRef, RefKind};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use toml::Spanned;
@@ -64,31 +65,47 @@ pub struct KernelSpec {
 }
 
 /// The keys a definition file and an inline `[kernel]` table share.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, JsonSchema, Default)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "KernelDefinition")]
 struct RawDef {
     name: Option<String>,
     #[serde(default)]
     description: Option<String>,
+    #[schemars(with = "Option<String>")]
     image: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     path: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     config: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     modules: Option<Spanned<String>>,
     cmdline: Option<String>,
     compressions: Option<Vec<Compression>>,
 }
 
 /// A box's `[kernel]` table as written.
-#[derive(Deserialize, Default, Debug, Clone)]
+#[derive(Deserialize, JsonSchema, Default, Debug, Clone)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Kernel")]
 pub(crate) struct RawBoxKernel {
+    #[schemars(with = "Option<String>")]
     definition: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     image: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     path: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     config: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     modules: Option<Spanned<String>>,
     cmdline: Option<String>,
     compressions: Option<Vec<Compression>>,
+}
+
+/// The schema of a kernel definition file, registered in `g`.
+pub(super) fn schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    g.subschema_for::<RawDef>()
 }
 
 fn abs_path(src: &Source, v: &Spanned<String>, what: &str) -> Result<String> {

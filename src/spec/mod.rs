@@ -11,6 +11,7 @@ mod lockfile;
 mod package;
 mod pallet;
 mod policy;
+mod schema;
 
 pub use bootloader::*;
 pub use boxfile::*;
@@ -19,6 +20,7 @@ pub use lockfile::*;
 pub use package::*;
 pub use pallet::*;
 pub use policy::*;
+pub use schema::{schema, schema_text};
 
 use crate::error::{Error, IoContext, Result};
 use std::ops::Range;

@@ -23,6 +23,7 @@
 
 use super::{Location, Source};
 use crate::error::Result;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -51,28 +52,41 @@ impl PackageFormat {
 
 /// One `[output.deb|rpm|arch|apk]` table as written. Values keep their spans so errors can
 /// point at them.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PackageOutput {
+    #[schemars(with = "Option<String>")]
     pub name: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     pub version: Option<Spanned<String>>,
+    #[schemars(with = "Option<i64>")]
     pub release: Option<Spanned<i64>>,
+    #[schemars(with = "Option<String>")]
     pub architecture: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     pub summary: Option<Spanned<String>>,
     pub description: Option<String>,
+    #[schemars(with = "Option<String>")]
     pub maintainer: Option<Spanned<String>>,
     pub license: Option<String>,
+    #[schemars(with = "Option<String>")]
     pub url: Option<Spanned<String>>,
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub depends: Vec<Spanned<String>>,
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub conflicts: Vec<Spanned<String>>,
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub provides: Vec<Spanned<String>>,
+    #[schemars(with = "Option<Vec<String>>")]
     pub replaces: Option<Spanned<Vec<Spanned<String>>>>,
     /// Indexes of the box's `[[layer]]` tables that go in (default: all but the first).
+    #[schemars(with = "Option<Vec<i64>>")]
     pub layers: Option<Spanned<Vec<Spanned<i64>>>>,
     /// Absolute path prefixes to keep (default: everything the layers hold).
+    #[schemars(with = "Option<Vec<String>>")]
     pub paths: Option<Spanned<Vec<Spanned<String>>>>,
 }
 

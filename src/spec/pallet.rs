@@ -4,6 +4,7 @@
 use super::{Location, Source};
 use crate::error::Result;
 use crate::reference::ImageRef;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use toml::Spanned;
@@ -15,13 +16,21 @@ pub struct PalletSpec {
     pub images: Vec<(ImageRef, Location)>,
 }
 
-#[derive(Deserialize)]
+/// A pallet file (`pallets/NAME.toml`): a named list of pinned images, bottom first.
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "PalletFile")]
 struct RawPallet {
     name: String,
     #[serde(default)]
     description: Option<String>,
+    #[schemars(with = "Vec<String>")]
     images: Vec<Spanned<String>>,
+}
+
+/// The schema of a pallet file, registered in `g`.
+pub(super) fn schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    g.subschema_for::<RawPallet>()
 }
 
 pub fn load_pallet(path: &Path) -> Result<PalletSpec> {

@@ -13,6 +13,7 @@
 use super::{Location, Source};
 use crate::error::Result;
 use crate::reference::Repo;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -43,21 +44,30 @@ impl PolicySpec {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "Policy")]
 pub(crate) struct RawPolicy {
+    #[schemars(with = "Option<String>")]
     keyring: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     signatures: Option<Spanned<String>>,
+    #[schemars(with = "Option<i64>")]
     quorum: Option<Spanned<i64>>,
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, RawImagePolicy>")]
     images: BTreeMap<String, Spanned<RawImagePolicy>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(rename = "ImagePolicy")]
 pub(crate) struct RawImagePolicy {
+    #[schemars(with = "Option<String>")]
     keyring: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     signatures: Option<Spanned<String>>,
+    #[schemars(with = "Option<i64>")]
     quorum: Option<Spanned<i64>>,
 }
 

@@ -542,6 +542,8 @@ pub fn flatten(
     // the spill files and entry lists held at once.
     let applied = AtomicUsize::new(0);
     let failed = std::sync::atomic::AtomicBool::new(false);
+    // Bytes of layer blobs applied so far, for the terminal's progress bar.
+    let shown = crate::progress::bytes(&format!("flatten {n} layer(s)"), Some(layers.iter().map(|(_, b)| b.size).sum()));
     std::thread::scope(|s| -> Result<()> {
         for _ in 0..threads {
             s.spawn(|| loop {
@@ -594,6 +596,7 @@ pub fn flatten(
                 return Err(e);
             }
             applied.fetch_add(1, Ordering::SeqCst);
+            shown.inc(layers[i].1.size);
             let _g = gate.lock().unwrap();
             ready.notify_all();
         }
