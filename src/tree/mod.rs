@@ -9,6 +9,7 @@
 
 pub mod layer;
 pub mod path;
+pub mod tarread;
 #[cfg(test)]
 pub(crate) mod testutil;
 
