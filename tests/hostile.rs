@@ -1147,3 +1147,64 @@ fn whiteout_of_dotdot_and_dot_is_refused() {
         assert!(err.contains("whiteout"), "{name}: {err}");
     }
 }
+
+/// One PAX record, its length counting itself.
+fn pax_record(key: &str, value: &str) -> Vec<u8> {
+    let body = key.len() + value.len() + 3;
+    let mut len = body + 1;
+    while len != body + len.to_string().len() {
+        len = body + len.to_string().len();
+    }
+    format!("{len} {key}={value}\n").into_bytes()
+}
+
+#[test]
+fn sparse_file_larger_than_the_layer_limit_is_refused_before_any_work() {
+    // A 100 GB sparse file in a few KiB, as PAX sparse 1.0 (map in the data) and as an old
+    // GNU `S` entry: its logical size trips the default 64 GiB limit from the header alone,
+    // naming the real path, at once and without writing any zeros.
+    const REAL: u64 = 100_000_000_000;
+    let pax: Vec<u8> = [
+        pax_record("GNU.sparse.major", "1"),
+        pax_record("GNU.sparse.minor", "0"),
+        pax_record("GNU.sparse.name", "huge/disk.img"),
+        pax_record("GNU.sparse.realsize", &REAL.to_string()),
+    ]
+    .concat();
+    let mut pax_tar = header(b"PaxHeaders/disk.img", b'x', 0o644, pax.len() as u64, b"").to_vec();
+    pax_tar.extend_from_slice(&pax);
+    pax_tar.resize(pax_tar.len().div_ceil(BLOCK) * BLOCK, 0);
+    pax_tar.extend_from_slice(&header(b"huge/GNUSparseFile.1/disk.img", b'0', 0o644, BLOCK as u64 + 1, b""));
+    let mut map = format!("1\n{}\n1\n", REAL - 1).into_bytes();
+    map.resize(BLOCK, 0);
+    pax_tar.extend_from_slice(&map);
+    pax_tar.extend_from_slice(&[b'x'; 1]);
+    pax_tar.resize(pax_tar.len().div_ceil(BLOCK) * BLOCK + 2 * BLOCK, 0);
+
+    let mut s_head = header(b"huge/disk.img", b'S', 0o644, 1, b"");
+    s_head[257..265].copy_from_slice(b"ustar  \0");
+    s_head[386] = 0x80;
+    s_head[390..398].copy_from_slice(&(REAL - 1).to_be_bytes());
+    octal(&mut s_head[398..410], 1);
+    s_head[483] = 0x80;
+    s_head[487..495].copy_from_slice(&REAL.to_be_bytes());
+    s_head[148..156].copy_from_slice(b"        ");
+    let sum: u32 = s_head.iter().map(|b| *b as u32).sum();
+    s_head[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    let mut s_tar = s_head.to_vec();
+    s_tar.push(b'x');
+    s_tar.resize(BLOCK * 4, 0);
+
+    for tar in [pax_tar, s_tar] {
+        let s = Scene::new();
+        assert!(tar.len() < 8 << 10);
+        let label = s.bad(&[Layer::gz(tar)], None);
+        let started = std::time::Instant::now();
+        let (code, stderr, maxrss_kib) = build_measured(&s, "bad.toml");
+        assert_eq!(code, 1, "{stderr}");
+        assert_layer_error(&stderr, &label, 1, "/huge/disk.img", "layer unpacks to more than 68719476736 bytes");
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "took {:?}", started.elapsed());
+        assert!(maxrss_kib < 200 << 10, "peak RSS {maxrss_kib} KiB");
+        assert!(snapshot(&s.p("out")).is_empty());
+    }
+}
