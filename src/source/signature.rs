@@ -338,6 +338,12 @@ fn verify_one<'k>(data: &[u8], repo: &Repo, d: &Digest, keyring: &'k Keyring, no
     }
 }
 
+/// [`verify_one`] without its panic guard, for the fuzz targets: verify one signature file's
+/// bytes for digest `d` of repository `name`; the signing key's fingerprint, or why not.
+pub fn verify_file(data: &[u8], name: &str, d: &Digest, keyring: &Keyring, now: i64) -> std::result::Result<String, (String, Problem)> {
+    verify_inner(data, &Repo::parse(name), d, keyring, now).map(|(k, _)| k.fingerprint.clone())
+}
+
 fn verify_inner<'k>(data: &[u8], repo: &Repo, d: &Digest, keyring: &'k Keyring, now: i64) -> std::result::Result<(&'k TrustedKey, String), (String, Problem)> {
     let fatal = |m: String| (m, Problem::Bad);
     let expired = |m: String| (m, Problem::Expired);
@@ -452,7 +458,7 @@ fn strip_tag(identity: &str) -> &str {
 }
 
 /// The docker-reference and docker-manifest-digest of a payload of either generation.
-fn parse_payload(payload: &[u8]) -> std::result::Result<(String, String), String> {
+pub fn parse_payload(payload: &[u8]) -> std::result::Result<(String, String), String> {
     let json: serde_json::Value = serde_json::from_slice(payload).map_err(|e| format!("signed payload is not JSON: {e}"))?;
     let obj = match &json {
         serde_json::Value::Array(a) if a.len() == 1 => &a[0],
