@@ -1208,3 +1208,55 @@ fn sparse_file_larger_than_the_layer_limit_is_refused_before_any_work() {
         assert!(snapshot(&s.p("out")).is_empty());
     }
 }
+
+#[test]
+fn sparse_map_bombs_are_refused_within_the_metadata_cap() {
+    // An old GNU `S` entry whose extension blocks never end (256 MiB of them, ~12 million map
+    // chunks), and a PAX 1.0 map announcing a billion chunks: both refused as archive bombs
+    // with the entry named, peak RSS far below what the map would take.
+    let s = Scene::new();
+    let mut head = header(b"s", b'S', 0o644, 0, b"");
+    head[257..265].copy_from_slice(b"ustar  \0");
+    head[482] = 1;
+    head[148..156].copy_from_slice(b"        ");
+    let sum: u32 = head.iter().map(|b| *b as u32).sum();
+    head[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    let mut ext = [0u8; BLOCK];
+    for i in 0..21 {
+        ext[i * 24..i * 24 + 24].copy_from_slice(b"00000000000\000000000000\0");
+    }
+    ext[504] = 1;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(9));
+    let mut sha = Sha256::new();
+    let mut put = |b: &[u8]| {
+        gz.write_all(b).unwrap();
+        sha.update(b);
+    };
+    put(&head);
+    for _ in 0..(BOMB / BLOCK as u64) {
+        put(&ext);
+    }
+    put(&[0u8; 2 * BLOCK]);
+    let (blob, diff_id) = (gz.finish().unwrap(), hex::encode(sha.finalize()));
+    let label = bomb_layer(&s, blob, diff_id);
+    let (code, stderr, maxrss_kib) = build_measured(&s, "bad.toml");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains(&format!("layer {label} #1")) && stderr.contains("possible archive bomb"), "{stderr}");
+    assert!(maxrss_kib < 200 << 10, "peak RSS {maxrss_kib} KiB");
+
+    let s = Scene::new();
+    let pax: Vec<u8> = [pax_record("GNU.sparse.major", "1"), pax_record("GNU.sparse.minor", "0"), pax_record("GNU.sparse.name", "m"), pax_record("GNU.sparse.realsize", "1000")].concat();
+    let mut tar = header(b"PaxHeaders/m", b'x', 0o644, pax.len() as u64, b"").to_vec();
+    tar.extend_from_slice(&pax);
+    tar.resize(tar.len().div_ceil(BLOCK) * BLOCK, 0);
+    tar.extend_from_slice(&header(b"GNUSparseFile.1/m", b'0', 0o644, BLOCK as u64, b""));
+    let mut map = b"1000000000\n".to_vec();
+    map.resize(BLOCK, 0);
+    tar.extend_from_slice(&map);
+    tar.extend_from_slice(&[0u8; 2 * BLOCK]);
+    let label = s.bad(&[Layer::gz(tar)], None);
+    let (code, stderr, maxrss_kib) = build_measured(&s, "bad.toml");
+    assert_eq!(code, 1, "{stderr}");
+    assert_layer_error(&stderr, &label, 1, "/m", "GNU sparse map of 1000000000 chunks");
+    assert!(maxrss_kib < 200 << 10, "peak RSS {maxrss_kib} KiB");
+}
