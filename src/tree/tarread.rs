@@ -207,7 +207,7 @@ fn pct_decode(s: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(s.len());
     let mut i = 0;
     while i < s.len() {
-        if s[i] == b'%' && i + 2 < s.len() + 0 && i + 2 <= s.len() - 1 {
+        if s[i] == b'%' && i + 2 < s.len() {
             if let Ok(v) = u8::from_str_radix(std::str::from_utf8(&s[i + 1..i + 3]).unwrap_or("zz"), 16) {
                 out.push(v);
                 i += 3;
