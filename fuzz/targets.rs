@@ -70,3 +70,61 @@ pub fn grub(data: &[u8]) {
     let _ = grub::debug::dump(data);
     let _ = grub::resolve("d", &String::from_utf8_lossy(data), &["normal".to_string(), "linux".to_string()]);
 }
+
+/// Raw tar bytes → `tree::tarread::Reader` (every header form, PAX records, GNU sparse maps
+/// of all versions), each entry's data read and, for a sparse file of at most 1 MiB, expanded
+/// in memory. Checks the reader's promises: a sparse map is ordered, inside the logical size
+/// and covers exactly the stored bytes; data-less entries store nothing.
+pub fn tar_reader(data: &[u8]) {
+    use stagebox::tree::tarread::{Kind, Reader};
+    let mut r = Reader::new(data, 1 << 20);
+    let mut buf = vec![0u8; 4096];
+    for _ in 0..10_000 {
+        let Ok(Some(e)) = r.next() else { return };
+        let mut stored = Vec::new();
+        loop {
+            match r.read_data(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => stored.extend_from_slice(&buf[..n]),
+                Err(_) => return,
+            }
+        }
+        assert_eq!(stored.len() as u64, e.stored, "stored bytes read");
+        if e.kind != Kind::File {
+            assert_eq!(e.size, 0);
+            continue;
+        }
+        match &e.sparse {
+            None => assert_eq!(e.size, e.stored),
+            Some(map) => {
+                let mut end = 0u64;
+                let mut sum = 0u64;
+                for &(off, len) in map {
+                    assert!(off >= end && off + len <= e.size, "sparse map out of order or range");
+                    end = off + len;
+                    sum += len;
+                }
+                assert_eq!(sum, e.stored, "sparse map covers the stored bytes");
+                if e.size <= 1 << 20 {
+                    let mut file = vec![0u8; e.size as usize];
+                    let mut at = 0usize;
+                    for &(off, len) in map {
+                        file[off as usize..(off + len) as usize].copy_from_slice(&stored[at..at + len as usize]);
+                        at += len as usize;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A signature file → `source::signature::verify_file` with an empty keyring (OpenPGP
+/// message parsing, decompression, literal data, issuer lookup), and the same bytes as a
+/// signed payload → `parse_payload` (both JSON generations).
+pub fn signature(data: &[u8]) {
+    use stagebox::source::signature::{parse_payload, verify_file, Keyring};
+    let kr = Keyring { path: "fuzz".into(), keys: Vec::new() };
+    let d = stagebox::digest::Digest::of_bytes(b"");
+    let _ = verify_file(data, "stagex/core-fuzz", &d, &kr, 0);
+    let _ = parse_payload(data);
+}

@@ -109,6 +109,10 @@ enum Command {
         /// How many distinct trusted keys must have signed.
         #[arg(long, value_name = "M")]
         quorum: usize,
+        /// Fail on any bad signature (damaged, not verifying, over another digest) even when
+        /// the quorum is met; without it they are reported and do not count.
+        #[arg(long)]
+        strict: bool,
         /// Machine-readable report.
         #[arg(long)]
         json: bool,
@@ -232,8 +236,8 @@ fn run(cli: Cli) -> stagebox::Result<()> {
             let opts = stagebox::cmd::run::RunOptions { memory, uefi, disk, kvm, expect, timeout, kernel, append, echo: true };
             stagebox::cmd::run::run(&output, &opts)?;
         }
-        Command::Verify { reference, keyring, signatures, quorum, json, store: StoreArgs { cache, platform, offline } } => {
-            let opts = stagebox::cmd::verify::VerifyOptions { keyring, signatures, quorum, cache, platform, offline };
+        Command::Verify { reference, keyring, signatures, quorum, strict, json, store: StoreArgs { cache, platform, offline } } => {
+            let opts = stagebox::cmd::verify::VerifyOptions { keyring, signatures, quorum, strict, cache, platform, offline };
             let report = stagebox::cmd::verify::verify(&reference, &opts)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report).expect("json"));

@@ -897,8 +897,23 @@ fn ordinary_record_padding_after_the_end_of_archive_is_fine() {
 }
 
 #[test]
-fn data_of_a_non_file_entry_counts_against_the_layer_limit() {
-    // a directory header claiming 32 MiB of data: the reader skips it, but it is inflated
+fn size_field_of_a_data_less_entry_is_ignored() {
+    // A directory header claiming 32 MiB of data carries none (as Go, bsdtar and Python read
+    // it): the next header follows at once, and nothing counts against the layer limit.
+    let s = Scene::new();
+    let mut tar = header(b"d/", b'5', 0o755, 32 << 20, b"").to_vec();
+    tar.extend_from_slice(&header(b"d/f", b'0', 0o644, 0, b""));
+    tar.extend_from_slice(&[0u8; 2 * BLOCK]);
+    s.bad(&[Layer::gz(tar)], None);
+    let listing = s.assert_builds();
+    assert_eq!(listing.get("d").map(|e| e.0), Some(b'5'), "{listing:?}");
+    assert_eq!(listing.get("d/f").map(|e| e.0), Some(b'0'), "{listing:?}");
+}
+
+#[test]
+fn zeros_claimed_as_a_directory_s_data_are_trailing_data() {
+    // The same header followed by 32 MiB of zeros: those are the end of the archive and what
+    // trails it, bounded like any trailing data.
     let s = Scene::new();
     let mut tail = Vec::new();
     tail.extend_from_slice(&header(b"f", b'0', 0o644, 0, b""));
@@ -907,7 +922,7 @@ fn data_of_a_non_file_entry_counts_against_the_layer_limit() {
     let label = bomb_layer(&s, blob, diff_id);
     let r = build_env(s.dir(), &s.p("bad.toml"), &s.p("out"), &s.p("cache"), &[("STAGEBOX_MAX_LAYER_BYTES", "16777216")]);
     assert_eq!(r.code, 1, "{}", r.stderr);
-    assert_layer_error(&r.stderr, &label, 1, "/d/", "layer unpacks to more than 16777216 bytes");
+    assert_layer_error(&r.stderr, &label, 1, "/", "tar metadata or trailing data");
 }
 
 #[test]
@@ -1131,4 +1146,117 @@ fn whiteout_of_dotdot_and_dot_is_refused() {
         assert!(err.contains(&label), "{err}");
         assert!(err.contains("whiteout"), "{name}: {err}");
     }
+}
+
+/// One PAX record, its length counting itself.
+fn pax_record(key: &str, value: &str) -> Vec<u8> {
+    let body = key.len() + value.len() + 3;
+    let mut len = body + 1;
+    while len != body + len.to_string().len() {
+        len = body + len.to_string().len();
+    }
+    format!("{len} {key}={value}\n").into_bytes()
+}
+
+#[test]
+fn sparse_file_larger_than_the_layer_limit_is_refused_before_any_work() {
+    // A 100 GB sparse file in a few KiB, as PAX sparse 1.0 (map in the data) and as an old
+    // GNU `S` entry: its logical size trips the default 64 GiB limit from the header alone,
+    // naming the real path, at once and without writing any zeros.
+    const REAL: u64 = 100_000_000_000;
+    let pax: Vec<u8> = [
+        pax_record("GNU.sparse.major", "1"),
+        pax_record("GNU.sparse.minor", "0"),
+        pax_record("GNU.sparse.name", "huge/disk.img"),
+        pax_record("GNU.sparse.realsize", &REAL.to_string()),
+    ]
+    .concat();
+    let mut pax_tar = header(b"PaxHeaders/disk.img", b'x', 0o644, pax.len() as u64, b"").to_vec();
+    pax_tar.extend_from_slice(&pax);
+    pax_tar.resize(pax_tar.len().div_ceil(BLOCK) * BLOCK, 0);
+    pax_tar.extend_from_slice(&header(b"huge/GNUSparseFile.1/disk.img", b'0', 0o644, BLOCK as u64 + 1, b""));
+    let mut map = format!("1\n{}\n1\n", REAL - 1).into_bytes();
+    map.resize(BLOCK, 0);
+    pax_tar.extend_from_slice(&map);
+    pax_tar.extend_from_slice(&[b'x'; 1]);
+    pax_tar.resize(pax_tar.len().div_ceil(BLOCK) * BLOCK + 2 * BLOCK, 0);
+
+    let mut s_head = header(b"huge/disk.img", b'S', 0o644, 1, b"");
+    s_head[257..265].copy_from_slice(b"ustar  \0");
+    s_head[386] = 0x80;
+    s_head[390..398].copy_from_slice(&(REAL - 1).to_be_bytes());
+    octal(&mut s_head[398..410], 1);
+    s_head[483] = 0x80;
+    s_head[487..495].copy_from_slice(&REAL.to_be_bytes());
+    s_head[148..156].copy_from_slice(b"        ");
+    let sum: u32 = s_head.iter().map(|b| *b as u32).sum();
+    s_head[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    let mut s_tar = s_head.to_vec();
+    s_tar.push(b'x');
+    s_tar.resize(BLOCK * 4, 0);
+
+    for tar in [pax_tar, s_tar] {
+        let s = Scene::new();
+        assert!(tar.len() < 8 << 10);
+        let label = s.bad(&[Layer::gz(tar)], None);
+        let started = std::time::Instant::now();
+        let (code, stderr, maxrss_kib) = build_measured(&s, "bad.toml");
+        assert_eq!(code, 1, "{stderr}");
+        assert_layer_error(&stderr, &label, 1, "/huge/disk.img", "layer unpacks to more than 68719476736 bytes");
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "took {:?}", started.elapsed());
+        assert!(maxrss_kib < 200 << 10, "peak RSS {maxrss_kib} KiB");
+        assert!(snapshot(&s.p("out")).is_empty());
+    }
+}
+
+#[test]
+fn sparse_map_bombs_are_refused_within_the_metadata_cap() {
+    // An old GNU `S` entry whose extension blocks never end (256 MiB of them, ~12 million map
+    // chunks), and a PAX 1.0 map announcing a billion chunks: both refused as archive bombs
+    // with the entry named, peak RSS far below what the map would take.
+    let s = Scene::new();
+    let mut head = header(b"s", b'S', 0o644, 0, b"");
+    head[257..265].copy_from_slice(b"ustar  \0");
+    head[482] = 1;
+    head[148..156].copy_from_slice(b"        ");
+    let sum: u32 = head.iter().map(|b| *b as u32).sum();
+    head[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    let mut ext = [0u8; BLOCK];
+    for i in 0..21 {
+        ext[i * 24..i * 24 + 24].copy_from_slice(b"00000000000\000000000000\0");
+    }
+    ext[504] = 1;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(9));
+    let mut sha = Sha256::new();
+    let mut put = |b: &[u8]| {
+        gz.write_all(b).unwrap();
+        sha.update(b);
+    };
+    put(&head);
+    for _ in 0..(BOMB / BLOCK as u64) {
+        put(&ext);
+    }
+    put(&[0u8; 2 * BLOCK]);
+    let (blob, diff_id) = (gz.finish().unwrap(), hex::encode(sha.finalize()));
+    let label = bomb_layer(&s, blob, diff_id);
+    let (code, stderr, maxrss_kib) = build_measured(&s, "bad.toml");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains(&format!("layer {label} #1")) && stderr.contains("possible archive bomb"), "{stderr}");
+    assert!(maxrss_kib < 200 << 10, "peak RSS {maxrss_kib} KiB");
+
+    let s = Scene::new();
+    let pax: Vec<u8> = [pax_record("GNU.sparse.major", "1"), pax_record("GNU.sparse.minor", "0"), pax_record("GNU.sparse.name", "m"), pax_record("GNU.sparse.realsize", "1000")].concat();
+    let mut tar = header(b"PaxHeaders/m", b'x', 0o644, pax.len() as u64, b"").to_vec();
+    tar.extend_from_slice(&pax);
+    tar.resize(tar.len().div_ceil(BLOCK) * BLOCK, 0);
+    tar.extend_from_slice(&header(b"GNUSparseFile.1/m", b'0', 0o644, BLOCK as u64, b""));
+    let mut map = b"1000000000\n".to_vec();
+    map.resize(BLOCK, 0);
+    tar.extend_from_slice(&map);
+    tar.extend_from_slice(&[0u8; 2 * BLOCK]);
+    let label = s.bad(&[Layer::gz(tar)], None);
+    let (code, stderr, maxrss_kib) = build_measured(&s, "bad.toml");
+    assert_eq!(code, 1, "{stderr}");
+    assert_layer_error(&stderr, &label, 1, "/m", "GNU sparse map of 1000000000 chunks");
+    assert!(maxrss_kib < 200 << 10, "peak RSS {maxrss_kib} KiB");
 }

@@ -52,6 +52,9 @@ fn keys() -> &'static Keys {
         // A key that was valid for a day in 2020: its signatures were made while it was valid,
         // and it has expired since.
         run(gpg(&home).args(["--faked-system-time", "20200101T000000", "--quick-gen-key", "old <old@stagebox.test>", "ed25519", "sign", "1d"]));
+        // carol's primary user id is her second one: reports must show it, not the first.
+        run(gpg(&home).args(["--quick-add-uid", "carol@stagebox.test", "Carol Primary <carol.primary@stagebox.test>"]));
+        run(gpg(&home).args(["--quick-set-primary-uid", "carol@stagebox.test", "Carol Primary <carol.primary@stagebox.test>"]));
         let keyring = dir.join("trusted.asc");
         let o = run(gpg(&home).args(["--armor", "--export", "alice@stagebox.test", "bob@stagebox.test", "carol@stagebox.test", "old@stagebox.test"]));
         write(&keyring, &o.stdout);
@@ -118,9 +121,15 @@ fn lookaside(root: &Path, name: &str, digest: &str, sigs: &[Vec<u8>]) {
 
 /// `stagebox verify stagex/NAME@DIGEST --keyring K --signatures DIR --quorum Q`.
 fn verify(name: &str, digest: &str, keyring: &Path, sigs: &Path, quorum: usize) -> (bool, String, String) {
+    verify_with(name, digest, keyring, sigs, quorum, &[])
+}
+
+/// [`verify`] with extra arguments (`--strict`).
+fn verify_with(name: &str, digest: &str, keyring: &Path, sigs: &Path, quorum: usize, extra: &[&str]) -> (bool, String, String) {
     let cache = tempdir();
     let o = output(
         stagebox(["verify".as_ref(), format!("{name}@{digest}").as_ref(), "--keyring".as_ref(), keyring.as_os_str(), "--signatures".as_ref(), sigs.as_os_str(), "--quorum".as_ref(), quorum.to_string().as_ref(), "--cache".as_ref(), cache.path().as_os_str()])
+            .args(extra)
             .env_remove("GNUPGHOME"),
     );
     let code = o.status.code();
@@ -169,8 +178,9 @@ fn one_key_signing_twice_counts_once() {
     let (ok, out, err) = verify(name, &d, &k.keyring, root.path(), 2);
     assert!(!ok, "{out}");
     assert!(err.contains("1 of 2") && err.contains("distinct") && err.contains(&k.carol), "{err}");
-    let (ok, _, err) = verify(name, &d, &k.keyring, root.path(), 1);
+    let (ok, out, err) = verify(name, &d, &k.keyring, root.path(), 1);
     assert!(ok, "{err}");
+    assert!(out.contains("Carol Primary <carol.primary@stagebox.test>") && !out.contains("carol <carol@"), "the primary user id: {out}");
 }
 
 #[test]
@@ -187,9 +197,14 @@ fn a_signature_for_a_neighbour_digest_fails() {
     let (ok, out, err) = verify(name, &d, &k.keyring, root.path(), 2);
     assert!(!ok, "{out}");
     assert!(err.contains("signature-2") && err.contains("signed digest") && err.contains(&k.bob), "{err}");
-    // Even with quorum 1 met by alice, a trusted key's signature over another digest fails the check.
-    let (ok, out, _) = verify(name, &d, &k.keyring, root.path(), 1);
+    // Quorum 1 is met by alice: bob's signature over another digest is reported, not a veto;
+    // --strict makes it fail the check.
+    let (ok, out, err) = verify(name, &d, &k.keyring, root.path(), 1);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("bad ") && out.contains("signature-2") && out.contains("signed digest"), "{out}");
+    let (ok, out, err) = verify_with(name, &d, &k.keyring, root.path(), 1, &["--strict"]);
     assert!(!ok, "{out}");
+    assert!(err.contains("strict") && err.contains("signature-2"), "{err}");
 
     // A signature for another image name (identity) fails as well.
     let (m2, d2) = manifest("identity");
@@ -236,6 +251,12 @@ fn an_expired_key_does_not_count() {
     let (ok, out, err) = verify(name, &d, &k.keyring, root.path(), 2);
     assert!(!ok, "{out}");
     assert!(err.contains(&k.old) && err.contains("expired"), "{err}");
+    // An expired key simply does not count: quorum 1 holds with alice, strict or not.
+    for extra in [&[][..], &["--strict"][..]] {
+        let (ok, out, err) = verify_with(name, &d, &k.keyring, root.path(), 1, extra);
+        assert!(ok, "{extra:?}: {out}{err}");
+        assert!(out.contains("old ") && out.contains(&k.old), "{out}");
+    }
 }
 
 #[test]
@@ -254,7 +275,7 @@ fn the_older_stagex_payload_is_accepted() {
 }
 
 #[test]
-fn garbled_and_missing_signatures_fail() {
+fn damaged_signatures_are_reported_without_vetoing_the_quorum() {
     let k = keys();
     let (m, d) = manifest("garbled");
     let name = "stagex/core-garbled";
@@ -262,10 +283,29 @@ fn garbled_and_missing_signatures_fail() {
     let mut a = skopeo_sign(k, &m, &format!("{name}:1"), &k.alice);
     let n = a.len();
     a[n / 2] ^= 0x55;
-    lookaside(root.path(), name, &d, &[a, skopeo_sign(k, &m, &format!("{name}:1"), &k.bob)]);
+    let good = skopeo_sign(k, &m, &format!("{name}:1"), &k.bob);
+    // As in StageX's own tree: an empty signature-1, a flipped byte, a truncated one, and a
+    // good one; quorum 1 holds, each other file is named with its reason.
+    let mut truncated = skopeo_sign(k, &m, &format!("{name}:1"), &k.carol);
+    truncated.truncate(truncated.len() / 3);
+    lookaside(root.path(), name, &d, &[Vec::new(), a, truncated, good]);
     let (ok, out, err) = verify(name, &d, &k.keyring, root.path(), 1);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("signature-1: empty file"), "{out}");
+    assert!(out.contains("bad   stagex/core-garbled") && out.contains("signature-2") && out.contains("signature-3"), "{out}");
+    assert!(out.contains("good") && out.contains(&k.bob) && out.contains("signature-4"), "{out}");
+    // Quorum 2 is not met by bob alone, and the damaged ones are listed in the error.
+    let (ok, _, err) = verify(name, &d, &k.keyring, root.path(), 2);
+    assert!(!ok);
+    assert!(err.contains("1 of 2") && err.contains("signature-1: empty file") && err.contains("signature-3"), "{err}");
+    // --strict: any bad one fails, naming it.
+    let (ok, out, err) = verify_with(name, &d, &k.keyring, root.path(), 1, &["--strict"]);
     assert!(!ok, "{out}");
-    assert!(err.contains("signature-1"), "{err}");
+    assert!(err.contains("strict") && err.contains("signature-1: empty file"), "{err}");
+    let cache = tempdir();
+    let o = output(stagebox(["verify", &format!("{name}@{d}"), "--json", "--quorum", "1", "--signatures"]).arg(root.path()).arg("--keyring").arg(&k.keyring).arg("--cache").arg(cache.path()));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["rejected"].as_array().unwrap().iter().filter(|r| r["problem"] == "bad").count(), 3, "{j}");
     // No signatures at all.
     let empty = tempdir();
     let (ok, _, err) = verify(name, &d, &k.keyring, empty.path(), 1);
@@ -298,8 +338,22 @@ fn box_policy_gates_the_build_before_any_output() {
     let built = build(&bx("2", ""), &out, &cache);
     assert_eq!(built.len(), 1);
 
-    // A per-image override asks for 3: exit 1, nothing written, naming image and signers.
+    // A damaged extra signature: a warning, the build goes on; with `strict = true` it fails.
+    write(&sigs.join(format!("stagex/core-policy@sha256={}/signature-3", &d[7..])), b"");
     std::fs::remove_dir_all(&out).unwrap();
+    let o = output(&mut stagebox(["build".as_ref(), bx("2", "").as_os_str(), "--out".as_ref(), out.as_os_str(), "--cache".as_ref(), cache.as_os_str(), "-q".as_ref()]));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("warning") && err.contains("signature-3: empty file"), "{err}");
+    std::fs::remove_dir_all(&out).unwrap();
+    let o = output(&mut stagebox(["build".as_ref(), bx("2", "strict = true\n").as_os_str(), "--out".as_ref(), out.as_os_str(), "--cache".as_ref(), cache.as_os_str(), "-q".as_ref()]));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("strict") && err.contains("signature-3: empty file"), "{err}");
+    assert!(!out.exists(), "no output when a strict check fails");
+    std::fs::remove_file(sigs.join(format!("stagex/core-policy@sha256={}/signature-3", &d[7..]))).unwrap();
+
+    // A per-image override asks for 3: exit 1, nothing written, naming image and signers.
     let p = bx("2", "[policy.images.\"stagex/core-policy\"]\nquorum = 3\n");
     let o = output(&mut stagebox(["build".as_ref(), p.as_os_str(), "--out".as_ref(), out.as_os_str(), "--cache".as_ref(), cache.as_os_str(), "-q".as_ref()]));
     let err = String::from_utf8_lossy(&o.stderr);

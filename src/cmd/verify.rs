@@ -14,6 +14,8 @@ pub struct VerifyOptions {
     pub keyring: PathBuf,
     pub signatures: String,
     pub quorum: usize,
+    /// Any bad signature fails the check (see [`crate::source::signature::Problem::Bad`]).
+    pub strict: bool,
     pub cache: Option<PathBuf>,
     pub platform: Option<crate::source::Platform>,
     pub offline: bool,
@@ -55,5 +57,5 @@ pub fn verify(text: &str, opts: &VerifyOptions) -> Result<Report> {
             vec![crate::source::resolve(&store, &r, &sopts)?.manifest_digest]
         }
     };
-    check(name, &digests, &la, &keyring, opts.quorum)
+    check(name, &digests, &la, &keyring, opts.quorum, opts.strict)
 }

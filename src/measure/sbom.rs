@@ -202,7 +202,7 @@ mod tests {
         let images = [ResolvedImage { reference, pin: d("a"), manifest_digest: d("a"), config: serde_json::json!({}), layers: vec![layer] }];
         let inputs = [InputRecord { reference: text.clone(), digest: d("a").to_string() }, InputRecord { reference: "file:ucode.cpio".into(), digest: d("e").to_string() }];
         let signer = Signer { fingerprint: "F00D".into(), user_id: "Alice".into(), file: "signature-1".into(), digest: d("a").to_string(), identity: "stagex/core-busybox:1".into() };
-        let signatures = [Report { image: text.clone(), digests: vec![], lookaside: "/x".into(), quorum: 1, accepted: vec![signer], rejected: vec![], distinct_keys: vec!["F00D".into()] }];
+        let signatures = [Report { image: text.clone(), digests: vec![], lookaside: "/x".into(), quorum: 1, strict: false, accepted: vec![signer], rejected: vec![], distinct_keys: vec!["F00D".into()] }];
         let tree = Tree::new(1);
         let s = SbomInput { name: "n", version: "1", source_date_epoch: 86400, inputs: &inputs, images: &images, signatures: &signatures, tree: &tree };
         let doc: Value = serde_json::from_slice(&document(&s).unwrap()).unwrap();

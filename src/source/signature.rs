@@ -17,6 +17,15 @@
 //! (`stagex/<name>`; the registry host is not compared: StageX publishes the same signed
 //! digests on docker.io and quay.io, and mirrors serve them under other hosts). The quorum
 //! counts **distinct primary keys**: one key signing twice counts once.
+//!
+//! A signature that does not count never vetoes the ones that do: anyone who can drop a file
+//! into a signature mirror (an empty `signature-1`, a truncated one, a signature over another
+//! digest) could otherwise block any image. Each one is reported (file, why) and sorted as
+//! [`Problem::Bad`] (damaged, empty, truncated, not verifying against the trusted key that
+//! issued it, over another digest or repository, revoked key), [`Problem::Expired`] or
+//! [`Problem::Untrusted`]. With `strict` (`verify --strict`, `[policy] strict = true`) any
+//! bad signature fails the check. Memory: a signature file is read whole up to 1 MiB, at
+//! most 64 per digest; the signed payload is capped at 64 KiB.
 
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
@@ -38,7 +47,7 @@ pub struct TrustedKey {
     pub key: SignedPublicKey,
     /// Primary key fingerprint, upper-case hex.
     pub fingerprint: String,
-    /// The first user id, for messages.
+    /// The primary user id (the one whose self-signature says so; else the first), for messages.
     pub user_id: String,
 }
 
@@ -65,7 +74,14 @@ impl Keyring {
                 key.verify().map_err(|e| {
                     Error::other(format!("keyring {}: key {:X} has a broken self-signature: {e}", f.display(), key.primary_key.fingerprint()))
                 })?;
-                let user_id = key.details.users.first().map(|u| String::from_utf8_lossy(u.id.id()).into_owned()).unwrap_or_default();
+                let user_id = key
+                    .details
+                    .users
+                    .iter()
+                    .find(|u| u.is_primary())
+                    .or_else(|| key.details.users.first())
+                    .map(|u| String::from_utf8_lossy(u.id.id()).into_owned())
+                    .unwrap_or_default();
                 keys.push(TrustedKey { fingerprint: format!("{:X}", key.primary_key.fingerprint()), user_id, key });
             }
         }
@@ -162,16 +178,27 @@ pub struct Signer {
     pub identity: String,
 }
 
+/// Why a signature does not count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Problem {
+    /// Empty, truncated or garbled, or a trusted key's signature that does not verify, names
+    /// another digest or repository, or comes from a revoked key. Fails a strict check.
+    Bad,
+    /// By a trusted key (or subkey, or a signature) past its expiry: valid once, no longer
+    /// counted. Not a failure even when strict (old images stay checkable).
+    Expired,
+    /// By a key outside the keyring (StageX directories hold signatures of every maintainer;
+    /// a keyring may trust a subset). Never a failure.
+    Untrusted,
+}
+
 /// A signature that does not count, and why.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Rejected {
     pub file: String,
     pub reason: String,
-    /// True for a garbled file or a trusted key's bad signature (wrong digest or identity,
-    /// expired, revoked, not verifying): these fail the check whatever the count. A signature
-    /// by a key outside the keyring only does not count (StageX directories hold signatures of
-    /// every maintainer; a keyring may trust a subset).
-    pub fatal: bool,
+    pub problem: Problem,
 }
 
 /// The outcome of checking one image.
@@ -181,6 +208,8 @@ pub struct Report {
     pub digests: Vec<String>,
     pub lookaside: String,
     pub quorum: usize,
+    /// Any [`Problem::Bad`] signature fails the check.
+    pub strict: bool,
     pub accepted: Vec<Signer>,
     pub rejected: Vec<Rejected>,
     /// Distinct primary key fingerprints among `accepted`.
@@ -189,7 +218,11 @@ pub struct Report {
 
 impl Report {
     pub fn ok(&self) -> bool {
-        self.distinct_keys.len() >= self.quorum && !self.rejected.iter().any(|r| r.fatal)
+        self.distinct_keys.len() >= self.quorum && !(self.strict && self.any_bad())
+    }
+
+    fn any_bad(&self) -> bool {
+        self.rejected.iter().any(|r| r.problem == Problem::Bad)
     }
 
     /// Human-readable lines: each accepted and rejected signature, then the verdict.
@@ -199,7 +232,12 @@ impl Report {
             s += &format!("  good  {}  {}  {}\n", a.fingerprint, a.user_id, a.file);
         }
         for r in &self.rejected {
-            s += &format!("  {}  {}: {}\n", if r.fatal { "bad " } else { "skip" }, r.file, r.reason);
+            let tag = match r.problem {
+                Problem::Bad => "bad ",
+                Problem::Expired => "old ",
+                Problem::Untrusted => "skip",
+            };
+            s += &format!("  {tag}  {}: {}\n", r.file, r.reason);
         }
         s += &format!(
             "  {} of {} required distinct keys: {}\n",
@@ -208,7 +246,7 @@ impl Report {
             if self.ok() {
                 "quorum holds"
             } else if self.distinct_keys.len() >= self.quorum {
-                "REJECTED (a bad signature)"
+                "REJECTED (a bad signature, --strict)"
             } else {
                 "QUORUM NOT MET"
             }
@@ -219,8 +257,8 @@ impl Report {
     /// The error a failed check stops a build with: the image, and each key or file and why.
     pub fn error(&self) -> Error {
         let mut why: Vec<String> = self.rejected.iter().map(|r| format!("{}: {}", r.file, r.reason)).collect();
-        if self.rejected.iter().any(|r| r.fatal) && self.distinct_keys.len() >= self.quorum {
-            why.insert(0, "a bad signature fails the check even when the quorum is otherwise met".into());
+        if self.strict && self.any_bad() && self.distinct_keys.len() >= self.quorum {
+            why.insert(0, "strict: a bad signature fails the check even though the quorum is met".into());
         }
         let signers: Vec<String> = self.distinct_keys.clone();
         if self.accepted.len() > self.distinct_keys.len() {
@@ -243,7 +281,7 @@ impl Report {
 
 /// Check the signatures of image `name` (a repository, e.g. `stagex/core-busybox`) for each of
 /// `digests` (its manifest digest, and the index digest it was pinned by, if any).
-pub fn check(name: &str, digests: &[Digest], lookaside: &Lookaside, keyring: &Keyring, quorum: usize) -> Result<Report> {
+pub fn check(name: &str, digests: &[Digest], lookaside: &Lookaside, keyring: &Keyring, quorum: usize, strict: bool) -> Result<Report> {
     let repo = Repo::parse(name);
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -258,6 +296,7 @@ pub fn check(name: &str, digests: &[Digest], lookaside: &Lookaside, keyring: &Ke
         digests: digests.iter().map(|d| d.to_string()).collect(),
         lookaside: lookaside.display(),
         quorum,
+        strict,
         accepted: Vec::new(),
         rejected: Vec::new(),
         distinct_keys: Vec::new(),
@@ -274,7 +313,7 @@ pub fn check(name: &str, digests: &[Digest], lookaside: &Lookaside, keyring: &Ke
                     digest: d.to_string(),
                     identity,
                 }),
-                Err((reason, fatal)) => report.rejected.push(Rejected { file: rel, reason, fatal }),
+                Err((reason, problem)) => report.rejected.push(Rejected { file: rel, reason, problem }),
             }
         }
     }
@@ -284,13 +323,28 @@ pub fn check(name: &str, digests: &[Digest], lookaside: &Lookaside, keyring: &Ke
 }
 
 /// Verify one signature file for digest `d`; returns the trusted key and the signed identity.
-fn verify_one<'k>(data: &[u8], repo: &Repo, d: &Digest, keyring: &'k Keyring, now: i64) -> std::result::Result<(&'k TrustedKey, String), (String, bool)> {
-    verify_inner(data, repo, d, keyring, now)
+fn verify_one<'k>(data: &[u8], repo: &Repo, d: &Digest, keyring: &'k Keyring, now: i64) -> std::result::Result<(&'k TrustedKey, String), (String, Problem)> {
+    if data.is_empty() {
+        return Err(("empty file".into(), Problem::Bad));
+    }
+    // The OpenPGP parser is given untrusted bytes: a panic in it must be a bad signature,
+    // not a crash of the whole check.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| verify_inner(data, repo, d, keyring, now))) {
+        Ok(r) => r,
+        Err(_) => Err(("damaged: the OpenPGP parser gave up on it".into(), Problem::Bad)),
+    }
 }
 
-fn verify_inner<'k>(data: &[u8], repo: &Repo, d: &Digest, keyring: &'k Keyring, now: i64) -> std::result::Result<(&'k TrustedKey, String), (String, bool)> {
-    let fatal = |m: String| (m, true);
-    let msg = Message::from_bytes(data).map_err(|e| fatal(format!("garbled: not an OpenPGP message: {e}")))?;
+/// [`verify_one`] without its panic guard, for the fuzz targets: verify one signature file's
+/// bytes for digest `d` of repository `name`; the signing key's fingerprint, or why not.
+pub fn verify_file(data: &[u8], name: &str, d: &Digest, keyring: &Keyring, now: i64) -> std::result::Result<String, (String, Problem)> {
+    verify_inner(data, &Repo::parse(name), d, keyring, now).map(|(k, _)| k.fingerprint.clone())
+}
+
+fn verify_inner<'k>(data: &[u8], repo: &Repo, d: &Digest, keyring: &'k Keyring, now: i64) -> std::result::Result<(&'k TrustedKey, String), (String, Problem)> {
+    let fatal = |m: String| (m, Problem::Bad);
+    let expired = |m: String| (m, Problem::Expired);
+    let msg = Message::from_bytes(data).map_err(|e| fatal(format!("damaged or truncated: not an OpenPGP message: {e}")))?;
     let mut msg = msg.decompress().map_err(|e| fatal(format!("garbled: cannot decompress the OpenPGP message: {e}")))?;
     if !msg.is_signed() {
         return Err(fatal("garbled: the OpenPGP message is not signed".into()));
@@ -323,7 +377,7 @@ fn verify_inner<'k>(data: &[u8], repo: &Repo, d: &Digest, keyring: &'k Keyring, 
         });
         return Err(match trusted {
             Some(k) => fatal(format!("signed by trusted key {} ({}), but the signature does not verify", k.fingerprint, k.user_id)),
-            None => (format!("signed by {issuer}, which is not in the trusted keyring"), false),
+            None => (format!("signed by {issuer}, which is not in the trusted keyring"), Problem::Untrusted),
         });
     };
     let who = format!("key {} ({})", k.fingerprint, k.user_id);
@@ -334,7 +388,7 @@ fn verify_inner<'k>(data: &[u8], repo: &Repo, d: &Digest, keyring: &'k Keyring, 
     }
     if let Some(exp) = k.key.expires_at() {
         if exp.timestamp() <= now {
-            return Err(fatal(format!("{who} expired at {}", exp.to_rfc3339())));
+            return Err(expired(format!("{who} expired at {}", exp.to_rfc3339())));
         }
     }
     if let Some(sub) = sub {
@@ -348,7 +402,7 @@ fn verify_inner<'k>(data: &[u8], repo: &Repo, d: &Digest, keyring: &'k Keyring, 
         if let Some(exp) = latest.and_then(|s| s.key_expiration_time()) {
             let until = sub.key.created_at().timestamp() + exp.num_seconds();
             if until <= now {
-                return Err(fatal(format!("{who}: signing subkey {:X} has expired", sub.key.fingerprint())));
+                return Err(expired(format!("{who}: signing subkey {:X} has expired", sub.key.fingerprint())));
             }
         }
         if !latest.is_some_and(|s| s.key_flags().sign()) {
@@ -357,7 +411,7 @@ fn verify_inner<'k>(data: &[u8], repo: &Repo, d: &Digest, keyring: &'k Keyring, 
     }
     if let (Some(created), Some(exp)) = (sig.created(), sig.signature_expiration_time()) {
         if exp.num_seconds() > 0 && created.timestamp() + exp.num_seconds() <= now {
-            return Err(fatal(format!("{who}: the signature itself has expired")));
+            return Err(expired(format!("{who}: the signature itself has expired")));
         }
     }
 
@@ -401,7 +455,7 @@ fn strip_tag(identity: &str) -> &str {
 }
 
 /// The docker-reference and docker-manifest-digest of a payload of either generation.
-fn parse_payload(payload: &[u8]) -> std::result::Result<(String, String), String> {
+pub fn parse_payload(payload: &[u8]) -> std::result::Result<(String, String), String> {
     let json: serde_json::Value = serde_json::from_slice(payload).map_err(|e| format!("signed payload is not JSON: {e}"))?;
     let obj = match &json {
         serde_json::Value::Array(a) if a.len() == 1 => &a[0],
@@ -455,9 +509,13 @@ pub fn enforce(spec: &crate::spec::BoxSpec, images: &[crate::source::ResolvedIma
             keyrings.insert(p.keyring.clone(), Keyring::load(&p.keyring)?);
         }
         let la = Lookaside::parse(&p.signatures, &spec.dir).map_err(|m| policy.at.error(m))?;
-        let rep = check(&name, &digests, &la, &keyrings[&p.keyring], p.quorum)?;
+        let rep = check(&name, &digests, &la, &keyrings[&p.keyring], p.quorum, p.strict)?;
         if !rep.ok() {
             return Err(rep.error());
+        }
+        // The quorum holds; signatures that did not count are still worth a look.
+        for r in rep.rejected.iter().filter(|r| r.problem == Problem::Bad) {
+            eprintln!("stagebox: warning: {}: {}: {} (not counted)", rep.image, r.file, r.reason);
         }
         reports.push(rep);
     }

@@ -6,6 +6,7 @@
 //! keyring = "keys/stagex.asc"          # file (armored or binary, many keys) or a directory
 //! signatures = "https://sigs.stagex.tools"   # or a lookaside directory (relative to the box file)
 //! quorum = 2
+//! strict = false                       # true: any bad signature fails, even with the quorum met
 //! [policy.images."stagex/core-busybox"]
 //! quorum = 3                           # keyring and signatures may be overridden too
 //! ```
@@ -26,6 +27,8 @@ pub struct ImagePolicy {
     /// A directory (absolute) or an `https://` URL, as `source::signature::Lookaside` takes it.
     pub signatures: String,
     pub quorum: usize,
+    /// Any bad signature (damaged, not verifying, wrong digest) fails the check.
+    pub strict: bool,
 }
 
 /// `[policy]`, validated.
@@ -54,6 +57,7 @@ pub(crate) struct RawPolicy {
     signatures: Option<Spanned<String>>,
     #[schemars(with = "Option<i64>")]
     quorum: Option<Spanned<i64>>,
+    strict: Option<bool>,
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, RawImagePolicy>")]
     images: BTreeMap<String, Spanned<RawImagePolicy>>,
@@ -69,6 +73,7 @@ pub(crate) struct RawImagePolicy {
     signatures: Option<Spanned<String>>,
     #[schemars(with = "Option<i64>")]
     quorum: Option<Spanned<i64>>,
+    strict: Option<bool>,
 }
 
 fn quorum(src: &Source, q: &Spanned<i64>) -> Result<usize> {
@@ -99,6 +104,7 @@ pub(crate) fn load_policy(src: &Source, raw: &Spanned<RawPolicy>) -> Result<Poli
         keyring: src.dir().join(keyring.get_ref()),
         signatures: signatures(src, sigs)?,
         quorum: quorum(src, r.quorum.as_ref().ok_or_else(|| at.error("[policy] needs `quorum` (how many distinct trusted keys must sign each image)"))?)?,
+        strict: r.strict.unwrap_or(false),
     };
     let mut images = BTreeMap::new();
     for (name, p) in &r.images {
@@ -107,6 +113,7 @@ pub(crate) fn load_policy(src: &Source, raw: &Spanned<RawPolicy>) -> Result<Poli
             keyring: pr.keyring.as_ref().map(|k| src.dir().join(k.get_ref())).unwrap_or_else(|| default.keyring.clone()),
             signatures: pr.signatures.as_ref().map(|s| signatures(src, s)).transpose()?.unwrap_or_else(|| default.signatures.clone()),
             quorum: pr.quorum.as_ref().map(|q| quorum(src, q)).transpose()?.unwrap_or(default.quorum),
+            strict: pr.strict.unwrap_or(default.strict),
         };
         images.insert(Repo::parse(name).path, policy);
     }

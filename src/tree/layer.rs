@@ -6,9 +6,9 @@ use super::{ContentRef, Meta};
 use crate::digest::HashReader;
 use crate::error::{Error, Result};
 use crate::source::LayerBlob;
-use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read};
+use super::tarread::{Kind, Reader, TarError};
+use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::path::Path;
 
 /// Caps against decompression bombs and hostile archives.
@@ -67,6 +67,21 @@ pub fn sniff(head: &[u8]) -> &'static str {
     } else {
         "none"
     }
+}
+
+fn tar_err(blob: &LayerBlob, e: TarError) -> Error {
+    layer_err(blob, &e.path, e.message)
+}
+
+/// Write `n` zero bytes.
+fn zeros(w: &mut impl Write, mut n: u64) -> io::Result<()> {
+    let z = [0u8; 1 << 16];
+    while n > 0 {
+        let k = n.min(z.len() as u64) as usize;
+        w.write_all(&z[..k])?;
+        n -= k as u64;
+    }
+    Ok(())
 }
 
 fn layer_err(blob: &LayerBlob, path: &[u8], message: impl Into<String>) -> Error {
@@ -186,22 +201,18 @@ impl Verified {
 pub fn fill(blob_path: &Path, blob: &LayerBlob, wanted: &std::collections::HashMap<u64, u64>, out: &File) -> Result<()> {
     use std::os::unix::fs::FileExt;
     let (v, inner) = Verified::open_unhashed(blob_path, blob)?;
-    let mut ar = tar::Archive::new(inner);
-    let bad_tar = |e: io::Error| layer_err(blob, b"", format!("not a readable tar stream: {e}"));
+    let mut ar = Reader::new(inner, MAX_META_BYTES);
     let mut buf = vec![0u8; 1 << 20];
     let mut done = 0;
-    for e in ar.entries().map_err(bad_tar)? {
-        if done == wanted.len() {
-            break;
-        }
-        let mut e = e.map_err(bad_tar)?;
-        let Some(&dst) = wanted.get(&e.raw_file_position()) else { continue };
-        if !matches!(e.header().entry_type(), tar::EntryType::Regular | tar::EntryType::Continuous) {
+    while done < wanted.len() {
+        let Some(e) = ar.next().map_err(|e| tar_err(blob, e))? else { break };
+        let Some(&dst) = wanted.get(&e.data_pos) else { continue };
+        if e.kind != Kind::File || e.sparse.is_some() {
             continue;
         }
         let mut at = dst;
         loop {
-            let n = e.read(&mut buf).map_err(|err| layer_err(blob, &e.path_bytes(), format!("reading file data: {err}")))?;
+            let n = ar.read_data(&mut buf).map_err(|err| layer_err(blob, &e.path, format!("reading file data: {err}")))?;
             if n == 0 {
                 break;
             }
@@ -219,63 +230,30 @@ pub fn fill(blob_path: &Path, blob: &LayerBlob, wanted: &std::collections::HashM
 /// Parse the layer at `blob_path` (see [`ContentMode`]).
 pub fn parse_with(blob_path: &Path, blob: &LayerBlob, spill_index: u32, limits: Limits, mode: ContentMode) -> Result<Option<ParsedLayer>> {
     let (verified, inner) = Verified::open(blob_path, blob)?;
-    let mut ar = tar::Archive::new(inner);
+    let mut ar = Reader::new(inner, MAX_META_BYTES);
 
     let spill_file = tempfile::tempfile().map_err(|e| Error::other(format!("creating a spill file in the temp dir: {e}")))?;
     let mut spill = BufWriter::with_capacity(1 << 20, crate::fsutil::PreallocFile::new(spill_file));
     let mut offset = 0u64;
     let mut entries = Vec::new();
-    let bad_tar = |e: io::Error| layer_err(blob, b"", format!("not a readable tar stream: {e}"));
+    let mut buf = vec![0u8; 1 << 16];
 
-    // Bytes the entries claim (file data, and data the reader skips for other entries).
+    // Logical bytes the files unpack to (a sparse file's real size, holes included).
     let mut unpacked = 0u64;
-    let mut next_skip = 0u64;
-    let mut iter = ar.entries().map_err(bad_tar)?;
     loop {
-        // Between entries the tar reader skips the previous entry's data and reads headers
-        // and extension records on its own: bound that; an entry's own data is bounded by
-        // its size, checked below.
-        verified.allow(next_skip.saturating_add(MAX_META_BYTES));
-        let Some(e) = iter.next() else { break };
+        // Between entries the reader skips the previous entry's data and reads headers and
+        // extension records on its own: bound that; an entry's own data is bounded by its
+        // size, checked below.
+        let skip = ar.pending();
+        verified.allow(skip.saturating_add(MAX_META_BYTES));
+        let Some(e) = ar.next().map_err(|e| tar_err(blob, e))? else { break };
         verified.allow(u64::MAX);
-        let mut e = e.map_err(bad_tar)?;
-        next_skip = e.size().saturating_add(511) & !511;
         if entries.len() >= limits.max_entries {
             return Err(layer_err(blob, b"", format!("more than {} entries; refusing (possible archive bomb)", limits.max_entries)));
         }
-        let path = e.path_bytes().into_owned();
-        let h = e.header().clone();
-        let mut meta = Meta {
-            mode: h.mode().map_err(|err| layer_err(blob, &path, format!("bad mode field: {err}")))? & 0o7777,
-            uid: h.uid().map_err(|err| layer_err(blob, &path, format!("bad uid field: {err}")))?,
-            gid: h.gid().map_err(|err| layer_err(blob, &path, format!("bad gid field: {err}")))?,
-            mtime: h.mtime().unwrap_or(0) as i64,
-            xattrs: BTreeMap::new(),
-        };
-        if let Some(pax) = e.pax_extensions().map_err(|err| layer_err(blob, &path, format!("bad PAX header: {err}")))? {
-            for ext in pax {
-                let ext = ext.map_err(|err| layer_err(blob, &path, format!("bad PAX record: {err}")))?;
-                let key = ext.key_bytes();
-                let num = || std::str::from_utf8(ext.value_bytes()).ok().and_then(|s| s.split('.').next()?.parse::<i64>().ok());
-                if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
-                    // A record with an empty value deletes the keyword (POSIX pax), and Go's
-                    // archive/tar (umoci, containerd, Docker) sets no xattr for it.
-                    let name = String::from_utf8_lossy(name).into_owned();
-                    if ext.value_bytes().is_empty() {
-                        meta.xattrs.remove(&name);
-                    } else {
-                        meta.xattrs.insert(name, ext.value_bytes().to_vec());
-                    }
-                } else if key == b"uid" {
-                    meta.uid = num().filter(|v| *v >= 0).ok_or_else(|| layer_err(blob, &path, "bad PAX uid"))? as u64;
-                } else if key == b"gid" {
-                    meta.gid = num().filter(|v| *v >= 0).ok_or_else(|| layer_err(blob, &path, "bad PAX gid"))? as u64;
-                } else if key == b"mtime" {
-                    meta.mtime = num().ok_or_else(|| layer_err(blob, &path, "bad PAX mtime"))?;
-                }
-            }
-        }
-        unpacked = unpacked.saturating_add(e.size());
+        let path = e.path.clone();
+        let meta = Meta { mode: e.mode, uid: e.uid, gid: e.gid, mtime: e.mtime, xattrs: e.xattrs.clone() };
+        unpacked = unpacked.saturating_add(e.size);
         if unpacked > limits.max_layer_bytes {
             return Err(layer_err(
                 blob,
@@ -283,52 +261,69 @@ pub fn parse_with(blob_path: &Path, blob: &LayerBlob, spill_index: u32, limits: 
                 format!("layer unpacks to more than {} bytes; refusing (possible decompression bomb)", limits.max_layer_bytes),
             ));
         }
-        use tar::EntryType as T;
-        let link = || e.link_name_bytes().map(|l| l.into_owned()).unwrap_or_default();
         // Linux device numbers have a 12-bit major and a 20-bit minor; every output format
         // holds those (a larger one would not fit a ustar header's 7 octal digits).
-        let dev = |h: &tar::Header| -> Result<(u32, u32)> {
-            let bad = |err: io::Error| layer_err(blob, &path, format!("bad device number field: {err}"));
-            let major = h.device_major().map_err(bad)?.unwrap_or(0);
-            let minor = h.device_minor().map_err(bad)?.unwrap_or(0);
+        let dev = || -> Result<(u32, u32)> {
+            let (major, minor) = e.dev;
             if major > 0xfff || minor > 0xf_ffff {
                 return Err(layer_err(blob, &path, format!("device number {major}:{minor} is out of range (majors go to 4095, minors to 1048575)")));
             }
-            Ok((major, minor))
+            Ok((major as u32, minor as u32))
         };
-        let kind = match h.entry_type() {
-            T::Directory => RawKind::Dir,
-            T::Symlink => RawKind::Symlink(link()),
-            T::Link => RawKind::Hardlink(link()),
-            T::Char => {
-                let (a, b) = dev(&h)?;
+        let kind = match e.kind {
+            Kind::Dir => RawKind::Dir,
+            Kind::Symlink => RawKind::Symlink(e.link.clone()),
+            Kind::Hardlink => RawKind::Hardlink(e.link.clone()),
+            Kind::Char => {
+                let (a, b) = dev()?;
                 RawKind::Char(a, b)
             }
-            T::Block => {
-                let (a, b) = dev(&h)?;
+            Kind::Block => {
+                let (a, b) = dev()?;
                 RawKind::Block(a, b)
             }
-            T::Fifo => RawKind::Fifo,
-            T::XGlobalHeader => continue,
-            T::Regular | T::Continuous | T::GNUSparse => {
-                let size = e.size();
+            Kind::Fifo => RawKind::Fifo,
+            Kind::File => {
                 if mode == ContentMode::Index {
-                    if h.entry_type() == T::GNUSparse {
+                    if e.sparse.is_some() {
                         return Ok(None);
                     }
-                    offset += size;
-                    RawKind::File(ContentRef { spill: spill_index, offset: e.raw_file_position(), len: size })
+                    offset += e.size;
+                    RawKind::File(ContentRef { spill: spill_index, offset: e.data_pos, len: e.size })
                 } else {
-                    let n = io::copy(&mut e, &mut spill).map_err(|err| layer_err(blob, &path, format!("reading file data: {err}")))?;
-                    if n != size {
-                        return Err(layer_err(blob, &path, format!("file data truncated: {n} of {size} bytes")));
+                    let start = offset;
+                    let mut copy = |n: u64, spill: &mut BufWriter<crate::fsutil::PreallocFile>, offset: &mut u64| -> Result<()> {
+                        let mut left = n;
+                        while left > 0 {
+                            let want = left.min(buf.len() as u64) as usize;
+                            let k = ar.read_data(&mut buf[..want]).map_err(|err| layer_err(blob, &path, format!("reading file data: {err}")))?;
+                            if k == 0 {
+                                return Err(layer_err(blob, &path, "file data truncated"));
+                            }
+                            spill.write_all(&buf[..k]).map_err(|err| Error::other(format!("writing the spill file: {err}")))?;
+                            left -= k as u64;
+                            *offset += k as u64;
+                        }
+                        Ok(())
+                    };
+                    match &e.sparse {
+                        None => copy(e.size, &mut spill, &mut offset)?,
+                        Some(map) => {
+                            // Holes become zeros: the outputs have no way to say "hole".
+                            let mut at = 0u64;
+                            for &(off, len) in map {
+                                zeros(&mut spill, off - at).map_err(|err| Error::other(format!("writing the spill file: {err}")))?;
+                                offset += off - at;
+                                copy(len, &mut spill, &mut offset)?;
+                                at = off + len;
+                            }
+                            zeros(&mut spill, e.size - at).map_err(|err| Error::other(format!("writing the spill file: {err}")))?;
+                            offset += e.size - at;
+                        }
                     }
-                    let c = ContentRef { spill: spill_index, offset, len: n };
-                    offset += n;
-                    RawKind::File(c)
+                    RawKind::File(ContentRef { spill: spill_index, offset: start, len: e.size })
                 }
             }
-            other => return Err(layer_err(blob, &path, format!("unsupported tar entry type {:?}", other.as_byte() as char))),
         };
         entries.push(RawEntry { path, kind, meta });
     }

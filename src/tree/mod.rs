@@ -10,6 +10,7 @@
 pub mod images;
 pub mod layer;
 pub mod path;
+pub mod tarread;
 #[cfg(test)]
 pub(crate) mod testutil;
 

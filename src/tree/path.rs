@@ -44,12 +44,24 @@ pub fn join(comps: &[Vec<u8>]) -> Vec<u8> {
 /// Longest part of a path [`show`] prints: a hostile layer may hold names of megabytes.
 const SHOW_MAX: usize = 1024;
 
-/// Show a path for messages (lossy UTF-8, with the root as `/`; cut after 1 KiB).
+/// Show a path for messages (lossy UTF-8, with the root as `/`; cut after 1 KiB). Control
+/// characters (NUL, newline, escape sequences...) are shown as `\xNN` or `\u{N}` so a hostile
+/// name cannot write raw bytes to the terminal.
 pub fn show(p: &[u8]) -> String {
-    if p.len() > SHOW_MAX {
-        return format!("/{}... ({} bytes)", String::from_utf8_lossy(&p[..SHOW_MAX]), p.len());
+    let (head, tail) = if p.len() > SHOW_MAX { (&p[..SHOW_MAX], format!("... ({} bytes)", p.len())) } else { (p, String::new()) };
+    let mut s = String::from("/");
+    for c in String::from_utf8_lossy(head).chars() {
+        if c.is_control() {
+            if (c as u32) < 0x100 {
+                s += &format!("\\x{:02x}", c as u32);
+            } else {
+                s += &format!("\\u{{{:x}}}", c as u32);
+            }
+        } else {
+            s.push(c);
+        }
     }
-    format!("/{}", String::from_utf8_lossy(p))
+    s + &tail
 }
 
 /// The key range holding every descendant of `p`: `[p/, p0)` in bytewise order
@@ -96,5 +108,6 @@ mod tests {
         let s = show(&vec![b'a'; 1 << 20]);
         assert!(s.len() < 1100 && s.ends_with("... (1048576 bytes)"), "{}", &s[s.len() - 40..]);
         assert_eq!(show(&[b'b'; SHOW_MAX]).len(), SHOW_MAX + 1);
+        assert_eq!(show(b"a\0b\n\x1b[2J"), "/a\\x00b\\x0a\\x1b[2J");
     }
 }
