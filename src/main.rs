@@ -25,6 +25,30 @@ struct StoreArgs {
     /// Use the content store only; never contact a registry (lists what is missing).
     #[arg(long)]
     offline: bool,
+    /// Trust the CA certificates (*.crt) in DIR for every registry, instead of
+    /// /etc/containers/certs.d/HOST:PORT and ~/.config/containers/certs.d/HOST:PORT.
+    #[arg(long, value_name = "DIR")]
+    cert_dir: Option<PathBuf>,
+    /// Allow plain HTTP to HOST[:PORT] when HTTPS fails (a HOST without port: any port).
+    /// Repeatable.
+    #[arg(long, value_name = "HOST")]
+    insecure_registry: Vec<String>,
+}
+
+impl StoreArgs {
+    /// Hand the registry options to the library (and to any build this process starts) through
+    /// the environment it reads: $STAGEBOX_CERT_DIR, $STAGEBOX_INSECURE_REGISTRIES.
+    fn export_registry_env(&self) {
+        use stagebox::source::registry::{ENV_CERT_DIR, ENV_INSECURE};
+        if let Some(d) = &self.cert_dir {
+            std::env::set_var(ENV_CERT_DIR, d);
+        }
+        if !self.insecure_registry.is_empty() {
+            let mut list: Vec<String> = std::env::var(ENV_INSECURE).ok().into_iter().filter(|v| !v.is_empty()).collect();
+            list.extend(self.insecure_registry.iter().cloned());
+            std::env::set_var(ENV_INSECURE, list.join(","));
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -147,7 +171,7 @@ enum Command {
 
 fn run(cli: Cli) -> stagebox::Result<()> {
     match cli.command {
-        Command::Build { box_file, out, store: StoreArgs { cache, platform, offline }, threads, quiet, locked, check, check_variant } => {
+        Command::Build { box_file, out, store: StoreArgs { cache, platform, offline, .. }, threads, quiet, locked, check, check_variant } => {
             let opts = stagebox::build::BuildOptions { out, cache, platform, threads, quiet, offline, locked, check_variant };
             let res = if check {
                 let (res, varied) = stagebox::check::check(&box_file, &opts)?;
@@ -171,7 +195,7 @@ fn run(cli: Cli) -> stagebox::Result<()> {
                 return Err(stagebox::Error::other(format!("{} and {} differ", a.display(), b.display())));
             }
         }
-        Command::Inspect { target, json, store: StoreArgs { cache, platform, offline } } => {
+        Command::Inspect { target, json, store: StoreArgs { cache, platform, offline, .. } } => {
             let i = stagebox::inspect::inspect_with(&target, cache.as_deref(), platform, offline)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&i).expect("json"));
@@ -187,7 +211,7 @@ fn run(cli: Cli) -> stagebox::Result<()> {
             let opts = stagebox::run::RunOptions { memory, uefi, disk, kvm, expect, timeout, kernel, append, echo: true };
             stagebox::run::run(&output, &opts)?;
         }
-        Command::Verify { reference, keyring, signatures, quorum, json, store: StoreArgs { cache, platform, offline } } => {
+        Command::Verify { reference, keyring, signatures, quorum, json, store: StoreArgs { cache, platform, offline, .. } } => {
             let opts = stagebox::source::signature::VerifyOptions { keyring, signatures, quorum, cache, platform, offline };
             let report = stagebox::source::signature::verify(&reference, &opts)?;
             if json {
@@ -199,7 +223,7 @@ fn run(cli: Cli) -> stagebox::Result<()> {
                 return Err(report.error());
             }
         }
-        Command::Lock { box_file, store: StoreArgs { cache, platform, offline }, import_digests, check } => {
+        Command::Lock { box_file, store: StoreArgs { cache, platform, offline, .. }, import_digests, check } => {
             let opts = stagebox::lock::LockOptions { cache, platform, offline, import_digests };
             if check {
                 let checks = stagebox::lock::check(&box_file, &opts)?;
@@ -223,6 +247,13 @@ fn run(cli: Cli) -> stagebox::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Still one thread here: setting the environment is safe.
+    match &cli.command {
+        Command::Build { store, .. } | Command::Inspect { store, .. } | Command::Lock { store, .. } | Command::Verify { store, .. } => {
+            store.export_registry_env()
+        }
+        Command::Diff { .. } | Command::Run { .. } => {}
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

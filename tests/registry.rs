@@ -2,7 +2,9 @@
 //! distribution registry) on a free loopback port, images pushed into it with `skopeo copy`.
 //! stagebox pulls by tag (via `lock`) and by digest, through a multi-platform index, OCI and
 //! Docker media types; `--offline` uses only the store; a registry that stops mid-pull leaves
-//! a clear error and a store whose every blob hashes to its name, and the next run refetches.
+//! a clear error, a store whose every blob hashes to its name and the partial blob under the
+//! store's `tmp/`, and the next run resumes it. TLS, credentials, redirects, resumes and retries
+//! against a test proxy are in the second half of this file.
 
 mod common;
 mod registry_support;
@@ -289,7 +291,7 @@ fn relay(reg: &Registry, cut_after: u64) -> (u16, Arc<AtomicBool>) {
 }
 
 #[test]
-fn registry_stopping_mid_pull_leaves_a_sound_store_and_the_next_run_refetches() {
+fn registry_stopping_mid_pull_leaves_a_sound_store_and_the_next_run_resumes() {
     let f = fixture();
     let reg = Registry::start();
     reg.push(&f.layout, "big", "stagex/core-big", &[]);
@@ -309,12 +311,18 @@ fn registry_stopping_mid_pull_leaves_a_sound_store_and_the_next_run_refetches() 
     let m = read_json(&cache.join("blobs/sha256").join(&f.big[7..]));
     let big_layer = m["layers"][2]["digest"].as_str().unwrap().to_string();
     assert!(!cache.join("blobs/sha256").join(&big_layer[7..]).exists(), "the cut layer is not in the store");
+    let part = cache.join("tmp").join(format!("{}.partial", &big_layer[7..]));
+    let kept = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+    let full = m["layers"][2]["size"].as_u64().unwrap();
+    assert!(kept > 0 && kept < full, "the bytes received are kept for the next run: {kept} of {full} in {}", part.display());
+    assert!(err.contains(&format!("{kept} of {full} bytes kept")), "{err}");
 
-    // The registry comes back: the next run fetches the missing layer and builds.
+    // The registry comes back: the next run fetches the rest of the layer and builds.
     reg.restart(&registry_bin());
     let b = build(&bx, &out, &cache);
     assert_eq!(b[0].sha256, reference_tar(f, "big", &f.big));
     assert_store_sound(&cache);
+    assert!(!part.exists(), "the partial file became the blob");
 }
 
 #[test]

@@ -29,8 +29,18 @@ pub fn wait_for_port(port: u16) {
     }
 }
 
+/// stagebox speaks HTTPS to every registry unless the host is named insecure. The plain-HTTP
+/// test registries listen on 127.0.0.1, so every stagebox this test process starts names that
+/// host (any port) insecure; the TLS tests use `localhost` and remove the variable.
+pub fn allow_plain_http_on_127_0_0_1() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    // Set once, before the first registry is started; std serializes environment access.
+    ONCE.call_once(|| std::env::set_var("STAGEBOX_INSECURE_REGISTRIES", "127.0.0.1"));
+}
+
 impl Registry {
     pub fn start() -> Registry {
+        allow_plain_http_on_127_0_0_1();
         let bin = find_in_path("docker-registry")
             .or_else(|| Path::new("/usr/bin/docker-registry").is_file().then(|| "/usr/bin/docker-registry".into()))
             .unwrap_or_else(|| panic!("`docker-registry` is not installed: {INSTALL_HINT}"));
