@@ -190,7 +190,7 @@ impl Client {
             Err(e) => {
                 let msg = e.to_string();
                 let https = *self.scheme.lock().unwrap() == "https";
-                if https && self.insecure && !matches!(e, ureq::Error::Timeout(_)) {
+                if https && self.insecure {
                     // An insecure host: HTTPS did not work, plain HTTP may.
                     *self.scheme.lock().unwrap() = "http";
                     return Err(Failure::Again);
