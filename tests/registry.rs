@@ -277,8 +277,7 @@ fn relay(reg: &Registry, cut_after: u64) -> (u16, Arc<AtomicBool>) {
                     if armed.load(Ordering::SeqCst) && sent.fetch_add(n as u64, Ordering::SeqCst) + n as u64 > cut_after {
                         armed.store(false, Ordering::SeqCst);
                         if let Some(mut c) = child.lock().unwrap().take() {
-                            let _ = c.kill();
-                            let _ = c.wait();
+                            stop_child(&mut c);
                         }
                         let _ = c_out.shutdown(std::net::Shutdown::Both);
                         break;

@@ -82,11 +82,17 @@ impl Registry {
         r
     }
 
+    /// Start the registry process. It runs under a small `sh` that holds our end of a pipe on
+    /// its stdin and kills the registry when that pipe closes: when [`stop_child`] closes it,
+    /// and also when this test process exits without dropping the `Registry` (a fixture kept
+    /// in a `static`), so no registry outlives the suite.
     pub fn restart(&self, bin: &Path) {
-        let child = Command::new(bin)
-            .arg("serve")
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(r#""$0" serve "$1" </dev/null >/dev/null 2>&1 & p=$!; read -r _; kill -9 "$p" 2>/dev/null; wait "$p"; exit 0"#)
+            .arg(bin)
             .arg(&self.config)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -97,8 +103,7 @@ impl Registry {
 
     pub fn stop(&self) {
         if let Some(mut c) = self.child.lock().unwrap().take() {
-            let _ = c.kill();
-            let _ = c.wait();
+            stop_child(&mut c);
         }
     }
 
@@ -120,6 +125,13 @@ impl Drop for Registry {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Stop a registry started by [`Registry::restart`]: close its watchdog's stdin and wait
+/// until the registry is dead (killed with SIGKILL, so a pull in flight breaks off).
+pub fn stop_child(c: &mut Child) {
+    drop(c.stdin.take());
+    let _ = c.wait();
 }
 
 /// The registry's digest for `repo:tag` (what `skopeo inspect` reports).

@@ -55,6 +55,8 @@ pub struct Client {
     agent: ureq::Agent,
     repo: Repo,
     insecure: bool,
+    /// The registries config's insecure hosts (for the token realm's host).
+    config_insecure: Vec<String>,
     /// `https` until an insecure host's TLS attempt fails.
     scheme: Mutex<&'static str>,
     creds: Option<Creds>,
@@ -121,6 +123,7 @@ impl Client {
             agent: cfg.build().into(),
             repo: repo.clone(),
             insecure: tls::insecure(&repo.host, config_insecure),
+            config_insecure: config_insecure.to_vec(),
             scheme: Mutex::new("https"),
             creds: auth::credentials(&repo.host, &repo.path),
             auth: Mutex::new(None),
@@ -251,7 +254,7 @@ impl Client {
                     Error::other(format!("GET {url}: 401 with a Bearer challenge that names no realm: {challenge:?}"))
                 })?;
                 let realm_host = Repo::parse(realm.split("://").nth(1).unwrap_or("").split('/').next().unwrap_or("")).host;
-                if !realm.starts_with("https://") && !(realm.starts_with("http://") && (self.insecure || tls::insecure(&realm_host, &[]))) {
+                if !realm.starts_with("https://") && !(realm.starts_with("http://") && (self.insecure || tls::insecure(&realm_host, &self.config_insecure))) {
                     return Err(Error::other(format!("GET {url}: refusing token realm {realm:?}: not https (name it with --insecure-registry to allow)")));
                 }
                 let mut q = Vec::new();
@@ -325,6 +328,9 @@ impl Client {
                 break;
             }
             let resp = self.get(&rel, None, (have > 0).then_some(have)).map_err(|e| {
+                if have == 0 {
+                    let _ = std::fs::remove_file(&part);
+                }
                 Error::other(format!("pulling {what}: {e} ({have} of {size} bytes kept in {}; run again to resume)", part.display()))
             })?;
             let url = format!("{}/{rel}", self.base());
@@ -380,8 +386,8 @@ impl Client {
     }
 }
 
-/// Download `blobs` (label, digest, size) with up to [`PARALLEL`] at once; the first error in
-/// list order wins, after every download has ended.
+/// Download `blobs` (label, digest, size) with up to [`PARALLEL`] at once; after every
+/// download has ended, every failure is reported (in list order).
 pub fn pull_blobs(client: &Client, store: &Store, blobs: &[(String, Digest, u64)]) -> Result<()> {
     let next = std::sync::atomic::AtomicUsize::new(0);
     let results: Vec<Mutex<Option<Result<()>>>> = blobs.iter().map(|_| Mutex::new(None)).collect();
@@ -394,10 +400,12 @@ pub fn pull_blobs(client: &Client, store: &Store, blobs: &[(String, Digest, u64)
             });
         }
     });
-    for r in results {
-        r.into_inner().unwrap().unwrap_or(Ok(()))?;
+    let mut errors: Vec<Error> = results.into_iter().filter_map(|r| r.into_inner().unwrap().and_then(Result::err)).collect();
+    match errors.len() {
+        0 => Ok(()),
+        1 => Err(errors.remove(0)),
+        n => Err(Error::other(format!("{n} blobs failed:\n  {}", errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n  ")))),
     }
-    Ok(())
 }
 
 #[cfg(test)]
