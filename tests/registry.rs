@@ -465,12 +465,12 @@ fn basic(user: &str, pw: &str) -> String {
 }
 
 #[test]
-fn tls_registry_is_trusted_through_ssl_cert_file_certs_d_or_cert_dir_and_refused_otherwise() {
+fn tls_registry_is_trusted_through_ssl_cert_file_certs_d_or_cert_dir_and_refused_otherwise_with_client_certs() {
     let f = fixture();
     let plain = Registry::start();
     plain.push(&f.layout, "small", "stagex/core-small", &[]);
     let ca = TestCa::new();
-    let reg = Registry::start_with(RegistryOpts { data: Some(plain.data.clone()), tls: Some((ca.server_cert.clone(), ca.server_key.clone())), auth: None });
+    let reg = Registry::start_with(RegistryOpts { data: Some(plain.data.clone()), tls: Some((ca.server_cert.clone(), ca.server_key.clone())), auth: None, client_ca: None });
     let want = reference_tar(f, "small", &f.small);
     let dir = tempdir();
     let d = dir.path();
@@ -516,6 +516,27 @@ fn tls_registry_is_trusted_through_ssl_cert_file_certs_d_or_cert_dir_and_refused
         c.env_remove("STAGEBOX_INSECURE_REGISTRIES").arg("--insecure-registry").arg(plain.host());
     });
     assert_eq!(built_sha(&o, &err), want);
+
+    // Mutual TLS: a registry that wants a client certificate signed by the CA. The CA alone is
+    // not enough; `client.cert` + `client.key` in the certificate directory are presented.
+    let mtls = Registry::start_with(RegistryOpts {
+        data: Some(plain.data.clone()),
+        tls: Some((ca.server_cert.clone(), ca.server_key.clone())),
+        auth: None,
+        client_ca: Some(ca.ca_cert.clone()),
+    });
+    let bx = box_file(d, "mtls", &format!("localhost:{}/stagex/core-small@{}", mtls.port, f.small));
+    let (o, err) = build_isolated(d, &bx, "mtls-none", &home, |c| {
+        c.arg("--cert-dir").arg(&cert_dir);
+    });
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let (cert, key) = ca.client_cert();
+    std::fs::copy(&cert, cert_dir.join("client.cert")).unwrap();
+    std::fs::copy(&key, cert_dir.join("client.key")).unwrap();
+    let (o, err) = build_isolated(d, &bx, "mtls", &home, |c| {
+        c.arg("--cert-dir").arg(&cert_dir);
+    });
+    assert_eq!(built_sha(&o, &err), want);
 }
 
 #[test]
@@ -524,7 +545,7 @@ fn token_auth_with_credentials_from_auth_files_and_helpers_in_skopeos_order() {
     let plain = Registry::start();
     plain.push(&f.layout, "small", "stagex/core-small", &[]);
     let ts = TokenServer::start(Some(("puller", "s3cret-pw")));
-    let reg = Registry::start_with(RegistryOpts { data: Some(plain.data.clone()), tls: None, auth: Some(ts.auth_yaml()) });
+    let reg = Registry::start_with(RegistryOpts { data: Some(plain.data.clone()), tls: None, auth: Some(ts.auth_yaml()), client_ca: None });
     let want = reference_tar(f, "small", &f.small);
     let dir = tempdir();
     let d = dir.path();
@@ -595,6 +616,7 @@ fn htpasswd_registry(f: &Fixture, image: &str) -> Authed {
         data: Some(plain.data.clone()),
         tls: None,
         auth: Some(format!("  htpasswd:\n    realm: stagebox-test\n    path: {}\n", pw.display())),
+        client_ca: None,
     });
     Authed { plain, authed, _dir: dir }
 }

@@ -29,6 +29,8 @@ pub struct RegistryOpts {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// The `auth:` section of the registry's config, in YAML, indented by two spaces.
     pub auth: Option<String>,
+    /// With `tls`: require client certificates signed by this CA (mutual TLS).
+    pub client_ca: Option<PathBuf>,
 }
 
 pub fn free_port() -> u16 {
@@ -72,6 +74,9 @@ impl Registry {
         );
         if let Some((cert, key)) = &opts.tls {
             yaml.push_str(&format!("  tls:\n    certificate: {}\n    key: {}\n", cert.display(), key.display()));
+            if let Some(ca) = &opts.client_ca {
+                yaml.push_str(&format!("    clientcas:\n      - {}\n", ca.display()));
+            }
         }
         if let Some(a) = &opts.auth {
             yaml.push_str(&format!("auth:\n{a}"));
@@ -171,6 +176,15 @@ impl TestCa {
         write(&d.join("ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n");
         openssl(d, &["x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "ext.cnf"]);
         TestCa { ca_cert: d.join("ca.crt"), server_cert: d.join("server.crt"), server_key: d.join("server.key"), dir }
+    }
+
+    /// A client certificate (for mutual TLS) signed by this CA: `client.cert`, `client.key`.
+    pub fn client_cert(&self) -> (PathBuf, PathBuf) {
+        let d = self.dir.path();
+        openssl(d, &["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "client.key", "-out", "client.csr", "-subj", "/CN=stagebox test client"]);
+        write(&d.join("client-ext.cnf"), "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n");
+        openssl(d, &["x509", "-req", "-in", "client.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "client.cert", "-days", "2", "-extfile", "client-ext.cnf"]);
+        (d.join("client.cert"), d.join("client.key"))
     }
 }
 

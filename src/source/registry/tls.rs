@@ -7,7 +7,8 @@
 //! per registry the `*.crt` files of a certificate directory, found like containers/image
 //! does: `--cert-dir DIR` (`$STAGEBOX_CERT_DIR`) if given, else `/etc/containers/certs.d/HOST`,
 //! `$HOME/.config/containers/certs.d/HOST` and `/etc/docker/certs.d/HOST` (HOST as written in
-//! the reference, `host:port`, and the API host, e.g. `registry-1.docker.io`).
+//! the reference, `host:port`, and the API host, e.g. `registry-1.docker.io`). A `NAME.cert`
+//! with its `NAME.key` there is presented as a client certificate (mutual TLS).
 //!
 //! Insecure hosts (`--insecure-registry HOST`, `$STAGEBOX_INSECURE_REGISTRIES`, the
 //! `insecure` list of the registries config): HTTPS is still tried first; plain HTTP only
@@ -16,7 +17,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
-use ureq::tls::{Certificate, PemItem, RootCerts};
+use ureq::tls::{Certificate, ClientCert, PemItem, PrivateKey, RootCerts};
 
 /// Env: hosts (`host[:port]`, comma separated) that may be reached over plain HTTP.
 pub const ENV_INSECURE: &str = "STAGEBOX_INSECURE_REGISTRIES";
@@ -77,6 +78,24 @@ fn dir_certs(dir: &Path) -> Vec<Certificate<'static>> {
         }
     }
     certs
+}
+
+/// A client certificate for mutual TLS: the first `NAME.cert` (PEM chain) with a `NAME.key`
+/// beside it in the certificate directories, as containers tools pair them.
+pub fn client_cert(dirs: &[PathBuf]) -> Option<ClientCert> {
+    for d in dirs {
+        let mut certs: Vec<PathBuf> = std::fs::read_dir(d).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "cert")).collect();
+        certs.sort();
+        for c in certs {
+            let (Ok(chain), Ok(key)) = (std::fs::read(&c), std::fs::read(c.with_extension("key"))) else { continue };
+            let chain: Vec<Certificate<'static>> =
+                ureq::tls::parse_pem(&chain).flatten().filter_map(|i| if let PemItem::Certificate(c) = i { Some(c) } else { None }).collect();
+            if let (false, Ok(key)) = (chain.is_empty(), PrivateKey::from_pem(&key)) {
+                return Some(ClientCert::new_with_certs(&chain, key));
+            }
+        }
+    }
+    None
 }
 
 /// Root certificates for a registry known as `hosts` (reference host, API host), and the

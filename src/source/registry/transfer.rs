@@ -115,7 +115,7 @@ impl Client {
             .timeout_connect(Some(Duration::from_secs(30)))
             .timeout_per_read(Some(Duration::from_secs(120)))
             .max_redirects(0)
-            .tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build());
+            .tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).client_cert(tls::client_cert(&cert_dirs)).build());
         if repo.is_loopback() {
             cfg = cfg.proxy(None);
         }
