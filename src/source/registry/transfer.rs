@@ -350,6 +350,11 @@ impl Client {
                         have = 0;
                     }
                 }
+                // The partial file is not a prefix the registry recognizes: start over.
+                416 if have > 0 => {
+                    file.set_len(0).map_err(|e| Error::io(&part, e))?;
+                    continue;
+                }
                 s => return Err(self.status_error(&url, s)),
             }
             file.seek(std::io::SeekFrom::End(0)).map_err(|e| Error::io(&part, e))?;
