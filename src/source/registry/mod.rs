@@ -5,9 +5,9 @@
 //! `localhost`) is a Docker Hub repository (`stagex/core-busybox` → `docker.io/stagex/core-busybox`,
 //! `busybox` → `docker.io/library/busybox`). Manifests are fetched with every manifest and index
 //! media type accepted (OCI and Docker), indexes are followed to the platform manifest, and
-//! each blob is **streamed** into [`Store::put_reader`] with its expected digest and size: the
-//! store writes a temp file, hashes it and renames it only when it matches, so a pull that
-//! dies mid-way leaves no blob under a wrong name and the next run fetches it again.
+//! each blob is **streamed** into a partial file under the store's `tmp/`, then hashed and
+//! moved in by [`Store::adopt`] only when digest and size match: a pull that dies mid-way
+//! leaves no blob under a wrong name, and the next run resumes the partial file.
 //!
 //! Anything already in the store is taken from there (blobs are content-addressed), so a
 //! pinned image that was pulled once builds with no network. With `offline`, the store is
