@@ -28,6 +28,30 @@ struct StoreArgs {
     /// Use the content store only; never contact a registry (lists what is missing).
     #[arg(long)]
     offline: bool,
+    /// Trust the CA certificates (*.crt) in DIR for every registry, instead of
+    /// /etc/containers/certs.d/HOST:PORT and ~/.config/containers/certs.d/HOST:PORT.
+    #[arg(long, value_name = "DIR")]
+    cert_dir: Option<PathBuf>,
+    /// Allow plain HTTP to HOST[:PORT] when HTTPS fails (a HOST without port: any port).
+    /// Repeatable.
+    #[arg(long, value_name = "HOST")]
+    insecure_registry: Vec<String>,
+}
+
+impl StoreArgs {
+    /// Hand the registry options to the library (and to any build this process starts) through
+    /// the environment it reads: $STAGEBOX_CERT_DIR, $STAGEBOX_INSECURE_REGISTRIES.
+    fn export_registry_env(&self) {
+        use stagebox::source::registry::{ENV_CERT_DIR, ENV_INSECURE};
+        if let Some(d) = &self.cert_dir {
+            std::env::set_var(ENV_CERT_DIR, d);
+        }
+        if !self.insecure_registry.is_empty() {
+            let mut list: Vec<String> = std::env::var(ENV_INSECURE).ok().into_iter().filter(|v| !v.is_empty()).collect();
+            list.extend(self.insecure_registry.iter().cloned());
+            std::env::set_var(ENV_INSECURE, list.join(","));
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -191,7 +215,7 @@ fn run(cli: Cli) -> stagebox::Result<()> {
         }
         Command::Man { dir } => man(dir)?,
         Command::Schema => print!("{}", stagebox::spec::schema_text()),
-        Command::Build { box_file, out, store: StoreArgs { cache, platform, offline }, threads, quiet, locked, check, check_variant } => {
+        Command::Build { box_file, out, store: StoreArgs { cache, platform, offline, .. }, threads, quiet, locked, check, check_variant } => {
             let opts = stagebox::cmd::build::BuildOptions { out, cache, platform, threads, quiet, offline, locked, check_variant };
             let started = std::time::Instant::now();
             let res = if check {
@@ -220,7 +244,7 @@ fn run(cli: Cli) -> stagebox::Result<()> {
                 return Err(stagebox::Error::other(format!("{} and {} differ", a.display(), b.display())));
             }
         }
-        Command::Inspect { target, json, store: StoreArgs { cache, platform, offline } } => {
+        Command::Inspect { target, json, store: StoreArgs { cache, platform, offline, .. } } => {
             let i = stagebox::cmd::inspect::inspect_with(&target, cache.as_deref(), platform, offline)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&i).expect("json"));
@@ -236,7 +260,7 @@ fn run(cli: Cli) -> stagebox::Result<()> {
             let opts = stagebox::cmd::run::RunOptions { memory, uefi, disk, kvm, expect, timeout, kernel, append, echo: true };
             stagebox::cmd::run::run(&output, &opts)?;
         }
-        Command::Verify { reference, keyring, signatures, quorum, strict, json, store: StoreArgs { cache, platform, offline } } => {
+        Command::Verify { reference, keyring, signatures, quorum, strict, json, store: StoreArgs { cache, platform, offline, .. } } => {
             let opts = stagebox::cmd::verify::VerifyOptions { keyring, signatures, quorum, strict, cache, platform, offline };
             let report = stagebox::cmd::verify::verify(&reference, &opts)?;
             if json {
@@ -248,7 +272,7 @@ fn run(cli: Cli) -> stagebox::Result<()> {
                 return Err(report.error());
             }
         }
-        Command::Lock { box_file, store: StoreArgs { cache, platform, offline }, import_digests, check } => {
+        Command::Lock { box_file, store: StoreArgs { cache, platform, offline, .. }, import_digests, check } => {
             let opts = stagebox::cmd::lock::LockOptions { cache, platform, offline, import_digests };
             if check {
                 let checks = stagebox::cmd::lock::check(&box_file, &opts)?;
@@ -272,6 +296,13 @@ fn run(cli: Cli) -> stagebox::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Still one thread here: setting the environment is safe.
+    match &cli.command {
+        Command::Build { store, .. } | Command::Inspect { store, .. } | Command::Lock { store, .. } | Command::Verify { store, .. } => {
+            store.export_registry_env()
+        }
+        Command::Diff { .. } | Command::Run { .. } | Command::Completions { .. } | Command::Man { .. } | Command::Schema => {}
+    }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -2,7 +2,9 @@
 //! distribution registry) on a free loopback port, images pushed into it with `skopeo copy`.
 //! stagebox pulls by tag (via `lock`) and by digest, through a multi-platform index, OCI and
 //! Docker media types; `--offline` uses only the store; a registry that stops mid-pull leaves
-//! a clear error and a store whose every blob hashes to its name, and the next run refetches.
+//! a clear error, a store whose every blob hashes to its name and the partial blob under the
+//! store's `tmp/`, and the next run resumes it. TLS, credentials, redirects, resumes and retries
+//! against a test proxy are in the second half of this file.
 
 mod common;
 mod registry_support;
@@ -275,8 +277,7 @@ fn relay(reg: &Registry, cut_after: u64) -> (u16, Arc<AtomicBool>) {
                     if armed.load(Ordering::SeqCst) && sent.fetch_add(n as u64, Ordering::SeqCst) + n as u64 > cut_after {
                         armed.store(false, Ordering::SeqCst);
                         if let Some(mut c) = child.lock().unwrap().take() {
-                            let _ = c.kill();
-                            let _ = c.wait();
+                            stop_child(&mut c);
                         }
                         let _ = c_out.shutdown(std::net::Shutdown::Both);
                         break;
@@ -289,7 +290,7 @@ fn relay(reg: &Registry, cut_after: u64) -> (u16, Arc<AtomicBool>) {
 }
 
 #[test]
-fn registry_stopping_mid_pull_leaves_a_sound_store_and_the_next_run_refetches() {
+fn registry_stopping_mid_pull_leaves_a_sound_store_and_the_next_run_resumes() {
     let f = fixture();
     let reg = Registry::start();
     reg.push(&f.layout, "big", "stagex/core-big", &[]);
@@ -309,12 +310,18 @@ fn registry_stopping_mid_pull_leaves_a_sound_store_and_the_next_run_refetches() 
     let m = read_json(&cache.join("blobs/sha256").join(&f.big[7..]));
     let big_layer = m["layers"][2]["digest"].as_str().unwrap().to_string();
     assert!(!cache.join("blobs/sha256").join(&big_layer[7..]).exists(), "the cut layer is not in the store");
+    let part = cache.join("tmp").join(format!("{}.partial", &big_layer[7..]));
+    let kept = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+    let full = m["layers"][2]["size"].as_u64().unwrap();
+    assert!(kept > 0 && kept < full, "the bytes received are kept for the next run: {kept} of {full} in {}", part.display());
+    assert!(err.contains(&format!("{kept} of {full} bytes kept")), "{err}");
 
-    // The registry comes back: the next run fetches the missing layer and builds.
+    // The registry comes back: the next run fetches the rest of the layer and builds.
     reg.restart(&registry_bin());
     let b = build(&bx, &out, &cache);
     assert_eq!(b[0].sha256, reference_tar(f, "big", &f.big));
     assert_store_sound(&cache);
+    assert!(!part.exists(), "the partial file became the blob");
 }
 
 #[test]
@@ -419,4 +426,349 @@ fn lock_check_reports_current_stale_and_unpinned_references() {
     let (code, out, _) = check(&pinned, &["--offline", "--import-digests", list.to_str().unwrap()]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("STALE"), "{out}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Registries as they are on the internet: TLS, credentials, redirects, resumes, retries
+// ---------------------------------------------------------------------------------------------
+
+/// A stagebox command that sees none of this machine's registry settings: `HOME` is `home`,
+/// no auth file, docker config, CA override or insecure host unless the test adds one.
+fn isolated(home: &Path, a: &[&dyn AsRef<std::ffi::OsStr>]) -> Command {
+    std::fs::create_dir_all(home).unwrap();
+    let mut c = stagebox(args(a));
+    c.env("HOME", home);
+    for v in ["REGISTRY_AUTH_FILE", "DOCKER_CONFIG", "XDG_RUNTIME_DIR", "XDG_CONFIG_HOME", "SSL_CERT_FILE", "SSL_CERT_DIR", "STAGEBOX_REGISTRY_USER", "STAGEBOX_REGISTRY_PASSWORD", "STAGEBOX_REGISTRIES_CONF", "STAGEBOX_CERT_DIR"] {
+        c.env_remove(v);
+    }
+    c
+}
+
+/// `stagebox build BOX` into fresh `out-NAME`/`cache-NAME` under `dir`, isolated, plus `setup`.
+fn build_isolated(dir: &Path, bx: &Path, name: &str, home: &Path, setup: impl FnOnce(&mut Command)) -> (std::process::Output, String) {
+    let (out, cache) = (dir.join(format!("out-{name}")), dir.join(format!("cache-{name}")));
+    let mut c = isolated(home, &[&"build", &bx, &"--out", &out, &"--cache", &cache, &"-q"]);
+    setup(&mut c);
+    let o = output(&mut c);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    (o, err)
+}
+
+fn built_sha(o: &std::process::Output, err: &str) -> String {
+    assert!(o.status.success(), "{err}");
+    parse_build_stdout(&o.stdout)[0].sha256.clone()
+}
+
+fn basic(user: &str, pw: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pw}"))
+}
+
+#[test]
+fn tls_registry_is_trusted_through_ssl_cert_file_certs_d_or_cert_dir_and_refused_otherwise_with_client_certs() {
+    let f = fixture();
+    let plain = Registry::start();
+    plain.push(&f.layout, "small", "stagex/core-small", &[]);
+    let ca = TestCa::new();
+    let reg = Registry::start_with(RegistryOpts { data: Some(plain.data.clone()), tls: Some((ca.server_cert.clone(), ca.server_key.clone())), auth: None, client_ca: None });
+    let want = reference_tar(f, "small", &f.small);
+    let dir = tempdir();
+    let d = dir.path();
+    let host = format!("localhost:{}", reg.port);
+    let bx = box_file(d, "tls", &format!("{host}/stagex/core-small@{}", f.small));
+    let home = d.join("home");
+
+    // Not trusted: refused, saying how to trust it; nothing built.
+    let (o, err) = build_isolated(d, &bx, "none", &home, |c| {
+        c.env_remove("STAGEBOX_INSECURE_REGISTRIES");
+    });
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("invalid peer certificate") && err.contains(&format!("certs.d/{host}/ca.crt")) && err.contains("--cert-dir") && err.contains("SSL_CERT_FILE"), "{err}");
+    assert!(!d.join("out-none/tls.tar").exists());
+
+    // SSL_CERT_FILE, a certs.d directory, --cert-dir: each is enough.
+    let (o, err) = build_isolated(d, &bx, "file", &home, |c| {
+        c.env("SSL_CERT_FILE", &ca.ca_cert);
+    });
+    assert_eq!(built_sha(&o, &err), want);
+    let home2 = d.join("home2");
+    let certs_d = home2.join(".config/containers/certs.d").join(&host);
+    std::fs::create_dir_all(&certs_d).unwrap();
+    std::fs::copy(&ca.ca_cert, certs_d.join("ca.crt")).unwrap();
+    let (o, err) = build_isolated(d, &bx, "certsd", &home2, |_| {});
+    assert_eq!(built_sha(&o, &err), want);
+    let cert_dir = d.join("certs");
+    std::fs::create_dir_all(&cert_dir).unwrap();
+    std::fs::copy(&ca.ca_cert, cert_dir.join("test-ca.crt")).unwrap();
+    let (o, err) = build_isolated(d, &bx, "certdir", &home, |c| {
+        c.arg("--cert-dir").arg(&cert_dir);
+    });
+    assert_eq!(built_sha(&o, &err), want);
+
+    // A plain-HTTP registry on loopback: HTTPS first, so refused unless named insecure.
+    let bx = box_file(d, "plain", &format!("{}/stagex/core-small@{}", plain.host(), f.small));
+    let (o, err) = build_isolated(d, &bx, "plain-refused", &home, |c| {
+        c.env_remove("STAGEBOX_INSECURE_REGISTRIES");
+    });
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("--insecure-registry {}", plain.host())), "{err}");
+    let (o, err) = build_isolated(d, &bx, "plain-named", &home, |c| {
+        c.env_remove("STAGEBOX_INSECURE_REGISTRIES").arg("--insecure-registry").arg(plain.host());
+    });
+    assert_eq!(built_sha(&o, &err), want);
+
+    // Mutual TLS: a registry that wants a client certificate signed by the CA. The CA alone is
+    // not enough; `client.cert` + `client.key` in the certificate directory are presented.
+    let mtls = Registry::start_with(RegistryOpts {
+        data: Some(plain.data.clone()),
+        tls: Some((ca.server_cert.clone(), ca.server_key.clone())),
+        auth: None,
+        client_ca: Some(ca.ca_cert.clone()),
+    });
+    let bx = box_file(d, "mtls", &format!("localhost:{}/stagex/core-small@{}", mtls.port, f.small));
+    let (o, err) = build_isolated(d, &bx, "mtls-none", &home, |c| {
+        c.arg("--cert-dir").arg(&cert_dir);
+    });
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let (cert, key) = ca.client_cert();
+    std::fs::copy(&cert, cert_dir.join("client.cert")).unwrap();
+    std::fs::copy(&key, cert_dir.join("client.key")).unwrap();
+    let (o, err) = build_isolated(d, &bx, "mtls", &home, |c| {
+        c.arg("--cert-dir").arg(&cert_dir);
+    });
+    assert_eq!(built_sha(&o, &err), want);
+}
+
+#[test]
+fn token_auth_with_credentials_from_auth_files_and_helpers_in_skopeos_order() {
+    let f = fixture();
+    let plain = Registry::start();
+    plain.push(&f.layout, "small", "stagex/core-small", &[]);
+    let ts = TokenServer::start(Some(("puller", "s3cret-pw")));
+    let reg = Registry::start_with(RegistryOpts { data: Some(plain.data.clone()), tls: None, auth: Some(ts.auth_yaml()), client_ca: None });
+    let want = reference_tar(f, "small", &f.small);
+    let dir = tempdir();
+    let d = dir.path();
+    let host = reg.host();
+    let bx = box_file(d, "tok", &format!("{host}/stagex/core-small@{}", f.small));
+    let home = d.join("home");
+
+    // No credentials anywhere: the token server refuses; the error says where to log in.
+    let (o, err) = build_isolated(d, &bx, "anon", &home, |_| {});
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("no credentials found"), "{err}");
+
+    // $REGISTRY_AUTH_FILE (containers auth.json) with the right password: pulls.
+    let auth_file = d.join("auth.json");
+    write(&auth_file, format!(r#"{{"auths":{{"{host}":{{"auth":"{}"}}}}}}"#, basic("puller", "s3cret-pw")));
+    let (o, err) = build_isolated(d, &bx, "authfile", &home, |c| {
+        c.env("REGISTRY_AUTH_FILE", &auth_file);
+    });
+    assert_eq!(built_sha(&o, &err), want);
+    let seen = ts.server.seen();
+    let ok = seen.iter().find(|s| s.header("authorization") == Some(&format!("Basic {}", basic("puller", "s3cret-pw")))).expect("the token server got the credentials");
+    assert!(ok.path.contains("scope=repository%3Astagex%2Fcore-small%3Apull") && ok.path.contains("service=stagebox-test-registry"), "{}", ok.path);
+
+    // skopeo's order: the containers auth file comes before docker's config; a wrong password
+    // there wins over a right one in ~/.docker/config.json, and is never printed.
+    let home2 = d.join("home2");
+    std::fs::create_dir_all(home2.join(".docker")).unwrap();
+    write(&home2.join(".docker/config.json"), format!(r#"{{"auths":{{"{host}":{{"auth":"{}"}}}}}}"#, basic("puller", "s3cret-pw")));
+    write(&auth_file, format!(r#"{{"auths":{{"{host}":{{"username":"puller","password":"wrong-pw-1234"}}}}}}"#));
+    let (o, err) = build_isolated(d, &bx, "order", &home2, |c| {
+        c.env("REGISTRY_AUTH_FILE", &auth_file);
+    });
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains(&auth_file.display().to_string()) && !err.contains("wrong-pw-1234") && !err.contains("s3cret"), "{err}");
+    let (o, err) = build_isolated(d, &bx, "docker-config", &home2, |_| {});
+    assert_eq!(built_sha(&o, &err), want);
+
+    // A credential helper named by credHelpers: `docker-credential-NAME get`, server on stdin.
+    let home3 = d.join("home3");
+    let bin = d.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let helper = bin.join("docker-credential-stbtest");
+    write(&helper, format!("#!/bin/sh\nread server\necho \"$server\" > {}\n[ \"$server\" = \"{host}\" ] || exit 1\necho '{{\"ServerURL\":\"{host}\",\"Username\":\"puller\",\"Secret\":\"s3cret-pw\"}}'\n", d.join("helper-asked").display()));
+    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::create_dir_all(home3.join(".docker")).unwrap();
+    write(&home3.join(".docker/config.json"), format!(r#"{{"auths":{{}},"credHelpers":{{"{host}":"stbtest"}}}}"#));
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let (o, err) = build_isolated(d, &bx, "helper", &home3, |c| {
+        c.env("PATH", &path);
+    });
+    assert_eq!(built_sha(&o, &err), want);
+    assert_eq!(String::from_utf8(read(&d.join("helper-asked"))).unwrap().trim(), host);
+}
+
+/// The registry behind basic auth (htpasswd) and a plain one on the same storage.
+struct Authed {
+    plain: Registry,
+    authed: Registry,
+    _dir: tempfile::TempDir,
+}
+
+fn htpasswd_registry(f: &Fixture, image: &str) -> Authed {
+    let plain = Registry::start();
+    plain.push(&f.layout, image, &format!("stagex/core-{image}"), &[]);
+    let dir = tempdir();
+    let pw = htpasswd(dir.path(), "alice", "open-sesame");
+    let authed = Registry::start_with(RegistryOpts {
+        data: Some(plain.data.clone()),
+        tls: None,
+        auth: Some(format!("  htpasswd:\n    realm: stagebox-test\n    path: {}\n", pw.display())),
+        client_ca: None,
+    });
+    Authed { plain, authed, _dir: dir }
+}
+
+fn docker_config(home: &Path, host: &str) {
+    std::fs::create_dir_all(home.join(".docker")).unwrap();
+    write(&home.join(".docker/config.json"), format!(r#"{{"auths":{{"{host}":{{"auth":"{}"}}}}}}"#, basic("alice", "open-sesame")));
+}
+
+#[test]
+fn htpasswd_basic_auth_with_a_docker_config_and_blob_redirects_drop_authorization() {
+    let f = fixture();
+    let r = htpasswd_registry(f, "small");
+    let want = reference_tar(f, "small", &f.small);
+    let dir = tempdir();
+    let d = dir.path();
+
+    // Basic auth straight at the registry, with ~/.docker/config.json; refused without it.
+    let bx = box_file(d, "basic", &format!("{}/stagex/core-small@{}", r.authed.host(), f.small));
+    let (o, err) = build_isolated(d, &bx, "nocreds", &d.join("home0"), |_| {});
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("wants a user name and password"), "{err}");
+    let home = d.join("home");
+    docker_config(&home, &r.authed.host());
+    let (o, err) = build_isolated(d, &bx, "basic", &home, |_| {});
+    assert_eq!(built_sha(&o, &err), want);
+
+    // A front that sends blob GETs to another host (a "CDN" serving the same storage without
+    // auth), as docker.io does: the CDN never sees Authorization.
+    let (plain_port, authed_port) = (r.plain.port, r.authed.port);
+    let cdn = Server::start(move |req, _, c| forward(req, plain_port, c, None));
+    let cdn_port = cdn.port;
+    let front = Server::start(move |req, _, c| {
+        if req.path.contains("/blobs/") {
+            respond(c, "307 Temporary Redirect", &[("Location", format!("http://127.0.0.1:{cdn_port}{}", req.path))], b"");
+        } else {
+            forward(req, authed_port, c, None)
+        }
+    });
+    let host = format!("127.0.0.1:{}", front.port);
+    let home = d.join("home-front");
+    docker_config(&home, &host);
+    let bx = box_file(d, "redirect", &format!("{host}/stagex/core-small@{}", f.small));
+    let (o, err) = build_isolated(d, &bx, "redirect", &home, |_| {});
+    assert_eq!(built_sha(&o, &err), want);
+    let front_seen = front.seen();
+    let blobs: Vec<_> = front_seen.iter().filter(|s| s.path.contains("/blobs/")).collect();
+    assert!(blobs.len() >= 3, "config and two layers went through the front: {front_seen:?}");
+    assert!(blobs.iter().all(|s| s.header("authorization").is_some_and(|a| a.starts_with("Basic "))), "the registry got credentials: {blobs:?}");
+    let cdn_seen = cdn.seen();
+    assert_eq!(cdn_seen.len(), blobs.len(), "every blob came from the CDN: {cdn_seen:?}");
+    assert!(cdn_seen.iter().all(|s| s.header("authorization").is_none()), "no Authorization followed the redirect: {cdn_seen:?}");
+}
+
+#[test]
+fn a_connection_dropped_mid_blob_resumes_with_range_and_the_blob_is_verified() {
+    let f = fixture();
+    let reg = Registry::start();
+    reg.push(&f.layout, "big", "stagex/core-big", &[]);
+    let m = read_json(&f.layout.join("blobs/sha256").join(&f.big[7..]));
+    let (layer, size) = (m["layers"][2]["digest"].as_str().unwrap().to_string(), m["layers"][2]["size"].as_u64().unwrap());
+    let half = size / 2;
+    let upstream = reg.port;
+    let blob_path = format!("/v2/stagex/core-big/blobs/{layer}");
+    let bp = blob_path.clone();
+    let front = Server::start(move |req, n, c| forward(req, upstream, c, (req.path == bp && n == 1).then_some(half)));
+    let dir = tempdir();
+    let d = dir.path();
+    let bx = box_file(d, "resume", &format!("127.0.0.1:{}/stagex/core-big@{}", front.port, f.big));
+    let (o, err) = build_isolated(d, &bx, "resume", &d.join("home"), |c| {
+        c.env("STAGEBOX_INSECURE_REGISTRIES", "127.0.0.1");
+    });
+    assert_eq!(built_sha(&o, &err), reference_tar(f, "big", &f.big));
+    let gets: Vec<_> = front.seen().into_iter().filter(|s| s.path == blob_path).collect();
+    assert_eq!(gets.len(), 2, "{gets:?}");
+    assert_eq!(gets[0].header("range"), None);
+    assert_eq!(gets[1].header("range"), Some(format!("bytes={half}-").as_str()), "the rest was asked for with Range");
+    let cache = d.join("cache-resume");
+    assert_store_sound(&cache);
+    assert!(!cache.join("tmp").join(format!("{}.partial", &layer[7..])).exists());
+}
+
+#[test]
+fn busy_registries_are_retried_and_rate_limits_are_explained() {
+    let f = fixture();
+    let reg = Registry::start();
+    reg.push(&f.layout, "small", "stagex/core-small", &[]);
+    let want = reference_tar(f, "small", &f.small);
+    let upstream = reg.port;
+    let dir = tempdir();
+    let d = dir.path();
+    let home = d.join("home");
+
+    // 503 twice for every blob, then the real answer: the pull succeeds after retries.
+    let front = Server::start(move |req, n, c| {
+        if req.path.contains("/blobs/") && n <= 2 {
+            respond(c, "503 Service Unavailable", &[], b"busy");
+        } else {
+            forward(req, upstream, c, None)
+        }
+    });
+    let bx = box_file(d, "busy", &format!("127.0.0.1:{}/stagex/core-small@{}", front.port, f.small));
+    let (o, err) = build_isolated(d, &bx, "busy", &home, |c| {
+        c.env("STAGEBOX_INSECURE_REGISTRIES", "127.0.0.1");
+    });
+    assert_eq!(built_sha(&o, &err), want);
+    let seen = front.seen();
+    let blob_paths: std::collections::BTreeSet<_> = seen.iter().filter(|s| s.path.contains("/blobs/")).map(|s| s.path.clone()).collect();
+    assert_eq!(blob_paths.len(), 3, "config and two layers");
+    for p in &blob_paths {
+        assert_eq!(seen.iter().filter(|s| &s.path == p).count(), 3, "two 503s and one answer for {p}");
+    }
+
+    // 429 with a short Retry-After: waited out once. With an hour: a clear error quoting it.
+    let front = Server::start(move |req, n, c| {
+        if req.path.contains("/manifests/") && n == 1 {
+            respond(c, "429 Too Many Requests", &[("Retry-After", "1".into())], b"slow down");
+        } else {
+            forward(req, upstream, c, None)
+        }
+    });
+    let bx = box_file(d, "short", &format!("127.0.0.1:{}/stagex/core-small@{}", front.port, f.small));
+    let (o, err) = build_isolated(d, &bx, "short", &home, |c| {
+        c.env("STAGEBOX_INSECURE_REGISTRIES", "127.0.0.1");
+    });
+    assert_eq!(built_sha(&o, &err), want);
+    let front = Server::start(move |_, _, c| respond(c, "429 Too Many Requests", &[("Retry-After", "3600".into())], b"slow down"));
+    let bx = box_file(d, "limited", &format!("127.0.0.1:{}/stagex/core-small@{}", front.port, f.small));
+    let t0 = std::time::Instant::now();
+    let (o, err) = build_isolated(d, &bx, "limited", &home, |c| {
+        c.env("STAGEBOX_INSECURE_REGISTRIES", "127.0.0.1");
+    });
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("429") && err.contains("retry after 3600 seconds") && err.contains("Log in"), "{err}");
+    assert!(t0.elapsed() < std::time::Duration::from_secs(60), "an hour is not waited out");
+    assert_eq!(front.seen().len(), 1, "a long Retry-After is not retried");
+}
+
+#[test]
+fn digest_pins_are_pulled_from_a_mirror_listed_in_the_registries_config() {
+    let f = fixture();
+    let mirror = Registry::start();
+    mirror.push(&f.layout, "small", "sx/core-small", &[]);
+    let dir = tempdir();
+    let d = dir.path();
+    // The origin does not exist; the pin makes the mirror's bytes as good as the origin's.
+    let origin = format!("127.0.0.1:{}", free_port());
+    let conf = d.join("registries.toml");
+    write(&conf, format!("[mirrors]\n\"{origin}/stagex\" = [\"{}/sx\"]\n", mirror.host()));
+    let bx = box_file(d, "mirrored", &format!("{origin}/stagex/core-small@{}", f.small));
+    let (o, err) = build_isolated(d, &bx, "mirrored", &d.join("home"), |c| {
+        c.env("STAGEBOX_INSECURE_REGISTRIES", "127.0.0.1").env("STAGEBOX_REGISTRIES_CONF", &conf);
+    });
+    assert_eq!(built_sha(&o, &err), reference_tar(f, "small", &f.small));
 }

@@ -138,6 +138,38 @@ impl Store {
         Ok(())
     }
 
+    /// Where a download of blob `d` in progress is kept (`<store>/tmp/<hex>.partial`), so a
+    /// pull that stops can resume; the directory is created.
+    pub fn partial_path(&self, d: &Digest) -> Result<PathBuf> {
+        let dir = self.root.join("tmp");
+        fs::create_dir_all(&dir).at(&dir)?;
+        Ok(dir.join(format!("{}.partial", d.hex())))
+    }
+
+    /// Move a finished download at `path` (under this store) into place as blob `expected`,
+    /// after checking its digest and size; a file that does not match is deleted.
+    pub fn adopt(&self, what: &str, expected: &Digest, size: u64, path: &Path) -> Result<()> {
+        let checked = (|| {
+            let mut f = fs::File::open(path).at(path)?;
+            let mut hw = HashWriter::new(io::sink());
+            io::copy(&mut f, &mut hw).map_err(|e| Error::other(format!("reading {what} ({}): {e}", path.display())))?;
+            let (digest, n) = hw.finish();
+            if &digest != expected {
+                return Err(Error::DigestMismatch { what: what.into(), expected: expected.to_string(), found: digest.to_string() });
+            }
+            if n != size {
+                return Err(Error::SizeMismatch { what: what.into(), expected: size, found: n });
+            }
+            f.sync_all().at(path)
+        })();
+        if let Err(e) = checked {
+            let _ = fs::remove_file(path);
+            return Err(e);
+        }
+        let target = self.blob_path(expected);
+        fs::rename(path, &target).at(&target)
+    }
+
     pub fn put_bytes(&self, data: &[u8]) -> Result<Digest> {
         let d = Digest::of_bytes(data);
         if !self.has(&d) {
