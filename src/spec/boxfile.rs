@@ -23,6 +23,8 @@ pub struct BoxSpec {
     pub initramfs_at: Option<Location>,
     /// `[policy]`: the signature quorum registry images must meet.
     pub policy: Option<super::PolicySpec>,
+    /// `[policy.outputs]`: the reproduction quorum `verify-build --box` requires.
+    pub output_policy: Option<super::ImagePolicy>,
     /// Where `[output.eif]` stands in the box file.
     pub eif_at: Option<Location>,
     /// `[output.deb|rpm|arch|apk]`, validated.
@@ -494,12 +496,14 @@ pub fn load_box(path: &Path) -> Result<BoxSpec> {
         }
         _ => Vec::new(),
     };
-    let policy = raw.policy.as_ref().map(|p| super::policy::load_policy(&src, p)).transpose()?;
+    let policy = raw.policy.as_ref().map(|p| super::policy::load_policy(&src, p)).transpose()?.flatten();
+    let output_policy = raw.policy.as_ref().map(|p| super::policy::load_output_policy(&src, p)).transpose()?.flatten();
     Ok(BoxSpec {
         bootloaders,
         disk_at,
         disk_bootloaders,
         policy,
+        output_policy,
         path: path.to_path_buf(),
         dir,
         name,

@@ -8,7 +8,13 @@
 //! quorum = 2
 //! [policy.images."stagex/core-busybox"]
 //! quorum = 3                           # keyring and signatures may be overridden too
+//! [policy.outputs]                     # reproductions of this box's outputs (verify-build)
+//! keyring = "keys/reproducers.asc"     # defaults to [policy]'s keyring
+//! signatures = "https://example.org/reproductions"   # root of <box>/<version>/<FPR>.sig
+//! quorum = 2
 //! ```
+//!
+//! A `[policy]` that holds only `[policy.outputs]` checks no input images.
 
 use super::{Location, Source};
 use crate::error::Result;
@@ -51,6 +57,7 @@ pub(crate) struct RawPolicy {
     quorum: Option<Spanned<i64>>,
     #[serde(default)]
     images: BTreeMap<String, Spanned<RawImagePolicy>>,
+    outputs: Option<Spanned<RawImagePolicy>>,
 }
 
 #[derive(Deserialize)]
@@ -80,9 +87,27 @@ fn signatures(src: &Source, s: &Spanned<String>) -> Result<String> {
     Ok(src.dir().join(v).to_string_lossy().into_owned())
 }
 
-pub(crate) fn load_policy(src: &Source, raw: &Spanned<RawPolicy>) -> Result<PolicySpec> {
+/// `[policy.outputs]`: how many distinct trusted reproducers must have signed a statement
+/// attesting exactly this box's outputs (`stagebox verify-build --box`). Keyring and
+/// signatures default to `[policy]`'s own.
+pub(crate) fn load_output_policy(src: &Source, raw: &Spanned<RawPolicy>) -> Result<Option<ImagePolicy>> {
+    let r = raw.get_ref();
+    let Some(o) = &r.outputs else { return Ok(None) };
+    let at = src.loc(o.span());
+    let or = o.get_ref();
+    let keyring = or.keyring.as_ref().or(r.keyring.as_ref()).ok_or_else(|| at.error("[policy.outputs] needs `keyring` (the reproducers' OpenPGP keys), here or in [policy]"))?;
+    let sigs = or.signatures.as_ref().or(r.signatures.as_ref()).ok_or_else(|| at.error("[policy.outputs] needs `signatures` (a directory or https:// URL of reproducers' signatures), here or in [policy]"))?;
+    let q = or.quorum.as_ref().ok_or_else(|| at.error("[policy.outputs] needs `quorum` (how many distinct trusted reproducers must attest the outputs)"))?;
+    Ok(Some(ImagePolicy { keyring: src.dir().join(keyring.get_ref()), signatures: signatures(src, sigs)?, quorum: quorum(src, q)? }))
+}
+
+/// `[policy]` for input images; `None` when the table holds only `[policy.outputs]`.
+pub(crate) fn load_policy(src: &Source, raw: &Spanned<RawPolicy>) -> Result<Option<PolicySpec>> {
     let at = src.loc(raw.span());
     let r = raw.get_ref();
+    if r.outputs.is_some() && r.keyring.is_none() && r.signatures.is_none() && r.quorum.is_none() && r.images.is_empty() {
+        return Ok(None);
+    }
     let keyring = r.keyring.as_ref().ok_or_else(|| at.error("[policy] needs `keyring` (the trusted OpenPGP keys)"))?;
     let sigs = r.signatures.as_ref().ok_or_else(|| at.error("[policy] needs `signatures` (a lookaside directory or https:// URL)"))?;
     let default = ImagePolicy {
@@ -100,5 +125,5 @@ pub(crate) fn load_policy(src: &Source, raw: &Spanned<RawPolicy>) -> Result<Poli
         };
         images.insert(Repo::parse(name).path, policy);
     }
-    Ok(PolicySpec { default, images, at })
+    Ok(Some(PolicySpec { default, images, at }))
 }
