@@ -6,7 +6,7 @@ PKGS=(umoci skopeo libarchive-tools tar gzip zstd xz-utils cpio busybox-static
       qemu-system-x86 ovmf dpkg ca-certificates docker-registry gnupg
       python3 openssl squashfs-tools erofs-utils python3-jsonschema diffoscope-minimal
       rpm lintian genisoimage xorriso p7zip-full dosfstools mtools
-      isolinux syslinux-common systemd-boot-efi gdisk fdisk)
+      isolinux syslinux-common systemd-boot-efi gdisk fdisk sq)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

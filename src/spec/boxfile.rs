@@ -314,7 +314,7 @@ struct RawBox {
     layer: Vec<Spanned<RawLayer>>,
     output: Option<Outputs>,
     kernel: Option<Spanned<super::kernel::RawBoxKernel>>,
-    policy: Option<Spanned<super::policy::RawPolicy>>,
+    policy: Option<super::policy::RawPolicy>,
 }
 
 #[derive(Deserialize)]

@@ -57,7 +57,7 @@ pub(crate) struct RawPolicy {
     quorum: Option<Spanned<i64>>,
     #[serde(default)]
     images: BTreeMap<String, Spanned<RawImagePolicy>>,
-    outputs: Option<Spanned<RawImagePolicy>>,
+    outputs: Option<RawImagePolicy>,
 }
 
 #[derive(Deserialize)]
@@ -90,11 +90,11 @@ fn signatures(src: &Source, s: &Spanned<String>) -> Result<String> {
 /// `[policy.outputs]`: how many distinct trusted reproducers must have signed a statement
 /// attesting exactly this box's outputs (`stagebox verify-build --box`). Keyring and
 /// signatures default to `[policy]`'s own.
-pub(crate) fn load_output_policy(src: &Source, raw: &Spanned<RawPolicy>) -> Result<Option<ImagePolicy>> {
-    let r = raw.get_ref();
+pub(crate) fn load_output_policy(src: &Source, raw: &RawPolicy) -> Result<Option<ImagePolicy>> {
+    let r = raw;
     let Some(o) = &r.outputs else { return Ok(None) };
-    let at = src.loc(o.span());
-    let or = o.get_ref();
+    let at = src.loc(src.line_start("[policy.outputs]").or_else(|| src.line_start("[policy")).map(|i| i..i).unwrap_or(0..0));
+    let or = o;
     let keyring = or.keyring.as_ref().or(r.keyring.as_ref()).ok_or_else(|| at.error("[policy.outputs] needs `keyring` (the reproducers' OpenPGP keys), here or in [policy]"))?;
     let sigs = or.signatures.as_ref().or(r.signatures.as_ref()).ok_or_else(|| at.error("[policy.outputs] needs `signatures` (a directory or https:// URL of reproducers' signatures), here or in [policy]"))?;
     let q = or.quorum.as_ref().ok_or_else(|| at.error("[policy.outputs] needs `quorum` (how many distinct trusted reproducers must attest the outputs)"))?;
@@ -102,9 +102,11 @@ pub(crate) fn load_output_policy(src: &Source, raw: &Spanned<RawPolicy>) -> Resu
 }
 
 /// `[policy]` for input images; `None` when the table holds only `[policy.outputs]`.
-pub(crate) fn load_policy(src: &Source, raw: &Spanned<RawPolicy>) -> Result<Option<PolicySpec>> {
-    let at = src.loc(raw.span());
-    let r = raw.get_ref();
+/// Not `Spanned<RawPolicy>`: toml 0.8 cannot span an implicit table (a box file with only
+/// `[policy.outputs]`), so `[policy]` is located by its header line.
+pub(crate) fn load_policy(src: &Source, raw: &RawPolicy) -> Result<Option<PolicySpec>> {
+    let at = src.loc(src.line_start("[policy]").or_else(|| src.line_start("[policy")).or_else(|| src.line_start("policy")).map(|i| i..i).unwrap_or(0..0));
+    let r = raw;
     if r.outputs.is_some() && r.keyring.is_none() && r.signatures.is_none() && r.quorum.is_none() && r.images.is_empty() {
         return Ok(None);
     }
