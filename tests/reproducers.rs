@@ -10,7 +10,8 @@
 //! untrusted keys do not count; garbled and truncated files are errors naming the file. For
 //! every signature file, `gpg --verify` (in a verifier's GNUPGHOME holding the trusted
 //! keyring) must agree with stagebox on whether the signature is good. The example script
-//! `examples/reproduce/reproduce.sh` runs end to end for a gpg and an sq signer.
+//! `examples/reproduce/reproduce.sh` runs end to end for a gpg and an sq signer, and the
+//! publishing layout is read from a loopback HTTP server (`python3 -m http.server`).
 
 mod common;
 
@@ -487,3 +488,64 @@ fn the_reproduce_script_runs_end_to_end() {
 }
 
 use std::borrow::BorrowMut;
+
+/// A loopback HTTP server (`python3 -m http.server`) over `root`, stopped on drop.
+struct Http {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Http {
+    fn serve(root: &Path) -> Http {
+        use std::io::BufRead;
+        require_tool("python3");
+        let mut child = Command::new("python3")
+            .args(["-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory"])
+            .arg(root)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 http.server");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        // "Serving HTTP on 127.0.0.1 port 40123 (http://127.0.0.1:40123/) ..."
+        let port = line.split(" port ").nth(1).and_then(|r| r.split_whitespace().next()).unwrap_or_else(|| panic!("http.server said {line:?}"));
+        Http { child, url: format!("http://127.0.0.1:{port}") }
+    }
+}
+
+impl Drop for Http {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The publishing layout over HTTP: `<root>/<box>/<version>/<FINGERPRINT>.sig` fetched for each
+/// key of the keyring (a detached one with its `<FINGERPRINT>.intoto.json` beside it); keys that
+/// have not signed are simply absent (404).
+#[test]
+fn signatures_from_an_http_root_in_the_publishing_layout() {
+    let w = world();
+    let ours = statement(&w.ours);
+    let root = tempdir();
+    let dir = root.path().join("repro/1.0");
+    write(&dir.join(format!("{}.sig", w.alice.fpr)), w.alice.sign(&ours, &["--armor"]));
+    write(&dir.join(format!("{}.sig", w.bob.fpr)), w.bob.sign(&w.st_b, &["--detach-sign"]));
+    write(&dir.join(format!("{}.intoto.json", w.bob.fpr)), read(&w.st_b));
+    write(&dir.join(format!("{}.sig", w.carol.fpr)), w.carol.sign(&w.st_changed, &[]));
+    let http = Http::serve(root.path());
+    let vb = |q: &str| output(stagebox(["verify-build".as_ref(), w.ours.as_os_str(), "--keyring".as_ref(), w.keyring.as_os_str(), "--signatures".as_ref(), http.url.as_ref(), "--quorum".as_ref(), q.as_ref(), "--json".as_ref()]).borrow_mut());
+    let o = vb("2");
+    let j: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(o.status.code(), Some(1), "carol disagrees: {j}");
+    assert_eq!(j["agreeing_keys"].as_array().unwrap().len(), 2, "{j}");
+    assert_eq!(j["disagreeing_keys"][0], w.carol.fpr.as_str());
+    let bob = j["rows"].as_array().unwrap().iter().find(|r| r["fingerprint"] == w.bob.fpr.as_str()).unwrap();
+    assert!(bob["file"].as_str().unwrap().starts_with(&format!("{}/repro/1.0/", http.url)), "{bob}");
+    assert!(bob["signed_over"].as_str().unwrap().contains("beside"), "{bob}");
+    // Without carol's file: 2 of 2 from the server.
+    std::fs::remove_file(dir.join(format!("{}.sig", w.carol.fpr))).unwrap();
+    let o = vb("2");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
