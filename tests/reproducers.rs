@@ -136,7 +136,15 @@ fn statement(out: &Path) -> PathBuf {
 fn world() -> &'static World {
     static W: OnceLock<World> = OnceLock::new();
     W.get_or_init(|| {
-        require_tools(&["gpg", "sq", "python3"]);
+        require_tools(&["gpg", "gpgconf", "sq", "python3"]);
+        // Stop the agents of a previous run before their homes are wiped: an agent whose
+        // socket vanishes under it races the new run's ("No agent running").
+        let old_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("reproducers");
+        for h in ["galice", "gbob", "gcarol", "gmallory", "gold", "grevoked", "gv"] {
+            if old_dir.join(h).is_dir() {
+                let _ = output(Command::new("gpgconf").env("GNUPGHOME", old_dir.join(h)).args(["--kill", "gpg-agent"]));
+            }
+        }
         let dir = fixture_dir("reproducers");
         let cache = dir.join("cache");
         // Three reproducers on "three machines": own checkout, umask, zone and locale.
