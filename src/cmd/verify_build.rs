@@ -9,10 +9,12 @@
 //! signature attests with our statement:
 //! - another box name, version, box file, SOURCE_DATE_EPOCH or pinned input image: *not
 //!   counted* (a statement about something else);
-//! - the same box and pinned inputs but other output digests (or other `dir:`/`file:` input
-//!   digests, which come from the reproducer's checkout): **DISAGREES**, naming each differing
-//!   output with both digests. This is a split view: one of the two builds did not build what
-//!   the box says, and the command fails whatever the count;
+//! - the same box and pinned inputs but other output digests: **DISAGREES**, naming each
+//!   differing output with both digests (and any differing `dir:`/`file:` input, which comes
+//!   from the reproducer's checkout). This is a split view: one of the two builds did not
+//!   build what the box says, and the command fails whatever the count;
+//! - the same outputs from other `dir:`/`file:` input digests: *not counted* (odd, not a split
+//!   view);
 //! - the same statement: *agrees*. Distinct primary keys are counted; a key twice counts once.
 //!
 //! Signatures that are bad, by keys outside the keyring, by expired or revoked keys are
@@ -337,9 +339,19 @@ fn compare(t: &Attested, ours: &Attested, row: &mut Row) {
         row.reason.clear();
         return;
     }
+    let names = |v: &[Difference]| v.iter().map(|d| d.item.as_str()).collect::<Vec<_>>().join(", ");
+    if out_diffs.is_empty() {
+        // The same outputs from other local input digests: not a split view, not this build.
+        row.reason = format!("the same outputs, but other local inputs from their checkout: {}", names(&in_diffs));
+        row.differences = in_diffs;
+        return;
+    }
     row.verdict = Verdict::Disagrees;
-    let names: Vec<&str> = out_diffs.iter().chain(&in_diffs).map(|d| d.item.as_str()).collect();
-    row.reason = format!("same box and pinned inputs, different {}: {}", if out_diffs.is_empty() { "local inputs" } else { "outputs" }, names.join(", "));
+    row.reason = if in_diffs.is_empty() {
+        format!("same box and pinned inputs, different outputs: {}", names(&out_diffs))
+    } else {
+        format!("same box and pinned inputs, different outputs: {} (and local inputs from their checkout: {})", names(&out_diffs), names(&in_diffs))
+    };
     row.differences = out_diffs.into_iter().chain(in_diffs).collect();
 }
 
@@ -424,6 +436,10 @@ mod tests {
         assert_eq!(r.verdict, Verdict::Disagrees);
         assert_eq!(r.differences[0], Difference { item: "b.tar".into(), theirs: Some("bb".into()), ours: Some("aa".into()) });
         assert_eq!(r.differences[1].item, "dir:root");
+
+        let mut r = row();
+        compare(&att(&[("b.tar", "aa")], &[("oci:x@sha256:11", "11"), ("dir:root", "33")]), &ours, &mut r);
+        assert_eq!(r.verdict, Verdict::NotCounted, "same outputs, other checkout: {}", r.reason);
 
         let mut r = row();
         compare(&att(&[("b.tar", "bb")], &[("oci:x@sha256:12", "12"), ("dir:root", "22")]), &ours, &mut r);
