@@ -24,7 +24,7 @@ pub struct BoxSpec {
     /// `[policy]`: the signature quorum registry images must meet.
     pub policy: Option<super::PolicySpec>,
     /// `[policy.outputs]`: the reproduction quorum `verify-build --box` requires.
-    pub output_policy: Option<super::ImagePolicy>,
+    pub output_policy: Option<super::OutputPolicy>,
     /// Where `[output.eif]` stands in the box file.
     pub eif_at: Option<Location>,
     /// `[output.deb|rpm|arch|apk]`, validated.

@@ -57,7 +57,25 @@ pub(crate) struct RawPolicy {
     quorum: Option<Spanned<i64>>,
     #[serde(default)]
     images: BTreeMap<String, Spanned<RawImagePolicy>>,
-    outputs: Option<RawImagePolicy>,
+    outputs: Option<RawOutputPolicy>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawOutputPolicy {
+    keyring: Option<Spanned<String>>,
+    signatures: Option<Spanned<String>>,
+    quorum: Option<Spanned<i64>>,
+}
+
+/// `[policy.outputs]`, resolved: the reproduction quorum of this box's outputs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputPolicy {
+    /// The reproducers' public keys: a file or a directory.
+    pub keyring: PathBuf,
+    /// A directory (absolute) or an `https://` URL: the root of `<box>/<version>/<FPR>.sig`.
+    pub signatures: String,
+    pub quorum: usize,
 }
 
 #[derive(Deserialize)]
@@ -90,7 +108,7 @@ fn signatures(src: &Source, s: &Spanned<String>) -> Result<String> {
 /// `[policy.outputs]`: how many distinct trusted reproducers must have signed a statement
 /// attesting exactly this box's outputs (`stagebox verify-build --box`). Keyring and
 /// signatures default to `[policy]`'s own.
-pub(crate) fn load_output_policy(src: &Source, raw: &RawPolicy) -> Result<Option<ImagePolicy>> {
+pub(crate) fn load_output_policy(src: &Source, raw: &RawPolicy) -> Result<Option<OutputPolicy>> {
     let r = raw;
     let Some(o) = &r.outputs else { return Ok(None) };
     let at = src.loc(src.line_start("[policy.outputs]").or_else(|| src.line_start("[policy")).map(|i| i..i).unwrap_or(0..0));
@@ -98,7 +116,7 @@ pub(crate) fn load_output_policy(src: &Source, raw: &RawPolicy) -> Result<Option
     let keyring = or.keyring.as_ref().or(r.keyring.as_ref()).ok_or_else(|| at.error("[policy.outputs] needs `keyring` (the reproducers' OpenPGP keys), here or in [policy]"))?;
     let sigs = or.signatures.as_ref().or(r.signatures.as_ref()).ok_or_else(|| at.error("[policy.outputs] needs `signatures` (a directory or https:// URL of reproducers' signatures), here or in [policy]"))?;
     let q = or.quorum.as_ref().ok_or_else(|| at.error("[policy.outputs] needs `quorum` (how many distinct trusted reproducers must attest the outputs)"))?;
-    Ok(Some(ImagePolicy { keyring: src.dir().join(keyring.get_ref()), signatures: signatures(src, sigs)?, quorum: quorum(src, q)? }))
+    Ok(Some(OutputPolicy { keyring: src.dir().join(keyring.get_ref()), signatures: signatures(src, sigs)?, quorum: quorum(src, q)? }))
 }
 
 /// `[policy]` for input images; `None` when the table holds only `[policy.outputs]`.
