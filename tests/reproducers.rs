@@ -557,3 +557,37 @@ fn signatures_from_an_http_root_in_the_publishing_layout() {
     let o = vb("2");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// Damaged signature files (every byte flipped in turn, every truncation) never panic, and a
+/// truncated file never counts. Called through the library, as a fuzzer would.
+#[test]
+fn damaged_signature_files_never_panic_and_truncations_never_count() {
+    use stagebox::source::attestation::{check, SignatureFile, Status};
+    let w = world();
+    let ours = statement(&w.ours);
+    let st = read(&ours);
+    let keyring = stagebox::source::signature::Keyring::load(&w.keyring).unwrap();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let forms: Vec<(&str, Vec<u8>)> = vec![
+        ("inline", w.alice.sign(&ours, &[])),
+        ("armored", w.alice.sign(&ours, &["--armor"])),
+        ("clearsigned", w.alice.sign(&ours, &["--clearsign"])),
+        ("detached", w.alice.sign(&ours, &["--detach-sign"])),
+        ("sq", sq_sign(w, &ours)),
+    ];
+    for (form, good) in &forms {
+        let c = check(&SignatureFile { data: good, beside: None, local: ("repro.intoto.json", &st) }, &keyring, now);
+        assert_eq!(c.status, Status::Good, "{form}: {c:?}");
+        for cut in 0..good.len() {
+            let c = check(&SignatureFile { data: &good[..cut], beside: None, local: ("repro.intoto.json", &st) }, &keyring, now);
+            // A cut inside trailing armor or line ends can leave a whole message.
+            let whole = good[cut..].iter().all(|b| b.is_ascii_whitespace()) || (String::from_utf8_lossy(&good[..cut]).contains("-----END PGP") && good[cut..].iter().all(|b| b.is_ascii()));
+            assert!(c.status != Status::Good || whole, "{form} cut at {cut} of {} still counts: {c:?}", good.len());
+        }
+        for i in 0..good.len() {
+            let mut bad = good.clone();
+            bad[i] ^= 0x41;
+            let _ = check(&SignatureFile { data: &bad, beside: None, local: ("repro.intoto.json", &st) }, &keyring, now);
+        }
+    }
+}
