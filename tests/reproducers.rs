@@ -591,3 +591,20 @@ fn damaged_signature_files_never_panic_and_truncations_never_count() {
         }
     }
 }
+
+/// A small signed file that inflates to megabytes (zlib over zeros) is refused as implausibly
+/// large, read no further than the limit.
+#[test]
+fn a_compressed_bomb_is_refused() {
+    use stagebox::source::attestation::{check, SignatureFile, Status};
+    let w = world();
+    let t = tempdir();
+    let big = t.path().join("zeros.json");
+    write(&big, vec![b' '; 8 << 20]);
+    let sig = w.alice.sign(&big, &["--compress-algo", "zlib"]);
+    assert!(sig.len() < 64 << 10, "{} bytes", sig.len());
+    let keyring = stagebox::source::signature::Keyring::load(&w.keyring).unwrap();
+    let c = check(&SignatureFile { data: &sig, beside: None, local: ("x", b"") }, &keyring, 0);
+    assert_eq!(c.status, Status::Garbled, "{c:?}");
+    assert!(c.reason.contains("implausibly large"), "{}", c.reason);
+}

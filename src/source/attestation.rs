@@ -16,6 +16,9 @@
 //! keyring, and that key (and subkey) is neither expired nor revoked now; everything else is
 //! reported with its reason: bad signature, key not in the keyring, expired, revoked, garbled
 //! file. The keyring and its loading are [`super::signature`]'s.
+//!
+//! Memory: a signature file is read whole up to 1 MiB (`MAX_SIGNATURE_BYTES`), and the signed
+//! statement inside it is read (decompressed) up to 1 MiB, never further.
 
 use super::signature::{Keyring, Lookaside, TrustedKey, MAX_SIGNATURE_BYTES};
 use crate::error::{Error, IoContext, Result};
@@ -204,10 +207,13 @@ fn check_inline(msg: Message<'_>, keyring: &Keyring, now: i64) -> Checked {
     if !msg.is_signed() {
         return Checked::garbled(form, "garbled: the OpenPGP message is not signed".into());
     }
-    let payload = match msg.as_data_vec() {
-        Ok(p) => p,
-        Err(e) => return Checked::garbled(form, format!("garbled or truncated OpenPGP message: {e}")),
-    };
+    // Read at most one byte past the limit: a small compressed file must not inflate into
+    // memory without bound. Below the limit the reader has reached the end, which is what
+    // makes the signature packet readable.
+    let mut payload = Vec::new();
+    if let Err(e) = std::io::Read::read_to_end(&mut std::io::Read::take(&mut msg, MAX_PAYLOAD_BYTES as u64 + 1), &mut payload) {
+        return Checked::garbled(form, format!("garbled or truncated OpenPGP message: {e}"));
+    }
     if payload.len() > MAX_PAYLOAD_BYTES {
         return Checked::garbled(form, format!("signed payload of {} bytes is implausibly large for a statement", payload.len()));
     }
