@@ -263,15 +263,17 @@ fn verify(w: &World, dir: &Path, quorum: usize) -> Outcome {
         for r in rows {
             let file = Path::new(r["file"].as_str().unwrap());
             let ours_good = r["signature"] == "good";
-            assert_eq!(gpg_good(w, file), ours_good, "gpg --verify and stagebox disagree on {}: {r}", file.display());
+            let gpg_says = r["fingerprint"].as_str().is_some_and(|f| gpg_good(w, file).iter().any(|g| g == f));
+            assert_eq!(gpg_says, ours_good, "gpg --verify and stagebox disagree on {}: {r}", file.display());
         }
     }
     out
 }
 
-/// Does `gpg --verify` report a good signature by a valid key (GOODSIG) for `file`? A
-/// detached signature is checked over the statement beside it, else over ours.
-fn gpg_good(w: &World, file: &Path) -> bool {
+/// The primary keys whose signatures in `file` `gpg --verify` reports as good by a valid key
+/// (GOODSIG, then VALIDSIG naming the primary key). A detached signature is checked over the
+/// statement beside it, else over ours.
+fn gpg_good(w: &World, file: &Path) -> Vec<String> {
     let mut c = gpg(&w.verifier);
     c.args(["--status-fd", "1", "--output", "/dev/null", "--verify"]).arg(file);
     let data = read(file);
@@ -282,7 +284,20 @@ fn gpg_good(w: &World, file: &Path) -> bool {
         c.arg(beside.unwrap_or_else(|| statement(&w.ours)));
     }
     let o = output(&mut c);
-    String::from_utf8_lossy(&o.stdout).lines().any(|l| l.starts_with("[GNUPG:] GOODSIG "))
+    let mut good = Vec::new();
+    let mut goodsig = false;
+    for l in String::from_utf8_lossy(&o.stdout).lines() {
+        if l.starts_with("[GNUPG:] NEWSIG") {
+            goodsig = false;
+        } else if l.starts_with("[GNUPG:] GOODSIG ") {
+            goodsig = true;
+        } else if let Some(rest) = l.strip_prefix("[GNUPG:] VALIDSIG ") {
+            if goodsig {
+                good.push(rest.split_whitespace().nth(9).unwrap_or("").to_string());
+            }
+        }
+    }
+    good
 }
 
 fn row<'a>(o: &'a Outcome, file_end: &str) -> &'a Value {
@@ -577,9 +592,10 @@ fn damaged_signature_files_never_panic_and_truncations_never_count() {
     ];
     for (form, good) in &forms {
         let c = check(&SignatureFile { data: good, beside: None, local: ("repro.intoto.json", &st) }, &keyring, now);
-        assert_eq!(c.status, Status::Good, "{form}: {c:?}");
+        assert!(c.len() == 1 && c[0].status == Status::Good, "{form}: {c:?}");
         for cut in 0..good.len() {
-            let c = check(&SignatureFile { data: &good[..cut], beside: None, local: ("repro.intoto.json", &st) }, &keyring, now);
+            let v = check(&SignatureFile { data: &good[..cut], beside: None, local: ("repro.intoto.json", &st) }, &keyring, now);
+            let c = &v[0];
             // A cut inside trailing armor or line ends can leave a whole message.
             let whole = good[cut..].iter().all(|b| b.is_ascii_whitespace()) || (String::from_utf8_lossy(&good[..cut]).contains("-----END PGP") && good[cut..].iter().all(|b| b.is_ascii()));
             assert!(c.status != Status::Good || whole, "{form} cut at {cut} of {} still counts: {c:?}", good.len());
@@ -604,7 +620,38 @@ fn a_compressed_bomb_is_refused() {
     let sig = w.alice.sign(&big, &["--compress-algo", "zlib"]);
     assert!(sig.len() < 64 << 10, "{} bytes", sig.len());
     let keyring = stagebox::source::signature::Keyring::load(&w.keyring).unwrap();
-    let c = check(&SignatureFile { data: &sig, beside: None, local: ("x", b"") }, &keyring, 0);
+    let v = check(&SignatureFile { data: &sig, beside: None, local: ("x", b"") }, &keyring, 0);
+    let c = &v[0];
     assert_eq!(c.status, Status::Garbled, "{c:?}");
     assert!(c.reason.contains("implausibly large"), "{}", c.reason);
+}
+
+/// One file co-signed by two reproducers (alice's `gpg --sign --armor`, then
+/// `sq sign --append` by dave) counts both keys; a co-signature by a key outside the keyring
+/// is reported on its own row. gpg agrees signature by signature.
+#[test]
+fn a_co_signed_file_counts_each_signer() {
+    let w = world();
+    let ours = statement(&w.ours);
+    let t = tempdir();
+    let a = t.path().join("alice.asc");
+    write(&a, w.alice.sign(&ours, &["--armor"]));
+    let ad = t.path().join("alice+dave.asc");
+    run(Command::new("sq").args(["sign", "--append", "--signer-key"]).arg(&w.dave_key).arg("--output").arg(&ad).arg(&a));
+    // Dave appends to mallory's message: one untrusted and one trusted signature.
+    let am = t.path().join("mallory+dave.asc");
+    write(&t.path().join("m.asc"), w.mallory.sign(&ours, &["--armor"]));
+    run(Command::new("sq").args(["sign", "--append", "--signer-key"]).arg(&w.dave_key).arg("--output").arg(&am).arg(t.path().join("m.asc")));
+    let d = sigs(&[("alice+dave.asc", &read(&ad))]);
+    let o = verify(w, d.path(), 2);
+    assert!(o.ok, "{}{}", o.stdout, o.stderr);
+    let rows = o.json["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{}", o.json);
+    let d = sigs(&[("mallory+dave.asc", &read(&am))]);
+    let o = verify(w, d.path(), 1);
+    assert!(o.ok, "{}{}", o.stdout, o.stderr);
+    let rows = o.json["rows"].as_array().unwrap();
+    assert_eq!(rows.iter().filter(|r| r["signature"] == "good").count(), 1, "{}", o.json);
+    assert_eq!(rows.iter().filter(|r| r["signature"] == "unknown-key").count(), 1, "{}", o.json);
+    assert!(!verify(w, d.path(), 2).ok);
 }

@@ -238,33 +238,34 @@ pub fn verify_build(out_dir: &Path, opts: &VerifyBuildOptions) -> Result<Report>
     let mut rows = Vec::new();
     for f in &found {
         let file = SignatureFile { data: &f.data, beside: f.beside.as_ref().map(|(n, b)| (n.as_str(), b.as_slice())), local: (st_name, &st_bytes) };
-        let c = attestation::check(&file, &keyring, now);
-        let mut row = Row {
-            file: f.name.clone(),
-            form: c.form,
-            signature: c.status,
-            fingerprint: c.fingerprint.clone(),
-            user_id: c.user_id.clone(),
-            signed_over: c.signed_over.clone(),
-            attested: None,
-            verdict: Verdict::NotCounted,
-            reason: c.reason.clone(),
-            differences: Vec::new(),
-        };
-        let theirs = c.payload.as_deref().map(provenance::parse);
-        if let Some(Ok(t)) = &theirs {
-            row.attested = Some(Summary { name: t.name.clone(), version: t.version.clone(), outputs: t.outputs.len(), stagebox_version: t.stagebox_version.clone() });
+        for c in attestation::check(&file, &keyring, now) {
+            let mut row = Row {
+                file: f.name.clone(),
+                form: c.form,
+                signature: c.status,
+                fingerprint: c.fingerprint.clone(),
+                user_id: c.user_id.clone(),
+                signed_over: c.signed_over.clone(),
+                attested: None,
+                verdict: Verdict::NotCounted,
+                reason: c.reason.clone(),
+                differences: Vec::new(),
+            };
+            let theirs = c.payload.as_deref().map(provenance::parse);
+            if let Some(Ok(t)) = &theirs {
+                row.attested = Some(Summary { name: t.name.clone(), version: t.version.clone(), outputs: t.outputs.len(), stagebox_version: t.stagebox_version.clone() });
+            }
+            match c.status {
+                Status::Garbled => row.verdict = Verdict::Garbled,
+                Status::Good => match theirs {
+                    Some(Ok(t)) => compare(&t, &ours, &mut row),
+                    Some(Err(e)) => row.reason = format!("signed something that is not a stagebox build statement: {e}"),
+                    None => row.reason = "no signed statement to read".into(),
+                },
+                _ => {}
+            }
+            rows.push(row);
         }
-        match c.status {
-            Status::Garbled => row.verdict = Verdict::Garbled,
-            Status::Good => match theirs {
-                Some(Ok(t)) => compare(&t, &ours, &mut row),
-                Some(Err(e)) => row.reason = format!("signed something that is not a stagebox build statement: {e}"),
-                None => row.reason = "no signed statement to read".into(),
-            },
-            _ => {}
-        }
-        rows.push(row);
     }
     let keys = |v: Verdict| -> Vec<String> {
         let s: BTreeSet<&str> = rows.iter().filter(|r| r.verdict == v).filter_map(|r| r.fingerprint.as_deref()).collect();

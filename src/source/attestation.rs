@@ -29,6 +29,8 @@ use serde::Serialize;
 
 /// A signed statement larger than this is refused (a statement is a few KiB).
 const MAX_PAYLOAD_BYTES: usize = 1 << 20;
+/// Signatures read from one file at most (co-signers of one file).
+const MAX_SIGNATURES_PER_FILE: usize = 64;
 
 /// How the file carries its signature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -158,33 +160,35 @@ pub fn gather(la: &Lookaside, name: &str, version: &str, keyring: &Keyring) -> R
     Ok(out)
 }
 
-/// Check one signature file against `keyring` at time `now` (seconds since the epoch).
-pub fn check(file: &SignatureFile, keyring: &Keyring, now: i64) -> Checked {
+/// Check one signature file against `keyring` at time `now` (seconds since the epoch): one
+/// [`Checked`] per signature it holds (a file co-signed by several keys, e.g. with
+/// `sq sign --append` or `gpg -u A -u B --sign`, holds several; a garbled file gives one).
+pub fn check(file: &SignatureFile, keyring: &Keyring, now: i64) -> Vec<Checked> {
     let data = file.data;
     let text = std::str::from_utf8(data).ok().map(str::trim_start);
     match text {
         Some(t) if t.starts_with("-----BEGIN PGP SIGNED MESSAGE-----") => check_cleartext(t, keyring, now),
-        Some(t) if t.starts_with("-----BEGIN PGP SIGNATURE-----") => match DetachedSignature::from_armor_single(t.as_bytes()) {
-            Ok((sig, _)) => check_detached(&sig.signature, file, keyring, now),
-            Err(e) => Checked::garbled(Some(Form::Detached), format!("garbled: not a readable armored OpenPGP signature: {e}")),
+        Some(t) if t.starts_with("-----BEGIN PGP SIGNATURE-----") => match DetachedSignature::from_armor_many(t.as_bytes()) {
+            Ok((sigs, _)) => check_detached(sigs.collect(), file, keyring, now),
+            Err(e) => vec![Checked::garbled(Some(Form::Detached), format!("garbled: not a readable armored OpenPGP signature: {e}"))],
         },
         Some(t) if t.starts_with("-----BEGIN PGP MESSAGE-----") => match Message::from_armor(t.as_bytes()) {
             Ok((m, _)) => check_inline(m, keyring, now),
-            Err(e) => Checked::garbled(Some(Form::Inline), format!("garbled: not a readable armored OpenPGP message: {e}")),
+            Err(e) => vec![Checked::garbled(Some(Form::Inline), format!("garbled: not a readable armored OpenPGP message: {e}"))],
         },
-        Some(t) if t.starts_with("-----BEGIN") => Checked::garbled(None, "garbled: an armor block that is neither a signature nor a signed message".into()),
+        Some(t) if t.starts_with("-----BEGIN") => vec![Checked::garbled(None, "garbled: an armor block that is neither a signature nor a signed message".into())],
         _ => match first_packet_tag(data) {
             // Tag 2: a signature packet first, i.e. a detached signature.
-            Some(2) => match DetachedSignature::from_bytes(data) {
-                Ok(sig) => check_detached(&sig.signature, file, keyring, now),
-                Err(e) => Checked::garbled(Some(Form::Detached), format!("garbled: not a readable OpenPGP signature: {e}")),
+            Some(2) => match DetachedSignature::from_bytes_many(data) {
+                Ok(sigs) => check_detached(sigs.collect(), file, keyring, now),
+                Err(e) => vec![Checked::garbled(Some(Form::Detached), format!("garbled: not a readable OpenPGP signature: {e}"))],
             },
             // One-pass signature, compressed data, literal data, or an old-style signed message.
             Some(4 | 8 | 11) => match Message::from_bytes(data) {
                 Ok(m) => check_inline(m, keyring, now),
-                Err(e) => Checked::garbled(Some(Form::Inline), format!("garbled: not a readable OpenPGP message: {e}")),
+                Err(e) => vec![Checked::garbled(Some(Form::Inline), format!("garbled: not a readable OpenPGP message: {e}"))],
             },
-            _ => Checked::garbled(None, "garbled: neither an OpenPGP signature nor a signed message (armored or binary)".into()),
+            _ => vec![Checked::garbled(None, "garbled: neither an OpenPGP signature nor a signed message (armored or binary)".into())],
         },
     }
 }
@@ -198,54 +202,87 @@ fn first_packet_tag(data: &[u8]) -> Option<u8> {
     Some(if b & 0x40 != 0 { b & 0x3f } else { (b >> 2) & 0x0f })
 }
 
-fn check_inline(msg: Message<'_>, keyring: &Keyring, now: i64) -> Checked {
+fn check_inline(msg: Message<'_>, keyring: &Keyring, now: i64) -> Vec<Checked> {
     let form = Some(Form::Inline);
+    let garbled = |m: String| vec![Checked::garbled(form, m)];
     let mut msg = match msg.decompress() {
         Ok(m) => m,
-        Err(e) => return Checked::garbled(form, format!("garbled: cannot decompress the OpenPGP message: {e}")),
+        Err(e) => return garbled(format!("garbled: cannot decompress the OpenPGP message: {e}")),
     };
     if !msg.is_signed() {
-        return Checked::garbled(form, "garbled: the OpenPGP message is not signed".into());
+        return garbled("garbled: the OpenPGP message is not signed".into());
     }
     // Read at most one byte past the limit: a small compressed file must not inflate into
     // memory without bound. Below the limit the reader has reached the end, which is what
     // makes the signature packet readable.
     let mut payload = Vec::new();
     if let Err(e) = std::io::Read::read_to_end(&mut std::io::Read::take(&mut msg, MAX_PAYLOAD_BYTES as u64 + 1), &mut payload) {
-        return Checked::garbled(form, format!("garbled or truncated OpenPGP message: {e}"));
+        return garbled(format!("garbled or truncated OpenPGP message: {e}"));
     }
     if payload.len() > MAX_PAYLOAD_BYTES {
-        return Checked::garbled(form, format!("signed payload of {} bytes is implausibly large for a statement", payload.len()));
+        return garbled(format!("signed payload of {} bytes is implausibly large for a statement", payload.len()));
     }
-    let sig = match &msg {
-        Message::SignedOnePass { reader, .. } => reader.signature().cloned(),
-        Message::Signed { reader, .. } => Some(reader.signature().clone()),
-        _ => None,
-    };
-    let Some(sig) = sig else { return Checked::garbled(form, "garbled or truncated: the message has no final signature packet".into()) };
-    let verify = |key: Candidate| match key {
-        Candidate::Primary(k) => msg.verify(k).is_ok(),
-        Candidate::Sub(k) => msg.verify(k).is_ok(),
-    };
-    judge(&sig, verify, keyring, now, form, Some(payload), None)
+    // Each signature layer (several when co-signed), outermost first.
+    let mut out = Vec::new();
+    let mut cur = &msg;
+    for _ in 0..MAX_SIGNATURES_PER_FILE {
+        let (sig, inner) = match cur {
+            Message::SignedOnePass { reader, .. } => (reader.signature().cloned(), reader.get_ref()),
+            Message::Signed { reader, .. } => (Some(reader.signature().clone()), reader.get_ref()),
+            _ => break,
+        };
+        let Some(sig) = sig else { return garbled("garbled or truncated: the message has no final signature packet".into()) };
+        let layer = cur;
+        let verify = |key: Candidate| match key {
+            Candidate::Primary(k) => layer.verify(k).is_ok(),
+            Candidate::Sub(k) => layer.verify(k).is_ok(),
+        };
+        out.push(judge(&sig, verify, keyring, now, form, Some(payload.clone()), None));
+        cur = inner;
+    }
+    out
 }
 
-fn check_cleartext(text: &str, keyring: &Keyring, now: i64) -> Checked {
+fn check_cleartext(text: &str, keyring: &Keyring, now: i64) -> Vec<Checked> {
     let form = Some(Form::Cleartext);
     let msg = match CleartextSignedMessage::from_string(text) {
         Ok((m, _)) => m,
-        Err(e) => return Checked::garbled(form, format!("garbled: not a readable cleartext-signed message: {e}")),
+        Err(e) => return vec![Checked::garbled(form, format!("garbled: not a readable cleartext-signed message: {e}"))],
     };
-    let Some(sig) = msg.signatures().first().cloned() else { return Checked::garbled(form, "garbled: the cleartext message has no signature".into()) };
-    let payload = msg.signed_text().into_bytes();
-    let verify = |key: Candidate| match key {
-        Candidate::Primary(k) => msg.verify(k).is_ok(),
-        Candidate::Sub(k) => msg.verify(k).is_ok(),
-    };
-    judge(&sig, verify, keyring, now, form, Some(payload), None)
+    if msg.signatures().is_empty() {
+        return vec![Checked::garbled(form, "garbled: the cleartext message has no signature".into())];
+    }
+    // What was hashed: dash-unescaped, CRLF line ends.
+    let signed = msg.signed_text();
+    let payload = signed.replace("\r\n", "\n").into_bytes();
+    msg.signatures()
+        .iter()
+        .take(MAX_SIGNATURES_PER_FILE)
+        .map(|sig| {
+            let verify = |key: Candidate| match key {
+                Candidate::Primary(k) => sig.verify(k, signed.as_bytes()).is_ok(),
+                Candidate::Sub(k) => sig.verify(k, signed.as_bytes()).is_ok(),
+            };
+            judge(sig, verify, keyring, now, form, Some(payload.clone()), None)
+        })
+        .collect()
 }
 
-fn check_detached(sig: &Signature, file: &SignatureFile, keyring: &Keyring, now: i64) -> Checked {
+fn check_detached(sigs: Vec<pgp::errors::Result<DetachedSignature>>, file: &SignatureFile, keyring: &Keyring, now: i64) -> Vec<Checked> {
+    let mut out = Vec::new();
+    for s in sigs.into_iter().take(MAX_SIGNATURES_PER_FILE) {
+        match s {
+            Ok(s) => out.push(check_detached_one(&s.signature, file, keyring, now)),
+            Err(e) => return vec![Checked::garbled(Some(Form::Detached), format!("garbled or truncated OpenPGP signature: {e}"))],
+        }
+    }
+    if out.is_empty() {
+        out.push(Checked::garbled(Some(Form::Detached), "garbled: no signature in the file".into()));
+    }
+    out
+}
+
+fn check_detached_one(sig: &Signature, file: &SignatureFile, keyring: &Keyring, now: i64) -> Checked {
     let (name, bytes) = file.beside.unwrap_or(file.local);
     let over = if file.beside.is_some() { format!("{name} (beside it)") } else { format!("{name} (the local statement)") };
     let verify = |key: Candidate| match key {
@@ -389,8 +426,9 @@ mod tests {
     fn garbage_is_garbled_not_a_panic() {
         let kr = Keyring { path: "k".into(), keys: Vec::new() };
         for data in [&b""[..], b"\x00\x01\x02", b"-----BEGIN PGP MESSAGE-----\n\nxx\n", b"-----BEGIN PGP SIGNATURE-----\n\n", &[0xa3, 0x01, 0x00][..], &[0xc2, 0x05, 0x04][..], &[0x89, 0x01][..]] {
-            let c = check(&SignatureFile { data, beside: None, local: ("s.json", b"{}") }, &kr, 0);
-            assert_eq!(c.status, Status::Garbled, "{data:?}: {c:?}");
+            let v = check(&SignatureFile { data, beside: None, local: ("s.json", b"{}") }, &kr, 0);
+            let c = &v[0];
+            assert_eq!((v.len(), c.status), (1, Status::Garbled), "{data:?}: {c:?}");
             assert!(c.reason.contains("garbled"), "{}", c.reason);
         }
     }
