@@ -143,6 +143,30 @@ enum Command {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Check that at least M distinct trusted reproducers signed a statement attesting exactly
+    /// the outputs in OUT_DIR, and that no trusted reproducer attests different outputs for
+    /// the same box and inputs (a split view). Exit 0 only then.
+    VerifyBuild {
+        /// The output directory of a build with [output.provenance] (holds manifest.json).
+        out_dir: PathBuf,
+        /// Trusted OpenPGP public keys of the reproducers: a file or a directory.
+        #[arg(long)]
+        keyring: Option<PathBuf>,
+        /// Reproducers' signature files: a directory (any *.sig, *.asc, *.gpg; or
+        /// DIR/<box>/<version>/), or an https:// base of <box>/<version>/<FINGERPRINT>.sig.
+        #[arg(long, value_name = "DIR|URL")]
+        signatures: Option<String>,
+        /// How many distinct trusted keys must attest the outputs.
+        #[arg(long, value_name = "M")]
+        quorum: Option<usize>,
+        /// The box file built: checked against the statement; its [policy.outputs] gives what
+        /// the options above leave out.
+        #[arg(long = "box", value_name = "BOX.toml")]
+        box_file: Option<PathBuf>,
+        /// Machine-readable report.
+        #[arg(long)]
+        json: bool,
+    },
     /// Boot a built initramfs (with its box's kernel), ISO or disk image in QEMU, with the
     /// serial console on stdio.
     Run {
@@ -272,6 +296,18 @@ fn run(cli: Cli) -> stagebox::Result<()> {
                 return Err(report.error());
             }
         }
+        Command::VerifyBuild { out_dir, keyring, signatures, quorum, box_file, json } => {
+            let opts = stagebox::cmd::verify_build::VerifyBuildOptions { keyring, signatures, quorum, box_file };
+            let report = stagebox::cmd::verify_build::verify_build(&out_dir, &opts)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).expect("json"));
+            } else {
+                print!("{}", report.render());
+            }
+            if !report.ok {
+                return Err(report.error());
+            }
+        }
         Command::Lock { box_file, store: StoreArgs { cache, platform, offline, .. }, import_digests, check } => {
             let opts = stagebox::cmd::lock::LockOptions { cache, platform, offline, import_digests };
             if check {
@@ -301,7 +337,7 @@ fn main() -> ExitCode {
         Command::Build { store, .. } | Command::Inspect { store, .. } | Command::Lock { store, .. } | Command::Verify { store, .. } => {
             store.export_registry_env()
         }
-        Command::Diff { .. } | Command::Run { .. } | Command::Completions { .. } | Command::Man { .. } | Command::Schema => {}
+        Command::Diff { .. } | Command::Run { .. } | Command::VerifyBuild { .. } | Command::Completions { .. } | Command::Man { .. } | Command::Schema => {}
     }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -57,6 +57,7 @@ fn box_file_reference_lists_exactly_the_keys_the_parser_accepts() {
     want.insert("[[layer]]".into(), in_box("[[layer]]\ndir = \"x\"\n"));
     want.insert("[kernel]".into(), in_box(&format!("[kernel]\nimage = \"oci:k@{digest}\"\n")));
     want.insert("[policy]".into(), in_box("[policy]\n"));
+    want.insert("[policy.outputs]".into(), in_box("[policy.outputs]\n"));
     want.insert("[policy.images.\"REPO\"]".into(), in_box("[policy]\nquorum = 1\n[policy.images.\"stagex/x\"]\nquorum = 2\n"));
     let outputs = in_box("[output]\n");
     for o in &outputs {

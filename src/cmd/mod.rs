@@ -1,5 +1,5 @@
 //! The commands `main.rs` dispatches to: build (and `--check`), lock, diff, inspect, run and
-//! verify. The only modules allowed to call each other's entry points; nothing below calls them.
+//! verify, verify-build. The only modules allowed to call each other's entry points; nothing below calls them.
 
 pub mod build;
 pub mod check;
@@ -8,3 +8,4 @@ pub mod inspect;
 pub mod lock;
 pub mod run;
 pub mod verify;
+pub mod verify_build;

@@ -6,17 +6,17 @@ pub mod provenance;
 pub mod sbom;
 
 use crate::error::Result;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct InputRecord {
     #[serde(rename = "ref")]
     pub reference: String,
     pub digest: String,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct OutputRecord {
     pub format: String,
     /// File name relative to the output directory.
@@ -25,11 +25,11 @@ pub struct OutputRecord {
     pub sha256: String,
     pub size: u64,
     /// For an EIF: its PCRs, `{"PCR0": hex, ...}`.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pcrs: Option<std::collections::BTreeMap<String, String>>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct BuildManifest {
     #[serde(rename = "box")]
     pub name: String,

@@ -78,6 +78,61 @@ pub fn box_digest(path: &Path) -> Result<String> {
     crate::digest::Digest::of_file(path).map(|(d, _)| d.hex().to_string()).map_err(|e| Error::other(format!("provenance: {e}")))
 }
 
+/// What a statement attests, read back (from a reproducer's signed statement, or our own).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Attested {
+    pub name: String,
+    pub version: String,
+    /// The box file's base name and sha256 (hex).
+    pub box_file: (String, String),
+    pub source_date_epoch: u64,
+    /// `resolvedDependencies` other than the box file: (uri, sha256 hex), in statement order.
+    pub inputs: Vec<(String, String)>,
+    /// The subjects: (output name, sha256 hex), in statement order.
+    pub outputs: Vec<(String, String)>,
+    /// `runDetails.builder.version.stagebox`.
+    pub stagebox_version: String,
+}
+
+/// Read a statement [`statement`] wrote (any stagebox version with this build type).
+pub fn parse(bytes: &[u8]) -> std::result::Result<Attested, String> {
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
+    if v["_type"] != "https://in-toto.io/Statement/v1" || v["predicateType"] != "https://slsa.dev/provenance/v1" {
+        return Err("not an in-toto v1 statement with a SLSA provenance v1 predicate".into());
+    }
+    let bd = &v["predicate"]["buildDefinition"];
+    if bd["buildType"] != BUILD_TYPE {
+        return Err(format!("build type {} is not a stagebox build ({BUILD_TYPE})", bd["buildType"]));
+    }
+    let str_at = |x: &Value, what: &str| x.as_str().map(str::to_string).ok_or_else(|| format!("statement has no {what}"));
+    let sha = |x: &Value, what: &str| str_at(&x["digest"]["sha256"], &format!("sha256 digest of {what}"));
+    let ext = &bd["externalParameters"];
+    let mut box_file = None;
+    let mut inputs = Vec::new();
+    for d in bd["resolvedDependencies"].as_array().ok_or("statement has no resolvedDependencies")? {
+        let uri = str_at(&d["uri"], "dependency uri")?;
+        if d["name"] == "box file" {
+            box_file = Some((uri.strip_prefix("file:").unwrap_or(&uri).to_string(), sha(d, &uri)?));
+        } else {
+            inputs.push((uri.clone(), sha(d, &uri)?));
+        }
+    }
+    let mut outputs = Vec::new();
+    for s in v["subject"].as_array().ok_or("statement has no subject list")? {
+        let name = str_at(&s["name"], "subject name")?;
+        outputs.push((name.clone(), sha(s, &name)?));
+    }
+    Ok(Attested {
+        name: str_at(&ext["box"]["name"], "box name")?,
+        version: str_at(&ext["box"]["version"], "box version")?,
+        box_file: box_file.ok_or("statement names no box file")?,
+        source_date_epoch: ext["source_date_epoch"].as_u64().ok_or("statement has no source_date_epoch")?,
+        inputs,
+        outputs,
+        stagebox_version: v["predicate"]["runDetails"]["builder"]["version"]["stagebox"].as_str().unwrap_or("").to_string(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,5 +151,11 @@ mod tests {
         assert!(!s.contains(' ') || !s.contains(": "), "no whitespace between tokens: {s}");
         let v: Value = serde_json::from_slice(&b).unwrap();
         assert_eq!(serde_json::to_vec(&v).unwrap(), b, "re-serializing gives the same bytes");
+        let a = parse(&b).unwrap();
+        assert_eq!((a.name.as_str(), a.version.as_str(), a.source_date_epoch), ("x", "1", 1));
+        assert_eq!(a.box_file, ("x.toml".to_string(), "ef".to_string()));
+        assert_eq!(a.inputs, vec![("oci:img@sha256:ab".to_string(), "ab".to_string())]);
+        assert_eq!(a.outputs, vec![("x.tar".to_string(), "cd".to_string())]);
+        assert!(parse(b"{}").is_err() && parse(b"[").is_err());
     }
 }

@@ -6,6 +6,7 @@
 //! directories ([`localdir`]) are read here; registries ([`registry`]) over the OCI
 //! distribution API.
 
+pub mod attestation;
 pub mod docker_archive;
 pub mod localdir;
 pub mod oci_archive;

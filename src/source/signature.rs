@@ -40,7 +40,7 @@ use std::time::Duration;
 /// Signature files per digest read at most (`signature-1` .. `signature-64`).
 const MAX_SIGNATURES: usize = 64;
 /// A signature file larger than this is refused unread (real ones are under 2 KiB).
-const MAX_SIGNATURE_BYTES: u64 = 1 << 20;
+pub(crate) const MAX_SIGNATURE_BYTES: u64 = 1 << 20;
 
 /// One trusted key: the primary key with its user ids and subkeys.
 pub struct TrustedKey {
@@ -136,7 +136,7 @@ impl Lookaside {
         Ok(Lookaside::Dir(base.join(s)))
     }
 
-    fn display(&self) -> String {
+    pub(crate) fn display(&self) -> String {
         match self {
             Lookaside::Dir(d) => d.display().to_string(),
             Lookaside::Url(u) => u.clone(),
@@ -144,7 +144,7 @@ impl Lookaside {
     }
 
     /// The content of signature file `rel`, or `None` when there is none.
-    fn read(&self, agent: &ureq::Agent, rel: &str) -> Result<Option<Vec<u8>>> {
+    pub(crate) fn read(&self, agent: &ureq::Agent, rel: &str) -> Result<Option<Vec<u8>>> {
         match self {
             Lookaside::Dir(d) => {
                 let p = d.join(rel);

@@ -24,6 +24,8 @@ pub struct BoxSpec {
     pub initramfs_at: Option<Location>,
     /// `[policy]`: the signature quorum registry images must meet.
     pub policy: Option<super::PolicySpec>,
+    /// `[policy.outputs]`: the reproduction quorum `verify-build --box` requires.
+    pub output_policy: Option<super::OutputPolicy>,
     /// Where `[output.eif]` stands in the box file.
     pub eif_at: Option<Location>,
     /// `[output.deb|rpm|arch|apk]`, validated.
@@ -320,8 +322,7 @@ struct RawBox {
     output: Option<Outputs>,
     #[schemars(with = "Option<super::kernel::RawBoxKernel>")]
     kernel: Option<Spanned<super::kernel::RawBoxKernel>>,
-    #[schemars(with = "Option<super::policy::RawPolicy>")]
-    policy: Option<Spanned<super::policy::RawPolicy>>,
+    policy: Option<super::policy::RawPolicy>,
 }
 
 /// One `[[layer]]`: exactly one of `image`, `pallet`, `dir`.
@@ -514,12 +515,14 @@ pub fn load_box(path: &Path) -> Result<BoxSpec> {
         }
         _ => Vec::new(),
     };
-    let policy = raw.policy.as_ref().map(|p| super::policy::load_policy(&src, p)).transpose()?;
+    let policy = raw.policy.as_ref().map(|p| super::policy::load_policy(&src, p)).transpose()?.flatten();
+    let output_policy = raw.policy.as_ref().map(|p| super::policy::load_output_policy(&src, p)).transpose()?.flatten();
     Ok(BoxSpec {
         bootloaders,
         disk_at,
         disk_bootloaders,
         policy,
+        output_policy,
         path: path.to_path_buf(),
         dir,
         name,

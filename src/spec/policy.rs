@@ -9,7 +9,13 @@
 //! strict = false                       # true: any bad signature fails, even with the quorum met
 //! [policy.images."stagex/core-busybox"]
 //! quorum = 3                           # keyring and signatures may be overridden too
+//! [policy.outputs]                     # reproductions of this box's outputs (verify-build)
+//! keyring = "keys/reproducers.asc"     # defaults to [policy]'s keyring
+//! signatures = "https://example.org/reproductions"   # root of <box>/<version>/<FPR>.sig
+//! quorum = 2
 //! ```
+//!
+//! A `[policy]` that holds only `[policy.outputs]` checks no input images.
 
 use super::{Location, Source};
 use crate::error::Result;
@@ -61,6 +67,30 @@ pub(crate) struct RawPolicy {
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, RawImagePolicy>")]
     images: BTreeMap<String, Spanned<RawImagePolicy>>,
+    outputs: Option<RawOutputPolicy>,
+}
+
+/// `[policy.outputs]`: the reproduction quorum of the box's outputs (`stagebox verify-build`).
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "OutputPolicy")]
+pub(crate) struct RawOutputPolicy {
+    #[schemars(with = "Option<String>")]
+    keyring: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
+    signatures: Option<Spanned<String>>,
+    #[schemars(with = "Option<i64>")]
+    quorum: Option<Spanned<i64>>,
+}
+
+/// `[policy.outputs]`, resolved: the reproduction quorum of this box's outputs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputPolicy {
+    /// The reproducers' public keys: a file or a directory.
+    pub keyring: PathBuf,
+    /// A directory (absolute) or an `https://` URL: the root of `<box>/<version>/<FPR>.sig`.
+    pub signatures: String,
+    pub quorum: usize,
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -95,9 +125,29 @@ fn signatures(src: &Source, s: &Spanned<String>) -> Result<String> {
     Ok(src.dir().join(v).to_string_lossy().into_owned())
 }
 
-pub(crate) fn load_policy(src: &Source, raw: &Spanned<RawPolicy>) -> Result<PolicySpec> {
-    let at = src.loc(raw.span());
-    let r = raw.get_ref();
+/// `[policy.outputs]`: how many distinct trusted reproducers must have signed a statement
+/// attesting exactly this box's outputs (`stagebox verify-build --box`). Keyring and
+/// signatures default to `[policy]`'s own.
+pub(crate) fn load_output_policy(src: &Source, raw: &RawPolicy) -> Result<Option<OutputPolicy>> {
+    let r = raw;
+    let Some(o) = &r.outputs else { return Ok(None) };
+    let at = src.loc(src.line_start("[policy.outputs]").or_else(|| src.line_start("[policy")).map(|i| i..i).unwrap_or(0..0));
+    let or = o;
+    let keyring = or.keyring.as_ref().or(r.keyring.as_ref()).ok_or_else(|| at.error("[policy.outputs] needs `keyring` (the reproducers' OpenPGP keys), here or in [policy]"))?;
+    let sigs = or.signatures.as_ref().or(r.signatures.as_ref()).ok_or_else(|| at.error("[policy.outputs] needs `signatures` (a directory or https:// URL of reproducers' signatures), here or in [policy]"))?;
+    let q = or.quorum.as_ref().ok_or_else(|| at.error("[policy.outputs] needs `quorum` (how many distinct trusted reproducers must attest the outputs)"))?;
+    Ok(Some(OutputPolicy { keyring: src.dir().join(keyring.get_ref()), signatures: signatures(src, sigs)?, quorum: quorum(src, q)? }))
+}
+
+/// `[policy]` for input images; `None` when the table holds only `[policy.outputs]`.
+/// Not `Spanned<RawPolicy>`: toml 0.8 cannot span an implicit table (a box file with only
+/// `[policy.outputs]`), so `[policy]` is located by its header line.
+pub(crate) fn load_policy(src: &Source, raw: &RawPolicy) -> Result<Option<PolicySpec>> {
+    let at = src.loc(src.line_start("[policy]").or_else(|| src.line_start("[policy")).or_else(|| src.line_start("policy")).map(|i| i..i).unwrap_or(0..0));
+    let r = raw;
+    if r.outputs.is_some() && r.keyring.is_none() && r.signatures.is_none() && r.quorum.is_none() && r.images.is_empty() {
+        return Ok(None);
+    }
     let keyring = r.keyring.as_ref().ok_or_else(|| at.error("[policy] needs `keyring` (the trusted OpenPGP keys)"))?;
     let sigs = r.signatures.as_ref().ok_or_else(|| at.error("[policy] needs `signatures` (a lookaside directory or https:// URL)"))?;
     let default = ImagePolicy {
@@ -117,5 +167,5 @@ pub(crate) fn load_policy(src: &Source, raw: &Spanned<RawPolicy>) -> Result<Poli
         };
         images.insert(Repo::parse(name).path, policy);
     }
-    Ok(PolicySpec { default, images, at })
+    Ok(Some(PolicySpec { default, images, at }))
 }
