@@ -99,26 +99,18 @@ pub const GRUB_MODULES: &[&str] =
 pub fn grub_cfg(title: &str, linux: &str, initrd: Option<&str>, options: &str, serial: bool) -> String {
     let mut s = String::new();
     if serial {
-        s.push_str("serial --unit=0 --speed=115200
-terminal_input serial console
-terminal_output serial console
-");
+        s.push_str("serial --unit=0 --speed=115200\nterminal_input serial console\nterminal_output serial console\n");
     }
-    s.push_str("set timeout=0
-set default=0
-");
+    s.push_str("set timeout=0\nset default=0\n");
     // Single quotes keep the title and command line as written (GRUB has no escapes inside
-    // them, so a `'` is closed, escaped and reopened).
+    // them, so a `'` is closed, escaped and reopened). The command line is one quoted word:
+    // `linux` joins its words with spaces, so the kernel gets it as written.
     let q = |t: &str| format!("'{}'", t.replace('\'', "'\\''"));
-    s.push_str(&format!("menuentry {} {{
-  linux {linux} {options}
-", q(title)));
+    s.push_str(&format!("menuentry {} {{\n  linux {linux} {}\n", q(title), q(options)));
     if let Some(i) = initrd {
-        s.push_str(&format!("  initrd {i}
-"));
+        s.push_str(&format!("  initrd {i}\n"));
     }
-    s.push_str("}
-");
+    s.push_str("}\n");
     s
 }
 
