@@ -142,7 +142,7 @@ fn independent_tools_read_the_boot_records_tables_and_files() {
     let _ = std::fs::remove_dir_all(&x);
     common::iso::bsdtar_extract(&f.iso, &x);
     let cfg = std::fs::read_to_string(x.join("isolinux/grub.cfg")).unwrap();
-    assert!(cfg.contains("linux /isolinux/vmlinuz 'console=ttyS0 panic=-1'") && cfg.contains("initrd /isolinux/initrd.img"), "{cfg}");
+    assert!(cfg.contains("linux /isolinux/vmlinuz 'console=ttyS0' 'panic=-1'") && cfg.contains("initrd /isolinux/initrd.img"), "{cfg}");
     assert!(cfg.contains("serial --unit=0") && cfg.contains("menuentry 'stagebox'"), "{cfg}");
     // The core image's early config searches for this ISO's marker.
     let efi = run(Command::new("mcopy").arg("-i").arg(&esp).args(["::/EFI/BOOT/BOOTX64.EFI", "-"])).stdout;

@@ -102,11 +102,13 @@ pub fn grub_cfg(title: &str, linux: &str, initrd: Option<&str>, options: &str, s
         s.push_str("serial --unit=0 --speed=115200\nterminal_input serial console\nterminal_output serial console\n");
     }
     s.push_str("set timeout=0\nset default=0\n");
-    // Single quotes keep the title and command line as written (GRUB has no escapes inside
-    // them, so a `'` is closed, escaped and reopened). The command line is one quoted word:
-    // `linux` joins its words with spaces, so the kernel gets it as written.
+    // Single quotes keep the title and each word of the command line as written (no `$`
+    // expansion; GRUB has no escapes inside them, so a `'` is closed, escaped and reopened).
+    // One word per parameter: `linux` joins its words with spaces, but wraps a word holding a
+    // space in double quotes, which the kernel would read as one parameter.
     let q = |t: &str| format!("'{}'", t.replace('\'', "'\\''"));
-    s.push_str(&format!("menuentry {} {{\n  linux {linux} {}\n", q(title), q(options)));
+    let words: Vec<String> = options.split_whitespace().map(q).collect();
+    s.push_str(&format!("menuentry {} {{\n  linux {linux} {}\n", q(title), words.join(" ")));
     if let Some(i) = initrd {
         s.push_str(&format!("  initrd {i}\n"));
     }
@@ -159,4 +161,17 @@ pub fn systemd_boot_files(efi: Vec<u8>, title: &str, linux: &str, initrd: Option
         ("loader/loader.conf".to_string(), EspSource::Bytes(b"timeout 0\ndefault stagebox.conf\n".to_vec())),
         ("loader/entries/stagebox.conf".to_string(), EspSource::Bytes(entry.into_bytes())),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::grub_cfg;
+
+    #[test]
+    fn grub_cfg_quotes_each_parameter_and_the_title() {
+        let c = grub_cfg("it's", "/k", Some("/i"), "root=PARTUUID=x  ro $v", true);
+        assert!(c.starts_with("serial --unit=0 --speed=115200\n"), "{c}");
+        assert!(c.contains("menuentry 'it'\\''s' {\n  linux /k 'root=PARTUUID=x' 'ro' '$v'\n  initrd /i\n}\n"), "{c}");
+        assert!(!grub_cfg("t", "/k", None, "", false).contains("initrd"));
+    }
 }
