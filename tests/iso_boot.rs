@@ -283,6 +283,8 @@ fn bootable_iso_box_errors_name_the_place() {
     // (StageX's syslinux definition is pinned to a release: tests/shipped.rs checks it.)
     let e = box_error(&format!("name = \"b\"\n[[layer]]\ndir = \"rootfs\"\n{k}[output.iso]\nbootloader = \"{sys}\"\nlabel = \"a\\nb\"\n"));
     assert!(e.contains("label must be"), "{e}");
+    let e = box_error("name = \"b\"\n[[layer]]\ndir = \"rootfs\"\n[output.iso]\nfiles = false\n");
+    assert!(e.contains("bad.toml:4:") && e.contains("`files = false` without `bootloader`"), "{e}");
 }
 
 /// A BIOS-only ISO (syslinux alone): isohybrid's classic MBR (one active 0x17 partition over
