@@ -53,6 +53,9 @@ bootloader = [
   { definition = "$PWD/kernels/syslinux-debian.toml", image = "oci:$B/oci@$BD" },
   { definition = "$PWD/kernels/systemd-boot-debian.toml", image = "oci:$B/oci@$BD" },
 ]
+# The baseline grafts the rootfs into the ISO too: like for like (bootable ISOs leave it out
+# by default now).
+files = true
 BOX
 
 P=$B/pkgs

@@ -1,5 +1,5 @@
-//! `[output.disk]`: a GPT disk image that OVMF boots through systemd-boot into the box's
-//! kernel, whose early initramfs mounts the root partition. Debian's cloud kernel (EFI stub;
+//! `[output.disk]`: a GPT disk image that OVMF boots through systemd-boot (or a GRUB core
+//! image stagebox assembles from Debian's grub-efi-amd64-bin) into the box's kernel, whose early initramfs mounts the root partition. Debian's cloud kernel (EFI stub;
 //! NVMe built in, squashfs and erofs as modules), Debian's systemd-boot-efi package and
 //! busybox-static are made into images at test time. Independent readers: `sgdisk -v`/`-i`,
 //! `fdisk -l`, `fsck.vfat -n` and `mdir` on the ESP, `unsquashfs`/`fsck.erofs` on the root
@@ -17,6 +17,7 @@ const MARKER: &str = "disk-root-says: 42";
 struct Fixture {
     kernel: String,
     sdboot: String,
+    grub: String,
     cache: PathBuf,
     /// The kernel the initramfs was made for (the same package as `kernel`), for direct use.
     early: PathBuf,
@@ -29,6 +30,7 @@ fn fixture() -> &'static Fixture {
         let dir = fixture_dir("disk");
         let kdigest = umoci_image(&dir.join("kernel"), "k", &[("kernel".into(), cloud_kernel_layer(&dir.join("kdeb")))]);
         let sdigest = umoci_image(&dir.join("sdboot"), "s", &[("systemd-boot-efi".into(), deb_layer("systemd-boot-efi"))]);
+        let gdigest = umoci_image(&dir.join("grub"), "g", &[("grub-efi-amd64-bin".into(), deb_layer("grub-efi-amd64-bin"))]);
         // The early initramfs: the file-system modules, then mount the root partition (NVMe
         // is built into this kernel) and show what is there.
         let script = "sleep 2\necho \"cmdline: $(cat /proc/cmdline)\"\nfs=squashfs; grep -q rootfstype=erofs /proc/cmdline && fs=erofs\nmount -t $fs -o ro /dev/nvme0n1p2 /mnt || echo MOUNT-FAILED\necho \"$(cat /mnt/etc/marker): $(($(cat /mnt/etc/n) * 6))\"";
@@ -36,6 +38,7 @@ fn fixture() -> &'static Fixture {
         Fixture {
             kernel: format!("oci:{}@{kdigest}", dir.join("kernel").display()),
             sdboot: format!("oci:{}@{sdigest}", dir.join("sdboot").display()),
+            grub: format!("oci:{}@{gdigest}", dir.join("grub").display()),
             cache: dir.join("cache"),
             early,
         }
@@ -44,6 +47,11 @@ fn fixture() -> &'static Fixture {
 
 /// A disk box of busybox + a marker in a fresh directory, with `extra` in `[output.disk]`.
 fn disk_box(name: &str, extra: &str) -> (tempfile::TempDir, PathBuf) {
+    disk_box_with(name, extra, "systemd-boot-debian", &fixture().sdboot)
+}
+
+/// [`disk_box`] with the bootloader definition `kernels/DEF.toml` and its image.
+fn disk_box_with(name: &str, extra: &str, def: &str, image: &str) -> (tempfile::TempDir, PathBuf) {
     let f = fixture();
     let d = tempdir();
     let root = d.path().join("rootfs");
@@ -52,14 +60,14 @@ fn disk_box(name: &str, extra: &str) -> (tempfile::TempDir, PathBuf) {
     write(&root.join("etc/n"), "7");
     std::os::unix::fs::symlink("busybox", root.join("usr/bin/sh")).unwrap();
     std::fs::create_dir_all(d.path().join("kernels")).unwrap();
-    std::fs::copy(manifest_dir().join("kernels/systemd-boot-debian.toml"), d.path().join("kernels/systemd-boot-debian.toml")).unwrap();
+    std::fs::copy(manifest_dir().join(format!("kernels/{def}.toml")), d.path().join(format!("kernels/{def}.toml"))).unwrap();
     std::fs::copy(&f.early, d.path().join("early.cpio")).unwrap();
     let p = d.path().join(format!("{name}.toml"));
     write(
         &p,
         format!(
-            "name = \"{name}\"\n[[layer]]\ndir = \"rootfs\"\n[kernel]\nimage = \"{}\"\ncmdline = \"console=ttyS0 panic=-1\"\n[output.tar]\n[output.disk]\nbootloader = {{ definition = \"kernels/systemd-boot-debian.toml\", image = \"{}\" }}\ninitrd = [\"early.cpio\"]\n{extra}",
-            f.kernel, f.sdboot
+            "name = \"{name}\"\n[[layer]]\ndir = \"rootfs\"\n[kernel]\nimage = \"{}\"\ncmdline = \"console=ttyS0 panic=-1\"\n[output.tar]\n[output.disk]\nbootloader = {{ definition = \"kernels/{def}.toml\", image = \"{image}\" }}\ninitrd = [\"early.cpio\"]\n{extra}",
+            f.kernel
         ),
     );
     (d, p)
@@ -112,6 +120,32 @@ fn ovmf_boots_it_and_the_kernel_mounts_the_root_partition_by_partuuid() {
     let img = out.join("boot.img");
     let console = ovmf_boot(&img, d.path());
     assert!(console.contains(MARKER), "the disk did not boot to the root partition:\n{console}");
+    let root = partition_guid(&img, 2).to_lowercase();
+    assert!(console.contains(&format!("root=PARTUUID={root} rootfstype=squashfs ro console=ttyS0 panic=-1")), "{console}");
+}
+
+/// GRUB as the disk's UEFI loader: the ESP holds the core image, `EFI/BOOT/grub.cfg`, kernel
+/// and initrd; sgdisk and fsck.vfat accept it; OVMF boots it to the root partition.
+#[test]
+fn ovmf_boots_a_grub_disk() {
+    let f = fixture();
+    let (d, bx) = disk_box_with("grub", "", "grub-debian", &f.grub);
+    let out = d.path().join("out");
+    build(&bx, &out, &f.cache);
+    let img = out.join("grub.img");
+    let o = run(Command::new("sgdisk").arg("-v").arg(&img));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("No problems found"), "{}", String::from_utf8_lossy(&o.stdout));
+    let esp = d.path().join("esp.img");
+    cut_partition(&img, 1, &esp);
+    let o = run(Command::new("fsck.vfat").arg("-n").arg(&esp));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    let o = run(Command::new("mdir").args(["-/", "-b", "-i"]).arg(&esp).arg("::"));
+    let listing = String::from_utf8_lossy(&o.stdout).to_lowercase();
+    for p in ["::/efi/boot/bootx64.efi", "::/efi/boot/grub.cfg", "::/stagebox/linux", "::/stagebox/initrd"] {
+        assert!(listing.lines().any(|l| l == p), "{p} missing from the ESP:\n{listing}");
+    }
+    let console = ovmf_boot(&img, d.path());
+    assert!(console.contains(MARKER), "the GRUB disk did not boot to the root partition:\n{console}");
     let root = partition_guid(&img, 2).to_lowercase();
     assert!(console.contains(&format!("root=PARTUUID={root} rootfstype=squashfs ro console=ttyS0 panic=-1")), "{console}");
 }

@@ -1,6 +1,8 @@
 //! The bootloaders of a box: each definition's image resolved through the same sources,
 //! store and pins as a kernel (`kernel::import_tree`), and the files of its boot chain found
-//! in the flattened image (`kernel::regular_file`), ready for the ISO and disk emitters.
+//! in the flattened image (`kernel::regular_file`), ready for the ISO and disk emitters; and
+//! the boot configs the loaders read (systemd-boot's entries, GRUB's core image with its
+//! early config and `grub.cfg`).
 
 use crate::error::{Error, Result};
 use crate::measure::InputRecord;
@@ -37,14 +39,81 @@ impl Bootloader {
     /// The bytes of the file with `role` (the files are small: boot code and loaders).
     pub fn read(&self, role: &str) -> Result<Vec<u8>> {
         let c = self.files.get(role).ok_or_else(|| Error::other(format!("bootloader {} has no {role}", self.def.name)))?;
+        self.read_ref(c, role)
+    }
+
+    fn read_ref(&self, c: &ContentRef, what: &str) -> Result<Vec<u8>> {
         let mut v = Vec::with_capacity(c.len as usize);
         self.tree
             .open(c)
             .take(c.len)
             .read_to_end(&mut v)
-            .map_err(|e| Error::other(format!("reading {} from {}: {e}", self.def.files[role], self.image.reference.text)))?;
+            .map_err(|e| Error::other(format!("reading {} from {}: {e}", self.def.files.get(what).map(String::as_str).unwrap_or(what), self.image.reference.text)))?;
         Ok(v)
     }
+
+    /// A GRUB EFI core image (`emit::grub`) from this grub bootloader's platform directory:
+    /// [`GRUB_MODULES`] with their dependencies, `config` embedded as the early config,
+    /// `prefix` as the prefix. A missing module names the directory, image and definition.
+    pub fn grub_image(&self, config: Option<&str>, prefix: &str) -> Result<Vec<u8>> {
+        let dir = self.def.files["platform"].trim_end_matches('/');
+        let named = format!("{dir} in {} (from {})", self.image.reference.text, self.def.file.display());
+        let kernel_img = self.read(GRUB_KERNEL)?;
+        let moddep = String::from_utf8(self.read(GRUB_MODDEP)?).map_err(|_| Error::other(format!("{named}: moddep.lst is not UTF-8 text")))?;
+        let wanted: Vec<String> = GRUB_MODULES.iter().map(|m| m.to_string()).collect();
+        let order = crate::emit::grub::resolve(&named, &moddep, &wanted)?;
+        let mut modules = BTreeMap::new();
+        for m in order {
+            let path = format!("{dir}/{m}.mod");
+            let c = crate::boot::kernel::regular_file(&self.tree, &path)
+                .map_err(|_| crate::emit::grub::GrubError::MissingModule { dir: named.clone(), module: m.clone() })?;
+            modules.insert(m, self.read_ref(&c, &path)?);
+        }
+        let input = crate::emit::grub::Input {
+            target: crate::emit::grub::Target::X86_64Efi,
+            dir: &named,
+            kernel_img: &kernel_img,
+            modules: &modules,
+            moddep: &moddep,
+            wanted: &wanted,
+            config: config.map(str::as_bytes),
+            prefix,
+        };
+        Ok(crate::emit::grub::write(&input)?)
+    }
+}
+
+/// Roles of a grub bootloader's files (inside its `platform` directory).
+const GRUB_KERNEL: &str = "kernel.img";
+const GRUB_MODDEP: &str = "moddep.lst";
+
+/// The modules of every GRUB core image stagebox builds: partition tables of a hybrid ISO and
+/// a GPT disk, the file systems (ISO 9660 for the CD or stick, FAT for the ESP), `search` to
+/// find the volume by its marker file, `normal` + `configfile` for `grub.cfg` and its menu,
+/// `linux` to boot, `serial` + `terminal` for the serial console, `echo`.
+pub const GRUB_MODULES: &[&str] =
+    &["part_gpt", "part_msdos", "iso9660", "fat", "search", "search_fs_file", "normal", "configfile", "linux", "echo", "serial", "terminal"];
+
+/// GRUB's `grub.cfg` for one entry: the serial console when asked, no menu delay, the box's
+/// kernel command line. `linux` and `initrd` are paths on GRUB's `$root`.
+pub fn grub_cfg(title: &str, linux: &str, initrd: Option<&str>, options: &str, serial: bool) -> String {
+    let mut s = String::new();
+    if serial {
+        s.push_str("serial --unit=0 --speed=115200\nterminal_input serial console\nterminal_output serial console\n");
+    }
+    s.push_str("set timeout=0\nset default=0\n");
+    // Single quotes keep the title and each word of the command line as written (no `$`
+    // expansion; GRUB has no escapes inside them, so a `'` is closed, escaped and reopened).
+    // One word per parameter: `linux` joins its words with spaces, but wraps a word holding a
+    // space in double quotes, which the kernel would read as one parameter.
+    let q = |t: &str| format!("'{}'", t.replace('\'', "'\\''"));
+    let words: Vec<String> = options.split_whitespace().map(q).collect();
+    s.push_str(&format!("menuentry {} {{\n  linux {linux} {}\n", q(title), words.join(" ")));
+    if let Some(i) = initrd {
+        s.push_str(&format!("  initrd {i}\n"));
+    }
+    s.push_str("}\n");
+    s
 }
 
 /// Resolve every bootloader definition: import its image and find its files.
@@ -54,7 +123,17 @@ pub fn resolve(defs: &[BootloaderDef], import: &Import) -> Result<Vec<Bootloader
         let what = format!("bootloader {}", def.name);
         let (image, tree) = import.image_tree(&def.image, &def.image_at, &what)?;
         let mut files = BTreeMap::new();
-        for (role, path) in &def.files {
+        let grub_files;
+        let roles: Vec<(String, String)> = if def.kind == BootloaderKind::Grub {
+            // The platform directory: kernel.img and moddep.lst must be there; modules are
+            // read when the image is assembled ([`Bootloader::grub_image`]).
+            let dir = def.files["platform"].trim_end_matches('/');
+            grub_files = vec![(GRUB_KERNEL.to_string(), format!("{dir}/kernel.img")), (GRUB_MODDEP.to_string(), format!("{dir}/moddep.lst"))];
+            grub_files
+        } else {
+            def.files.iter().map(|(r, p)| (r.clone(), p.clone())).collect()
+        };
+        for (role, path) in &roles {
             let c = crate::boot::kernel::regular_file(&tree, path).map_err(|m| Error::Resolve {
                 reference: image.reference.text.clone(),
                 message: format!("{role} {path} (from {}): {m}", def.file.display()),
@@ -82,4 +161,17 @@ pub fn systemd_boot_files(efi: Vec<u8>, title: &str, linux: &str, initrd: Option
         ("loader/loader.conf".to_string(), EspSource::Bytes(b"timeout 0\ndefault stagebox.conf\n".to_vec())),
         ("loader/entries/stagebox.conf".to_string(), EspSource::Bytes(entry.into_bytes())),
     ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::grub_cfg;
+
+    #[test]
+    fn grub_cfg_quotes_each_parameter_and_the_title() {
+        let c = grub_cfg("it's", "/k", Some("/i"), "root=PARTUUID=x  ro $v", true);
+        assert!(c.starts_with("serial --unit=0 --speed=115200\n"), "{c}");
+        assert!(c.contains("menuentry 'it'\\''s' {\n  linux /k 'root=PARTUUID=x' 'ro' '$v'\n  initrd /i\n}\n"), "{c}");
+        assert!(!grub_cfg("t", "/k", None, "", false).contains("initrd"));
+    }
 }

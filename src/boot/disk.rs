@@ -1,6 +1,8 @@
 //! `[output.disk]`: a raw GPT disk image that UEFI firmware boots: an EFI system partition
-//! (FAT, `emit::fat`) with systemd-boot as `EFI/BOOT/BOOTX64.EFI`, its loader entry, the
-//! box's kernel and an optional early initramfs; and a read-only root partition holding the
+//! (FAT, `emit::fat`) with the UEFI loader as `EFI/BOOT/BOOTX64.EFI` (systemd-boot with its
+//! loader entry, or a GRUB core image with prefix `/EFI/BOOT` and `EFI/BOOT/grub.cfg` beside
+//! it: GRUB reads its config from the partition it was loaded from), the box's kernel and
+//! an optional early initramfs; and a read-only root partition holding the
 //! tree as SquashFS or EROFS, which the command line names by PARTUUID.
 //!
 //! Layout, all derived from the inputs: 512-byte sectors; protective MBR; primary GPT at
@@ -63,7 +65,7 @@ pub fn emit(job: &Job, o: &DiskOutput, kernel: &Kernel, bootloaders: &[Bootloade
     let at = spec.disk_at.clone().expect("a disk output has a location");
     let name = format!("{}.img", spec.name);
     let path = out.join(&name);
-    let boot = bootloaders.iter().find(|b| b.kind() == BootloaderKind::SystemdBoot).ok_or_else(|| at.error("no systemd-boot bootloader"))?;
+    let boot = bootloaders.iter().find(|b| b.kind().is_uefi()).ok_or_else(|| at.error("no UEFI bootloader (grub or systemd-boot)"))?;
     let mut inputs = vec![boot.input_record()];
 
     let mut kbytes = Vec::with_capacity(kernel.kernel.len as usize);
@@ -88,10 +90,20 @@ pub fn emit(job: &Job, o: &DiskOutput, kernel: &Kernel, bootloaders: &[Bootloade
         DiskRoot::Erofs => "erofs",
     };
     let cmdline = |partuuid: &str| format!("root=PARTUUID={partuuid} rootfstype={fstype} ro {}", kernel.spec.cmdline).trim().to_string();
-    let efi = boot.read("efi")?;
+    let grub = boot.kind() == BootloaderKind::Grub;
+    let efi = if grub { boot.grub_image(None, "/EFI/BOOT")? } else { boot.read("efi")? };
     let esp_files = |partuuid: &str| -> BTreeMap<String, fat::EspSource> {
         let title = format!("{} {}", spec.name, spec.version);
-        let mut f = crate::boot::bootloader::systemd_boot_files(efi.clone(), &title, "stagebox/linux", (!initrd.is_empty()).then_some("stagebox/initrd"), &cmdline(partuuid));
+        let initrd_at = (!initrd.is_empty()).then_some("stagebox/initrd");
+        let mut f = if grub {
+            let cfg = crate::boot::bootloader::grub_cfg(&title, "/stagebox/linux", initrd_at.map(|_| "/stagebox/initrd"), &cmdline(partuuid), false);
+            BTreeMap::from([
+                ("EFI/BOOT/BOOTX64.EFI".to_string(), fat::EspSource::Bytes(efi.clone())),
+                ("EFI/BOOT/grub.cfg".to_string(), fat::EspSource::Bytes(cfg.into_bytes())),
+            ])
+        } else {
+            crate::boot::bootloader::systemd_boot_files(efi.clone(), &title, "stagebox/linux", initrd_at, &cmdline(partuuid))
+        };
         if !initrd.is_empty() {
             f.insert("stagebox/initrd".into(), fat::EspSource::Bytes(initrd.clone()));
         }

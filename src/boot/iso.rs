@@ -4,11 +4,14 @@
 //! file boots from a CD and as a disk, on BIOS and UEFI.
 //!
 //! Layout inside the ISO (short 8.3 names, which isolinux reads without Rock Ridge):
-//! `/isolinux/{isolinux.bin, ldlinux.c32, isolinux.cfg, vmlinuz, initrd.img}` for BIOS,
-//! `/isolinux/efiboot.img` (the ESP: `EFI/BOOT/BOOTX64.EFI`, `loader/loader.conf`,
-//! `loader/entries/stagebox.conf`, `vmlinuz`, `initrd.img`) for UEFI, and the boot catalog
-//! `/isolinux/boot.cat`. Kernel and initramfs are stored twice when both kinds are present
-//! (once for isolinux, once inside the ESP); docs/iso.md gives the cost.
+//! `/isolinux/{vmlinuz, initrd.img}` once, read by isolinux and GRUB alike;
+//! `/isolinux/{isolinux.bin, ldlinux.c32, isolinux.cfg}` for BIOS; for UEFI with GRUB,
+//! `/isolinux/efiboot.img` (the ESP: only `EFI/BOOT/BOOTX64.EFI`, a GRUB core image whose
+//! early config finds this volume by the marker file `/isolinux/id-HASH` and reads
+//! `/isolinux/grub.cfg` from it, on a CD and on a whole USB disk alike); the boot catalog
+//! `/isolinux/boot.cat`. The tree itself goes in as ISO 9660 files only with `files = true`.
+//! systemd-boot reads only its ESP, so with it the ESP holds kernel and initramfs again
+//! (docs/iso-boot.md gives the cost).
 
 use crate::boot::bootloader::Bootloader;
 use crate::digest::Digest;
@@ -40,6 +43,8 @@ pub struct IsoBoot<'a> {
     pub initramfs: spec::InitramfsOutput,
     /// Where `[output.iso]` stands (for errors).
     pub at: Location,
+    /// Store the tree as ISO 9660 files too (`files = true`).
+    pub files: bool,
 }
 
 /// The files staged for the ISO and what the MBR/GPT needs to know about them.
@@ -57,8 +62,8 @@ pub fn check_kernel(kernel: &Kernel, boot: &IsoBoot) -> Result<()> {
     if kernel.spec.cmdline.chars().any(char::is_control) {
         return Err(boot.at.error("the kernel command line must be one line without control characters (it goes into the boot menus)"));
     }
-    if boot.bootloaders.iter().any(|b| b.kind() == BootloaderKind::SystemdBoot) {
-        kernel.check_efi_stub(&boot.at, "or drop the systemd-boot bootloader for a BIOS-only ISO")?;
+    if let Some(b) = boot.bootloaders.iter().find(|b| b.kind().is_uefi()) {
+        kernel.check_efi_stub(&boot.at, &format!("or drop the {} bootloader for a BIOS-only ISO", b.kind().name()))?;
     }
     Ok(())
 }
@@ -113,6 +118,11 @@ fn stage(job: &Job, boot: &IsoBoot, seed: &[u8; 32], dir: &Path) -> Result<Stage
     let file = |name: &str, src: PathBuf, mode: u32| iso::IsoFile { path: format!("{BOOT_DIR}/{name}"), source: src, mode };
     let mut extra = Vec::new();
     let mut entries = Vec::new();
+    // Kernel and initramfs as ISO 9660 files, once, for every loader that reads the ISO.
+    if boot.bootloaders.iter().any(|b| matches!(b.kind(), BootloaderKind::Syslinux | BootloaderKind::Grub)) {
+        extra.push(file("vmlinuz", kernel_path.clone(), 0o644));
+        extra.push(file("initrd.img", initrd_path.clone(), 0o644));
+    }
     for b in boot.bootloaders {
         match b.kind() {
             BootloaderKind::Syslinux => {
@@ -124,14 +134,31 @@ fn stage(job: &Job, boot: &IsoBoot, seed: &[u8; 32], dir: &Path) -> Result<Stage
                 let p = dir.join("isolinux.cfg");
                 std::fs::write(&p, isolinux_cfg(boot)).at(&p)?;
                 extra.push(file("isolinux.cfg", p, 0o644));
-                extra.push(file("vmlinuz", kernel_path.clone(), 0o644));
-                extra.push(file("initrd.img", initrd_path.clone(), 0o644));
                 entries.push(iso::BootEntry::Bios { path: format!("{BOOT_DIR}/isolinux.bin") });
             }
             BootloaderKind::SystemdBoot => {
                 let mut files = crate::boot::bootloader::systemd_boot_files(b.read("efi")?, &boot.label, "vmlinuz", Some("initrd.img"), &boot.kernel.spec.cmdline);
                 files.insert("vmlinuz".to_string(), fat::EspSource::File(kernel_path.clone()));
                 files.insert("initrd.img".to_string(), fat::EspSource::File(initrd_path.clone()));
+                let p = dir.join("efiboot.img");
+                fat::write(&fat::Esp { files, sde, volume_id: fat::volume_id(seed) }, &p)?;
+                extra.push(file("efiboot.img", p, 0o644));
+                entries.push(iso::BootEntry::Efi { path: format!("{BOOT_DIR}/efiboot.img") });
+            }
+            BootloaderKind::Grub => {
+                // The marker is named after the hash of everything the image is made from, so
+                // GRUB finds this volume, not another stick with the same label.
+                let marker = format!("id-{}", hex::encode(&seed[..8]));
+                let p = dir.join(&marker);
+                std::fs::write(&p, format!("{}\n", hex::encode(seed))).at(&p)?;
+                extra.push(file(&marker, p, 0o644));
+                let cfg = crate::boot::bootloader::grub_cfg(&boot.label, &format!("{BOOT_DIR}/vmlinuz"), Some(&format!("{BOOT_DIR}/initrd.img")), &boot.kernel.spec.cmdline, boot.serial);
+                let p = dir.join("grub.cfg");
+                std::fs::write(&p, cfg).at(&p)?;
+                extra.push(file("grub.cfg", p, 0o644));
+                let early = format!("search --no-floppy --file --set=root {BOOT_DIR}/{marker}\nset prefix=($root){BOOT_DIR}\n");
+                let efi = b.grub_image(Some(&early), BOOT_DIR)?;
+                let files = std::collections::BTreeMap::from([("EFI/BOOT/BOOTX64.EFI".to_string(), fat::EspSource::Bytes(efi))]);
                 let p = dir.join("efiboot.img");
                 fat::write(&fat::Esp { files, sde, volume_id: fat::volume_id(seed) }, &p)?;
                 extra.push(file("efiboot.img", p, 0o644));
@@ -212,7 +239,15 @@ pub fn emit(job: &Job, volume_id: &str, boot: &IsoBoot, inputs: &[InputRecord]) 
         extra: staged.extra,
         boot: staged.boot,
         catalog: Some(format!("{BOOT_DIR}/boot.cat")),
-        tail_reserve: if boot.bootloaders.iter().any(|b| b.kind() == BootloaderKind::SystemdBoot) { gpt::BACKUP_SECTORS * gpt::SECTOR } else { 0 },
+        tail_reserve: if boot.bootloaders.iter().any(|b| b.kind().is_uefi()) { gpt::BACKUP_SECTORS * gpt::SECTOR } else { 0 },
+    };
+    // Without `files`, only the boot files: kernel and initramfs already carry the tree.
+    let empty;
+    let tree = if boot.files {
+        tree
+    } else {
+        empty = crate::tree::Tree::new(sde as i64);
+        &empty
     };
     let layout = iso::write(tree, &opts, &*af.file(), threads)?;
     let tmp = path.with_file_name(af.temp_name());

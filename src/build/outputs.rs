@@ -216,5 +216,6 @@ pub fn iso_boot<'a>(spec: &BoxSpec, k: &'a Kernel, b: &'a [Bootloader]) -> boot:
         serial: o.is_some_and(|o| o.serial),
         initramfs: boot::iso::initramfs_settings(spec),
         at: spec.iso_at.clone().unwrap_or_else(|| k.spec.at.clone()),
+        files: o.is_some_and(|o| o.tree_files()),
     }
 }

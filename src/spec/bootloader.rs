@@ -5,8 +5,7 @@
 //! kind: `syslinux` (BIOS: `isolinux.bin`, the isohybrid MBR code `isohdpfx.bin`, and
 //! `ldlinux.c32`), `systemd-boot` (UEFI: `systemd-bootx64.efi`) or `grub` (UEFI: a GRUB
 //! platform directory such as `/usr/lib/grub/x86_64-efi`, from which stagebox assembles the
-//! EFI core image itself, see `emit::grub`; read by [`load_grub`], not yet usable as an
-//! output's bootloader). The image may be left out
+//! EFI core image itself, see `emit::grub` and `boot::bootloader`). The image may be left out
 //! of a definition that only maps a layout (Debian's packages have no image of their own);
 //! the box then names it:
 //!
@@ -34,6 +33,9 @@ pub enum BootloaderKind {
     Syslinux,
     /// UEFI: systemd-boot as `EFI/BOOT/BOOTX64.EFI` in the ESP.
     SystemdBoot,
+    /// UEFI: a GRUB core image that stagebox assembles from a platform directory
+    /// (`emit::grub`), as `EFI/BOOT/BOOTX64.EFI` in the ESP.
+    Grub,
 }
 
 impl BootloaderKind {
@@ -46,6 +48,7 @@ impl BootloaderKind {
                 ("ldlinux", "ldlinux.c32, isolinux's second stage"),
             ],
             BootloaderKind::SystemdBoot => &[("efi", "systemd-bootx64.efi, the UEFI boot manager")],
+            BootloaderKind::Grub => &[("platform", "the GRUB platform directory (kernel.img, *.mod, moddep.lst), e.g. /usr/lib/grub/x86_64-efi")],
         }
     }
 
@@ -53,7 +56,13 @@ impl BootloaderKind {
         match self {
             BootloaderKind::Syslinux => "syslinux",
             BootloaderKind::SystemdBoot => "systemd-boot",
+            BootloaderKind::Grub => "grub",
         }
+    }
+
+    /// Whether it boots UEFI firmware (and so lives in an ESP).
+    pub fn is_uefi(self) -> bool {
+        matches!(self, BootloaderKind::SystemdBoot | BootloaderKind::Grub)
     }
 }
 
@@ -84,7 +93,7 @@ impl RawKind {
         match self {
             RawKind::Syslinux => BootloaderKind::Syslinux.roles(),
             RawKind::SystemdBoot => BootloaderKind::SystemdBoot.roles(),
-            RawKind::Grub => &[("platform", "the GRUB platform directory (kernel.img, *.mod, moddep.lst), e.g. /usr/lib/grub/x86_64-efi")],
+            RawKind::Grub => BootloaderKind::Grub.roles(),
         }
     }
     fn name(self) -> &'static str {
@@ -240,19 +249,37 @@ fn parse_def(path: &Path, image: Option<(&str, &Location, &Path)>) -> Result<Par
 
 /// Read a bootloader definition; `image` (text and where the box wrote it) replaces the
 /// definition's image. Without either, the definition cannot be used. A `grub` definition
-/// is refused here: outputs do not boot with GRUB yet (read it with [`load_grub`]).
+/// is checked as [`load_grub`] checks it; outputs boot only x86_64 (`x86_64-efi`).
 pub fn load_bootloader(path: &Path, image: Option<(&str, &Location, &Path)>) -> Result<BootloaderDef> {
     let p = parse_def(path, image)?;
     let kind = match *p.kind.get_ref() {
         RawKind::Syslinux => BootloaderKind::Syslinux,
         RawKind::SystemdBoot => BootloaderKind::SystemdBoot,
         RawKind::Grub => {
-            return Err(p.src.loc(p.kind.span()).error(
-                "a grub bootloader cannot be used by [output.iso] or [output.disk] yet: use syslinux and systemd-boot there",
-            ))
+            let target = grub_target(&p)?;
+            if target != "x86_64-efi" {
+                return Err(p.src.loc(p.platform_span.clone()).error(format!(
+                    "`platform` is a {target} directory: [output.iso] and [output.disk] boot x86_64 machines and need an x86_64-efi one"
+                )));
+            }
+            BootloaderKind::Grub
         }
     };
     Ok(BootloaderDef { file: path.to_path_buf(), name: p.name, kind, image: p.image, image_at: p.image_at, files: p.files })
+}
+
+/// The platform name of a grub definition (the `platform` directory's last component), one
+/// of [`GRUB_PLATFORMS`].
+fn grub_target(p: &Parsed) -> Result<String> {
+    let platform = p.files["platform"].trim_end_matches('/');
+    let target = platform.rsplit('/').next().unwrap_or_default().to_string();
+    if !GRUB_PLATFORMS.contains(&target.as_str()) {
+        return Err(p.src.loc(p.platform_span.clone()).error(format!(
+            "`platform` {platform:?} is not a GRUB platform directory stagebox builds for: its name must be one of {}",
+            GRUB_PLATFORMS.join(", ")
+        )));
+    }
+    Ok(target)
 }
 
 /// Read a `kind = "grub"` definition (`image` as for [`load_bootloader`]); its `platform`
@@ -262,14 +289,8 @@ pub fn load_grub(path: &Path, image: Option<(&str, &Location, &Path)>) -> Result
     if *p.kind.get_ref() != RawKind::Grub {
         return Err(p.src.loc(p.kind.span()).error(format!("a {} definition where a grub one was expected", p.kind.get_ref().name())));
     }
+    let target = grub_target(&p)?;
     let platform = p.files["platform"].trim_end_matches('/').to_string();
-    let target = platform.rsplit('/').next().unwrap_or_default().to_string();
-    if !GRUB_PLATFORMS.contains(&target.as_str()) {
-        return Err(p.src.loc(p.platform_span.clone()).error(format!(
-            "`platform` {platform:?} is not a GRUB platform directory stagebox builds for: its name must be one of {}",
-            GRUB_PLATFORMS.join(", ")
-        )));
-    }
     Ok(GrubDef { file: path.to_path_buf(), name: p.name, image: p.image, image_at: p.image_at, platform, target })
 }
 
@@ -327,9 +348,14 @@ mod tests {
         assert!(e.contains("names no `image`"), "{e}");
         let g = load_grub(&root.join("grub-debian.toml"), Some(("oci:x", &at, &root))).unwrap();
         assert_eq!(g.target, "x86_64-efi");
-        // Not usable by outputs yet: a clear error, pointing at `kind`.
-        let e = load_bootloader(&root.join("grub.toml"), None).unwrap_err().to_string();
-        assert!(e.contains("grub.toml:") && e.contains("cannot be used by [output.iso]"), "{e}");
+        // Usable by outputs as the UEFI loader.
+        let d = load_bootloader(&root.join("grub.toml"), None).unwrap();
+        assert_eq!((d.kind, d.files["platform"].as_str()), (BootloaderKind::Grub, "/usr/lib/grub/x86_64-efi"));
+        // An arm64 directory is refused for the x86_64 outputs, naming the key.
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), "a.toml", "kind = \"grub\"\nimage = \"x\"\nplatform = \"/usr/lib/grub/arm64-efi\"\n");
+        let e = load_bootloader(&p, None).unwrap_err().to_string();
+        assert!(e.contains("a.toml:3:") && e.contains("x86_64-efi"), "{e}");
     }
 
     #[test]

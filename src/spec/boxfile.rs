@@ -170,6 +170,16 @@ pub struct IsoOutput {
     pub serial: bool,
     /// Boot-menu title (default "stagebox").
     pub label: Option<String>,
+    /// Store the tree as ISO 9660 files. Default: yes for a plain data ISO, no for a
+    /// bootable one (it boots kernel + initramfs, which already hold the tree).
+    pub files: Option<bool>,
+}
+
+impl IsoOutput {
+    /// Whether the tree goes into the ISO as files (see [`IsoOutput::files`]).
+    pub fn tree_files(&self) -> bool {
+        self.files.unwrap_or(self.bootloader.is_none())
+    }
 }
 
 /// The root file system of a disk image.
@@ -488,6 +498,9 @@ pub fn load_box(path: &Path) -> Result<BoxSpec> {
         (Some(o), Some(at)) if o.serial || o.label.is_some() => {
             return Err(at.error("`serial` and `label` are boot-menu settings: they need `bootloader`"));
         }
+        (Some(o), Some(at)) if o.files == Some(false) => {
+            return Err(at.error("`files = false` without `bootloader` would leave the ISO empty: a data ISO holds the tree as files"));
+        }
         _ => Vec::new(),
     };
     let disk_at = outputs.disk.as_ref().map(|_| {
@@ -503,9 +516,9 @@ pub fn load_box(path: &Path) -> Result<BoxSpec> {
                 return Err(at.error("an `initrd` entry names no file"));
             }
             let defs = super::box_bootloaders(&dir, &d.bootloader, at)?;
-            if !defs.iter().any(|b| b.kind == super::BootloaderKind::SystemdBoot) || defs.len() != 1 {
+            if !defs.iter().any(|b| b.kind.is_uefi()) || defs.len() != 1 {
                 return Err(at.error(
-                    "[output.disk] boots with UEFI: give exactly one systemd-boot bootloader (BIOS boot of disk images is not supported yet)",
+                    "[output.disk] boots with UEFI: give exactly one grub or systemd-boot bootloader (BIOS boot of disk images is not supported yet)",
                 ));
             }
             if d.root != DiskRoot::Squashfs && d.compression != SquashfsCompression::default() {

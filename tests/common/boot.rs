@@ -1,5 +1,5 @@
 //! Fixtures for the bootable ISO tests (`tests/iso_boot.rs`): the Debian cloud kernel, the
-//! syslinux and systemd-boot packages as OCI images, a busybox rootfs whose `/init` prints a
+//! syslinux, GRUB (`grub-efi-amd64-bin`) and systemd-boot packages as OCI images, a busybox rootfs whose `/init` prints a
 //! marker, and box files that put them together with the definitions in `kernels/`.
 
 use super::*;
@@ -9,10 +9,12 @@ pub const MARKER: &str = "stagebox-iso: 42 ok";
 pub const INIT: &str = "#!/bin/sh\n/bin/busybox mkdir -p /proc\n/bin/busybox mount -t proc proc /proc\necho \"stagebox-iso: $((6 * 7)) ok\"\n/bin/busybox poweroff -f\n";
 
 /// Pinned references (`oci:DIR@sha256:…`) of the images a bootable box needs.
+#[derive(Clone)]
 pub struct BootImages {
     pub kernel: String,
     pub syslinux: String,
     pub systemd_boot: String,
+    pub grub: String,
 }
 
 /// Build the three images under `dir` (kernel: `/bzImage` + `/linux.config` like StageX's
@@ -25,8 +27,9 @@ pub fn boot_images(dir: &Path) -> BootImages {
     let k = umoci_image(&layout, "kernel", &[("kernel".into(), klayer)]);
     let s = umoci_image(&layout, "syslinux", &[("isolinux".into(), deb_layer("isolinux")), ("syslinux-common".into(), deb_layer("syslinux-common"))]);
     let e = umoci_image(&layout, "systemd-boot", &[("systemd-boot-efi".into(), deb_layer("systemd-boot-efi"))]);
+    let g = umoci_image(&layout, "grub", &[("grub-efi-amd64-bin".into(), deb_layer("grub-efi-amd64-bin"))]);
     let r = |d: &str| format!("oci:{}@{d}", layout.display());
-    BootImages { kernel: r(&k), syslinux: r(&s), systemd_boot: r(&e) }
+    BootImages { kernel: r(&k), syslinux: r(&s), systemd_boot: r(&e), grub: r(&g) }
 }
 
 /// A busybox rootfs with the marker-printing `/init` under `dir/rootfs`.
@@ -71,6 +74,18 @@ pub fn both_bootloaders(img: &BootImages) -> String {
         img.syslinux,
         definition("systemd-boot-debian"),
         img.systemd_boot
+    )
+}
+
+/// `bootloader = [...]`: Debian's syslinux for BIOS and GRUB (`grub-efi-amd64-bin`, through
+/// `kernels/grub-debian.toml`) for UEFI: the layout of StageX's pins in `boxes/airgap.toml`.
+pub fn syslinux_and_grub(img: &BootImages) -> String {
+    format!(
+        "bootloader = [\n  {{ definition = \"{}\", image = \"{}\" }},\n  {{ definition = \"{}\", image = \"{}\" }},\n]\nserial = true",
+        definition("syslinux-debian"),
+        img.syslinux,
+        definition("grub-debian"),
+        img.grub
     )
 }
 

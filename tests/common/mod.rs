@@ -311,6 +311,12 @@ pub fn deb_layer(pkg: &str) -> Vec<u8> {
 /// that its `bin/x` lands through a lower layer's `bin -> usr/bin` symlink (a directory entry
 /// would replace the symlink, as Docker, containerd and umoci do).
 pub fn drop_dir_entries(tar_bytes: &[u8], drop: &[&str]) -> Vec<u8> {
+    filter_entries(tar_bytes, |path, kind| !(kind == tar::EntryType::Directory && drop.contains(&path)))
+}
+
+/// Rewrite a tarball keeping only the entries for which `keep(path, type)` holds (`path`
+/// without a leading `./` or trailing `/`).
+pub fn filter_entries(tar_bytes: &[u8], keep: impl Fn(&str, tar::EntryType) -> bool) -> Vec<u8> {
     let mut ar = tar::Archive::new(tar_bytes);
     let mut b = tar::Builder::new(Vec::new());
     for e in ar.entries().unwrap() {
@@ -318,7 +324,7 @@ pub fn drop_dir_entries(tar_bytes: &[u8], drop: &[&str]) -> Vec<u8> {
         let path = String::from_utf8(e.path_bytes().into_owned()).unwrap();
         let clean = path.trim_start_matches("./").trim_end_matches('/');
         let mut h = e.header().clone();
-        if h.entry_type() == tar::EntryType::Directory && drop.contains(&clean) {
+        if !keep(clean, h.entry_type()) {
             continue;
         }
         match h.entry_type() {
