@@ -772,3 +772,45 @@ fn digest_pins_are_pulled_from_a_mirror_listed_in_the_registries_config() {
     });
     assert_eq!(built_sha(&o, &err), reference_tar(f, "small", &f.small));
 }
+
+/// Regression: several builds pulling images that share layers into one store at once. Each
+/// blob's download goes through one partial file per digest; without a lock two writers
+/// appended to the same file ("descriptor says 498 bytes, read 996") and a writer still holding
+/// it after the other moved it into the store corrupted the stored blob.
+#[test]
+fn concurrent_pulls_of_images_sharing_layers_into_one_store_keep_it_sound() {
+    let f = fixture();
+    let reg = Registry::start();
+    reg.push(&f.layout, "small", "stagex/core-small", &[]);
+    reg.push(&f.layout, "big", "stagex/core-big", &[]);
+    let want_small = reference_tar(f, "small", &f.small);
+    let want_big = reference_tar(f, "big", &f.big);
+    let dir = tempdir();
+    let cache = dir.path().join("cache");
+    let jobs: Vec<(String, String, String)> = (0..6)
+        .map(|i| {
+            let (repo, digest, want) = if i % 2 == 0 { ("core-small", &f.small, &want_small) } else { ("core-big", &f.big, &want_big) };
+            (format!("c{i}"), format!("{}/stagex/{repo}@{digest}", reg.host()), want.clone())
+        })
+        .collect();
+    let results: Vec<(String, std::process::Output, String)> = std::thread::scope(|s| {
+        let handles: Vec<_> = jobs
+            .iter()
+            .map(|(name, image, want)| {
+                let (dir, cache) = (dir.path(), &cache);
+                s.spawn(move || {
+                    let bx = box_file(dir, name, image);
+                    let out = dir.join(format!("out-{name}"));
+                    let o = try_build(&bx, &out, cache, &[]);
+                    (out.join(format!("{name}.tar")).display().to_string(), o, want.clone())
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (tar, o, want) in &results {
+        assert!(o.status.success(), "a concurrent pull failed: {}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(&sha256_file(Path::new(tar)), want, "{tar} differs from the layout's build");
+    }
+    assert_store_sound(&cache);
+}

@@ -315,6 +315,16 @@ impl Client {
     /// Download blob `d` (`size` bytes) into the store, resuming a partial file.
     pub fn blob(&self, store: &Store, what: &str, d: &Digest, size: u64) -> Result<()> {
         let part = store.partial_path(d)?;
+        // One writer per partial file: two builds on one store (or two images sharing a layer)
+        // would otherwise append to the same file, and a writer still holding it open after
+        // the other moved it into the store would corrupt the stored blob. The lock is on a
+        // file of its own so it outlives the partial file's rename.
+        let lock_path = part.with_extension("lock");
+        let _lock = lock_exclusive(&lock_path)?;
+        if store.has(d) {
+            // Another process or thread finished it while we waited.
+            return Ok(());
+        }
         let rel = format!("blobs/{d}");
         let mut failures = 0;
         loop {
@@ -388,6 +398,23 @@ impl Client {
             backoff(failures);
         }
         store.adopt(what, d, size, &part).map_err(|e| Error::other(format!("pulling {what}: {e} (the download was discarded; run again to fetch it anew)")))
+    }
+}
+
+/// Open `path` (created if absent) and take an exclusive `flock` on it, waiting for any other
+/// holder; the lock is released when the returned file is dropped.
+fn lock_exclusive(path: &std::path::Path) -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(|e| Error::io(path, e))?;
+    loop {
+        // SAFETY: flock on a file descriptor we own for the duration of the call.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            return Ok(f);
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(Error::io(path, e));
+        }
     }
 }
 
