@@ -21,7 +21,7 @@ CACHE=${BENCH_CACHE:-$PWD/target/bench-cache}
 mkdir -p "$CACHE/boot-debs"
 (
   cd "$CACHE/boot-debs"
-  for p in isolinux syslinux-common systemd-boot-efi linux-image-cloud-amd64; do
+  for p in isolinux syslinux-common systemd-boot-efi grub-efi-amd64-bin linux-image-cloud-amd64; do
     ls "${p}"_*.deb >/dev/null 2>&1 || apt-get download "$p" >/dev/null 2>&1 || { apt-get update -qq; apt-get download "$p" >/dev/null; }
   done
   kver=$(dpkg-deb -f linux-image-cloud-amd64_*.deb Depends | tr ',' '\n' | grep -o 'linux-image-[^ ]*-cloud-amd64' | head -1)
@@ -56,6 +56,23 @@ bootloader = [
 # The baseline grafts the rootfs into the ISO too: like for like (bootable ISOs leave it out
 # by default now).
 files = true
+BOX
+# The same image as the ISO a user gets by default now: syslinux (BIOS) + GRUB (UEFI), kernel,
+# initramfs and loaders stored once, no tree files. Timed once beside the comparison, for its
+# size (docs/iso-boot.md).
+cat > "$WORK/iso-grub.toml" <<BOX
+name = "bench-grub"
+version = "1"
+[[layer]]
+image = "oci:$IMAGE@$DIGEST"
+[kernel]
+image = "oci:$B/oci@$KD"
+cmdline = "console=ttyS0 rdinit=/bin/busybox"
+[output.iso]
+bootloader = [
+  { definition = "$PWD/kernels/syslinux-debian.toml", image = "oci:$B/oci@$BD" },
+  { definition = "$PWD/kernels/grub-debian.toml", image = "oci:$B/oci@$BD" },
+]
 BOX
 
 P=$B/pkgs
@@ -100,3 +117,7 @@ st=$(median $T_S); sm=$(median $M_S); bt=$(median $T_B); bm=$(median $M_B)
 printf '%-64s %8s s  %6s MiB\n' "stagebox build → hybrid .iso (cold store)" "$st" "$((sm / 1024))"
 printf '%-64s %8s s  %6s MiB\n' "umoci unpack + cpio|gzip + mkfs.vfat/mcopy + xorriso -as mkisofs" "$bt" "$((bm / 1024))"
 awk -v a="$st" -v b="$bt" 'BEGIN { printf "ratio .iso stagebox/baseline: %.3f (target <= 0.5)\n", a / b }'
+rm -rf "$WORK/cache" "$WORK/out-grub"
+read -r t m < <(measure g "$BIN" build "$WORK/iso-grub.toml" --out "$WORK/out-grub" --cache "$WORK/cache" -q)
+g=$(stat -c %s "$WORK/out-grub/bench-grub.iso")
+echo "syslinux + GRUB ISO (no tree files, each byte once): $g bytes ($((g / 1048576)) MiB), $t s, $((m / 1024)) MiB peak RSS"
