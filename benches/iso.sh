@@ -121,3 +121,6 @@ rm -rf "$WORK/cache" "$WORK/out-grub"
 read -r t m < <(measure g "$BIN" build "$WORK/iso-grub.toml" --out "$WORK/out-grub" --cache "$WORK/cache" -q)
 g=$(stat -c %s "$WORK/out-grub/bench-grub.iso")
 echo "syslinux + GRUB ISO (no tree files, each byte once): $g bytes ($((g / 1048576)) MiB), $t s, $((m / 1024)) MiB peak RSS"
+files=$(bsdtar -tvf "$WORK/out-grub/bench-grub.iso" | awk '$1 ~ /^-/ {s += $5} END {print s}')
+echo "  its files (kernel, initramfs, loaders, configs): $files bytes; ISO 9660 + El Torito + ESP + MBR/GPT overhead: $((g - files)) bytes"
+bsdtar -tvf "$WORK/out-grub/bench-grub.iso" | awk '$1 ~ /^-/ {printf "    %12d  %s\n", $5, $NF}'
