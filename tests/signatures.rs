@@ -41,6 +41,12 @@ fn fingerprint(home: &Path, email: &str) -> String {
 fn keys() -> &'static Keys {
     static K: OnceLock<Keys> = OnceLock::new();
     K.get_or_init(|| {
+        // A gpg-agent left by an earlier run still serves the old GNUPGHOME: stop it before
+        // that directory is wiped, or a new gpg may talk to a dying agent ("No agent running").
+        let old_home = Path::new(env!("CARGO_TARGET_TMPDIR")).join("signatures").join("g");
+        if old_home.exists() {
+            let _ = output(Command::new("gpgconf").env("GNUPGHOME", &old_home).args(["--kill", "gpg-agent"]));
+        }
         let dir = fixture_dir("signatures");
         // gpg-agent's socket path must stay short: keep GNUPGHOME near the root of target/tmp.
         let home = dir.join("g");
