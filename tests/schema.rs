@@ -69,29 +69,6 @@ fn keys(s: &Value) -> BTreeSet<String> {
     s["properties"].as_object().map(|m| m.keys().cloned().collect()).unwrap_or_default()
 }
 
-/// The keys the parser accepts where `bogus_key` stands in the file `at` (written with the
-/// rest of `files`), read from the "unknown field" error of `stagebox build` (as in
-/// tests/docs.rs).
-fn accepted(files: &[(&str, String)], at: &str) -> BTreeSet<String> {
-    let d = tempdir();
-    for (name, text) in files {
-        write(&d.path().join(name), text);
-    }
-    let o = output(&mut stagebox(["build".as_ref(), d.path().join("box.toml").as_os_str(), "--offline".as_ref()]));
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert_eq!(o.status.code(), Some(2), "{at}: {err}");
-    assert!(err.contains(&format!("{at}:")) && err.contains("unknown field `bogus_key`"), "{at}: {err}");
-    if err.contains("there are no fields") {
-        return BTreeSet::new();
-    }
-    let list = err.split_once("expected ").map(|(_, l)| l).unwrap_or_else(|| panic!("{err}"));
-    list.split('`').skip(1).step_by(2).map(str::to_string).collect()
-}
-
-fn in_box(text: &str) -> BTreeSet<String> {
-    accepted(&[("box.toml", format!("name = \"n\"\n{text}bogus_key = 1\n"))], "box.toml")
-}
-
 #[test]
 fn schema_names_exactly_the_keys_the_parser_accepts() {
     let root = schema();

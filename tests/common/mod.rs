@@ -1192,3 +1192,27 @@ pub fn eif_test_vector() -> stagebox::emit::eif::Image<'static> {
         ramdisks: vec![Data::Bytes(b"RAMDISK0"), Data::Bytes(b"RAMDISK1")],
     }
 }
+
+/// The keys the parser accepts where `bogus_key` stands in the file `at` (written with the
+/// rest of `files`), read from the "unknown field" error of `stagebox build` (tests/docs.rs and
+/// tests/schema.rs hold the docs and the schema to these lists).
+pub fn accepted(files: &[(&str, String)], at: &str) -> std::collections::BTreeSet<String> {
+    let d = tempdir();
+    for (name, text) in files {
+        write(&d.path().join(name), text);
+    }
+    let o = output(&mut stagebox(["build".as_ref(), d.path().join("box.toml").as_os_str(), "--offline".as_ref()]));
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(2), "{at}: {err}");
+    assert!(err.contains(&format!("{at}:")) && err.contains("unknown field `bogus_key`"), "{at}: {err}");
+    if err.contains("there are no fields") {
+        return std::collections::BTreeSet::new();
+    }
+    let list = err.split_once("expected ").map(|(_, l)| l).unwrap_or_else(|| panic!("{err}"));
+    list.split('`').skip(1).step_by(2).map(str::to_string).collect()
+}
+
+/// The keys a box file accepts after `text` (a table header, or nothing for the top level).
+pub fn in_box(text: &str) -> std::collections::BTreeSet<String> {
+    accepted(&[("box.toml", format!("name = \"n\"\n{text}bogus_key = 1\n"))], "box.toml")
+}
