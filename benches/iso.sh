@@ -40,8 +40,11 @@ mk_image() { # TAG DIR: an image of DIR's files
 }
 KD=$(mk_image kernel "$B/k")
 BD=$(mk_image boot "$B/pkgs")
-cat > "$WORK/iso.toml" <<BOX
-name = "bench"
+# iso_box NAME UEFI_DEFINITION EXTRA: a box of the bench image as a hybrid ISO with syslinux
+# (BIOS) and the given UEFI loader definition; EXTRA goes into [output.iso].
+iso_box() {
+  cat <<BOX
+name = "$1"
 version = "1"
 [[layer]]
 image = "oci:$IMAGE@$DIGEST"
@@ -51,29 +54,18 @@ cmdline = "console=ttyS0 rdinit=/bin/busybox"
 [output.iso]
 bootloader = [
   { definition = "$PWD/kernels/syslinux-debian.toml", image = "oci:$B/oci@$BD" },
-  { definition = "$PWD/kernels/systemd-boot-debian.toml", image = "oci:$B/oci@$BD" },
+  { definition = "$PWD/kernels/$2", image = "oci:$B/oci@$BD" },
 ]
+$3
+BOX
+}
 # The baseline grafts the rootfs into the ISO too: like for like (bootable ISOs leave it out
 # by default now).
-files = true
-BOX
+iso_box bench systemd-boot-debian.toml "files = true" > "$WORK/iso.toml"
 # The same image as the ISO a user gets by default now: syslinux (BIOS) + GRUB (UEFI), kernel,
 # initramfs and loaders stored once, no tree files. Timed once beside the comparison, for its
 # size (docs/iso-boot.md).
-cat > "$WORK/iso-grub.toml" <<BOX
-name = "bench-grub"
-version = "1"
-[[layer]]
-image = "oci:$IMAGE@$DIGEST"
-[kernel]
-image = "oci:$B/oci@$KD"
-cmdline = "console=ttyS0 rdinit=/bin/busybox"
-[output.iso]
-bootloader = [
-  { definition = "$PWD/kernels/syslinux-debian.toml", image = "oci:$B/oci@$BD" },
-  { definition = "$PWD/kernels/grub-debian.toml", image = "oci:$B/oci@$BD" },
-]
-BOX
+iso_box bench-grub grub-debian.toml "" > "$WORK/iso-grub.toml"
 
 P=$B/pkgs
 baseline() {
