@@ -229,29 +229,6 @@ fn fuzz_grub_kernel_img_and_core_image() {
     fuzz("grub", 0x5eed_0006, corpus, iterations(3), |d, _| targets::grub(d));
 }
 
-/// A raw header block (checksum last); `fields` overwrite (offset, bytes).
-fn raw_header(name: &[u8], typeflag: u8, size: u64, fields: &[(usize, &[u8])]) -> Vec<u8> {
-    let mut b = vec![0u8; 512];
-    b[..name.len()].copy_from_slice(name);
-    b[100..108].copy_from_slice(b"0000644\0");
-    b[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
-    b[156] = typeflag;
-    b[257..265].copy_from_slice(b"ustar\x0000");
-    for (o, v) in fields {
-        b[*o..*o + v.len()].copy_from_slice(v);
-    }
-    b[148..156].copy_from_slice(b"        ");
-    let sum: u32 = b.iter().map(|x| *x as u32).sum();
-    b[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-    b
-}
-
-fn padded(d: &[u8]) -> Vec<u8> {
-    let mut v = d.to_vec();
-    v.resize(d.len().div_ceil(512) * 512, 0);
-    v
-}
-
 /// Seeds for the tar reader: PAX sparse 0.1 and 1.0, an old GNU `S` entry with an extension
 /// block, an old-style directory with a size, a GNU volume label and long name, a `D` entry.
 fn sparse_seeds() -> Vec<Vec<u8>> {
@@ -265,31 +242,31 @@ fn sparse_seeds() -> Vec<Vec<u8>> {
             }
             body += &format!("{len} {k}={v}\n");
         }
-        [raw_header(b"PaxHeaders/s", b'x', body.len() as u64, &[]), padded(body.as_bytes())].concat()
+        [common::raw_tar_header(b"PaxHeaders/s", b'x', body.len() as u64, &[]), common::tar_padded(body.as_bytes())].concat()
     };
     let end = vec![0u8; 1024];
     let gnu: (usize, &[u8]) = (257, b"ustar  \0");
-    let v01 = [pax(&[("GNU.sparse.size", "99"), ("GNU.sparse.map", "0,2,90,2"), ("GNU.sparse.name", "s")]), raw_header(b"GNUSparseFile.0/s", b'0', 4, &[]), padded(b"ABCD"), end.clone()].concat();
+    let v01 = [pax(&[("GNU.sparse.size", "99"), ("GNU.sparse.map", "0,2,90,2"), ("GNU.sparse.name", "s")]), common::raw_tar_header(b"GNUSparseFile.0/s", b'0', 4, &[]), common::tar_padded(b"ABCD"), end.clone()].concat();
     let v10 = [
         pax(&[("GNU.sparse.major", "1"), ("GNU.sparse.minor", "0"), ("GNU.sparse.name", "s"), ("GNU.sparse.realsize", "99")]),
-        raw_header(b"GNUSparseFile.0/s", b'0', 516, &[]),
-        padded(b"2\n0\n2\n90\n2\n"),
-        padded(b"ABCD"),
+        common::raw_tar_header(b"GNUSparseFile.0/s", b'0', 516, &[]),
+        common::tar_padded(b"2\n0\n2\n90\n2\n"),
+        common::tar_padded(b"ABCD"),
         end.clone(),
     ]
     .concat();
     let mut ext = vec![0u8; 512];
     ext[0..24].copy_from_slice(b"00000000120\000000000001\0");
-    let old_s = [raw_header(b"s", b'S', 3, &[gnu, (386, b"00000000000\000000000002\0"), (482, &[1]), (483, b"00000000200\0")]), ext, padded(b"ABC"), end.clone()].concat();
+    let old_s = [common::raw_tar_header(b"s", b'S', 3, &[gnu, (386, b"00000000000\000000000002\0"), (482, &[1]), (483, b"00000000200\0")]), ext, common::tar_padded(b"ABC"), end.clone()].concat();
     let legacy = [
-        raw_header(b"vol", b'V', 0, &[gnu]),
-        raw_header(b"././@LongLink", b'L', 5, &[gnu]),
-        padded(b"long\0"),
-        raw_header(b"x", b'0', 1, &[gnu]),
-        padded(b"x"),
-        raw_header(b"d/", b'0', 1, &[(257, &[0u8; 8])]),
-        raw_header(b"inc/", b'D', 4, &[gnu]),
-        padded(b"Ya\0\0"),
+        common::raw_tar_header(b"vol", b'V', 0, &[gnu]),
+        common::raw_tar_header(b"././@LongLink", b'L', 5, &[gnu]),
+        common::tar_padded(b"long\0"),
+        common::raw_tar_header(b"x", b'0', 1, &[gnu]),
+        common::tar_padded(b"x"),
+        common::raw_tar_header(b"d/", b'0', 1, &[(257, &[0u8; 8])]),
+        common::raw_tar_header(b"inc/", b'D', 4, &[gnu]),
+        common::tar_padded(b"Ya\0\0"),
         end,
     ]
     .concat();

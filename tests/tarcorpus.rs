@@ -142,31 +142,6 @@ fn writer_corpus(src: &Path, scratch: &Path) -> Vec<(String, Vec<u8>)> {
 // ---------------------------------------------------------------------------------------------
 // Hand-made legacy forms
 
-fn header(name: &[u8], typeflag: u8, size: u64, fields: &[(usize, &[u8])]) -> Vec<u8> {
-    let mut b = vec![0u8; 512];
-    b[..name.len()].copy_from_slice(name);
-    b[100..108].copy_from_slice(b"0000755\0");
-    b[108..116].copy_from_slice(b"0000000\0");
-    b[116..124].copy_from_slice(b"0000000\0");
-    b[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
-    b[136..148].copy_from_slice(b"14000000000\0");
-    b[156] = typeflag;
-    b[257..265].copy_from_slice(b"ustar\x0000");
-    for (o, v) in fields {
-        b[*o..*o + v.len()].copy_from_slice(v);
-    }
-    b[148..156].copy_from_slice(b"        ");
-    let sum: u32 = b.iter().map(|x| *x as u32).sum();
-    b[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-    b
-}
-
-fn data(d: &[u8]) -> Vec<u8> {
-    let mut v = d.to_vec();
-    v.resize(d.len().div_ceil(512) * 512, 0);
-    v
-}
-
 const GNU: (usize, &[u8]) = (257, b"ustar  \0");
 const V7: (usize, &[u8]) = (257, &[0u8; 8]);
 
@@ -174,39 +149,39 @@ fn handmade_corpus() -> Vec<(String, Vec<u8>)> {
     let end = vec![0u8; 1024];
     vec![
         // plexus archiver: blank uid, gid and mtime fields
-        ("blank-numeric-fields".into(), [header(b"f", b'0', 2, &[(108, b"        "), (116, &[0u8; 8]), (136, b"           \0")]), data(b"ok"), end.clone()].concat()),
+        ("blank-numeric-fields".into(), [raw_tar_header(b"f", b'0', 2, &[(108, b"        "), (116, &[0u8; 8]), (136, b"           \0")]), tar_padded(b"ok"), end.clone()].concat()),
         // V7: a directory as a regular entry with a trailing '/', size 1, then a file
         (
             "old-style-dir-size-1".into(),
-            [header(b"d/", b'0', 1, &[V7]), header(b"d/f", b'0', 3, &[V7]), data(b"abc"), end.clone()].concat(),
+            [raw_tar_header(b"d/", b'0', 1, &[V7]), raw_tar_header(b"d/f", b'0', 3, &[V7]), tar_padded(b"abc"), end.clone()].concat(),
         ),
-        ("old-style-dir-nul-type".into(), [header(b"e/", 0, 0, &[V7]), header(b"e/g", 0, 1, &[V7]), data(b"g"), end.clone()].concat()),
+        ("old-style-dir-nul-type".into(), [raw_tar_header(b"e/", 0, 0, &[V7]), raw_tar_header(b"e/g", 0, 1, &[V7]), tar_padded(b"g"), end.clone()].concat()),
         // an old hardlink archive: the link entry repeats the file's size
         (
             "hardlink-with-size".into(),
-            [header(b"a", b'0', 5, &[]), data(b"12345"), header(b"b", b'1', 5, &[(157, b"a")]), header(b"c", b'0', 1, &[]), data(b"c"), end.clone()].concat(),
+            [raw_tar_header(b"a", b'0', 5, &[]), tar_padded(b"12345"), raw_tar_header(b"b", b'1', 5, &[(157, b"a")]), raw_tar_header(b"c", b'0', 1, &[]), tar_padded(b"c"), end.clone()].concat(),
         ),
         (
             "gnu-volume-label-and-repeated-long-names".into(),
             [
-                header(b"my volume", b'V', 0, &[GNU]),
-                header(b"././@LongLink", b'L', 6, &[GNU]),
-                data(b"first\0"),
-                header(b"././@LongLink", b'L', 7, &[GNU]),
-                data(b"second\0"),
-                header(b"short", b'0', 1, &[GNU]),
-                data(b"s"),
+                raw_tar_header(b"my volume", b'V', 0, &[GNU]),
+                raw_tar_header(b"././@LongLink", b'L', 6, &[GNU]),
+                tar_padded(b"first\0"),
+                raw_tar_header(b"././@LongLink", b'L', 7, &[GNU]),
+                tar_padded(b"second\0"),
+                raw_tar_header(b"short", b'0', 1, &[GNU]),
+                tar_padded(b"s"),
                 end.clone(),
             ]
             .concat(),
         ),
         (
             "gnu-incremental-dir".into(),
-            [header(b"inc/", b'D', 12, &[GNU]), data(b"Yfile\0Nold\0\0"), header(b"inc/file", b'0', 1, &[GNU]), data(b"x"), end.clone()].concat(),
+            [raw_tar_header(b"inc/", b'D', 12, &[GNU]), tar_padded(b"Yfile\0Nold\0\0"), raw_tar_header(b"inc/file", b'0', 1, &[GNU]), tar_padded(b"x"), end.clone()].concat(),
         ),
         (
             "out-of-range-times".into(),
-            [header(b"future", b'0', 0, &[(136, &[0x80, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff])]), header(b"past", b'0', 0, &[(136, &[0xff; 12])]), end.clone()].concat(),
+            [raw_tar_header(b"future", b'0', 0, &[(136, &[0x80, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff])]), raw_tar_header(b"past", b'0', 0, &[(136, &[0xff; 12])]), end.clone()].concat(),
         ),
     ]
 }
@@ -297,12 +272,12 @@ fn refusals_name_the_layer_the_entry_and_why() {
     let end = vec![0u8; 1024];
     let pax_nul = {
         let rec = b"31 SCHILY.xattr.user.a\0b=value\n";
-        [header(b"PaxHeaders/f", b'x', rec.len() as u64, &[]), data(rec), header(b"f", b'0', 0, &[]), end.clone()].concat()
+        [raw_tar_header(b"PaxHeaders/f", b'x', rec.len() as u64, &[]), tar_padded(rec), raw_tar_header(b"f", b'0', 0, &[]), end.clone()].concat()
     };
     let cases: Vec<(&str, Vec<u8>, &str, &str)> = vec![
         ("xattr-name-with-nul", pax_nul, "/f: ", "NUL"),
-        ("solaris-acl", [header(b"acl", b'A', 0, &[]), end.clone()].concat(), "/acl: ", "Solaris ACL"),
-        ("control-bytes-in-name", [header(b"a\x1b[2Jb\n", b'M', 0, &[GNU]), end.clone()].concat(), "/a\\x1b[2Jb\\x0a: ", "multi-volume"),
+        ("solaris-acl", [raw_tar_header(b"acl", b'A', 0, &[]), end.clone()].concat(), "/acl: ", "Solaris ACL"),
+        ("control-bytes-in-name", [raw_tar_header(b"a\x1b[2Jb\n", b'M', 0, &[GNU]), end.clone()].concat(), "/a\\x1b[2Jb\\x0a: ", "multi-volume"),
     ];
     for (name, tar, path, why) in cases {
         let dir = scratch.path().join(name);

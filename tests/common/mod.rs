@@ -1216,3 +1216,31 @@ pub fn accepted(files: &[(&str, String)], at: &str) -> std::collections::BTreeSe
 pub fn in_box(text: &str) -> std::collections::BTreeSet<String> {
     accepted(&[("box.toml", format!("name = \"n\"\n{text}bogus_key = 1\n"))], "box.toml")
 }
+
+/// A raw ustar header block for hand-made test archives (mode 0755, owner 0:0, mtime
+/// 0o14000000000, checksum computed last); `fields` overwrite (offset, bytes) before the checksum.
+pub fn raw_tar_header(name: &[u8], typeflag: u8, size: u64, fields: &[(usize, &[u8])]) -> Vec<u8> {
+    let mut b = vec![0u8; 512];
+    b[..name.len()].copy_from_slice(name);
+    b[100..108].copy_from_slice(b"0000755\0");
+    b[108..116].copy_from_slice(b"0000000\0");
+    b[116..124].copy_from_slice(b"0000000\0");
+    b[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
+    b[136..148].copy_from_slice(b"14000000000\0");
+    b[156] = typeflag;
+    b[257..265].copy_from_slice(b"ustar\x0000");
+    for (o, v) in fields {
+        b[*o..*o + v.len()].copy_from_slice(v);
+    }
+    b[148..156].copy_from_slice(b"        ");
+    let sum: u32 = b.iter().map(|x| *x as u32).sum();
+    b[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    b
+}
+
+/// `d` padded with zeros to whole 512-byte tar blocks.
+pub fn tar_padded(d: &[u8]) -> Vec<u8> {
+    let mut v = d.to_vec();
+    v.resize(d.len().div_ceil(512) * 512, 0);
+    v
+}
