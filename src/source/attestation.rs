@@ -20,11 +20,11 @@
 //! Memory: a signature file is read whole up to 1 MiB (`MAX_SIGNATURE_BYTES`), and the signed
 //! statement inside it is read (decompressed) up to 1 MiB, never further.
 
-use super::signature::{Keyring, Lookaside, TrustedKey, MAX_SIGNATURE_BYTES};
+use super::signature::{key_problem, KeyState, Keyring, Lookaside, TrustedKey, MAX_SIGNATURE_BYTES};
 use crate::error::{Error, IoContext, Result};
 use pgp::composed::{CleartextSignedMessage, Deserializable, DetachedSignature, Message, SignedPublicSubKey};
 use pgp::packet::{Signature, SignatureType};
-use pgp::types::{KeyDetails, PublicKeyTrait};
+use pgp::types::KeyDetails;
 use serde::Serialize;
 
 /// A signed statement larger than this is refused (a statement is a few KiB).
@@ -361,48 +361,15 @@ fn judge(
     };
     c.fingerprint = Some(k.fingerprint.clone());
     c.user_id = Some(k.user_id.clone());
-    if let Some((status, why)) = key_problem(k, sub, sig, now) {
-        c.status = status;
+    if let Some((state, why)) = key_problem(k, sub, sig, now) {
+        c.status = match state {
+            KeyState::Revoked => Status::Revoked,
+            KeyState::Expired => Status::Expired,
+            KeyState::Bad => Status::Bad,
+        };
         c.reason = format!("key {} ({}) {why}", k.fingerprint, k.user_id);
     }
     c
-}
-
-/// Why key `k` (signing with `sub`, if a subkey) does not count at `now`, if it does not:
-/// revoked, expired, a subkey without a valid signing binding, or an expired signature.
-pub(crate) fn key_problem(k: &TrustedKey, sub: Option<&SignedPublicSubKey>, sig: &Signature, now: i64) -> Option<(Status, String)> {
-    if !k.key.details.revocation_signatures.is_empty() {
-        return Some((Status::Revoked, "is revoked".into()));
-    }
-    if let Some(exp) = k.key.expires_at() {
-        if exp.timestamp() <= now {
-            return Some((Status::Expired, format!("expired at {}", exp.to_rfc3339())));
-        }
-    }
-    if let Some(sub) = sub {
-        let fpr = sub.key.fingerprint();
-        if sub.signatures.iter().any(|s| s.typ() == Some(SignatureType::SubkeyRevocation)) {
-            return Some((Status::Revoked, format!("has its signing subkey {fpr:X} revoked")));
-        }
-        if sub.verify(&k.key.primary_key).is_err() {
-            return Some((Status::Bad, format!("has no valid binding for subkey {fpr:X}")));
-        }
-        let latest = sub.signatures.iter().filter(|s| s.typ() == Some(SignatureType::SubkeyBinding)).max_by_key(|s| s.created().map(|c| c.timestamp()));
-        if let Some(exp) = latest.and_then(|s| s.key_expiration_time()) {
-            if exp.num_seconds() > 0 && sub.key.created_at().timestamp() + exp.num_seconds() <= now {
-                return Some((Status::Expired, format!("has its signing subkey {fpr:X} expired")));
-            }
-        }
-        if !latest.is_some_and(|s| s.key_flags().sign()) {
-            return Some((Status::Bad, format!("signed with subkey {fpr:X}, which is not a signing subkey")));
-        }
-    }
-    if let (Some(created), Some(exp)) = (sig.created(), sig.signature_expiration_time()) {
-        if exp.num_seconds() > 0 && created.timestamp() + exp.num_seconds() <= now {
-            return Some((Status::Expired, "made a signature that has itself expired".into()));
-        }
-    }
-    None
 }
 
 /// How a signature names its issuer: a readable name and fingerprint (when it carries one),

@@ -30,8 +30,8 @@
 use crate::digest::Digest;
 use crate::error::{Error, IoContext, Result};
 use crate::source::registry::Repo;
-use pgp::composed::{Deserializable, Message, SignedPublicKey};
-use pgp::packet::SignatureType;
+use pgp::composed::{Deserializable, Message, SignedPublicKey, SignedPublicSubKey};
+use pgp::packet::{Signature, SignatureType};
 use pgp::types::{KeyDetails, PublicKeyTrait};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -343,7 +343,6 @@ pub fn verify_file(data: &[u8], name: &str, d: &Digest, keyring: &Keyring, now: 
 
 fn verify_inner<'k>(data: &[u8], repo: &Repo, d: &Digest, keyring: &'k Keyring, now: i64) -> std::result::Result<(&'k TrustedKey, String), (String, Problem)> {
     let fatal = |m: String| (m, Problem::Bad);
-    let expired = |m: String| (m, Problem::Expired);
     let msg = Message::from_bytes(data).map_err(|e| fatal(format!("damaged or truncated: not an OpenPGP message: {e}")))?;
     let mut msg = msg.decompress().map_err(|e| fatal(format!("garbled: cannot decompress the OpenPGP message: {e}")))?;
     if !msg.is_signed() {
@@ -383,36 +382,8 @@ fn verify_inner<'k>(data: &[u8], repo: &Repo, d: &Digest, keyring: &'k Keyring, 
     let who = format!("key {} ({})", k.fingerprint, k.user_id);
 
     // Key validity: revoked or expired keys do not count.
-    if !k.key.details.revocation_signatures.is_empty() {
-        return Err(fatal(format!("{who} is revoked")));
-    }
-    if let Some(exp) = k.key.expires_at() {
-        if exp.timestamp() <= now {
-            return Err(expired(format!("{who} expired at {}", exp.to_rfc3339())));
-        }
-    }
-    if let Some(sub) = sub {
-        if sub.signatures.iter().any(|s| s.typ() == Some(SignatureType::SubkeyRevocation)) {
-            return Err(fatal(format!("{who}: signing subkey {:X} is revoked", sub.key.fingerprint())));
-        }
-        if sub.verify(&k.key.primary_key).is_err() {
-            return Err(fatal(format!("{who}: signing subkey {:X} has no valid binding", sub.key.fingerprint())));
-        }
-        let latest = sub.signatures.iter().filter(|s| s.typ() == Some(SignatureType::SubkeyBinding)).max_by_key(|s| s.created().map(|c| c.timestamp()));
-        if let Some(exp) = latest.and_then(|s| s.key_expiration_time()) {
-            let until = sub.key.created_at().timestamp() + exp.num_seconds();
-            if until <= now {
-                return Err(expired(format!("{who}: signing subkey {:X} has expired", sub.key.fingerprint())));
-            }
-        }
-        if !latest.is_some_and(|s| s.key_flags().sign()) {
-            return Err(fatal(format!("{who}: subkey {:X} is not a signing subkey", sub.key.fingerprint())));
-        }
-    }
-    if let (Some(created), Some(exp)) = (sig.created(), sig.signature_expiration_time()) {
-        if exp.num_seconds() > 0 && created.timestamp() + exp.num_seconds() <= now {
-            return Err(expired(format!("{who}: the signature itself has expired")));
-        }
+    if let Some((state, why)) = key_problem(k, sub, &sig, now) {
+        return Err((format!("{who} {why}"), if state == KeyState::Expired { Problem::Expired } else { Problem::Bad }));
     }
 
     // The payload must name this digest and this repository.
@@ -520,6 +491,52 @@ pub fn enforce(spec: &crate::spec::BoxSpec, images: &[crate::source::ResolvedIma
         reports.push(rep);
     }
     Ok(reports)
+}
+
+/// Why a trusted key cannot count now (see [`key_problem`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KeyState {
+    Revoked,
+    Expired,
+    /// A subkey without a valid signing binding.
+    Bad,
+}
+
+/// Why key `k` (signing with `sub`, if a subkey) does not count at `now`, if it does not:
+/// revoked, expired, a subkey without a valid signing binding, or an expired signature.
+pub(crate) fn key_problem(k: &TrustedKey, sub: Option<&SignedPublicSubKey>, sig: &Signature, now: i64) -> Option<(KeyState, String)> {
+    if !k.key.details.revocation_signatures.is_empty() {
+        return Some((KeyState::Revoked, "is revoked".into()));
+    }
+    if let Some(exp) = k.key.expires_at() {
+        if exp.timestamp() <= now {
+            return Some((KeyState::Expired, format!("expired at {}", exp.to_rfc3339())));
+        }
+    }
+    if let Some(sub) = sub {
+        let fpr = sub.key.fingerprint();
+        if sub.signatures.iter().any(|s| s.typ() == Some(SignatureType::SubkeyRevocation)) {
+            return Some((KeyState::Revoked, format!("has its signing subkey {fpr:X} revoked")));
+        }
+        if sub.verify(&k.key.primary_key).is_err() {
+            return Some((KeyState::Bad, format!("has no valid binding for subkey {fpr:X}")));
+        }
+        let latest = sub.signatures.iter().filter(|s| s.typ() == Some(SignatureType::SubkeyBinding)).max_by_key(|s| s.created().map(|c| c.timestamp()));
+        if let Some(exp) = latest.and_then(|s| s.key_expiration_time()) {
+            if exp.num_seconds() > 0 && sub.key.created_at().timestamp() + exp.num_seconds() <= now {
+                return Some((KeyState::Expired, format!("has its signing subkey {fpr:X} expired")));
+            }
+        }
+        if !latest.is_some_and(|s| s.key_flags().sign()) {
+            return Some((KeyState::Bad, format!("signed with subkey {fpr:X}, which is not a signing subkey")));
+        }
+    }
+    if let (Some(created), Some(exp)) = (sig.created(), sig.signature_expiration_time()) {
+        if exp.num_seconds() > 0 && created.timestamp() + exp.num_seconds() <= now {
+            return Some((KeyState::Expired, "made a signature that has itself expired".into()));
+        }
+    }
+    None
 }
 
 #[cfg(test)]
