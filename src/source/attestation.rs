@@ -20,11 +20,11 @@
 //! Memory: a signature file is read whole up to 1 MiB (`MAX_SIGNATURE_BYTES`), and the signed
 //! statement inside it is read (decompressed) up to 1 MiB, never further.
 
-use super::signature::{key_problem, KeyState, Keyring, Lookaside, TrustedKey, MAX_SIGNATURE_BYTES};
+use super::signature::{issuer_of, key_problem, KeyState, Keyring, Lookaside, TrustedKey, MAX_SIGNATURE_BYTES};
 use crate::error::{Error, IoContext, Result};
 use pgp::composed::{CleartextSignedMessage, Deserializable, DetachedSignature, Message, SignedPublicSubKey};
 use pgp::packet::{Signature, SignatureType};
-use pgp::types::KeyDetails;
+
 use serde::Serialize;
 
 /// A signed statement larger than this is refused (a statement is a few KiB).
@@ -339,11 +339,7 @@ fn judge(
     }
     let Some((k, sub)) = found else {
         let (issuer, ids) = issuer_of(sig);
-        let named = keyring.keys.iter().find(|k| {
-            std::iter::once(k.key.primary_key.fingerprint().as_bytes().to_vec())
-                .chain(k.key.public_subkeys.iter().map(|s| s.key.fingerprint().as_bytes().to_vec()))
-                .any(|f| ids.iter().any(|id| f.ends_with(id)))
-        });
+        let named = keyring.named_by(&ids);
         match named {
             Some(k) => {
                 c.status = Status::Bad;
@@ -370,19 +366,6 @@ fn judge(
         c.reason = format!("key {} ({}) {why}", k.fingerprint, k.user_id);
     }
     c
-}
-
-/// How a signature names its issuer: a readable name and fingerprint (when it carries one),
-/// and every issuer id (fingerprint and key id bytes) to match against the keyring.
-fn issuer_of(sig: &Signature) -> ((String, Option<String>), Vec<Vec<u8>>) {
-    let mut ids: Vec<Vec<u8>> = sig.issuer_fingerprint().iter().map(|f| f.as_bytes().to_vec()).collect();
-    ids.extend(sig.issuer().iter().map(|id| id.as_ref().to_vec()));
-    let name = match (sig.issuer_fingerprint().first(), sig.issuer().first()) {
-        (Some(f), _) => (format!("key {f:X}"), Some(format!("{f:X}"))),
-        (None, Some(id)) => (format!("key id {}", hex::encode_upper(id.as_ref())), None),
-        (None, None) => ("an unnamed key".into(), None),
-    };
-    (name, ids)
 }
 
 #[cfg(test)]

@@ -58,6 +58,16 @@ pub struct Keyring {
 }
 
 impl Keyring {
+    /// The trusted key whose primary key or a subkey has one of `ids` (issuer fingerprints or
+    /// key ids, as a signature names them) as its fingerprint or fingerprint suffix.
+    pub(crate) fn named_by(&self, ids: &[Vec<u8>]) -> Option<&TrustedKey> {
+        self.keys.iter().find(|k| {
+            std::iter::once(k.key.primary_key.fingerprint().as_bytes().to_vec())
+                .chain(k.key.public_subkeys.iter().map(|s| s.key.fingerprint().as_bytes().to_vec()))
+                .any(|f| ids.iter().any(|id| f.ends_with(id)))
+        })
+    }
+
     pub fn load(path: &Path) -> Result<Keyring> {
         let mut files = Vec::new();
         if path.is_dir() {
@@ -369,11 +379,7 @@ fn verify_inner<'k>(data: &[u8], repo: &Repo, d: &Digest, keyring: &'k Keyring, 
     }
     let Some((k, sig, sub)) = found else {
         let (issuer, ids) = signature_issuer(&msg).unwrap_or_else(|| ("an unknown key".into(), Vec::new()));
-        let trusted = keyring.keys.iter().find(|k| {
-            std::iter::once(k.key.primary_key.fingerprint().as_bytes().to_vec())
-                .chain(k.key.public_subkeys.iter().map(|s| s.key.fingerprint().as_bytes().to_vec()))
-                .any(|f| ids.iter().any(|id| f.ends_with(id)))
-        });
+        let trusted = keyring.named_by(&ids);
         return Err(match trusted {
             Some(k) => fatal(format!("signed by trusted key {} ({}), but the signature does not verify", k.fingerprint, k.user_id)),
             None => (format!("signed by {issuer}, which is not in the trusted keyring"), Problem::Untrusted),
@@ -406,14 +412,21 @@ fn signature_issuer(msg: &Message<'_>) -> Option<(String, Vec<Vec<u8>>)> {
         Message::Signed { reader, .. } => reader.signature().clone(),
         _ => return None,
     };
+    let ((name, _), ids) = issuer_of(&sig);
+    Some((name, ids))
+}
+
+/// How a signature names its issuer: a readable name and fingerprint (when it carries one),
+/// and every issuer id (fingerprint and key id bytes) to match against the keyring.
+pub(crate) fn issuer_of(sig: &Signature) -> ((String, Option<String>), Vec<Vec<u8>>) {
     let mut ids: Vec<Vec<u8>> = sig.issuer_fingerprint().iter().map(|f| f.as_bytes().to_vec()).collect();
     ids.extend(sig.issuer().iter().map(|id| id.as_ref().to_vec()));
     let name = match (sig.issuer_fingerprint().first(), sig.issuer().first()) {
-        (Some(f), _) => format!("key {f:X}"),
-        (None, Some(id)) => format!("key id {}", hex::encode_upper(id.as_ref())),
-        (None, None) => "an unnamed key".into(),
+        (Some(f), _) => (format!("key {f:X}"), Some(format!("{f:X}"))),
+        (None, Some(id)) => (format!("key id {}", hex::encode_upper(id.as_ref())), None),
+        (None, None) => ("an unnamed key".into(), None),
     };
-    Some((name, ids))
+    (name, ids)
 }
 
 /// `stagex/core-busybox:1.36@sha256:...` → `stagex/core-busybox`.
