@@ -317,3 +317,27 @@ fn architecture_test_reads_grouped_and_inline_paths() {
         ]
     );
 }
+
+/// The check itself can fail: a tree with an upward import and an import circle is reported
+/// with both, naming file and line.
+#[test]
+fn architecture_test_reports_an_upward_import_and_a_circle() {
+    let d = tempfile::tempdir().unwrap();
+    let src = d.path().join("src");
+    for (f, text) in [
+        ("lib.rs", "pub mod build;\npub mod emit;\npub mod spec;\n"),
+        ("spec/mod.rs", "use crate::error::Result;\nuse crate::build::Plan;\n"),
+        ("build/mod.rs", "pub struct Plan;\nuse crate::spec::Box;\n"),
+        ("emit/mod.rs", "pub mod a;\npub mod b;\n"),
+        ("emit/a.rs", "use crate::emit::b::B;\npub struct A;\n"),
+        ("emit/b.rs", "pub struct B;\nfn f() { crate::emit::a::A; }\n"),
+    ] {
+        let p = src.join(f);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    let found = problems(&src).join("\n");
+    assert!(found.contains("src/spec/mod.rs:2") && found.contains("crate::build::Plan"), "{found}");
+    assert!(found.contains("import circle: emit::a → emit::b → emit::a") || found.contains("import circle: emit::b → emit::a → emit::b"), "{found}");
+    assert!(!found.contains("runs up from layer build"), "a downward import was reported as upward: {found}");
+}
