@@ -48,8 +48,10 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
     let tree_init = spec.outputs.initramfs.is_some()
         || !plan.bootloaders.is_empty()
         || spec.outputs.eif.as_ref().is_some_and(|e| e.layout == crate::spec::EifLayout::Initramfs);
+    // The layer blobs, for the checks and emitters that read file contents from them.
+    let layers = plan.layers();
     if let (Some(k), true) = (&plan.kernel, tree_init) {
-        crate::boot::kernel::check_init(&tree, &plan.layers(), &k.spec.cmdline, &k.spec.at)?;
+        crate::boot::kernel::check_init(&tree, &layers, &k.spec.cmdline, &k.spec.at)?;
     }
     let t0 = std::time::Instant::now();
 
@@ -62,7 +64,7 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
     let out = staging.path().to_path_buf();
     let mut made = outputs::Made::default();
     for o in plan.outputs() {
-        o.emit(&plan, &tree, &out, &mut made)?;
+        o.emit(&plan, &tree, &layers, &out, &mut made)?;
     }
     progress.timing("emit", t0);
     let inputs: Vec<InputRecord> = plan.image_inputs().into_iter().chain(made.inputs).collect();

@@ -12,7 +12,8 @@ use crate::measure::{stage_file, InputRecord, OutputRecord};
 use crate::spec::{self, BoxSpec, Compression, PackageSpec};
 use crate::tree::{layer::ContentMode, Tree};
 use std::io::BufWriter;
-use std::path::Path;
+use crate::source::LayerBlob;
+use std::path::{Path, PathBuf};
 
 /// One output the box asks for, with its settings.
 pub enum Output<'a> {
@@ -104,11 +105,11 @@ impl Output<'_> {
     }
 
     /// Write this output into `dir` (the build's staging directory).
-    pub fn emit(&self, plan: &Plan, tree: &Tree, dir: &Path, made: &mut Made) -> Result<()> {
+    /// `layers` is [`Plan::layers`], made once per build.
+    pub fn emit(&self, plan: &Plan, tree: &Tree, layers: &[(PathBuf, LayerBlob)], dir: &Path, made: &mut Made) -> Result<()> {
         let spec = &plan.spec;
         let sde = plan.sde;
         let name = self.file_name(&spec.name).unwrap_or_default();
-        let layers = plan.layers();
         if !matches!(self, Output::Package(_) | Output::Sbom | Output::Provenance) {
             plan.progress.set_message(format!("write {name}"));
         }
