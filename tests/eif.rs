@@ -21,11 +21,18 @@ const INIT: &str = "#!/bin/sh\n/bin/busybox mkdir -p /proc\n/bin/busybox mount -
 /// The nitro-cli layout's bootstrap init for the boot test: runs from rd0, reads rd1's `cmd`.
 const BOOTSTRAP: &str = "#!/rootfs/bin/busybox sh\nB=/rootfs/bin/busybox\n$B echo \"cmd: $($B cat /cmd | $B tr '\\n' ' ')\"\n$B echo \"env: $($B cat /env | $B tr '\\n' ' ')\"\n$B echo \"stagebox-eif: $((6 * 7)) ok\"\n$B poweroff -f\n";
 
+/// Everything the kernel gate wants, built in (what StageX's nitro.config sets).
+const NITRO_CONFIG: &str = "CONFIG_CC_IS_GCC=y\nCONFIG_BLK_DEV_INITRD=y\nCONFIG_VSOCKETS=y\nCONFIG_VIRTIO_VSOCKETS=y\nCONFIG_VIRTIO_MMIO=y\nCONFIG_SERIAL_8250_CONSOLE=y\nCONFIG_DEVTMPFS=y\nCONFIG_NSM=y\n";
+
 struct Fixture {
     dir: PathBuf,
     kernel: String,
     /// An image whose /bzImage is not a bzImage.
     bad_kernel: String,
+    /// Debian's bzImage with a config that has everything an enclave needs built in.
+    nitro_config_kernel: String,
+    /// The same, but the config says clang and LLD built it.
+    clang_config_kernel: String,
     cache: PathBuf,
 }
 
@@ -39,9 +46,16 @@ fn fixture() -> &'static Fixture {
         let digest = umoci_image(&layout, "debian-cloud", &[("kernel".into(), klayer)]);
         let bad = layer(&[Entry::file("bzImage", vec![0x5a; 8192])]);
         let bad_digest = umoci_image(&layout, "not-a-kernel", &[("bad".into(), bad)]);
+        let vmlinuz = std::fs::read_dir(dir.join("deb/boot")).unwrap().map(|e| e.unwrap().path()).find(|p| p.file_name().unwrap().to_string_lossy().starts_with("vmlinuz-")).unwrap();
+        let with_config = |tag: &str, config: &str| {
+            let l = layer(&[Entry::file("bzImage", read(&vmlinuz)), Entry::file("linux.config", config)]);
+            format!("oci:{}@{}", layout.display(), umoci_image(&layout, tag, &[("kernel".into(), l)]))
+        };
         Fixture {
             kernel: format!("oci:{}@{digest}", layout.display()),
             bad_kernel: format!("oci:{}@{bad_digest}", layout.display()),
+            nitro_config_kernel: with_config("nitro-config", NITRO_CONFIG),
+            clang_config_kernel: with_config("clang-config", &format!("{NITRO_CONFIG}CONFIG_CC_IS_CLANG=y\nCONFIG_LD_IS_LLD=y\n")),
             cache: dir.join("cache"),
             dir,
         }
@@ -50,6 +64,8 @@ fn fixture() -> &'static Fixture {
 
 /// A box dir `name/` with a busybox rootfs, `/init` and `/bootstrap-init`; `kernel_toml` and
 /// `eif_toml` are the bodies of `[kernel]` and `[output.eif]` (`{kernel}` is replaced).
+/// Debian's kernel lacks what Nitro needs, so `kernel_checks = "warn"` is added unless
+/// `eif_toml` sets it.
 fn make_box(name: &str, kernel_toml: &str, eif_toml: &str) -> PathBuf {
     let f = fixture();
     let d = f.dir.join(name);
@@ -66,7 +82,12 @@ fn make_box(name: &str, kernel_toml: &str, eif_toml: &str) -> PathBuf {
         std::fs::create_dir_all(rootfs.join("proc")).unwrap();
     }
     let box_file = d.join(format!("{name}.toml"));
-    let kernel_toml = kernel_toml.replace("{kernel}", &f.kernel).replace("{bad_kernel}", &f.bad_kernel);
+    let kernel_toml = kernel_toml
+        .replace("{kernel}", &f.kernel)
+        .replace("{bad_kernel}", &f.bad_kernel)
+        .replace("{nitro_config_kernel}", &f.nitro_config_kernel)
+        .replace("{clang_config_kernel}", &f.clang_config_kernel);
+    let eif_toml = if eif_toml.contains("kernel_checks") { eif_toml.to_string() } else { format!("kernel_checks = \"warn\"\n{eif_toml}") };
     write(&box_file, format!("name = \"{name}\"\nversion = \"1.2\"\n[[layer]]\ndir = \"rootfs\"\n\n[kernel]\n{kernel_toml}\n\n[output.eif]\n{eif_toml}\n"));
     box_file
 }
@@ -388,6 +409,58 @@ fn signed_eif_pcr8_is_the_certificate_and_the_signature_verifies() {
     let o = run(Command::new("openssl").args(["dgst", "-sha384", "-verify"]).arg(t.join("pub.pem")).arg("-signature").arg(t.join("sig.der")).arg(t.join("tbs")));
     assert!(String::from_utf8_lossy(&o.stdout).contains("Verified OK"));
     let _ = key;
+}
+
+/// `stagebox build` that succeeds; returns stderr.
+fn build_stderr(box_file: &Path) -> String {
+    let out = box_file.parent().unwrap().join("out");
+    let mut cmd = stagebox(["build".as_ref(), box_file.as_os_str(), "--out".as_ref(), out.as_os_str(), "--cache".as_ref(), fixture().cache.as_os_str()]);
+    String::from_utf8_lossy(&run(&mut cmd).stderr).into_owned()
+}
+
+#[test]
+fn kernel_gate_refuses_debian_cloud_kernel_naming_each_missing_option() {
+    let box_file = std_box("gate-strict", "kernel_checks = \"strict\"\n");
+    let err = build_err(&box_file, 2);
+    assert!(err.contains("gate-strict.toml:") && err.contains("cannot run a Nitro enclave"), "{err}");
+    for (option, why) in [
+        ("CONFIG_VSOCKETS is a module", "heartbeat"),
+        ("CONFIG_VIRTIO_VSOCKETS is a module", "transport"),
+        ("CONFIG_VIRTIO_MMIO is a module", "virtio-mmio"),
+        ("CONFIG_NSM is not set", "/dev/nsm"),
+    ] {
+        assert!(err.lines().any(|l| l.contains(option) && l.contains(why)), "{option}: {err}");
+    }
+    for fine in ["CONFIG_BLK_DEV_INITRD", "CONFIG_DEVTMPFS", "CONFIG_SERIAL_8250_CONSOLE"] {
+        assert!(!err.contains(fine), "{fine} is built into Debian's kernel: {err}");
+    }
+    assert!(err.contains("kernel_checks = \"warn\""), "the way out is named: {err}");
+    assert!(!box_file.parent().unwrap().join("out-err/gate-strict.eif").exists(), "nothing written");
+    // The default is strict too.
+    let box_file = std_box("gate-default", "kernel_checks = \"strict\"\n");
+    std::fs::write(&box_file, std::fs::read_to_string(&box_file).unwrap().replace("kernel_checks = \"strict\"\n", "")).unwrap();
+    assert!(build_err(&box_file, 2).contains("CONFIG_NSM is not set"));
+}
+
+#[test]
+fn kernel_gate_warns_with_kernel_checks_warn() {
+    let box_file = std_box("gate-warn", "kernel_checks = \"warn\"\n");
+    let err = build_stderr(&box_file);
+    for option in ["CONFIG_VSOCKETS", "CONFIG_VIRTIO_VSOCKETS", "CONFIG_VIRTIO_MMIO", "CONFIG_NSM"] {
+        assert!(err.lines().any(|l| l.starts_with("stagebox: warning:") && l.contains(option)), "{option}: {err}");
+    }
+    assert!(box_file.parent().unwrap().join("out/gate-warn.eif").is_file());
+}
+
+#[test]
+fn kernel_gate_passes_a_config_with_everything_built_in_and_warns_for_clang() {
+    let box_file = make_box("gate-pass", "image = \"{nitro_config_kernel}\"\ncmdline = \"console=ttyS0\"", "kernel_checks = \"strict\"\n");
+    let err = build_stderr(&box_file);
+    assert!(!err.contains("warning"), "{err}");
+    assert!(box_file.parent().unwrap().join("out/gate-pass.eif").is_file());
+    let box_file = make_box("gate-clang", "image = \"{clang_config_kernel}\"\ncmdline = \"console=ttyS0\"", "kernel_checks = \"strict\"\n");
+    let err = build_stderr(&box_file);
+    assert!(err.contains("stagebox: warning:") && err.contains("CONFIG_CC_IS_CLANG and CONFIG_LD_IS_LLD") && err.contains("hashi PR #789"), "{err}");
 }
 
 #[test]
