@@ -67,6 +67,21 @@ fn fixture() -> &'static Fixture {
 /// Debian's kernel lacks what Nitro needs, so `kernel_checks = "warn"` is added unless
 /// `eif_toml` sets it.
 fn make_box(name: &str, kernel_toml: &str, eif_toml: &str) -> PathBuf {
+    let d = fixture().dir.join(name);
+    // A signed box builds at a SOURCE_DATE_EPOCH inside its certificate's window (made now by
+    // openssl, so not valid in 1970): the certificate file's mtime, after its notBefore.
+    let top = if eif_toml.contains("signing_certificate = \"cert.pem\"") {
+        let (cert, _) = signing_files(&d);
+        let t = std::fs::metadata(&cert).unwrap().modified().unwrap().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        format!("source_date_epoch = {t}\n")
+    } else {
+        String::new()
+    };
+    make_box_top(name, &top, kernel_toml, eif_toml)
+}
+
+/// [`make_box`] with `top` (top-level keys) after `version`.
+fn make_box_top(name: &str, top: &str, kernel_toml: &str, eif_toml: &str) -> PathBuf {
     let f = fixture();
     let d = f.dir.join(name);
     let rootfs = d.join("rootfs");
@@ -88,7 +103,7 @@ fn make_box(name: &str, kernel_toml: &str, eif_toml: &str) -> PathBuf {
         .replace("{nitro_config_kernel}", &f.nitro_config_kernel)
         .replace("{clang_config_kernel}", &f.clang_config_kernel);
     let eif_toml = if eif_toml.contains("kernel_checks") { eif_toml.to_string() } else { format!("kernel_checks = \"warn\"\n{eif_toml}") };
-    write(&box_file, format!("name = \"{name}\"\nversion = \"1.2\"\n[[layer]]\ndir = \"rootfs\"\n\n[kernel]\n{kernel_toml}\n\n[output.eif]\n{eif_toml}\n"));
+    write(&box_file, format!("name = \"{name}\"\nversion = \"1.2\"\n{top}[[layer]]\ndir = \"rootfs\"\n\n[kernel]\n{kernel_toml}\n\n[output.eif]\n{eif_toml}\n"));
     box_file
 }
 
@@ -461,6 +476,45 @@ fn kernel_gate_passes_a_config_with_everything_built_in_and_warns_for_clang() {
     let box_file = make_box("gate-clang", "image = \"{clang_config_kernel}\"\ncmdline = \"console=ttyS0\"", "kernel_checks = \"strict\"\n");
     let err = build_stderr(&box_file);
     assert!(err.contains("stagebox: warning:") && err.contains("CONFIG_CC_IS_CLANG and CONFIG_LD_IS_LLD") && err.contains("hashi PR #789"), "{err}");
+}
+
+/// `openssl req` + `openssl x509 -req -days DAYS`: a self-signed P-384 certificate in `dir`
+/// (`-days -1` makes one that expired the day before it starts).
+fn cert_for_days(dir: &Path, days: i32) -> (PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir).unwrap();
+    let (key, csr, cert) = (dir.join("key.pem"), dir.join("req.csr"), dir.join("cert.pem"));
+    run(Command::new("openssl").args(["ecparam", "-name", "secp384r1", "-genkey", "-noout", "-out"]).arg(&key));
+    run(Command::new("openssl").args(["req", "-new", "-subj", "/CN=stagebox test/O=stagebox", "-key"]).arg(&key).arg("-out").arg(&csr));
+    run(Command::new("openssl").args(["x509", "-req", "-sha384", "-days", &days.to_string(), "-signkey"]).arg(&key).arg("-in").arg(&csr).arg("-out").arg(&cert));
+    (cert, key)
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+#[test]
+fn signing_certificate_is_checked_at_source_date_epoch_and_now() {
+    const SIGNED: &str = "signing_certificate = \"cert.pem\"\nsigning_key = \"key.pem\"\n";
+    let f = fixture();
+    // Not yet valid at SOURCE_DATE_EPOCH (1970), valid now.
+    cert_for_days(&f.dir.join("cert-early"), 365);
+    let box_file = make_box_top("cert-early", "source_date_epoch = 86400\n", "image = \"{kernel}\"\ncmdline = \"console=ttyS0\"", SIGNED);
+    let err = build_err(&box_file, 2);
+    assert!(err.contains("cert-early.toml:") && err.contains("not yet valid at SOURCE_DATE_EPOCH (1970-01-02 00:00:00 UTC)") && !err.contains("current time"), "{err}");
+    // Expired (notAfter a day before notBefore): at SOURCE_DATE_EPOCH and now.
+    cert_for_days(&f.dir.join("cert-expired"), -1);
+    let box_file = make_box_top("cert-expired", &format!("source_date_epoch = {}\n", now()), "image = \"{kernel}\"\ncmdline = \"console=ttyS0\"", SIGNED);
+    let err = build_err(&box_file, 2);
+    assert!(err.contains("expired at SOURCE_DATE_EPOCH") && err.contains("expired at the current time") && err.contains("E59"), "{err}");
+    assert!(!box_file.parent().unwrap().join("out-err/cert-expired.eif").exists());
+    // Expiring within 30 days: built, with a warning.
+    let (cert, _) = cert_for_days(&f.dir.join("cert-soon"), 10);
+    let t = std::fs::metadata(&cert).unwrap().modified().unwrap().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let box_file = make_box_top("cert-soon", &format!("source_date_epoch = {t}\n"), "image = \"{kernel}\"\ncmdline = \"console=ttyS0\"", SIGNED);
+    let err = build_stderr(&box_file);
+    assert!(err.lines().any(|l| l.starts_with("stagebox: warning: signing_certificate \"cert.pem\": signing certificate expires in ") && l.contains("days")), "{err}");
+    assert!(box_file.parent().unwrap().join("out/cert-soon.eif").is_file());
 }
 
 #[test]

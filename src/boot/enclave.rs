@@ -298,6 +298,13 @@ pub fn emit(job: &Job, o: &EifOutput, kernel: &Kernel, config: Option<&serde_jso
             let cert = std::fs::read(&cp).map_err(|e| at.error(format!("signing_certificate {c:?}: {e}")))?;
             let key = std::fs::read(&kp).map_err(|e| at.error(format!("signing_key {k:?}: {e}")))?;
             let id = sign::SigningIdentity::from_pem(&cert, &key).map_err(|m| at.error(format!("{m} ({c}, {k})")))?;
+            // Checked against the clock as well as SOURCE_DATE_EPOCH: nitro-cli checks it when
+            // the enclave starts. Only the refusal depends on the clock, never the bytes.
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            let window = sign::validity(&id.cert_der).map_err(|m| at.error(format!("{m} ({c})")))?;
+            if let Some(w) = sign::check_validity(window, sde, now).map_err(|m| at.error(format!("signing_certificate {c:?}: {m}")))? {
+                eprintln!("stagebox: warning: signing_certificate {c:?}: {w}");
+            }
             inputs.push(InputRecord { reference: format!("file:{c}"), digest: Digest::of_bytes(&cert).to_string() });
             pcrs = pcrs.with_certificate(&id.cert_der);
             Some(id.signature_section(&pcrs.pcr0))
