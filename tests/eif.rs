@@ -517,6 +517,66 @@ fn signing_certificate_is_checked_at_source_date_epoch_and_now() {
     assert!(box_file.parent().unwrap().join("out/cert-soon.eif").is_file());
 }
 
+/// `nitro-cli describe-eif`'s keys, from aws-nitro-enclaves-cli 1.5.0's
+/// `src/common/json_output.rs` (`EifDescribeInfo`, `EnclaveBuildInfo`, `MetadataDescribeInfo`)
+/// and aws-nitro-enclaves-image-format's `src/utils/eif_reader.rs` (`SignCertificateInfo`);
+/// `Measurements` as `get_pcrs` fills it for a signed EIF.
+const DESCRIBE_EIF_KEYS: &[&str] = &["EifVersion", "Measurements", "IsSigned", "SigningCertificate", "CheckCRC", "SignatureCheck", "ImageName", "ImageVersion", "Metadata"];
+const DESCRIBE_EIF_UNSIGNED_KEYS: &[&str] = &["EifVersion", "Measurements", "IsSigned", "CheckCRC", "ImageName", "ImageVersion", "Metadata"];
+const MEASUREMENTS_KEYS: &[&str] = &["HashAlgorithm", "PCR0", "PCR1", "PCR2", "PCR8"];
+const SIGNING_CERTIFICATE_KEYS: &[&str] = &["IssuerName", "Algorithm", "NotBefore", "NotAfter", "Signature"];
+const METADATA_KEYS: &[&str] = &["BuildTime", "BuildTool", "BuildToolVersion", "OperatingSystem", "KernelVersion", "DockerInfo"];
+
+fn keys(v: &serde_json::Value) -> std::collections::BTreeSet<String> {
+    v.as_object().unwrap_or_else(|| panic!("not an object: {v}")).keys().cloned().collect()
+}
+
+fn set(k: &[&str]) -> std::collections::BTreeSet<String> {
+    k.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn inspect_json_has_describe_eif_fields_and_the_build_prints_the_memory() {
+    let box_file = std_box("describe", "signing_certificate = \"cert.pem\"\nsigning_key = \"key.pem\"\n");
+    let dir = box_file.parent().unwrap().to_path_buf();
+    let err = build_stderr(&box_file);
+    let eif = dir.join("out/describe.eif");
+    let size = std::fs::metadata(&eif).unwrap().len();
+    // nitro-cli's rule: 4 × the EIF's size must fit in --memory MiB.
+    let mib = (4 * size).div_ceil(1 << 20);
+    assert!(err.contains(&format!("describe.eif: run it with nitro-cli run-enclave --memory {mib} or more")), "{err}");
+    let j = inspect_json(&eif);
+    let ours: std::collections::BTreeSet<String> = keys(&j).into_iter().filter(|k| set(DESCRIBE_EIF_KEYS).contains(k)).collect();
+    assert_eq!(ours, set(DESCRIBE_EIF_KEYS), "{j}");
+    assert_eq!(j["MinimumMemoryMiB"], mib);
+    assert_eq!(keys(&j["Measurements"]), set(MEASUREMENTS_KEYS));
+    assert_eq!(j["Measurements"]["HashAlgorithm"], "Sha384 { ... }");
+    assert_eq!(keys(&j["SigningCertificate"]), set(SIGNING_CERTIFICATE_KEYS));
+    assert_eq!(keys(&j["Metadata"]), set(METADATA_KEYS), "CustomMetadata is null: flattened to nothing");
+    assert!(j["EifVersion"].is_u64() && j["IsSigned"] == true && j["CheckCRC"] == true && j["SignatureCheck"] == true, "{j}");
+    assert_eq!((j["ImageName"].as_str(), j["ImageVersion"].as_str()), (Some("describe"), Some("1.2")));
+    assert!(j["Metadata"]["DockerInfo"].is_null());
+    // The certificate as OpenSSL prints it (what nitro-cli's own OpenSSL calls give).
+    let cert = dir.join("cert.pem");
+    let x = |args: &[&str]| String::from_utf8(run(Command::new("openssl").arg("x509").arg("-in").arg(&cert).args(args)).stdout).unwrap();
+    let c = &j["SigningCertificate"];
+    assert_eq!(format!("notBefore={}\nnotAfter={}\n", c["NotBefore"].as_str().unwrap(), c["NotAfter"].as_str().unwrap()), x(&["-noout", "-startdate", "-enddate"]));
+    let issuer = x(&["-noout", "-issuer", "-nameopt", "lname,sep_multiline,utf8"]);
+    let issuer: serde_json::Map<String, serde_json::Value> =
+        issuer.lines().skip(1).filter_map(|l| l.trim().split_once('=')).map(|(k, v)| (k.to_string(), v.into())).collect();
+    assert_eq!(c["IssuerName"], serde_json::Value::Object(issuer));
+    assert_eq!(c["IssuerName"]["commonName"], "stagebox test");
+    let text = x(&["-noout", "-text"]);
+    assert!(text.contains(&format!("Signature Algorithm: {}", c["Algorithm"].as_str().unwrap())), "{text}");
+    let sig_hex: String = text.split("Signature Value:").nth(1).unwrap().split_whitespace().collect::<String>().to_uppercase();
+    assert_eq!(c["Signature"].as_str().unwrap(), sig_hex);
+    // Unsigned: no SigningCertificate, no SignatureCheck, as describe-eif.
+    let j = inspect_json(&build_eif(&std_box("describe-unsigned", "")));
+    let ours: std::collections::BTreeSet<String> = keys(&j).into_iter().filter(|k| set(DESCRIBE_EIF_KEYS).contains(k)).collect();
+    assert_eq!(ours, set(DESCRIBE_EIF_UNSIGNED_KEYS), "{j}");
+    assert_eq!(keys(&j["Measurements"]), set(&MEASUREMENTS_KEYS[..4]));
+}
+
 #[test]
 fn not_a_bzimage_is_refused() {
     let box_file = make_box("badkernel", "image = \"{bad_kernel}\"", "");

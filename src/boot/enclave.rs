@@ -334,6 +334,11 @@ pub fn emit(job: &Job, o: &EifOutput, kernel: &Kernel, config: Option<&serde_jso
         for (k, v) in pcrs.entries() {
             eprintln!("{name} {k} {}", hex::encode(v));
         }
+        eprintln!(
+            "{name}: run it with nitro-cli run-enclave --memory {} or more (nitro-cli wants {}× the EIF's {size} bytes)",
+            format::min_memory_mib(size),
+            format::MEMORY_EIF_SIZE_RATIO
+        );
     }
     Ok((vec![rec, prec], inputs))
 }
