@@ -652,3 +652,236 @@ fn empty_ramdisk_is_refused_by_the_writer() {
     let e = eif::write(&img, None, &mut Vec::new()).unwrap_err().to_string();
     assert!(e.contains("ramdisk 0 is empty"), "{e}");
 }
+
+/// The modules `names` and their dependencies from Debian's kernel package extracted in
+/// `deb`, dependencies first (read from each `.ko`'s `depends=` modinfo string).
+fn modules_in_order(deb: &Path, names: &[&str]) -> Vec<PathBuf> {
+    let mut all = std::collections::BTreeMap::new();
+    let mut stack = vec![deb.join("lib/modules")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Some(n) = p.file_name().unwrap().to_str().and_then(|n| n.strip_suffix(".ko")) {
+                all.insert(n.replace('-', "_"), p.clone());
+            }
+        }
+    }
+    fn visit(n: &str, all: &std::collections::BTreeMap<String, PathBuf>, out: &mut Vec<PathBuf>) {
+        let p = all.get(n).unwrap_or_else(|| panic!("module {n} is not in Debian's kernel package"));
+        if out.contains(p) {
+            return;
+        }
+        let bytes = read(p);
+        let at = bytes.windows(9).position(|w| w == b"\0depends=").unwrap_or_else(|| panic!("{}: no depends=", p.display())) + 9;
+        let end = bytes[at..].iter().position(|b| *b == 0).unwrap() + at;
+        for d in std::str::from_utf8(&bytes[at..end]).unwrap().split(',').filter(|d| !d.is_empty()) {
+            visit(&d.replace('-', "_"), all, out);
+        }
+        out.push(p.clone());
+    }
+    let mut out = Vec::new();
+    for n in names {
+        visit(n, &all, &mut out);
+    }
+    out
+}
+
+/// A dynamically linked host binary and the libraries `ldd` names, as tree entries under `root`.
+fn with_libs(root: &Path, bin: &Path, at: &str) {
+    let copy = |from: &Path, to: &str| {
+        let dst = root.join(to.trim_start_matches('/'));
+        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        std::fs::copy(from, &dst).unwrap();
+    };
+    copy(bin, at);
+    let o = run(Command::new("ldd").arg(bin));
+    for l in String::from_utf8_lossy(&o.stdout).lines() {
+        let path = l.split_whitespace().find(|w| w.starts_with('/'));
+        if let Some(p) = path {
+            // Both the name a binary asks for (`/lib64/ld-linux-x86-64.so.2`) and the resolved file.
+            let name = l.split_whitespace().next().unwrap();
+            let dst = if name.starts_with('/') { name.to_string() } else { format!("/lib/x86_64-linux-gnu/{name}") };
+            copy(Path::new(p), &dst);
+        }
+    }
+}
+
+/// Busybox at `/bin/busybox` with its applets `names` linked beside it.
+fn busybox_with(root: &Path, names: &[&str]) {
+    write(&root.join("bin/busybox"), busybox());
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(root.join("bin/busybox"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    for n in names {
+        let _ = std::fs::remove_file(root.join("bin").join(n));
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(n)).unwrap();
+    }
+}
+
+fn executable(p: &Path, text: &str) {
+    write(p, text);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// A process killed when dropped.
+struct Killed(std::process::Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// QEMU with a vhost-user-vsock device on `vhost_socket` (guest memory shared with the
+/// backend), serial console to `console`.
+fn vsock_vm(kernel: &Path, initrd: &Path, cmdline: &str, vhost_socket: &Path, console: &Path) -> Command {
+    let mut c = Command::new("qemu-system-x86_64");
+    // KVM when this machine offers it (as `stagebox run` decides), else TCG.
+    let kvm = stagebox::cmd::run::kvm_usable();
+    let accel: &[&str] = if kvm { &["-accel", "kvm", "-cpu", "host"] } else { &["-accel", "tcg"] };
+    c.args(["-machine", "q35,memory-backend=mem", "-smp", "1", "-m", "256M"])
+        .args(accel)
+        .args(["-object", "memory-backend-memfd,id=mem,size=256M,share=on"])
+        .args(["-display", "none", "-monitor", "none", "-no-reboot", "-nodefaults"])
+        .arg("-serial")
+        .arg(format!("file:{}", console.display()))
+        .arg("-chardev")
+        .arg(format!("socket,id=vsock,path={}", vhost_socket.display()))
+        .args(["-device", "vhost-user-vsock-pci,chardev=vsock"])
+        .arg("-kernel")
+        .arg(kernel)
+        .arg("-initrd")
+        .arg(initrd)
+        .args(["-append", cmdline])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(console.with_extension("qemu-stderr")).unwrap());
+    c
+}
+
+/// Wait until `file` contains `text` (or `timeout` seconds pass); returns its contents.
+fn wait_for(file: &Path, text: &str, timeout: u64, child: &mut std::process::Child) -> String {
+    let t0 = std::time::Instant::now();
+    loop {
+        let s = String::from_utf8_lossy(&std::fs::read(file).unwrap_or_default()).into_owned();
+        if s.contains(text) || t0.elapsed().as_secs() > timeout || child.try_wait().unwrap().is_some() {
+            return s;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// The shipped enclave init (boxes/enclave/rootfs/init, verbatim) sends Nitro's heartbeat
+/// over a real vsock: two QEMU guests share one vhost-device-vsock backend, a "parent" with
+/// CID 3 listening on port 9000 (socat) that records and echoes the byte, and the enclave
+/// booted from the kernel, command line and ramdisk cut out of the EIF. Debian's kernel has
+/// vsock and virtio as modules, so the enclave's tree lists them in /etc/enclave/modules
+/// (the shipped init loads that list) and the box uses `kernel_checks = "warn"`; the EIF's
+/// command line has no `pci=off` because QEMU's vsock device is a PCI one here.
+#[test]
+fn shipped_enclave_init_sends_the_heartbeat_over_vsock() {
+    let f = fixture();
+    let backend = find_in_path("vhost-device-vsock").or_else(|| {
+        let home = std::env::var_os("CARGO_HOME").map(PathBuf::from).or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))?;
+        let p = home.join("bin/vhost-device-vsock");
+        p.is_file().then_some(p)
+    });
+    let backend = backend.unwrap_or_else(|| panic!("vhost-device-vsock is not installed: `cargo install vhost-device-vsock --locked` ({INSTALL_HINT})"));
+    require_tools(&["socat", "ldd", "cpio"]);
+    let socat = find_in_path("socat").unwrap();
+    let modules = modules_in_order(&f.dir.join("deb"), &["vmw_vsock_virtio_transport", "virtio_pci"]);
+    let applets = ["sh", "mkdir", "mount", "insmod", "od", "tr", "sleep", "cat", "dd", "poweroff"];
+
+    // The enclave: the shipped /init, busybox, Debian's socat, the modules, an app that says
+    // it ran and powers off.
+    let d = f.dir.join("heartbeat");
+    let _ = std::fs::remove_dir_all(&d);
+    let rootfs = d.join("rootfs");
+    std::fs::create_dir_all(&rootfs).unwrap();
+    std::fs::copy(manifest_dir().join("boxes/enclave/rootfs/init"), rootfs.join("init")).unwrap();
+    busybox_with(&rootfs, &applets);
+    with_libs(&rootfs, &socat, "/usr/bin/socat");
+    let mut list = String::new();
+    for m in &modules {
+        let at = format!("lib/modules/enclave/{}", m.file_name().unwrap().to_string_lossy());
+        std::fs::create_dir_all(rootfs.join("lib/modules/enclave")).unwrap();
+        std::fs::copy(m, rootfs.join(&at)).unwrap();
+        list += &format!("/{at}\n");
+    }
+    write(&rootfs.join("etc/enclave/modules"), list);
+    executable(&rootfs.join("usr/bin/app"), "#!/bin/sh\necho \"stagebox-eif: app ran\"\npoweroff -f\n");
+    let box_file = d.join("heartbeat.toml");
+    write(
+        &box_file,
+        format!(
+            "name = \"heartbeat\"\nversion = \"1\"\n[[layer]]\ndir = \"rootfs\"\n\n[kernel]\nimage = \"{}\"\ncmdline = \"console=ttyS0 panic=-1 reboot=k random.trust_cpu=on\"\n\n[output.eif]\nkernel_checks = \"warn\"\n",
+            f.kernel
+        ),
+    );
+    let eif = build_eif(&box_file);
+    let sections = d.join("sections");
+    let py = py_read(&eif, &sections);
+    assert_eq!(py["types"], serde_json::json!(["kernel", "cmdline", "metadata", "ramdisk"]));
+    let cmdline = py["cmdline"].as_str().unwrap().to_string();
+
+    // The parent: CID 3, socat listening on port 9000, one byte read, shown, echoed.
+    let parent = d.join("parent");
+    busybox_with(&parent, &applets);
+    with_libs(&parent, &socat, "/usr/bin/socat");
+    let mut insmods = String::new();
+    for m in &modules {
+        let name = m.file_name().unwrap().to_string_lossy().into_owned();
+        std::fs::copy(m, parent.join(&name)).unwrap();
+        insmods += &format!("insmod /{name}\n");
+    }
+    executable(
+        &parent.join("init"),
+        &format!("#!/bin/sh\nexport PATH=/bin:/usr/bin\nmkdir -p /proc /dev\nmount -t proc proc /proc\nmount -t devtmpfs dev /dev\n{insmods}echo \"parent: listening\"\nsocat VSOCK-LISTEN:9000,reuseaddr EXEC:/echo\nwhile :; do sleep 3600; done\n"),
+    );
+    executable(&parent.join("echo"), "#!/bin/sh\nb=$(dd bs=1 count=1 2>/dev/null | od -An -tx1 | tr -d ' \\n')\necho \"parent: got 0x$b\" >/dev/console\nprintf \"\\\\$(printf %o 0x$b)\"\n");
+    let parent_cpio = d.join("parent.cpio");
+    let list = run(Command::new("sh").arg("-c").arg("find . | LC_ALL=C sort").current_dir(&parent)).stdout;
+    let mut c = Command::new("cpio");
+    c.args(["-o", "-H", "newc", "--quiet", "-R", "0:0"]).current_dir(&parent).stdin(std::process::Stdio::piped()).stdout(std::fs::File::create(&parent_cpio).unwrap());
+    let mut child = c.spawn().unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(&list).unwrap();
+    assert!(child.wait().unwrap().success());
+
+    // One backend, two guests in its default group.
+    let sock = |n: &str| d.join(n);
+    let mut b = Command::new(&backend);
+    b.arg("--vm")
+        .arg(format!("guest-cid=3,socket={},uds-path={}", sock("parent.vhost").display(), sock("parent.vsock").display()))
+        .arg("--vm")
+        .arg(format!("guest-cid=16,socket={},uds-path={}", sock("enclave.vhost").display(), sock("enclave.vsock").display()))
+        .stdout(std::fs::File::create(d.join("backend.log")).unwrap())
+        .stderr(std::fs::File::create(d.join("backend.err")).unwrap());
+    let _backend = Killed(b.spawn().unwrap());
+    let t0 = std::time::Instant::now();
+    while !(sock("parent.vhost").exists() && sock("enclave.vhost").exists()) {
+        assert!(t0.elapsed().as_secs() < 30, "vhost-device-vsock made no sockets: {}", String::from_utf8_lossy(&read(&d.join("backend.err"))));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let kernel = sections.join("section-0-kernel");
+    let parent_log = d.join("parent.console");
+    let mut p = Killed(vsock_vm(&kernel, &parent_cpio, "console=ttyS0 panic=-1 rdinit=/init", &sock("parent.vhost"), &parent_log).spawn().unwrap());
+    let s = wait_for(&parent_log, "parent: listening", 120, &mut p.0);
+    assert!(s.contains("parent: listening"), "the parent did not come up:\n{s}\n{}", String::from_utf8_lossy(&read(&parent_log.with_extension("qemu-stderr"))));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+
+    let enclave_log = d.join("enclave.console");
+    let mut e = Killed(vsock_vm(&kernel, &sections.join("section-3-ramdisk"), &cmdline, &sock("enclave.vhost"), &enclave_log).spawn().unwrap());
+    let t0 = std::time::Instant::now();
+    while e.0.try_wait().unwrap().is_none() && t0.elapsed().as_secs() < 180 {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let enclave = String::from_utf8_lossy(&read(&enclave_log)).into_owned();
+    let parent = wait_for(&parent_log, "parent: got", 5, &mut p.0);
+    assert!(parent.contains("parent: got 0xb7"), "the parent did not get 0xB7 on port 9000:\n{parent}\n--- enclave:\n{enclave}");
+    assert!(enclave.contains("stagebox enclave: heartbeat echoed"), "the enclave did not read the echo:\n{enclave}");
+    let (hb, up, app) = (enclave.find("heartbeat echoed").unwrap(), enclave.find("stagebox enclave: up").unwrap(), enclave.find("stagebox-eif: app ran").unwrap());
+    assert!(hb < up && up < app, "the heartbeat comes before the workload:\n{enclave}");
+}
