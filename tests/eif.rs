@@ -884,4 +884,10 @@ fn shipped_enclave_init_sends_the_heartbeat_over_vsock() {
     assert!(enclave.contains("stagebox enclave: heartbeat echoed"), "the enclave did not read the echo:\n{enclave}");
     let (hb, up, app) = (enclave.find("heartbeat echoed").unwrap(), enclave.find("stagebox enclave: up").unwrap(), enclave.find("stagebox-eif: app ran").unwrap());
     assert!(hb < up && up < app, "the heartbeat comes before the workload:\n{enclave}");
+    // The rust-hello example's /init sends it with the same line, before it execs the app.
+    let shipped = std::fs::read_to_string(manifest_dir().join("boxes/enclave/rootfs/init")).unwrap();
+    let line = shipped.lines().find(|l| l.contains("VSOCK-CONNECT:3:9000")).unwrap();
+    let hello = std::fs::read_to_string(manifest_dir().join("examples/rust-hello/rootfs/init")).unwrap();
+    let at = hello.lines().position(|l| l == line).expect("rust-hello's /init sends the heartbeat as the enclave box's does");
+    assert!(hello.lines().position(|l| l.starts_with("exec /usr/bin/hello")).is_some_and(|e| e > at), "{hello}");
 }
