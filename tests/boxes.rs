@@ -89,6 +89,21 @@ fn standin(name: &str, scratch: &Path) -> Vec<(String, Vec<u8>)> {
         // Debian's grub-efi-amd64-bin: the same /usr/lib/grub/x86_64-efi as StageX's user-grub.
         "user-grub" => deb_layer("grub-efi-amd64-bin"),
         "core-curl" => layer(&[Entry::dir("usr"), Entry::dir("usr/bin"), Entry::file("usr/bin/curl", "#!/bin/sh\necho curl stand-in\n").mode(0o755)]),
+        // StageX's nitro kernel has vsock, virtio-mmio and the NSM driver built in; Debian's has
+        // them as modules or not at all. This box is built here, not booted as an enclave, so
+        // the stand-in's config says what StageX's nitro.config says, for the EIF kernel gate.
+        "user-linux-nitro" => {
+            let d = scratch.join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            cloud_kernel_layer(&d);
+            let boot = |prefix: &str| {
+                let p = std::fs::read_dir(d.join("boot")).unwrap().map(|e| e.unwrap().path()).find(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix)).unwrap();
+                read(&p)
+            };
+            let mut config = boot("config-");
+            config.extend_from_slice(b"CONFIG_VSOCKETS=y\nCONFIG_VIRTIO_VSOCKETS=y\nCONFIG_VIRTIO_MMIO=y\nCONFIG_NSM=y\n");
+            layer(&[Entry::file("bzImage", boot("vmlinuz-")), Entry::file("linux.config", config)])
+        }
         n if n.starts_with("user-linux-") => {
             let d = scratch.join(n);
             std::fs::create_dir_all(&d).unwrap();

@@ -3,7 +3,10 @@
 //! optional deterministic signature, written as `NAME.eif` with its PCRs in `NAME.pcrs` and in
 //! the manifest record.
 //!
-//! Checks before anything is written: the kernel is a bzImage (`HdrS` at 0x202: Nitro boots
+//! Before anything is written, [`check_kernel`] (the kernel gate, run by `build` once the tree
+//! is flattened) reads the kernel's config for what an enclave needs ([`ENCLAVE_NEEDS`], the
+//! NSM driver) and warns about a clang/LLD-built kernel; `kernel_checks = "warn"` makes its
+//! refusals warnings. Then, while emitting: the kernel is a bzImage (`HdrS` at 0x202: Nitro boots
 //! nothing else on x86_64), the command line fits the kernel's limit, an `initrd=ADDR,SIZE`
 //! names the real ramdisk size (`initrd=ADDR,auto` is filled in; Nitro loads the ramdisks
 //! itself, so most command lines need no `initrd=` at all), and the signing key matches its
@@ -14,10 +17,10 @@ use crate::digest::{Digest, HashWriter};
 use crate::emit::eif::{self, format, ramdisk, sign, Data, Image};
 use crate::error::{Error, IoContext, Result};
 use crate::fsutil::AtomicFile;
-use crate::boot::kernel::Kernel;
+use crate::boot::kernel::{Kernel, KernelConfig};
 use crate::boot::Job;
 use crate::measure::{InputRecord, OutputRecord};
-use crate::spec::{EifLayout, EifOutput, Location};
+use crate::spec::{EifLayout, EifOutput, KernelChecks, Location};
 use crate::tree::{Kind, Tree};
 use std::io::{BufWriter, Read, Write};
 use std::path::Path;
@@ -26,6 +29,107 @@ use std::path::Path;
 /// kernel definition sets one.
 pub const NITRO_DEFAULT_CMDLINE: &str =
     "reboot=k panic=30 pci=off nomodules console=ttyS0 i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd random.trust_cpu=on";
+
+/// What a Nitro enclave needs built into its kernel (`=y`), each with why. x86_64 only (an
+/// EIF's kernel is a bzImage here), so the serial console is the 8250 UART's.
+pub const ENCLAVE_NEEDS: &[(&str, &str)] = &[
+    ("CONFIG_VSOCKETS", "vsock is the enclave's only channel to its parent: the boot heartbeat nitro-cli waits for (CID 3, port 9000) and every service"),
+    ("CONFIG_VIRTIO_VSOCKETS", "the enclave's vsock device is a virtio one; without its driver AF_VSOCK has no transport"),
+    ("CONFIG_VIRTIO_MMIO", "Nitro attaches the enclave's devices over virtio-mmio (there is no PCI: pci=off), so without it the vsock device is never found"),
+    ("CONFIG_SERIAL_8250_CONSOLE", "the enclave's console (ttyS0, what `nitro-cli console` shows) is an 8250 UART"),
+    ("CONFIG_BLK_DEV_INITRD", "Nitro loads the EIF's ramdisks as the initramfs: without it there is no root file system"),
+    ("CONFIG_DEVTMPFS", "/dev/nsm and /dev/console appear only through devtmpfs (nothing in an enclave runs udev)"),
+];
+
+/// Why the NSM driver matters.
+const NSM_WHY: &str = "the Nitro Secure Module driver gives /dev/nsm: attestation documents, PCRs and the enclave's entropy";
+
+/// The report hashi's maintainers filed on StageX's clang/LLD-built nitro kernel.
+pub const CLANG_REPORT: &str = "MystenLabs/hashi PR #789 reports StageX's clang/LLD-built linux-nitro (2026.01.0 on) never runs on Nitro (blank console, then nitro-cli's E36 VsockTimeout) while a gcc build of the same config boots; root cause unconfirmed";
+
+/// Where the box's ramdisks carry the NSM module, if they do: `nsm.ko` (also compressed)
+/// anywhere in the tree, or for the nitro-cli layout the kernel image's `/nsm.ko` (which its
+/// bootstrap ramdisk takes).
+fn nsm_module(tree: &Tree, kernel: &Kernel, layout: EifLayout) -> Option<String> {
+    if layout == EifLayout::NitroCli && kernel.tree.lookup(b"nsm.ko").is_ok() {
+        return Some("/nsm.ko (bootstrap ramdisk, from the kernel image)".into());
+    }
+    tree.walk()
+        .find(|(p, n)| {
+            matches!(n.kind, Kind::File { .. })
+                && [&b"nsm.ko"[..], b"nsm.ko.xz", b"nsm.ko.zst", b"nsm.ko.gz"].iter().any(|f| p == f || p.ends_with(&[b"/", *f].concat()))
+        })
+        .map(|(p, _)| format!("/{}", String::from_utf8_lossy(p)))
+}
+
+/// The gate's findings for a kernel config: (problems, warnings). `nsm_module` is where the
+/// ramdisks carry `nsm.ko`, if they do; `cmdline` the command line the EIF will hold.
+pub fn kernel_findings(cfg: &KernelConfig, cmdline: &str, nsm_module: Option<&str>) -> (Vec<String>, Vec<String>) {
+    let mut problems = Vec::new();
+    let state = |o: &str| match cfg.options.get(o).map(String::as_str) {
+        Some("m") => "a module (=m), not built in: nothing loads it before your init runs",
+        _ => "not set",
+    };
+    for (option, why) in ENCLAVE_NEEDS {
+        if !cfg.builtin(option) {
+            problems.push(format!("{option} is {}: {why}", state(option)));
+        }
+    }
+    let no_module_loading = cmdline.split_ascii_whitespace().any(|w| w == "nomodule");
+    if !cfg.builtin("CONFIG_NSM") {
+        match (cfg.module("CONFIG_NSM"), nsm_module) {
+            (true, Some(_)) if !cfg.builtin("CONFIG_MODULES") => {
+                problems.push(format!("CONFIG_NSM is a module but CONFIG_MODULES is not set, so it cannot be loaded: {NSM_WHY}"))
+            }
+            (true, Some(_)) if no_module_loading => problems.push(format!(
+                "CONFIG_NSM is a module but `nomodule` on the command line forbids loading any: {NSM_WHY}"
+            )),
+            (true, Some(_)) => {}
+            (true, None) => problems.push(format!(
+                "CONFIG_NSM is a module (=m) but no nsm.ko is in the ramdisks; nothing loads modules on its own in an enclave (nitro-cli's `nomodules` is not a kernel switch, and there is no udev), so your init must insmod one the box carries: {NSM_WHY}"
+            )),
+            (false, _) => problems.push(format!("CONFIG_NSM is not set: {NSM_WHY}")),
+        }
+    }
+    let mut warnings = Vec::new();
+    let clang = ["CONFIG_CC_IS_CLANG", "CONFIG_LD_IS_LLD"].into_iter().filter(|o| cfg.builtin(o)).collect::<Vec<_>>();
+    if !clang.is_empty() {
+        warnings.push(format!("{} set: this kernel was built with clang/LLD; {CLANG_REPORT}", clang.join(" and ")));
+    }
+    (problems, warnings)
+}
+
+/// The kernel gate of `[output.eif]`: the kernel's config (its file, else its IKCONFIG) checked
+/// for what an enclave needs. `kernel_checks = "strict"` refuses the box naming every missing
+/// option; `"warn"` turns them into warnings. Returns the warnings to print.
+pub fn check_kernel(kernel: &Kernel, o: &EifOutput, tree: &Tree, at: &Location) -> Result<Vec<String>> {
+    let name = &kernel.spec.def.name;
+    let cmdline = if kernel.spec.cmdline.trim().is_empty() { NITRO_DEFAULT_CMDLINE } else { kernel.spec.cmdline.as_str() };
+    let (problems, mut warnings) = match &kernel.config {
+        Some(cfg) => kernel_findings(cfg, cmdline, nsm_module(tree, kernel, o.layout).as_deref()),
+        None => (
+            vec![format!(
+                "it has no config to check: no {} in {} and no config built into the kernel (CONFIG_IKCONFIG); set `config` in the kernel definition",
+                kernel.spec.def.config, kernel.image.reference.text
+            )],
+            Vec::new(),
+        ),
+    };
+    if problems.is_empty() {
+        return Ok(warnings);
+    }
+    let source = if kernel.config.is_some() { format!(" ({})", kernel.config_source()) } else { String::new() };
+    match o.kernel_checks {
+        KernelChecks::Strict => Err(at.error(format!(
+            "kernel {name:?} cannot run a Nitro enclave{source}:\n  - {}\nuse a kernel built for Nitro (kernels/nitro.toml), or set `kernel_checks = \"warn\"` in [output.eif] for a test kernel",
+            problems.join("\n  - ")
+        ))),
+        KernelChecks::Warn => {
+            warnings.extend(problems.into_iter().map(|p| format!("kernel {name:?}{source}: {p} (kernel_checks = \"warn\")")));
+            Ok(warnings)
+        }
+    }
+}
 
 /// Largest kernel read into memory (StageX's nitro bzImage is about 10 MiB).
 const MAX_KERNEL: u64 = 256 << 20;
@@ -194,6 +298,13 @@ pub fn emit(job: &Job, o: &EifOutput, kernel: &Kernel, config: Option<&serde_jso
             let cert = std::fs::read(&cp).map_err(|e| at.error(format!("signing_certificate {c:?}: {e}")))?;
             let key = std::fs::read(&kp).map_err(|e| at.error(format!("signing_key {k:?}: {e}")))?;
             let id = sign::SigningIdentity::from_pem(&cert, &key).map_err(|m| at.error(format!("{m} ({c}, {k})")))?;
+            // Checked against the clock as well as SOURCE_DATE_EPOCH: nitro-cli checks it when
+            // the enclave starts. Only the refusal depends on the clock, never the bytes.
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            let window = sign::validity(&id.cert_der).map_err(|m| at.error(format!("{m} ({c})")))?;
+            if let Some(w) = sign::check_validity(window, sde, now).map_err(|m| at.error(format!("signing_certificate {c:?}: {m}")))? {
+                eprintln!("stagebox: warning: signing_certificate {c:?}: {w}");
+            }
             inputs.push(InputRecord { reference: format!("file:{c}"), digest: Digest::of_bytes(&cert).to_string() });
             pcrs = pcrs.with_certificate(&id.cert_der);
             Some(id.signature_section(&pcrs.pcr0))
@@ -223,6 +334,11 @@ pub fn emit(job: &Job, o: &EifOutput, kernel: &Kernel, config: Option<&serde_jso
         for (k, v) in pcrs.entries() {
             eprintln!("{name} {k} {}", hex::encode(v));
         }
+        eprintln!(
+            "{name}: run it with nitro-cli run-enclave --memory {} or more (nitro-cli wants {}× the EIF's {size} bytes)",
+            format::min_memory_mib(size),
+            format::MEMORY_EIF_SIZE_RATIO
+        );
     }
     Ok((vec![rec, prec], inputs))
 }
@@ -230,6 +346,25 @@ pub fn emit(job: &Job, o: &EifOutput, kernel: &Kernel, config: Option<&serde_jso
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const ALL: &str = "CONFIG_BLK_DEV_INITRD=y\nCONFIG_VSOCKETS=y\nCONFIG_VIRTIO_VSOCKETS=y\nCONFIG_VIRTIO_MMIO=y\nCONFIG_SERIAL_8250_CONSOLE=y\nCONFIG_DEVTMPFS=y\nCONFIG_MODULES=y\n";
+
+    #[test]
+    fn kernel_gate_findings() {
+        let cfg = |extra: &str| KernelConfig::parse(&format!("{ALL}{extra}"));
+        assert_eq!(kernel_findings(&cfg("CONFIG_NSM=y\n"), NITRO_DEFAULT_CMDLINE, None), (vec![], vec![]));
+        // NSM as a module: fine when the ramdisk carries it (nitro-cli's `nomodules` is no kernel
+        // switch), refused without it or with `nomodule`, which forbids loading any.
+        let m = cfg("CONFIG_NSM=m\n");
+        assert!(kernel_findings(&m, NITRO_DEFAULT_CMDLINE, Some("/nsm.ko")).0.is_empty());
+        assert!(kernel_findings(&m, NITRO_DEFAULT_CMDLINE, None).0[0].contains("no nsm.ko is in the ramdisks"));
+        assert!(kernel_findings(&m, "console=ttyS0 nomodule", Some("/nsm.ko")).0[0].contains("`nomodule`"));
+        let (p, _) = kernel_findings(&KernelConfig::parse("CONFIG_VSOCKETS=m\n"), "", None);
+        assert_eq!(p.len(), ENCLAVE_NEEDS.len() + 1, "{p:?}");
+        assert!(p[0].starts_with("CONFIG_VSOCKETS is a module") && p.last().unwrap().starts_with("CONFIG_NSM is not set"), "{p:?}");
+        let (p, w) = kernel_findings(&cfg("CONFIG_NSM=y\nCONFIG_CC_IS_CLANG=y\n"), "", None);
+        assert!(p.is_empty() && w.len() == 1 && w[0].contains("CONFIG_CC_IS_CLANG set") && w[0].contains("hashi PR #789"), "{w:?}");
+    }
 
     #[test]
     fn initrd_sizes_come_from_the_ramdisks() {

@@ -4,7 +4,8 @@
 //!
 //! Two checks catch boxes that would build but never boot: the initramfs compression must be
 //! one the kernel unpacks (read from `CONFIG_BLK_DEV_INITRD` and `CONFIG_RD_*` in the image's
-//! kernel config when it has one, else from the definition's `compressions`), and the init the
+//! kernel config when it has one — the definition's `config` file, else the config built into the
+//! kernel (`CONFIG_IKCONFIG`) — else from the definition's `compressions`), and the init the
 //! kernel will run (`rdinit=` or `/init`) must exist in the tree as an executable file, after
 //! following symlinks inside the tree, with its `#!` interpreter present too.
 
@@ -19,6 +20,9 @@ use crate::tree::{ContentRef, Kind, Node, Tree};
 use std::collections::BTreeMap;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+
+/// Largest kernel file read whole to look for a config built into it.
+const MAX_KERNEL: u64 = 256 << 20;
 
 /// A kernel config (`.config` format): `CONFIG_X=value` lines; `# CONFIG_X is not set` and
 /// absent options both read as unset.
@@ -41,6 +45,45 @@ impl KernelConfig {
     /// True when the option is built in (`=y`).
     pub fn builtin(&self, option: &str) -> bool {
         self.options.get(option).is_some_and(|v| v == "y")
+    }
+
+    /// True when the option is built as a module (`=m`).
+    pub fn module(&self, option: &str) -> bool {
+        self.options.get(option).is_some_and(|v| v == "m")
+    }
+
+    /// The config a kernel carries in itself (`CONFIG_IKCONFIG`): the bzImage's payload
+    /// (gzip, xz or zstd, as `payload_offset`/`payload_length` in its setup header place it)
+    /// unpacked, then the gzip between the `IKCFG_ST` and `IKCFG_ED` markers, as the kernel's
+    /// `scripts/extract-ikconfig` finds it. None when the kernel has none, or its payload is
+    /// compressed some other way (lz4, lzma, bzip2).
+    pub fn from_bzimage(k: &[u8]) -> Option<Self> {
+        use std::io::Read as _;
+        crate::emit::eif::format::bzimage::check(k).ok()?;
+        let u32_at = |o: usize| Some(u32::from_le_bytes(k.get(o..o + 4)?.try_into().ok()?) as usize);
+        let setup_sects = match k[0x1f1] {
+            0 => 4,
+            n => n as usize,
+        };
+        let start = (setup_sects + 1) * 512 + u32_at(0x248)?;
+        let payload = k.get(start..start.checked_add(u32_at(0x24c)?)?)?;
+        // Unpacked kernels are tens of MiB; the cap keeps a hostile image from filling memory.
+        const MAX: u64 = 512 << 20;
+        let mut vmlinux = Vec::new();
+        let read = match payload {
+            [0x1f, 0x8b, ..] => flate2::read::GzDecoder::new(payload).take(MAX).read_to_end(&mut vmlinux),
+            [0xfd, b'7', b'z', b'X', b'Z', 0, ..] => liblzma::read::XzDecoder::new(payload).take(MAX).read_to_end(&mut vmlinux),
+            [0x28, 0xb5, 0x2f, 0xfd, ..] => zstd::stream::read::Decoder::new(payload).ok()?.take(MAX).read_to_end(&mut vmlinux),
+            _ => return None,
+        };
+        // A payload with trailing bytes after its stream still gives the whole vmlinux.
+        if read.is_err() && vmlinux.is_empty() {
+            return None;
+        }
+        let at = vmlinux.windows(8).position(|w| w == b"IKCFG_ST")? + 8;
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&vmlinux[at..]).take(MAX).read_to_string(&mut text).ok()?;
+        Some(Self::parse(&text))
     }
 
     /// The option a compression needs besides `CONFIG_BLK_DEV_INITRD`.
@@ -72,8 +115,11 @@ pub struct Kernel {
     pub tree: Tree,
     /// The kernel file's contents in `tree`.
     pub kernel: ContentRef,
-    /// The config, when the image has one at the definition's config path.
+    /// The config, when the image has one at the definition's config path, else the one
+    /// built into the kernel (`CONFIG_IKCONFIG`) if it has one.
     pub config: Option<KernelConfig>,
+    /// True when `config` came from inside the kernel file.
+    pub config_in_kernel: bool,
 }
 
 impl std::fmt::Debug for Kernel {
@@ -86,9 +132,18 @@ impl Kernel {
     /// What this kernel unpacks and how we know: from its config, else from the definition.
     pub fn compressions(&self) -> Option<(Vec<Compression>, String)> {
         match (&self.config, &self.spec.def.compressions) {
-            (Some(c), _) => Some((c.initramfs_compressions(), format!("{} in {}", self.spec.def.config, self.image.reference.text))),
+            (Some(c), _) => Some((c.initramfs_compressions(), self.config_source())),
             (None, Some(list)) => Some((list.clone(), self.describe())),
             (None, None) => None,
+        }
+    }
+
+    /// Where the config was read: the file in the image, or the kernel's IKCONFIG.
+    pub fn config_source(&self) -> String {
+        if self.config_in_kernel {
+            format!("the config built into {} (IKCONFIG) in {}", self.spec.def.path, self.image.reference.text)
+        } else {
+            format!("{} in {}", self.spec.def.config, self.image.reference.text)
         }
     }
 
@@ -185,6 +240,7 @@ pub fn resolve(k: &KernelSpec, import: &Import) -> Result<Kernel> {
         message: format!("{what} {p} (from {}): {m}", def.file.as_ref().map(|f| f.display().to_string()).unwrap_or_else(|| "[kernel]".into())),
     };
     let kernel = regular_file(&tree, &def.path).map_err(|m| in_image("kernel", &def.path, m))?;
+    let mut config_in_kernel = false;
     let config = match tree.lookup(def.config.as_bytes()) {
         Ok((_, Node { kind: Kind::File { content, .. }, .. })) => {
             let mut text = String::new();
@@ -194,9 +250,17 @@ pub fn resolve(k: &KernelSpec, import: &Import) -> Result<Kernel> {
         }
         Ok(_) if def.config_required => return Err(in_image("config", &def.config, "not a regular file".into())),
         Err(m) if def.config_required => return Err(in_image("config", &def.config, m)),
+        // No config file: the one built into the kernel (CONFIG_IKCONFIG), if any.
+        _ if kernel.len <= MAX_KERNEL => {
+            let mut k = Vec::with_capacity(kernel.len as usize);
+            tree.open(&kernel).read_to_end(&mut k).map_err(|e| in_image("kernel", &def.path, e.to_string()))?;
+            let c = KernelConfig::from_bzimage(&k);
+            config_in_kernel = c.is_some();
+            c
+        }
         _ => None,
     };
-    Ok(Kernel { spec: k.clone(), image, tree, kernel, config })
+    Ok(Kernel { spec: k.clone(), image, tree, kernel, config, config_in_kernel })
 }
 
 /// The contents of the regular file at `path` in `tree` (symlinks followed), or why not.
@@ -247,6 +311,35 @@ fn executable(tree: &Tree, path: &[u8]) -> Result<ContentRef, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A bzImage-shaped file (setup header, one setup sector) whose payload is `payload`.
+    fn bzimage(payload: &[u8]) -> Vec<u8> {
+        let mut k = vec![0u8; 1024];
+        k[0x1f1] = 1;
+        k[0x202..0x206].copy_from_slice(b"HdrS");
+        k[0x248..0x24c].copy_from_slice(&0u32.to_le_bytes());
+        k[0x24c..0x250].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+        k.extend_from_slice(payload);
+        k
+    }
+
+    #[test]
+    fn ikconfig_is_found_in_gzip_and_zstd_payloads() {
+        use std::io::Write as _;
+        let gz = |b: &[u8]| {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(b).unwrap();
+            e.finish().unwrap()
+        };
+        let vmlinux = [&b"\x7fELF...code..IKCFG_ST"[..], &gz(b"CONFIG_NSM=y\n# CONFIG_X is not set\n"), b"IKCFG_ED...rest"].concat();
+        let c = KernelConfig::from_bzimage(&bzimage(&gz(&vmlinux))).unwrap();
+        assert!(c.builtin("CONFIG_NSM") && !c.options.contains_key("CONFIG_X"));
+        let z = zstd::encode_all(&vmlinux[..], 3).unwrap();
+        assert!(KernelConfig::from_bzimage(&bzimage(&z)).unwrap().builtin("CONFIG_NSM"));
+        assert_eq!(KernelConfig::from_bzimage(&bzimage(&gz(b"no config here"))), None);
+        assert_eq!(KernelConfig::from_bzimage(&bzimage(b"LZ4?")), None);
+        assert_eq!(KernelConfig::from_bzimage(b"short"), None);
+    }
 
     #[test]
     fn config_compressions() {

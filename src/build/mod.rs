@@ -53,6 +53,13 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
     if let (Some(k), true) = (&plan.kernel, tree_init) {
         crate::boot::kernel::check_init(&tree, &layers, &k.spec.cmdline, &k.spec.at)?;
     }
+    // The kernel gate of an EIF (what a Nitro enclave needs of its kernel), before writing.
+    if let (Some(k), Some(e)) = (&plan.kernel, &spec.outputs.eif) {
+        let at = spec.eif_at.clone().unwrap_or_else(|| k.spec.at.clone());
+        for w in crate::boot::enclave::check_kernel(k, e, &tree, &at)? {
+            eprintln!("stagebox: warning: {w}");
+        }
+    }
     let t0 = std::time::Instant::now();
 
     let final_out = opts.out.clone().unwrap_or_else(|| spec.dir.join("out"));

@@ -110,6 +110,17 @@ pub enum EifLayout {
     NitroCli,
 }
 
+/// How `[output.eif]` treats a kernel that lacks what an enclave needs (see `boot::enclave`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum KernelChecks {
+    /// Refuse the build, naming each missing kernel option.
+    #[default]
+    Strict,
+    /// Print the same findings as warnings and build anyway (test kernels, e.g. Debian's).
+    Warn,
+}
+
 /// `[output.eif]`: `NAME.eif` and `NAME.pcrs`, an AWS Nitro Enclave image of the box's
 /// `[kernel]` (see `src/enclave.rs`).
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
@@ -127,6 +138,11 @@ pub struct EifOutput {
     /// neither.
     pub signing_certificate: Option<String>,
     pub signing_key: Option<String>,
+    /// `"strict"` (default): refuse a kernel whose config lacks what a Nitro enclave needs
+    /// (vsock, virtio-mmio, serial console, initramfs, devtmpfs, the NSM driver); `"warn"`:
+    /// print the findings and build anyway.
+    #[serde(default)]
+    pub kernel_checks: KernelChecks,
 }
 
 /// Compression of a SquashFS image's data and metadata blocks.

@@ -34,6 +34,15 @@ pub const DEFAULT_MEM: u64 = 1 << 30;
 /// What AWS's builder writes as the default vCPU count.
 pub const DEFAULT_CPUS: u64 = 2;
 
+/// nitro-cli's `ENCLAVE_MEMORY_EIF_SIZE_RATIO` (enclave_proc/resource_manager.rs): run-enclave
+/// refuses `--memory M` (MiB) when `4 × EIF size > M × 2^20` (E26).
+pub const MEMORY_EIF_SIZE_RATIO: u64 = 4;
+
+/// The smallest `--memory` (MiB) nitro-cli accepts for an EIF of `eif_size` bytes.
+pub fn min_memory_mib(eif_size: u64) -> u64 {
+    (MEMORY_EIF_SIZE_RATIO * eif_size).div_ceil(1 << 20)
+}
+
 /// Section types (0 and >= 6 are invalid).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u16)]

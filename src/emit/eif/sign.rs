@@ -97,6 +97,45 @@ pub fn sig_structure(protected: &[u8], payload: &[u8]) -> Vec<u8> {
     c.0
 }
 
+/// The validity window of a DER certificate: (notBefore, notAfter) in seconds since the epoch.
+pub fn validity(cert_der: &[u8]) -> Result<(u64, u64), String> {
+    let cert = x509_cert::Certificate::from_der(cert_der).map_err(|e| format!("signing certificate: {e}"))?;
+    let v = &cert.tbs_certificate.validity;
+    Ok((v.not_before.to_unix_duration().as_secs(), v.not_after.to_unix_duration().as_secs()))
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC`.
+fn when(t: u64) -> String {
+    let (y, mo, d, h, mi, s) = crate::date::utc(t);
+    format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02} UTC")
+}
+
+/// A warning is due when the certificate expires within this many seconds of now (30 days).
+pub const EXPIRY_WARNING: u64 = 30 * 24 * 3600;
+
+/// Check a certificate's window against SOURCE_DATE_EPOCH (`sde`, the build's time) and the
+/// current time (`now`, when nitro-cli will check it: it refuses an expired or not yet valid
+/// certificate with E59). Err names which of the two times falls outside; Ok carries a warning
+/// when it expires within 30 days of `now`. Neither time reaches the output.
+pub fn check_validity((not_before, not_after): (u64, u64), sde: u64, now: u64) -> Result<Option<String>, String> {
+    let window = format!("valid from {} to {}", when(not_before), when(not_after));
+    let mut bad = Vec::new();
+    for (t, what) in [(sde, "SOURCE_DATE_EPOCH"), (now, "the current time")] {
+        if t > not_after {
+            bad.push(format!("expired at {what} ({})", when(t)));
+        } else if t < not_before {
+            bad.push(format!("not yet valid at {what} ({})", when(t)));
+        }
+    }
+    if !bad.is_empty() {
+        return Err(format!("signing certificate is {} ({window}); nitro-cli refuses it (E59)", bad.join(" and ")));
+    }
+    if not_after - now < EXPIRY_WARNING {
+        return Ok(Some(format!("signing certificate expires in {} days, on {} ({window})", (not_after - now) / 86400, when(not_after))));
+    }
+    Ok(None)
+}
+
 /// A signing certificate and its P-384 key, checked to belong together.
 pub struct SigningIdentity {
     /// The certificate file as it was read (PEM), stored as such in the section.
@@ -289,6 +328,21 @@ pub fn certificate_der_from_section(section: &[u8]) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn certificate_validity_at_both_times() {
+        let day = 86400;
+        let w = (100 * day, 400 * day);
+        assert_eq!(check_validity(w, 200 * day, 200 * day), Ok(None));
+        let e = check_validity(w, 1, 200 * day).unwrap_err();
+        assert!(e.contains("not yet valid at SOURCE_DATE_EPOCH (1970-01-01 00:00:01 UTC)") && !e.contains("current"), "{e}");
+        let e = check_validity(w, 200 * day, 500 * day).unwrap_err();
+        assert!(e.starts_with("signing certificate is expired at the current time") && e.contains("E59"), "{e}");
+        let e = check_validity(w, 500 * day, 501 * day).unwrap_err();
+        assert!(e.contains("expired at SOURCE_DATE_EPOCH") && e.contains("and expired at the current time"), "{e}");
+        let warn = check_validity(w, 200 * day, 390 * day).unwrap().unwrap();
+        assert!(warn.contains("expires in 10 days") && warn.contains("1971-02-05"), "{warn}");
+    }
 
     #[test]
     fn cbor_heads_as_serde_cbor_writes_them() {
