@@ -1,0 +1,145 @@
+//! Day one as a new user (issue 24): each test is a command line a new user types, and asserts
+//! what that user needs to read — the `file:line:column` of the mistake, what is allowed or
+//! offered instead, and the exit code the README promises.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+
+const D: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/// What a command did: exit code, stdout, stderr (never a panic).
+struct Ran {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+/// `stagebox ARGS…` run in `dir` with the store under `dir/cache`.
+fn sb(dir: &Path, args: &[&str]) -> Ran {
+    let mut c = stagebox(args);
+    c.current_dir(dir).env("STAGEBOX_CACHE", dir.join("cache"));
+    let o = output(&mut c);
+    let r = Ran {
+        code: o.status.code().expect("exit code"),
+        stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+    };
+    assert!(!r.stderr.contains("panicked"), "{}", r.stderr);
+    r
+}
+
+/// A scratch directory with `rootfs/hello` and the given files.
+fn scratch(files: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf) {
+    let t = tempdir();
+    let d = t.path().to_path_buf();
+    write(&d.join("rootfs/hello"), "hi\n");
+    for (rel, text) in files {
+        write(&d.join(rel), text);
+    }
+    (t, d)
+}
+
+/// The 1-based `line:column` of the first `needle` in `text`.
+fn line_col(text: &str, needle: &str) -> String {
+    let at = text.find(needle).unwrap_or_else(|| panic!("{needle:?} not in {text}"));
+    let line = text[..at].matches('\n').count() + 1;
+    let col = at - text[..at].rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+    format!("{line}:{col}")
+}
+
+/// `stagebox build box.toml` must fail with exit 2, `box.toml:LINE:COL:` at `needle`, and the
+/// message parts in `says`; nothing is written.
+fn build_refused_at(box_text: &str, needle: &str, says: &[&str]) {
+    let syslinux = "kind = \"syslinux\"\nisolinux = \"/a\"\nisohdpfx = \"/b\"\nldlinux = \"/c\"\n";
+    let grub = "kind = \"grub\"\nplatform = \"/usr/lib/grub/x86_64-efi\"\n";
+    let (_t, d) = scratch(&[("box.toml", box_text), ("sl.toml", syslinux), ("grub.toml", grub)]);
+    let r = sb(&d, &["build", "box.toml", "--offline"]);
+    assert_eq!(r.code, 2, "{box_text}\n{}", r.stderr);
+    let at = format!("stagebox: error: box.toml:{}: ", line_col(box_text, needle));
+    assert!(r.stderr.starts_with(&at), "expected {at:?} for\n{box_text}\ngot: {}", r.stderr);
+    for s in says {
+        assert!(r.stderr.contains(s), "expected {s:?} in {}", r.stderr);
+    }
+    assert!(!r.stderr.contains("untagged"), "{}", r.stderr);
+    assert!(!d.join("out").exists(), "a box-file error wrote outputs");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. Bootloader tables refuse unknown keys, with file:line:column and the allowed keys
+// ---------------------------------------------------------------------------------------------
+
+fn kernel_box(rest: &str) -> String {
+    format!("name = \"demo\"\n[[layer]]\ndir = \"rootfs\"\n[kernel]\nimage = \"oci:k@{D}\"\n{rest}")
+}
+
+#[test]
+fn iso_bootloader_entry_with_an_unknown_key_is_refused() {
+    let b = kernel_box(&format!("[output.iso]\nbootloader = [{{ definition = \"sl.toml\", image = \"oci:x@{D}\", label = \"X\" }}]\n"));
+    build_refused_at(&b, "label", &["unknown field `label`", "expected `definition` or `image`"]);
+}
+
+#[test]
+fn iso_bootloader_single_table_with_an_unknown_key_is_refused() {
+    let b = kernel_box(&format!("[output.iso]\nbootloader = {{ definition = \"sl.toml\", image = \"oci:x@{D}\", label = \"X\" }}\n"));
+    build_refused_at(&b, "label", &["unknown field `label`", "expected `definition` or `image`"]);
+}
+
+#[test]
+fn disk_bootloader_typo_names_the_key_and_what_is_allowed() {
+    let b = kernel_box(&format!("[output.disk]\nbootloader = {{ defintion = \"grub.toml\", image = \"oci:x@{D}\" }}\n"));
+    build_refused_at(&b, "defintion", &["unknown field `defintion`", "expected `definition` or `image`"]);
+}
+
+#[test]
+fn disk_bootloader_as_a_sub_table_refuses_an_unknown_key() {
+    let b = kernel_box(&format!("[output.disk.bootloader]\ndefinition = \"grub.toml\"\nimage = \"oci:x@{D}\"\nlable = \"X\"\n"));
+    build_refused_at(&b, "lable", &["unknown field `lable`", "expected `definition` or `image`"]);
+}
+
+#[test]
+fn bootloader_of_the_wrong_type_says_what_it_takes() {
+    let b = kernel_box("[output.disk]\nbootloader = 3\n");
+    build_refused_at(&b, "3\n", &["invalid type: integer `3`", "a bootloader definition path", "or a list of them"]);
+    let b = kernel_box("[output.iso]\nbootloader = [\"sl.toml\", 3]\n");
+    build_refused_at(&b, "3]", &["invalid type: integer `3`", "a bootloader definition path"]);
+}
+
+#[test]
+fn bootloader_table_without_definition_says_so() {
+    let b = kernel_box(&format!("[output.iso]\nbootloader = [{{ image = \"oci:x@{D}\" }}]\n"));
+    build_refused_at(&b, "{", &["missing field `definition`"]);
+}
+
+#[test]
+fn every_box_table_refuses_an_unknown_key() {
+    // Every table a box file has (a typo never silently drops a setting); tests/schema.rs
+    // checks the full key lists of each.
+    let tables = [
+        "",
+        "[kernel]\nimage = \"oci:k@D\"\n",
+        "[policy]\n",
+        "[policy.images.\"stagex/x\"]\n",
+        "[output]\n",
+        "[output.tar]\n",
+        "[output.oci]\n",
+        "[output.initramfs]\n",
+        "[output.eif]\n",
+        "[output.squashfs]\n",
+        "[output.erofs]\n",
+        "[output.sbom]\n",
+        "[output.provenance]\n",
+        "[output.deb]\n",
+        "[output.rpm]\n",
+        "[output.arch]\n",
+        "[output.apk]\n",
+        "[output.iso]\n",
+        "[output.disk]\n",
+        "[output.iso.bootloader]\ndefinition = \"sl.toml\"\n",
+    ];
+    for t in tables {
+        let b = format!("name = \"n\"\n[[layer]]\ndir = \"rootfs\"\n{}colour = 1\n", t.replace("@D", &format!("@{D}")));
+        build_refused_at(&b, "colour", &["unknown field `colour`"]);
+    }
+}
