@@ -85,6 +85,11 @@ impl ImageRef {
 }
 
 fn split_digest(text: &str) -> Result<(&str, Option<Digest>), String> {
+    if let Some((body, hex)) = text.rsplit_once('@') {
+        if hex.len() >= 12 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("{text:?}: a digest is written with its algorithm: {body}@sha256:{hex}"));
+        }
+    }
     match text.rfind('@') {
         Some(i) if text[i + 1..].contains(':') && !text[i + 1..].contains('/') => {
             let d = Digest::parse(&text[i + 1..]).map_err(|e| e.to_string())?;
@@ -174,6 +179,8 @@ mod tests {
         assert_eq!(r.kind, RefKind::OciLayout { dir: "/abs/img".into(), tag: None });
         assert_eq!(r.digest.unwrap().hex(), HEX);
         assert!(ImageRef::parse("oci:x@sha256:abc", Path::new("/")).is_err());
+        let e = ImageRef::parse(&format!("oci:x@{HEX}"), Path::new("/")).unwrap_err();
+        assert!(e.contains(&format!("oci:x@sha256:{HEX}")), "{e}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! offered instead, and the exit code the README promises.
 
 mod common;
+mod registry_support;
 
 use common::*;
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ const D: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef01234567
 /// What a command did: exit code, stdout, stderr (never a panic).
 struct Ran {
     code: i32,
+    #[allow(dead_code)]
     stdout: String,
     stderr: String,
 }
@@ -142,4 +144,127 @@ fn every_box_table_refuses_an_unknown_key() {
         let b = format!("name = \"n\"\n[[layer]]\ndir = \"rootfs\"\n{}colour = 1\n", t.replace("@D", &format!("@{D}")));
         build_refused_at(&b, "colour", &["unknown field `colour`"]);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. A wrong pin names the box file's line, the digest, and what the source offers
+// ---------------------------------------------------------------------------------------------
+
+/// A layout `img/` with an index tagged `multi` (linux/amd64 + linux/arm64) and a single
+/// linux/amd64 image tagged `small`. Returns (index, amd64, arm64, small, small's config).
+struct Multi {
+    index: String,
+    amd64: String,
+    arm64: String,
+    small: String,
+    small_config: String,
+}
+
+fn multi_layout(dir: &Path) -> Multi {
+    let l = Layout::create(&dir.join("img"));
+    let marker = |arch: &str| layer(&[Entry::dir("etc"), Entry::file("etc/arch", arch)]);
+    let (ma, mb) = (marker("amd64\n"), marker("arm64\n"));
+    let amd64 = l.image(&[(&ma, Comp::None)], "amd64");
+    let arm64 = l.image(&[(&mb, Comp::None)], "arm64");
+    let small = l.image(&[(&ma, Comp::None), (&mb, Comp::None)], "amd64");
+    let idx = l.index_blob(&[amd64.clone(), arm64.clone()]);
+    l.set_index(&[(idx.clone(), "multi"), (small.clone(), "small")]);
+    let m = read_json(&dir.join("img/blobs/sha256").join(&digest_of(&small)[7..]));
+    Multi {
+        index: digest_of(&idx),
+        amd64: digest_of(&amd64),
+        arm64: digest_of(&arm64),
+        small: digest_of(&small),
+        small_config: m["config"]["digest"].as_str().unwrap().to_string(),
+    }
+}
+
+/// One hex digit changed.
+fn off_by_one(d: &str) -> String {
+    let last = d.chars().last().unwrap();
+    format!("{}{}", &d[..d.len() - 1], if last == '0' { '1' } else { '0' })
+}
+
+/// `stagebox build box.toml` of a box with one `image` layer; exit code and stderr.
+fn build_image_box(dir: &Path, image: &str) -> (Ran, String) {
+    let text = format!("name = \"demo\"\n[[layer]]\nimage = \"{image}\"\n[output.tar]\n");
+    write(&dir.join("box.toml"), &text);
+    (sb(dir, &["build", "box.toml", "--quiet"]), text)
+}
+
+#[test]
+fn a_digest_one_hex_digit_off_names_the_line_and_lists_what_the_layout_offers() {
+    let t = tempdir();
+    let m = multi_layout(t.path());
+    let wrong = off_by_one(&m.small);
+    let (r, text) = build_image_box(t.path(), &format!("oci:img@{wrong}"));
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let at = format!("stagebox: error: box.toml:{}: ", line_col(&text, "\"oci:img"));
+    assert!(r.stderr.starts_with(&at), "expected {at:?}: {}", r.stderr);
+    assert!(r.stderr.contains(&format!("the pinned digest {wrong} is not in the layout")), "{}", r.stderr);
+    // Every manifest and index, with its platform and tag.
+    for line in [
+        format!("{} index (tag \"multi\")", m.index),
+        format!("{} manifest linux/amd64", m.amd64),
+        format!("{} manifest linux/arm64", m.arm64),
+        format!("{} manifest linux/amd64 (tag \"small\")", m.small),
+    ] {
+        assert!(r.stderr.contains(&line), "expected {line:?} in {}", r.stderr);
+    }
+    assert!(!r.stderr.contains("No such file"), "{}", r.stderr);
+    assert!(!t.path().join("out").exists());
+}
+
+#[test]
+fn pinning_the_image_config_says_which_manifest_to_pin() {
+    let t = tempdir();
+    let m = multi_layout(t.path());
+    let (r, text) = build_image_box(t.path(), &format!("oci:img@{}", m.small_config));
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.starts_with(&format!("stagebox: error: box.toml:{}: ", line_col(&text, "\"oci:img"))), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!("{} is the image config, not a manifest or index; pin the manifest {}", m.small_config, m.small)),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stderr.contains("mediaType"), "{}", r.stderr);
+}
+
+#[test]
+fn a_digest_without_its_algorithm_says_how_to_write_it() {
+    let t = tempdir();
+    let m = multi_layout(t.path());
+    let hex = &m.small[7..];
+    let (r, text) = build_image_box(t.path(), &format!("oci:img@{hex}"));
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.starts_with(&format!("stagebox: error: box.toml:{}: ", line_col(&text, "\"oci:img"))), "{}", r.stderr);
+    assert!(r.stderr.contains(&format!("a digest is written with its algorithm: oci:img@sha256:{hex}")), "{}", r.stderr);
+    assert!(!r.stderr.contains("not pinned"), "{}", r.stderr);
+}
+
+#[test]
+fn a_wrong_image_id_in_a_docker_archive_lists_the_ids_it_holds() {
+    let t = tempdir();
+    let m = multi_layout(t.path());
+    require_tool("skopeo");
+    run(std::process::Command::new("skopeo")
+        .current_dir(t.path())
+        .args(["copy", "--quiet", "oci:img:small", "docker-archive:img.tar:stagex/demo:1"]));
+    let (r, text) = build_image_box(t.path(), &format!("docker-archive:img.tar@{}", off_by_one(&m.small_config)));
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.starts_with(&format!("stagebox: error: box.toml:{}: ", line_col(&text, "\"docker-archive"))), "{}", r.stderr);
+    assert!(r.stderr.contains(&format!("{} (docker.io/stagex/demo:1)", m.small_config)), "lists the image ID and its tags: {}", r.stderr);
+}
+
+#[test]
+fn a_wrong_registry_pin_names_the_line_and_the_digest() {
+    let t = tempdir();
+    let m = multi_layout(t.path());
+    let reg = registry_support::Registry::start();
+    reg.push(&t.path().join("img"), "small", "stagex/core-small", &["--preserve-digests"]);
+    let wrong = off_by_one(&m.small);
+    let (r, text) = build_image_box(t.path(), &format!("{}/stagex/core-small@{wrong}", reg.host()));
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.starts_with(&format!("stagebox: error: box.toml:{}: ", line_col(&text, "\"127."))), "{}", r.stderr);
+    assert!(r.stderr.contains(&format!("has no manifest or index {wrong}: check the pinned digest")), "{}", r.stderr);
 }

@@ -91,7 +91,7 @@ fn docker_archive_from_skopeo_builds_the_same_tar() {
     let wrong = format!("sha256:{}", "0".repeat(64));
     let b = box_file(&f.dir, "docker-wrong", &format!("docker-archive:docker.tar@{wrong}"));
     let o = output(&mut stagebox(["build".as_ref(), b.as_os_str(), "--cache".as_ref(), f.cache.as_os_str(), "-q".as_ref()]));
-    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.status.code(), Some(2), "a wrong pin is a box-file error: {}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stderr).contains(&wrong), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
@@ -246,11 +246,12 @@ fn lock_pins_an_unpinned_tag_and_build_refuses_without_it() {
     assert_same_as_reference(f, &built[0], "locked tag");
     assert_eq!(inputs(&dir.join("out"))[0].1, f.umoci_digest);
 
-    // A lock pinning a digest the layout does not hold fails the build (exit 1).
+    // A lock pinning a digest the layout does not hold fails the build (exit 2, a wrong pin).
     let bad = String::from_utf8(read(&dir.join("box.lock"))).unwrap().replace(&f.umoci_digest, &format!("sha256:{}", "1".repeat(64)));
     write(&dir.join("box.lock"), bad);
     let o = output(&mut stagebox(["build".as_ref(), bx.as_os_str(), "--cache".as_ref(), f.cache.as_os_str(), "-q".as_ref()]));
-    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("box.lock; `stagebox lock` renews it"), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
 #[test]

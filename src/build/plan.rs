@@ -189,13 +189,13 @@ fn resolve_inputs(
             LayerSpec::Image { image, at } => {
                 let r = spec::pin(image, at, lock, lock_path)?;
                 progress.set_message(format!("import {}", r.text));
-                out.push(source::resolve(store, &r, sopts)?);
+                out.push(source::resolve(store, &r, sopts).map_err(|e| spec::locate_pin(image, at, lock_path, e))?);
             }
             LayerSpec::Pallet { pallet, .. } => {
                 for (image, at) in &pallet.images {
                     let r = spec::pin(image, at, lock, lock_path)?;
                     progress.set_message(format!("import {}", r.text));
-                    out.push(source::resolve(store, &r, sopts)?);
+                    out.push(source::resolve(store, &r, sopts).map_err(|e| spec::locate_pin(image, at, lock_path, e))?);
                 }
             }
         }

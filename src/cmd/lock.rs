@@ -44,13 +44,13 @@ pub fn lock_with(box_path: &Path, opts: &LockOptions) -> Result<LockFile> {
         imported.extend(read_digest_list(f)?);
     }
     let mut lock = LockFile { version: 1, images: Vec::new() };
-    for (r, _) in spec.image_refs() {
+    for (r, at) in spec.image_refs() {
         if matches!(r.kind, RefKind::Dir { .. }) || lock.images.iter().any(|i| i.reference == r.text) {
             continue;
         }
         let digest = match (stagex_name(&r).and_then(|n| imported.get(&n)), &r.digest) {
             (Some(d), None) => d.clone(),
-            _ => source::resolve(&store, &r, &sopts)?.pin,
+            _ => source::resolve(&store, &r, &sopts).map_err(|e| at.locate(e))?.pin,
         };
         lock.images.push(LockedImage { reference: r.text.clone(), digest: digest.to_string() });
     }

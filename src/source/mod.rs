@@ -130,6 +130,13 @@ pub(crate) fn follow_to_manifest(
     for _ in 0..=8 {
         let data = fetch(&digest, size)?;
         let json: serde_json::Value = serde_json::from_slice(&data).map_err(|e| err(format!("manifest {digest}: {e}")))?;
+        // An image config has `rootfs` and neither `config` nor `layers`: no manifest.
+        if json.get("rootfs").is_some() && json.get("layers").is_none() && json.get("manifests").is_none() {
+            return Err(Error::Pin {
+                reference: r.text.clone(),
+                message: format!("{digest} is an image config, not a manifest or index; pin the manifest that names it"),
+            });
+        }
         // An index always has `manifests`; an image manifest never does.
         if json.get("manifests").is_none() {
             return Ok((digest, data));

@@ -54,6 +54,15 @@ impl Location {
     pub fn error(&self, message: impl Into<String>) -> Error {
         Error::Spec { location: self.to_string(), message: message.into() }
     }
+
+    /// `e` at this reference: a wrong pin ([`Error::Pin`]) becomes an error of the file that
+    /// wrote it; any other error is left as it is.
+    pub fn locate(&self, e: Error) -> Error {
+        match e {
+            Error::Pin { reference, message } => self.error(format!("{reference}: {message}")),
+            e => e,
+        }
+    }
 }
 
 /// A spec file's text, kept to turn byte spans into locations.

@@ -177,7 +177,13 @@ impl Puller<'_> {
             return Ok(None);
         }
         let r = self.r;
-        let (data, _) = self.client()?.manifest(d.as_str()).map_err(|e| err(r, e.to_string()))?;
+        let (data, _) = self.client()?.manifest(d.as_str()).map_err(|e| match e {
+            Error::Pin { message, .. } => Error::Pin {
+                reference: r.text.clone(),
+                message: format!("the registry {} has no manifest or index {d}: check the pinned digest ({message})", self.repo.full_name()),
+            },
+            e => err(r, e.to_string()),
+        })?;
         let found = Digest::of_bytes(&data);
         if &found != d {
             return Err(Error::DigestMismatch { what: format!("manifest of {} from {}", self.r.text, self.repo.full_name()), expected: d.to_string(), found: found.to_string() });
@@ -265,7 +271,10 @@ fn resolve_from(store: &Store, r: &ImageRef, repo: Repo, tag: Option<&str>, opts
             }
         },
         None => {
-            let (data, _) = p.client()?.manifest(tag).map_err(|e| err(r, e.to_string()))?;
+            let (data, _) = p.client()?.manifest(tag).map_err(|e| match e {
+                Error::Pin { message, .. } => Error::Pin { reference: r.text.clone(), message: format!("the registry {} has no tag {tag:?} ({message})", repo.full_name()) },
+                e => err(r, e.to_string()),
+            })?;
             let d = store.put_bytes(&data)?;
             store.add_to_index(&tag_name(&repo, tag), &media_type_of(&data, super::MT_OCI_MANIFEST), &d, data.len() as u64)?;
             d

@@ -304,6 +304,10 @@ impl Client {
         let rel = format!("manifests/{reference}");
         let mut resp = self.get(&rel, Some(ACCEPT), None)?;
         let url = format!("{}/{rel}", self.base());
+        if resp.status() == 404 {
+            // The reference names nothing there: the box file's mistake, not the build's.
+            return Err(Error::Pin { reference: reference.to_string(), message: self.status_error(&url, 404).to_string() });
+        }
         if resp.status() != 200 {
             return Err(self.status_error(&url, resp.status().as_u16()));
         }
