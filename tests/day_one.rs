@@ -268,3 +268,117 @@ fn a_wrong_registry_pin_names_the_line_and_the_digest() {
     assert!(r.stderr.starts_with(&format!("stagebox: error: box.toml:{}: ", line_col(&text, "\"127."))), "{}", r.stderr);
     assert!(r.stderr.contains(&format!("has no manifest or index {wrong}: check the pinned digest")), "{}", r.stderr);
 }
+
+// ---------------------------------------------------------------------------------------------
+// 11. Closed pipes, exit codes, --json with one key style
+// ---------------------------------------------------------------------------------------------
+
+/// A box of one dir layer with a tar and an OCI output, built; returns (dir, out).
+fn built_box() -> (tempfile::TempDir, PathBuf) {
+    let (t, d) = scratch(&[("box.toml", "name = \"demo\"\nversion = \"1.0\"\n[[layer]]\ndir = \"rootfs\"\n[output.tar]\n[output.oci]\n")]);
+    for i in 0..300 {
+        write(&d.join(format!("rootfs/many/file-{i:04}")), format!("{i}\n"));
+    }
+    let r = sb(&d, &["build", "box.toml", "--quiet"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    (t, d)
+}
+
+#[test]
+fn a_closed_pipe_ends_quietly() {
+    // `stagebox inspect out/demo.tar | head`: the reader is gone before stagebox writes.
+    let (_t, d) = built_box();
+    let mut c = stagebox(["inspect", "out/demo.tar"]);
+    c.current_dir(&d).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.is_empty(), "nothing to say on a closed pipe: {err}");
+    // And through a real `head`.
+    let o = output(std::process::Command::new("bash").current_dir(&d).arg("-c").arg(format!(
+        "set -o pipefail; {} inspect out/demo.tar | head -n 1",
+        stagebox_bin().display()
+    )));
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), 1);
+}
+
+#[test]
+fn a_missing_box_file_is_a_usage_error() {
+    let (_t, d) = scratch(&[]);
+    for cmd in ["build", "lock"] {
+        let r = sb(&d, &[cmd, "nofile.toml"]);
+        assert_eq!(r.code, 2, "{cmd}: {}", r.stderr);
+        assert!(r.stderr.contains("nofile.toml: No such file or directory"), "{cmd}: {}", r.stderr);
+    }
+    let r = sb(&d, &["build"]);
+    assert_eq!(r.code, 2, "no box file at all: {}", r.stderr);
+}
+
+/// Every object key in `v` is snake_case, except inside documents of other formats that are
+/// shown verbatim (`config`: an OCI image config; `describe_eif`: nitro-cli's view) and maps
+/// whose keys are data (`pcrs`: register names, `annotations`).
+fn assert_snake_case_keys(what: &str, v: &serde_json::Value, path: &str) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, x) in m {
+                let ok = !k.is_empty() && k.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+                assert!(ok, "{what}: key {path}/{k} is not snake_case");
+                if !["config", "describe_eif", "pcrs", "annotations"].contains(&k.as_str()) {
+                    assert_snake_case_keys(what, x, &format!("{path}/{k}"));
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|x| assert_snake_case_keys(what, x, path)),
+        _ => {}
+    }
+}
+
+fn json_of(r: &Ran, what: &str) -> serde_json::Value {
+    serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{what}: not JSON ({e}): {}\n{}", r.stdout, r.stderr))
+}
+
+#[test]
+fn build_and_lock_print_json_with_the_same_key_style_as_every_command() {
+    let (_t, d) = built_box();
+    let r = sb(&d, &["build", "box.toml", "--quiet", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let j = json_of(&r, "build --json");
+    assert_eq!(j["box"], "demo");
+    let out_dir = PathBuf::from(j["out_dir"].as_str().unwrap());
+    let outputs = j["outputs"].as_array().unwrap();
+    assert_eq!(outputs.len(), 2);
+    let tar = outputs.iter().find(|o| o["format"] == "tar").unwrap();
+    assert_eq!(tar["sha256"].as_str().unwrap(), sha256_file(&d.join(&out_dir).join(tar["path"].as_str().unwrap())));
+    assert_eq!(j, read_json(&d.join("out/manifest.json")).as_object().map(|m| {
+        let mut m = m.clone();
+        m.insert("out_dir".into(), j["out_dir"].clone());
+        serde_json::Value::Object(m)
+    }).unwrap(), "build --json is manifest.json plus out_dir");
+
+    // lock --json: an unpinned tag of the OCI layout just built.
+    let oci = outputs.iter().find(|o| o["format"] == "oci").unwrap();
+    write(&d.join("img.toml"), "name = \"img\"\n[[layer]]\nimage = \"oci:out/demo.oci:1.0\"\n[output.tar]\n");
+    let r = sb(&d, &["lock", "img.toml", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let lock = json_of(&r, "lock --json");
+    assert_eq!(lock["images"][0]["ref"], "oci:out/demo.oci:1.0");
+    assert_eq!(lock["images"][0]["digest"].as_str().unwrap(), format!("sha256:{}", oci["sha256"].as_str().unwrap()));
+    assert_eq!(lock["lock_file"], "img.lock");
+    let r = sb(&d, &["lock", "img.toml", "--check", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let check = json_of(&r, "lock --check --json");
+    assert_eq!(check["images"][0]["status"], "current", "{check}");
+
+    // One key style across every command's JSON.
+    let inspect_tar = json_of(&sb(&d, &["inspect", "out/demo.tar", "--json"]), "inspect tar");
+    let inspect_oci = json_of(&sb(&d, &["inspect", "oci:out/demo.oci:1.0", "--json"]), "inspect oci");
+    let diff = sb(&d, &["diff", "out/demo.tar", "out/demo.tar", "--json"]);
+    let diff = json_of(&diff, "diff");
+    for (what, v) in [("build", &j), ("lock", &lock), ("lock --check", &check), ("inspect tar", &inspect_tar), ("inspect oci", &inspect_oci), ("diff", &diff)] {
+        assert_snake_case_keys(what, v, "");
+    }
+}

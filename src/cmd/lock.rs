@@ -70,6 +70,27 @@ pub struct PinCheck {
 }
 
 impl PinCheck {
+    /// `current`, `stale`, `unpinned` or `failed` (what [`PinCheck::line`] begins with).
+    pub fn status(&self) -> &'static str {
+        match (&self.pinned, &self.found) {
+            (Some(p), Ok(f)) if p == f => "current",
+            (Some(_), Ok(_)) => "stale",
+            (None, Ok(_)) => "unpinned",
+            (_, Err(_)) => "failed",
+        }
+    }
+
+    /// `lock --check --json`: one object per reference (snake_case keys).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "ref": self.reference,
+            "status": self.status(),
+            "pinned": self.pinned.as_ref().map(|d| d.to_string()),
+            "resolves_to": self.found.as_ref().ok().map(|d| d.to_string()),
+            "error": self.found.as_ref().err(),
+        })
+    }
+
     pub fn ok(&self) -> bool {
         matches!((&self.pinned, &self.found), (Some(p), Ok(f)) if p == f)
     }

@@ -22,7 +22,7 @@ pub use pallet::*;
 pub use policy::*;
 pub use schema::{schema, schema_text};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -73,7 +73,11 @@ pub(crate) struct Source {
 
 impl Source {
     pub fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).at(path)?;
+        // A file named on the command line that is not there is a usage error (exit 2).
+        let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::IsADirectory => Error::Usage(format!("{}: {e}", path.display())),
+            _ => Error::io(path, e),
+        })?;
         Ok(Source { path: path.to_path_buf(), text })
     }
 
