@@ -382,3 +382,33 @@ fn build_and_lock_print_json_with_the_same_key_style_as_every_command() {
         assert_snake_case_keys(what, v, "");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// 5. A local path is never a registry request
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_mistyped_file_name_says_no_such_file_and_sends_no_request() {
+    let (_t, d) = built_box();
+    let r = sb(&d, &["inspect", "out/x.cpi.gz"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("no such file or directory") && r.stderr.contains("out/x.cpi.gz"), "{}", r.stderr);
+    assert!(!r.stderr.contains("GET ") && !r.stderr.contains("docker.io"), "no registry was asked: {}", r.stderr);
+
+    // Even with a registry host in front, a name that ends like a file is a path: the
+    // server sees no request.
+    let server = registry_support::Server::start(|_, _, c| registry_support::respond(c, "404 Not Found", &[], b""));
+    for target in [format!("127.0.0.1:{}/out/x.cpi.gz", server.port), "./demo".into(), "out/Demo".into()] {
+        let r = sb(&d, &["inspect", &target]);
+        assert_eq!(r.code, 2, "{target}: {}", r.stderr);
+        assert!(r.stderr.contains("no such file or directory"), "{target}: {}", r.stderr);
+    }
+    assert!(server.seen().is_empty(), "a local path reached a registry: {:?}", server.seen().len());
+
+    // An existing file named as an image in a box: say which prefix to give it.
+    write(&d.join("img.toml"), "name = \"img\"\n[[layer]]\nimage = \"out/demo.tar\"\n[output.tar]\n");
+    let r = sb(&d, &["build", "img.toml"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.starts_with("stagebox: error: img.toml:3:9: \"out/demo.tar\" is a local path"), "{}", r.stderr);
+    assert!(r.stderr.contains("oci-archive:out/demo.tar or docker-archive:out/demo.tar"), "{}", r.stderr);
+}
