@@ -412,3 +412,99 @@ fn a_mistyped_file_name_says_no_such_file_and_sends_no_request() {
     assert!(r.stderr.starts_with("stagebox: error: img.toml:3:9: \"out/demo.tar\" is a local path"), "{}", r.stderr);
     assert!(r.stderr.contains("oci-archive:out/demo.tar or docker-archive:out/demo.tar"), "{}", r.stderr);
 }
+
+// ---------------------------------------------------------------------------------------------
+// 8. Every image is checked against the box's platform
+// ---------------------------------------------------------------------------------------------
+
+/// [`multi_layout`] plus `arm`: an arm64-only image (a manifest, no index).
+fn layout_with_arm_only(dir: &Path) -> (Multi, String) {
+    let m = multi_layout(dir);
+    let l = Layout { dir: dir.join("img") };
+    let arm = l.image(&[(&layer(&[Entry::dir("etc"), Entry::file("etc/arch", "arm64\n"), Entry::file("bzImage", "not a kernel")]), Comp::None)], "arm64");
+    let mut index = read_json(&dir.join("img/index.json"));
+    let mut arm_entry = arm.clone();
+    arm_entry["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": "arm"});
+    index["manifests"].as_array_mut().unwrap().push(arm_entry);
+    write(&dir.join("img/index.json"), serde_json::to_vec(&index).unwrap());
+    (m, digest_of(&arm))
+}
+
+#[test]
+fn an_arm64_layer_in_an_amd64_box_is_refused_naming_the_image() {
+    let t = tempdir();
+    let (_, arm) = layout_with_arm_only(t.path());
+    let (r, text) = build_image_box(t.path(), &format!("oci:img@{arm}"));
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.starts_with(&format!("stagebox: error: box.toml:{}: ", line_col(&text, "\"oci:img"))), "{}", r.stderr);
+    assert!(
+        r.stderr.contains(&format!("layer 1, oci:img@{arm}: its image config is for linux/arm64, but the box builds for linux/amd64")),
+        "{}",
+        r.stderr
+    );
+    assert!(!t.path().join("out").exists());
+}
+
+#[test]
+fn an_arm64_kernel_image_in_an_amd64_box_is_refused_naming_the_kernel() {
+    let t = tempdir();
+    let (_, arm) = layout_with_arm_only(t.path());
+    write(&t.path().join("rootfs/init"), "#!/bin/sh\n");
+    let text = format!("name = \"demo\"\n[[layer]]\ndir = \"rootfs\"\n[kernel]\nimage = \"oci:img@{arm}\"\npath = \"/bzImage\"\n[output.initramfs]\n");
+    write(&t.path().join("box.toml"), &text);
+    let r = sb(t.path(), &["build", "box.toml", "--quiet"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains(&format!("kernel, oci:img@{arm}: its image config is for linux/arm64, but the box builds for linux/amd64")), "{}", r.stderr);
+    assert!(r.stderr.starts_with(&format!("stagebox: error: box.toml:{}: ", line_col(&text, "\"oci:img"))), "{}", r.stderr);
+}
+
+#[test]
+fn a_box_platform_picks_that_manifest_and_an_index_without_it_lists_what_it_has() {
+    let t = tempdir();
+    let m = multi_layout(t.path());
+    let text = format!("name = \"demo\"\nplatform = \"linux/arm64\"\n[[layer]]\nimage = \"oci:img@{}\"\n[output.tar]\n", m.index);
+    write(&t.path().join("box.toml"), &text);
+    let r = sb(t.path(), &["build", "box.toml", "--quiet"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let o = run(std::process::Command::new("tar").arg("-xOf").arg(t.path().join("out/demo.tar")).arg("etc/arch"));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "arm64\n", "the arm64 manifest of the index was used");
+    // --platform overrides the box for one build.
+    let r = sb(t.path(), &["build", "box.toml", "--quiet", "--platform", "linux/amd64", "--out", "out-amd64"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let o = run(std::process::Command::new("tar").arg("-xOf").arg(t.path().join("out-amd64/demo.tar")).arg("etc/arch"));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "amd64\n");
+
+    write(&t.path().join("box.toml"), text.replace("linux/arm64", "linux/s390x"));
+    let r = sb(t.path(), &["build", "box.toml", "--quiet"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.starts_with(&format!("stagebox: error: box.toml:{}: ", line_col(&text, "\"oci:img"))), "{}", r.stderr);
+    assert!(r.stderr.contains("the index has no manifest for linux/s390x"), "{}", r.stderr);
+    assert!(r.stderr.contains(&format!("linux/amd64 ({})", m.amd64)) && r.stderr.contains(&format!("linux/arm64 ({})", m.arm64)), "{}", r.stderr);
+
+    // A bad platform value, and outputs that cannot be built for arm64 yet.
+    write(&t.path().join("box.toml"), text.replace("linux/arm64", "arm64"));
+    let r = sb(t.path(), &["build", "box.toml", "--quiet"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("box.toml:2:12: platform \"arm64\" must be OS/ARCH"), "{}", r.stderr);
+    write(&t.path().join("box.toml"), text.replace("[output.tar]", "[output.tar]\n[output.oci]"));
+    let r = sb(t.path(), &["build", "box.toml", "--quiet"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("box.toml:2:12: [output.oci] cannot be built for linux/arm64 yet"), "{}", r.stderr);
+}
+
+#[test]
+fn lock_refuses_to_pin_an_arm64_only_image_for_an_amd64_box() {
+    let t = tempdir();
+    layout_with_arm_only(t.path());
+    let text = "name = \"demo\"\n[[layer]]\nimage = \"oci:img:arm\"\n[output.tar]\n";
+    write(&t.path().join("box.toml"), text);
+    let r = sb(t.path(), &["lock", "box.toml"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.starts_with("stagebox: error: box.toml:3:9: oci:img:arm: its image config is for linux/arm64"), "{}", r.stderr);
+    assert!(r.stderr.contains("not pinned"), "{}", r.stderr);
+    assert!(!t.path().join("box.lock").exists(), "nothing was pinned");
+    // For an arm64 box it pins.
+    write(&t.path().join("box.toml"), text.replace("[[layer]]", "platform = \"linux/arm64\"\n[[layer]]"));
+    let r = sb(t.path(), &["lock", "box.toml"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}

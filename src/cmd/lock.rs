@@ -38,7 +38,8 @@ pub fn lock_with(box_path: &Path, opts: &LockOptions) -> Result<LockFile> {
     let spec = spec::load_box(box_path)?;
     let sde = spec.source_date_epoch()?;
     let store = Store::open(&source::store::default_root(opts.cache.as_deref())?)?;
-    let sopts = SourceOptions { platform: opts.platform.clone().unwrap_or_default(), source_date_epoch: sde, offline: opts.offline };
+    let platform = source::Platform::for_box(opts.platform.as_ref(), &spec);
+    let sopts = SourceOptions { platform, source_date_epoch: sde, offline: opts.offline };
     let mut imported = BTreeMap::new();
     for f in &opts.import_digests {
         imported.extend(read_digest_list(f)?);
@@ -50,7 +51,14 @@ pub fn lock_with(box_path: &Path, opts: &LockOptions) -> Result<LockFile> {
         }
         let digest = match (stagex_name(&r).and_then(|n| imported.get(&n)), &r.digest) {
             (Some(d), None) => d.clone(),
-            _ => source::resolve(&store, &r, &sopts).map_err(|e| at.locate(e))?.pin,
+            _ => {
+                let img = source::resolve(&store, &r, &sopts).map_err(|e| at.locate(e))?;
+                // Never pin an image that cannot run on the box's platform.
+                source::check_platform(&img, &sopts.platform).map_err(|found| {
+                    at.error(format!("{}: {found}, but the box builds for {} (the box's `platform`, or --platform); not pinned", r.text, sopts.platform))
+                })?;
+                img.pin
+            }
         };
         lock.images.push(LockedImage { reference: r.text.clone(), digest: digest.to_string() });
     }
@@ -113,7 +121,7 @@ pub fn check(box_path: &Path, opts: &LockOptions) -> Result<Vec<PinCheck>> {
     let spec = spec::load_box(box_path)?;
     let sde = spec.source_date_epoch()?;
     let store = Store::open(&source::store::default_root(opts.cache.as_deref())?)?;
-    let sopts = SourceOptions { platform: opts.platform.clone().unwrap_or_default(), source_date_epoch: sde, offline: opts.offline };
+    let sopts = SourceOptions { platform: source::Platform::for_box(opts.platform.as_ref(), &spec), source_date_epoch: sde, offline: opts.offline };
     let lock = LockFile::load(&spec::lock_path(box_path))?;
     let mut imported = BTreeMap::new();
     for f in &opts.import_digests {

@@ -125,7 +125,24 @@ pub(crate) fn pick_platform<'a>(r: &ImageRef, index: &'a ImageIndex, platform: &
     match (matching.as_slice(), candidates.as_slice()) {
         ([one], _) => Ok(one),
         ([], [only]) if only.platform().is_none() => Ok(only),
-        ([], _) => Err(err(r, format!("the index has no manifest for {}/{}", platform.os, platform.arch))),
+        ([], _) => {
+            let has: Vec<String> = candidates
+                .iter()
+                .map(|m| match m.platform() {
+                    Some(p) => format!("{}/{}{} ({})", p.os(), p.architecture(), p.variant().as_ref().map(|v| format!("/{v}")).unwrap_or_default(), m.digest()),
+                    None => format!("no platform ({})", m.digest()),
+                })
+                .collect();
+            Err(Error::Pin {
+                reference: r.text.clone(),
+                message: format!(
+                    "the index has no manifest for {}/{}; it has: {} (build for one of them with the box's `platform` or --platform)",
+                    platform.os,
+                    platform.arch,
+                    if has.is_empty() { "nothing".to_string() } else { has.join(", ") }
+                ),
+            })
+        }
         (many, _) => Err(err(r, format!("the index has {} manifests for {}/{}; pin one by digest", many.len(), platform.os, platform.arch))),
     }
 }
