@@ -126,10 +126,25 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Check the signatures of a registry image against a keyring and a quorum of distinct
-    /// keys; report who signed what. Exit 0 only when the quorum holds.
+    /// Fill the content store with every image the box files need (layers, pallets, kernel,
+    /// bootloaders; pinned by the box or BOX.lock), or with the images named, so that a later
+    /// `build --offline` needs no network. Prints `digest  reference` per image.
+    Pull {
+        /// Box files (*.toml) and image references.
+        #[arg(required = true, value_name = "BOX.toml|REF")]
+        targets: Vec<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Machine-readable: the images now in the store.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the signatures of a registry image (or of a local oci: copy of one) against a
+    /// keyring and a quorum of distinct keys; report who signed what. Exit 0 only when the
+    /// quorum holds.
     Verify {
-        /// A registry reference, e.g. stagex/core-busybox@sha256:<manifest digest>.
+        /// A registry reference, e.g. stagex/core-busybox@sha256:<manifest digest>, or a local
+        /// copy: oci:DIR[:TAG|@DIGEST], oci-archive:FILE.
         reference: String,
         /// Trusted OpenPGP public keys: a file (armored or binary, many keys) or a directory.
         #[arg(long)]
@@ -147,6 +162,11 @@ enum Command {
         /// Machine-readable report.
         #[arg(long)]
         json: bool,
+        /// For a local copy (oci:DIR, oci-archive:FILE): the repository it was signed as,
+        /// e.g. stagex/core-busybox (default: the one the lookaside directory has signatures
+        /// of this digest for).
+        #[arg(long, value_name = "NAME")]
+        repository: Option<String>,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -309,8 +329,8 @@ fn run(cli: Cli) -> stagebox::Result<()> {
             let opts = stagebox::cmd::run::RunOptions { memory, uefi, disk, kvm, expect, timeout, kernel, append, echo: true };
             stagebox::cmd::run::run(&output, &opts)?;
         }
-        Command::Verify { reference, keyring, signatures, quorum, strict, json, store: StoreArgs { cache, platform, offline, .. } } => {
-            let opts = stagebox::cmd::verify::VerifyOptions { keyring, signatures, quorum, strict, cache, platform, offline };
+        Command::Verify { reference, keyring, signatures, quorum, strict, json, repository, store: StoreArgs { cache, platform, offline, .. } } => {
+            let opts = stagebox::cmd::verify::VerifyOptions { keyring, signatures, quorum, strict, cache, platform, offline, repository };
             let report = stagebox::cmd::verify::verify(&reference, &opts)?;
             if json {
                 out_json(&report)?;
@@ -331,6 +351,19 @@ fn run(cli: Cli) -> stagebox::Result<()> {
             }
             if !report.ok {
                 return Err(report.error());
+            }
+        }
+        Command::Pull { targets, store: StoreArgs { cache, platform, offline, .. }, json } => {
+            if offline {
+                return Err(stagebox::Error::Usage("pull fetches images: it cannot run --offline".into()));
+            }
+            let pulled = stagebox::cmd::pull::pull(&targets, &stagebox::cmd::pull::PullOptions { cache, platform })?;
+            if json {
+                out_json(&serde_json::json!({ "images": pulled }))?;
+            } else {
+                for p in &pulled {
+                    out(format!("{}  {}\n", p.digest, p.reference))?;
+                }
             }
         }
         Command::Lock { box_file, store: StoreArgs { cache, platform, offline, .. }, import_digests, check, json } => {
@@ -368,7 +401,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Still one thread here: setting the environment is safe.
     match &cli.command {
-        Command::Build { store, .. } | Command::Inspect { store, .. } | Command::Lock { store, .. } | Command::Verify { store, .. } => {
+        Command::Build { store, .. }
+        | Command::Inspect { store, .. }
+        | Command::Lock { store, .. }
+        | Command::Pull { store, .. }
+        | Command::Verify { store, .. } => {
             store.export_registry_env()
         }
         Command::Diff { .. } | Command::Run { .. } | Command::VerifyBuild { .. } | Command::Completions { .. } | Command::Man { .. } | Command::Schema => {}

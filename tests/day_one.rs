@@ -508,3 +508,153 @@ fn lock_refuses_to_pin_an_arm64_only_image_for_an_amd64_box() {
     let r = sb(t.path(), &["lock", "box.toml"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
 }
+
+// ---------------------------------------------------------------------------------------------
+// 10. Offline and air gap: every missing image listed, `pull`, `verify` of a local copy, and
+//     the docs' walk-through run end to end
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn build_offline_lists_every_missing_image_with_its_line() {
+    // Registry images pinned by digest, an empty store, and no registry at all: nothing is
+    // contacted, and all three are named.
+    let (_t, d) = scratch(&[]);
+    let (a, b, k) = (off_by_one(D), D.to_string(), format!("{}0", &D[..D.len() - 1]));
+    let text = format!(
+        "name = \"demo\"\n[[layer]]\nimage = \"127.0.0.1:9/stagex/core-a@{a}\"\n[[layer]]\nimage = \"127.0.0.1:9/stagex/core-b@{b}\"\n[[layer]]\ndir = \"rootfs\"\n[kernel]\nimage = \"127.0.0.1:9/stagex/user-linux@{k}\"\npath = \"/bzImage\"\n[output.initramfs]\n"
+    );
+    write(&d.join("box.toml"), &text);
+    let r = sb(&d, &["build", "box.toml", "--offline", "--quiet"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("--offline: 3 of the box's 3 registry image(s) are not in the store"), "{}", r.stderr);
+    for (needle, digest) in [("\"127.0.0.1:9/stagex/core-a", &a), ("\"127.0.0.1:9/stagex/core-b", &b), ("\"127.0.0.1:9/stagex/user-linux", &k)] {
+        let line = format!("box.toml:{}: ", line_col(&text, needle));
+        assert!(r.stderr.contains(&line) && r.stderr.contains(&format!("manifest {digest}")), "expected {line} and {digest} in {}", r.stderr);
+    }
+    assert!(r.stderr.contains("stagebox pull"), "says how to fill the store: {}", r.stderr);
+}
+
+/// A throwaway signing key: (GNUPGHOME, fingerprint); its public key exported to `keyring`.
+fn throwaway_key(dir: &Path, keyring: &Path) -> (PathBuf, String) {
+    require_tools(&["gpg", "skopeo"]);
+    let home = dir.join("g");
+    std::fs::create_dir_all(&home).unwrap();
+    std::fs::set_permissions(&home, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let gpg = |args: &[&str]| {
+        let mut c = std::process::Command::new("gpg");
+        c.env("GNUPGHOME", &home).args(["--batch", "--quiet", "--no-tty", "--pinentry-mode", "loopback", "--passphrase", ""]).args(args);
+        run(&mut c)
+    };
+    gpg(&["--quick-gen-key", "signer <signer@stagebox.test>", "ed25519", "sign", "never"]);
+    write(keyring, gpg(&["--armor", "--export", "signer@stagebox.test"]).stdout);
+    let o = gpg(&["--with-colons", "--list-keys", "signer@stagebox.test"]);
+    let fpr = String::from_utf8(o.stdout).unwrap().lines().find(|l| l.starts_with("fpr:")).unwrap().split(':').nth(9).unwrap().to_string();
+    (home, fpr)
+}
+
+/// `skopeo standalone-sign` the manifest blob `digest` of layout `img` as `identity`, into the
+/// lookaside `sigs/REPO@sha256=HEX/signature-1`.
+fn sign(d: &Path, home: &Path, fpr: &str, digest: &str, identity: &str) {
+    let repo = identity.rsplit_once(':').map_or(identity, |(n, _)| n);
+    let out = d.join(format!("sigs/{repo}@sha256={}/signature-1", &digest[7..]));
+    std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+    run(std::process::Command::new("skopeo")
+        .env("GNUPGHOME", home)
+        .args(["standalone-sign", "--output"])
+        .arg(&out)
+        .arg(d.join("img/blobs/sha256").join(&digest[7..]))
+        .args([identity, fpr]));
+}
+
+/// The ```sh block of `doc` that starts with `# MARKER` (the walk-through as the docs show it).
+fn doc_block(doc: &str, marker: &str) -> String {
+    let text = std::fs::read_to_string(manifest_dir().join(doc)).unwrap();
+    let start = format!("```sh\n# {marker}\n");
+    let i = text.find(&start).unwrap_or_else(|| panic!("{doc} has no block starting with `# {marker}`"));
+    let body = &text[i + 6..];
+    body[..body.find("```").unwrap()].to_string()
+}
+
+fn run_block(dir: &Path, block: &str, env: &[(&str, String)]) -> std::process::Output {
+    let bin_dir = stagebox_bin().parent().unwrap().to_path_buf();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
+    let mut c = std::process::Command::new("bash");
+    c.args(["-euo", "pipefail", "-c", block]).current_dir(dir).env("PATH", path).env("STAGEBOX_CACHE", dir.join("default-cache")).env_remove("SOURCE_DATE_EPOCH");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let o = output(&mut c);
+    assert!(o.status.success(), "this block failed:\n{block}\nstdout:\n{}\nstderr:\n{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    o
+}
+
+#[test]
+fn airgap_walk_through_in_the_docs_runs_offline_end_to_end() {
+    let t = tempdir();
+    let d = t.path();
+    let m = multi_layout(d);
+    let reg = registry_support::Registry::start();
+    reg.push(&d.join("img"), "small", "stagex/core-demo", &["--preserve-digests"]);
+    reg.push(&d.join("img"), "multi", "stagex/core-multi", &["--all", "--preserve-digests"]);
+    let (home, fpr) = throwaway_key(d, &d.join("keyring.asc"));
+    sign(d, &home, &fpr, &m.small, "stagex/core-demo:small");
+    sign(d, &home, &fpr, &m.amd64, "stagex/core-multi:multi");
+    let host = reg.host();
+    write(
+        &d.join("box.toml"),
+        format!(
+            "name = \"demo\"\n[[layer]]\nimage = \"{host}/stagex/core-demo:small\"\n[[layer]]\nimage = \"{host}/stagex/core-multi:multi\"\n[output.tar]\n[policy]\nkeyring = \"keyring.asc\"\nsignatures = \"sigs\"\nquorum = 1\n"
+        ),
+    );
+
+    // Connected: lock, pull, pack.
+    let o = run_block(d, &doc_block("docs/registries.md", "airgap: connected"), &[("REGISTRY", host.clone())]);
+    let pulled = String::from_utf8_lossy(&o.stdout);
+    assert!(pulled.contains(&format!("{}  {host}/stagex/core-demo:small", m.small)), "pull names each image and its pin: {pulled}");
+    assert!(pulled.contains(&format!("{}  {host}/stagex/core-multi:multi", m.amd64)), "the linux/amd64 manifest of the index: {pulled}");
+
+    // The registry is gone: everything after this is offline.
+    reg.stop();
+    drop(reg);
+    let image = format!("{host}/stagex/core-demo@{}", m.small);
+    run_block(d, &doc_block("docs/registries.md", "airgap: offline"), &[("IMAGE", image)]);
+    let tar = d.join("airgapped/out/demo.tar");
+    let o = run(std::process::Command::new("tar").arg("-xOf").arg(&tar).arg("etc/arch"));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "amd64\n", "built from the carried store");
+
+    // A local copy of the image verifies too, under the repository its signatures name.
+    let r = sb(d, &["verify", &format!("oci:img@{}", m.small), "--keyring", "keyring.asc", "--signatures", "sigs", "--quorum", "1"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("stagex/core-demo"), "{}", r.stdout);
+    let r = sb(d, &["verify", "oci:img:small", "--keyring", "keyring.asc", "--signatures", "sigs", "--quorum", "1", "--repository", "stagex/core-multi"]);
+    assert_ne!(r.code, 0, "signatures of another repository do not count: {}", r.stdout);
+}
+
+#[test]
+fn pull_refs_fills_the_store_for_an_offline_build() {
+    let t = tempdir();
+    let d = t.path();
+    let m = multi_layout(d);
+    let reg = registry_support::Registry::start();
+    reg.push(&d.join("img"), "small", "stagex/core-demo", &["--preserve-digests"]);
+    let image = format!("{}/stagex/core-demo@{}", reg.host(), m.small);
+    let r = sb(d, &["pull", &image, "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let j = json_of(&r, "pull --json");
+    assert_eq!(j["images"][0]["digest"], m.small.as_str());
+    assert_eq!(j["images"][0]["platform"], "linux/amd64");
+    assert_snake_case_keys("pull", &j, "");
+    reg.stop();
+    let (r, _) = build_image_box_with(d, &image, &["--offline"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = sb(d, &["pull", &image, "--offline"]);
+    assert_eq!(r.code, 2, "pull --offline makes no sense: {}", r.stderr);
+}
+
+fn build_image_box_with(dir: &Path, image: &str, extra: &[&str]) -> (Ran, String) {
+    let text = format!("name = \"demo\"\n[[layer]]\nimage = \"{image}\"\n[output.tar]\n");
+    write(&dir.join("box.toml"), &text);
+    let mut args = vec!["build", "box.toml", "--quiet"];
+    args.extend(extra);
+    (sb(dir, &args), text)
+}

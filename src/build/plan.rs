@@ -59,6 +59,9 @@ impl Plan {
         let lock = if opts.locked { Some(check_complete(&spec, &lock_path)?) } else { LockFile::load(&lock_path)? };
 
         let t0 = std::time::Instant::now();
+        if sopts.offline {
+            check_offline(&spec, lock.as_ref(), &lock_path, &store, &sopts)?;
+        }
         let images = resolve_inputs(&spec, lock.as_ref(), &lock_path, &store, &sopts, &progress)?;
         if opts.locked {
             check_resolved(&spec, lock.as_ref().expect("loaded above"), &lock_path, &images)?;
@@ -251,6 +254,35 @@ fn check_outputs_support(spec: &BoxSpec, platform: &source::Platform) -> Result<
         Some(p) => p.at.error(msg),
         None => Error::Usage(format!("--platform {platform}: {msg}")),
     })
+}
+
+/// `--offline`: every registry image the box needs (layers, pallets, kernel, bootloaders)
+/// must be in the store; name all that are not, with where each is written, not just the
+/// first. Local sources (`oci:`, archives, `dir:`) are read where they are.
+fn check_offline(spec: &BoxSpec, lock: Option<&LockFile>, lock_path: &std::path::Path, store: &Store, sopts: &SourceOptions) -> Result<()> {
+    let mut missing = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    let refs = spec.image_refs();
+    for (image, at) in &refs {
+        if !matches!(image.kind, RefKind::Registry { .. }) || !seen.insert(image.text.clone()) {
+            continue;
+        }
+        let r = spec::pin(image, at, lock, lock_path)?;
+        if let Err(e) = source::resolve(store, &r, sopts) {
+            missing.push(format!("{at}: {e}"));
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(Error::other(format!(
+        "--offline: {} of the box's {} registry image(s) are not in the store {}:\n{}\n(where there is network, `stagebox pull {}` fills a store; carry it here and use it with --cache or $STAGEBOX_CACHE)",
+        missing.len(),
+        seen.len(),
+        store.root().display(),
+        missing.join("\n"),
+        spec.path.display()
+    )))
 }
 
 /// A full disk, a quota or a file size limit.
