@@ -123,6 +123,7 @@ fn every_box_table_refuses_an_unknown_key() {
         "[kernel]\nimage = \"oci:k@D\"\n",
         "[policy]\n",
         "[policy.images.\"stagex/x\"]\n",
+        "[policy.outputs]\n",
         "[output]\n",
         "[output.tar]\n",
         "[output.oci]\n",

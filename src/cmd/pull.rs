@@ -65,8 +65,6 @@ pub fn pull(targets: &[String], opts: &PullOptions) -> Result<Vec<Pulled>> {
                     (None, Some(d)) => r.with_digest(d),
                     _ => r.clone(),
                 };
-                // Keep the reference as the box wrote it (it names the lock entry).
-                let pinned = ImageRef { text: r.text.clone(), ..pinned };
                 pull_one(&pinned, &platform, Some(&at))?;
             }
         } else {
