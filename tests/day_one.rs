@@ -268,6 +268,15 @@ fn a_wrong_registry_pin_names_the_line_and_the_digest() {
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.starts_with(&format!("stagebox: error: box.toml:{}: ", line_col(&text, "\"127."))), "{}", r.stderr);
     assert!(r.stderr.contains(&format!("has no manifest or index {wrong}: check the pinned digest")), "{}", r.stderr);
+    assert!(r.stderr.contains("the repository has the tags small"), "lists what the repository offers: {}", r.stderr);
+    // A tag it does not have.
+    let (r, _) = build_image_box(t.path(), &format!("{}/stagex/core-small:smal", reg.host()));
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    write(&t.path().join("box.toml"), format!("name = \"demo\"\n[[layer]]\nimage = \"{}/stagex/core-small:smal\"\n[output.tar]\n", reg.host()));
+    let r = sb(t.path(), &["lock", "box.toml"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.starts_with("stagebox: error: box.toml:3:9: ") && r.stderr.contains("has no tag \"smal\""), "{}", r.stderr);
+    assert!(r.stderr.contains("the repository has the tags small"), "{}", r.stderr);
 }
 
 // ---------------------------------------------------------------------------------------------

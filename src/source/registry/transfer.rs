@@ -316,6 +316,18 @@ impl Client {
         Ok((data, mt))
     }
 
+    /// The repository's tags (`GET tags/list`), for messages about a reference it does not
+    /// hold; None when the registry does not say.
+    pub fn tags(&self) -> Option<Vec<String>> {
+        let mut resp = self.get("tags/list", Some("application/json"), None).ok()?;
+        if resp.status() != 200 {
+            return None;
+        }
+        let data = resp.body_mut().with_config().limit(MAX_MANIFEST).read_to_vec().ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&data).ok()?;
+        Some(v["tags"].as_array()?.iter().filter_map(|t| t.as_str().map(str::to_string)).collect())
+    }
+
     /// Download blob `d` (`size` bytes) into the store, resuming a partial file.
     pub fn blob(&self, store: &Store, what: &str, d: &Digest, size: u64) -> Result<()> {
         let part = store.partial_path(d)?;
