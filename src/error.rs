@@ -33,6 +33,13 @@ pub enum Error {
     #[error("{reference}: {message}")]
     Resolve { reference: String, message: String },
 
+    /// A pinned digest that names nothing usable in its source (absent, or an image config):
+    /// the box file (or command line) is wrong, not the build. `message` says what the source
+    /// offers instead. [`crate::spec::Location::locate`] turns it into a [`Error::Spec`] at the
+    /// reference.
+    #[error("{reference}: {message}")]
+    Pin { reference: String, message: String },
+
     /// I/O with the path it happened on.
     #[error("{path}: {source}")]
     Io { path: PathBuf, #[source] source: std::io::Error },
@@ -46,7 +53,7 @@ impl Error {
     /// Process exit code for this error (DESIGN §6).
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Spec { .. } | Error::Usage(_) => 2,
+            Error::Spec { .. } | Error::Usage(_) | Error::Pin { .. } => 2,
             _ => 1,
         }
     }

@@ -82,6 +82,10 @@ enum Command {
         /// Internal: the second build of --check (dir layers read from copies in DIR).
         #[arg(long, hide = true, value_name = "DIR")]
         check_variant: Option<PathBuf>,
+        /// Print manifest.json's content (outputs, sha256, sizes, PCRs) and the output
+        /// directory as JSON on stdout, instead of `sha256  path` lines.
+        #[arg(long)]
+        json: bool,
     },
     /// Show which entries or sections of two outputs of one format (tar, cpio, OCI layout,
     /// EIF) differ and how. Exit 0 when identical, 1 when they differ.
@@ -118,11 +122,29 @@ enum Command {
         /// `stagex/...` pins with the digest lists instead (offline).
         #[arg(long)]
         check: bool,
+        /// Machine-readable: the pins written (or, with --check, each reference's status).
+        #[arg(long)]
+        json: bool,
     },
-    /// Check the signatures of a registry image against a keyring and a quorum of distinct
-    /// keys; report who signed what. Exit 0 only when the quorum holds.
+    /// Fill the content store with every image the box files need (layers, pallets, kernel,
+    /// bootloaders; pinned by the box or BOX.lock), or with the images named, so that a later
+    /// `build --offline` needs no network. Prints `digest  reference` per image.
+    Pull {
+        /// Box files (*.toml) and image references.
+        #[arg(required = true, value_name = "BOX.toml|REF")]
+        targets: Vec<String>,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Machine-readable: the images now in the store.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check the signatures of a registry image (or of a local oci: copy of one) against a
+    /// keyring and a quorum of distinct keys; report who signed what. Exit 0 only when the
+    /// quorum holds.
     Verify {
-        /// A registry reference, e.g. stagex/core-busybox@sha256:<manifest digest>.
+        /// A registry reference, e.g. stagex/core-busybox@sha256:<manifest digest>, or a local
+        /// copy: oci:DIR[:TAG|@DIGEST], oci-archive:FILE.
         reference: String,
         /// Trusted OpenPGP public keys: a file (armored or binary, many keys) or a directory.
         #[arg(long)]
@@ -140,6 +162,11 @@ enum Command {
         /// Machine-readable report.
         #[arg(long)]
         json: bool,
+        /// For a local copy (oci:DIR, oci-archive:FILE): the repository it was signed as,
+        /// e.g. stagex/core-busybox (default: the one the lookaside directory has signatures
+        /// of this digest for).
+        #[arg(long, value_name = "NAME")]
+        repository: Option<String>,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -229,6 +256,20 @@ fn man(dir: Option<PathBuf>) -> stagebox::Result<()> {
     }
 }
 
+/// Write `text` to stdout; a closed pipe (`stagebox inspect X | head`) is an
+/// [`stagebox::Error::Io`] on "stdout" that `main` ends quietly on.
+fn out(text: impl AsRef<str>) -> stagebox::Result<()> {
+    use stagebox::error::IoContext;
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    o.write_all(text.as_ref().as_bytes()).and_then(|()| o.flush()).at("stdout")
+}
+
+/// `value` as pretty JSON and a newline.
+fn out_json(value: &impl serde::Serialize) -> stagebox::Result<()> {
+    out(format!("{}\n", serde_json::to_string_pretty(value).expect("json")))
+}
+
 fn run(cli: Cli) -> stagebox::Result<()> {
     match cli.command {
         Command::Completions { shell } => {
@@ -238,9 +279,9 @@ fn run(cli: Cli) -> stagebox::Result<()> {
             std::io::stdout().write_all(&script).map_err(|e| stagebox::Error::io("stdout", e))?;
         }
         Command::Man { dir } => man(dir)?,
-        Command::Schema => print!("{}", stagebox::spec::schema_text()),
-        Command::Build { box_file, out, store: StoreArgs { cache, platform, offline, .. }, threads, quiet, locked, check, check_variant } => {
-            let opts = stagebox::cmd::build::BuildOptions { out, cache, platform, threads, quiet, offline, locked, check_variant };
+        Command::Schema => out(stagebox::spec::schema_text())?,
+        Command::Build { box_file, out: out_dir, store: StoreArgs { cache, platform, offline, .. }, threads, quiet, locked, check, check_variant, json } => {
+            let opts = stagebox::cmd::build::BuildOptions { out: out_dir, cache, platform, threads, quiet, offline, locked, check_variant };
             let started = std::time::Instant::now();
             let res = if check {
                 let (res, varied) = stagebox::cmd::check::check(&box_file, &opts)?;
@@ -249,8 +290,12 @@ fn run(cli: Cli) -> stagebox::Result<()> {
             } else {
                 stagebox::cmd::build::build(&box_file, &opts)?
             };
-            for o in &res.manifest.outputs {
-                println!("{}  {}", o.sha256, res.out_dir.join(&o.path).display());
+            if json {
+                out_json(&stagebox::cmd::build::json(&res))?;
+            } else {
+                for o in &res.manifest.outputs {
+                    out(format!("{}  {}\n", o.sha256, res.out_dir.join(&o.path).display()))?;
+                }
             }
             if !quiet {
                 let sizes: Vec<(String, u64)> = res.manifest.outputs.iter().map(|o| (o.path.clone(), o.size)).collect();
@@ -260,9 +305,9 @@ fn run(cli: Cli) -> stagebox::Result<()> {
         Command::Diff { a, b, json } => {
             let r = stagebox::cmd::diff::diff(&a, &b)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&r).expect("json"));
+                out_json(&r)?;
             } else {
-                print!("{}", r.render());
+                out(r.render())?;
             }
             if !r.identical {
                 return Err(stagebox::Error::other(format!("{} and {} differ", a.display(), b.display())));
@@ -271,9 +316,9 @@ fn run(cli: Cli) -> stagebox::Result<()> {
         Command::Inspect { target, json, store: StoreArgs { cache, platform, offline, .. } } => {
             let i = stagebox::cmd::inspect::inspect_with(&target, cache.as_deref(), platform, offline)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&i).expect("json"));
+                out_json(&i)?;
             } else {
-                print!("{}", stagebox::cmd::inspect::render(&i));
+                out(stagebox::cmd::inspect::render(&i))?;
             }
         }
         Command::Run { output, memory, uefi, disk, kvm, expect, timeout, kernel, append } => {
@@ -284,13 +329,13 @@ fn run(cli: Cli) -> stagebox::Result<()> {
             let opts = stagebox::cmd::run::RunOptions { memory, uefi, disk, kvm, expect, timeout, kernel, append, echo: true };
             stagebox::cmd::run::run(&output, &opts)?;
         }
-        Command::Verify { reference, keyring, signatures, quorum, strict, json, store: StoreArgs { cache, platform, offline, .. } } => {
-            let opts = stagebox::cmd::verify::VerifyOptions { keyring, signatures, quorum, strict, cache, platform, offline };
+        Command::Verify { reference, keyring, signatures, quorum, strict, json, repository, store: StoreArgs { cache, platform, offline, .. } } => {
+            let opts = stagebox::cmd::verify::VerifyOptions { keyring, signatures, quorum, strict, cache, platform, offline, repository };
             let report = stagebox::cmd::verify::verify(&reference, &opts)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report).expect("json"));
+                out_json(&report)?;
             } else {
-                print!("{}", report.render());
+                out(report.render())?;
             }
             if !report.ok() {
                 return Err(report.error());
@@ -300,20 +345,37 @@ fn run(cli: Cli) -> stagebox::Result<()> {
             let opts = stagebox::cmd::verify_build::VerifyBuildOptions { keyring, signatures, quorum, box_file };
             let report = stagebox::cmd::verify_build::verify_build(&out_dir, &opts)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&report).expect("json"));
+                out_json(&report)?;
             } else {
-                print!("{}", report.render());
+                out(report.render())?;
             }
             if !report.ok {
                 return Err(report.error());
             }
         }
-        Command::Lock { box_file, store: StoreArgs { cache, platform, offline, .. }, import_digests, check } => {
+        Command::Pull { targets, store: StoreArgs { cache, platform, offline, .. }, json } => {
+            if offline {
+                return Err(stagebox::Error::Usage("pull fetches images: it cannot run --offline".into()));
+            }
+            let pulled = stagebox::cmd::pull::pull(&targets, &stagebox::cmd::pull::PullOptions { cache, platform })?;
+            if json {
+                out_json(&serde_json::json!({ "images": pulled }))?;
+            } else {
+                for p in &pulled {
+                    out(format!("{}  {}\n", p.digest, p.reference))?;
+                }
+            }
+        }
+        Command::Lock { box_file, store: StoreArgs { cache, platform, offline, .. }, import_digests, check, json } => {
             let opts = stagebox::cmd::lock::LockOptions { cache, platform, offline, import_digests };
             if check {
                 let checks = stagebox::cmd::lock::check(&box_file, &opts)?;
-                for c in &checks {
-                    println!("{}", c.line());
+                if json {
+                    out_json(&serde_json::json!({ "images": checks.iter().map(|c| c.json()).collect::<Vec<_>>() }))?;
+                } else {
+                    for c in &checks {
+                        out(format!("{}\n", c.line()))?;
+                    }
                 }
                 let bad = checks.iter().filter(|c| !c.ok()).count();
                 if bad > 0 {
@@ -322,8 +384,13 @@ fn run(cli: Cli) -> stagebox::Result<()> {
                 return Ok(());
             }
             let lock = stagebox::cmd::lock::lock_with(&box_file, &opts)?;
-            for i in &lock.images {
-                println!("{}  {}", i.digest, i.reference);
+            if json {
+                let file = stagebox::spec::lock_path(&box_file).display().to_string();
+                out_json(&serde_json::json!({ "lock_file": file, "images": lock.images }))?;
+            } else {
+                for i in &lock.images {
+                    out(format!("{}  {}\n", i.digest, i.reference))?;
+                }
             }
         }
     }
@@ -334,13 +401,21 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Still one thread here: setting the environment is safe.
     match &cli.command {
-        Command::Build { store, .. } | Command::Inspect { store, .. } | Command::Lock { store, .. } | Command::Verify { store, .. } => {
+        Command::Build { store, .. }
+        | Command::Inspect { store, .. }
+        | Command::Lock { store, .. }
+        | Command::Pull { store, .. }
+        | Command::Verify { store, .. } => {
             store.export_registry_env()
         }
         Command::Diff { .. } | Command::Run { .. } | Command::VerifyBuild { .. } | Command::Completions { .. } | Command::Man { .. } | Command::Schema => {}
     }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`| head`): nothing left to say to anyone.
+        Err(stagebox::Error::Io { path, source }) if source.kind() == std::io::ErrorKind::BrokenPipe && path.as_os_str() == "stdout" => {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             // Every variant's message already includes its cause.
             eprintln!("stagebox: error: {e}");

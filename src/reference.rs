@@ -58,6 +58,11 @@ impl ImageRef {
             }
             RefKind::Dir { path: resolve(rest)? }
         } else {
+            if !body.starts_with("docker://") {
+                if let Some(why) = local_path_reason(body) {
+                    return Err(local_path_error(body, why, &base.join(body)));
+                }
+            }
             let rest = body.strip_prefix("docker://").unwrap_or(body);
             if rest.is_empty() || rest.contains(char::is_whitespace) {
                 return Err(format!(
@@ -84,7 +89,65 @@ impl ImageRef {
     }
 }
 
+/// File name endings that mark a local file: what stagebox writes and reads (archives,
+/// images, packages, box files). A registry repository may contain dots, so without this
+/// `out/x.cpio.gz` would be a request to docker.io.
+pub const LOCAL_EXTENSIONS: &[&str] = &[
+    ".tar", ".tgz", ".gz", ".zst", ".xz", ".bz2", ".cpio", ".iso", ".img", ".raw", ".qcow2", ".eif", ".pcrs", ".cmdline",
+    ".squashfs", ".sqfs", ".erofs", ".deb", ".rpm", ".apk", ".oci", ".json", ".toml", ".lock", ".efi", ".bzImage",
+];
+
+/// Why a reference without a prefix names a local path rather than a registry image, if it
+/// does (docs/registries.md, "Local path or registry reference"): it starts with `/`, `./`,
+/// `../` or `~`, is `.` or `..`, its last component (before a `:TAG`) ends with one of
+/// [`LOCAL_EXTENSIONS`], or it has characters no registry repository may hold (upper case,
+/// whitespace, a backslash). `docker://` always means a registry.
+pub fn local_path_reason(text: &str) -> Option<&'static str> {
+    if text.starts_with('/') || text.starts_with("./") || text.starts_with("../") || text.starts_with('~') || text == "." || text == ".." {
+        return Some("it starts like a path");
+    }
+    let last = text.rsplit('/').next().unwrap_or(text);
+    // A `:TAG` ends a registry name, never a file name stagebox reads (a host's `:PORT` is
+    // never the last component).
+    let last = match last.rsplit_once(':') {
+        Some((n, t)) if is_tag(t) => n,
+        _ => last,
+    };
+    if LOCAL_EXTENSIONS.iter().any(|e| last.len() > e.len() && last.ends_with(e)) {
+        return Some("its name ends like a file stagebox reads or writes");
+    }
+    let path = match text.split_once('/') {
+        Some((host, rest)) if host.contains('.') || host.contains(':') || host == "localhost" => rest,
+        _ => text,
+    };
+    if path.chars().any(|c| c.is_ascii_uppercase() || c.is_whitespace() || c == '\\') {
+        return Some("a registry repository has no upper case, spaces or backslashes");
+    }
+    None
+}
+
+/// The error for a local-looking reference (`why`, see [`local_path_reason`]) at `path`.
+fn local_path_error(text: &str, why: &str, path: &Path) -> String {
+    let how = "a registry image is written [HOST/]REPO[:TAG][@sha256:HEX] (or docker://...); a local image oci:DIR, oci-archive:FILE or docker-archive:FILE";
+    if !path.exists() {
+        return format!("no such file or directory: {} ({text:?} is a local path: {why}; {how})", path.display());
+    }
+    let hint = if path.join("oci-layout").is_file() {
+        format!("oci:{text}")
+    } else if path.is_dir() {
+        format!("dir:{text}")
+    } else {
+        format!("oci-archive:{text} or docker-archive:{text}")
+    };
+    format!("{text:?} is a local path ({why}): say what it holds, e.g. {hint}")
+}
+
 fn split_digest(text: &str) -> Result<(&str, Option<Digest>), String> {
+    if let Some((body, hex)) = text.rsplit_once('@') {
+        if hex.len() >= 12 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!("{text:?}: a digest is written with its algorithm: {body}@sha256:{hex}"));
+        }
+    }
     match text.rfind('@') {
         Some(i) if text[i + 1..].contains(':') && !text[i + 1..].contains('/') => {
             let d = Digest::parse(&text[i + 1..]).map_err(|e| e.to_string())?;
@@ -174,6 +237,8 @@ mod tests {
         assert_eq!(r.kind, RefKind::OciLayout { dir: "/abs/img".into(), tag: None });
         assert_eq!(r.digest.unwrap().hex(), HEX);
         assert!(ImageRef::parse("oci:x@sha256:abc", Path::new("/")).is_err());
+        let e = ImageRef::parse(&format!("oci:x@{HEX}"), Path::new("/")).unwrap_err();
+        assert!(e.contains(&format!("oci:x@sha256:{HEX}")), "{e}");
     }
 
     #[test]
@@ -197,5 +262,18 @@ mod tests {
         assert_eq!(r.kind, RefKind::DockerArchive { file: "/w/a.tar".into() });
         assert!(!r.is_pinned());
         assert!(ImageRef::parse("dir:rootfs", Path::new("/w")).unwrap().is_pinned());
+    }
+
+    #[test]
+    fn local_paths_are_not_registry_names() {
+        for local in ["out/x.cpi.gz", "./busybox", "/abs/img", "../img", "busybox.tar", "out/Demo", "quay.io/x/y.tar:1.0", "~/img"] {
+            assert!(local_path_reason(local).is_some(), "{local}");
+            let e = ImageRef::parse(local, Path::new("/nonexistent-base")).unwrap_err();
+            assert!(e.contains("no such file or directory"), "{local}: {e}");
+        }
+        for remote in ["stagex/core-busybox:1.36.1", "quay.io/stagex/core-busybox", "localhost:5000/a/b:sx2026.03.0", "busybox", "ghcr.io/o/r.x:v1.2"] {
+            assert_eq!(local_path_reason(remote), None, "{remote}");
+        }
+        assert!(ImageRef::parse("docker://registry.example/x/y.tar", Path::new("/")).is_ok(), "docker:// is always a registry");
     }
 }

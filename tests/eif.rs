@@ -241,19 +241,19 @@ fn initramfs_layout_pcrs_manifest_inspect_and_boot() {
 
     // inspect: nitro-cli describe-eif's shape, our PCRs, metadata from the box and SDE.
     let j = inspect_json(&eif);
-    assert_eq!(j["EifVersion"], 4);
-    assert_eq!(j["CheckCRC"], true);
-    assert_eq!(j["IsSigned"], false);
-    assert_eq!(j["Measurements"]["HashAlgorithm"], "Sha384 { ... }");
+    assert_eq!(j["describe_eif"]["EifVersion"], 4);
+    assert_eq!(j["describe_eif"]["CheckCRC"], true);
+    assert_eq!(j["describe_eif"]["IsSigned"], false);
+    assert_eq!(j["describe_eif"]["Measurements"]["HashAlgorithm"], "Sha384 { ... }");
     for k in ["PCR0", "PCR1", "PCR2"] {
-        assert_eq!(j["Measurements"][k], py[k]);
+        assert_eq!(j["describe_eif"]["Measurements"][k], py[k]);
     }
-    assert_eq!((j["ImageName"].as_str(), j["ImageVersion"].as_str()), (Some("enclave"), Some("1.2")));
-    assert_eq!(j["Metadata"]["BuildTime"], "1970-01-01T00:00:01+00:00");
-    assert_eq!(j["Metadata"]["BuildTool"], "stagebox");
-    let kv = j["Metadata"]["KernelVersion"].as_str().unwrap();
+    assert_eq!((j["describe_eif"]["ImageName"].as_str(), j["describe_eif"]["ImageVersion"].as_str()), (Some("enclave"), Some("1.2")));
+    assert_eq!(j["describe_eif"]["Metadata"]["BuildTime"], "1970-01-01T00:00:01+00:00");
+    assert_eq!(j["describe_eif"]["Metadata"]["BuildTool"], "stagebox");
+    let kv = j["describe_eif"]["Metadata"]["KernelVersion"].as_str().unwrap();
     assert!(kv.ends_with("-cloud-amd64"), "KernelVersion from the bzImage header: {kv}");
-    assert_eq!(j["Sections"].as_array().unwrap().len(), 4);
+    assert_eq!(j["sections"].as_array().unwrap().len(), 4);
     let text = String::from_utf8(run(&mut stagebox(["inspect".as_ref(), eif.as_os_str()])).stdout).unwrap();
     assert!(text.contains("crc32 0x") && text.contains("(ok)") && text.contains(&format!("PCR0 {}", py["PCR0"].as_str().unwrap())), "{text}");
 
@@ -390,10 +390,10 @@ fn signed_eif_pcr8_is_the_certificate_and_the_signature_verifies() {
     assert_eq!(rec["pcrs"]["PCR8"], hex_of(&pcr8));
     assert_eq!(rec["pcrs"]["PCR0"], py["PCR0"], "signing does not change PCR0");
     let j = inspect_json(&eif);
-    assert_eq!(j["IsSigned"], true);
-    assert_eq!(j["Measurements"]["PCR8"], hex_of(&pcr8));
-    assert_eq!(j["Signature"]["SignatureCheck"], true, "{}", j["Signature"]);
-    assert_eq!(j["Signature"]["RegisterValue"], py["PCR0"]);
+    assert_eq!(j["describe_eif"]["IsSigned"], true);
+    assert_eq!(j["describe_eif"]["Measurements"]["PCR8"], hex_of(&pcr8));
+    assert_eq!(j["signature"]["signature_check"], true, "{}", j["signature"]);
+    assert_eq!(j["signature"]["register_value"], py["PCR0"]);
 
     // The COSE signature, checked by openssl: r||s → DER ECDSA-Sig-Value, over the
     // Sig_structure ["Signature1", protected, h'', payload] with SHA-384.
@@ -545,10 +545,11 @@ fn inspect_json_has_describe_eif_fields_and_the_build_prints_the_memory() {
     // nitro-cli's rule: 4 × the EIF's size must fit in --memory MiB.
     let mib = (4 * size).div_ceil(1 << 20);
     assert!(err.contains(&format!("describe.eif: run it with nitro-cli run-enclave --memory {mib} or more")), "{err}");
-    let j = inspect_json(&eif);
-    let ours: std::collections::BTreeSet<String> = keys(&j).into_iter().filter(|k| set(DESCRIBE_EIF_KEYS).contains(k)).collect();
-    assert_eq!(ours, set(DESCRIBE_EIF_KEYS), "{j}");
-    assert_eq!(j["MinimumMemoryMiB"], mib);
+    let all = inspect_json(&eif);
+    assert_eq!(all["min_memory_mib"], mib);
+    // describe-eif's object, exactly its keys, under `describe_eif`.
+    let j = &all["describe_eif"];
+    assert_eq!(keys(j), set(DESCRIBE_EIF_KEYS), "{all}");
     assert_eq!(keys(&j["Measurements"]), set(MEASUREMENTS_KEYS));
     assert_eq!(j["Measurements"]["HashAlgorithm"], "Sha384 { ... }");
     assert_eq!(keys(&j["SigningCertificate"]), set(SIGNING_CERTIFICATE_KEYS));
@@ -571,9 +572,9 @@ fn inspect_json_has_describe_eif_fields_and_the_build_prints_the_memory() {
     let sig_hex: String = text.split("Signature Value:").nth(1).unwrap().split_whitespace().collect::<String>().to_uppercase();
     assert_eq!(c["Signature"].as_str().unwrap(), sig_hex);
     // Unsigned: no SigningCertificate, no SignatureCheck, as describe-eif.
-    let j = inspect_json(&build_eif(&std_box("describe-unsigned", "")));
-    let ours: std::collections::BTreeSet<String> = keys(&j).into_iter().filter(|k| set(DESCRIBE_EIF_KEYS).contains(k)).collect();
-    assert_eq!(ours, set(DESCRIBE_EIF_UNSIGNED_KEYS), "{j}");
+    let all = inspect_json(&build_eif(&std_box("describe-unsigned", "")));
+    let j = &all["describe_eif"];
+    assert_eq!(keys(j), set(DESCRIBE_EIF_UNSIGNED_KEYS), "{all}");
     assert_eq!(keys(&j["Measurements"]), set(&MEASUREMENTS_KEYS[..4]));
 }
 

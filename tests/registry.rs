@@ -150,12 +150,13 @@ fn pull_by_tag_via_lock_and_by_digest_builds_what_the_layout_builds() {
     assert_eq!(b[0].sha256, want);
     assert_store_sound(&cache2);
 
-    // A digest the registry does not have: a clear error naming the reference, exit 1.
+    // A digest the registry does not have: a clear error naming the reference, exit 2 (a
+    // wrong pin is the box file's error).
     let bogus = format!("sha256:{}", "0".repeat(64));
     let bx = box_file(dir.path(), "bogus", &format!("{}/stagex/core-small@{bogus}", reg.host()));
     let o = try_build(&bx, &dir.path().join("out-bogus"), &cache2, &[]);
     let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("stagex/core-small") && err.contains("404"), "{err}");
     assert!(!dir.path().join("out-bogus").exists(), "nothing is written");
 

@@ -121,6 +121,16 @@ fn schema_names_exactly_the_keys_the_parser_accepts() {
         ),
         keys(table(&root, 3, &[])),
     ));
+    cases.push((
+        "[output.iso] bootloader = { definition, image }".into(),
+        accepted(
+            &[
+                ("box.toml", format!("name = \"n\"\n[[layer]]\ndir = \"x\"\n[kernel]\nimage = \"oci:k@{digest}\"\n[output.iso.bootloader]\ndefinition = \"b.toml\"\nbogus_key = 1\n")),
+            ],
+            "box.toml",
+        ),
+        keys(table(&root, 0, &["output", "iso", "bootloader"]).pointer("/anyOf/0").map(|s| deref(&root, s)).map(|s| deref(&root, &s["anyOf"][1])).unwrap()),
+    ));
     let problems: Vec<String> = cases
         .iter()
         .filter(|(_, parser, schema)| parser != schema)

@@ -91,7 +91,7 @@ fn docker_archive_from_skopeo_builds_the_same_tar() {
     let wrong = format!("sha256:{}", "0".repeat(64));
     let b = box_file(&f.dir, "docker-wrong", &format!("docker-archive:docker.tar@{wrong}"));
     let o = output(&mut stagebox(["build".as_ref(), b.as_os_str(), "--cache".as_ref(), f.cache.as_os_str(), "-q".as_ref()]));
-    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.status.code(), Some(2), "a wrong pin is a box-file error: {}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stderr).contains(&wrong), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
@@ -178,9 +178,16 @@ fn nested_index_picks_linux_amd64_by_tag_and_by_digest() {
     // Two levels of nesting.
     let b = build_ref(&dir, "by-deep-tag", &format!("oci:img:deep@{idx}"), &f.cache);
     assert_eq!(arch_of(&b.path), "amd64");
-    // Pinned to a platform manifest directly: that one, whatever the platform flag.
-    let b = build_ref(&dir, "by-arm64", &format!("oci:img@{arm64}"), &f.cache);
-    assert_eq!(arch_of(&b.path), "arm64");
+    // Pinned to a platform manifest directly: that one, and it must be for the build's
+    // platform (an arm64 image in an amd64 build is refused, naming it; issue 24).
+    let bx = box_file(&dir, "by-arm64", &format!("oci:img@{arm64}"));
+    let o = output(stagebox(["build".as_ref(), bx.as_os_str(), "--out".as_ref(), dir.join("out-by-arm64").as_os_str(), "--cache".as_ref(), f.cache.as_os_str(), "-q".as_ref()]).borrow_mut());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("its image config is for linux/arm64, but the box builds for linux/amd64"), "{err}");
+    let out = dir.join("out-by-arm64");
+    run(stagebox(["build".as_ref(), bx.as_os_str(), "--out".as_ref(), out.as_os_str(), "--cache".as_ref(), f.cache.as_os_str(), "--platform".as_ref(), "linux/arm64".as_ref(), "-q".as_ref()]).borrow_mut());
+    assert_eq!(arch_of(&out.join("by-arm64.tar")), "arm64");
     let b = build_ref(&dir, "by-amd64", &format!("oci:img@{amd64}"), &f.cache);
     assert_eq!(arch_of(&b.path), "amd64");
     // --platform picks the other one from the index.
@@ -246,11 +253,12 @@ fn lock_pins_an_unpinned_tag_and_build_refuses_without_it() {
     assert_same_as_reference(f, &built[0], "locked tag");
     assert_eq!(inputs(&dir.join("out"))[0].1, f.umoci_digest);
 
-    // A lock pinning a digest the layout does not hold fails the build (exit 1).
+    // A lock pinning a digest the layout does not hold fails the build (exit 2, a wrong pin).
     let bad = String::from_utf8(read(&dir.join("box.lock"))).unwrap().replace(&f.umoci_digest, &format!("sha256:{}", "1".repeat(64)));
     write(&dir.join("box.lock"), bad);
     let o = output(&mut stagebox(["build".as_ref(), bx.as_os_str(), "--cache".as_ref(), f.cache.as_os_str(), "-q".as_ref()]));
-    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("box.lock; `stagebox lock` renews it"), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
 #[test]

@@ -35,10 +35,16 @@ impl Import<'_> {
     pub fn image_tree(&self, image: &crate::reference::ImageRef, at: &crate::spec::Location, what: &str) -> crate::Result<(crate::source::ResolvedImage, Tree)> {
         let r = crate::spec::pin(image, at, self.lock, self.lock_path)?;
         self.progress.set_message(format!("import {what} {}", r.text));
-        let image = crate::source::resolve(self.store, &r, self.sopts)?;
+        let resolved = crate::source::resolve(self.store, &r, self.sopts).map_err(|e| crate::spec::locate_pin(image, at, self.lock_path, e))?;
+        crate::source::check_platform(&resolved, &self.sopts.platform).map_err(|found| {
+            at.error(format!(
+                "{what}, {}: {found}, but the box builds for {} (the box's `platform`, or --platform; default linux/amd64)",
+                resolved.reference.text, self.sopts.platform
+            ))
+        })?;
         let mode = crate::tree::layer::ContentMode::Spill;
-        let tree = crate::tree::images::flatten(self.store, std::slice::from_ref(&image), self.sopts.source_date_epoch, self.threads, mode, self.progress)?;
-        Ok((image, tree))
+        let tree = crate::tree::images::flatten(self.store, std::slice::from_ref(&resolved), self.sopts.source_date_epoch, self.threads, mode, self.progress)?;
+        Ok((resolved, tree))
     }
 }
 

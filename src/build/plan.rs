@@ -52,11 +52,16 @@ impl Plan {
         let sde = spec.source_date_epoch()?;
         let store = Store::open(&source::store::default_root(opts.cache.as_deref())?)?;
         let progress = Progress::new(opts.quiet);
-        let sopts = SourceOptions { platform: opts.platform.clone().unwrap_or_default(), source_date_epoch: sde, offline: opts.offline };
+        let platform = source::Platform::for_box(opts.platform.as_ref(), &spec);
+        check_outputs_support(&spec, &platform)?;
+        let sopts = SourceOptions { platform, source_date_epoch: sde, offline: opts.offline };
         let lock_path = spec::lock_path(&spec.path);
         let lock = if opts.locked { Some(check_complete(&spec, &lock_path)?) } else { LockFile::load(&lock_path)? };
 
         let t0 = std::time::Instant::now();
+        if sopts.offline {
+            check_offline(&spec, lock.as_ref(), &lock_path, &store, &sopts)?;
+        }
         let images = resolve_inputs(&spec, lock.as_ref(), &lock_path, &store, &sopts, &progress)?;
         if opts.locked {
             check_resolved(&spec, lock.as_ref().expect("loaded above"), &lock_path, &images)?;
@@ -189,18 +194,95 @@ fn resolve_inputs(
             LayerSpec::Image { image, at } => {
                 let r = spec::pin(image, at, lock, lock_path)?;
                 progress.set_message(format!("import {}", r.text));
-                out.push(source::resolve(store, &r, sopts)?);
+                let img = source::resolve(store, &r, sopts).map_err(|e| spec::locate_pin(image, at, lock_path, e))?;
+                check_platform(&img, at, &format!("layer {}", out.len() + 1), &sopts.platform)?;
+                out.push(img);
             }
             LayerSpec::Pallet { pallet, .. } => {
                 for (image, at) in &pallet.images {
                     let r = spec::pin(image, at, lock, lock_path)?;
                     progress.set_message(format!("import {}", r.text));
-                    out.push(source::resolve(store, &r, sopts)?);
+                    let img = source::resolve(store, &r, sopts).map_err(|e| spec::locate_pin(image, at, lock_path, e))?;
+                    check_platform(&img, at, &format!("layer {} (pallet {})", out.len() + 1, pallet.name), &sopts.platform)?;
+                    out.push(img);
                 }
             }
         }
     }
     Ok(out)
+}
+
+/// An image (`what`: "layer 2", "kernel", ...) whose config is for another platform than the
+/// build's is the box file's error, at the reference.
+pub(crate) fn check_platform(img: &ResolvedImage, at: &spec::Location, what: &str, platform: &source::Platform) -> Result<()> {
+    source::check_platform(img, platform).map_err(|found| {
+        at.error(format!(
+            "{what}, {}: {found}, but the box builds for {platform} (the box's `platform`, or --platform; default linux/amd64)",
+            img.reference.text
+        ))
+    })
+}
+
+/// Outputs that can be built for `platform`. Root file systems, archives and packages are
+/// whatever the images are; the OCI output (its config says amd64) and everything that
+/// boots (x86_64 kernels, bootloaders and EIFs) are linux/amd64 only for now.
+fn check_outputs_support(spec: &BoxSpec, platform: &source::Platform) -> Result<()> {
+    if platform.os != "linux" {
+        let at = spec.platform.as_ref().map(|p| p.at.clone()).unwrap_or_else(|| spec::Location { file: spec.path.clone(), line: 1, column: 1 });
+        return Err(at.error(format!("platform {platform}: stagebox builds Linux root file systems (os \"linux\")")));
+    }
+    if platform.arch == "amd64" {
+        return Ok(());
+    }
+    let o = &spec.outputs;
+    let amd64_only = [
+        ("oci", o.oci.is_some()),
+        ("initramfs", o.initramfs.is_some()),
+        ("eif", o.eif.is_some()),
+        ("iso", o.iso.is_some()),
+        ("disk", o.disk.is_some()),
+    ];
+    let refused: Vec<String> = amd64_only.iter().filter(|(_, on)| *on).map(|(n, _)| format!("[output.{n}]")).collect();
+    if refused.is_empty() {
+        return Ok(());
+    }
+    let msg = format!(
+        "{} cannot be built for {platform} yet (they are linux/amd64 only); tar, squashfs, erofs, sbom, provenance and packages can",
+        refused.join(", ")
+    );
+    Err(match &spec.platform {
+        Some(p) => p.at.error(msg),
+        None => Error::Usage(format!("--platform {platform}: {msg}")),
+    })
+}
+
+/// `--offline`: every registry image the box needs (layers, pallets, kernel, bootloaders)
+/// must be in the store; name all that are not, with where each is written, not just the
+/// first. Local sources (`oci:`, archives, `dir:`) are read where they are.
+fn check_offline(spec: &BoxSpec, lock: Option<&LockFile>, lock_path: &std::path::Path, store: &Store, sopts: &SourceOptions) -> Result<()> {
+    let mut missing = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    let refs = spec.image_refs();
+    for (image, at) in &refs {
+        if !matches!(image.kind, RefKind::Registry { .. }) || !seen.insert(image.text.clone()) {
+            continue;
+        }
+        let r = spec::pin(image, at, lock, lock_path)?;
+        if let Err(e) = source::resolve(store, &r, sopts) {
+            missing.push(format!("{at}: {e}"));
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(Error::other(format!(
+        "--offline: {} of the box's {} registry image(s) are not in the store {}:\n{}\n(where there is network, `stagebox pull {}` fills a store; carry it here and use it with --cache or $STAGEBOX_CACHE)",
+        missing.len(),
+        seen.len(),
+        store.root().display(),
+        missing.join("\n"),
+        spec.path.display()
+    )))
 }
 
 /// A full disk, a quota or a file size limit.

@@ -38,19 +38,27 @@ pub fn lock_with(box_path: &Path, opts: &LockOptions) -> Result<LockFile> {
     let spec = spec::load_box(box_path)?;
     let sde = spec.source_date_epoch()?;
     let store = Store::open(&source::store::default_root(opts.cache.as_deref())?)?;
-    let sopts = SourceOptions { platform: opts.platform.clone().unwrap_or_default(), source_date_epoch: sde, offline: opts.offline };
+    let platform = source::Platform::for_box(opts.platform.as_ref(), &spec);
+    let sopts = SourceOptions { platform, source_date_epoch: sde, offline: opts.offline };
     let mut imported = BTreeMap::new();
     for f in &opts.import_digests {
         imported.extend(read_digest_list(f)?);
     }
     let mut lock = LockFile { version: 1, images: Vec::new() };
-    for (r, _) in spec.image_refs() {
+    for (r, at) in spec.image_refs() {
         if matches!(r.kind, RefKind::Dir { .. }) || lock.images.iter().any(|i| i.reference == r.text) {
             continue;
         }
         let digest = match (stagex_name(&r).and_then(|n| imported.get(&n)), &r.digest) {
             (Some(d), None) => d.clone(),
-            _ => source::resolve(&store, &r, &sopts)?.pin,
+            _ => {
+                let img = source::resolve(&store, &r, &sopts).map_err(|e| at.locate(e))?;
+                // Never pin an image that cannot run on the box's platform.
+                source::check_platform(&img, &sopts.platform).map_err(|found| {
+                    at.error(format!("{}: {found}, but the box builds for {} (the box's `platform`, or --platform); not pinned", r.text, sopts.platform))
+                })?;
+                img.pin
+            }
         };
         lock.images.push(LockedImage { reference: r.text.clone(), digest: digest.to_string() });
     }
@@ -70,6 +78,27 @@ pub struct PinCheck {
 }
 
 impl PinCheck {
+    /// `current`, `stale`, `unpinned` or `failed` (what [`PinCheck::line`] begins with).
+    pub fn status(&self) -> &'static str {
+        match (&self.pinned, &self.found) {
+            (Some(p), Ok(f)) if p == f => "current",
+            (Some(_), Ok(_)) => "stale",
+            (None, Ok(_)) => "unpinned",
+            (_, Err(_)) => "failed",
+        }
+    }
+
+    /// `lock --check --json`: one object per reference (snake_case keys).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "ref": self.reference,
+            "status": self.status(),
+            "pinned": self.pinned.as_ref().map(|d| d.to_string()),
+            "resolves_to": self.found.as_ref().ok().map(|d| d.to_string()),
+            "error": self.found.as_ref().err(),
+        })
+    }
+
     pub fn ok(&self) -> bool {
         matches!((&self.pinned, &self.found), (Some(p), Ok(f)) if p == f)
     }
@@ -92,7 +121,7 @@ pub fn check(box_path: &Path, opts: &LockOptions) -> Result<Vec<PinCheck>> {
     let spec = spec::load_box(box_path)?;
     let sde = spec.source_date_epoch()?;
     let store = Store::open(&source::store::default_root(opts.cache.as_deref())?)?;
-    let sopts = SourceOptions { platform: opts.platform.clone().unwrap_or_default(), source_date_epoch: sde, offline: opts.offline };
+    let sopts = SourceOptions { platform: source::Platform::for_box(opts.platform.as_ref(), &spec), source_date_epoch: sde, offline: opts.offline };
     let lock = LockFile::load(&spec::lock_path(box_path))?;
     let mut imported = BTreeMap::new();
     for f in &opts.import_digests {

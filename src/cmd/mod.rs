@@ -1,11 +1,12 @@
-//! The commands `main.rs` dispatches to: build (and `--check`), lock, diff, inspect, run and
-//! verify, verify-build. The only modules allowed to call each other's entry points; nothing below calls them.
+//! The commands `main.rs` dispatches to: build (and `--check`), lock, pull, diff, inspect, run
+//! and verify, verify-build. The only modules allowed to call each other's entry points; nothing below calls them.
 
 pub mod build;
 pub mod check;
 pub mod diff;
 pub mod inspect;
 pub mod lock;
+pub mod pull;
 pub mod run;
 pub mod verify;
 pub mod verify_build;

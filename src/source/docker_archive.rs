@@ -105,9 +105,12 @@ pub fn resolve(store: &Store, r: &ImageRef, file: &Path) -> Result<ResolvedImage
 
     // Pick the image: the pinned image ID, else the only one.
     let mut chosen = None;
+    let mut offered = String::new();
     for m in &entries {
         let cfg = read_member(r, file, &members, &m.config)?;
         let id = Digest::of_bytes(&cfg);
+        let tags = m.repo_tags.as_deref().unwrap_or_default();
+        offered.push_str(&format!("\n  {id}{}", if tags.is_empty() { String::new() } else { format!(" ({})", tags.join(", ")) }));
         match &r.digest {
             Some(d) if d == &id => chosen = Some((m, cfg, id)),
             Some(_) => {}
@@ -117,10 +120,17 @@ pub fn resolve(store: &Store, r: &ImageRef, file: &Path) -> Result<ResolvedImage
     }
     let (m, cfg_bytes, config_digest) = match (chosen, &r.digest) {
         (Some(c), _) => c,
-        (None, Some(d)) => return Err(err(r, format!("no image with ID {d} in the archive"))),
+        (None, Some(d)) => {
+            return Err(Error::Pin {
+                reference: r.text.clone(),
+                message: format!(
+                    "no image with ID {d} in {} (a docker-archive: pin is the image ID, the config digest); it holds:{offered}",
+                    file.display()
+                ),
+            })
+        }
         (None, None) => return Err(err(r, format!("the archive holds {} images; pin one by image ID (@sha256:…)", entries.len()))),
     };
-    let _ = &m.repo_tags;
     let config: serde_json::Value = serde_json::from_slice(&cfg_bytes).map_err(|e| err(r, format!("config: {e}")))?;
     let ids = diff_ids(&config, m.layers.len(), &r.text)?;
     store.put_bytes(&cfg_bytes)?;

@@ -51,6 +51,44 @@ impl std::str::FromStr for Platform {
     }
 }
 
+impl Platform {
+    /// The platform a build of `spec` resolves images for: `--platform` (`cli`), else the
+    /// box's `platform`, else linux/amd64.
+    pub fn for_box(cli: Option<&Platform>, spec: &crate::spec::BoxSpec) -> Platform {
+        match (cli, &spec.platform) {
+            (Some(p), _) => p.clone(),
+            (None, Some(b)) => Platform { os: b.os.clone(), arch: b.arch.clone() },
+            (None, None) => Platform::default(),
+        }
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.arch)
+    }
+}
+
+/// Whether `img`'s config is for `want` (its `os` and `architecture`); `Err` says what it is
+/// for. A `dir:` layer is for any platform; a config that names no architecture is taken as
+/// it is (nothing to compare).
+pub fn check_platform(img: &ResolvedImage, want: &Platform) -> std::result::Result<(), String> {
+    if matches!(img.reference.kind, RefKind::Dir { .. }) {
+        return Ok(());
+    }
+    let arch = img.config["architecture"].as_str();
+    let os = img.config["os"].as_str();
+    match (os, arch) {
+        (_, None) => Ok(()),
+        (os, Some(arch)) if arch == want.arch && os.is_none_or(|o| o == want.os) => Ok(()),
+        (os, Some(arch)) => Err(format!(
+            "its image config is for {}/{arch}{}",
+            os.unwrap_or("?"),
+            img.config["variant"].as_str().map(|v| format!("/{v}")).unwrap_or_default()
+        )),
+    }
+}
+
 /// One layer blob in the store, with what it must decompress to.
 #[derive(Debug, Clone)]
 pub struct LayerBlob {
@@ -130,6 +168,13 @@ pub(crate) fn follow_to_manifest(
     for _ in 0..=8 {
         let data = fetch(&digest, size)?;
         let json: serde_json::Value = serde_json::from_slice(&data).map_err(|e| err(format!("manifest {digest}: {e}")))?;
+        // An image config has `rootfs` and neither `config` nor `layers`: no manifest.
+        if json.get("rootfs").is_some() && json.get("layers").is_none() && json.get("manifests").is_none() {
+            return Err(Error::Pin {
+                reference: r.text.clone(),
+                message: format!("{digest} is an image config, not a manifest or index; pin the manifest that names it"),
+            });
+        }
         // An index always has `manifests`; an image manifest never does.
         if json.get("manifests").is_none() {
             return Ok((digest, data));

@@ -125,9 +125,103 @@ pub(crate) fn pick_platform<'a>(r: &ImageRef, index: &'a ImageIndex, platform: &
     match (matching.as_slice(), candidates.as_slice()) {
         ([one], _) => Ok(one),
         ([], [only]) if only.platform().is_none() => Ok(only),
-        ([], _) => Err(err(r, format!("the index has no manifest for {}/{}", platform.os, platform.arch))),
+        ([], _) => {
+            let has: Vec<String> = candidates
+                .iter()
+                .map(|m| match m.platform() {
+                    Some(p) => format!("{}/{}{} ({})", p.os(), p.architecture(), p.variant().as_ref().map(|v| format!("/{v}")).unwrap_or_default(), m.digest()),
+                    None => format!("no platform ({})", m.digest()),
+                })
+                .collect();
+            Err(Error::Pin {
+                reference: r.text.clone(),
+                message: format!(
+                    "the index has no manifest for {}/{}; it has: {} (build for one of them with the box's `platform` or --platform)",
+                    platform.os,
+                    platform.arch,
+                    if has.is_empty() { "nothing".to_string() } else { has.join(", ") }
+                ),
+            })
+        }
         (many, _) => Err(err(r, format!("the index has {} manifests for {}/{}; pin one by digest", many.len(), platform.os, platform.arch))),
     }
+}
+
+/// One thing a layout's index offers, for messages: a manifest or an index (`depth` 1 for
+/// the platform manifests of an index the top level lists).
+struct Offer {
+    digest: String,
+    depth: usize,
+    is_index: bool,
+    tag: Option<String>,
+    platform: Option<String>,
+    /// A manifest's config digest.
+    config: Option<String>,
+}
+
+/// Everything `top` lists, with the platform manifests of each index it lists (blobs that
+/// cannot be read are listed without what they would have told).
+fn offers(r: &ImageRef, files: &dyn LayoutFiles, top: &ImageIndex) -> Vec<Offer> {
+    fn walk(r: &ImageRef, files: &dyn LayoutFiles, list: &[Descriptor], depth: usize, out: &mut Vec<Offer>) {
+        for m in list {
+            let Ok(d) = desc_digest(r, m) else { continue };
+            let json: Option<serde_json::Value> =
+                read_blob(r, files, "manifest", &d, Some(m.size())).ok().and_then(|b| serde_json::from_slice(&b).ok());
+            let nested = json.as_ref().and_then(|j| serde_json::from_value::<ImageIndex>(j.clone()).ok().filter(|_| j.get("manifests").is_some()));
+            out.push(Offer {
+                digest: d.to_string(),
+                depth,
+                is_index: nested.is_some() || m.media_type().to_string().contains("index") || m.media_type().to_string().contains("list"),
+                tag: m.annotations().as_ref().and_then(|a| a.get(REF_NAME)).cloned(),
+                platform: m.platform().as_ref().map(|p| format!("{}/{}", p.os(), p.architecture())),
+                config: json.as_ref().and_then(|j| j["config"]["digest"].as_str()).map(str::to_string),
+            });
+            if let (Some(idx), true) = (nested, depth < 2) {
+                walk(r, files, idx.manifests(), depth + 1, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(r, files, top.manifests(), 0, &mut out);
+    out
+}
+
+/// The lines of [`offers`] as a message shows them: digest, what it is, tag, platform.
+fn render_offers(list: &[Offer]) -> String {
+    if list.is_empty() {
+        return "\n  (nothing: its index.json lists no manifest)".into();
+    }
+    let mut s = String::new();
+    for o in list {
+        s.push_str(&format!("\n  {}{} {}", "  ".repeat(o.depth), o.digest, if o.is_index { "index" } else { "manifest" }));
+        if let Some(p) = &o.platform {
+            s.push_str(&format!(" {p}"));
+        }
+        if let Some(t) = &o.tag {
+            s.push_str(&format!(" (tag {t:?})"));
+        }
+    }
+    s
+}
+
+/// A pinned digest `d` that the index does not list: fine when it is a manifest the layout
+/// holds (a platform manifest of a listed index); an [`Error::Pin`] naming what the layout
+/// offers when it is absent, or the image config, which is no manifest.
+fn check_unlisted_pin(r: &ImageRef, files: &dyn LayoutFiles, top: &ImageIndex, d: &Digest) -> Result<()> {
+    let pin_err = |message: String| Error::Pin { reference: r.text.clone(), message };
+    let list = offers(r, files, top);
+    if files.len(&blob_name(d)).is_err() {
+        return Err(pin_err(format!("the pinned digest {d} is not in the layout {}; its index offers:{}", files.describe(), render_offers(&list))));
+    }
+    if let Some(o) = list.iter().find(|o| o.config.as_deref() == Some(d.as_str())) {
+        return Err(pin_err(format!(
+            "{d} is the image config, not a manifest or index; pin the manifest {} (`@{}`){}",
+            o.digest,
+            o.digest,
+            o.platform.as_ref().map(|p| format!(", {p}")).unwrap_or_default()
+        )));
+    }
+    Ok(())
 }
 
 pub fn resolve(store: &Store, r: &ImageRef, dir: &Path, tag: Option<&str>, opts: &SourceOptions) -> Result<ResolvedImage> {
@@ -153,7 +247,11 @@ pub(crate) fn resolve_files(store: &Store, r: &ImageRef, files: &dyn LayoutFiles
 
     // The starting point: a pinned digest, a tag, or the only manifest.
     let (digest, size) = if let Some(d) = &r.digest {
-        (d.clone(), top.manifests().iter().find(|m| m.digest().to_string() == d.as_str()).map(|m| m.size()))
+        let listed = top.manifests().iter().find(|m| m.digest().to_string() == d.as_str()).map(|m| m.size());
+        if listed.is_none() {
+            check_unlisted_pin(r, files, &top, d)?;
+        }
+        (d.clone(), listed)
     } else if let Some(t) = tag {
         let m = top
             .manifests()

@@ -153,22 +153,85 @@ pub(super) fn schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
 }
 
 /// One entry of `bootloader` in a box: a definition path, or a table with an image.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+///
+/// Deserialized by hand rather than `#[serde(untagged)]`: an untagged enum cannot refuse an
+/// unknown key in the table form (it drops it) and reports a typo as "did not match any
+/// variant"; here a string is a path and a table is [`BootloaderTable`], whose own errors
+/// (unknown key, missing `definition`) reach the user with their location.
+#[derive(Debug, Clone, JsonSchema)]
 #[serde(untagged)]
 pub enum RawBootloaderRef {
     Path(String),
-    Table {
-        definition: String,
-        image: Option<String>,
-    },
+    Table(BootloaderTable),
+}
+
+/// `{ definition = "...", image = "..." }`: a definition, and the image that replaces its own.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BootloaderTable {
+    pub definition: String,
+    pub image: Option<String>,
 }
 
 /// `bootloader = "..."`, `bootloader = {...}` or a list of them.
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, JsonSchema)]
 #[serde(untagged)]
 pub enum RawBootloaders {
     One(RawBootloaderRef),
     Many(Vec<RawBootloaderRef>),
+}
+
+const BOOTLOADER_EXPECTED: &str = "a bootloader definition path, a table { definition = \"...\", image = \"...\" }";
+
+/// Reads one entry: a string or a table, nothing else.
+struct RefVisitor;
+
+impl<'de> serde::de::Visitor<'de> for RefVisitor {
+    type Value = RawBootloaderRef;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(BOOTLOADER_EXPECTED)
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Self::Value, E> {
+        Ok(RawBootloaderRef::Path(v.to_string()))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> std::result::Result<Self::Value, A::Error> {
+        BootloaderTable::deserialize(serde::de::value::MapAccessDeserializer::new(map)).map(RawBootloaderRef::Table)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawBootloaderRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_any(RefVisitor)
+    }
+}
+
+/// Reads the whole value: one entry, or a list of entries.
+struct RefsVisitor;
+
+impl<'de> serde::de::Visitor<'de> for RefsVisitor {
+    type Value = RawBootloaders;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(f, "{BOOTLOADER_EXPECTED}, or a list of them")
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<Self::Value, E> {
+        RefVisitor.visit_str(v).map(RawBootloaders::One)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> std::result::Result<Self::Value, A::Error> {
+        RefVisitor.visit_map(map).map(RawBootloaders::One)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Self::Value, A::Error> {
+        let mut v = Vec::new();
+        while let Some(r) = seq.next_element::<RawBootloaderRef>()? {
+            v.push(r);
+        }
+        Ok(RawBootloaders::Many(v))
+    }
+}
+
+impl<'de> Deserialize<'de> for RawBootloaders {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_any(RefsVisitor)
+    }
 }
 
 impl RawBootloaders {
@@ -301,7 +364,7 @@ pub fn box_bootloaders(box_dir: &Path, raw: &RawBootloaders, at: &Location) -> R
     for r in raw.list() {
         let (def, image) = match &r {
             RawBootloaderRef::Path(p) => (p.as_str(), None),
-            RawBootloaderRef::Table { definition, image } => (definition.as_str(), image.as_deref()),
+            RawBootloaderRef::Table(BootloaderTable { definition, image }) => (definition.as_str(), image.as_deref()),
         };
         let file = super::kernel::find_definition(box_dir, def)
             .ok_or_else(|| at.error(format!("bootloader definition {def:?} not found beside the box file or in its parent directories")))?;

@@ -37,6 +37,17 @@ pub struct BoxSpec {
     /// Where `[output.disk]` stands, and its bootloaders (resolved definitions).
     pub disk_at: Option<Location>,
     pub disk_bootloaders: Vec<super::BootloaderDef>,
+    /// `platform = "OS/ARCH"`: what every image must be built for (None: linux/amd64, or
+    /// `--platform`), with where it was written.
+    pub platform: Option<BoxPlatform>,
+}
+
+/// A box's `platform`, as written: `linux/arm64` is `os` "linux", `arch` "arm64" (OCI names).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoxPlatform {
+    pub os: String,
+    pub arch: String,
+    pub at: Location,
 }
 
 /// One `[[layer]]`, bottom first.
@@ -342,6 +353,10 @@ struct RawBox {
     version: Option<Spanned<String>>,
     #[schemars(with = "Option<i64>")]
     source_date_epoch: Option<Spanned<i64>>,
+    /// The platform every image is resolved for and checked against, `OS/ARCH` in OCI's
+    /// names (default "linux/amd64"; `--platform` overrides it for one build).
+    #[schemars(with = "Option<String>")]
+    platform: Option<Spanned<String>>,
     #[serde(default)]
     #[schemars(with = "Vec<RawLayer>")]
     layer: Vec<Spanned<RawLayer>>,
@@ -397,6 +412,19 @@ pub fn load_box(path: &Path) -> Result<BoxSpec> {
         }
         Some(s) => Some(*s.get_ref() as u64),
         None => None,
+    };
+
+    let platform = match &raw.platform {
+        None => None,
+        Some(p) => {
+            let at = src.loc(p.span());
+            match p.get_ref().split_once('/') {
+                Some((os, arch)) if !os.is_empty() && !arch.is_empty() && !arch.contains('/') => {
+                    Some(BoxPlatform { os: os.to_string(), arch: arch.to_string(), at })
+                }
+                _ => return Err(at.error(format!("platform {:?} must be OS/ARCH in OCI's names, e.g. \"linux/amd64\" or \"linux/arm64\"", p.get_ref()))),
+            }
+        }
     };
 
     let mut layers = Vec::new();
@@ -564,6 +592,7 @@ pub fn load_box(path: &Path) -> Result<BoxSpec> {
         eif_at,
         packages,
         iso_at,
+        platform,
     })
 }
 

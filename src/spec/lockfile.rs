@@ -45,6 +45,18 @@ pub fn pin(r: &crate::reference::ImageRef, at: &super::Location, lock: Option<&L
     }
 }
 
+/// A resolve error of `image` (as the box wrote it) at `at`: a wrong pin ([`Error::Pin`])
+/// becomes an error at the reference, saying when the pin came from the lock file.
+pub fn locate_pin(image: &crate::reference::ImageRef, at: &super::Location, lock_path: &Path, e: crate::Error) -> crate::Error {
+    match e {
+        crate::Error::Pin { reference, message } if !image.is_pinned() => at.error(format!(
+            "{reference}: {message}\n(the digest is the pin in {}; `stagebox lock` renews it)",
+            lock_path.display()
+        )),
+        e => at.locate(e),
+    }
+}
+
 impl LockFile {
     pub fn load(path: &Path) -> Result<Option<Self>> {
         if !path.exists() {

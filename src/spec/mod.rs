@@ -22,7 +22,7 @@ pub use pallet::*;
 pub use policy::*;
 pub use schema::{schema, schema_text};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
@@ -54,6 +54,15 @@ impl Location {
     pub fn error(&self, message: impl Into<String>) -> Error {
         Error::Spec { location: self.to_string(), message: message.into() }
     }
+
+    /// `e` at this reference: a wrong pin ([`Error::Pin`]) becomes an error of the file that
+    /// wrote it; any other error is left as it is.
+    pub fn locate(&self, e: Error) -> Error {
+        match e {
+            Error::Pin { reference, message } => self.error(format!("{reference}: {message}")),
+            e => e,
+        }
+    }
 }
 
 /// A spec file's text, kept to turn byte spans into locations.
@@ -64,7 +73,11 @@ pub(crate) struct Source {
 
 impl Source {
     pub fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).at(path)?;
+        // A file named on the command line that is not there is a usage error (exit 2).
+        let text = std::fs::read_to_string(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::IsADirectory => Error::Usage(format!("{}: {e}", path.display())),
+            _ => Error::io(path, e),
+        })?;
         Ok(Source { path: path.to_path_buf(), text })
     }
 

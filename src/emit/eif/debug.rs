@@ -1,9 +1,10 @@
-//! EIF → what `stagebox inspect` shows: a JSON description with `nitro-cli describe-eif`'s
-//! fields under the same names and in the same shapes (EifVersion, Measurements, IsSigned,
-//! SigningCertificate, CheckCRC, SignatureCheck, ImageName, ImageVersion, Metadata, as
-//! aws-nitro-enclaves-cli's `EifDescribeInfo` and the image-format crate's
-//! `SignCertificateInfo` serialize them), then ours (the header, the section table, the
-//! command line, the smallest `--memory`), and a text dump of the same for review.
+//! EIF → what `stagebox inspect` shows: a JSON description (the file, the header, the section
+//! table, the command line, the signature, the smallest `--memory`; snake_case keys like all of
+//! stagebox's JSON) that carries, under `describe_eif`, exactly what `nitro-cli describe-eif`
+//! prints (EifVersion, Measurements, IsSigned, SigningCertificate, CheckCRC, SignatureCheck,
+//! ImageName, ImageVersion, Metadata, as aws-nitro-enclaves-cli's `EifDescribeInfo` and the
+//! image-format crate's `SignCertificateInfo` serialize them: its key names, so the two
+//! compare), and a text dump of the same for review.
 //!
 //! `SigningCertificate` renders the certificate the way nitro-cli's OpenSSL calls print it:
 //! issuer attributes by long name (`commonName`), the signature algorithm by long name
@@ -15,46 +16,33 @@ use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SectionInfo {
-    #[serde(rename = "Type")]
+    #[serde(rename = "type")]
     pub kind: String,
     /// File offset of the section header.
-    #[serde(rename = "Offset")]
     pub offset: u64,
     /// Data size.
-    #[serde(rename = "Size")]
     pub size: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct HeaderInfo {
-    #[serde(rename = "Version")]
     pub version: u16,
-    #[serde(rename = "Flags")]
     pub flags: u16,
-    #[serde(rename = "Arch")]
     pub arch: &'static str,
-    #[serde(rename = "DefaultMemory")]
     pub default_mem: u64,
-    #[serde(rename = "DefaultCpus")]
     pub default_cpus: u64,
-    #[serde(rename = "NumSections")]
     pub num_sections: u16,
-    #[serde(rename = "Crc32")]
     pub crc32: String,
-    #[serde(rename = "ComputedCrc32")]
     pub computed_crc32: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct SignatureInfo {
-    #[serde(rename = "CertificateSha256")]
     pub certificate_sha256: String,
-    #[serde(rename = "RegisterIndex")]
     pub register_index: i128,
-    #[serde(rename = "RegisterValue")]
     pub register_value: String,
     /// The COSE signature verifies with the certificate's key, and signs this file's PCR0.
-    #[serde(rename = "SignatureCheck")]
+    #[serde(rename = "signature_check")]
     pub check: bool,
 }
 
@@ -142,9 +130,9 @@ pub fn certificate_info(der: &[u8]) -> Result<CertificateInfo, String> {
     })
 }
 
-/// `nitro-cli describe-eif`'s fields (same names and shapes), then ours.
+/// What `nitro-cli describe-eif` prints, under its own key names and in its shapes.
 #[derive(Debug, Clone, Serialize)]
-pub struct Description {
+pub struct DescribeEif {
     #[serde(rename = "EifVersion")]
     pub eif_version: u16,
     #[serde(rename = "Measurements")]
@@ -164,25 +152,24 @@ pub struct Description {
     pub image_version: Option<String>,
     #[serde(rename = "Metadata", skip_serializing_if = "Option::is_none")]
     pub metadata: Option<serde_json::Value>,
-    #[serde(rename = "Signature", skip_serializing_if = "Option::is_none")]
+}
+
+/// An EIF as `inspect` shows it: ours, and nitro-cli's view under `describe_eif`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Description {
+    pub describe_eif: DescribeEif,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub signature: Option<SignatureInfo>,
-    #[serde(rename = "File")]
     pub file: String,
-    #[serde(rename = "Sha256")]
     pub sha256: String,
-    #[serde(rename = "Size")]
     pub size: u64,
     /// The smallest `nitro-cli run-enclave --memory` (MiB) that takes this file.
-    #[serde(rename = "MinimumMemoryMiB")]
     pub min_memory_mib: u64,
-    #[serde(rename = "Header")]
     pub header: HeaderInfo,
-    #[serde(rename = "Sections")]
     pub sections: Vec<SectionInfo>,
-    #[serde(rename = "Cmdline")]
     pub cmdline: String,
     /// From the kernel's bzImage header, when it has one.
-    #[serde(rename = "KernelRelease", skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub kernel_release: Option<String>,
 }
 
@@ -230,15 +217,17 @@ pub fn describe(s: &Scan, file: &str, sha256: &str) -> Description {
     });
     let h = &s.header;
     Description {
-        eif_version: h.version,
-        measurements,
-        is_signed: s.signature.is_some(),
-        signing_certificate,
-        check_crc: s.crc_ok(),
-        signature_check: signature.as_ref().map(|x| x.check),
-        image_name: text("ImageName"),
-        image_version: text("ImageVersion"),
-        metadata,
+        describe_eif: DescribeEif {
+            eif_version: h.version,
+            measurements,
+            is_signed: s.signature.is_some(),
+            signing_certificate,
+            check_crc: s.crc_ok(),
+            signature_check: signature.as_ref().map(|x| x.check),
+            image_name: text("ImageName"),
+            image_version: text("ImageVersion"),
+            metadata,
+        },
         signature,
         file: file.to_string(),
         sha256: sha256.to_string(),
@@ -267,6 +256,7 @@ pub fn describe(s: &Scan, file: &str, sha256: &str) -> Description {
 
 /// A readable dump of a description.
 pub fn dump(d: &Description) -> String {
+    let n = &d.describe_eif;
     let mut s = format!("# {} ({} bytes, sha256 {})\n", d.file, d.size, d.sha256);
     let h = &d.header;
     s += &format!(
@@ -278,7 +268,7 @@ pub fn dump(d: &Description) -> String {
         h.default_cpus,
         h.num_sections
     );
-    s += &format!("crc32 {} ({})\n", h.crc32, if d.check_crc { "ok".to_string() } else { format!("MISMATCH: content gives {}", h.computed_crc32) });
+    s += &format!("crc32 {} ({})\n", h.crc32, if n.check_crc { "ok".to_string() } else { format!("MISMATCH: content gives {}", h.computed_crc32) });
     s += "sections:\n";
     for x in &d.sections {
         s += &format!("  {:<10} at {:>10}  {:>10} bytes\n", x.kind, x.offset, x.size);
@@ -288,8 +278,8 @@ pub fn dump(d: &Description) -> String {
     if let Some(k) = &d.kernel_release {
         s += &format!("kernel  {k}\n");
     }
-    if let Some(m) = &d.metadata {
-        s += &format!("image   {} {}\n", d.image_name.as_deref().unwrap_or("?"), d.image_version.as_deref().unwrap_or("?"));
+    if let Some(m) = &n.metadata {
+        s += &format!("image   {} {}\n", n.image_name.as_deref().unwrap_or("?"), n.image_version.as_deref().unwrap_or("?"));
         if let Some(o) = m.as_object() {
             for (k, v) in o {
                 s += &format!("  {k}: {v}\n");
@@ -297,12 +287,12 @@ pub fn dump(d: &Description) -> String {
         }
     }
     s += "measurements (SHA-384):\n";
-    for (k, v) in &d.measurements {
+    for (k, v) in &n.measurements {
         if k != "HashAlgorithm" {
             s += &format!("  {k} {}\n", v.as_str().unwrap_or_default());
         }
     }
-    if let Some(c) = &d.signing_certificate {
+    if let Some(c) = &n.signing_certificate {
         let issuer: Vec<String> = c.issuer_name.iter().map(|(k, v)| format!("{k}={v}")).collect();
         s += &format!("certificate: issuer {}, {}, valid {} to {}\n", issuer.join(", "), c.algorithm, c.not_before, c.not_after);
     }

@@ -177,7 +177,18 @@ impl Puller<'_> {
             return Ok(None);
         }
         let r = self.r;
-        let (data, _) = self.client()?.manifest(d.as_str()).map_err(|e| err(r, e.to_string()))?;
+        let full_name = self.repo.full_name();
+        let client = self.client()?;
+        let (data, _) = client.manifest(d.as_str()).map_err(|e| match e {
+            Error::Pin { message, .. } => Error::Pin {
+                reference: r.text.clone(),
+                message: format!(
+                    "the registry {full_name} has no manifest or index {d}: check the pinned digest ({message}){}",
+                    offered_tags(client)
+                ),
+            },
+            e => err(r, e.to_string()),
+        })?;
         let found = Digest::of_bytes(&data);
         if &found != d {
             return Err(Error::DigestMismatch { what: format!("manifest of {} from {}", self.r.text, self.repo.full_name()), expected: d.to_string(), found: found.to_string() });
@@ -229,6 +240,18 @@ impl Puller<'_> {
     }
 }
 
+/// "; its tags: a, b, …" when the repository lists any (at most 20 shown; `stagebox lock`
+/// pins a tag to its digest).
+fn offered_tags(client: &Client) -> String {
+    match client.tags() {
+        Some(t) if !t.is_empty() => {
+            let more = if t.len() > 20 { format!(" and {} more", t.len() - 20) } else { String::new() };
+            format!("; the repository has the tags {}{more} (`stagebox lock` pins a tag)", t.iter().take(20).cloned().collect::<Vec<_>>().join(", "))
+        }
+        _ => String::new(),
+    }
+}
+
 /// Resolve the top-level digest of a reference: its pin, else its tag (online: asking the
 /// registry, which also hands us the bytes; offline: the store's record of the last pull).
 /// A pinned reference is tried on its mirrors first, in order, then on its own registry.
@@ -265,7 +288,13 @@ fn resolve_from(store: &Store, r: &ImageRef, repo: Repo, tag: Option<&str>, opts
             }
         },
         None => {
-            let (data, _) = p.client()?.manifest(tag).map_err(|e| err(r, e.to_string()))?;
+            let (data, _) = p.client()?.manifest(tag).map_err(|e| match e {
+                Error::Pin { message, .. } => Error::Pin {
+                    reference: r.text.clone(),
+                    message: format!("the registry {} has no tag {tag:?} ({message}){}", repo.full_name(), p.client.as_ref().map(offered_tags).unwrap_or_default()),
+                },
+                e => err(r, e.to_string()),
+            })?;
             let d = store.put_bytes(&data)?;
             store.add_to_index(&tag_name(&repo, tag), &media_type_of(&data, super::MT_OCI_MANIFEST), &d, data.len() as u64)?;
             d

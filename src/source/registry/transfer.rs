@@ -304,12 +304,28 @@ impl Client {
         let rel = format!("manifests/{reference}");
         let mut resp = self.get(&rel, Some(ACCEPT), None)?;
         let url = format!("{}/{rel}", self.base());
+        if resp.status() == 404 {
+            // The reference names nothing there: the box file's mistake, not the build's.
+            return Err(Error::Pin { reference: reference.to_string(), message: self.status_error(&url, 404).to_string() });
+        }
         if resp.status() != 200 {
             return Err(self.status_error(&url, resp.status().as_u16()));
         }
         let mt = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").split(';').next().unwrap_or("").trim().to_string();
         let data = resp.body_mut().with_config().limit(MAX_MANIFEST).read_to_vec().map_err(|e| Error::other(format!("GET {url}: {e}")))?;
         Ok((data, mt))
+    }
+
+    /// The repository's tags (`GET tags/list`), for messages about a reference it does not
+    /// hold; None when the registry does not say.
+    pub fn tags(&self) -> Option<Vec<String>> {
+        let mut resp = self.get("tags/list", Some("application/json"), None).ok()?;
+        if resp.status() != 200 {
+            return None;
+        }
+        let data = resp.body_mut().with_config().limit(MAX_MANIFEST).read_to_vec().ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&data).ok()?;
+        Some(v["tags"].as_array()?.iter().filter_map(|t| t.as_str().map(str::to_string)).collect())
     }
 
     /// Download blob `d` (`size` bytes) into the store, resuming a partial file.
