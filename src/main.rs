@@ -96,11 +96,16 @@ enum Command {
     },
     /// Show what an image reference, OCI layout or tarball holds.
     Inspect {
-        /// oci:DIR[:TAG|@DIGEST], docker-archive:FILE, an OCI layout directory, or a tar file.
+        /// oci:DIR[:TAG|@DIGEST], docker-archive:FILE, a registry reference, an OCI layout
+        /// directory, or any output file (format found by content).
         target: String,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// List the file tree instead: an image's layers flattened, or what an output holds
+        /// (an ISO's or disk image's partitions included).
+        #[arg(long)]
+        files: bool,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -268,8 +273,8 @@ fn run(cli: Cli) -> stagebox::Result<()> {
                 return Err(stagebox::Error::other(format!("{} and {} differ", a.display(), b.display())));
             }
         }
-        Command::Inspect { target, json, store: StoreArgs { cache, platform, offline, .. } } => {
-            let i = stagebox::cmd::inspect::inspect_with(&target, cache.as_deref(), platform, offline)?;
+        Command::Inspect { target, json, files, store: StoreArgs { cache, platform, offline, .. } } => {
+            let i = stagebox::cmd::inspect::inspect_opts(&target, cache.as_deref(), platform, offline, files)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&i).expect("json"));
             } else {

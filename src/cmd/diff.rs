@@ -7,60 +7,16 @@
 //! [`crate::tree::layer::open_decompressed`], [`crate::emit::cpio::format::parse`],
 //! [`crate::emit::eif::format::read`]) into a list of entries or fields, and the lists are
 //! compared: added, removed, changed (which fields, old → new) and moved (same entries in
-//! another order). A new output format is one arm in [`Format::sniff`] and [`read_side`].
+//! another order). A new output format is one arm in [`Format::sniff`] (`emit::readback`, the sniffer
+//! `inspect` uses too) and in [`changes`].
 
+use crate::emit::readback::{self, Format};
 use crate::error::{Error, IoContext, Result};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
-
-/// Formats `diff` can read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    Tar,
-    Cpio,
-    Oci,
-    Eif,
-    Iso,
-    Disk,
-    Squashfs,
-}
-
-impl Format {
-    /// Recognize an output by its content (compression looked through), not its name.
-    pub fn sniff(p: &Path) -> Option<Format> {
-        if p.is_dir() {
-            return p.join("oci-layout").is_file().then_some(Format::Oci);
-        }
-        let mut head = [0u8; 4];
-        fs::File::open(p).and_then(|mut f| f.read_exact(&mut head)).ok()?;
-        if head == crate::emit::eif::format::MAGIC {
-            return Some(Format::Eif);
-        }
-        if &head == b"hsqs" {
-            return Some(Format::Squashfs);
-        }
-        if fs::File::open(p).is_ok_and(|f| crate::emit::iso::debug::is_iso(&f)) {
-            return Some(Format::Iso);
-        }
-        if let Ok(f) = fs::File::open(p) {
-            let mut h = [0u8; 8];
-            if std::os::unix::fs::FileExt::read_exact_at(&f, &mut h, 512).is_ok() && &h == b"EFI PART" {
-                return Some(Format::Disk);
-            }
-        }
-        let mut r = decompressed(fs::File::open(p).ok()?).ok()?;
-        let mut buf = vec![0u8; 512];
-        let n = crate::fsutil::read_full(&mut r, &mut buf).ok()?;
-        if n >= 6 && (&buf[..6] == crate::emit::cpio::format::MAGIC || &buf[..6] == crate::emit::cpio::format::MAGIC_CRC) {
-            return Some(Format::Cpio);
-        }
-        (n >= 262 && &buf[257..262] == b"ustar").then_some(Format::Tar)
-    }
-}
 
 /// One field that differs: its name and both values.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -120,8 +76,8 @@ impl Report {
 
 /// Compare two outputs. Both must be of the same format.
 pub fn diff(a: &Path, b: &Path) -> Result<Report> {
-    let fa = Format::sniff(a).ok_or_else(|| Error::Usage(format!("{}: not a tar, cpio, OCI layout, EIF, ISO, disk image or SquashFS image", a.display())))?;
-    let fb = Format::sniff(b).ok_or_else(|| Error::Usage(format!("{}: not a tar, cpio, OCI layout, EIF, ISO, disk image or SquashFS image", b.display())))?;
+    let fa = Format::sniff(a)?;
+    let fb = Format::sniff(b)?;
     if fa != fb {
         return Err(Error::Usage(format!("{} is {fa:?} but {} is {fb:?}: diff compares outputs of one format", a.display(), b.display())));
     }
@@ -133,14 +89,17 @@ pub fn diff(a: &Path, b: &Path) -> Result<Report> {
 /// The first differing entry of two outputs, as text, when the format is known and readable
 /// (for `build --check`'s message); `None` otherwise.
 pub fn first_entry(a: &Path, b: &Path) -> Option<String> {
-    let f = Format::sniff(a)?;
-    (Format::sniff(b)? == f).then_some(())?;
+    let f = Format::sniff(a).ok()?;
+    (Format::sniff(b).ok()? == f).then_some(())?;
     changes(f, a, b).ok()?.first().map(|c| c.to_string())
 }
 
 fn changes(f: Format, a: &Path, b: &Path) -> Result<Vec<Change>> {
     match f {
-        Format::Tar => Ok(compare_entries("", &tar_entries(fs::File::open(a).at(a)?, a)?, &tar_entries(fs::File::open(b).at(b)?, b)?)),
+        Format::Tar | Format::Arch | Format::Apk => Ok(compare_entries("", &tar_entries(fs::File::open(a).at(a)?, a)?, &tar_entries(fs::File::open(b).at(b)?, b)?)),
+        Format::Deb => Ok(compare_entries("", &tar_entries(deb_data(a)?, a)?, &tar_entries(deb_data(b)?, b)?)),
+        Format::Rpm => Ok(compare_entries("", &cpio_entries(&rpm_payload(a)?, a)?, &cpio_entries(&rpm_payload(b)?, b)?)),
+        Format::Erofs => Ok(compare_entries("", &listed(Format::Erofs, a)?, &listed(Format::Erofs, b)?)),
         Format::Cpio => Ok(compare_entries("", &cpio_entries(&read_all(a)?, a)?, &cpio_entries(&read_all(b)?, b)?)),
         Format::Oci => oci_changes(a, b),
         Format::Eif => eif_changes(a, b),
@@ -148,6 +107,46 @@ fn changes(f: Format, a: &Path, b: &Path) -> Result<Vec<Change>> {
         Format::Disk => disk_changes(a, b),
         Format::Squashfs => Ok(compare_entries("", &squashfs_entries(&fs::File::open(a).at(a)?, 0, a)?, &squashfs_entries(&fs::File::open(b).at(b)?, 0, b)?)),
     }
+}
+
+/// A `.deb`'s data tar (still compressed).
+fn deb_data(p: &Path) -> Result<std::io::Take<fs::File>> {
+    let mut f = fs::File::open(p).at(p)?;
+    let members = readback::ar_members(&f).map_err(|e| Error::other(format!("{}: damaged .deb: {e}", p.display())))?;
+    let (_, at, len) = members.into_iter().find(|m| m.0.starts_with("data.tar")).ok_or_else(|| Error::other(format!("{}: damaged .deb: no data.tar member", p.display())))?;
+    f.seek(SeekFrom::Start(at)).at(p)?;
+    Ok(f.take(len))
+}
+
+/// An `.rpm`'s payload, decompressed (a newc cpio).
+fn rpm_payload(p: &Path) -> Result<Vec<u8>> {
+    let mut f = fs::File::open(p).at(p)?;
+    let at = readback::rpm_payload_offset(&f).map_err(|e| Error::other(format!("{}: damaged .rpm: {e}", p.display())))?;
+    f.seek(SeekFrom::Start(at)).at(p)?;
+    let mut v = Vec::new();
+    readback::decompressed(f).and_then(|mut r| r.read_to_end(&mut v)).map_err(|e| Error::other(format!("{}: damaged .rpm payload: {e}", p.display())))?;
+    Ok(v)
+}
+
+/// The entries `inspect` lists, as fields (formats whose contents are compared through the
+/// image bytes).
+fn listed(f: Format, p: &Path) -> Result<Entries> {
+    Ok(readback::entries(f, p)?
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| {
+            let mut fields = Fields::new();
+            fields.insert("type", e.kind);
+            fields.insert("mode", e.mode);
+            fields.insert("owner", format!("{}:{}", e.uid, e.gid));
+            fields.insert("mtime", e.mtime.to_string());
+            fields.insert("size", e.size.to_string());
+            if let Some(l) = e.link {
+                fields.insert("link", l);
+            }
+            (e.path, fields)
+        })
+        .collect())
 }
 
 /// sha256 of `len` bytes at `at` in `f` (a file's extent, a partition).
@@ -337,24 +336,13 @@ fn sha256_hex(d: &[u8]) -> String {
     crate::digest::Digest::of_bytes(d).hex().to_string()
 }
 
-/// Decompress gzip, zstd or xz, or pass through.
-fn decompressed<R: Read + 'static>(mut r: R) -> std::io::Result<Box<dyn Read>> {
-    let mut head = [0u8; 6];
-    let n = crate::fsutil::read_full(&mut r, &mut head)?;
-    let r = std::io::Cursor::new(head[..n].to_vec()).chain(r);
-    if head[..n].starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
-        return Ok(Box::new(liblzma::read::XzDecoder::new_multi_decoder(r)));
-    }
-    crate::tree::layer::open_decompressed(r)
-}
-
 fn read_all(p: &Path) -> Result<Vec<u8>> {
     fs::read(p).at(p)
 }
 
 fn tar_entries<R: Read + 'static>(r: R, p: &Path) -> Result<Entries> {
     let bad = |e: std::io::Error| Error::other(format!("{}: not a readable tar: {e}", p.display()));
-    let mut ar = tar::Archive::new(decompressed(r).map_err(bad)?);
+    let mut ar = tar::Archive::new(readback::decompressed(r).map_err(bad)?);
     let mut out = Vec::new();
     for e in ar.entries().map_err(bad)? {
         let mut e = e.map_err(bad)?;
@@ -418,8 +406,7 @@ fn cpio_entries(buf: &[u8], p: &Path) -> Result<Entries> {
                 f.insert("owner", format!("{}:{}", h.uid, h.gid));
                 f.insert("mtime", h.mtime.to_string());
                 f.insert("size", h.filesize.to_string());
-                f.insert("ino", h.ino.to_string());
-                f.insert("nlink", h.nlink.to_string());
+                        f.insert("nlink", h.nlink.to_string());
                 f.insert("rdev", format!("{},{}", h.rdevmajor, h.rdevminor));
                 match h.mode & S_IFMT {
                     S_IFLNK => {
@@ -435,7 +422,7 @@ fn cpio_entries(buf: &[u8], p: &Path) -> Result<Entries> {
             archives.push(v);
             rest = &rest[end..];
         } else {
-            let mut d = decompressed(std::io::Cursor::new(rest.to_vec())).map_err(|e| Error::io(p, e))?;
+            let mut d = readback::decompressed(std::io::Cursor::new(rest.to_vec())).map_err(|e| Error::io(p, e))?;
             owned = Vec::new();
             d.read_to_end(&mut owned).map_err(|e| Error::other(format!("{}: damaged compressed cpio: {e}", p.display())))?;
             if owned.as_slice() == rest {

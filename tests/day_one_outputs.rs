@@ -1,0 +1,196 @@
+//! Day one as a new user (issue 24), after the first build: each test is what a user types
+//! next — `inspect` on any output, two boxes building into one `out/`, `run` on what was
+//! built, `diff` of two builds — and asserts what that user needs back (the listing an
+//! independent tool gives, the manifest entry, the message, the exit code).
+//!
+//! The fixture box is made of `dir` layers from files the test writes (no image, no
+//! network), and builds every output format that needs no kernel.
+
+mod common;
+
+use common::*;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// Two small rootfs directories: `base` (etc/) and `app` (usr/bin/hello and a symlink).
+fn write_rootfs(dir: &Path, hello: &str) {
+    write(&dir.join("base/etc/hostname"), "day-one\n");
+    write(&dir.join("base/etc/os-release"), "ID=dayone\n");
+    let app = dir.join("app/usr/bin/hello");
+    write(&app, format!("#!/bin/sh\necho {hello}\n"));
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&app, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let link = dir.join("app/usr/bin/hi");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink("hello", &link).unwrap();
+}
+
+const EVERY_FORMAT: &str = "[output.tar]\ncompression = \"gzip\"\n[output.initramfs]\ncompression = \"zstd\"\n[output.iso]\n[output.squashfs]\n[output.erofs]\n[output.oci]\n[output.deb]\n[output.rpm]\n[output.arch]\n[output.apk]\n";
+
+/// A box `name` of the two `dir` layers plus `outputs`, written beside them in `dir`.
+fn day_box(dir: &Path, name: &str, outputs: &str) -> PathBuf {
+    let p = dir.join(format!("{name}.toml"));
+    write(&p, format!("name = \"{name}\"\nversion = \"1.0\"\nsource_date_epoch = 1\n[[layer]]\ndir = \"base\"\n[[layer]]\ndir = \"app\"\n{outputs}"));
+    p
+}
+
+struct Built {
+    dir: PathBuf,
+    out: PathBuf,
+    cache: PathBuf,
+}
+
+/// Every format built once into `out/`.
+fn every_format() -> &'static Built {
+    static F: OnceLock<Built> = OnceLock::new();
+    F.get_or_init(|| {
+        let dir = fixture_dir("day-one-every-format");
+        write_rootfs(&dir, "hi");
+        let bx = day_box(&dir, "day", EVERY_FORMAT);
+        let (out, cache) = (dir.join("out"), dir.join("cache"));
+        build(&bx, &out, &cache);
+        Built { dir, out, cache }
+    })
+}
+
+/// `stagebox inspect ARGS… --json`, which must succeed.
+fn inspect_json(args: &[&std::ffi::OsStr]) -> serde_json::Value {
+    let mut a: Vec<&std::ffi::OsStr> = vec!["inspect".as_ref(), "--json".as_ref()];
+    a.extend(args);
+    let o = run(&mut stagebox(a));
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stdout)))
+}
+
+/// A path as every tool spells it differently, made comparable: no `./`, `/`, trailing `/`.
+fn norm(p: &str) -> String {
+    let p = p.trim_end_matches('/');
+    let p = p.strip_prefix("./").unwrap_or(p);
+    p.trim_start_matches('/').to_string()
+}
+
+fn paths_of(entries: &serde_json::Value) -> BTreeSet<String> {
+    entries.as_array().unwrap().iter().map(|e| norm(e["path"].as_str().unwrap())).filter(|p| !p.is_empty() && p != ".").collect()
+}
+
+fn lines_of(o: std::process::Output) -> BTreeSet<String> {
+    String::from_utf8(o.stdout).unwrap().lines().map(|l| norm(l.split(" -> ").next().unwrap())).filter(|p| !p.is_empty() && p != ".").collect()
+}
+
+fn sh(script: &str) -> std::process::Output {
+    run(Command::new("sh").arg("-c").arg(script))
+}
+
+/// Every path under `root` (relative), walked on the host.
+fn walk(root: &Path) -> BTreeSet<String> {
+    snapshot(root).into_keys().map(|p| norm(&p)).filter(|p| !p.is_empty()).collect()
+}
+
+fn file_named(out: &Path, suffix: &str) -> PathBuf {
+    std::fs::read_dir(out)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(suffix))
+        .unwrap_or_else(|| panic!("no *{suffix} in {}", out.display()))
+}
+
+#[test]
+fn inspect_lists_every_output_format_as_independent_tools_do() {
+    require_tools(&["bsdtar", "cpio", "zstd", "dpkg-deb", "rpm", "unsquashfs", "fsck.erofs", "isoinfo", "sh"]);
+    let b = every_format();
+    let scratch = tempdir();
+    let want_app: BTreeSet<String> = ["usr/bin/hello", "usr/bin/hi"].into_iter().map(String::from).collect();
+    let want_all: BTreeSet<String> = want_app.iter().cloned().chain(["etc", "etc/hostname", "etc/os-release"].map(String::from)).collect();
+    // (file, the format inspect must report, what an independent tool lists).
+    let q = |p: &Path| format!("'{}'", p.display());
+    let cases: Vec<(PathBuf, &str, BTreeSet<String>)> = vec![
+        (b.out.join("day.tar.gz"), "tar", lines_of(run(Command::new("bsdtar").arg("-tf").arg(b.out.join("day.tar.gz"))))),
+        (b.out.join("day.cpio.zst"), "cpio", lines_of(sh(&format!("zstd -dc {} | cpio -it --quiet", q(&b.out.join("day.cpio.zst")))))),
+        (file_named(&b.out, ".deb"), "deb", lines_of(sh(&format!("dpkg-deb --fsys-tarfile {} | bsdtar -tf -", q(&file_named(&b.out, ".deb")))))),
+        (file_named(&b.out, ".rpm"), "rpm", lines_of(run(Command::new("rpm").args(["-qlp", "--nosignature", "--nodigest"]).arg(file_named(&b.out, ".rpm"))))),
+        (file_named(&b.out, ".pkg.tar.zst"), "arch", lines_of(run(Command::new("bsdtar").arg("-tf").arg(file_named(&b.out, ".pkg.tar.zst"))))),
+        (file_named(&b.out, ".apk"), "apk", lines_of(run(Command::new("bsdtar").arg("-tf").arg(file_named(&b.out, ".apk"))))),
+        (b.out.join("day.squashfs"), "squashfs", {
+            let o = run(Command::new("unsquashfs").args(["-d", "R", "-l"]).arg(b.out.join("day.squashfs")));
+            lines_of(o).into_iter().filter(|l| l.starts_with("R/")).map(|l| l[2..].to_string()).collect()
+        }),
+        (b.out.join("day.erofs"), "erofs", {
+            let x = scratch.path().join("erofs");
+            run(Command::new("fsck.erofs").arg(format!("--extract={}", x.display())).arg(b.out.join("day.erofs")));
+            walk(&x)
+        }),
+        (b.out.join("day.iso"), "iso", lines_of(run(Command::new("isoinfo").args(["-R", "-f", "-i"]).arg(b.out.join("day.iso"))))),
+    ];
+    for (file, format, tool) in &cases {
+        // `--files`: the same uniform listing for every format.
+        let v = inspect_json(&["--files".as_ref(), file.as_os_str()]);
+        assert_eq!(v["format"], *format, "{}: {v}", file.display());
+        let ours = paths_of(&v["files"]);
+        let tool: BTreeSet<String> = tool.iter().filter(|p| !p.starts_with('.')).cloned().collect();
+        let ours_no_meta: BTreeSet<String> = ours.iter().filter(|p| !p.starts_with('.')).cloned().collect();
+        assert_eq!(ours_no_meta, tool, "{}: inspect --files and the independent tool list different paths", file.display());
+        let want = if ["deb", "rpm", "arch", "apk"].contains(format) { &want_app } else { &want_all };
+        assert!(want.is_subset(&ours_no_meta), "{}: {ours_no_meta:?} lacks some of {want:?}", file.display());
+        let files = v["files"].as_array().unwrap();
+        let hello = files.iter().find(|e| norm(e["path"].as_str().unwrap()) == "usr/bin/hello").unwrap();
+        assert_eq!((hello["type"].as_str(), hello["mode"].as_str(), hello["size"].as_u64()), (Some("file"), Some("0755"), Some(18)), "{}", file.display());
+        let hi = files.iter().find(|e| norm(e["path"].as_str().unwrap()) == "usr/bin/hi").unwrap();
+        assert_eq!((hi["type"].as_str(), hi["link"].as_str()), (Some("symlink"), Some("hello")), "{}", file.display());
+        // Without --files the command reads the format too, never as an empty tar.
+        let o = run(&mut stagebox(["inspect".as_ref(), file.as_os_str()]));
+        let text = String::from_utf8(o.stdout).unwrap();
+        assert!(text.contains("usr/bin/hello") && !text.contains(" 0 entries"), "{}:\n{text}", file.display());
+    }
+    // The name never decides: a cpio named .tar is still read as cpio.
+    let misnamed = scratch.path().join("misnamed.tar");
+    std::fs::copy(b.out.join("day.cpio.zst"), &misnamed).unwrap();
+    assert_eq!(inspect_json(&[misnamed.as_os_str()])["format"], "cpio");
+}
+
+#[test]
+fn inspect_refuses_what_stagebox_never_writes_instead_of_showing_zero_entries() {
+    let d = tempdir();
+    let cases: [(&str, Vec<u8>, &str); 4] = [
+        ("random.erofs", (0..5000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect(), "not any of"),
+        ("empty.tar", Vec::new(), "an empty file"),
+        ("notes.txt.gz", {
+            use std::io::Write;
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(b"just some text\n").unwrap();
+            e.finish().unwrap()
+        }, "gzip-compressed, but what it holds is not any of"),
+        ("zeros.cpio", vec![0u8; 4096], "not any of"),
+    ];
+    for (name, bytes, want) in cases {
+        let p = d.path().join(name);
+        write(&p, &bytes);
+        let o = output(&mut stagebox(["inspect".as_ref(), p.as_os_str()]));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{name}: {err}");
+        assert!(o.stdout.is_empty(), "{name}: nothing on stdout: {}", String::from_utf8_lossy(&o.stdout));
+        assert!(err.contains(&p.display().to_string()) && err.contains(want), "{name}: {err}");
+        assert!(err.contains("EROFS") && err.contains(".rpm"), "the message lists what is readable: {err}");
+    }
+}
+
+#[test]
+fn inspect_files_lists_an_images_flattened_tree() {
+    require_tools(&["umoci"]);
+    let b = every_format();
+    let oci = b.out.join("day.oci");
+    let v = inspect_json(&["--files".as_ref(), "--cache".as_ref(), b.cache.as_os_str(), format!("oci:{}", oci.display()).as_ref()]);
+    assert_eq!(v["format"], "image");
+    let ours = paths_of(&v["files"]);
+    // umoci unpacks the same image: the same paths.
+    let bundle = tempdir();
+    let tag = read_json(&oci.join("index.json"))["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"].as_str().unwrap().to_string();
+    run(Command::new("umoci").args(["unpack", "--rootless", "--image"]).arg(format!("{}:{tag}", oci.display())).arg(bundle.path().join("b")));
+    assert_eq!(ours, walk(&bundle.path().join("b/rootfs")));
+    let files = v["files"].as_array().unwrap();
+    assert!(files.iter().any(|e| e["path"] == "/usr/bin/hello" && e["type"] == "file" && e["size"] == 18), "{v}");
+    // An OCI layout directory given as a path is the same image.
+    let text = String::from_utf8(run(&mut stagebox(["inspect".as_ref(), "--files".as_ref(), "--cache".as_ref(), b.cache.as_os_str(), oci.as_os_str()])).stdout).unwrap();
+    assert!(text.contains("/usr/bin/hi -> hello"), "{text}");
+    let _ = &b.dir;
+}
