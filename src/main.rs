@@ -257,6 +257,9 @@ fn run(cli: Cli) -> stagebox::Result<()> {
             for o in &res.manifest.outputs {
                 println!("{}  {}", o.sha256, res.out_dir.join(&o.path).display());
             }
+            for r in &res.removed {
+                eprintln!("removed {} (written by this box's previous build, no longer an output)", res.out_dir.join(r).display());
+            }
             if !quiet {
                 let sizes: Vec<(String, u64)> = res.manifest.outputs.iter().map(|o| (o.path.clone(), o.size)).collect();
                 eprintln!("{}", stagebox::progress::summary(&sizes, started.elapsed()));

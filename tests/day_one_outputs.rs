@@ -194,3 +194,89 @@ fn inspect_files_lists_an_images_flattened_tree() {
     assert!(text.contains("/usr/bin/hi -> hello"), "{text}");
     let _ = &b.dir;
 }
+
+/// An OCI layout `dir/kernel-layout` holding a stand-in kernel (`/bzImage`, not bootable):
+/// enough for a build and for `run` to name it on QEMU's command line.
+fn stand_in_kernel(dir: &Path) -> String {
+    let layout = dir.join("kernel-layout");
+    let digest = umoci_image(&layout, "k", &[("kernel".into(), layer(&[common::Entry::file("bzImage", "stand-in kernel bytes\n")]))]);
+    format!("oci:kernel-layout@{digest}")
+}
+
+/// A box `name` with an init, the stand-in kernel and `cmdline` (none when `None`), and an
+/// initramfs of `compression`.
+fn kernel_box(dir: &Path, name: &str, kernel: &str, cmdline: Option<&str>, compression: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let bb = dir.join("app/bin/busybox");
+    write(&bb, busybox());
+    std::fs::set_permissions(&bb, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let _ = std::fs::remove_file(dir.join("app/bin/sh"));
+    std::os::unix::fs::symlink("busybox", dir.join("app/bin/sh")).unwrap();
+    let init = dir.join("app/init");
+    write(&init, "#!/bin/sh\necho hello from init\n");
+    std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let cmdline = cmdline.map(|c| format!("cmdline = \"{c}\"\n")).unwrap_or_default();
+    day_box(dir, name, &format!("[kernel]\nimage = \"{kernel}\"\n{cmdline}\n[output.initramfs]\ncompression = \"{compression}\"\n"))
+}
+
+/// `stagebox run ARGS… --timeout 5` with QEMU failing at once on the stand-in kernel: the
+/// command line `run` printed (the kernel, initrd and `-append` it chose) and its stderr.
+fn run_line(args: &[&std::ffi::OsStr]) -> (String, String) {
+    let mut a: Vec<&std::ffi::OsStr> = vec!["run".as_ref()];
+    a.extend(args);
+    a.extend(["--kvm", "off", "--timeout", "20"].map(std::ffi::OsStr::new));
+    let o = output(&mut stagebox(a));
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    let line = err.lines().find(|l| l.starts_with("stagebox: qemu-system-x86_64 ")).unwrap_or_else(|| panic!("no QEMU command line on stderr:\n{err}")).to_string();
+    (line, err)
+}
+
+#[test]
+fn two_boxes_sharing_out_keep_their_own_manifests_and_clean_only_their_own_stale_outputs() {
+    require_tools(&["umoci", "qemu-system-x86_64"]);
+    let d = tempdir();
+    write_rootfs(d.path(), "hi");
+    let kernel = stand_in_kernel(d.path());
+    let a = kernel_box(d.path(), "a", &kernel, Some("console=ttyS0 box=a"), "gzip");
+    let b = kernel_box(d.path(), "b", &kernel, Some("console=ttyS0 box=b"), "gzip");
+    let (out, cache) = (d.path().join("out"), d.path().join("cache"));
+    build(&a, &out, &cache);
+    // One box so far: manifest.json is there, as in a single-box directory.
+    assert_eq!(read_json(&out.join("manifest.json"))["box"], "a");
+    build(&b, &out, &cache);
+    let ma = read_json(&out.join("a.manifest.json"));
+    let mb = read_json(&out.join("b.manifest.json"));
+    let paths = |m: &serde_json::Value| m["outputs"].as_array().unwrap().iter().map(|o| o["path"].as_str().unwrap().to_string()).collect::<BTreeSet<_>>();
+    assert_eq!((ma["box"].as_str(), mb["box"].as_str()), (Some("a"), Some("b")));
+    assert!(paths(&ma).contains("a.cpio.gz") && paths(&mb).contains("b.cpio.gz"), "{ma} {mb}");
+    assert!(!out.join("manifest.json").exists(), "a shared directory has no single manifest.json that names one box of two");
+    for (m, dir) in [(&ma, &out), (&mb, &out)] {
+        for o in m["outputs"].as_array().unwrap() {
+            assert_eq!(sha256_file(&dir.join(o["path"].as_str().unwrap())), o["sha256"].as_str().unwrap(), "{o}");
+        }
+    }
+    // `run out/a.cpio.gz` finds a's kernel and command line, though b built last.
+    let (line, _) = run_line(&[out.join("a.cpio.gz").as_os_str()]);
+    assert!(line.contains(&format!("-kernel {}", out.join("a.bzImage").display())) && line.contains("box=a") && !line.contains("box=b"), "{line}");
+    let (line, _) = run_line(&[out.join("b.cpio.gz").as_os_str()]);
+    assert!(line.contains("box=b"), "{line}");
+    // The directory names no box to run: a usage error that lists them.
+    let o = output(&mut stagebox(["run".as_ref(), out.as_os_str()]));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("a, b") && err.contains("name the output"), "{err}");
+
+    // a switches gzip → zstd: its .cpio.gz goes, b's files stay byte for byte.
+    let before_b: Vec<(String, String)> = paths(&mb).into_iter().map(|p| (p.clone(), sha256_file(&out.join(&p)))).collect();
+    let a2 = kernel_box(d.path(), "a", &kernel, Some("console=ttyS0 box=a"), "zstd");
+    let o = run(&mut stagebox(["build".as_ref(), a2.as_os_str(), "--out".as_ref(), out.as_os_str(), "--cache".as_ref(), cache.as_os_str(), "-q".as_ref()]));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!out.join("a.cpio.gz").exists() && out.join("a.cpio.zst").is_file());
+    assert!(err.contains(&format!("removed {}", out.join("a.cpio.gz").display())), "the build says what it removed: {err}");
+    assert!(paths(&read_json(&out.join("a.manifest.json"))).contains("a.cpio.zst"));
+    for (p, sha) in &before_b {
+        assert_eq!(&sha256_file(&out.join(p)), sha, "b's {p} changed");
+    }
+    // An output another box lists is never removed: b now builds what a once did.
+    assert!(out.join("b.manifest.json").is_file() && out.join("b.cpio.gz").is_file());
+}

@@ -89,15 +89,42 @@ fn usage(m: impl Into<String>) -> Error {
     Error::Usage(m.into())
 }
 
-/// Work out what `output` is and what boots it, from `manifest.json` beside it (or, for a
-/// directory, in it: its first bootable output).
+/// The manifest that lists `file` in `dir` (boxes sharing a directory each have their
+/// `NAME.manifest.json`); for a directory (`file` None), its only box's manifest. A path
+/// that does not exist when nothing lists the file.
+fn manifest_for(dir: &Path, file: Option<&str>) -> Result<std::path::PathBuf> {
+    let found = crate::measure::manifests_in(dir)?;
+    match file {
+        Some(name) => Ok(found
+            .iter()
+            .find(|(_, m)| m.outputs.iter().any(|o| o.path == name))
+            .map(|(p, _)| p.clone())
+            .unwrap_or_else(|| dir.join("manifest.json"))),
+        None => {
+            let boxes: std::collections::BTreeSet<&str> = found.iter().map(|(_, m)| m.name.as_str()).collect();
+            if boxes.len() > 1 {
+                return Err(usage(format!(
+                    "{} holds the outputs of {} boxes ({}): name the output to run, e.g. {}",
+                    dir.display(),
+                    boxes.len(),
+                    boxes.iter().copied().collect::<Vec<_>>().join(", "),
+                    dir.join("NAME.cpio.gz").display()
+                )));
+            }
+            Ok(found.into_iter().next().map(|(p, _)| p).unwrap_or_else(|| dir.join("manifest.json")))
+        }
+    }
+}
+
+/// Work out what `output` is and what boots it, from the manifest beside it that lists it
+/// (or, for a directory, in it: its first bootable output).
 pub fn plan(output: &Path, opts: &RunOptions) -> Result<Boot> {
     let meta = std::fs::metadata(output).at(output)?;
     let (dir, file) = if meta.is_dir() { (output.to_path_buf(), None) } else {
         let dir = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
         (dir, output.file_name().map(|f| f.to_string_lossy().into_owned()))
     };
-    let manifest_path = dir.join("manifest.json");
+    let manifest_path = manifest_for(&dir, file.as_deref())?;
     let manifest: Option<serde_json::Value> = match std::fs::read(&manifest_path) {
         Ok(b) => Some(serde_json::from_slice(&b).map_err(|e| Error::other(format!("{}: {e}", manifest_path.display())))?),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,

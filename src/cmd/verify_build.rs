@@ -185,9 +185,34 @@ impl Report {
     }
 }
 
+/// The manifest to verify: `manifest.json` of a single-box directory; in a directory that
+/// boxes share, the `NAME.manifest.json` of the `--box` file's box, or of the only box.
+fn manifest_path(out_dir: &Path, box_file: Option<&Path>) -> Result<std::path::PathBuf> {
+    let single = out_dir.join("manifest.json");
+    if single.is_file() {
+        return Ok(single);
+    }
+    let found = crate::measure::manifests_in(out_dir)?;
+    if let Some(b) = box_file {
+        let name = crate::spec::load_box(b).map(|s| s.name).ok();
+        if let Some((p, _)) = found.iter().find(|(_, m)| Some(&m.name) == name.as_ref()) {
+            return Ok(p.clone());
+        }
+    }
+    match found.len() {
+        0 => Ok(single),
+        1 => Ok(found[0].0.clone()),
+        _ => Err(Error::Usage(format!(
+            "{} holds the manifests of several boxes ({}): name the box with --box BOX.toml",
+            out_dir.display(),
+            found.iter().map(|(_, m)| m.name.as_str()).collect::<Vec<_>>().join(", ")
+        ))),
+    }
+}
+
 /// `stagebox verify-build OUT_DIR`.
 pub fn verify_build(out_dir: &Path, opts: &VerifyBuildOptions) -> Result<Report> {
-    let manifest_path = out_dir.join("manifest.json");
+    let manifest_path = manifest_path(out_dir, opts.box_file.as_deref())?;
     let manifest: BuildManifest = serde_json::from_slice(&std::fs::read(&manifest_path).at(&manifest_path)?)
         .map_err(|e| Error::other(format!("{}: not a stagebox manifest: {e}", manifest_path.display())))?;
     let outputs = recompute(out_dir, &manifest)?;
