@@ -83,10 +83,12 @@ enum Command {
         #[arg(long, hide = true, value_name = "DIR")]
         check_variant: Option<PathBuf>,
     },
-    /// Show which entries or sections of two outputs of one format (tar, cpio, OCI layout,
-    /// EIF) differ and how. Exit 0 when identical, 1 when they differ.
+    /// Show which entries or sections of two outputs of one format differ and how (an ISO's
+    /// or disk image's files and partitions, images inside them), or of two output
+    /// directories, or two manifests. Exit 0 when identical, 1 when they differ (the
+    /// differences on stdout), 2 on errors.
     Diff {
-        /// The first output (a file, or an OCI layout directory).
+        /// The first output (a file, an OCI layout or output directory, or a manifest).
         a: PathBuf,
         /// The second output, of the same format.
         b: PathBuf,
@@ -266,14 +268,17 @@ fn run(cli: Cli) -> stagebox::Result<()> {
             }
         }
         Command::Diff { a, b, json } => {
-            let r = stagebox::cmd::diff::diff(&a, &b)?;
+            // Like diff(1): 0 identical, 1 different (the differences are the output), 2 trouble.
+            let r = stagebox::cmd::diff::diff(&a, &b).map_err(|e| stagebox::Error::Usage(e.to_string()))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r).expect("json"));
             } else {
                 print!("{}", r.render());
             }
             if !r.identical {
-                return Err(stagebox::Error::other(format!("{} and {} differ", a.display(), b.display())));
+                use std::io::Write;
+                let _ = std::io::stdout().flush();
+                std::process::exit(1);
             }
         }
         Command::Inspect { target, json, files, store: StoreArgs { cache, platform, offline, .. } } => {

@@ -280,3 +280,85 @@ fn two_boxes_sharing_out_keep_their_own_manifests_and_clean_only_their_own_stale
     // An output another box lists is never removed: b now builds what a once did.
     assert!(out.join("b.manifest.json").is_file() && out.join("b.cpio.gz").is_file());
 }
+
+/// A FAT image (mkfs.vfat + mcopy, the real tools) holding `EFI/BOOT/NOTE.TXT` = `note`.
+fn fat_image(p: &Path, note: &str) {
+    require_tools(&["mkfs.vfat", "mcopy", "mmd"]);
+    let _ = std::fs::remove_file(p);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    run(Command::new("mkfs.vfat").args(["-C", "-n", "ESP", "-i", "12345678"]).arg(p).arg("2048"));
+    let src = p.with_extension("txt");
+    write(&src, note);
+    let img = format!("{}", p.display());
+    run(Command::new("mmd").args(["-i", &img, "::/EFI", "::/EFI/BOOT"]));
+    run(Command::new("mcopy").args(["-i", &img]).arg(&src).arg("::/EFI/BOOT/NOTE.TXT"));
+    std::fs::remove_file(src).unwrap();
+}
+
+/// `stagebox diff [--json] A B`: (exit code, stdout, stderr).
+fn diff(args: &[&std::ffi::OsStr]) -> (i32, String, String) {
+    let mut a: Vec<&std::ffi::OsStr> = vec!["diff".as_ref()];
+    a.extend(args);
+    let o = output(&mut stagebox(a));
+    (o.status.code().unwrap(), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+#[test]
+fn diff_reports_what_a_user_changed_by_path_inside_isos_and_fat_and_across_out_dirs() {
+    let d = tempdir();
+    let outs: Vec<PathBuf> = ["one", "two"]
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            let dir = d.path().join(k);
+            write_rootfs(&dir, "hi");
+            // The second build: two files added, and one file changed inside a FAT image
+            // the rootfs carries (as an ISO carries an ESP).
+            fat_image(&dir.join("base/boot/esp.img"), if i == 0 { "first\n" } else { "second!\n" });
+            if i == 1 {
+                write(&dir.join("app/usr/bin/new-a"), "a\n");
+                write(&dir.join("app/usr/bin/new-b"), "b\n");
+            }
+            let bx = day_box(&dir, "day", "[output.initramfs]\n[output.iso]\n");
+            build(&bx, &dir.join("out"), &d.path().join("cache"));
+            dir.join("out")
+        })
+        .collect();
+    let (a, b) = (&outs[0], &outs[1]);
+
+    // cpio by path: the 2 added files are 2 changes, with no inode renumbering of
+    // everything after them; the FAT image the tree carries changed too.
+    let (code, text, err) = diff(&[a.join("day.cpio").as_os_str(), b.join("day.cpio").as_os_str()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(!err.contains("error"), "a difference is output, not an error: {err}");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 4, "{text}");
+    assert_eq!(&lines[1..], ["added usr/bin/new-a", "added usr/bin/new-b", "3 change(s)"], "{text}");
+    assert!(lines[0].starts_with("changed boot/esp.img: content: "), "{text}");
+
+    // The ISO: the added files, and inside boot/esp.img (FAT) the one file that changed.
+    let (code, text, _) = diff(&[a.join("day.iso").as_os_str(), b.join("day.iso").as_os_str()]);
+    assert_eq!(code, 1);
+    assert!(text.contains("added /usr/bin/new-a") || text.contains("added usr/bin/new-a"), "{text}");
+    let inner = text.lines().find(|l| l.contains("esp.img: /EFI/BOOT/NOTE.TXT")).unwrap_or_else(|| panic!("no per-file result inside the FAT image:\n{text}"));
+    assert!(inner.starts_with("changed ") && inner.contains("size: 6 -> 8"), "{inner}");
+
+    // Two output directories: per output, and per entry inside each.
+    let (code, text, _) = diff(&[a.as_os_str(), b.as_os_str()]);
+    assert_eq!(code, 1);
+    assert!(text.contains("changed day.manifest.json: output day.cpio: sha256: "), "{text}");
+    assert!(text.contains("added day.cpio: usr/bin/new-a") && text.contains("changed day.iso: /boot/esp.img: /EFI/BOOT/NOTE.TXT: "), "{text}");
+    // Two manifests: which outputs changed.
+    let (code, text, _) = diff(&["--json".as_ref(), a.join("day.manifest.json").as_os_str(), b.join("day.manifest.json").as_os_str()]);
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["format"], "manifest");
+    let items: Vec<&str> = v["changes"].as_array().unwrap().iter().map(|c| c["item"].as_str().unwrap()).collect();
+    assert!(items.contains(&"output day.cpio") && items.contains(&"output day.iso"), "{items:?}");
+
+    // Identical: exit 0. Trouble (a missing file): exit 2 with the path.
+    assert_eq!(diff(&[a.as_os_str(), a.as_os_str()]).0, 0);
+    let (code, _, err) = diff(&[a.join("day.cpio").as_os_str(), a.join("nope.cpio").as_os_str()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("nope.cpio"), "{err}");
+}
