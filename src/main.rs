@@ -182,7 +182,8 @@ enum Command {
         /// Guest memory.
         #[arg(long, default_value = "1G")]
         memory: String,
-        /// Boot with UEFI firmware (OVMF) instead of BIOS (SeaBIOS).
+        /// Boot with UEFI firmware (OVMF) instead of BIOS (SeaBIOS). A disk image always
+        /// boots with UEFI (BIOS boot of disk images is not supported yet).
         #[arg(long)]
         uefi: bool,
         /// Attach an ISO as a raw disk (as if written to a USB stick; snapshot=on, never
@@ -204,6 +205,9 @@ enum Command {
         /// Extra kernel command-line arguments.
         #[arg(long, value_name = "ARGS")]
         append: Option<String>,
+        /// More QEMU arguments, after `--` (e.g. `-- -smp 2 -device virtio-rng-pci`).
+        #[arg(last = true, value_name = "QEMU ARGS")]
+        qemu: Vec<String>,
     },
     /// Print a shell completion script, e.g. `stagebox completions bash >
     /// ~/.local/share/bash-completion/completions/stagebox`.
@@ -289,12 +293,12 @@ fn run(cli: Cli) -> stagebox::Result<()> {
                 print!("{}", stagebox::cmd::inspect::render(&i));
             }
         }
-        Command::Run { output, memory, uefi, disk, kvm, expect, timeout, kernel, append } => {
+        Command::Run { output, memory, uefi, disk, kvm, expect, timeout, kernel, append, qemu } => {
             if expect.as_deref() == Some("") {
                 return Err(stagebox::Error::Usage("--expect needs some text".into()));
             }
             let timeout = timeout.map(std::time::Duration::from_secs);
-            let opts = stagebox::cmd::run::RunOptions { memory, uefi, disk, kvm, expect, timeout, kernel, append, echo: true };
+            let opts = stagebox::cmd::run::RunOptions { memory, uefi, disk, kvm, expect, timeout, kernel, append, echo: true, qemu_extra: qemu };
             stagebox::cmd::run::run(&output, &opts)?;
         }
         Command::Verify { reference, keyring, signatures, quorum, strict, json, store: StoreArgs { cache, platform, offline, .. } } => {

@@ -362,3 +362,77 @@ fn diff_reports_what_a_user_changed_by_path_inside_isos_and_fat_and_across_out_d
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("nope.cpio"), "{err}");
 }
+
+#[test]
+fn run_adds_a_serial_console_when_the_kernel_command_line_names_none() {
+    require_tools(&["umoci", "qemu-system-x86_64"]);
+    let d = tempdir();
+    write_rootfs(d.path(), "hi");
+    let kernel = stand_in_kernel(d.path());
+    let (out, cache) = (d.path().join("out"), d.path().join("cache"));
+    // An inline [kernel] without cmdline: the boot would show nothing on the serial console.
+    let bx = kernel_box(d.path(), "bare", &kernel, None, "gzip");
+    build(&bx, &out, &cache);
+    let (line, err) = run_line(&[out.join("bare.cpio.gz").as_os_str()]);
+    assert!(line.contains("-append console=ttyS0"), "{line}");
+    assert!(err.contains("names no console: added console=ttyS0"), "said on stderr: {err}");
+    // Appended to a command line without a console; left alone when one is named.
+    let bx = kernel_box(d.path(), "quiet", &kernel, Some("quiet"), "gzip");
+    build(&bx, &out, &cache);
+    let (line, _) = run_line(&[out.join("quiet.cpio.gz").as_os_str()]);
+    assert!(line.contains("-append 'quiet console=ttyS0'"), "{line}");
+    let (line, err) = run_line(&[out.join("quiet.cpio.gz").as_os_str(), "--append".as_ref(), "console=ttyS1".as_ref()]);
+    assert!(line.contains("-append 'quiet console=ttyS1'") && !err.contains("added console"), "{line}\n{err}");
+}
+
+#[test]
+fn run_boots_a_disk_image_with_uefi_from_nvme_and_passes_qemu_arguments_through() {
+    require_tools(&["sgdisk", "qemu-system-x86_64", "truncate"]);
+    let d = tempdir();
+    // A GPT disk named without .img: recognized by its content.
+    let disk = d.path().join("disk.bin");
+    run(Command::new("truncate").args(["-s", "4M"]).arg(&disk));
+    run(Command::new("sgdisk").args(["-n", "1:2048:0", "-t", "1:ef00"]).arg(&disk));
+    // `-- -version`: QEMU prints its version and exits 0, so the run does too.
+    let o = output(&mut stagebox(["run".as_ref(), disk.as_os_str(), "--kvm".as_ref(), "off".as_ref(), "--".as_ref(), "-version".as_ref()]));
+    let (stdout, err) = (String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(stdout.contains("QEMU emulator version"), "QEMU's own output comes through: {stdout}");
+    assert!(err.contains("is a disk image: booting it with UEFI") && err.contains("BIOS boot of disk images is not supported"), "{err}");
+    let line = err.lines().find(|l| l.starts_with("stagebox: qemu-system-x86_64 ")).unwrap();
+    assert!(line.contains("if=pflash") && line.contains("OVMF_CODE"), "UEFI firmware: {line}");
+    assert!(line.contains("if=none,id=disk0") && line.contains("-device nvme,drive=disk0"), "an NVMe disk: {line}");
+    assert!(line.ends_with(" -version"), "the QEMU arguments come last: {line}");
+}
+
+#[test]
+fn run_stops_at_a_kernel_panic_and_names_it() {
+    require_tools(&["qemu-system-x86_64", "dpkg-deb"]);
+    let d = tempdir();
+    write_rootfs(d.path(), "hi");
+    use std::os::unix::fs::PermissionsExt;
+    let bb = d.path().join("app/bin/busybox");
+    write(&bb, busybox());
+    std::fs::set_permissions(&bb, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::os::unix::fs::symlink("busybox", d.path().join("app/bin/sh")).unwrap();
+    // An init that returns: the kernel panics ("Attempted to kill init!") and, without
+    // panic=N, would sit there for ever.
+    let init = d.path().join("app/init");
+    write(&init, "#!/bin/sh\necho init-ran-and-returns\n");
+    std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let bx = day_box(d.path(), "panics", "[output.initramfs]\n");
+    let out = d.path().join("out");
+    build(&bx, &out, &d.path().join("cache"));
+    let scratch = d.path().join("kernel");
+    run(Command::new("dpkg-deb").arg("-x").arg(cloud_kernel_deb()).arg(&scratch));
+    let vmlinuz = std::fs::read_dir(scratch.join("boot")).unwrap().map(|e| e.unwrap().path()).find(|p| p.file_name().unwrap().to_string_lossy().starts_with("vmlinuz-")).unwrap();
+    let t = std::time::Instant::now();
+    let o = output(&mut stagebox(["run".as_ref(), out.join("panics.cpio").as_os_str(), "--kernel".as_ref(), vmlinuz.as_os_str(), "--kvm".as_ref(), "off".as_ref(), "--timeout".as_ref(), "600".as_ref()]));
+    let took = t.elapsed();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let said = err.lines().find(|l| l.contains("the kernel panicked: ")).unwrap_or_else(|| panic!("no panic line in the error:\n{err}"));
+    assert!(said.contains("Kernel panic - not syncing: "), "{said}");
+    assert!(took.as_secs() < 500, "stopped at the panic, not at the timeout ({took:?})");
+    eprintln!("{said} (after {took:?})");
+}
