@@ -142,6 +142,11 @@ fn inspect_lists_every_output_format_as_independent_tools_do() {
         let text = String::from_utf8(o.stdout).unwrap();
         assert!(text.contains("usr/bin/hello") && !text.contains(" 0 entries"), "{}:\n{text}", file.display());
     }
+    // Packages say how their content is compressed (the .deb's data tar, the .rpm's payload).
+    let deb = inspect_json(&[file_named(&b.out, ".deb").as_os_str()]);
+    let rpm = inspect_json(&[file_named(&b.out, ".rpm").as_os_str()]);
+    assert_eq!((deb["format"].as_str(), deb["compression"].as_str()), (Some("deb"), Some("xz")), "{deb}");
+    assert_eq!((rpm["format"].as_str(), rpm["compression"].as_str()), (Some("rpm"), Some("zstd")), "{rpm}");
     // The name never decides: a cpio named .tar is still read as cpio.
     let misnamed = scratch.path().join("misnamed.tar");
     std::fs::copy(b.out.join("day.cpio.zst"), &misnamed).unwrap();

@@ -126,7 +126,7 @@ pub fn inspect_opts(target: &str, cache: Option<&Path>, platform: Option<source:
             let d = crate::emit::squashfs::debug::describe_file(p).map_err(|e| Error::other(format!("{}: {e}", p.display())))?;
             Ok(Inspection::Squashfs(Box::new(d)))
         }
-        Format::Oci => unreachable!("an OCI layout directory is inspected as an oci: reference above"),
+        Format::Oci => inspect_opts(&format!("oci:{target}"), cache, platform, offline, files),
         _ => inspect_archive(format, p).map(Inspection::Tar),
     }
 }
@@ -234,12 +234,7 @@ fn partition_entries(f: &std::fs::File, kind: Format, at: u64, p: &Path) -> Resu
 /// A tar, cpio, package or EROFS image, entry by entry.
 fn inspect_archive(format: Format, p: &Path) -> Result<TarInfo> {
     let (sha, _) = crate::digest::Digest::of_file(p)?;
-    let mut head = [0u8; 6];
-    let n = std::os::unix::fs::FileExt::read_at(&std::fs::File::open(p).at(p)?, &mut head, 0).at(p)?;
-    let compression = match format {
-        Format::Deb | Format::Rpm | Format::Erofs => "none".to_string(),
-        _ => readback::compression(&head[..n]).to_string(),
-    };
+    let compression = readback::content_compression(format, p)?.to_string();
     let entries = readback::entries(format, p)?.unwrap_or_default();
     Ok(TarInfo { file: p.display().to_string(), format, compression, sha256: sha.hex().to_string(), entries })
 }

@@ -194,6 +194,22 @@ impl Entry {
     }
 }
 
+/// The compression of what an output holds: the data tar of a `.deb`, the payload of an
+/// `.rpm`, the stream itself for tar, cpio and packages; `none` for file-system images.
+pub fn content_compression(format: Format, p: &Path) -> Result<&'static str> {
+    let f = File::open(p).at(p)?;
+    let at = match format {
+        Format::Deb => ar_members(&f).ok().and_then(|m| m.into_iter().find(|m| m.0.starts_with("data.tar"))).map(|m| m.1),
+        Format::Rpm => rpm_payload_offset(&f).ok(),
+        Format::Tar | Format::Cpio | Format::Arch | Format::Apk => Some(0),
+        _ => None,
+    };
+    let Some(at) = at else { return Ok("none") };
+    let mut head = [0u8; 6];
+    let n = read_at_most(&f, &mut head, at).at(p)?;
+    Ok(compression(&head[..n]))
+}
+
 /// The type name of `S_IFMT` bits.
 pub fn kind_of_mode(mode: u32) -> &'static str {
     match mode & 0o170000 {
