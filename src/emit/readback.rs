@@ -442,7 +442,7 @@ pub fn erofs_entries(f: &File, base: u64) -> std::result::Result<Vec<Entry>, Str
         tail: u64,
     }
     let inode = |nid: u64| -> std::result::Result<Ino, String> {
-        let at = meta + nid * 32;
+        let at = nid.checked_mul(32).and_then(|x| x.checked_add(meta)).ok_or_else(|| format!("inode number {nid} out of range"))?;
         let b = read(at, 32)?;
         let format = u16a(&b, 0);
         let icount = u16a(&b, 2) as u64;
@@ -536,7 +536,8 @@ pub fn gpt_partitions(f: &File) -> Vec<(u64, u64)> {
     let le = |b: &[u8]| b.iter().rev().fold(0u64, |a, x| (a << 8) | *x as u64);
     let (lba, n, esize) = (le(&h[72..80]), le(&h[80..84]).min(128), le(&h[84..88]).clamp(128, 512));
     let mut array = vec![0u8; (n * esize) as usize];
-    if read_at_most(f, &mut array, lba * 512).ok() != Some(array.len()) {
+    let Some(at) = lba.checked_mul(512) else { return Vec::new() };
+    if read_at_most(f, &mut array, at).ok() != Some(array.len()) {
         return Vec::new();
     }
     array
@@ -544,7 +545,9 @@ pub fn gpt_partitions(f: &File) -> Vec<(u64, u64)> {
         .filter(|e| e[..16].iter().any(|b| *b != 0))
         .filter_map(|e| {
             let (first, last) = (le(&e[32..40]), le(&e[40..48]));
-            (last >= first).then(|| (first * 512, (last + 1 - first) * 512))
+            let at = first.checked_mul(512)?;
+            let len = (last >= first).then(|| last - first)?.checked_add(1)?.checked_mul(512)?;
+            Some((at, len))
         })
         .collect()
 }
