@@ -97,12 +97,7 @@ pub fn diff(a: &Path, b: &Path) -> Result<Report> {
     }
     let identical = crate::fsutil::compare_paths(a, b)?.is_none();
     let changes = if identical { Vec::new() } else { changes(fa, a, b)? };
-    Ok(Report { format: format_name(fa), a: a.display().to_string(), b: b.display().to_string(), identical, changes })
-}
-
-/// [`Format`]'s serde name (`tar`, `cpio`, ...).
-fn format_name(f: Format) -> String {
-    serde_json::to_value(f).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+    Ok(Report { format: fa.key(), a: a.display().to_string(), b: b.display().to_string(), identical, changes })
 }
 
 /// `p` as a stagebox build manifest, when it is one.

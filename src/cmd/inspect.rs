@@ -33,24 +33,22 @@ pub struct ImageInfo {
     pub layers: Vec<LayerInfo>,
 }
 
-/// One entry of an archive or file tree (the listing every format shares).
-pub type TarEntryInfo = Entry;
-
+/// A tar, cpio, package or EROFS image, entry by entry.
 #[derive(Debug, Serialize)]
-pub struct TarInfo {
+pub struct ArchiveInfo {
     pub file: String,
     /// `tar`, `cpio`, `deb`, `rpm`, `arch`, `apk`, `erofs` (see [`Format`]).
     pub format: Format,
     pub compression: String,
     pub sha256: String,
-    pub entries: Vec<TarEntryInfo>,
+    pub entries: Vec<Entry>,
 }
 
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
 pub enum Inspection {
     Image(ImageInfo),
-    Tar(TarInfo),
+    Archive(ArchiveInfo),
     Eif(Box<crate::emit::eif::debug::Description>),
     Squashfs(Box<crate::emit::squashfs::debug::Description>),
     /// A GPT disk image: its partition tables and what each partition holds, as text.
@@ -113,7 +111,7 @@ pub fn inspect_opts(target: &str, cache: Option<&Path>, platform: Option<source:
     // The format by content (the sniffer `diff` uses); what it does not know is an error.
     let format = Format::sniff(p)?;
     if files {
-        return Ok(Inspection::Files(FileList { target: p.display().to_string(), format: format_key(format), files: output_files(format, p)? }));
+        return Ok(Inspection::Files(FileList { target: p.display().to_string(), format: format.key(), files: output_files(format, p)? }));
     }
     match format {
         Format::Eif => inspect_eif(p).map(|d| Inspection::Eif(Box::new(d))),
@@ -127,13 +125,8 @@ pub fn inspect_opts(target: &str, cache: Option<&Path>, platform: Option<source:
             Ok(Inspection::Squashfs(Box::new(d)))
         }
         Format::Oci => inspect_opts(&format!("oci:{target}"), cache, platform, offline, files),
-        _ => inspect_archive(format, p).map(Inspection::Tar),
+        _ => inspect_archive(format, p).map(Inspection::Archive),
     }
-}
-
-/// The `format` key of JSON output: [`Format`]'s serde name.
-fn format_key(f: Format) -> String {
-    serde_json::to_value(f).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
 }
 
 /// The image's layers flattened (as a build would, contents left in the store) into one
@@ -142,7 +135,7 @@ fn image_files(store: &Store, img: source::ResolvedImage) -> Result<Inspection> 
     use crate::tree::Kind;
     let target = img.reference.text.clone();
     let progress = crate::progress::Progress::new(true);
-    let tree = crate::tree::images::flatten(store, std::slice::from_ref(&img), i64::MAX as u64, 0, crate::tree::layer::ContentMode::Index, &progress)?;
+    let tree = crate::tree::images::flatten(store, std::slice::from_ref(&img), 0, 0, crate::tree::layer::ContentMode::Index, &progress)?;
     let mut first: std::collections::HashMap<u64, String> = std::collections::HashMap::new();
     let mut files = Vec::new();
     for (path, node) in tree.walk() {
@@ -232,11 +225,11 @@ fn partition_entries(f: &std::fs::File, kind: Format, at: u64, p: &Path) -> Resu
 }
 
 /// A tar, cpio, package or EROFS image, entry by entry.
-fn inspect_archive(format: Format, p: &Path) -> Result<TarInfo> {
+fn inspect_archive(format: Format, p: &Path) -> Result<ArchiveInfo> {
     let (sha, _) = crate::digest::Digest::of_file(p)?;
     let compression = readback::content_compression(format, p)?.to_string();
     let entries = readback::entries(format, p)?.unwrap_or_default();
-    Ok(TarInfo { file: p.display().to_string(), format, compression, sha256: sha.hex().to_string(), entries })
+    Ok(ArchiveInfo { file: p.display().to_string(), format, compression, sha256: sha.hex().to_string(), entries })
 }
 
 /// An ISO 9660 image's volume descriptors, boot catalog and files.
@@ -291,7 +284,7 @@ pub fn render(i: &Inspection) -> String {
             // The hybrid MBR and GPT of a bootable ISO (emit::gpt), read from the same file.
             s += &crate::emit::gpt::dump_path(Path::new(&d.file));
         }
-        Inspection::Tar(t) => {
+        Inspection::Archive(t) => {
             let what = match t.format {
                 Format::Tar => String::new(),
                 f => format!("{}, ", f.name()),

@@ -41,6 +41,12 @@ const EROFS_MAGIC: u32 = 0xE0F5_E1E2;
 const RPM_LEAD_MAGIC: [u8; 4] = [0xed, 0xab, 0xee, 0xdb];
 
 impl Format {
+    /// The name in JSON output (`tar`, `cpio`, `oci`, ...: serde's name).
+    pub fn key(self) -> String {
+        serde_json::to_value(self).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+    }
+
+    /// The name in messages (`tar`, `EROFS image`, `.deb package`, ...).
     pub fn name(self) -> &'static str {
         match self {
             Format::Tar => "tar",
