@@ -441,6 +441,24 @@ fn oci_layout_digest(layout: &Path) -> Result<String> {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_manifest_of_a_shared_directory_is_the_named_boxs() {
+        let d = tempfile::tempdir().unwrap();
+        let m = |name: &str| BuildManifest { name: name.into(), version: "1".into(), source_date_epoch: 1, inputs: Vec::new(), outputs: Vec::new() };
+        // Single box: manifest.json.
+        m("a").write(d.path()).unwrap();
+        assert_eq!(manifest_path(d.path(), None).unwrap(), d.path().join("manifest.json"));
+        // Two boxes and no manifest.json: the only one, or the --box file's, else a usage error naming both.
+        std::fs::remove_file(d.path().join("manifest.json")).unwrap();
+        std::fs::write(d.path().join("a.manifest.json"), m("a").to_json()).unwrap();
+        assert_eq!(manifest_path(d.path(), None).unwrap(), d.path().join("a.manifest.json"));
+        std::fs::write(d.path().join("b.manifest.json"), m("b").to_json()).unwrap();
+        let e = manifest_path(d.path(), None).unwrap_err();
+        assert!(e.exit_code() == 2 && e.to_string().contains("a, b") && e.to_string().contains("--box"), "{e}");
+        std::fs::write(d.path().join("b.toml"), "name = \"b\"\n[[layer]]\ndir = \".\"\n[output.tar]\n").unwrap();
+        assert_eq!(manifest_path(d.path(), Some(&d.path().join("b.toml"))).unwrap(), d.path().join("b.manifest.json"));
+    }
+
     fn att(outputs: &[(&str, &str)], inputs: &[(&str, &str)]) -> Attested {
         let v = |x: &[(&str, &str)]| x.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
         Attested { name: "b".into(), version: "1".into(), box_file: ("b.toml".into(), "bf".into()), source_date_epoch: 1, inputs: v(inputs), outputs: v(outputs), stagebox_version: "0".into() }
