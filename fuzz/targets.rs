@@ -128,3 +128,27 @@ pub fn signature(data: &[u8]) {
     let _ = verify_file(data, "stagex/core-fuzz", &d, &kr, 0);
     let _ = parse_payload(data);
 }
+
+/// Any file `inspect` and `diff` read → `emit::readback`: the sniffer, every entry listing
+/// (EROFS, `.deb`'s ar, `.rpm`'s headers, cpio, tar, ...), and a GPT's partitions with a FAT
+/// file system in each (and the bytes read as FAT and EROFS whatever the sniffer says).
+pub fn readback(data: &[u8], scratch: &Path) {
+    use stagebox::emit::readback;
+    let p = scratch.join("file");
+    std::fs::write(&p, data).unwrap();
+    if let Ok(format) = readback::Format::sniff(&p) {
+        let _ = readback::entries(format, &p);
+        let _ = readback::content_compression(format, &p);
+    }
+    let f = std::fs::File::open(&p).unwrap();
+    let _ = readback::erofs_entries(&f, 0);
+    let _ = readback::ar_members(&f);
+    let _ = readback::rpm_payload_offset(&f);
+    let _ = readback::fat_entries(&f, 0, data.len() as u64);
+    for (at, len) in readback::gpt_partitions(&f) {
+        if readback::is_fat(&f, at) {
+            let _ = readback::fat_entries(&f, at, len);
+        }
+        let _ = readback::span_kind(&f, at);
+    }
+}

@@ -87,10 +87,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Show which entries or sections of two outputs of one format (tar, cpio, OCI layout,
-    /// EIF) differ and how. Exit 0 when identical, 1 when they differ.
+    /// Show which entries or sections of two outputs of one format differ and how (an ISO's
+    /// or disk image's files and partitions, images inside them), or of two output
+    /// directories, or two manifests. Exit 0 when identical, 1 when they differ (the
+    /// differences on stdout), 2 on errors.
     Diff {
-        /// The first output (a file, or an OCI layout directory).
+        /// The first output (a file, an OCI layout or output directory, or a manifest).
         a: PathBuf,
         /// The second output, of the same format.
         b: PathBuf,
@@ -100,11 +102,16 @@ enum Command {
     },
     /// Show what an image reference, OCI layout or tarball holds.
     Inspect {
-        /// oci:DIR[:TAG|@DIGEST], docker-archive:FILE, an OCI layout directory, or a tar file.
+        /// oci:DIR[:TAG|@DIGEST], docker-archive:FILE, a registry reference, an OCI layout
+        /// directory, or any output file (format found by content).
         target: String,
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+        /// List the file tree instead: an image's layers flattened, or what an output holds
+        /// (an ISO's or disk image's partitions included).
+        #[arg(long)]
+        files: bool,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -202,7 +209,8 @@ enum Command {
         /// Guest memory.
         #[arg(long, default_value = "1G")]
         memory: String,
-        /// Boot with UEFI firmware (OVMF) instead of BIOS (SeaBIOS).
+        /// Boot with UEFI firmware (OVMF) instead of BIOS (SeaBIOS). A disk image always
+        /// boots with UEFI (BIOS boot of disk images is not supported yet).
         #[arg(long)]
         uefi: bool,
         /// Attach an ISO as a raw disk (as if written to a USB stick; snapshot=on, never
@@ -224,6 +232,9 @@ enum Command {
         /// Extra kernel command-line arguments.
         #[arg(long, value_name = "ARGS")]
         append: Option<String>,
+        /// More QEMU arguments, after `--` (e.g. `-- -smp 2 -device virtio-rng-pci`).
+        #[arg(last = true, value_name = "QEMU ARGS")]
+        qemu: Vec<String>,
     },
     /// Print a shell completion script, e.g. `stagebox completions bash >
     /// ~/.local/share/bash-completion/completions/stagebox`.
@@ -297,36 +308,42 @@ fn run(cli: Cli) -> stagebox::Result<()> {
                     out(format!("{}  {}\n", o.sha256, res.out_dir.join(&o.path).display()))?;
                 }
             }
+            for r in &res.removed {
+                eprintln!("removed {} (written by this box's previous build, no longer an output)", res.out_dir.join(r).display());
+            }
             if !quiet {
                 let sizes: Vec<(String, u64)> = res.manifest.outputs.iter().map(|o| (o.path.clone(), o.size)).collect();
                 eprintln!("{}", stagebox::progress::summary(&sizes, started.elapsed()));
             }
         }
         Command::Diff { a, b, json } => {
-            let r = stagebox::cmd::diff::diff(&a, &b)?;
+            // Like diff(1): 0 identical, 1 different (the differences are the output), 2 trouble.
+            let r = stagebox::cmd::diff::diff(&a, &b).map_err(|e| stagebox::Error::Usage(e.to_string()))?;
             if json {
                 out_json(&r)?;
             } else {
                 out(r.render())?;
             }
             if !r.identical {
-                return Err(stagebox::Error::other(format!("{} and {} differ", a.display(), b.display())));
+                use std::io::Write;
+                let _ = std::io::stdout().flush();
+                std::process::exit(1);
             }
         }
-        Command::Inspect { target, json, store: StoreArgs { cache, platform, offline, .. } } => {
-            let i = stagebox::cmd::inspect::inspect_with(&target, cache.as_deref(), platform, offline)?;
+        Command::Inspect { target, json, files, store: StoreArgs { cache, platform, offline, .. } } => {
+            let i = stagebox::cmd::inspect::inspect_opts(&target, cache.as_deref(), platform, offline, files)?;
             if json {
                 out_json(&i)?;
             } else {
                 out(stagebox::cmd::inspect::render(&i))?;
             }
         }
-        Command::Run { output, memory, uefi, disk, kvm, expect, timeout, kernel, append } => {
+        Command::Run { output, memory, uefi, disk, kvm, expect, timeout, kernel, append, qemu } => {
             if expect.as_deref() == Some("") {
                 return Err(stagebox::Error::Usage("--expect needs some text".into()));
             }
             let timeout = timeout.map(std::time::Duration::from_secs);
-            let opts = stagebox::cmd::run::RunOptions { memory, uefi, disk, kvm, expect, timeout, kernel, append, echo: true };
+            let opts = stagebox::cmd::run::RunOptions { memory, uefi, disk, kvm, expect, timeout, kernel, append, echo: true, qemu_extra: qemu };
             stagebox::cmd::run::run(&output, &opts)?;
         }
         Command::Verify { reference, keyring, signatures, quorum, strict, json, repository, store: StoreArgs { cache, platform, offline, .. } } => {

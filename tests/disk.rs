@@ -181,6 +181,20 @@ fn independent_tools_read_the_partitions() {
     let t = String::from_utf8_lossy(&o.stdout);
     assert!(t.contains("GPT: disk GUID") && t.contains("header CRC ok, array CRC ok") && t.contains("backup header at sector"), "{t}");
     assert!(t.contains("partition 1: FAT file system") && t.contains("partition 2: squashfs 4.0: xz compression"), "{t}");
+    // inspect --files: the ESP's files (the same names mdir lists, with mtools' sizes) and the
+    // root partition's tree.
+    let o = run(&mut stagebox(["inspect".as_ref(), "--files".as_ref(), "--json".as_ref(), img.as_os_str()]));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let files = v["files"].as_array().unwrap();
+    let esp_files: Vec<String> = files.iter().filter(|e| e["type"] == "file").filter_map(|e| e["path"].as_str()?.strip_prefix("[partition 1] ").map(String::from)).collect();
+    let mdir: Vec<String> = listing.lines().filter(|l| !l.trim_end().ends_with('/')).map(|l| l.trim().trim_start_matches("::").to_string()).collect();
+    for f in &mdir {
+        assert!(esp_files.iter().any(|p| p.eq_ignore_ascii_case(f)), "{f} (mdir) missing from inspect --files: {esp_files:?}");
+    }
+    let linux = files.iter().find(|e| e["path"].as_str().is_some_and(|p| p.eq_ignore_ascii_case("[partition 1] /stagebox/linux"))).expect("the kernel on the ESP");
+    let mtype = run(Command::new("mtype").arg("-i").arg(&esp).arg("::/stagebox/linux")).stdout.len() as u64;
+    assert_eq!(linux["size"].as_u64(), Some(mtype));
+    assert!(files.iter().any(|e| e["path"] == "[partition 2] /etc/marker"), "the root partition's tree: {v}");
 
     // The root partition holds the tree the .tar output holds.
     let part = d.path().join("root.img");

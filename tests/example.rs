@@ -48,7 +48,10 @@ fn offline_example_builds_and_its_pinned_digest_matches() {
     let built = parse_build_stdout(&o.stdout);
     let names: Vec<String> = built.iter().map(|b| b.path.file_name().unwrap().to_string_lossy().into_owned()).collect();
     assert_eq!(names, ["hello.tar.zst", "hello.oci"]);
-    let manifest = read_json(&hello.join("out/manifest.json"));
+    // Two boxes share out/: each has its own manifest, and no single manifest.json names one.
+    let manifest = read_json(&hello.join("out/hello.manifest.json"));
+    assert_eq!(read_json(&hello.join("out/base.manifest.json"))["box"], "base");
+    assert!(!hello.join("out/manifest.json").exists());
     assert_eq!(manifest["box"], "hello");
     assert_eq!(manifest["inputs"][0]["ref"].as_str().unwrap(), format!("oci:out/base.oci@sha256:{pinned}"));
     assert_eq!(manifest["inputs"][0]["digest"].as_str().unwrap(), format!("sha256:{pinned}"));

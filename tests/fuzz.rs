@@ -310,3 +310,22 @@ fn crash_inputs(target: &str) -> Vec<Vec<u8>> {
     v.sort();
     v.iter().map(|p| std::fs::read(p).unwrap()).collect()
 }
+
+#[test]
+fn fuzz_readback_of_every_output_format() {
+    // Seeds: a tiny box's EROFS, .deb, .rpm, cpio and ISO as stagebox writes them, and a FAT
+    // image made by mkfs.vfat.
+    common::require_tools(&["mkfs.vfat"]);
+    let d = common::tempdir();
+    common::write(&d.path().join("root/etc/hostname"), "fuzz\n");
+    common::write(&d.path().join("top/usr/bin/tool"), "#!/bin/sh\n");
+    let bx = d.path().join("fz.toml");
+    common::write(&bx, "name = \"fz\"\nversion = \"1\"\n[[layer]]\ndir = \"root\"\n[[layer]]\ndir = \"top\"\n[output.erofs]\n[output.deb]\n[output.rpm]\n[output.initramfs]\ncompression = \"gzip\"\n");
+    let out = d.path().join("out");
+    let built = common::build(&bx, &out, &d.path().join("cache"));
+    let mut corpus: Vec<Vec<u8>> = built.iter().map(|b| common::read(&b.path)).collect();
+    let fat = d.path().join("fat.img");
+    common::run(std::process::Command::new("mkfs.vfat").args(["-C", "-i", "1"]).arg(&fat).arg("64"));
+    corpus.push(common::read(&fat));
+    fuzz("readback", 0x5eed_000b, corpus, iterations(5), targets::readback);
+}

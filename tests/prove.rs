@@ -67,7 +67,7 @@ fn check_reproduces_every_format_and_publishes_the_same_bytes_as_a_plain_build()
     assert!(stderr.contains("umask") && stderr.contains("TZ=") && stderr.contains("reverse order"), "{stderr}");
     assert_eq!(
         names(out),
-        ["manifest.json", "multi.bzImage", "multi.cmdline", "multi.cpio.zst", "multi.eif", "multi.intoto.json", "multi.oci", "multi.pcrs", "multi.spdx.json", "multi.tar.gz"],
+        ["manifest.json", "multi.bzImage", "multi.cmdline", "multi.cpio.zst", "multi.eif", "multi.intoto.json", "multi.manifest.json", "multi.oci", "multi.pcrs", "multi.spdx.json", "multi.tar.gz"],
         "every output published, no temporary directory left"
     );
     // What --check published is what a plain build makes.

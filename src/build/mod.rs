@@ -1,6 +1,7 @@
 //! `stagebox build`: box file → [`Plan`] (pinned inputs, kernel, bootloaders, policy) →
 //! flattened tree → every output of the [`outputs`] table, written atomically, plus
-//! `manifest.json` with the sha256 of each.
+//! `NAME.manifest.json` with the sha256 of each ([`publish`]: boxes may share an output
+//! directory; `manifest.json` is written too while the directory holds one box only).
 
 pub mod outputs;
 pub mod package;
@@ -34,6 +35,9 @@ pub struct BuildOptions {
 pub struct BuildResult {
     pub out_dir: PathBuf,
     pub manifest: BuildManifest,
+    /// Outputs this box's previous build wrote into the directory and this one no longer
+    /// writes, now removed (file names).
+    pub removed: Vec<String>,
 }
 
 /// Build every output of the box at `box_path`.
@@ -89,10 +93,56 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
     progress.finish();
 
     let manifest = BuildManifest { name: spec.name.clone(), version: spec.version.clone(), source_date_epoch: plan.sde, inputs, outputs };
-    for o in &manifest.outputs {
-        crate::fsutil::replace(&out.join(&o.path), &final_out.join(&o.path))?;
-    }
+    let removed = publish(&out, &final_out, &manifest)?;
     drop(staging);
-    manifest.write(&final_out)?;
-    Ok(BuildResult { out_dir: final_out, manifest })
+    Ok(BuildResult { out_dir: final_out, manifest, removed })
+}
+
+/// Move the outputs of `manifest` from `staged` into `out_dir`, then remove what this box's
+/// previous build wrote there and this one no longer writes (never a file another box's
+/// manifest lists), then write the box's manifests: `NAME.manifest.json` always, and
+/// `manifest.json` while no other box's manifest is in the directory (in a shared one, a
+/// `manifest.json` that is this box's, or a copy of another box's `NAME.manifest.json`, is
+/// removed rather than left stale or ambiguous). Returns the removed names.
+pub fn publish(staged: &Path, out_dir: &Path, manifest: &BuildManifest) -> Result<Vec<String>> {
+    let found = crate::measure::manifests_in(out_dir)?;
+    let own_name = manifest.file_name();
+    let is_own = |p: &Path, m: &BuildManifest| m.name == manifest.name && (p.ends_with(&own_name) || p.ends_with("manifest.json"));
+    let others: Vec<&BuildManifest> = found.iter().filter(|(p, m)| !is_own(p, m)).map(|(_, m)| m).collect();
+    // This box's previous outputs: its own manifest, else a single-box manifest.json naming it.
+    let previous = found.iter().find(|(p, m)| m.name == manifest.name && p.ends_with(&own_name)).or_else(|| found.iter().find(|(_, m)| m.name == manifest.name));
+    for o in &manifest.outputs {
+        crate::fsutil::replace(&staged.join(&o.path), &out_dir.join(&o.path))?;
+    }
+    let mut removed = Vec::new();
+    if let Some((_, prev)) = previous {
+        let keep: std::collections::BTreeSet<&str> =
+            manifest.outputs.iter().chain(others.iter().flat_map(|m| m.outputs.iter())).map(|o| o.path.as_str()).collect();
+        for o in &prev.outputs {
+            let n = o.path.as_str();
+            // Only plain names this box could have written; never a manifest.
+            let plain = !n.is_empty() && !n.contains('/') && !n.starts_with('.') && !n.ends_with("manifest.json");
+            if keep.contains(n) || !plain {
+                continue;
+            }
+            let p = out_dir.join(n);
+            let r = match std::fs::symlink_metadata(&p) {
+                Ok(m) if m.is_dir() => std::fs::remove_dir_all(&p),
+                Ok(_) => std::fs::remove_file(&p),
+                Err(_) => continue,
+            };
+            r.at(&p)?;
+            removed.push(n.to_string());
+        }
+    }
+    crate::fsutil::write_atomic(&out_dir.join(&own_name), &manifest.to_json())?;
+    let single = out_dir.join("manifest.json");
+    if others.is_empty() {
+        manifest.write(out_dir)?;
+    } else if found.iter().any(|(p, m)| p == &single && (m.name == manifest.name || found.iter().any(|(q, n)| q != p && n == m))) {
+        // A single-box manifest.json is this box's (now stale) or a copy of a box's own
+        // NAME.manifest.json: in a shared directory only the per-box manifests stay.
+        std::fs::remove_file(&single).at(&single)?;
+    }
+    Ok(removed)
 }

@@ -164,12 +164,9 @@ pub fn check(box_path: &Path, opts: &BuildOptions) -> Result<(BuildResult, Varia
     }
 
     // Publish the first build as a plain build would.
-    for o in &a.manifest.outputs {
-        crate::fsutil::replace(&a_dir.join(&o.path), &final_out.join(&o.path))?;
-    }
-    a.manifest.write(&final_out)?;
+    let removed = crate::build::publish(&a_dir, &final_out, &a.manifest)?;
     drop(tmp);
-    Ok((BuildResult { out_dir: final_out, manifest: a.manifest }, variations))
+    Ok((BuildResult { out_dir: final_out, manifest: a.manifest, removed }, variations))
 }
 
 /// This process's umask, from /proc (reading it with umask(2) would change it for a moment).

@@ -7,60 +7,16 @@
 //! [`crate::tree::layer::open_decompressed`], [`crate::emit::cpio::format::parse`],
 //! [`crate::emit::eif::format::read`]) into a list of entries or fields, and the lists are
 //! compared: added, removed, changed (which fields, old → new) and moved (same entries in
-//! another order). A new output format is one arm in [`Format::sniff`] and [`read_side`].
+//! another order). A new output format is one arm in [`Format::sniff`] (`emit::readback`, the sniffer
+//! `inspect` uses too) and in [`changes`].
 
+use crate::emit::readback::{self, Format};
 use crate::error::{Error, IoContext, Result};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
-
-/// Formats `diff` can read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    Tar,
-    Cpio,
-    Oci,
-    Eif,
-    Iso,
-    Disk,
-    Squashfs,
-}
-
-impl Format {
-    /// Recognize an output by its content (compression looked through), not its name.
-    pub fn sniff(p: &Path) -> Option<Format> {
-        if p.is_dir() {
-            return p.join("oci-layout").is_file().then_some(Format::Oci);
-        }
-        let mut head = [0u8; 4];
-        fs::File::open(p).and_then(|mut f| f.read_exact(&mut head)).ok()?;
-        if head == crate::emit::eif::format::MAGIC {
-            return Some(Format::Eif);
-        }
-        if &head == b"hsqs" {
-            return Some(Format::Squashfs);
-        }
-        if fs::File::open(p).is_ok_and(|f| crate::emit::iso::debug::is_iso(&f)) {
-            return Some(Format::Iso);
-        }
-        if let Ok(f) = fs::File::open(p) {
-            let mut h = [0u8; 8];
-            if std::os::unix::fs::FileExt::read_exact_at(&f, &mut h, 512).is_ok() && &h == b"EFI PART" {
-                return Some(Format::Disk);
-            }
-        }
-        let mut r = decompressed(fs::File::open(p).ok()?).ok()?;
-        let mut buf = vec![0u8; 512];
-        let n = crate::fsutil::read_full(&mut r, &mut buf).ok()?;
-        if n >= 6 && (&buf[..6] == crate::emit::cpio::format::MAGIC || &buf[..6] == crate::emit::cpio::format::MAGIC_CRC) {
-            return Some(Format::Cpio);
-        }
-        (n >= 262 && &buf[257..262] == b"ustar").then_some(Format::Tar)
-    }
-}
 
 /// One field that differs: its name and both values.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -93,7 +49,8 @@ impl std::fmt::Display for Change {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    pub format: Format,
+    /// The format compared ([`Format`]'s name), `directory` or `manifest`.
+    pub format: String,
     pub a: String,
     pub b: String,
     pub identical: bool,
@@ -108,7 +65,7 @@ impl Report {
             s += &format!("{c}\n");
         }
         if self.identical {
-            s += &format!("{} and {} are identical ({:?})\n", self.a, self.b, self.format);
+            s += &format!("{} and {} are identical ({})\n", self.a, self.b, self.format);
         } else if self.changes.is_empty() {
             s += &format!("{} and {} differ in bytes only (no entry or field differs)\n", self.a, self.b);
         } else {
@@ -118,29 +75,169 @@ impl Report {
     }
 }
 
-/// Compare two outputs. Both must be of the same format.
+/// Compare two outputs of one format, two output directories, or two build manifests.
 pub fn diff(a: &Path, b: &Path) -> Result<Report> {
-    let fa = Format::sniff(a).ok_or_else(|| Error::Usage(format!("{}: not a tar, cpio, OCI layout, EIF, ISO, disk image or SquashFS image", a.display())))?;
-    let fb = Format::sniff(b).ok_or_else(|| Error::Usage(format!("{}: not a tar, cpio, OCI layout, EIF, ISO, disk image or SquashFS image", b.display())))?;
+    let plain_dir = |p: &Path| p.is_dir() && !p.join("oci-layout").is_file();
+    if plain_dir(a) || plain_dir(b) {
+        if !(plain_dir(a) && plain_dir(b)) {
+            return Err(Error::Usage(format!("{} and {}: diff compares two output directories, or two outputs", a.display(), b.display())));
+        }
+        let changes = dir_changes(a, b)?;
+        return Ok(Report { format: "directory".into(), a: a.display().to_string(), b: b.display().to_string(), identical: changes.is_empty(), changes });
+    }
+    if let (Some(ma), Some(mb)) = (build_manifest(a), build_manifest(b)) {
+        let changes = manifest_changes(&ma, &mb);
+        let identical = crate::fsutil::compare_paths(a, b)?.is_none();
+        return Ok(Report { format: "manifest".into(), a: a.display().to_string(), b: b.display().to_string(), identical, changes });
+    }
+    let fa = Format::sniff(a)?;
+    let fb = Format::sniff(b)?;
     if fa != fb {
         return Err(Error::Usage(format!("{} is {fa:?} but {} is {fb:?}: diff compares outputs of one format", a.display(), b.display())));
     }
     let identical = crate::fsutil::compare_paths(a, b)?.is_none();
     let changes = if identical { Vec::new() } else { changes(fa, a, b)? };
-    Ok(Report { format: fa, a: a.display().to_string(), b: b.display().to_string(), identical, changes })
+    Ok(Report { format: fa.key(), a: a.display().to_string(), b: b.display().to_string(), identical, changes })
+}
+
+/// `p` as a stagebox build manifest, when it is one.
+fn build_manifest(p: &Path) -> Option<crate::measure::BuildManifest> {
+    if !p.is_file() || fs::metadata(p).ok()?.len() > 64 << 20 {
+        return None;
+    }
+    serde_json::from_slice(&fs::read(p).ok()?).ok()
+}
+
+/// Two manifests: box, version, SOURCE_DATE_EPOCH; inputs by reference; outputs by path.
+fn manifest_changes(a: &crate::measure::BuildManifest, b: &crate::measure::BuildManifest) -> Vec<Change> {
+    let mut head_a = Fields::new();
+    let mut head_b = Fields::new();
+    for (f, m) in [(&mut head_a, a), (&mut head_b, b)] {
+        f.insert("box", m.name.clone());
+        f.insert("version", m.version.clone());
+        f.insert("source_date_epoch", m.source_date_epoch.to_string());
+    }
+    let mut out = Vec::new();
+    let fields = compare_fields(&head_a, &head_b);
+    if !fields.is_empty() {
+        out.push(Change { item: "box".into(), change: "changed", fields });
+    }
+    let inputs = |m: &crate::measure::BuildManifest| -> Entries {
+        m.inputs.iter().map(|i| (format!("input {}", i.reference), Fields::from([("digest", i.digest.clone())]))).collect()
+    };
+    out.extend(compare_entries("", &inputs(a), &inputs(b)));
+    let outputs = |m: &crate::measure::BuildManifest| -> Entries {
+        m.outputs
+            .iter()
+            .map(|o| {
+                let mut f = Fields::from([("format", o.format.clone()), ("sha256", o.sha256.clone()), ("size", o.size.to_string())]);
+                for k in ["PCR0", "PCR1", "PCR2", "PCR8"] {
+                    if let Some(v) = o.pcrs.as_ref().and_then(|p| p.get(k)) {
+                        f.insert(k, v.clone());
+                    }
+                }
+                (format!("output {}", o.path), f)
+            })
+            .collect()
+    };
+    out.extend(compare_entries("", &outputs(a), &outputs(b)));
+    out
+}
+
+/// Two output directories: each file (or OCI layout) by name, compared as its format is
+/// (items prefixed `NAME: `), or by sha256 when it is no format stagebox reads; a manifest
+/// as a manifest. Hidden names (staging, kept --check builds) are left out.
+fn dir_changes(a: &Path, b: &Path) -> Result<Vec<Change>> {
+    let names = |d: &Path| -> Result<std::collections::BTreeSet<String>> {
+        Ok(fs::read_dir(d).at(d)?.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| !n.starts_with('.')).collect())
+    };
+    let (na, nb) = (names(a)?, names(b)?);
+    let mut out = Vec::new();
+    for n in na.union(&nb) {
+        let (pa, pb) = (a.join(n), b.join(n));
+        match (na.contains(n), nb.contains(n)) {
+            (true, false) => out.push(Change { item: n.clone(), change: "removed", fields: Vec::new() }),
+            (false, true) => out.push(Change { item: n.clone(), change: "added", fields: Vec::new() }),
+            _ => {
+                if crate::fsutil::compare_paths(&pa, &pb)?.is_none() {
+                    continue;
+                }
+                let inner = match diff(&pa, &pb) {
+                    Ok(r) => r.changes,
+                    Err(_) if pa.is_file() && pb.is_file() => Vec::new(),
+                    Err(e) => return Err(e),
+                };
+                if inner.is_empty() {
+                    let sha = |p: &Path| crate::digest::Digest::of_file(p).map(|(d, _)| d.hex().to_string());
+                    let fields = if pa.is_file() && pb.is_file() { vec![Field { field: "sha256".into(), a: sha(&pa)?, b: sha(&pb)? }] } else { Vec::new() };
+                    out.push(Change { item: n.clone(), change: "changed", fields });
+                }
+                out.extend(inner.into_iter().map(|mut c| {
+                    c.item = format!("{n}: {}", c.item);
+                    c
+                }));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// What differs inside two files or partitions that are themselves images (a FAT ESP, a
+/// cpio, SquashFS, ...), each `len` bytes at `at` in its file; `None` when they are not of
+/// one format stagebox reads. FAT is read in place; anything else is copied out first.
+fn nested(fa: &fs::File, (at_a, len_a): (u64, u64), fb: &fs::File, (at_b, len_b): (u64, u64), a: &Path, b: &Path) -> Result<Option<Vec<Change>>> {
+    if readback::is_fat(fa, at_a) && readback::is_fat(fb, at_b) {
+        let side = |f: &fs::File, at: u64, len: u64, p: &Path| -> Result<Entries> {
+            let v = readback::fat_entries(f, at, len).map_err(|e| Error::other(format!("{}: {e}", p.display())))?;
+            Ok(v.into_iter()
+                .map(|(e, sha)| {
+                    let mut f = Fields::from([("type", e.kind), ("size", e.size.to_string())]);
+                    if let Some(s) = sha {
+                        f.insert("sha256", s);
+                    }
+                    (e.path, f)
+                })
+                .collect())
+        };
+        return Ok(Some(compare_entries("", &side(fa, at_a, len_a, a)?, &side(fb, at_b, len_b, b)?)));
+    }
+    let copy = |f: &fs::File, at: u64, len: u64, p: &Path| -> Result<tempfile::NamedTempFile> {
+        let t = tempfile::NamedTempFile::new().at(std::env::temp_dir())?;
+        let mut r = f.try_clone().at(p)?;
+        r.seek(SeekFrom::Start(at)).at(p)?;
+        std::io::copy(&mut r.take(len), &mut t.as_file()).at(t.path())?;
+        Ok(t)
+    };
+    // Only what starts like an image is copied out (not every changed file).
+    let mut head = [0u8; 8];
+    let known = |f: &fs::File, at: u64, head: &mut [u8; 8]| {
+        std::os::unix::fs::FileExt::read_exact_at(f, head, at).is_ok()
+            && (readback::compression(head) != "none" || head.starts_with(b"0707") || head.starts_with(b"hsqs") || readback::span_kind(f, at).is_some())
+    };
+    if !known(fa, at_a, &mut head) || !known(fb, at_b, &mut head) {
+        return Ok(None);
+    }
+    let (ta, tb) = (copy(fa, at_a, len_a, a)?, copy(fb, at_b, len_b, b)?);
+    match (Format::sniff(ta.path()), Format::sniff(tb.path())) {
+        (Ok(x), Ok(y)) if x == y && x != Format::Oci => Ok(changes(x, ta.path(), tb.path()).ok()),
+        _ => Ok(None),
+    }
 }
 
 /// The first differing entry of two outputs, as text, when the format is known and readable
 /// (for `build --check`'s message); `None` otherwise.
 pub fn first_entry(a: &Path, b: &Path) -> Option<String> {
-    let f = Format::sniff(a)?;
-    (Format::sniff(b)? == f).then_some(())?;
+    let f = Format::sniff(a).ok()?;
+    (Format::sniff(b).ok()? == f).then_some(())?;
     changes(f, a, b).ok()?.first().map(|c| c.to_string())
 }
 
 fn changes(f: Format, a: &Path, b: &Path) -> Result<Vec<Change>> {
     match f {
-        Format::Tar => Ok(compare_entries("", &tar_entries(fs::File::open(a).at(a)?, a)?, &tar_entries(fs::File::open(b).at(b)?, b)?)),
+        Format::Tar | Format::Arch | Format::Apk => Ok(compare_entries("", &tar_entries(fs::File::open(a).at(a)?, a)?, &tar_entries(fs::File::open(b).at(b)?, b)?)),
+        Format::Deb => Ok(compare_entries("", &tar_entries(deb_data(a)?, a)?, &tar_entries(deb_data(b)?, b)?)),
+        Format::Rpm => Ok(compare_entries("", &cpio_entries(&rpm_payload(a)?, a)?, &cpio_entries(&rpm_payload(b)?, b)?)),
+        Format::Erofs => Ok(compare_entries("", &listed(Format::Erofs, a)?, &listed(Format::Erofs, b)?)),
         Format::Cpio => Ok(compare_entries("", &cpio_entries(&read_all(a)?, a)?, &cpio_entries(&read_all(b)?, b)?)),
         Format::Oci => oci_changes(a, b),
         Format::Eif => eif_changes(a, b),
@@ -148,6 +245,46 @@ fn changes(f: Format, a: &Path, b: &Path) -> Result<Vec<Change>> {
         Format::Disk => disk_changes(a, b),
         Format::Squashfs => Ok(compare_entries("", &squashfs_entries(&fs::File::open(a).at(a)?, 0, a)?, &squashfs_entries(&fs::File::open(b).at(b)?, 0, b)?)),
     }
+}
+
+/// A `.deb`'s data tar (still compressed).
+fn deb_data(p: &Path) -> Result<std::io::Take<fs::File>> {
+    let mut f = fs::File::open(p).at(p)?;
+    let members = readback::ar_members(&f).map_err(|e| Error::other(format!("{}: damaged .deb: {e}", p.display())))?;
+    let (_, at, len) = members.into_iter().find(|m| m.0.starts_with("data.tar")).ok_or_else(|| Error::other(format!("{}: damaged .deb: no data.tar member", p.display())))?;
+    f.seek(SeekFrom::Start(at)).at(p)?;
+    Ok(f.take(len))
+}
+
+/// An `.rpm`'s payload, decompressed (a newc cpio).
+fn rpm_payload(p: &Path) -> Result<Vec<u8>> {
+    let mut f = fs::File::open(p).at(p)?;
+    let at = readback::rpm_payload_offset(&f).map_err(|e| Error::other(format!("{}: damaged .rpm: {e}", p.display())))?;
+    f.seek(SeekFrom::Start(at)).at(p)?;
+    let mut v = Vec::new();
+    readback::decompressed(f).and_then(|mut r| r.read_to_end(&mut v)).map_err(|e| Error::other(format!("{}: damaged .rpm payload: {e}", p.display())))?;
+    Ok(v)
+}
+
+/// The entries `inspect` lists, as fields (formats whose contents are compared through the
+/// image bytes).
+fn listed(f: Format, p: &Path) -> Result<Entries> {
+    Ok(readback::entries(f, p)?
+        .unwrap_or_default()
+        .into_iter()
+        .map(|e| {
+            let mut fields = Fields::new();
+            fields.insert("type", e.kind);
+            fields.insert("mode", e.mode);
+            fields.insert("owner", format!("{}:{}", e.uid, e.gid));
+            fields.insert("mtime", e.mtime.to_string());
+            fields.insert("size", e.size.to_string());
+            if let Some(l) = e.link {
+                fields.insert("link", l);
+            }
+            (e.path, fields)
+        })
+        .collect())
 }
 
 /// sha256 of `len` bytes at `at` in `f` (a file's extent, a partition).
@@ -214,7 +351,69 @@ fn iso_changes(a: &Path, b: &Path) -> Result<Vec<Change>> {
     };
     let ((ma, fa), (mb, fb)) = (side(a)?, side(b)?);
     let mut out = compare_entries("", &ma, &mb);
-    out.extend(compare_entries("", &fa, &fb));
+    // A changed file that is itself an image (an ESP, an initramfs) is compared entry by entry.
+    let (da, db) = (fs::File::open(a).at(a)?, fs::File::open(b).at(b)?);
+    let (xa, xb) = (iso_extents(&da, a)?, iso_extents(&db, b)?);
+    for c in compare_entries("", &fa, &fb) {
+        let inner = match (c.change, xa.get(&c.item), xb.get(&c.item)) {
+            ("changed", Some(x), Some(y)) if c.fields.iter().any(|f| f.field == "sha256") => nested(&da, *x, &db, *y, a, b)?,
+            _ => None,
+        };
+        match inner {
+            Some(v) if !v.is_empty() => {
+                let item = c.item.clone();
+                out.push(c);
+                out.extend(v.into_iter().map(|mut x| {
+                    x.item = format!("{item}: {}", x.item);
+                    x
+                }));
+            }
+            _ => out.push(c),
+        }
+    }
+    // The EFI system partition of a hybrid ISO (in its GPT), file by file.
+    out.extend(partition_changes(&da, &db, a, b, true)?);
+    Ok(out)
+}
+
+/// Each regular file of an ISO: path → (byte offset, size).
+fn iso_extents(f: &fs::File, p: &Path) -> Result<BTreeMap<String, (u64, u64)>> {
+    let d = crate::emit::iso::debug::describe(f, &p.display().to_string(), "").map_err(|e| Error::other(format!("{}: {e}", p.display())))?;
+    Ok(d.entries.iter().filter(|e| e.kind == "file").map(|e| (e.path.clone(), (e.lba as u64 * 2048, e.size))).collect())
+}
+
+/// The GPT partitions of two images compared by position, entry by entry where both hold a
+/// file system stagebox reads (FAT, SquashFS, EROFS); `fat_only` for a hybrid ISO, whose
+/// other partitions are the ISO itself.
+fn partition_changes(fa: &fs::File, fb: &fs::File, a: &Path, b: &Path, fat_only: bool) -> Result<Vec<Change>> {
+    let (pa, pb) = (readback::gpt_partitions(fa), readback::gpt_partitions(fb));
+    let mut out = Vec::new();
+    for (i, (x, y)) in pa.iter().zip(&pb).enumerate() {
+        let prefix = format!("partition {}: ", i + 1);
+        let inner = if readback::is_fat(fa, x.0) && readback::is_fat(fb, y.0) {
+            nested(fa, *x, fb, *y, a, b)?
+        } else if fat_only {
+            None
+        } else {
+            match (readback::span_kind(fa, x.0), readback::span_kind(fb, y.0)) {
+                (Some(Format::Squashfs), Some(Format::Squashfs)) => Some(compare_entries("", &squashfs_entries(fa, x.0, a)?, &squashfs_entries(fb, y.0, b)?)),
+                (Some(Format::Erofs), Some(Format::Erofs)) => {
+                    let side = |f: &fs::File, at: u64, p: &Path| readback::erofs_entries(f, at).map_err(|e| Error::other(format!("{}: {e}", p.display())));
+                    let fields = |v: Vec<readback::Entry>| -> Entries {
+                        v.into_iter()
+                            .map(|e| (e.path, Fields::from([("type", e.kind), ("mode", e.mode), ("owner", format!("{}:{}", e.uid, e.gid)), ("size", e.size.to_string())])))
+                            .collect()
+                    };
+                    Some(compare_entries("", &fields(side(fa, x.0, a)?), &fields(side(fb, y.0, b)?)))
+                }
+                _ => None,
+            }
+        };
+        out.extend(inner.unwrap_or_default().into_iter().map(|mut c| {
+            c.item = format!("{prefix}{}", c.item);
+            c
+        }));
+    }
     Ok(out)
 }
 
@@ -269,17 +468,10 @@ fn disk_changes(a: &Path, b: &Path) -> Result<Vec<Change>> {
         }
         Ok((e, parts))
     };
-    let ((ea, pa), (eb, pb)) = (side(a)?, side(b)?);
+    let ((ea, _), (eb, _)) = (side(a)?, side(b)?);
     let mut out = compare_entries("", &ea, &eb);
-    for (i, (x, y)) in pa.iter().zip(&pb).enumerate() {
-        let (fa, fb) = (fs::File::open(a).at(a)?, fs::File::open(b).at(b)?);
-        let mut ha = [0u8; 4];
-        let mut hb = [0u8; 4];
-        let is_sq = |f: &fs::File, at: u64, h: &mut [u8; 4]| std::os::unix::fs::FileExt::read_exact_at(f, h, at).is_ok() && h == b"hsqs";
-        if is_sq(&fa, x.0, &mut ha) && is_sq(&fb, y.0, &mut hb) {
-            out.extend(compare_entries(&format!("partition {}: ", i + 1), &squashfs_entries(&fa, x.0, a)?, &squashfs_entries(&fb, y.0, b)?));
-        }
-    }
+    let (fa, fb) = (fs::File::open(a).at(a)?, fs::File::open(b).at(b)?);
+    out.extend(partition_changes(&fa, &fb, a, b, false)?);
     Ok(out)
 }
 
@@ -337,24 +529,13 @@ fn sha256_hex(d: &[u8]) -> String {
     crate::digest::Digest::of_bytes(d).hex().to_string()
 }
 
-/// Decompress gzip, zstd or xz, or pass through.
-fn decompressed<R: Read + 'static>(mut r: R) -> std::io::Result<Box<dyn Read>> {
-    let mut head = [0u8; 6];
-    let n = crate::fsutil::read_full(&mut r, &mut head)?;
-    let r = std::io::Cursor::new(head[..n].to_vec()).chain(r);
-    if head[..n].starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
-        return Ok(Box::new(liblzma::read::XzDecoder::new_multi_decoder(r)));
-    }
-    crate::tree::layer::open_decompressed(r)
-}
-
 fn read_all(p: &Path) -> Result<Vec<u8>> {
     fs::read(p).at(p)
 }
 
 fn tar_entries<R: Read + 'static>(r: R, p: &Path) -> Result<Entries> {
     let bad = |e: std::io::Error| Error::other(format!("{}: not a readable tar: {e}", p.display()));
-    let mut ar = tar::Archive::new(decompressed(r).map_err(bad)?);
+    let mut ar = tar::Archive::new(readback::decompressed(r).map_err(bad)?);
     let mut out = Vec::new();
     for e in ar.entries().map_err(bad)? {
         let mut e = e.map_err(bad)?;
@@ -418,8 +599,11 @@ fn cpio_entries(buf: &[u8], p: &Path) -> Result<Entries> {
                 f.insert("owner", format!("{}:{}", h.uid, h.gid));
                 f.insert("mtime", h.mtime.to_string());
                 f.insert("size", h.filesize.to_string());
-                f.insert("ino", h.ino.to_string());
-                f.insert("nlink", h.nlink.to_string());
+                        // A directory's link count follows from its subdirectories (reported as
+                // added or removed themselves); a file's says which paths share it.
+                if h.mode & S_IFMT != crate::emit::cpio::format::S_IFDIR {
+                    f.insert("nlink", h.nlink.to_string());
+                }
                 f.insert("rdev", format!("{},{}", h.rdevmajor, h.rdevminor));
                 match h.mode & S_IFMT {
                     S_IFLNK => {
@@ -435,7 +619,7 @@ fn cpio_entries(buf: &[u8], p: &Path) -> Result<Entries> {
             archives.push(v);
             rest = &rest[end..];
         } else {
-            let mut d = decompressed(std::io::Cursor::new(rest.to_vec())).map_err(|e| Error::io(p, e))?;
+            let mut d = readback::decompressed(std::io::Cursor::new(rest.to_vec())).map_err(|e| Error::io(p, e))?;
             owned = Vec::new();
             d.read_to_end(&mut owned).map_err(|e| Error::other(format!("{}: damaged compressed cpio: {e}", p.display())))?;
             if owned.as_slice() == rest {

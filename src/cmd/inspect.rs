@@ -1,14 +1,18 @@
 //! `stagebox inspect`: what an image reference or an output file holds — an image's
 //! manifest, config and layers with their digests; a tarball's entries; an EIF's sections
 //! and PCRs; an ISO's volumes and boot records; a disk image's GPT and partitions; a
-//! SquashFS image's superblock and entries.
+//! SquashFS image's superblock and entries; the entries of a cpio, `.deb`, `.rpm`, Arch or
+//! Alpine package and EROFS image. With `--files`: the file tree of any of them, and of an
+//! image (its layers flattened as a build would).
+//!
+//! The format is found by content with the one sniffer, [`crate::emit::readback`]; a file
+//! that is none of the formats stagebox writes is an error, never an empty listing.
 
-use super::diff::Format;
+use crate::emit::readback::{self, Entry, Format};
 use crate::error::{Error, IoContext, Result};
 use crate::reference::{ImageRef, RefKind};
 use crate::source::{self, SourceOptions, Store};
 use serde::Serialize;
-use std::io::Read;
 use std::path::Path;
 
 #[derive(Debug, Serialize)]
@@ -29,38 +33,39 @@ pub struct ImageInfo {
     pub layers: Vec<LayerInfo>,
 }
 
+/// A tar, cpio, package or EROFS image, entry by entry.
 #[derive(Debug, Serialize)]
-pub struct TarEntryInfo {
-    pub path: String,
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub mode: String,
-    pub uid: u64,
-    pub gid: u64,
-    pub size: u64,
-    pub mtime: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub link: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct TarInfo {
+pub struct ArchiveInfo {
     pub file: String,
+    /// `tar`, `cpio`, `deb`, `rpm`, `arch`, `apk`, `erofs` (see [`Format`]).
+    pub format: Format,
     pub compression: String,
     pub sha256: String,
-    pub entries: Vec<TarEntryInfo>,
+    pub entries: Vec<Entry>,
 }
 
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
 pub enum Inspection {
     Image(ImageInfo),
-    Tar(TarInfo),
+    Archive(ArchiveInfo),
     Eif(Box<crate::emit::eif::debug::Description>),
     Squashfs(Box<crate::emit::squashfs::debug::Description>),
     /// A GPT disk image: its partition tables and what each partition holds, as text.
     Disk { file: String, partitions: String },
     Iso(Box<crate::emit::iso::debug::Description>),
+    /// `--files`: the file tree of an image or output.
+    Files(FileList),
+}
+
+/// The file tree of an image (flattened) or of an output (`--files`).
+#[derive(Debug, Serialize)]
+pub struct FileList {
+    /// The image reference or the file.
+    pub target: String,
+    /// `image`, or the output's format.
+    pub format: String,
+    pub files: Vec<Entry>,
 }
 
 pub fn inspect(target: &str, cache: Option<&Path>, platform: Option<source::Platform>) -> Result<Inspection> {
@@ -69,11 +74,16 @@ pub fn inspect(target: &str, cache: Option<&Path>, platform: Option<source::Plat
 
 /// [`inspect`], with `offline`: registry images come from the store only.
 pub fn inspect_with(target: &str, cache: Option<&Path>, platform: Option<source::Platform>, offline: bool) -> Result<Inspection> {
+    inspect_opts(target, cache, platform, offline, false)
+}
+
+/// [`inspect_with`], with `files`: the file tree instead of the format's own description.
+pub fn inspect_opts(target: &str, cache: Option<&Path>, platform: Option<source::Platform>, offline: bool, files: bool) -> Result<Inspection> {
     let cwd = std::env::current_dir().at(".")?;
     let looks_like_ref = target.starts_with("oci:") || target.starts_with("docker-archive:") || target.starts_with("docker://");
     let p = Path::new(target);
     if !looks_like_ref && p.is_dir() && p.join("oci-layout").is_file() {
-        return inspect_with(&format!("oci:{target}"), cache, platform, offline);
+        return inspect_opts(&format!("oci:{target}"), cache, platform, offline, files);
     }
     if looks_like_ref || !p.exists() {
         let r = ImageRef::parse(target, &cwd).map_err(|m| Error::Usage(format!("{target}: {m}")))?;
@@ -83,6 +93,9 @@ pub fn inspect_with(target: &str, cache: Option<&Path>, platform: Option<source:
         let store = Store::open(&source::store::default_root(cache)?)?;
         let sopts = SourceOptions { platform: platform.unwrap_or_default(), source_date_epoch: 1, offline };
         let img = source::resolve(&store, &r, &sopts)?;
+        if files {
+            return image_files(&store, img);
+        }
         return Ok(Inspection::Image(ImageInfo {
             reference: img.reference.text.clone(),
             pin: img.pin.to_string(),
@@ -95,37 +108,135 @@ pub fn inspect_with(target: &str, cache: Option<&Path>, platform: Option<source:
                 .collect(),
         }));
     }
-    // The format by content, with the sniffer `diff` uses; anything else is read as a tar.
-    match Format::sniff(p) {
-        Some(Format::Eif) => return inspect_eif(p).map(|d| Inspection::Eif(Box::new(d))),
-        Some(Format::Iso) => {
-            if let Some(d) = inspect_iso(p)? {
-                return Ok(Inspection::Iso(Box::new(d)));
-            }
-        }
-        Some(Format::Disk) => {
-            if let Some(partitions) = crate::boot::disk::describe(p)? {
-                return Ok(Inspection::Disk { file: p.display().to_string(), partitions });
-            }
-        }
-        Some(Format::Squashfs) => {
+    // The format by content (the sniffer `diff` uses); what it does not know is an error.
+    let format = Format::sniff(p)?;
+    if files {
+        return Ok(Inspection::Files(FileList { target: p.display().to_string(), format: format.key(), files: output_files(format, p)? }));
+    }
+    match format {
+        Format::Eif => inspect_eif(p).map(|d| Inspection::Eif(Box::new(d))),
+        Format::Iso => inspect_iso(p).map(|d| Inspection::Iso(Box::new(d))),
+        Format::Disk => match crate::boot::disk::describe(p)? {
+            Some(partitions) => Ok(Inspection::Disk { file: p.display().to_string(), partitions }),
+            None => Err(Error::other(format!("{}: damaged GPT disk image: no readable partition table", p.display()))),
+        },
+        Format::Squashfs => {
             let d = crate::emit::squashfs::debug::describe_file(p).map_err(|e| Error::other(format!("{}: {e}", p.display())))?;
-            return Ok(Inspection::Squashfs(Box::new(d)));
+            Ok(Inspection::Squashfs(Box::new(d)))
+        }
+        Format::Oci => inspect_opts(&format!("oci:{target}"), cache, platform, offline, files),
+        _ => inspect_archive(format, p).map(Inspection::Archive),
+    }
+}
+
+/// The image's layers flattened (as a build would, contents left in the store) into one
+/// file tree, listed in path order; a hardlink names the first path of its file.
+fn image_files(store: &Store, img: source::ResolvedImage) -> Result<Inspection> {
+    use crate::tree::Kind;
+    let target = img.reference.text.clone();
+    let progress = crate::progress::Progress::new(true);
+    let tree = crate::tree::images::flatten(store, std::slice::from_ref(&img), 0, 0, crate::tree::layer::ContentMode::Index, &progress)?;
+    let mut first: std::collections::HashMap<u64, String> = std::collections::HashMap::new();
+    let mut files = Vec::new();
+    for (path, node) in tree.walk() {
+        if path.is_empty() {
+            continue;
+        }
+        let path = crate::tree::path::show(path);
+        let (kind, size, link) = match &node.kind {
+            Kind::Dir => ("dir", 0, None),
+            Kind::File { content, inode } => match first.get(inode) {
+                Some(p) => ("hardlink", 0, Some(p.clone())),
+                None => {
+                    first.insert(*inode, path.clone());
+                    ("file", content.len, None)
+                }
+            },
+            Kind::Symlink { target } => ("symlink", target.len() as u64, Some(String::from_utf8_lossy(target).into_owned())),
+            Kind::Char { .. } => ("char", 0, None),
+            Kind::Block { .. } => ("block", 0, None),
+            Kind::Fifo => ("fifo", 0, None),
+        };
+        let m = &node.meta;
+        files.push(Entry { path, kind: kind.into(), mode: format!("{:04o}", m.mode & 0o7777), uid: m.uid, gid: m.gid, size, mtime: m.mtime.max(0) as u64, link });
+    }
+    Ok(Inspection::Files(FileList { target, format: "image".into(), files }))
+}
+
+/// The file tree of an output: an archive's or file system's entries; an EIF's ramdisks; a
+/// disk image's (or a hybrid ISO's) EFI system partition and root file system.
+fn output_files(format: Format, p: &Path) -> Result<Vec<Entry>> {
+    if let Some(e) = readback::entries(format, p)? {
+        if format != Format::Iso {
+            return Ok(e);
+        }
+    }
+    let mut out = Vec::new();
+    match format {
+        Format::Eif => {
+            let (_, len) = crate::digest::Digest::of_file(p)?;
+            let f = std::fs::File::open(p).at(p)?;
+            let scan = crate::emit::eif::format::read(&mut std::io::BufReader::with_capacity(1 << 20, &f), len)
+                .map_err(|e| Error::other(format!("{}: damaged EIF: {e}", p.display())))?;
+            let ramdisks: Vec<_> = scan.sections.iter().filter(|s| s.kind == crate::emit::eif::format::SectionType::Ramdisk).collect();
+            for (i, s) in ramdisks.iter().enumerate() {
+                let mut buf = vec![0u8; s.size as usize];
+                std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf, s.offset + crate::emit::eif::format::SECTION_HEADER_LEN as u64).at(p)?;
+                let entries = readback::cpio_entries(&buf).map_err(|e| Error::other(format!("{}: damaged EIF ramdisk {i}: {e}", p.display())))?;
+                let prefix = if ramdisks.len() > 1 { format!("[ramdisk {i}] ") } else { String::new() };
+                out.extend(entries.into_iter().map(|mut e| {
+                    e.path = format!("{prefix}{}", e.path);
+                    e
+                }));
+            }
+        }
+        Format::Iso | Format::Disk => {
+            if format == Format::Iso {
+                out.extend(readback::entries(format, p)?.unwrap_or_default());
+            }
+            let f = std::fs::File::open(p).at(p)?;
+            for (i, (at, len)) in readback::gpt_partitions(&f).into_iter().enumerate() {
+                let prefix = format!("[partition {}] ", i + 1);
+                let entries: Vec<Entry> = if readback::is_fat(&f, at) {
+                    readback::fat_entries(&f, at, len).map_err(|e| Error::other(format!("{}: partition {}: {e}", p.display(), i + 1)))?.into_iter().map(|x| x.0).collect()
+                } else if let Some(kind) = readback::span_kind(&f, at) {
+                    partition_entries(&f, kind, at, p)?
+                } else {
+                    Vec::new()
+                };
+                out.extend(entries.into_iter().map(|mut e| {
+                    e.path = format!("{prefix}{}", e.path);
+                    e
+                }));
+            }
         }
         _ => {}
     }
-    inspect_tar(p).map(Inspection::Tar)
+    Ok(out)
 }
 
-/// An ISO 9660 image's volume descriptors, boot catalog and files; `None` when `p` is not one.
-fn inspect_iso(p: &Path) -> Result<Option<crate::emit::iso::debug::Description>> {
+/// The entries of a SquashFS or EROFS partition.
+fn partition_entries(f: &std::fs::File, kind: Format, at: u64, p: &Path) -> Result<Vec<Entry>> {
+    let r = match kind {
+        Format::Erofs => readback::erofs_entries(f, at),
+        _ => readback::squashfs_entries(f, at),
+    };
+    r.map_err(|e| Error::other(format!("{}: damaged {} at byte {at}: {e}", p.display(), kind.name())))
+}
+
+/// A tar, cpio, package or EROFS image, entry by entry.
+fn inspect_archive(format: Format, p: &Path) -> Result<ArchiveInfo> {
+    let (sha, _) = crate::digest::Digest::of_file(p)?;
+    let compression = readback::content_compression(format, p)?.to_string();
+    let entries = readback::entries(format, p)?.unwrap_or_default();
+    Ok(ArchiveInfo { file: p.display().to_string(), format, compression, sha256: sha.hex().to_string(), entries })
+}
+
+/// An ISO 9660 image's volume descriptors, boot catalog and files.
+fn inspect_iso(p: &Path) -> Result<crate::emit::iso::debug::Description> {
     let f = std::fs::File::open(p).at(p)?;
-    if !crate::emit::iso::debug::is_iso(&f) {
-        return Ok(None);
-    }
     let (sha, _) = crate::digest::Digest::of_file(p)?;
     crate::emit::iso::debug::describe(&f, &p.display().to_string(), sha.hex())
-        .map(Some)
         .map_err(|e| Error::other(format!("{}: damaged ISO 9660 image: {e}", p.display())))
 }
 
@@ -145,34 +256,6 @@ fn inspect_eif(p: &Path) -> Result<crate::emit::eif::debug::Description> {
         )));
     }
     Ok(crate::emit::eif::debug::describe(&scan, &p.display().to_string(), sha.hex()))
-}
-
-fn inspect_tar(p: &Path) -> Result<TarInfo> {
-    let (sha, _) = crate::digest::Digest::of_file(p)?;
-    let mut head = [0u8; 4];
-    let n = std::fs::File::open(p).at(p)?.read(&mut head).at(p)?;
-    let compression = crate::tree::layer::sniff(&head[..n]).to_string();
-    let f = std::fs::File::open(p).at(p)?;
-    let r = crate::tree::layer::open_decompressed(f).at(p)?;
-    let mut ar = tar::Archive::new(r);
-    let mut entries = Vec::new();
-    let bad = |e: std::io::Error| Error::other(format!("{}: not a readable tar: {e}", p.display()));
-    for e in ar.entries().map_err(bad)? {
-        let e = e.map_err(bad)?;
-        let h = e.header();
-        let kind = crate::tarfmt::kind_name(h.entry_type());
-        entries.push(TarEntryInfo {
-            path: String::from_utf8_lossy(&e.path_bytes()).into_owned(),
-            kind: kind.into(),
-            mode: format!("{:04o}", h.mode().unwrap_or(0) & 0o7777),
-            uid: h.uid().unwrap_or(0),
-            gid: h.gid().unwrap_or(0),
-            size: e.size(),
-            mtime: h.mtime().unwrap_or(0),
-            link: e.link_name_bytes().map(|l| String::from_utf8_lossy(&l).into_owned()),
-        });
-    }
-    Ok(TarInfo { file: p.display().to_string(), compression, sha256: sha.hex().to_string(), entries })
 }
 
 /// Human-readable text for an inspection.
@@ -201,11 +284,22 @@ pub fn render(i: &Inspection) -> String {
             // The hybrid MBR and GPT of a bootable ISO (emit::gpt), read from the same file.
             s += &crate::emit::gpt::dump_path(Path::new(&d.file));
         }
-        Inspection::Tar(t) => {
-            s += &format!("# {} ({}, sha256 {}, {} entries)\n", t.file, t.compression, t.sha256, t.entries.len());
+        Inspection::Archive(t) => {
+            let what = match t.format {
+                Format::Tar => String::new(),
+                f => format!("{}, ", f.name()),
+            };
+            s += &format!("# {} ({what}{}, sha256 {}, {} entries)\n", t.file, t.compression, t.sha256, t.entries.len());
             for e in &t.entries {
-                let link = e.link.as_deref().map(|l| format!(" -> {l}")).unwrap_or_default();
-                s += &format!("{:<8} {} {:>5}:{:<5} {:>10} {:>10}  {}{}\n", e.kind, e.mode, e.uid, e.gid, e.size, e.mtime, e.path, link);
+                s += &e.line();
+                s.push('\n');
+            }
+        }
+        Inspection::Files(l) => {
+            s += &format!("# {} ({}, {} entries)\n", l.target, l.format, l.files.len());
+            for e in &l.files {
+                s += &e.line();
+                s.push('\n');
             }
         }
     }

@@ -1,12 +1,18 @@
 //! `stagebox run OUTPUT`: boot a built initramfs (with its box's kernel), ISO or disk image in
 //! `qemu-system-x86_64` with the serial console on stdio, as `mkosi qemu` does.
 //!
-//! The kernel and command line of an initramfs come from `manifest.json` beside it (the
-//! `kernel` and `cmdline` records `stagebox build` writes), unless given with `--kernel`.
-//! With `--expect TEXT` the console is read rather than handed to the terminal: the run ends
-//! with success as soon as TEXT appears, and fails on timeout or when QEMU stops first,
-//! printing the console's last lines. QEMU never outlives us: it is killed when the run ends,
-//! and asked by the kernel (`PR_SET_PDEATHSIG`) to die if we do.
+//! The kernel and command line of an initramfs come from the manifest beside it that lists
+//! it (the `kernel` and `cmdline` records `stagebox build` writes), unless given with
+//! `--kernel`; a command line that names no console gets `console=ttyS0` (said on stderr),
+//! so the serial console on stdio shows the boot. A GPT disk image boots with UEFI (OVMF;
+//! BIOS boot of disk images is not supported) from an NVMe disk, as the tests boot it.
+//!
+//! The console is always read by us (and echoed): the run fails as soon as it shows a kernel
+//! panic, naming the panic line. With `--expect TEXT` the run ends with success as soon as
+//! TEXT appears, and fails on timeout or when QEMU stops first, printing the console's last
+//! lines; without it the terminal's input goes to QEMU (Ctrl-A X quits). Arguments after
+//! `--` go to QEMU as they are. QEMU never outlives us: it is killed when the run ends, and
+//! asked by the kernel (`PR_SET_PDEATHSIG`) to die if we do.
 
 use crate::error::{Error, IoContext, Result};
 use std::io::{Read, Write};
@@ -69,11 +75,13 @@ pub struct RunOptions {
     pub append: Option<String>,
     /// Echo the console to stdout while waiting for `expect`.
     pub echo: bool,
+    /// More QEMU arguments, after ours (`stagebox run X -- ARGS`).
+    pub qemu_extra: Vec<String>,
 }
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { memory: "1G".into(), uefi: false, disk: false, kvm: Kvm::Auto, expect: None, timeout: None, kernel: None, append: None, echo: true }
+        RunOptions { memory: "1G".into(), uefi: false, disk: false, kvm: Kvm::Auto, expect: None, timeout: None, kernel: None, append: None, echo: true, qemu_extra: Vec::new() }
     }
 }
 
@@ -82,22 +90,55 @@ impl Default for RunOptions {
 pub enum Boot {
     Initramfs { initrd: PathBuf, kernel: PathBuf, cmdline: String },
     Iso(PathBuf),
+    /// An ISO attached as a raw disk (`--disk`: a USB stick written with dd).
     Disk(PathBuf),
+    /// A GPT disk image: UEFI only, attached as NVMe.
+    Gpt(PathBuf),
 }
+
+/// What the console shows when the kernel panics.
+const PANIC: &[u8] = b"Kernel panic - not syncing";
 
 fn usage(m: impl Into<String>) -> Error {
     Error::Usage(m.into())
 }
 
-/// Work out what `output` is and what boots it, from `manifest.json` beside it (or, for a
-/// directory, in it: its first bootable output).
+/// The manifest that lists `file` in `dir` (boxes sharing a directory each have their
+/// `NAME.manifest.json`); for a directory (`file` None), its only box's manifest. A path
+/// that does not exist when nothing lists the file.
+fn manifest_for(dir: &Path, file: Option<&str>) -> Result<std::path::PathBuf> {
+    let found = crate::measure::manifests_in(dir)?;
+    match file {
+        Some(name) => Ok(found
+            .iter()
+            .find(|(_, m)| m.outputs.iter().any(|o| o.path == name))
+            .map(|(p, _)| p.clone())
+            .unwrap_or_else(|| dir.join("manifest.json"))),
+        None => {
+            let boxes: std::collections::BTreeSet<&str> = found.iter().map(|(_, m)| m.name.as_str()).collect();
+            if boxes.len() > 1 {
+                return Err(usage(format!(
+                    "{} holds the outputs of {} boxes ({}): name the output to run, e.g. {}",
+                    dir.display(),
+                    boxes.len(),
+                    boxes.iter().copied().collect::<Vec<_>>().join(", "),
+                    dir.join("NAME.cpio.gz").display()
+                )));
+            }
+            Ok(found.into_iter().next().map(|(p, _)| p).unwrap_or_else(|| dir.join("manifest.json")))
+        }
+    }
+}
+
+/// Work out what `output` is and what boots it, from the manifest beside it that lists it
+/// (or, for a directory, in it: its first bootable output).
 pub fn plan(output: &Path, opts: &RunOptions) -> Result<Boot> {
     let meta = std::fs::metadata(output).at(output)?;
     let (dir, file) = if meta.is_dir() { (output.to_path_buf(), None) } else {
         let dir = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
         (dir, output.file_name().map(|f| f.to_string_lossy().into_owned()))
     };
-    let manifest_path = dir.join("manifest.json");
+    let manifest_path = manifest_for(&dir, file.as_deref())?;
     let manifest: Option<serde_json::Value> = match std::fs::read(&manifest_path) {
         Ok(b) => Some(serde_json::from_slice(&b).map_err(|e| Error::other(format!("{}: {e}", manifest_path.display())))?),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
@@ -115,7 +156,13 @@ pub fn plan(output: &Path, opts: &RunOptions) -> Result<Boot> {
     let find = |fmt: &str| records.iter().find(|(f, _)| f == fmt).map(|(_, p)| dir.join(p));
     let (format, path) = match &file {
         Some(name) => {
-            let fmt = records.iter().find(|(_, p)| p == name).map(|(f, _)| f.clone()).unwrap_or_else(|| {
+            let sniffed = || match crate::emit::readback::Format::sniff(output) {
+                Ok(crate::emit::readback::Format::Iso) => Some("iso".to_string()),
+                Ok(crate::emit::readback::Format::Disk) => Some("disk".to_string()),
+                Ok(crate::emit::readback::Format::Cpio) => Some("initramfs".to_string()),
+                _ => None,
+            };
+            let fmt = records.iter().find(|(_, p)| p == name).map(|(f, _)| f.clone()).or_else(sniffed).unwrap_or_else(|| {
                 if name.ends_with(".iso") {
                     "iso".into()
                 } else if name.ends_with(".img") || name.ends_with(".raw") {
@@ -149,17 +196,22 @@ pub fn plan(output: &Path, opts: &RunOptions) -> Result<Boot> {
             };
             let mut cmdline = match find("cmdline") {
                 Some(p) => std::fs::read_to_string(&p).at(&p)?.trim().to_string(),
-                None => "console=ttyS0".to_string(),
+                None => String::new(),
             };
             if let Some(a) = &opts.append {
                 cmdline = format!("{cmdline} {a}").trim().to_string();
+            }
+            // The console is the serial port on stdio: a command line naming none shows nothing.
+            if !cmdline.split_whitespace().any(|w| w.starts_with("console=")) {
+                cmdline = format!("{cmdline} console=ttyS0").trim().to_string();
+                eprintln!("stagebox: the kernel command line names no console: added console=ttyS0 (the serial console on stdio)");
             }
             Ok(Boot::Initramfs { initrd: path, kernel, cmdline })
         }
         // An isohybrid ISO boots as a disk too (a USB stick written with dd).
         "iso" if opts.disk => Ok(Boot::Disk(path)),
         "iso" => Ok(Boot::Iso(path)),
-        "disk" => Ok(Boot::Disk(path)),
+        "disk" => Ok(Boot::Gpt(path)),
         other => Err(usage(format!(
             "{}: cannot boot a {} output; run takes an initramfs (NAME.cpio*), ISO or disk image",
             path.display(),
@@ -235,8 +287,20 @@ pub fn qemu_args(boot: &Boot, opts: &RunOptions, kvm: bool, ovmf: Option<(&Path,
             // snapshot=on, not readonly=on: QEMU's IDE refuses read-only block nodes.
             a.extend(["-drive".into(), format!("file={},format=raw,snapshot=on", p.display())]);
         }
+        Boot::Gpt(p) => {
+            a.extend(["-drive".into(), format!("file={},if=none,id=disk0,format=raw,snapshot=on", p.display())]);
+            a.extend(["-device".into(), "nvme,drive=disk0,serial=stagebox".into()]);
+        }
     }
+    a.extend(opts.qemu_extra.iter().cloned());
     a
+}
+
+/// The panic line, once the console shows a complete one.
+fn panic_line(console: &[u8]) -> Option<String> {
+    let at = console.windows(PANIC.len()).position(|w| w == PANIC)?;
+    let end = console[at..].iter().position(|&b| b == b'\n')?;
+    Some(String::from_utf8_lossy(&console[at..at + end]).trim_end().to_string())
 }
 
 /// Kills QEMU when dropped.
@@ -254,7 +318,8 @@ fn spawn(args: &[String], interactive: bool) -> Result<Guard> {
     let mut cmd = Command::new(QEMU);
     cmd.args(args);
     if interactive {
-        cmd.stdin(Stdio::inherit()).stdout(Stdio::inherit()).stderr(Stdio::inherit());
+        // The console is still read (and echoed) by us, to stop on a kernel panic.
+        cmd.stdin(Stdio::inherit()).stdout(Stdio::piped()).stderr(Stdio::inherit());
     } else {
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     }
@@ -299,11 +364,14 @@ pub fn run(output: &Path, opts: &RunOptions) -> Result<()> {
     };
     // OVMF's variable store is written to by the firmware: give it a throwaway copy.
     let tmp = tempfile::tempdir().map_err(|e| Error::other(format!("temp dir: {e}")))?;
-    let ovmf = if opts.uefi {
+    if let (Boot::Gpt(p), false) = (&boot, opts.uefi) {
+        eprintln!("stagebox: {} is a disk image: booting it with UEFI (OVMF); BIOS boot of disk images is not supported yet", p.display());
+    }
+    let ovmf = if opts.uefi || matches!(boot, Boot::Gpt(_)) {
         let (code, vars) = OVMF_PAIRS
             .iter()
             .find(|(c, _)| Path::new(c).is_file())
-            .ok_or_else(|| usage("--uefi needs OVMF: install Debian's ovmf package (/usr/share/OVMF/OVMF_CODE_4M.fd)"))?;
+            .ok_or_else(|| usage("UEFI boot needs OVMF: install Debian's ovmf package (/usr/share/OVMF/OVMF_CODE_4M.fd)"))?;
         let vars = if vars.is_empty() || !Path::new(vars).is_file() {
             None
         } else {
@@ -321,19 +389,7 @@ pub fn run(output: &Path, opts: &RunOptions) -> Result<()> {
     let mut guard = spawn(&args, interactive)?;
     let deadline = opts.timeout.map(|t| Instant::now() + t);
 
-    if interactive {
-        loop {
-            if let Some(st) = guard.0.try_wait().map_err(|e| Error::other(format!("waiting for {QEMU}: {e}")))? {
-                return if st.success() { Ok(()) } else { Err(Error::other(format!("{QEMU} exited with {st}"))) };
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Err(Error::other(format!("timed out after {}s", opts.timeout.unwrap_or_default().as_secs())));
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    let expect = opts.expect.clone().unwrap_or_default().into_bytes();
+    let expect = opts.expect.clone().map(String::into_bytes);
     let (tx, rx) = std::sync::mpsc::channel::<Option<Vec<u8>>>();
     let mut out = guard.0.stdout.take().expect("piped stdout");
     let txo = tx.clone();
@@ -351,18 +407,25 @@ pub fn run(output: &Path, opts: &RunOptions) -> Result<()> {
         }
         let _ = txo.send(None);
     });
-    let mut err = guard.0.stderr.take().expect("piped stderr");
     let qemu_err = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let qerr = qemu_err.clone();
-    std::thread::spawn(move || {
-        let mut b = Vec::new();
-        let _ = err.read_to_end(&mut b);
-        *qerr.lock().expect("stderr buffer") = b;
-    });
+    if let Some(mut err) = guard.0.stderr.take() {
+        let qerr = qemu_err.clone();
+        std::thread::spawn(move || {
+            let mut b = Vec::new();
+            let _ = err.read_to_end(&mut b);
+            *qerr.lock().expect("stderr buffer") = b;
+        });
+    }
 
     let mut console: Vec<u8> = Vec::new();
     let mut searched = 0usize; // console[..searched] holds no match that ends there
+    let longest = expect.as_ref().map_or(0, Vec::len).max(PANIC.len());
     let stdout = std::io::stdout();
+    let panicked = |console: &[u8], guard: Guard| -> Error {
+        drop(guard);
+        let line = panic_line(console).unwrap_or_else(|| String::from_utf8_lossy(PANIC).into_owned());
+        Error::other(format!("the kernel panicked: {line}\n--- console tail ---\n{}", tail(console)))
+    };
     loop {
         let wait = match deadline {
             Some(d) => d.saturating_duration_since(Instant::now()),
@@ -370,43 +433,63 @@ pub fn run(output: &Path, opts: &RunOptions) -> Result<()> {
         };
         match rx.recv_timeout(wait) {
             Ok(Some(chunk)) => {
-                if opts.echo {
+                if opts.echo || interactive {
                     let mut o = stdout.lock();
                     let _ = o.write_all(&chunk);
                     let _ = o.flush();
                 }
                 console.extend_from_slice(&chunk);
-                let from = searched.saturating_sub(expect.len());
-                if console[from..].windows(expect.len().max(1)).any(|w| w == expect.as_slice()) {
-                    drop(guard);
-                    eprintln!("\nstagebox: found {:?} on the console", String::from_utf8_lossy(&expect));
-                    return Ok(());
+                let from = searched.saturating_sub(longest);
+                if let Some(expect) = &expect {
+                    if console[from..].windows(expect.len().max(1)).any(|w| w == expect.as_slice()) {
+                        drop(guard);
+                        eprintln!("\nstagebox: found {:?} on the console", String::from_utf8_lossy(expect));
+                        return Ok(());
+                    }
                 }
-                searched = console.len();
+                // Stop at a kernel panic once its line is complete (it names the cause).
+                if panic_line(&console[from..]).is_some() {
+                    return Err(panicked(&console, guard));
+                }
+                // Keep an incomplete panic line's start in the window searched next time.
+                searched = match console[from..].windows(PANIC.len()).position(|w| w == PANIC) {
+                    Some(i) => from + i + longest,
+                    None => console.len(),
+                };
                 if console.len() > 2 * TAIL_BYTES {
-                    let cut = console.len() - TAIL_BYTES;
+                    let cut = (console.len() - TAIL_BYTES).min(searched.saturating_sub(longest));
                     console.drain(..cut);
-                    searched = console.len();
+                    searched -= cut;
                 }
             }
             Ok(None) => {
                 // Console closed: QEMU is gone.
                 let st = guard.0.wait().map_err(|e| Error::other(format!("waiting for {QEMU}: {e}")))?;
+                if console.windows(PANIC.len()).any(|w| w == PANIC) {
+                    return Err(panicked(&console, guard));
+                }
                 std::thread::sleep(Duration::from_millis(50));
                 let qe = String::from_utf8_lossy(&qemu_err.lock().expect("stderr buffer")).trim().to_string();
-                return Err(Error::other(format!(
-                    "{QEMU} exited ({st}) before {:?} appeared on the console{}\n--- console tail ---\n{}",
-                    String::from_utf8_lossy(&expect),
-                    if qe.is_empty() { String::new() } else { format!("; it said: {qe}") },
-                    tail(&console)
-                )));
+                let said = if qe.is_empty() { String::new() } else { format!("; it said: {qe}") };
+                return match &expect {
+                    None if st.success() => Ok(()),
+                    None => Err(Error::other(format!("{QEMU} exited with {st}{said}"))),
+                    Some(expect) => Err(Error::other(format!(
+                        "{QEMU} exited ({st}) before {:?} appeared on the console{said}\n--- console tail ---\n{}",
+                        String::from_utf8_lossy(expect),
+                        tail(&console)
+                    ))),
+                };
             }
             Err(_) => {
                 drop(guard);
+                let what = match &expect {
+                    Some(e) => format!(" waiting for {:?} on the console", String::from_utf8_lossy(e)),
+                    None => String::new(),
+                };
                 return Err(Error::other(format!(
-                    "timed out after {}s waiting for {:?} on the console\n--- console tail ---\n{}",
+                    "timed out after {}s{what}\n--- console tail ---\n{}",
                     opts.timeout.unwrap_or_default().as_secs(),
-                    String::from_utf8_lossy(&expect),
                     tail(&console)
                 )));
             }

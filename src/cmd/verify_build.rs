@@ -185,9 +185,34 @@ impl Report {
     }
 }
 
+/// The manifest to verify: `manifest.json` of a single-box directory; in a directory that
+/// boxes share, the `NAME.manifest.json` of the `--box` file's box, or of the only box.
+fn manifest_path(out_dir: &Path, box_file: Option<&Path>) -> Result<std::path::PathBuf> {
+    let single = out_dir.join("manifest.json");
+    if single.is_file() {
+        return Ok(single);
+    }
+    let found = crate::measure::manifests_in(out_dir)?;
+    if let Some(b) = box_file {
+        let name = crate::spec::load_box(b).map(|s| s.name).ok();
+        if let Some((p, _)) = found.iter().find(|(_, m)| Some(&m.name) == name.as_ref()) {
+            return Ok(p.clone());
+        }
+    }
+    match found.len() {
+        0 => Ok(single),
+        1 => Ok(found[0].0.clone()),
+        _ => Err(Error::Usage(format!(
+            "{} holds the manifests of several boxes ({}): name the box with --box BOX.toml",
+            out_dir.display(),
+            found.iter().map(|(_, m)| m.name.as_str()).collect::<Vec<_>>().join(", ")
+        ))),
+    }
+}
+
 /// `stagebox verify-build OUT_DIR`.
 pub fn verify_build(out_dir: &Path, opts: &VerifyBuildOptions) -> Result<Report> {
-    let manifest_path = out_dir.join("manifest.json");
+    let manifest_path = manifest_path(out_dir, opts.box_file.as_deref())?;
     let manifest: BuildManifest = serde_json::from_slice(&std::fs::read(&manifest_path).at(&manifest_path)?)
         .map_err(|e| Error::other(format!("{}: not a stagebox manifest: {e}", manifest_path.display())))?;
     let outputs = recompute(out_dir, &manifest)?;
@@ -415,6 +440,24 @@ fn oci_layout_digest(layout: &Path) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_manifest_of_a_shared_directory_is_the_named_boxs() {
+        let d = tempfile::tempdir().unwrap();
+        let m = |name: &str| BuildManifest { name: name.into(), version: "1".into(), source_date_epoch: 1, inputs: Vec::new(), outputs: Vec::new() };
+        // Single box: manifest.json.
+        m("a").write(d.path()).unwrap();
+        assert_eq!(manifest_path(d.path(), None).unwrap(), d.path().join("manifest.json"));
+        // Two boxes and no manifest.json: the only one, or the --box file's, else a usage error naming both.
+        std::fs::remove_file(d.path().join("manifest.json")).unwrap();
+        std::fs::write(d.path().join("a.manifest.json"), m("a").to_json()).unwrap();
+        assert_eq!(manifest_path(d.path(), None).unwrap(), d.path().join("a.manifest.json"));
+        std::fs::write(d.path().join("b.manifest.json"), m("b").to_json()).unwrap();
+        let e = manifest_path(d.path(), None).unwrap_err();
+        assert!(e.exit_code() == 2 && e.to_string().contains("a, b") && e.to_string().contains("--box"), "{e}");
+        std::fs::write(d.path().join("b.toml"), "name = \"b\"\n[[layer]]\ndir = \".\"\n[output.tar]\n").unwrap();
+        assert_eq!(manifest_path(d.path(), Some(&d.path().join("b.toml"))).unwrap(), d.path().join("b.manifest.json"));
+    }
 
     fn att(outputs: &[(&str, &str)], inputs: &[(&str, &str)]) -> Attested {
         let v = |x: &[(&str, &str)]| x.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();

@@ -49,6 +49,36 @@ impl BuildManifest {
     pub fn write(&self, dir: &Path) -> Result<()> {
         crate::fsutil::write_atomic(&dir.join("manifest.json"), &self.to_json())
     }
+
+    /// `NAME.manifest.json`: the file name of this box's own manifest in a shared directory.
+    pub fn file_name(&self) -> String {
+        box_manifest_name(&self.name)
+    }
+}
+
+/// The manifest file of box `name`: `NAME.manifest.json`.
+pub fn box_manifest_name(name: &str) -> String {
+    format!("{name}.manifest.json")
+}
+
+/// Every build manifest in `dir`: `manifest.json` (the single-box name) and each
+/// `NAME.manifest.json`, by file name; files that are not manifests are left out.
+pub fn manifests_in(dir: &Path) -> Result<Vec<(std::path::PathBuf, BuildManifest)>> {
+    let mut out = Vec::new();
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(crate::Error::io(dir, e)),
+    };
+    let mut names: Vec<String> = rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    for n in names.into_iter().filter(|n| n == "manifest.json" || (n.ends_with(".manifest.json") && !n.starts_with('.'))) {
+        let p = dir.join(&n);
+        if let Ok(m) = std::fs::read(&p).map_err(|_| ()).and_then(|b| serde_json::from_slice::<BuildManifest>(&b).map_err(|_| ())) {
+            out.push((p, m));
+        }
+    }
+    Ok(out)
 }
 
 /// `[output.sbom]` and `[output.provenance]`, after every other output (the provenance's
