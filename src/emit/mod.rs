@@ -15,6 +15,7 @@ pub mod oci;
 pub mod pkg;
 pub mod squashfs;
 pub mod tar;
+pub mod verity;
 
 use std::io::{self, Write};
 
