@@ -194,7 +194,7 @@ pub fn emit(job: &Job, o: &DiskOutput, kernel: &Kernel, bootloaders: &[Bootloade
 
     let (d, size) = crate::digest::Digest::of_file(&path.with_file_name(af.temp_name()))?;
     af.commit()?;
-    Ok((OutputRecord { format: "disk".into(), path: name, sha256: d.hex().to_string(), size, pcrs: None }, inputs))
+    Ok((OutputRecord { format: "disk".into(), path: name, sha256: d.hex().to_string(), size, pcrs: None, ..Default::default() }, inputs))
 }
 
 /// `inspect NAME.img`: the partition tables (`emit::gpt::dump`), then what each GPT

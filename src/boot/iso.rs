@@ -258,7 +258,7 @@ pub fn emit(job: &Job, volume_id: &str, boot: &IsoBoot, inputs: &[InputRecord]) 
     // The kernel's record is added by the build (once, whichever outputs use it).
     let mut added: Vec<InputRecord> = boot.bootloaders.iter().map(|b| b.input_record()).collect();
     added.extend(staged.prepended);
-    Ok((OutputRecord { format: "iso".into(), path: name, sha256: d.hex().to_string(), size, pcrs: None }, added))
+    Ok((OutputRecord { format: "iso".into(), path: name, sha256: d.hex().to_string(), size, pcrs: None, ..Default::default() }, added))
 }
 
 /// The initramfs settings an ISO uses: the box's `[output.initramfs]` when it has one (same

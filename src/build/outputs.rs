@@ -134,7 +134,7 @@ impl Output<'_> {
                 let tag = o.tag.clone().unwrap_or_else(|| spec.version.clone());
                 let img = emit::oci::write(tree, sde, &tag, plan.top_config(), ad.path(), &format!("stagebox build {}", spec.name))?;
                 ad.commit()?;
-                made.outputs.push(OutputRecord { format: "oci".into(), path: name, sha256: img.manifest_digest.hex().to_string(), size: img.manifest_size, pcrs: None });
+                made.outputs.push(OutputRecord { format: "oci".into(), path: name, sha256: img.manifest_digest.hex().to_string(), size: img.manifest_size, pcrs: None, ..Default::default() });
             }
             Output::Initramfs(o) => {
                 let mut inputs = Vec::new();
@@ -177,20 +177,26 @@ impl Output<'_> {
                 })?),
             },
             // Hashed by reading it back (the superblock is written last).
-            Output::Squashfs(o) => made.outputs.push(stage_file(dir, "squashfs", name, |file, path| {
-                let mut w = BufWriter::with_capacity(1 << 20, file);
-                let opts = emit::squashfs::Options { compression: o.compression, sde, threads: plan.workers() };
-                emit::squashfs::write(tree, &opts, &mut w).at(path)?;
-                std::io::Write::flush(&mut w).at(path)?;
-                Ok(None)
-            })?),
-            Output::Erofs(o) => made.outputs.push(stage_file(dir, "erofs", name, |file, path| {
-                let mut w = BufWriter::with_capacity(1 << 20, file);
-                let opts = emit::erofs::Options { sde, label: o.label.clone().unwrap_or_else(|| spec.name.clone()) };
-                emit::erofs::write(tree, &opts, &mut w).at(path)?;
-                std::io::Write::flush(&mut w).at(path)?;
-                Ok(None)
-            })?),
+            Output::Squashfs(o) => {
+                let rec = stage_file(dir, "squashfs", name, |file, path| {
+                    let mut w = BufWriter::with_capacity(1 << 20, file);
+                    let opts = emit::squashfs::Options { compression: o.compression, sde, threads: plan.workers() };
+                    emit::squashfs::write(tree, &opts, &mut w).at(path)?;
+                    std::io::Write::flush(&mut w).at(path)?;
+                    Ok(None)
+                })?;
+                with_verity(o.verity, rec, dir, &spec.name, made)?;
+            }
+            Output::Erofs(o) => {
+                let rec = stage_file(dir, "erofs", name, |file, path| {
+                    let mut w = BufWriter::with_capacity(1 << 20, file);
+                    let opts = emit::erofs::Options { sde, label: o.label.clone().unwrap_or_else(|| spec.name.clone()) };
+                    emit::erofs::write(tree, &opts, &mut w).at(path)?;
+                    std::io::Write::flush(&mut w).at(path)?;
+                    Ok(None)
+                })?;
+                with_verity(o.verity, rec, dir, &spec.name, made)?;
+            }
             Output::Package(p) => made.outputs.push(super::package::emit(plan, p, dir)?),
             Output::Disk(o) => {
                 let Some(k) = &plan.kernel else { return Ok(()) };
@@ -205,6 +211,14 @@ impl Output<'_> {
         }
         Ok(())
     }
+}
+
+/// Record `rec`, and with `verity` its hash device and root hash beside it (`boot::verity`).
+fn with_verity(verity: bool, mut rec: OutputRecord, dir: &Path, box_name: &str, made: &mut Made) -> Result<()> {
+    let extra = if verity { boot::verity::beside(dir, box_name, &mut rec)? } else { Vec::new() };
+    made.outputs.push(rec);
+    made.outputs.extend(extra);
+    Ok(())
 }
 
 /// What a bootable `[output.iso]` boots with (see `boot::iso`).
