@@ -139,3 +139,116 @@ fn verity_without_a_block_image_is_a_box_file_error() {
         assert!(!d.path().join("out").exists(), "something was written");
     }
 }
+
+/// Kernel (Debian's cloud kernel) and systemd-boot images for disk boxes.
+struct DiskFixture {
+    kernel: String,
+    sdboot: String,
+    grub: String,
+    cache: std::path::PathBuf,
+}
+
+fn disk_fixture() -> &'static DiskFixture {
+    static F: std::sync::OnceLock<DiskFixture> = std::sync::OnceLock::new();
+    F.get_or_init(|| {
+        require_tools(&["umoci", "sgdisk", "mtype", "veritysetup"]);
+        let dir = fixture_dir("verity-disk");
+        let kdigest = umoci_image(&dir.join("kernel"), "k", &[("kernel".into(), cloud_kernel_layer(&dir.join("kdeb")))]);
+        let sdigest = umoci_image(&dir.join("sdboot"), "s", &[("systemd-boot-efi".into(), deb_layer("systemd-boot-efi"))]);
+        let gdigest = umoci_image(&dir.join("grub"), "g", &[("grub-efi-amd64-bin".into(), deb_layer("grub-efi-amd64-bin"))]);
+        DiskFixture {
+            kernel: format!("oci:{}@{kdigest}", dir.join("kernel").display()),
+            sdboot: format!("oci:{}@{sdigest}", dir.join("sdboot").display()),
+            grub: format!("oci:{}@{gdigest}", dir.join("grub").display()),
+            cache: dir.join("cache"),
+        }
+    })
+}
+
+/// A disk box of busybox in a fresh directory, booted by `def` (`kernels/DEF.toml`) from
+/// `image`, with `extra` in `[output.disk]` and `more` after it.
+pub fn disk_box(name: &str, def: &str, image: &str, extra: &str, more: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let f = disk_fixture();
+    let d = tempdir();
+    let root = d.path().join("rootfs");
+    write(&root.join("usr/bin/busybox"), busybox());
+    write(&root.join("etc/marker"), "verity-root");
+    std::fs::create_dir_all(d.path().join("kernels")).unwrap();
+    std::fs::copy(manifest_dir().join(format!("kernels/{def}.toml")), d.path().join(format!("kernels/{def}.toml"))).unwrap();
+    let p = d.path().join(format!("{name}.toml"));
+    write(
+        &p,
+        format!(
+            "name = \"{name}\"\n[[layer]]\ndir = \"rootfs\"\n[kernel]\nimage = \"{}\"\ncmdline = \"console=ttyS0 panic=-1\"\n[output.disk]\nbootloader = {{ definition = \"kernels/{def}.toml\", image = \"{image}\" }}\n{extra}{more}",
+            f.kernel
+        ),
+    );
+    (d, p)
+}
+
+/// `sgdisk -i N IMG`: (type GUID line, unique GUID, first sector, last sector).
+fn partition(img: &Path, n: u32) -> (String, String, u64, u64) {
+    let o = run(Command::new("sgdisk").arg("-i").arg(n.to_string()).arg(img));
+    let s = String::from_utf8_lossy(&o.stdout).into_owned();
+    let field = |k: &str| s.lines().find_map(|l| l.strip_prefix(k)).unwrap_or_else(|| panic!("no {k}: {s}")).trim().to_string();
+    let sector = |k: &str| field(k).split_whitespace().next().unwrap().parse().unwrap();
+    (field("Partition GUID code: "), field("Partition unique GUID: "), sector("First sector: "), sector("Last sector: "))
+}
+
+/// `verity = true` on `[output.disk]`: the hash tree in a third GPT partition of the
+/// Discoverable Partitions root-verity type (x86-64), partition UUIDs from the root hash
+/// (first half: root, second half: hash partition), and the loader's kernel command line names
+/// the manifest's root hash (`roothash=` and `dm-mod.create=`); veritysetup verifies the root
+/// partition against the hash partition. For systemd-boot and for GRUB.
+#[test]
+fn disk_verity_root_has_its_hash_partition_and_the_command_line_names_the_root_hash() {
+    let f = disk_fixture();
+    for (def, image, conf) in [("systemd-boot-debian", &f.sdboot, "::/loader/entries/stagebox.conf"), ("grub-debian", &f.grub, "::/EFI/BOOT/grub.cfg")] {
+        let (d, bx) = disk_box("vd", def, image, "verity = true\n", "[output.provenance]\n");
+        let out = d.path().join("out");
+        build(&bx, &out, &f.cache);
+        let img = out.join("vd.img");
+        let o = run(Command::new("sgdisk").arg("-p").arg(&img));
+        let p = String::from_utf8_lossy(&o.stdout);
+        assert!(p.contains("root-verity") && p.lines().filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit())).count() == 3, "{p}");
+        let o = run(Command::new("sgdisk").arg("-v").arg(&img));
+        assert!(String::from_utf8_lossy(&o.stdout).contains("No problems found"), "{}", String::from_utf8_lossy(&o.stdout));
+
+        let m = read_json(&out.join("manifest.json"));
+        let rec = m["outputs"].as_array().unwrap().iter().find(|o| o["path"] == "vd.img").unwrap();
+        let root = rec["roothash"].as_str().unwrap_or_else(|| panic!("no roothash: {m}")).to_string();
+        assert_eq!(String::from_utf8(read(&out.join("vd.roothash"))).unwrap(), format!("{root}\n"));
+        let st = read_json(&out.join("vd.intoto.json"));
+        assert!(st["subject"].as_array().unwrap().iter().any(|s| s["name"] == "vd.img" && s["annotations"]["roothash"] == root.as_str()), "{st}");
+
+        let uuid = |h: &str| format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32]).to_uppercase();
+        let (t2, g2, f2, l2) = partition(&img, 2);
+        let (t3, g3, f3, l3) = partition(&img, 3);
+        assert!(t2.starts_with("4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"), "{t2}");
+        assert!(t3.starts_with("2C7357ED-EBD2-46D9-AEC1-23D437EC2BF5"), "{t3}");
+        assert_eq!(g2, uuid(&root[..32]), "root partition UUID = first 128 bits of the root hash");
+        assert_eq!(g3, uuid(&root[32..]), "verity partition UUID = last 128 bits of the root hash");
+
+        let bytes = read(&img);
+        let (data, hash) = (d.path().join("p2"), d.path().join("p3"));
+        write(&data, &bytes[(f2 * 512) as usize..((l2 + 1) * 512) as usize]);
+        write(&hash, &bytes[(f3 * 512) as usize..((l3 + 1) * 512) as usize]);
+        assert!(verify_accepts(&data, &hash, &root), "{def}: veritysetup verify refused the root partition");
+
+        let esp = d.path().join("esp");
+        let (_, _, f1, l1) = partition(&img, 1);
+        write(&esp, &bytes[(f1 * 512) as usize..((l1 + 1) * 512) as usize]);
+        let o = run(Command::new("mtype").arg("-i").arg(&esp).arg(conf));
+        let c = String::from_utf8_lossy(&o.stdout);
+        let g2l = g2.to_lowercase();
+        let g3l = g3.to_lowercase();
+        assert!(c.contains(&format!("roothash={root}")) && c.contains(&format!("systemd.verity_root_data=PARTUUID={g2l}")), "{c}");
+        let blocks = (l2 + 1 - f2) / 8;
+        let dm = format!("dm-mod.create=\"vroot,,,ro,0 {} verity 1 PARTUUID={g2l} PARTUUID={g3l} 4096 4096 {blocks} 1 sha256 {root} ", blocks * 8);
+        let dm_grub = format!("'{}", dm.replace('"', ""));
+        assert!(c.contains(&dm) || c.contains(&dm_grub), "{c}");
+        let tail = "root=/dev/dm-0 rootfstype=squashfs ro console=ttyS0 panic=-1";
+        let tail_grub = tail.split(' ').map(|w| format!("'{w}'")).collect::<Vec<_>>().join(" ");
+        assert!(c.contains(tail) || c.contains(&tail_grub), "{c}");
+    }
+}

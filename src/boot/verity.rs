@@ -27,13 +27,13 @@ pub fn beside(dir: &Path, box_name: &str, rec: &mut OutputRecord) -> Result<Vec<
     })?;
     let v = made.expect("written");
     rec.roothash = Some(v.root_hex());
-    Ok(vec![hrec, roothash_file(dir, box_name, &v)?])
+    Ok(vec![hrec, roothash_file(dir, box_name, &v.root_hex())?])
 }
 
-/// `NAME.roothash`: the root hash, hex, and a newline.
-pub fn roothash_file(dir: &Path, box_name: &str, v: &Verity) -> Result<OutputRecord> {
+/// `NAME.roothash`: the root hash `hex` and a newline.
+pub fn roothash_file(dir: &Path, box_name: &str, hex: &str) -> Result<OutputRecord> {
     let name = format!("{box_name}.roothash");
-    let text = format!("{}\n", v.root_hex());
+    let text = format!("{hex}\n");
     crate::fsutil::write_atomic(&dir.join(&name), text.as_bytes())?;
     Ok(OutputRecord {
         format: "roothash".into(),
@@ -74,4 +74,13 @@ pub fn cmdline(v: &Verity, data: &str, hash: &str, fstype: &str) -> String {
          root=/dev/dm-0 rootfstype={fstype} ro",
         v.data_blocks
     )
+}
+
+/// [`cmdline`] with zero hashes, nil UUIDs and numbers longer than any real one: the longest
+/// the real root arguments can be (the disk lays out its ESP with it, then pads the real
+/// command line to its length).
+pub fn placeholder_cmdline(fstype: &str) -> String {
+    let v = Verity { root_hash: [0; 32], salt: [0; 32], uuid: [0; 16], data_blocks: 10u64.pow(17), hash_len: 0 };
+    let nil = "00000000-0000-0000-0000-000000000000";
+    cmdline(&v, nil, nil, fstype)
 }

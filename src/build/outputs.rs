@@ -201,7 +201,11 @@ impl Output<'_> {
             Output::Disk(o) => {
                 let Some(k) = &plan.kernel else { return Ok(()) };
                 let (rec, inputs) = boot::disk::emit(&plan.job(tree, dir, &layers), o, k, &plan.disk_bootloaders)?;
+                let roothash = rec.roothash.clone();
                 made.outputs.push(rec);
+                if let Some(r) = roothash {
+                    made.outputs.push(boot::verity::roothash_file(dir, &spec.name, &r)?);
+                }
                 made.inputs.extend(inputs);
                 if spec.outputs.initramfs.is_none() && spec.outputs.eif.is_none() {
                     made.inputs.push(k.input_record());
