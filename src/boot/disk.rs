@@ -242,7 +242,14 @@ pub fn emit(job: &Job, o: &DiskOutput, kernel: &Kernel, bootloaders: &[Bootloade
     let (d, size) = crate::digest::Digest::of_file(&path.with_file_name(af.temp_name()))?;
     af.commit()?;
     let roothash = verity.map(|v| v.root_hex());
-    Ok((OutputRecord { format: "disk".into(), path: name, sha256: d.hex().to_string(), size, pcrs: None, roothash, ..Default::default() }, inputs))
+    // What OVMF measures booting it: the loader, and the kernel when systemd-boot loads it.
+    let mut images: Vec<(&str, &[u8])> = vec![("EFI/BOOT/BOOTX64.EFI", &efi)];
+    if !grub {
+        images.push(("stagebox/linux", &kbytes));
+    }
+    let tpm = crate::measure::tpm::predict_uefi(&images).map_err(|e| at.error(e))?;
+    let tpm_pcrs = Some(tpm.to_map());
+    Ok((OutputRecord { format: "disk".into(), path: name, sha256: d.hex().to_string(), size, pcrs: None, roothash, tpm_pcrs }, inputs))
 }
 
 /// `inspect NAME.img`: the partition tables (`emit::gpt::dump`), then what each GPT

@@ -201,10 +201,13 @@ impl Output<'_> {
             Output::Disk(o) => {
                 let Some(k) = &plan.kernel else { return Ok(()) };
                 let (rec, inputs) = boot::disk::emit(&plan.job(tree, dir, &layers), o, k, &plan.disk_bootloaders)?;
-                let roothash = rec.roothash.clone();
+                let (roothash, tpm) = (rec.roothash.clone(), rec.tpm_pcrs.clone());
                 made.outputs.push(rec);
                 if let Some(r) = roothash {
                     made.outputs.push(boot::verity::roothash_file(dir, &spec.name, &r)?);
+                }
+                if let Some(p) = tpm {
+                    made.outputs.push(crate::measure::tpm::write_file(dir, &format!("{}.tpm-pcrs", spec.name), &p)?);
                 }
                 made.inputs.extend(inputs);
                 if spec.outputs.initramfs.is_none() && spec.outputs.eif.is_none() {

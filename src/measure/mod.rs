@@ -4,6 +4,7 @@
 pub mod pcr;
 pub mod provenance;
 pub mod sbom;
+pub mod tpm;
 
 use crate::error::Result;
 use serde::{Deserialize, Serialize};
