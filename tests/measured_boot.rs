@@ -163,3 +163,15 @@ fn ovmf_measures_the_predicted_pcr4_booting_a_grub_disk() {
     let f = fixture();
     check("tpmgrub", "disk", "grub-debian", &f.grub);
 }
+
+#[test]
+fn ovmf_measures_the_predicted_pcr4_booting_a_systemd_boot_iso_from_cd() {
+    let f = fixture();
+    check("tpmiso", "iso", "systemd-boot-debian", &f.sdboot);
+}
+
+#[test]
+fn ovmf_measures_the_predicted_pcr4_booting_a_grub_iso_from_cd() {
+    let f = fixture();
+    check("tpmgiso", "iso", "grub-debian", &f.grub);
+}

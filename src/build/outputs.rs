@@ -163,7 +163,13 @@ impl Output<'_> {
                     let vid = o.volume_id.clone().unwrap_or_else(|| spec.name.clone());
                     let boot = iso_boot(spec, k, &plan.bootloaders);
                     let (rec, inputs) = boot::iso::emit(&plan.job(tree, dir, &layers), &vid, &boot, &plan.image_inputs())?;
+                    let tpm = rec.tpm_pcrs.clone();
                     made.outputs.push(rec);
+                    if let Some(p) = tpm {
+                        // `NAME.tpm-pcrs` is the disk's when the box has both.
+                        let file = if spec.outputs.disk.is_some() { format!("{}.iso.tpm-pcrs", spec.name) } else { format!("{}.tpm-pcrs", spec.name) };
+                        made.outputs.push(crate::measure::tpm::write_file(dir, &file, &p)?);
+                    }
                     made.inputs.extend(inputs);
                     if spec.outputs.initramfs.is_none() && spec.outputs.eif.is_none() {
                         made.inputs.push(k.input_record());
