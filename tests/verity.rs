@@ -250,5 +250,13 @@ fn disk_verity_root_has_its_hash_partition_and_the_command_line_names_the_root_h
         let tail = "root=/dev/dm-0 rootfstype=squashfs ro console=ttyS0 panic=-1";
         let tail_grub = tail.split(' ').map(|w| format!("'{w}'")).collect::<Vec<_>>().join(" ");
         assert!(c.contains(tail) || c.contains(&tail_grub), "{c}");
+
+        // inspect: the hash partition's superblock, the recorded root hash and PCR 4.
+        let o = run(&mut stagebox(["inspect".as_ref(), img.as_os_str()]));
+        let t = String::from_utf8_lossy(&o.stdout);
+        assert!(t.contains("partition 3: dm-verity hash tree: format 1, sha256,") && t.contains(&format!("{blocks} data blocks of 4096 bytes")), "{t}");
+        assert!(t.contains(&format!("dm-verity root hash {root}")), "{t}");
+        let pcr4 = rec["tpm_pcrs"]["PCR4"].as_str().unwrap_or_else(|| panic!("no tpm_pcrs: {m}"));
+        assert!(t.contains(&format!("predicted TPM PCR4 (sha256, OVMF) {pcr4}")), "{t}");
     }
 }

@@ -279,6 +279,8 @@ pub fn describe(path: &Path) -> Result<Option<String>> {
                 Ok(d) => crate::emit::squashfs::debug::dump(&d).lines().next().unwrap_or_default().to_string(),
                 Err(e) => format!("squashfs, unreadable: {e}"),
             }
+        } else if &head[..8] == crate::emit::verity::format::MAGIC {
+            super::verity::describe_superblock(&head)
         } else if head[1024..1028] == 0xE0F5_E1E2u32.to_le_bytes() {
             "EROFS".to_string()
         } else if head[510..512] == [0x55, 0xaa] && (&head[54..57] == b"FAT" || &head[82..85] == b"FAT") {

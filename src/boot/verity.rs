@@ -84,3 +84,41 @@ pub fn placeholder_cmdline(fstype: &str) -> String {
     let nil = "00000000-0000-0000-0000-000000000000";
     cmdline(&v, nil, nil, fstype)
 }
+
+/// `inspect`'s line for a partition (or file) that starts with a dm-verity superblock.
+pub fn describe_superblock(head: &[u8]) -> String {
+    let le = |b: &[u8]| b.iter().rev().fold(0u64, |a, x| (a << 8) | *x as u64);
+    let algo = String::from_utf8_lossy(&head[32..64]).trim_end_matches('\0').to_string();
+    let salt_len = (le(&head[80..82]) as usize).min(256);
+    format!(
+        "dm-verity hash tree: format {}, {algo}, {} data blocks of {} bytes, salt {}, uuid {}",
+        le(&head[8..12]),
+        le(&head[72..80]),
+        le(&head[64..68]),
+        hex::encode(&head[88..88 + salt_len]),
+        verity::format::uuid_text(head[16..32].try_into().expect("16 bytes"))
+    )
+}
+
+/// What the build recorded for output file `path` in the `manifest.json` beside it: its
+/// dm-verity root hash and predicted TPM PCRs, as lines for `inspect` (empty when there is
+/// neither, or no manifest).
+pub fn recorded(path: &Path) -> String {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else { return String::new() };
+    let manifest = if dir.as_os_str().is_empty() { Path::new("manifest.json").to_path_buf() } else { dir.join("manifest.json") };
+    let Ok(bytes) = std::fs::read(&manifest) else { return String::new() };
+    let Ok(m) = serde_json::from_slice::<crate::measure::BuildManifest>(&bytes) else { return String::new() };
+    let Some(rec) = m.outputs.iter().find(|o| o.path == name) else { return String::new() };
+    let mut s = String::new();
+    if let Some(r) = &rec.roothash {
+        s += &format!("dm-verity root hash {r} (from {})\n", manifest.display());
+    }
+    if let Some(p) = &rec.tpm_pcrs {
+        let mut v: Vec<(u32, &String)> = p.iter().map(|(k, v)| (k.trim_start_matches("PCR").parse().unwrap_or(u32::MAX), v)).collect();
+        v.sort();
+        for (n, h) in v {
+            s += &format!("predicted TPM PCR{n} (sha256, OVMF) {h} (from {})\n", manifest.display());
+        }
+    }
+    s
+}
