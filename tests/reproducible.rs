@@ -19,6 +19,8 @@ const BOXES: &[(&str, &str)] = &[
     ("plain", "[output.tar]\n\n[output.oci]\n"),
     ("gz", "[output.tar]\ncompression = \"gzip\"\n"),
     ("zst", "[output.tar]\ncompression = \"zstd\"\n"),
+    // The dm-verity root hash and hash device (NAME.roothash, NAME.squashfs.verity) too.
+    ("verity", "[output.squashfs]\nverity = true\n\n[output.provenance]\n"),
 ];
 
 /// Files of the `dir` layer: (path, content, executable). Symlink and hardlink added apart.

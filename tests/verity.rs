@@ -260,3 +260,33 @@ fn disk_verity_root_has_its_hash_partition_and_the_command_line_names_the_root_h
         assert!(t.contains(&format!("predicted TPM PCR4 (sha256, OVMF) {pcr4}")), "{t}");
     }
 }
+
+/// `build --check` (a second build under other host settings, compared byte for byte) passes
+/// for a disk with a verity root and an ISO beside it: same root hash, same hash partition,
+/// same predicted PCRs.
+#[test]
+fn disk_verity_and_tpm_predictions_pass_build_check() {
+    let f = disk_fixture();
+    let bl = format!("{{ definition = \"kernels/systemd-boot-debian.toml\", image = \"{}\" }}", f.sdboot);
+    let (d, bx) = disk_box("chk", "systemd-boot-debian", &f.sdboot, "verity = true\n", &format!("[output.iso]\nbootloader = [{bl}]\n"));
+    let init = d.path().join("rootfs/init");
+    write(&init, "#!/usr/bin/busybox sh\necho hi\n");
+    use std::os::unix::fs::PermissionsExt;
+    for p in [init, d.path().join("rootfs/usr/bin/busybox")] {
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let out = d.path().join("out");
+    let o = run(&mut stagebox(["build".as_ref(), bx.as_os_str(), "--out".as_ref(), out.as_os_str(), "--cache".as_ref(), f.cache.as_os_str(), "--check".as_ref()]));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("identical byte for byte"), "{err}");
+    let m = read_json(&out.join("manifest.json"));
+    let outs = m["outputs"].as_array().unwrap();
+    let img = outs.iter().find(|o| o["path"] == "chk.img").unwrap();
+    let iso = outs.iter().find(|o| o["path"] == "chk.iso").unwrap();
+    assert!(img["roothash"].is_string() && img["tpm_pcrs"]["PCR4"].is_string() && iso["tpm_pcrs"]["PCR4"].is_string(), "{m}");
+    // Same loader and kernel, both loaded with LoadImage: the same PCR 4.
+    assert_eq!(img["tpm_pcrs"], iso["tpm_pcrs"]);
+    for p in ["chk.roothash", "chk.tpm-pcrs", "chk.iso.tpm-pcrs"] {
+        assert!(outs.iter().any(|o| o["path"] == p), "{p} missing: {m}");
+    }
+}
