@@ -212,6 +212,12 @@ fn zstd_tar_is_reproducible_across_hosts() {
     check_box("zst");
 }
 
+/// The dm-verity hash device and root hash of a squashfs with `verity = true`.
+#[test]
+fn verity_root_hash_is_reproducible_across_hosts() {
+    check_box("verity");
+}
+
 #[test]
 fn source_date_epoch_is_the_only_time_that_counts() {
     // Shows the comparison above can fail: a different SOURCE_DATE_EPOCH gives other bytes;
