@@ -175,3 +175,37 @@ fn ovmf_measures_the_predicted_pcr4_booting_a_grub_iso_from_cd() {
     let f = fixture();
     check("tpmgiso", "iso", "grub-debian", &f.grub);
 }
+
+/// The Authenticode digests `measure::tpm` computes equal pesign's (`pesign -h`), for
+/// systemd-boot, a GRUB core image stagebox builds (from the ISO's ESP), and the kernel.
+#[test]
+fn authenticode_digests_match_pesign() {
+    require_tools(&["pesign", "dpkg-deb", "sgdisk", "mcopy"]);
+    let d = tempdir();
+    let sd = d.path().join("sd");
+    run(Command::new("dpkg-deb").arg("-x").arg(deb("systemd-boot-efi")).arg(&sd));
+    let k = d.path().join("k");
+    run(Command::new("dpkg-deb").arg("-x").arg(cloud_kernel_deb()).arg(&k));
+    let vmlinuz = std::fs::read_dir(k.join("boot")).unwrap().map(|e| e.unwrap().path()).find(|p| p.file_name().unwrap().to_string_lossy().starts_with("vmlinuz-")).unwrap();
+    let mut files = vec![sd.join("usr/lib/systemd/boot/efi/systemd-bootx64.efi"), vmlinuz];
+    // A GRUB core image as stagebox assembles it: BOOTX64.EFI of a GRUB disk's ESP.
+    let f = fixture();
+    let (bd, bx) = measured_box("auth", "disk", "grub-debian", &f.grub);
+    let out = bd.path().join("out");
+    build(&bx, &out, &f.cache);
+    let esp = d.path().join("esp");
+    let o = run(Command::new("sgdisk").arg("-i").arg("1").arg(out.join("auth.img")));
+    let s = String::from_utf8_lossy(&o.stdout);
+    let sector = |k: &str| -> usize { s.lines().find_map(|l| l.strip_prefix(k)).unwrap().split_whitespace().next().unwrap().parse().unwrap() };
+    let img = read(&out.join("auth.img"));
+    write(&esp, &img[sector("First sector: ") * 512..(sector("Last sector: ") + 1) * 512]);
+    let grub = d.path().join("grubx64.efi");
+    run(Command::new("mcopy").arg("-i").arg(&esp).arg("::/EFI/BOOT/BOOTX64.EFI").arg(&grub));
+    files.push(grub);
+    for p in files {
+        let o = run(Command::new("pesign").arg("-h").arg("-i").arg(&p));
+        let theirs = String::from_utf8_lossy(&o.stdout).trim().strip_prefix("hash: ").unwrap_or_else(|| panic!("{o:?}")).to_string();
+        let ours = hex::encode(stagebox::measure::tpm::authenticode_sha256(&read(&p)).unwrap());
+        assert_eq!(ours, theirs, "{}", p.display());
+    }
+}
