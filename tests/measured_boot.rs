@@ -1,9 +1,10 @@
 //! Predicted TPM PCRs (`measure::tpm`, `NAME.tpm-pcrs`) checked against a real measured boot:
 //! QEMU with OVMF (Debian's `ovmf`, built with TPM 2.0 support) and a software TPM (`swtpm
 //! socket --tpm2`, attached as `-tpmdev emulator` + `tpm-crb`) boots the disk and the ISO; an
-//! `/init` (busybox) prints `/sys/class/tpm/tpm0/pcr-sha256/4` and the firmware's event log,
-//! and PCR 4 must equal the prediction of the manifest. On a mismatch the test prints the
-//! event log as `tpm2_eventlog` (Debian `tpm2-tools`) decodes it.
+//! `/init` (busybox) prints `/sys/class/tpm/tpm0/pcr-sha256/N` and the firmware's event log,
+//! and every PCR the manifest predicts (PCR 4; 8 and 9 with GRUB; 9 and 12 with systemd-boot)
+//! must equal what the TPM holds. On a mismatch the test prints the event log as
+//! `tpm2_eventlog` (Debian `tpm2-tools`) decodes it. Digests are also checked against `pesign -h`.
 
 mod common;
 
@@ -140,16 +141,23 @@ fn check(name: &str, output_kind: &str, def: &str, image: &str) {
     let file = if output_kind == "disk" { format!("{name}.img") } else { format!("{name}.iso") };
     let m = read_json(&out.join("manifest.json"));
     let rec = m["outputs"].as_array().unwrap().iter().find(|o| o["path"] == file.as_str()).unwrap();
-    let predicted = rec["tpm_pcrs"]["PCR4"].as_str().unwrap_or_else(|| panic!("no tpm_pcrs: {m}")).to_string();
+    let predicted = rec["tpm_pcrs"].as_object().unwrap_or_else(|| panic!("no tpm_pcrs: {m}")).clone();
+    assert!(predicted.contains_key("PCR4"), "{m}");
     let pfile = String::from_utf8(read(&out.join(format!("{name}.tpm-pcrs")))).unwrap();
-    assert!(pfile.contains(&format!("{predicted} PCR4\n")), "{pfile}");
+    for (k, v) in &predicted {
+        assert!(pfile.contains(&format!("{} {k}\n", v.as_str().unwrap())), "{pfile}");
+    }
     let console = tpm_boot(&out.join(&file), output_kind == "iso", d.path());
-    let measured = console.lines().find_map(|l| l.trim().strip_prefix("TPM-PCR4=")).unwrap_or_else(|| panic!("no PCR 4 on the console:\n{console}")).trim().to_lowercase();
-    assert!(
-        measured == predicted,
-        "{file} ({def}): PCR 4 measured {measured}, predicted {predicted}\nevent log:\n{}\nconsole:\n{console}",
-        event_log(&console, d.path())
-    );
+    eprintln!("{file} ({def}): {}", console.lines().filter(|l| l.contains("TPM-PCR")).collect::<Vec<_>>().join(" "));
+    for (k, v) in &predicted {
+        let predicted = v.as_str().unwrap();
+        let measured = console.lines().find_map(|l| l.trim().strip_prefix(&format!("TPM-{k}="))).unwrap_or_else(|| panic!("no {k} on the console:\n{console}")).trim().to_lowercase();
+        assert!(
+            measured == predicted,
+            "{file} ({def}): {k} measured {measured}, predicted {predicted}\nevent log:\n{}\nconsole:\n{console}",
+            event_log(&console, d.path())
+        );
+    }
 }
 
 #[test]

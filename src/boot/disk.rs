@@ -248,6 +248,12 @@ pub fn emit(job: &Job, o: &DiskOutput, kernel: &Kernel, bootloaders: &[Bootloade
         images.push(("stagebox/linux", &kbytes));
     }
     let tpm = crate::measure::tpm::predict_uefi(&images).map_err(|e| at.error(e))?;
+    let tpm = if grub {
+        tpm.untouched(&[8, 9])
+    } else {
+        let initrd_at = (!initrd.is_empty()).then_some("stagebox/initrd");
+        tpm.systemd_boot(initrd_at, &cmdline(&args, 0), (!initrd.is_empty()).then_some(&initrd[..]))
+    };
     let tpm_pcrs = Some(tpm.to_map());
     Ok((OutputRecord { format: "disk".into(), path: name, sha256: d.hex().to_string(), size, pcrs: None, roothash, tpm_pcrs }, inputs))
 }

@@ -242,7 +242,14 @@ pub fn emit(job: &Job, volume_id: &str, boot: &IsoBoot, inputs: &[InputRecord]) 
         None
     } else {
         let images: Vec<(&str, &[u8])> = staged.uefi_images.iter().map(|(n, b)| (*n, b.as_slice())).collect();
-        Some(crate::measure::tpm::predict_uefi(&images).map_err(|e| boot.at.error(e))?.to_map())
+        let p = crate::measure::tpm::predict_uefi(&images).map_err(|e| boot.at.error(e))?;
+        let p = if staged.uefi_images.len() == 1 {
+            p.untouched(&[8, 9])
+        } else {
+            let initrd = scratch.path().join("initrd.img");
+            p.systemd_boot(Some("initrd.img"), &boot.kernel.spec.cmdline, Some(&std::fs::read(&initrd).at(&initrd)?))
+        };
+        Some(p.to_map())
     };
     let name = format!("{}.iso", spec.name);
     let path = out.join(&name);

@@ -1,5 +1,6 @@
 //! Predicted TPM 2.0 PCRs (sha256 bank) of a UEFI boot: what the firmware extends into PCR 4
-//! on the way to the kernel, computed from the EFI images the boot loads.
+//! on the way to the kernel, computed from the EFI images the boot loads, and what the loader
+//! and the kernel's EFI stub add to PCR 8, 9 and 12.
 //!
 //! Assumed firmware: EDK2's OVMF (Tcg2Dxe and DxeTpm2MeasureBootLib), booting the first boot
 //! option with no earlier failed attempt. Into PCR 4 it logs, in order (see
@@ -12,8 +13,10 @@
 //!    the loader starts it with `LoadImage` (systemd-boot does; GRUB's `linux` command hands
 //!    over without it).
 //!
-//! Each extend is `PCR = sha256(PCR || digest)` from 32 zero bytes. GRUB core images stagebox
-//! builds have no `tpm` module, so GRUB measures nothing into PCR 8/9.
+//! Each extend is `PCR = sha256(PCR || digest)` from 32 zero bytes. After the firmware:
+//! GRUB core images stagebox builds have no `tpm` module, so GRUB measures nothing (PCR 8
+//! and 9 stay zero, [`Prediction::untouched`]); systemd-boot and the kernel's EFI stub
+//! measure the load options and the initrd into PCR 12 and 9 ([`Prediction::systemd_boot`]).
 //!
 //! The Authenticode hash (PE/COFF specification, "Calculating the PE Image Hash") is written
 //! here, as EDK2's `Tcg2MeasurePeImage` computes it: the headers without the checksum and the
@@ -43,12 +46,14 @@ pub struct Event {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Prediction {
     pub events: Vec<Event>,
+    /// PCRs predicted to stay zero (see [`Prediction::untouched`]).
+    pub zero: Vec<u32>,
 }
 
 impl Prediction {
     /// The value of each PCR the events touch, replayed from zero.
     pub fn pcrs(&self) -> BTreeMap<u32, [u8; 32]> {
-        let mut m: BTreeMap<u32, [u8; 32]> = BTreeMap::new();
+        let mut m: BTreeMap<u32, [u8; 32]> = self.zero.iter().map(|p| (*p, [0; 32])).collect();
         for e in &self.events {
             let p = m.entry(e.pcr).or_insert([0; 32]);
             *p = Sha256::new().chain_update(*p).chain_update(e.digest).finalize().into();
@@ -69,6 +74,37 @@ impl Prediction {
     /// The events, one a line (`PCR kind digest what`), for `inspect` and the docs.
     pub fn log(&self) -> String {
         self.events.iter().map(|e| format!("PCR{} {} {} {}\n", e.pcr, e.kind, hex::encode(e.digest), e.what)).collect()
+    }
+}
+
+impl Prediction {
+    /// PCRs nothing extends on this boot path: predicted as 32 zero bytes (GRUB without its
+    /// `tpm` module, and a kernel it hands over to, leave PCR 8 and 9 alone).
+    pub fn untouched(mut self, pcrs: &[u32]) -> Self {
+        self.zero.extend_from_slice(pcrs);
+        self
+    }
+
+    /// What systemd-boot (252) and the kernel's EFI stub (Linux 6.1 and later) measure
+    /// after the firmware: the load options systemd-boot passes (`initrd=\PATH` for its
+    /// initrd, a space, the entry's `options`: UTF-16LE with its NUL) into PCR 12 (`EV_IPL`,
+    /// systemd-boot) and PCR 9 (`EV_EVENT_TAG`, the stub), then the initrd the stub loads
+    /// through systemd-boot's LoadFile2 into PCR 9.
+    pub fn systemd_boot(mut self, initrd_path: Option<&str>, options: &str, initrd: Option<&[u8]>) -> Self {
+        let mut text = match initrd_path {
+            Some(p) => format!("initrd=\\{} {}", p.trim_start_matches('/').replace('/', "\\"), options.trim()),
+            None => options.trim().to_string(),
+        };
+        text.push('\0');
+        let utf16: Vec<u8> = text.encode_utf16().flat_map(u16::to_le_bytes).collect();
+        let d: [u8; 32] = Sha256::digest(&utf16).into();
+        let shown = text.trim_end_matches('\0').to_string();
+        self.events.push(Event { pcr: 12, kind: "EV_IPL", digest: d, what: format!("load options {shown:?}") });
+        self.events.push(Event { pcr: 9, kind: "EV_EVENT_TAG", digest: d, what: "LOADED_IMAGE::LoadOptions".into() });
+        if let Some(i) = initrd {
+            self.events.push(Event { pcr: 9, kind: "EV_EVENT_TAG", digest: Sha256::digest(i).into(), what: "Linux initrd".into() });
+        }
+        self
     }
 }
 
@@ -99,7 +135,7 @@ pub fn predict_uefi(images: &[(&str, &[u8])]) -> Result<Prediction, String> {
         let d = authenticode_sha256(pe).map_err(|e| format!("{name}: {e}"))?;
         events.push(Event { pcr: 4, kind: "EV_EFI_BOOT_SERVICES_APPLICATION", digest: d, what: name.to_string() });
     }
-    Ok(Prediction { events })
+    Ok(Prediction { events, zero: Vec::new() })
 }
 
 /// The Authenticode sha256 of a PE/COFF image (see the module doc).
