@@ -239,9 +239,6 @@ pub fn emit(job: &Job, o: &DiskOutput, kernel: &Kernel, bootloaders: &[Bootloade
     file.write_all_at(&gpt::mbr(&[], None, gpt::disk_id(&seed), &[protective])?, 0).at(&path)?;
     drop(scratch);
 
-    let (d, size) = crate::digest::Digest::of_file(&path.with_file_name(af.temp_name()))?;
-    af.commit()?;
-    let roothash = verity.map(|v| v.root_hex());
     // What OVMF measures booting it: the loader, and the kernel when systemd-boot loads it.
     let mut images: Vec<(&str, &[u8])> = vec![("EFI/BOOT/BOOTX64.EFI", &efi)];
     if !grub {
@@ -255,6 +252,9 @@ pub fn emit(job: &Job, o: &DiskOutput, kernel: &Kernel, bootloaders: &[Bootloade
         tpm.systemd_boot(initrd_at, &cmdline(&args, 0), (!initrd.is_empty()).then_some(&initrd[..]))
     };
     let tpm_pcrs = Some(tpm.to_map());
+    let (d, size) = crate::digest::Digest::of_file(&path.with_file_name(af.temp_name()))?;
+    af.commit()?;
+    let roothash = verity.map(|v| v.root_hex());
     Ok((OutputRecord { format: "disk".into(), path: name, sha256: d.hex().to_string(), size, pcrs: None, roothash, tpm_pcrs }, inputs))
 }
 
