@@ -161,25 +161,25 @@ fn check(name: &str, output_kind: &str, def: &str, image: &str) {
 }
 
 #[test]
-fn ovmf_measures_the_predicted_pcr4_booting_a_systemd_boot_disk() {
+fn ovmf_measures_the_predicted_pcrs_booting_a_systemd_boot_disk() {
     let f = fixture();
     check("tpmdisk", "disk", "systemd-boot-debian", &f.sdboot);
 }
 
 #[test]
-fn ovmf_measures_the_predicted_pcr4_booting_a_grub_disk() {
+fn ovmf_measures_the_predicted_pcrs_booting_a_grub_disk() {
     let f = fixture();
     check("tpmgrub", "disk", "grub-debian", &f.grub);
 }
 
 #[test]
-fn ovmf_measures_the_predicted_pcr4_booting_a_systemd_boot_iso_from_cd() {
+fn ovmf_measures_the_predicted_pcrs_booting_a_systemd_boot_iso_from_cd() {
     let f = fixture();
     check("tpmiso", "iso", "systemd-boot-debian", &f.sdboot);
 }
 
 #[test]
-fn ovmf_measures_the_predicted_pcr4_booting_a_grub_iso_from_cd() {
+fn ovmf_measures_the_predicted_pcrs_booting_a_grub_iso_from_cd() {
     let f = fixture();
     check("tpmgiso", "iso", "grub-debian", &f.grub);
 }

@@ -284,8 +284,10 @@ fn disk_verity_and_tpm_predictions_pass_build_check() {
     let img = outs.iter().find(|o| o["path"] == "chk.img").unwrap();
     let iso = outs.iter().find(|o| o["path"] == "chk.iso").unwrap();
     assert!(img["roothash"].is_string() && img["tpm_pcrs"]["PCR4"].is_string() && iso["tpm_pcrs"]["PCR4"].is_string(), "{m}");
-    // Same loader and kernel, both loaded with LoadImage: the same PCR 4.
-    assert_eq!(img["tpm_pcrs"], iso["tpm_pcrs"]);
+    // Same loader and kernel, both loaded with LoadImage: the same PCR 4 (PCR 9 and 12 hold
+    // each one's initrd and command line).
+    assert_eq!(img["tpm_pcrs"]["PCR4"], iso["tpm_pcrs"]["PCR4"]);
+    assert_ne!(img["tpm_pcrs"]["PCR9"], iso["tpm_pcrs"]["PCR9"]);
     for p in ["chk.roothash", "chk.tpm-pcrs", "chk.iso.tpm-pcrs"] {
         assert!(outs.iter().any(|o| o["path"] == p), "{p} missing: {m}");
     }
