@@ -19,6 +19,8 @@ const BOXES: &[(&str, &str)] = &[
     ("plain", "[output.tar]\n\n[output.oci]\n"),
     ("gz", "[output.tar]\ncompression = \"gzip\"\n"),
     ("zst", "[output.tar]\ncompression = \"zstd\"\n"),
+    // The dm-verity root hash and hash device (NAME.roothash, NAME.squashfs.verity) too.
+    ("verity", "[output.squashfs]\nverity = true\n\n[output.provenance]\n"),
 ];
 
 /// Files of the `dir` layer: (path, content, executable). Symlink and hardlink added apart.
@@ -208,6 +210,12 @@ fn gzip_tar_is_reproducible_across_hosts() {
 #[test]
 fn zstd_tar_is_reproducible_across_hosts() {
     check_box("zst");
+}
+
+/// The dm-verity hash device and root hash of a squashfs with `verity = true`.
+#[test]
+fn verity_root_hash_is_reproducible_across_hosts() {
+    check_box("verity");
 }
 
 #[test]

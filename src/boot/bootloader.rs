@@ -94,6 +94,31 @@ const GRUB_MODDEP: &str = "moddep.lst";
 pub const GRUB_MODULES: &[&str] =
     &["part_gpt", "part_msdos", "iso9660", "fat", "search", "search_fs_file", "normal", "configfile", "linux", "echo", "serial", "terminal"];
 
+/// The parameters of a kernel command line as the kernel splits them: at blanks outside
+/// double quotes, the quotes removed (`a="b c"` is the one parameter `a=b c`).
+fn kernel_words(options: &str) -> Vec<String> {
+    let (mut words, mut w, mut quoted, mut any) = (Vec::new(), String::new(), false, false);
+    for c in options.chars() {
+        match c {
+            '"' => (quoted, any) = (!quoted, true),
+            c if c.is_whitespace() && !quoted => {
+                if any {
+                    words.push(std::mem::take(&mut w));
+                }
+                any = false;
+            }
+            c => {
+                w.push(c);
+                any = true;
+            }
+        }
+    }
+    if any {
+        words.push(w);
+    }
+    words
+}
+
 /// GRUB's `grub.cfg` for one entry: the serial console when asked, no menu delay, the box's
 /// kernel command line. `linux` and `initrd` are paths on GRUB's `$root`.
 pub fn grub_cfg(title: &str, linux: &str, initrd: Option<&str>, options: &str, serial: bool) -> String {
@@ -107,7 +132,7 @@ pub fn grub_cfg(title: &str, linux: &str, initrd: Option<&str>, options: &str, s
     // One word per parameter: `linux` joins its words with spaces, but wraps a word holding a
     // space in double quotes, which the kernel would read as one parameter.
     let q = |t: &str| format!("'{}'", t.replace('\'', "'\\''"));
-    let words: Vec<String> = options.split_whitespace().map(q).collect();
+    let words: Vec<String> = kernel_words(options).iter().map(|w| q(w)).collect();
     s.push_str(&format!("menuentry {} {{\n  linux {linux} {}\n", q(title), words.join(" ")));
     if let Some(i) = initrd {
         s.push_str(&format!("  initrd {i}\n"));
@@ -173,5 +198,9 @@ mod tests {
         assert!(c.starts_with("serial --unit=0 --speed=115200\n"), "{c}");
         assert!(c.contains("menuentry 'it'\\''s' {\n  linux /k 'root=PARTUUID=x' 'ro' '$v'\n  initrd /i\n}\n"), "{c}");
         assert!(!grub_cfg("t", "/k", None, "", false).contains("initrd"));
+        // A double-quoted value with blanks (dm-mod.create=) is one parameter, unquoted: GRUB
+        // wraps it in double quotes again when it hands the kernel its command line.
+        let c = grub_cfg("t", "/k", None, "a dm-mod.create=\"v,,,ro,0 8 verity\" b", false);
+        assert!(c.contains("linux /k 'a' 'dm-mod.create=v,,,ro,0 8 verity' 'b'\n"), "{c}");
     }
 }

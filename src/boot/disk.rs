@@ -89,20 +89,23 @@ pub fn emit(job: &Job, o: &DiskOutput, kernel: &Kernel, bootloaders: &[Bootloade
         DiskRoot::Squashfs => "squashfs",
         DiskRoot::Erofs => "erofs",
     };
-    let cmdline = |partuuid: &str| format!("root=PARTUUID={partuuid} rootfstype={fstype} ro {}", kernel.spec.cmdline).trim().to_string();
+    // `root`: the root arguments (`root=PARTUUID=... rootfstype=... ro`, or with verity
+    // `boot::verity::cmdline`'s); `pad`: spaces to add at the end, so that a verity command line
+    // has the length of its placeholder (its numbers are only known once the root is written).
+    let cmdline = |root: &str, pad: usize| format!("{:pad$}", format!("{root} {}", kernel.spec.cmdline).trim(), pad = pad);
     let grub = boot.kind() == BootloaderKind::Grub;
     let efi = if grub { boot.grub_image(None, "/EFI/BOOT")? } else { boot.read("efi")? };
-    let esp_files = |partuuid: &str| -> BTreeMap<String, fat::EspSource> {
+    let esp_files = |root: &str, pad: usize| -> BTreeMap<String, fat::EspSource> {
         let title = format!("{} {}", spec.name, spec.version);
         let initrd_at = (!initrd.is_empty()).then_some("stagebox/initrd");
         let mut f = if grub {
-            let cfg = crate::boot::bootloader::grub_cfg(&title, "/stagebox/linux", initrd_at.map(|_| "/stagebox/initrd"), &cmdline(partuuid), false);
+            let cfg = crate::boot::bootloader::grub_cfg(&title, "/stagebox/linux", initrd_at.map(|_| "/stagebox/initrd"), &cmdline(root, pad), false);
             BTreeMap::from([
                 ("EFI/BOOT/BOOTX64.EFI".to_string(), fat::EspSource::Bytes(efi.clone())),
                 ("EFI/BOOT/grub.cfg".to_string(), fat::EspSource::Bytes(cfg.into_bytes())),
             ])
         } else {
-            crate::boot::bootloader::systemd_boot_files(efi.clone(), &title, "stagebox/linux", initrd_at, &cmdline(partuuid))
+            crate::boot::bootloader::systemd_boot_files(efi.clone(), &title, "stagebox/linux", initrd_at, &cmdline(root, pad))
         };
         if !initrd.is_empty() {
             f.insert("stagebox/initrd".into(), fat::EspSource::Bytes(initrd.clone()));
@@ -115,7 +118,10 @@ pub fn emit(job: &Job, o: &DiskOutput, kernel: &Kernel, bootloaders: &[Bootloade
     let scratch = tempfile::Builder::new().prefix(".stagebox-esp-").tempdir_in(out).at(out)?;
     let esp_path = scratch.path().join("esp.img");
     let placeholder = "00000000-0000-0000-0000-000000000000";
-    let esp_len = fat::write(&fat::Esp { files: esp_files(placeholder), sde, volume_id: 0 }, &esp_path)?;
+    let root_args = |partuuid: &str| format!("root=PARTUUID={partuuid} rootfstype={fstype} ro");
+    let placeholder_args = if o.verity { super::verity::placeholder_cmdline(fstype) } else { root_args(placeholder) };
+    let placeholder_len = cmdline(&placeholder_args, 0).len();
+    let esp_len = fat::write(&fat::Esp { files: esp_files(&placeholder_args, 0), sde, volume_id: 0 }, &esp_path)?;
     let esp_first = MIB / SECTOR;
     let esp_sectors = esp_len.next_multiple_of(MIB) / SECTOR;
     let root_first = esp_first + esp_sectors;
@@ -129,7 +135,30 @@ pub fn emit(job: &Job, o: &DiskOutput, kernel: &Kernel, bootloaders: &[Bootloade
         DiskRoot::Erofs => crate::emit::erofs::write(tree, &crate::emit::erofs::Options { sde, label: spec.name.clone() }, &mut w).at(&path)?,
     };
     let root_sectors = root_len.next_multiple_of(MIB) / SECTOR;
-    let minimal = (root_first + root_sectors) * SECTOR + MIB;
+    // With verity, the hash tree of the whole root partition (zeros after the file system)
+    // in its own partition at the next MiB.
+    let hash_first = root_first + root_sectors;
+    let verity = if o.verity {
+        let mut fs = file.try_clone().at(&path)?;
+        fs.seek(SeekFrom::Start(root_first * SECTOR)).at(&path)?;
+        let part_len = root_sectors * SECTOR;
+        let digest = {
+            let mut h = Sha256::new();
+            std::io::copy(&mut (&mut fs).take(root_len).chain(std::io::repeat(0).take(part_len - root_len)), &mut h).at(&path)?;
+            h.finalize()
+        };
+        fs.seek(SeekFrom::Start(root_first * SECTOR)).at(&path)?;
+        let (salt, uuid) = crate::emit::verity::derive_salt_uuid(&digest);
+        let data = fs.take(root_len).chain(std::io::repeat(0).take(part_len - root_len));
+        let mut w = std::io::BufWriter::new(Shifted { file: &file, base: hash_first * SECTOR, pos: 0 });
+        let v = crate::emit::verity::write(data, part_len, salt, uuid, &mut w).at(&path)?;
+        w.flush().at(&path)?;
+        Some(v)
+    } else {
+        None
+    };
+    let hash_sectors = verity.as_ref().map_or(0, |v| v.hash_len.next_multiple_of(MIB) / SECTOR);
+    let minimal = (hash_first + hash_sectors) * SECTOR + MIB;
     let size = match o.size {
         Some(s) if s < minimal => return Err(at.error(format!("size = {s} is too small: the partitions need {minimal} bytes"))),
         Some(s) => s.next_multiple_of(SECTOR),
@@ -150,11 +179,19 @@ pub fn emit(job: &Job, o: &DiskOutput, kernel: &Kernel, bootloaders: &[Bootloade
     }
     seed.update(std::fs::read(&esp_path).at(&esp_path)?);
     let seed = seed.finalize();
-    let root_guid = gpt::Guid::derive(&seed, "root");
+    let (root_guid, hash_guid) = match &verity {
+        Some(v) => super::verity::partition_uuids(v),
+        None => (gpt::Guid::derive(&seed, "root"), gpt::Guid::derive(&seed, "verity")),
+    };
     let partuuid = root_guid.to_string().to_lowercase();
+    let args = match &verity {
+        Some(v) => super::verity::cmdline(v, &partuuid, &hash_guid.to_string().to_lowercase(), fstype),
+        None => root_args(&partuuid),
+    };
 
-    // The real ESP: same files, the real PARTUUID (same length, so the same layout).
-    let esp_len2 = fat::write(&fat::Esp { files: esp_files(&partuuid), sde, volume_id: fat::volume_id(&seed.into()) }, &esp_path)?;
+    // The real ESP: same files, the real command line (padded to the same length, so the
+    // same layout).
+    let esp_len2 = fat::write(&fat::Esp { files: esp_files(&args, placeholder_len), sde, volume_id: fat::volume_id(&seed.into()) }, &esp_path)?;
     if esp_len2 != esp_len {
         return Err(Error::other(format!("{}: the ESP changed size between layout and write ({esp_len} / {esp_len2})", path.display())));
     }
@@ -163,7 +200,7 @@ pub fn emit(job: &Job, o: &DiskOutput, kernel: &Kernel, bootloaders: &[Bootloade
     file.set_len(size).at(&path)?;
 
     let sectors = size / SECTOR;
-    let table = gpt::Gpt {
+    let mut table = gpt::Gpt {
         disk_guid: gpt::Guid::derive(&seed, "disk"),
         sectors,
         partitions: vec![
@@ -187,14 +224,38 @@ pub fn emit(job: &Job, o: &DiskOutput, kernel: &Kernel, bootloaders: &[Bootloade
             },
         ],
     };
+    if verity.is_some() {
+        table.partitions.push(gpt::Partition {
+            type_guid: super::verity::DPS_TYPES[0].2,
+            guid: hash_guid,
+            first: hash_first,
+            last: hash_first + hash_sectors - 1,
+            attributes: 1 << 60,
+            name: "root-verity".into(),
+        });
+    }
     table.write(&file, &path)?;
     let protective = gpt::MbrEntry { active: false, kind: 0xee, first: 1, sectors: u32::try_from(sectors - 1).unwrap_or(u32::MAX) };
     file.write_all_at(&gpt::mbr(&[], None, gpt::disk_id(&seed), &[protective])?, 0).at(&path)?;
     drop(scratch);
 
+    // What OVMF measures booting it: the loader, and the kernel when systemd-boot loads it.
+    let mut images: Vec<(&str, &[u8])> = vec![("EFI/BOOT/BOOTX64.EFI", &efi)];
+    if !grub {
+        images.push(("stagebox/linux", &kbytes));
+    }
+    let tpm = crate::measure::tpm::predict_uefi(&images).map_err(|e| at.error(e))?;
+    let tpm = if grub {
+        tpm.untouched(&[8, 9])
+    } else {
+        let initrd_at = (!initrd.is_empty()).then_some("stagebox/initrd");
+        tpm.systemd_boot(initrd_at, &cmdline(&args, 0), (!initrd.is_empty()).then_some(&initrd[..]))
+    };
+    let tpm_pcrs = Some(tpm.to_map());
     let (d, size) = crate::digest::Digest::of_file(&path.with_file_name(af.temp_name()))?;
     af.commit()?;
-    Ok((OutputRecord { format: "disk".into(), path: name, sha256: d.hex().to_string(), size, pcrs: None }, inputs))
+    let roothash = verity.map(|v| v.root_hex());
+    Ok((OutputRecord { format: "disk".into(), path: name, sha256: d.hex().to_string(), size, pcrs: None, roothash, tpm_pcrs }, inputs))
 }
 
 /// `inspect NAME.img`: the partition tables (`emit::gpt::dump`), then what each GPT
@@ -224,6 +285,8 @@ pub fn describe(path: &Path) -> Result<Option<String>> {
                 Ok(d) => crate::emit::squashfs::debug::dump(&d).lines().next().unwrap_or_default().to_string(),
                 Err(e) => format!("squashfs, unreadable: {e}"),
             }
+        } else if &head[..8] == crate::emit::verity::format::MAGIC {
+            super::verity::describe_superblock(&head)
         } else if head[1024..1028] == 0xE0F5_E1E2u32.to_le_bytes() {
             "EROFS".to_string()
         } else if head[510..512] == [0x55, 0xaa] && (&head[54..57] == b"FAT" || &head[82..85] == b"FAT") {

@@ -323,13 +323,13 @@ pub fn emit(job: &Job, o: &EifOutput, kernel: &Kernel, config: Option<&serde_jso
         (d, size)
     };
     af.commit()?;
-    let mut rec = OutputRecord { format: "eif".into(), path: name.clone(), sha256: d.hex().to_string(), size, pcrs: None };
+    let mut rec = OutputRecord { format: "eif".into(), path: name.clone(), sha256: d.hex().to_string(), size, pcrs: None, ..Default::default() };
     rec.pcrs = Some(pcrs.to_map());
 
     let pname = format!("{}.pcrs", spec.name);
     let text = pcrs.to_pcrs_file();
     crate::fsutil::write_atomic(&out.join(&pname), text.as_bytes())?;
-    let prec = OutputRecord { format: "pcrs".into(), path: pname, sha256: Digest::of_bytes(text.as_bytes()).hex().to_string(), size: text.len() as u64, pcrs: None };
+    let prec = OutputRecord { format: "pcrs".into(), path: pname, sha256: Digest::of_bytes(text.as_bytes()).hex().to_string(), size: text.len() as u64, pcrs: None, ..Default::default() };
     if !quiet {
         for (k, v) in pcrs.entries() {
             eprintln!("{name} {k} {}", hex::encode(v));

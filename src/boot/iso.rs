@@ -52,6 +52,8 @@ struct Staged {
     extra: Vec<iso::IsoFile>,
     boot: Vec<iso::BootEntry>,
     prepended: Vec<InputRecord>,
+    /// The EFI images UEFI firmware measures booting it (`measure::tpm`), in load order.
+    uefi_images: Vec<(&'static str, Vec<u8>)>,
 }
 
 /// Refuse a kernel that cannot boot the way the box asks: UEFI needs an EFI stub (a PE
@@ -118,6 +120,7 @@ fn stage(job: &Job, boot: &IsoBoot, seed: &[u8; 32], dir: &Path) -> Result<Stage
     let file = |name: &str, src: PathBuf, mode: u32| iso::IsoFile { path: format!("{BOOT_DIR}/{name}"), source: src, mode };
     let mut extra = Vec::new();
     let mut entries = Vec::new();
+    let mut uefi_images = Vec::new();
     // Kernel and initramfs as ISO 9660 files, once, for every loader that reads the ISO.
     if boot.bootloaders.iter().any(|b| matches!(b.kind(), BootloaderKind::Syslinux | BootloaderKind::Grub)) {
         extra.push(file("vmlinuz", kernel_path.clone(), 0o644));
@@ -137,7 +140,11 @@ fn stage(job: &Job, boot: &IsoBoot, seed: &[u8; 32], dir: &Path) -> Result<Stage
                 entries.push(iso::BootEntry::Bios { path: format!("{BOOT_DIR}/isolinux.bin") });
             }
             BootloaderKind::SystemdBoot => {
-                let mut files = crate::boot::bootloader::systemd_boot_files(b.read("efi")?, &boot.label, "vmlinuz", Some("initrd.img"), &boot.kernel.spec.cmdline);
+                let efi = b.read("efi")?;
+                // systemd-boot starts the kernel with LoadImage: the firmware measures both.
+                uefi_images.push(("EFI/BOOT/BOOTX64.EFI", efi.clone()));
+                uefi_images.push(("vmlinuz", std::fs::read(&kernel_path).at(&kernel_path)?));
+                let mut files = crate::boot::bootloader::systemd_boot_files(efi, &boot.label, "vmlinuz", Some("initrd.img"), &boot.kernel.spec.cmdline);
                 files.insert("vmlinuz".to_string(), fat::EspSource::File(kernel_path.clone()));
                 files.insert("initrd.img".to_string(), fat::EspSource::File(initrd_path.clone()));
                 let p = dir.join("efiboot.img");
@@ -158,6 +165,7 @@ fn stage(job: &Job, boot: &IsoBoot, seed: &[u8; 32], dir: &Path) -> Result<Stage
                 extra.push(file("grub.cfg", p, 0o644));
                 let early = format!("search --no-floppy --file --set=root {BOOT_DIR}/{marker}\nset prefix=($root){BOOT_DIR}\n");
                 let efi = b.grub_image(Some(&early), BOOT_DIR)?;
+                uefi_images.push(("EFI/BOOT/BOOTX64.EFI", efi.clone()));
                 let files = std::collections::BTreeMap::from([("EFI/BOOT/BOOTX64.EFI".to_string(), fat::EspSource::Bytes(efi))]);
                 let p = dir.join("efiboot.img");
                 fat::write(&fat::Esp { files, sde, volume_id: fat::volume_id(seed) }, &p)?;
@@ -169,7 +177,7 @@ fn stage(job: &Job, boot: &IsoBoot, seed: &[u8; 32], dir: &Path) -> Result<Stage
     // BIOS first: the default entry of the catalog is the BIOS one, as in every hybrid ISO.
     entries.sort_by_key(|e| matches!(e, iso::BootEntry::Efi { .. }));
     extra.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(Staged { extra, boot: entries, prepended })
+    Ok(Staged { extra, boot: entries, prepended, uefi_images })
 }
 
 /// Write the MBR (isohybrid's when syslinux is there) and, with an ESP, the GPT into `f`.
@@ -230,6 +238,19 @@ pub fn emit(job: &Job, volume_id: &str, boot: &IsoBoot, inputs: &[InputRecord]) 
     let seed = seed(spec, sde, &all_inputs, boot);
     let scratch = tempfile::Builder::new().prefix(".stagebox-iso-").tempdir_in(out).at(out)?;
     let staged = stage(job, boot, &seed, scratch.path())?;
+    let tpm_pcrs = if staged.uefi_images.is_empty() {
+        None
+    } else {
+        let images: Vec<(&str, &[u8])> = staged.uefi_images.iter().map(|(n, b)| (*n, b.as_slice())).collect();
+        let p = crate::measure::tpm::predict_uefi(&images).map_err(|e| boot.at.error(e))?;
+        let p = if staged.uefi_images.len() == 1 {
+            p.untouched(&[8, 9])
+        } else {
+            let initrd = scratch.path().join("initrd.img");
+            p.systemd_boot(Some("initrd.img"), &boot.kernel.spec.cmdline, Some(&std::fs::read(&initrd).at(&initrd)?))
+        };
+        Some(p.to_map())
+    };
     let name = format!("{}.iso", spec.name);
     let path = out.join(&name);
     let mut af = AtomicFile::create(&path)?;
@@ -258,7 +279,7 @@ pub fn emit(job: &Job, volume_id: &str, boot: &IsoBoot, inputs: &[InputRecord]) 
     // The kernel's record is added by the build (once, whichever outputs use it).
     let mut added: Vec<InputRecord> = boot.bootloaders.iter().map(|b| b.input_record()).collect();
     added.extend(staged.prepended);
-    Ok((OutputRecord { format: "iso".into(), path: name, sha256: d.hex().to_string(), size, pcrs: None }, added))
+    Ok((OutputRecord { format: "iso".into(), path: name, sha256: d.hex().to_string(), size, pcrs: None, tpm_pcrs, ..Default::default() }, added))
 }
 
 /// The initramfs settings an ISO uses: the box's `[output.initramfs]` when it has one (same

@@ -219,13 +219,13 @@ impl Kernel {
             (d, size)
         };
         af.commit()?;
-        let kernel = OutputRecord { format: "kernel".into(), path: name, sha256: d.hex().to_string(), size, pcrs: None };
+        let kernel = OutputRecord { format: "kernel".into(), path: name, sha256: d.hex().to_string(), size, pcrs: None, ..Default::default() };
 
         let name = format!("{box_name}.cmdline");
         let text = format!("{}\n", self.spec.cmdline);
         crate::fsutil::write_atomic(&out.join(&name), text.as_bytes())?;
         let d = crate::digest::Digest::of_bytes(text.as_bytes());
-        let cmdline = OutputRecord { format: "cmdline".into(), path: name, sha256: d.hex().to_string(), size: text.len() as u64, pcrs: None };
+        let cmdline = OutputRecord { format: "cmdline".into(), path: name, sha256: d.hex().to_string(), size: text.len() as u64, pcrs: None, ..Default::default() };
         Ok(vec![kernel, cmdline])
     }
 }

@@ -9,6 +9,7 @@ pub mod enclave;
 pub mod initramfs;
 pub mod iso;
 pub mod kernel;
+pub mod verity;
 
 use crate::source::LayerBlob;
 use crate::spec::BoxSpec;

@@ -134,7 +134,7 @@ impl Output<'_> {
                 let tag = o.tag.clone().unwrap_or_else(|| spec.version.clone());
                 let img = emit::oci::write(tree, sde, &tag, plan.top_config(), ad.path(), &format!("stagebox build {}", spec.name))?;
                 ad.commit()?;
-                made.outputs.push(OutputRecord { format: "oci".into(), path: name, sha256: img.manifest_digest.hex().to_string(), size: img.manifest_size, pcrs: None });
+                made.outputs.push(OutputRecord { format: "oci".into(), path: name, sha256: img.manifest_digest.hex().to_string(), size: img.manifest_size, pcrs: None, ..Default::default() });
             }
             Output::Initramfs(o) => {
                 let mut inputs = Vec::new();
@@ -163,7 +163,13 @@ impl Output<'_> {
                     let vid = o.volume_id.clone().unwrap_or_else(|| spec.name.clone());
                     let boot = iso_boot(spec, k, &plan.bootloaders);
                     let (rec, inputs) = boot::iso::emit(&plan.job(tree, dir, &layers), &vid, &boot, &plan.image_inputs())?;
+                    let tpm = rec.tpm_pcrs.clone();
                     made.outputs.push(rec);
+                    if let Some(p) = tpm {
+                        // `NAME.tpm-pcrs` is the disk's when the box has both.
+                        let file = if spec.outputs.disk.is_some() { format!("{}.iso.tpm-pcrs", spec.name) } else { format!("{}.tpm-pcrs", spec.name) };
+                        made.outputs.push(crate::measure::tpm::write_file(dir, &file, &p)?);
+                    }
                     made.inputs.extend(inputs);
                     if spec.outputs.initramfs.is_none() && spec.outputs.eif.is_none() {
                         made.inputs.push(k.input_record());
@@ -177,25 +183,38 @@ impl Output<'_> {
                 })?),
             },
             // Hashed by reading it back (the superblock is written last).
-            Output::Squashfs(o) => made.outputs.push(stage_file(dir, "squashfs", name, |file, path| {
-                let mut w = BufWriter::with_capacity(1 << 20, file);
-                let opts = emit::squashfs::Options { compression: o.compression, sde, threads: plan.workers() };
-                emit::squashfs::write(tree, &opts, &mut w).at(path)?;
-                std::io::Write::flush(&mut w).at(path)?;
-                Ok(None)
-            })?),
-            Output::Erofs(o) => made.outputs.push(stage_file(dir, "erofs", name, |file, path| {
-                let mut w = BufWriter::with_capacity(1 << 20, file);
-                let opts = emit::erofs::Options { sde, label: o.label.clone().unwrap_or_else(|| spec.name.clone()) };
-                emit::erofs::write(tree, &opts, &mut w).at(path)?;
-                std::io::Write::flush(&mut w).at(path)?;
-                Ok(None)
-            })?),
+            Output::Squashfs(o) => {
+                let rec = stage_file(dir, "squashfs", name, |file, path| {
+                    let mut w = BufWriter::with_capacity(1 << 20, file);
+                    let opts = emit::squashfs::Options { compression: o.compression, sde, threads: plan.workers() };
+                    emit::squashfs::write(tree, &opts, &mut w).at(path)?;
+                    std::io::Write::flush(&mut w).at(path)?;
+                    Ok(None)
+                })?;
+                with_verity(o.verity, rec, dir, &spec.name, made)?;
+            }
+            Output::Erofs(o) => {
+                let rec = stage_file(dir, "erofs", name, |file, path| {
+                    let mut w = BufWriter::with_capacity(1 << 20, file);
+                    let opts = emit::erofs::Options { sde, label: o.label.clone().unwrap_or_else(|| spec.name.clone()) };
+                    emit::erofs::write(tree, &opts, &mut w).at(path)?;
+                    std::io::Write::flush(&mut w).at(path)?;
+                    Ok(None)
+                })?;
+                with_verity(o.verity, rec, dir, &spec.name, made)?;
+            }
             Output::Package(p) => made.outputs.push(super::package::emit(plan, p, dir)?),
             Output::Disk(o) => {
                 let Some(k) = &plan.kernel else { return Ok(()) };
                 let (rec, inputs) = boot::disk::emit(&plan.job(tree, dir, &layers), o, k, &plan.disk_bootloaders)?;
+                let (roothash, tpm) = (rec.roothash.clone(), rec.tpm_pcrs.clone());
                 made.outputs.push(rec);
+                if let Some(r) = roothash {
+                    made.outputs.push(boot::verity::roothash_file(dir, &spec.name, &r)?);
+                }
+                if let Some(p) = tpm {
+                    made.outputs.push(crate::measure::tpm::write_file(dir, &format!("{}.tpm-pcrs", spec.name), &p)?);
+                }
                 made.inputs.extend(inputs);
                 if spec.outputs.initramfs.is_none() && spec.outputs.eif.is_none() {
                     made.inputs.push(k.input_record());
@@ -205,6 +224,14 @@ impl Output<'_> {
         }
         Ok(())
     }
+}
+
+/// Record `rec`, and with `verity` its hash device and root hash beside it (`boot::verity`).
+fn with_verity(verity: bool, mut rec: OutputRecord, dir: &Path, box_name: &str, made: &mut Made) -> Result<()> {
+    let extra = if verity { boot::verity::beside(dir, box_name, &mut rec)? } else { Vec::new() };
+    made.outputs.push(rec);
+    made.outputs.extend(extra);
+    Ok(())
 }
 
 /// What a bootable `[output.iso]` boots with (see `boot::iso`).

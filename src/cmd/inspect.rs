@@ -278,13 +278,15 @@ pub fn render(i: &Inspection) -> String {
         }
         Inspection::Eif(d) => s += &crate::emit::eif::debug::dump(d),
         Inspection::Squashfs(d) => s += &crate::emit::squashfs::debug::dump(d),
-        Inspection::Disk { file, partitions } => s += &format!("# {file}: disk image\n{partitions}"),
+        Inspection::Disk { file, partitions } => s += &format!("# {file}: disk image\n{partitions}{}", crate::boot::verity::recorded(Path::new(file))),
         Inspection::Iso(d) => {
             s += &crate::emit::iso::debug::dump(d);
             // The hybrid MBR and GPT of a bootable ISO (emit::gpt), read from the same file.
             s += &crate::emit::gpt::dump_path(Path::new(&d.file));
+            s += &crate::boot::verity::recorded(Path::new(&d.file));
         }
         Inspection::Archive(t) => {
+            s += &crate::boot::verity::recorded(Path::new(&t.file));
             let what = match t.format {
                 Format::Tar => String::new(),
                 f => format!("{}, ", f.name()),

@@ -16,6 +16,7 @@ pub mod pkg;
 pub mod readback;
 pub mod squashfs;
 pub mod tar;
+pub mod verity;
 
 use std::io::{self, Write};
 

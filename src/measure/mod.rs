@@ -4,6 +4,7 @@
 pub mod pcr;
 pub mod provenance;
 pub mod sbom;
+pub mod tpm;
 
 use crate::error::Result;
 use serde::{Deserialize, Serialize};
@@ -16,7 +17,7 @@ pub struct InputRecord {
     pub digest: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct OutputRecord {
     pub format: String,
     /// File name relative to the output directory.
@@ -27,6 +28,13 @@ pub struct OutputRecord {
     /// For an EIF: its PCRs, `{"PCR0": hex, ...}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pcrs: Option<std::collections::BTreeMap<String, String>>,
+    /// For an image with `verity = true` (squashfs, erofs, disk): the dm-verity root hash, hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roothash: Option<String>,
+    /// For an output UEFI firmware boots (ISO, disk): the predicted TPM 2.0 PCRs (sha256
+    /// bank), `{"PCR4": hex, ...}` (see `measure::tpm`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpm_pcrs: Option<std::collections::BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -138,7 +146,7 @@ pub fn stage_file(
         None => crate::digest::Digest::of_file(&path.with_file_name(af.temp_name()))?,
     };
     af.commit()?;
-    Ok(OutputRecord { format: format.into(), path: name, sha256: d.hex().to_string(), size, pcrs: None })
+    Ok(OutputRecord { format: format.into(), path: name, sha256: d.hex().to_string(), size, pcrs: None, ..Default::default() })
 }
 
 #[cfg(test)]

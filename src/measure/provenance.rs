@@ -35,9 +35,26 @@ fn sha256_of(d: &str) -> Value {
     json!({"sha256": d.strip_prefix("sha256:").unwrap_or(d)})
 }
 
+/// One subject: name and digest, and what a verifier checks at run time as in-toto
+/// annotations: the dm-verity root hash (`roothash`) and predicted TPM PCRs (`tpm_pcrs`).
+fn subject(o: &OutputRecord) -> Value {
+    let mut s = json!({"name": o.path, "digest": sha256_of(&o.sha256)});
+    let mut a = serde_json::Map::new();
+    if let Some(r) = &o.roothash {
+        a.insert("roothash".into(), json!(r));
+    }
+    if let Some(p) = &o.tpm_pcrs {
+        a.insert("tpm_pcrs".into(), json!(p));
+    }
+    if !a.is_empty() {
+        s["annotations"] = Value::Object(a);
+    }
+    s
+}
+
 /// The statement, canonical JSON bytes.
 pub fn statement(p: &ProvenanceInput) -> Vec<u8> {
-    let subject: Vec<Value> = p.outputs.iter().map(|o| json!({"name": o.path, "digest": sha256_of(&o.sha256)})).collect();
+    let subject: Vec<Value> = p.outputs.iter().map(subject).collect();
     let mut deps = vec![json!({"uri": format!("file:{}", p.box_file.0), "digest": sha256_of(&p.box_file.1), "name": "box file"})];
     deps.extend(p.inputs.iter().map(|i| json!({"uri": i.reference, "digest": sha256_of(&i.digest)})));
     let formats: Vec<&str> = p.outputs.iter().map(|o| o.format.as_str()).collect();
@@ -70,7 +87,7 @@ pub fn emit(p: &ProvenanceInput, out: &Path) -> Result<OutputRecord> {
     let name = format!("{}.intoto.json", p.name);
     let bytes = statement(p);
     crate::fsutil::write_atomic(&out.join(&name), &bytes)?;
-    Ok(OutputRecord { format: "in-toto".into(), path: name, sha256: crate::digest::Digest::of_bytes(&bytes).hex().to_string(), size: bytes.len() as u64, pcrs: None })
+    Ok(OutputRecord { format: "in-toto".into(), path: name, sha256: crate::digest::Digest::of_bytes(&bytes).hex().to_string(), size: bytes.len() as u64, pcrs: None, ..Default::default() })
 }
 
 /// The sha256 (hex) of the box file, for [`ProvenanceInput::box_file`].
@@ -140,7 +157,7 @@ mod tests {
     #[test]
     fn statement_is_canonical_and_binds_digests() {
         let inputs = [InputRecord { reference: "oci:img@sha256:ab".into(), digest: "sha256:ab".into() }];
-        let outputs = [OutputRecord { format: "tar".into(), path: "x.tar".into(), sha256: "cd".into(), size: 1, pcrs: None }];
+        let outputs = [OutputRecord { format: "tar".into(), path: "x.tar".into(), sha256: "cd".into(), size: 1, pcrs: None, ..Default::default() }];
         let p = ProvenanceInput { name: "x", version: "1", source_date_epoch: 1, box_file: ("x.toml", "ef".into()), inputs: &inputs, outputs: &outputs };
         let b = statement(&p);
         let s = std::str::from_utf8(&b).unwrap();

@@ -183,6 +183,7 @@ pub fn emit(s: &SbomInput, out: &Path) -> Result<OutputRecord> {
         sha256: crate::digest::Digest::of_bytes(&bytes).hex().to_string(),
         size: bytes.len() as u64,
         pcrs: None,
+        ..Default::default()
     })
 }
 

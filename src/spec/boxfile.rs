@@ -172,6 +172,9 @@ pub enum SquashfsCompression {
 pub struct SquashfsOutput {
     #[serde(default)]
     pub compression: SquashfsCompression,
+    /// A dm-verity hash tree beside the image (`NAME.squashfs.verity`, `NAME.roothash`).
+    #[serde(default)]
+    pub verity: bool,
 }
 
 /// `[output.erofs]`: `NAME.erofs`, the rootfs as an uncompressed EROFS image.
@@ -180,6 +183,9 @@ pub struct SquashfsOutput {
 pub struct ErofsOutput {
     /// Volume name (at most 16 bytes); default: the box name.
     pub label: Option<String>,
+    /// A dm-verity hash tree beside the image (`NAME.erofs.verity`, `NAME.roothash`).
+    #[serde(default)]
+    pub verity: bool,
 }
 
 /// `[output.iso]`: `NAME.iso`, the tree as an ISO 9660 image (Rock Ridge + Joliet).
@@ -238,6 +244,10 @@ pub struct DiskOutput {
     pub initrd: Vec<String>,
     /// The image size in bytes (at least what the partitions need); default: minimal.
     pub size: Option<u64>,
+    /// Protect the root partition with dm-verity: the hash tree in a third partition (the
+    /// Discoverable Partitions root-verity type), the root hash on the kernel command line.
+    #[serde(default)]
+    pub verity: bool,
 }
 
 /// `[output.*]` tables. Each present table is one output.
@@ -503,6 +513,21 @@ pub fn load_box(path: &Path) -> Result<BoxSpec> {
         let i = src.line_start("[output.eif]").or_else(|| src.text.find("eif")).unwrap_or(0);
         src.loc(i..i)
     });
+    let verity = [outputs.squashfs.as_ref().is_some_and(|o| o.verity), outputs.erofs.as_ref().is_some_and(|o| o.verity), outputs.disk.as_ref().is_some_and(|o| o.verity)];
+    if verity.iter().filter(|v| **v).count() > 1 {
+        // The second `verity` key line (the first is allowed).
+        let mut at = 0;
+        let mut starts = Vec::new();
+        for line in src.text.split_inclusive('\n') {
+            let t = line.trim_start();
+            if t.starts_with("verity") {
+                starts.push(at + line.len() - t.len());
+            }
+            at += line.len();
+        }
+        let second = starts.get(1).copied().unwrap_or(0);
+        return Err(src.loc(second..second).error("`verity = true` on more than one output: each would write NAME.roothash; choose one"));
+    }
     if let (Some(e), Some(eat)) = (&outputs.eif, &eif_at) {
         if kernel.is_none() {
             return Err(eat.error("[output.eif] needs a [kernel] (e.g. `definition = \"kernels/nitro.toml\"`)"));

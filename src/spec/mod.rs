@@ -89,7 +89,11 @@ impl Source {
     pub fn parse<T: serde::de::DeserializeOwned>(&self) -> Result<T> {
         toml::from_str(&self.text).map_err(|e| {
             let loc = self.loc(e.span().unwrap_or(0..0));
-            loc.error(e.message().trim_end().to_string())
+            let mut m = e.message().trim_end().to_string();
+            if m.starts_with("unknown field `verity`") {
+                m = format!("`verity` applies to outputs that are block images: [output.squashfs], [output.erofs] and [output.disk] ({m})");
+            }
+            loc.error(m)
         })
     }
 
