@@ -195,7 +195,16 @@ impl Output<'_> {
             Output::Disk(o) => {
                 let Some(k) = &plan.kernel else { return Ok(()) };
                 let (rec, inputs) = boot::disk::emit(&plan.job(tree, dir, &layers), o, k, &plan.disk_bootloaders)?;
+                let img = dir.join(&rec.path);
                 made.outputs.push(rec);
+                if o.qcow2 {
+                    made.outputs.push(stage_file(dir, "qcow2", format!("{}.qcow2", spec.name), |file, path| {
+                        let raw = std::fs::File::open(&img).at(&img)?;
+                        let len = raw.metadata().at(&img)?.len();
+                        emit::qcow2::write(&raw, len, o.qcow2_compression, file).at(path)?;
+                        Ok(None)
+                    })?);
+                }
                 made.inputs.extend(inputs);
                 if spec.outputs.initramfs.is_none() && spec.outputs.eif.is_none() {
                     made.inputs.push(k.input_record());

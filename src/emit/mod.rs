@@ -13,6 +13,7 @@ pub mod grub;
 pub mod iso;
 pub mod oci;
 pub mod pkg;
+pub mod qcow2;
 pub mod squashfs;
 pub mod tar;
 

@@ -211,6 +211,22 @@ pub struct DiskOutput {
     pub initrd: Vec<String>,
     /// The image size in bytes (at least what the partitions need); default: minimal.
     pub size: Option<u64>,
+    /// Also write `NAME.qcow2`: the same disk as a sparse, deterministic qcow2 (version 3).
+    #[serde(default)]
+    pub qcow2: bool,
+    /// How the qcow2 stores its clusters: `"none"` (default) or `"zlib"` (what
+    /// `qemu-img convert -c` writes).
+    #[serde(default)]
+    pub qcow2_compression: Qcow2Compression,
+}
+
+/// Cluster compression of a qcow2 image.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Qcow2Compression {
+    #[default]
+    None,
+    Zlib,
 }
 
 /// `[output.*]` tables. Each present table is one output.
@@ -520,6 +536,9 @@ pub fn load_box(path: &Path) -> Result<BoxSpec> {
                 return Err(at.error(
                     "[output.disk] boots with UEFI: give exactly one grub or systemd-boot bootloader (BIOS boot of disk images is not supported yet)",
                 ));
+            }
+            if !d.qcow2 && d.qcow2_compression != Qcow2Compression::None {
+                return Err(at.error("`qcow2_compression` applies to the qcow2 image: add `qcow2 = true`"));
             }
             if d.root != DiskRoot::Squashfs && d.compression != SquashfsCompression::default() {
                 return Err(at.error("`compression` applies to a squashfs root"));
