@@ -78,6 +78,14 @@ pub fn emit(job: &Job, o: &DiskOutput, kernel: &Kernel, bootloaders: &[Bootloade
         initrd.extend(bytes);
         initrd.resize(initrd.len().next_multiple_of(4), 0);
     }
+    // `[kernel] load_modules`: the early initrd stagebox makes when the box names none, else
+    // the modules as one more archive after the box's (see `boot::modules`).
+    if let Some(m) = job.modules {
+        initrd.extend(match (o.initrd.is_empty(), job.busybox) {
+            (true, Some(b)) => m.early_initrd(b, sde),
+            _ => m.archive(sde),
+        });
+    }
 
     let mut af = AtomicFile::create(&path)?;
     let file = af.file().try_clone().at(&path)?;

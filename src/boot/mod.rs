@@ -9,6 +9,7 @@ pub mod enclave;
 pub mod initramfs;
 pub mod iso;
 pub mod kernel;
+pub mod modules;
 
 use crate::source::LayerBlob;
 use crate::spec::BoxSpec;
@@ -60,4 +61,8 @@ pub struct Job<'a> {
     pub layers: &'a [(PathBuf, LayerBlob)],
     /// No progress output.
     pub quiet: bool,
+    /// `[kernel] load_modules`, selected and checked (`boot::modules`).
+    pub modules: Option<&'a modules::Modules>,
+    /// The static busybox of the disk's early initrd (`[output.disk] busybox`).
+    pub busybox: Option<&'a [u8]>,
 }

@@ -209,6 +209,9 @@ impl Output<'_> {
                 if spec.outputs.initramfs.is_none() && spec.outputs.eif.is_none() {
                     made.inputs.push(k.input_record());
                 }
+                if let Some((image, _)) = &plan.busybox {
+                    made.inputs.push(InputRecord { reference: image.reference.text.clone(), digest: image.pin.to_string() });
+                }
             }
             Output::Sbom | Output::Provenance => {}
         }

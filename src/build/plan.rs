@@ -40,6 +40,10 @@ pub struct Plan {
     pub bootloaders: Vec<Bootloader>,
     /// The disk's boot loader.
     pub disk_bootloaders: Vec<Bootloader>,
+    /// `[kernel] load_modules`, taken out of the kernel image and checked.
+    pub modules: Option<crate::boot::modules::Modules>,
+    /// `[output.disk] busybox`: its image and its static busybox.
+    pub busybox: Option<(ResolvedImage, Vec<u8>)>,
 }
 
 impl Plan {
@@ -78,6 +82,8 @@ impl Plan {
             kernel: None,
             bootloaders: Vec::new(),
             disk_bootloaders: Vec::new(),
+            modules: None,
+            busybox: None,
         };
         plan.resolve_boot()?;
         plan.progress.timing("resolve and import", t0);
@@ -122,6 +128,15 @@ impl Plan {
             }
             self.disk_bootloaders = b;
         }
+        // The modules the box loads, checked against the kernel; the disk's busybox.
+        if let (Some(k), Some(sel)) = (&self.kernel, spec.kernel.as_ref().and_then(|k| k.load_modules.as_ref())) {
+            self.modules = Some(crate::boot::modules::select(k, sel)?);
+        }
+        if let Some((r, at)) = &spec.disk_busybox {
+            let (image, tree) = import.image_tree(r, at, "busybox")?;
+            let bytes = crate::boot::modules::busybox_of(&tree, &image.reference.text, at)?;
+            self.busybox = Some((image, bytes));
+        }
         Ok(())
     }
 
@@ -142,7 +157,18 @@ impl Plan {
 
     /// What the boot compositions need of this build, writing into `out`.
     pub fn job<'a>(&'a self, tree: &'a crate::tree::Tree, out: &'a std::path::Path, layers: &'a [(PathBuf, LayerBlob)]) -> crate::boot::Job<'a> {
-        crate::boot::Job { tree, spec: &self.spec, out, sde: self.sde, threads: self.threads, workers: self.workers(), layers, quiet: self.quiet }
+        crate::boot::Job {
+            tree,
+            spec: &self.spec,
+            out,
+            sde: self.sde,
+            threads: self.threads,
+            workers: self.workers(),
+            layers,
+            quiet: self.quiet,
+            modules: self.modules.as_ref(),
+            busybox: self.busybox.as_ref().map(|(_, b)| b.as_slice()),
+        }
     }
 
     /// Worker threads for emitters (resolved: never 0).

@@ -37,6 +37,9 @@ pub struct BoxSpec {
     /// Where `[output.disk]` stands, and its bootloaders (resolved definitions).
     pub disk_at: Option<Location>,
     pub disk_bootloaders: Vec<super::BootloaderDef>,
+    /// `[output.disk] busybox`: the image whose static busybox runs the early initrd stagebox
+    /// makes for `[kernel] load_modules`, and where it was written.
+    pub disk_busybox: Option<(ImageRef, Location)>,
 }
 
 /// One `[[layer]]`, bottom first.
@@ -218,6 +221,10 @@ pub struct DiskOutput {
     /// `qemu-img convert -c` writes).
     #[serde(default)]
     pub qcow2_compression: Qcow2Compression,
+    /// An image holding a static busybox (`/bin/busybox` or `/usr/bin/busybox`): with
+    /// `[kernel] load_modules` and no `initrd`, stagebox makes the early initrd itself, an
+    /// `/init` run by this busybox that loads the modules and mounts the root partition.
+    pub busybox: Option<String>,
 }
 
 /// Cluster compression of a qcow2 image.
@@ -283,6 +290,7 @@ impl BoxSpec {
         }
         v.extend(self.bootloaders.iter().map(|b| (b.image.clone(), b.image_at.clone())));
         v.extend(self.disk_bootloaders.iter().map(|b| (b.image.clone(), b.image_at.clone())));
+        v.extend(self.disk_busybox.iter().cloned());
         v
     }
 
@@ -537,6 +545,15 @@ pub fn load_box(path: &Path) -> Result<BoxSpec> {
                     "[output.disk] boots with UEFI: give exactly one grub or systemd-boot bootloader (BIOS boot of disk images is not supported yet)",
                 ));
             }
+            let wants_modules = kernel.as_ref().is_some_and(|k| k.load_modules.is_some());
+            if wants_modules && d.initrd.is_empty() && d.busybox.is_none() {
+                return Err(at.error(
+                    "[kernel] load_modules with no `initrd`: stagebox makes the disk's early initrd, and needs `busybox = \"IMAGE\"` (an image with a static busybox) to run its /init",
+                ));
+            }
+            if d.busybox.is_some() && !(wants_modules && d.initrd.is_empty()) {
+                return Err(at.error("`busybox` runs the early initrd stagebox makes for [kernel] load_modules when the disk names no `initrd`: remove it, or `initrd`"));
+            }
             if !d.qcow2 && d.qcow2_compression != Qcow2Compression::None {
                 return Err(at.error("`qcow2_compression` applies to the qcow2 image: add `qcow2 = true`"));
             }
@@ -547,12 +564,23 @@ pub fn load_box(path: &Path) -> Result<BoxSpec> {
         }
         _ => Vec::new(),
     };
+    let disk_busybox = match (outputs.disk.as_ref().and_then(|d| d.busybox.as_ref()), &disk_at) {
+        (Some(b), Some(at)) => {
+            let r = ImageRef::parse(b, &dir).map_err(|m| at.error(format!("busybox: {m}")))?;
+            if matches!(r.kind, crate::reference::RefKind::Dir { .. }) {
+                return Err(at.error("busybox comes from an image, not a dir: reference"));
+            }
+            Some((r, at.clone()))
+        }
+        _ => None,
+    };
     let policy = raw.policy.as_ref().map(|p| super::policy::load_policy(&src, p)).transpose()?.flatten();
     let output_policy = raw.policy.as_ref().map(|p| super::policy::load_output_policy(&src, p)).transpose()?.flatten();
     Ok(BoxSpec {
         bootloaders,
         disk_at,
         disk_bootloaders,
+        disk_busybox,
         policy,
         output_policy,
         path: path.to_path_buf(),

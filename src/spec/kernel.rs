@@ -46,7 +46,9 @@ pub struct KernelDef {
     /// True when the config path was written out: then the image must hold it. The default
     /// path is read only if it exists.
     pub config_required: bool,
-    /// Directory of the kernel's modules inside the image, if it has any.
+    /// Directory of the kernel's modules inside the image: the release directory itself, or
+    /// the directory holding it (`/usr/lib/modules`). Unset: the one directory under
+    /// `/usr/lib/modules/` or `/lib/modules/`.
     pub modules: Option<String>,
     /// The default command line.
     pub cmdline: String,
@@ -62,6 +64,19 @@ pub struct KernelSpec {
     pub cmdline: String,
     /// Where `[kernel]` stands in the box file.
     pub at: Location,
+    /// `load_modules`: the modules (with their dependencies) to put where the kernel needs
+    /// them first, the initramfs or a disk's early initrd (see `boot::modules`).
+    pub load_modules: Option<ModuleSelection>,
+}
+
+/// `[kernel] load_modules`: `"all"`, or module names (`-` and `_` alike, as modprobe takes
+/// them).
+#[derive(Deserialize, JsonSchema, Debug, Clone, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum ModuleSelection {
+    /// Only `"all"` is accepted.
+    All(String),
+    Names(Vec<String>),
 }
 
 /// The keys a definition file and an inline `[kernel]` table share.
@@ -101,6 +116,9 @@ pub(crate) struct RawBoxKernel {
     modules: Option<Spanned<String>>,
     cmdline: Option<String>,
     compressions: Option<Vec<Compression>>,
+    /// Modules to load at boot, with their dependencies: names, or `"all"`.
+    #[schemars(with = "Option<ModuleSelection>")]
+    load_modules: Option<Spanned<ModuleSelection>>,
 }
 
 /// The schema of a kernel definition file, registered in `g`.
@@ -215,7 +233,24 @@ pub(crate) fn box_kernel(src: &Source, raw: &Spanned<RawBoxKernel>, box_name: &s
         }
     };
     let cmdline = r.cmdline.clone().unwrap_or_else(|| def.cmdline.clone());
-    Ok(KernelSpec { def, cmdline, at })
+    let load_modules = match &r.load_modules {
+        Some(m) => {
+            let mat = src.loc(m.span());
+            match m.get_ref() {
+                ModuleSelection::All(a) if a != "all" => return Err(mat.error(format!("load_modules = {a:?}: give a list of module names or \"all\""))),
+                ModuleSelection::Names(n) if n.is_empty() => return Err(mat.error("load_modules lists no module")),
+                ModuleSelection::Names(n) => {
+                    if let Some(bad) = n.iter().find(|n| n.is_empty() || n.contains(['/', '.', ' ', '\0'])) {
+                        return Err(mat.error(format!("load_modules: {bad:?} is not a module name (like \"virtio_blk\")")));
+                    }
+                }
+                _ => {}
+            }
+            Some(m.get_ref().clone())
+        }
+        None => None,
+    };
+    Ok(KernelSpec { def, cmdline, at, load_modules })
 }
 
 /// The init the kernel runs from an initramfs: the last `rdinit=` on the command line, else
