@@ -1,0 +1,274 @@
+//! `[kernel] load_modules` on a disk: Debian's cloud kernel has virtio-pci, virtio-blk and
+//! squashfs as modules, so a disk attached with `-drive if=virtio` boots only if they are
+//! loaded before the root is mounted. The kernel image is made from the Debian package like
+//! StageX's (bzImage, config, `usr/lib/modules/RELEASE/` without `modules.dep`, squashfs as
+//! `.ko.xz`); busybox-static's package is the busybox image. stagebox makes the early initrd
+//! (busybox, the modules, `modules.dep`, an `/init` that modprobes them and switches to
+//! `root=PARTUUID=`); OVMF boots the disk and the root's `/sbin/init` prints the marker and
+//! `lsmod`. Independent readers: `cpio` lists the initrd taken off the ESP with `mtype`.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+const MARKER: &str = "modules-root-says: 42";
+
+struct Fixture {
+    kernel: String,
+    /// The same kernel image with one module's vermagic changed.
+    wrong: String,
+    busybox: String,
+    sdboot: String,
+    cache: PathBuf,
+    release: String,
+    /// The kernel package, unpacked.
+    kdeb: PathBuf,
+}
+
+/// The files of the kernel package the fixture keeps (paths under the release directory).
+fn kept(rel: &str) -> bool {
+    ["kernel/drivers/virtio/", "kernel/drivers/block/virtio_blk.ko", "kernel/fs/squashfs/", "kernel/lib/", "kernel/crypto/", "kernel/arch/x86/crypto/", "kernel/fs/erofs/"]
+        .iter()
+        .any(|k| rel.starts_with(k))
+        || rel == "modules.order"
+}
+
+fn kernel_layer(kdeb: &Path, patch: Option<(&str, &str)>) -> (Vec<u8>, String) {
+    let mods = kdeb.join("lib/modules");
+    let release = std::fs::read_dir(&mods).unwrap().next().unwrap().unwrap().file_name().to_string_lossy().into_owned();
+    let boot = kdeb.join("boot");
+    let pick = |prefix: &str| -> Vec<u8> {
+        let p = std::fs::read_dir(&boot).unwrap().map(|e| e.unwrap().path()).find(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix)).unwrap();
+        read(&p)
+    };
+    let mut entries = vec![Entry::file("bzImage", pick("vmlinuz-")), Entry::file("linux.config", pick("config-"))];
+    let root = mods.join(&release);
+    let mut files: Vec<PathBuf> = Vec::new();
+    let mut stack = vec![root.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    for p in files {
+        let rel = p.strip_prefix(&root).unwrap().to_string_lossy().into_owned();
+        if !kept(&rel) {
+            continue;
+        }
+        let mut bytes = read(&p);
+        if let Some((module, to)) = patch {
+            if rel.ends_with(&format!("/{module}.ko")) {
+                let from = format!("vermagic={release}");
+                let at = bytes.windows(from.len()).position(|w| w == from.as_bytes()).expect("vermagic in the module");
+                bytes[at..at + from.len()].copy_from_slice(format!("vermagic={to}").as_bytes());
+            }
+        }
+        let (rel, bytes) = if rel.ends_with("/squashfs.ko") { (format!("{rel}.xz"), xz(&bytes)) } else { (rel, bytes) };
+        entries.push(Entry::file(&format!("usr/lib/modules/{release}/{rel}"), bytes));
+    }
+    (layer(&entries), release)
+}
+
+fn xz(bytes: &[u8]) -> Vec<u8> {
+    let d = tempdir();
+    let p = d.path().join("m");
+    write(&p, bytes);
+    run(Command::new("xz").arg("-k").arg("--check=crc32").arg(&p));
+    read(&d.path().join("m.xz"))
+}
+
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        require_tools(&["umoci", "cpio", "xz", "mtype", "qemu-system-x86_64", "dpkg-deb"]);
+        let dir = fixture_dir("disk-modules");
+        let kdeb = dir.join("kdeb");
+        run(Command::new("dpkg-deb").arg("-x").arg(cloud_kernel_deb()).arg(&kdeb));
+        let (l, release) = kernel_layer(&kdeb, None);
+        let kdigest = umoci_image(&dir.join("kernel"), "k", &[("kernel".into(), l)]);
+        let wrong_release = release.replacen("-cloud", "-clown", 1);
+        let (l, _) = kernel_layer(&kdeb, Some(("virtio_blk", &wrong_release)));
+        let wdigest = umoci_image(&dir.join("wrong"), "w", &[("kernel".into(), l)]);
+        let bdigest = umoci_image(&dir.join("busybox"), "b", &[("busybox".into(), deb_layer("busybox-static"))]);
+        let sdigest = umoci_image(&dir.join("sdboot"), "s", &[("systemd-boot-efi".into(), deb_layer("systemd-boot-efi"))]);
+        Fixture {
+            kernel: format!("oci:{}@{kdigest}", dir.join("kernel").display()),
+            wrong: format!("oci:{}@{wdigest}", dir.join("wrong").display()),
+            busybox: format!("oci:{}@{bdigest}", dir.join("busybox").display()),
+            sdboot: format!("oci:{}@{sdigest}", dir.join("sdboot").display()),
+            cache: dir.join("cache"),
+            release,
+            kdeb,
+        }
+    })
+}
+
+/// A disk box whose root runs `/sbin/init` (marker, lsmod, power off), with `load_modules`.
+fn modules_box(name: &str, kernel: &str, load: &str, extra: &str) -> (tempfile::TempDir, PathBuf) {
+    let f = fixture();
+    let d = tempdir();
+    let root = d.path().join("rootfs");
+    write(&root.join("usr/bin/busybox"), busybox());
+    write(&root.join("etc/marker"), "modules-root-says");
+    for dir in ["proc", "sys", "dev"] {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    let init = "#!/usr/bin/busybox sh\nb=/usr/bin/busybox\necho \"$($b cat /etc/marker): $((6 * 7))\"\necho lsmod:\n$b lsmod\n$b poweroff -f\n";
+    write(&root.join("sbin/init"), init);
+    use std::os::unix::fs::PermissionsExt;
+    for p in ["sbin/init", "usr/bin/busybox"] {
+        std::fs::set_permissions(root.join(p), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::create_dir_all(d.path().join("kernels")).unwrap();
+    std::fs::copy(manifest_dir().join("kernels/systemd-boot-debian.toml"), d.path().join("kernels/systemd-boot-debian.toml")).unwrap();
+    let p = d.path().join(format!("{name}.toml"));
+    write(
+        &p,
+        format!(
+            "name = \"{name}\"\n[[layer]]\ndir = \"rootfs\"\n[kernel]\nimage = \"{kernel}\"\ncmdline = \"console=ttyS0 panic=-1\"\nload_modules = {load}\n[output.disk]\nbootloader = {{ definition = \"kernels/systemd-boot-debian.toml\", image = \"{}\" }}\n{extra}",
+            f.sdboot
+        ),
+    );
+    (d, p)
+}
+
+fn ovmf_virtio_boot(img: &Path, scratch: &Path) -> String {
+    let (code, vars) = [("/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"), ("/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd")]
+        .into_iter()
+        .find(|(c, _)| Path::new(c).is_file())
+        .unwrap_or_else(|| panic!("OVMF is not installed: {INSTALL_HINT}"));
+    let v = scratch.join("vars.fd");
+    std::fs::copy(vars, &v).unwrap();
+    let o = output(
+        Command::new("timeout")
+            .args(["240", "qemu-system-x86_64", "-nographic", "-no-reboot", "-m", "512", "-drive"])
+            .arg(format!("if=pflash,format=raw,unit=0,readonly=on,file={code}"))
+            .arg("-drive")
+            .arg(format!("if=pflash,format=raw,unit=1,file={}", v.display()))
+            .arg("-drive")
+            .arg(format!("file={},if=virtio,format=raw,snapshot=on", img.display())),
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The bytes of the ESP file `name` of the disk `img` (partition 1 at 1 MiB).
+fn esp_file(img: &Path, name: &str, scratch: &Path) -> Vec<u8> {
+    let to = scratch.join("esp-file");
+    let o = run(Command::new("mtype").arg("-i").arg(format!("{}@@1M", img.display())).arg(format!("::{name}")));
+    write(&to, &o.stdout);
+    o.stdout
+}
+
+#[test]
+fn ovmf_boots_a_virtio_disk_whose_modules_stagebox_loads() {
+    let f = fixture();
+    let (d, bx) = modules_box("mods", &f.kernel, "[\"virtio_pci\", \"virtio-blk\", \"squashfs\"]", &format!("busybox = \"{}\"\n", f.busybox));
+    let out = d.path().join("out");
+    build(&bx, &out, &f.cache);
+    let img = out.join("mods.img");
+
+    // The initrd on the ESP, read by cpio: busybox, /init, the modules with their
+    // dependencies (uncompressed), modules.dep.
+    let initrd = esp_file(&img, "/stagebox/initrd", d.path());
+    let listing = d.path().join("initrd.cpio");
+    write(&listing, &initrd);
+    let o = run(Command::new("sh").arg("-c").arg(format!("cpio -it --quiet < '{}'", listing.display())));
+    let names = String::from_utf8_lossy(&o.stdout).into_owned();
+    let base = format!("lib/modules/{}", f.release);
+    for p in ["init", "bin/busybox", "kernel/fs/squashfs/squashfs.ko", "kernel/drivers/block/virtio_blk.ko", "kernel/drivers/virtio/virtio_ring.ko", "modules.dep"] {
+        let p = if p.starts_with("kernel/") || p == "modules.dep" { format!("{base}/{p}") } else { p.to_string() };
+        assert!(names.lines().any(|l| l == p), "{p} missing from the initrd:\n{names}");
+    }
+    assert!(!names.contains(".ko.xz"), "{names}");
+    let x = d.path().join("x");
+    std::fs::create_dir_all(&x).unwrap();
+    run(Command::new("sh").arg("-c").arg(format!("cd '{}' && cpio -id --quiet < '{}'", x.display(), listing.display())));
+    let dep = std::fs::read_to_string(x.join(&base).join("modules.dep")).unwrap();
+    assert!(dep.lines().any(|l| l.starts_with("kernel/drivers/block/virtio_blk.ko: ") && l.contains("kernel/drivers/virtio/virtio_ring.ko")), "{dep}");
+    // The module as the package ships it (squashfs was .ko.xz in the image).
+    let kdeb = f.kdeb.join(&base);
+    assert_eq!(read(&x.join(&base).join("kernel/fs/squashfs/squashfs.ko")), read(&kdeb.join("kernel/fs/squashfs/squashfs.ko")));
+
+    let console = ovmf_virtio_boot(&img, d.path());
+    assert!(console.contains(MARKER), "the virtio disk did not boot to its root:\n{console}");
+    let lsmod = console.split("lsmod:").nth(1).unwrap_or_default();
+    for m in ["virtio_blk", "squashfs", "virtio_pci"] {
+        assert!(lsmod.lines().any(|l| l.starts_with(m)), "{m} not loaded:\n{console}");
+    }
+
+    // Same bytes from a second build.
+    let again = d.path().join("again");
+    run(&mut stagebox(["build".as_ref(), bx.as_os_str(), "--out".as_ref(), again.as_os_str(), "--cache".as_ref(), d.path().join("c2").as_os_str(), "-q".as_ref()]));
+    assert_eq!(sha256_file(&img), sha256_file(&again.join("mods.img")), "the disk differs between two builds");
+}
+
+#[test]
+fn refusals_name_the_module() {
+    let f = fixture();
+    let bb = format!("busybox = \"{}\"\n", f.busybox);
+    let fails = |bx: &Path| -> String {
+        let out = bx.parent().unwrap().join("out");
+        let o = output(&mut stagebox(["build".as_ref(), bx.as_os_str(), "--out".as_ref(), out.as_os_str(), "--cache".as_ref(), f.cache.as_os_str(), "-q".as_ref()]));
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(!out.join(format!("{}.img", bx.file_stem().unwrap().to_string_lossy())).exists(), "an output was written: {err}");
+        err
+    };
+    // A module the kernel image does not have.
+    let (_d, bx) = modules_box("missing", &f.kernel, "[\"squashfs\", \"no_such_driver\"]", &bb);
+    let err = fails(&bx);
+    assert!(err.contains("missing.toml:") && err.contains("\"no_such_driver\" is not in kernel image"), "{err}");
+    // A module built for another kernel (needed by virtio_blk's user: named through a dependency walk).
+    let (_d, bx) = modules_box("vermagic", &f.wrong, "[\"virtio_blk\"]", &bb);
+    let err = fails(&bx);
+    assert!(err.contains("module \"virtio_blk\"") && err.contains("-clown") && err.contains(&format!("but the kernel is \"{}\"", f.release)), "{err}");
+    // No busybox to run the early initrd.
+    let (_d, bx) = modules_box("nobusybox", &f.kernel, "[\"squashfs\"]", "");
+    let err = fails(&bx);
+    assert!(err.contains("nobusybox.toml:") && err.contains("busybox"), "{err}");
+    // A busybox image without busybox.
+    let (_d, bx) = modules_box("notbusybox", &f.kernel, "[\"squashfs\"]", &format!("busybox = \"{}\"\n", f.sdboot));
+    let err = fails(&bx);
+    assert!(err.contains("has no /bin/busybox"), "{err}");
+    // "all" is the only word load_modules takes.
+    let (_d, bx) = modules_box("word", &f.kernel, "\"some\"", &bb);
+    let err = fails(&bx);
+    assert!(err.contains("word.toml:") && err.contains("\"all\""), "{err}");
+}
+
+/// `load_modules = "all"` with a box's own initrd: every module of the image goes in as one
+/// more archive after it, with a `modules.dep` covering them all.
+#[test]
+fn all_modules_follow_the_box_initrd() {
+    let f = fixture();
+    let (d, bx) = modules_box("all", &f.kernel, "\"all\"", "initrd = [\"early.cpio\"]\n");
+    let early = d.path().join("early");
+    write(&early.join("hello"), "hi");
+    run(Command::new("sh").arg("-c").arg(format!("cd '{}' && echo hello | cpio -o -H newc --quiet > ../early.cpio", early.display())));
+    let out = d.path().join("out");
+    build(&bx, &out, &f.cache);
+    let initrd = esp_file(&out.join("all.img"), "/stagebox/initrd", d.path());
+    let p = d.path().join("initrd");
+    write(&p, &initrd);
+    let x = d.path().join("x");
+    std::fs::create_dir_all(&x).unwrap();
+    // cpio reads one archive; the kernel reads them all: skip the box's (its exact size, padded).
+    let first = std::fs::metadata(d.path().join("early.cpio")).unwrap().len().next_multiple_of(4) as usize;
+    write(&d.path().join("second"), &initrd[first..]);
+    run(Command::new("sh").arg("-c").arg(format!("cd '{}' && cpio -id --quiet < ../second", x.display())));
+    let base = x.join(format!("lib/modules/{}", f.release));
+    let dep = std::fs::read_to_string(base.join("modules.dep")).unwrap();
+    let kdeb = f.kdeb.join(format!("lib/modules/{}", f.release));
+    let n = std::fs::read_to_string(kdeb.join("modules.order")).unwrap().lines().filter(|l| kept(l)).count();
+    assert_eq!(dep.lines().count(), n, "{dep}");
+    assert!(base.join("kernel/fs/erofs/erofs.ko").is_file());
+}
