@@ -22,6 +22,8 @@ struct Fixture {
     wrong: String,
     busybox: String,
     sdboot: String,
+    /// grub-pc-bin's i386-pc directory as an image.
+    grub_pc: String,
     cache: PathBuf,
     release: String,
     /// The kernel package, unpacked.
@@ -100,11 +102,13 @@ fn fixture() -> &'static Fixture {
         let wdigest = umoci_image(&dir.join("wrong"), "w", &[("kernel".into(), l)]);
         let bdigest = umoci_image(&dir.join("busybox"), "b", &[("busybox".into(), deb_layer("busybox-static"))]);
         let sdigest = umoci_image(&dir.join("sdboot"), "s", &[("systemd-boot-efi".into(), deb_layer("systemd-boot-efi"))]);
+        let gdigest = umoci_image(&dir.join("grub-pc"), "g", &[("grub-pc-bin".into(), deb_layer("grub-pc-bin"))]);
         Fixture {
             kernel: format!("oci:{}@{kdigest}", dir.join("kernel").display()),
             wrong: format!("oci:{}@{wdigest}", dir.join("wrong").display()),
             busybox: format!("oci:{}@{bdigest}", dir.join("busybox").display()),
             sdboot: format!("oci:{}@{sdigest}", dir.join("sdboot").display()),
+            grub_pc: format!("oci:{}@{gdigest}", dir.join("grub-pc").display()),
             cache: dir.join("cache"),
             release,
             kdeb,
@@ -115,6 +119,11 @@ fn fixture() -> &'static Fixture {
 /// A disk box whose root runs `/sbin/init` (marker, lsmod, power off), with `load_modules`.
 fn modules_box(name: &str, kernel: &str, load: &str, extra: &str) -> (tempfile::TempDir, PathBuf) {
     let f = fixture();
+    modules_box_with(name, kernel, load, extra, &format!("{{ definition = \"kernels/systemd-boot-debian.toml\", image = \"{}\" }}", f.sdboot))
+}
+
+/// [`modules_box`] with `bootloader = BOOTLOADER` (the definitions of kernels/ are there).
+fn modules_box_with(name: &str, kernel: &str, load: &str, extra: &str, bootloader: &str) -> (tempfile::TempDir, PathBuf) {
     let d = tempdir();
     let root = d.path().join("rootfs");
     write(&root.join("usr/bin/busybox"), busybox());
@@ -129,16 +138,27 @@ fn modules_box(name: &str, kernel: &str, load: &str, extra: &str) -> (tempfile::
         std::fs::set_permissions(root.join(p), std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     std::fs::create_dir_all(d.path().join("kernels")).unwrap();
-    std::fs::copy(manifest_dir().join("kernels/systemd-boot-debian.toml"), d.path().join("kernels/systemd-boot-debian.toml")).unwrap();
+    for def in ["systemd-boot-debian", "grub-debian", "grub-pc-debian", "syslinux-debian"] {
+        std::fs::copy(manifest_dir().join(format!("kernels/{def}.toml")), d.path().join(format!("kernels/{def}.toml"))).unwrap();
+    }
     let p = d.path().join(format!("{name}.toml"));
     write(
         &p,
         format!(
-            "name = \"{name}\"\n[[layer]]\ndir = \"rootfs\"\n[kernel]\nimage = \"{kernel}\"\ncmdline = \"console=ttyS0 panic=-1\"\nload_modules = {load}\n[output.disk]\nbootloader = {{ definition = \"kernels/systemd-boot-debian.toml\", image = \"{}\" }}\n{extra}",
-            f.sdboot
+            "name = \"{name}\"\n[[layer]]\ndir = \"rootfs\"\n[kernel]\nimage = \"{kernel}\"\ncmdline = \"console=ttyS0 panic=-1\"\nload_modules = {load}\n[output.disk]\nbootloader = {bootloader}\n{extra}"
         ),
     );
     (d, p)
+}
+
+/// SeaBIOS (QEMU's default firmware) boots `img` attached with `-drive if=virtio`.
+fn seabios_virtio_boot(img: &Path) -> String {
+    let o = output(
+        Command::new("timeout")
+            .args(["240", "qemu-system-x86_64", "-nographic", "-no-reboot", "-m", "512", "-drive"])
+            .arg(format!("file={},if=virtio,format=raw,snapshot=on", img.display())),
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 fn ovmf_virtio_boot(img: &Path, scratch: &Path) -> String {
@@ -271,4 +291,99 @@ fn all_modules_follow_the_box_initrd() {
     let n = std::fs::read_to_string(kdeb.join("modules.order")).unwrap().lines().filter(|l| kept(l)).count();
     assert_eq!(dep.lines().count(), n, "{dep}");
     assert!(base.join("kernel/fs/erofs/erofs.ko").is_file());
+}
+
+/// `bootloader = [systemd-boot, grub i386-pc]`: one disk that SeaBIOS boots (GRUB's boot.img
+/// in the MBR, its core image in a BIOS boot partition, `EFI/BOOT/grub.cfg` on the ESP) and
+/// OVMF boots (systemd-boot), both to the root's `/sbin/init`; sgdisk and fdisk read it.
+#[test]
+fn seabios_and_ovmf_boot_the_same_disk() {
+    let f = fixture();
+    let bl = format!(
+        "[{{ definition = \"kernels/systemd-boot-debian.toml\", image = \"{}\" }}, {{ definition = \"kernels/grub-pc-debian.toml\", image = \"{}\" }}]",
+        f.sdboot, f.grub_pc
+    );
+    let (d, bx) = modules_box_with("bios", &f.kernel, "[\"virtio_pci\", \"virtio_blk\", \"squashfs\"]", &format!("busybox = \"{}\"\n", f.busybox), &bl);
+    let out = d.path().join("out");
+    build(&bx, &out, &f.cache);
+    let img = out.join("bios.img");
+    let o = run(Command::new("sgdisk").arg("-v").arg(&img));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("No problems found"), "{}", String::from_utf8_lossy(&o.stdout));
+    let o = run(Command::new("fdisk").arg("-l").arg(&img));
+    let l = String::from_utf8_lossy(&o.stdout);
+    assert!(l.contains("Disklabel type: gpt") && l.contains("BIOS boot") && l.contains("EFI System") && l.contains("Linux root (x86-64)"), "{l}");
+    let cfg = String::from_utf8(esp_file(&img, "/EFI/BOOT/grub.cfg", d.path())).unwrap();
+    assert!(cfg.contains("linux /stagebox/linux") && cfg.contains("initrd /stagebox/initrd"), "{cfg}");
+
+    let console = seabios_virtio_boot(&img);
+    assert!(console.contains(MARKER), "SeaBIOS did not boot the disk to its root:\n{console}");
+    assert!(console.split("lsmod:").nth(1).unwrap_or_default().lines().any(|l| l.starts_with("virtio_blk")), "{console}");
+    let console = ovmf_virtio_boot(&img, d.path());
+    assert!(console.contains(MARKER), "OVMF did not boot the disk to its root:\n{console}");
+}
+
+/// The core image's payload (kernel.img laid out, modules, prefix) is what Debian's
+/// grub-mkimage -O i386-pc embeds for the same modules and prefix (compared uncompressed:
+/// the LZMA encoders differ), and the decompressor and diskboot.img around it are GRUB's
+/// with only the sizes and the blocklist's start sector set.
+#[test]
+fn grub_pc_core_payload_is_what_grub_mkimage_embeds() {
+    require_tools(&["grub-mkimage", "xz", "dpkg-deb"]);
+    let d = tempdir();
+    run(Command::new("dpkg-deb").arg("-x").arg(deb("grub-pc-bin")).arg(d.path()));
+    let dir = d.path().join("usr/lib/grub/i386-pc");
+    let wanted: Vec<String> = stagebox::boot::bootloader::GRUB_MODULES.iter().chain(&["biosdisk"]).map(|m| m.to_string()).collect();
+    let prefix = "(,gpt1)/EFI/BOOT";
+    let theirs = d.path().join("core.img");
+    run(Command::new("grub-mkimage").args(["-O", "i386-pc", "-d"]).arg(&dir).args(["-p", prefix, "-o"]).arg(&theirs).args(&wanted));
+    let theirs = read(&theirs);
+
+    let moddep = std::fs::read_to_string(dir.join("moddep.lst")).unwrap();
+    let mut modules = std::collections::BTreeMap::new();
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if let Some(n) = p.file_name().unwrap().to_str().unwrap().strip_suffix(".mod") {
+            modules.insert(n.to_string(), read(&p));
+        }
+    }
+    let (kernel_img, dec, diskboot) = (read(&dir.join("kernel.img")), read(&dir.join("lzma_decompress.img")), read(&dir.join("diskboot.img")));
+    let input = stagebox::emit::grub::pc::PcInput {
+        dir: "i386-pc",
+        kernel_img: &kernel_img,
+        lzma_decompress: &dec,
+        diskboot: &diskboot,
+        modules: &modules,
+        moddep: &moddep,
+        wanted: &wanted,
+        config: None,
+        prefix,
+    };
+    let ours = stagebox::emit::grub::pc::core_image(&input, 34).unwrap();
+    let payload = stagebox::emit::grub::pc::payload(&input).unwrap();
+
+    // grub-mkimage's payload, decompressed by xz (raw LZMA1 with GRUB's parameters; GRUB
+    // writes no end marker, so xz ends with an error after the data).
+    let u32at = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap()) as usize;
+    let (csize, usize_) = (u32at(&theirs, 512 + 8), u32at(&theirs, 512 + 12));
+    assert_eq!(usize_, payload.len(), "uncompressed sizes differ");
+    let packed = d.path().join("theirs.lzma");
+    write(&packed, &theirs[512 + dec.len()..512 + dec.len() + csize]);
+    let o = output(Command::new("xz").args(["-dc", "--format=raw", "--lzma1=lc=3,lp=0,pb=2,dict=64KiB"]).arg(&packed));
+    assert!(o.stdout.len() >= payload.len(), "xz could not decompress grub-mkimage's core: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.stdout[..payload.len()] == payload[..], "the core payload differs from grub-mkimage's");
+    // Ours decompresses to the same payload too.
+    let ocsize = u32at(&ours, 512 + 8);
+    write(&packed, &ours[512 + dec.len()..512 + dec.len() + ocsize]);
+    let o = output(Command::new("xz").args(["-dc", "--format=raw", "--lzma1=lc=3,lp=0,pb=2,dict=64KiB"]).arg(&packed));
+    assert!(o.stdout.len() >= payload.len() && o.stdout[..payload.len()] == payload[..], "our core does not decompress to its payload: {}", String::from_utf8_lossy(&o.stderr));
+    // Decompressor: GRUB's bytes but for the two size fields.
+    let mut a = ours[512..512 + dec.len()].to_vec();
+    let mut b = theirs[512..512 + dec.len()].to_vec();
+    a[8..12].fill(0);
+    b[8..12].fill(0);
+    assert_eq!(a, b);
+    // diskboot.img: the blocklist names sector 35 and the sectors after diskboot.img.
+    assert_eq!(ours[..500], theirs[..500]);
+    assert_eq!(u64::from_le_bytes(ours[500..508].try_into().unwrap()), 35);
+    assert_eq!(u16::from_le_bytes([ours[508], ours[509]]) as usize, (ours.len() - 512) / 512);
 }

@@ -67,6 +67,9 @@ pub fn emit(job: &Job, o: &DiskOutput, kernel: &Kernel, bootloaders: &[Bootloade
     let path = out.join(&name);
     let boot = bootloaders.iter().find(|b| b.kind().is_uefi()).ok_or_else(|| at.error("no UEFI bootloader (grub or systemd-boot)"))?;
     let mut inputs = vec![boot.input_record()];
+    // A BIOS loader beside the UEFI one (`boot::bios`).
+    let bios = bootloaders.iter().find(|b| b.kind() == BootloaderKind::GrubPc);
+    inputs.extend(bios.map(|b| b.input_record()));
 
     let mut kbytes = Vec::with_capacity(kernel.kernel.len as usize);
     kernel.tree.open(&kernel.kernel).read_to_end(&mut kbytes).at(&path)?;
@@ -110,7 +113,12 @@ pub fn emit(job: &Job, o: &DiskOutput, kernel: &Kernel, bootloaders: &[Bootloade
                 ("EFI/BOOT/grub.cfg".to_string(), fat::EspSource::Bytes(cfg.into_bytes())),
             ])
         } else {
-            crate::boot::bootloader::systemd_boot_files(efi.clone(), &title, "stagebox/linux", initrd_at, &cmdline(partuuid))
+            let mut f = crate::boot::bootloader::systemd_boot_files(efi.clone(), &title, "stagebox/linux", initrd_at, &cmdline(partuuid));
+            if bios.is_some() {
+                let cfg = crate::boot::bootloader::grub_cfg(&title, "/stagebox/linux", initrd_at.map(|_| "/stagebox/initrd"), &cmdline(partuuid), false);
+                f.insert("EFI/BOOT/grub.cfg".to_string(), fat::EspSource::Bytes(cfg.into_bytes()));
+            }
+            f
         };
         if !initrd.is_empty() {
             f.insert("stagebox/initrd".into(), fat::EspSource::Bytes(initrd.clone()));
@@ -171,7 +179,7 @@ pub fn emit(job: &Job, o: &DiskOutput, kernel: &Kernel, bootloaders: &[Bootloade
     file.set_len(size).at(&path)?;
 
     let sectors = size / SECTOR;
-    let table = gpt::Gpt {
+    let mut table = gpt::Gpt {
         disk_guid: gpt::Guid::derive(&seed, "disk"),
         sectors,
         partitions: vec![
@@ -195,9 +203,15 @@ pub fn emit(job: &Job, o: &DiskOutput, kernel: &Kernel, bootloaders: &[Bootloade
             },
         ],
     };
-    table.write(&file, &path)?;
     let protective = gpt::MbrEntry { active: false, kind: 0xee, first: 1, sectors: u32::try_from(sectors - 1).unwrap_or(u32::MAX) };
-    file.write_all_at(&gpt::mbr(&[], None, gpt::disk_id(&seed), &[protective])?, 0).at(&path)?;
+    let mut mbr = gpt::mbr(&[], None, gpt::disk_id(&seed), &[protective])?;
+    if let Some(b) = bios {
+        let (part, m) = crate::boot::bios::write(b, &file, &path, &seed, &mbr)?;
+        table.partitions.push(part);
+        mbr = m;
+    }
+    table.write(&file, &path)?;
+    file.write_all_at(&mbr, 0).at(&path)?;
     drop(scratch);
 
     let (d, size) = crate::digest::Digest::of_file(&path.with_file_name(af.temp_name()))?;

@@ -3,6 +3,7 @@
 //!
 //! Below `build`: nothing here reads the box's output table or calls a command.
 
+pub mod bios;
 pub mod bootloader;
 pub mod disk;
 pub mod enclave;

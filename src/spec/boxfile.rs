@@ -514,6 +514,9 @@ pub fn load_box(path: &Path) -> Result<BoxSpec> {
                 }
             }
             let list = super::box_bootloaders(&dir, b, at)?;
+            if let Some(p) = list.iter().find(|b| b.kind == super::BootloaderKind::GrubPc) {
+                return Err(at.error(format!("bootloader {}: GRUB i386-pc boots [output.disk] images; an ISO boots BIOS machines with syslinux", p.name)));
+            }
             if list.is_empty() {
                 return Err(at.error("`bootloader` lists no definition"));
             }
@@ -540,9 +543,10 @@ pub fn load_box(path: &Path) -> Result<BoxSpec> {
                 return Err(at.error("an `initrd` entry names no file"));
             }
             let defs = super::box_bootloaders(&dir, &d.bootloader, at)?;
-            if !defs.iter().any(|b| b.kind.is_uefi()) || defs.len() != 1 {
+            let bios = defs.iter().filter(|b| b.kind == super::BootloaderKind::GrubPc).count();
+            if defs.iter().filter(|b| b.kind.is_uefi()).count() != 1 || defs.len() != 1 + bios {
                 return Err(at.error(
-                    "[output.disk] boots with UEFI: give exactly one grub or systemd-boot bootloader (BIOS boot of disk images is not supported yet)",
+                    "[output.disk] boots with UEFI: give exactly one grub or systemd-boot bootloader, and for BIOS boot also a grub one with an i386-pc `platform` (syslinux boots ISOs only)",
                 ));
             }
             let wants_modules = kernel.as_ref().is_some_and(|k| k.load_modules.is_some());
