@@ -3,7 +3,10 @@
 //! loader entry, or a GRUB core image with prefix `/EFI/BOOT` and `EFI/BOOT/grub.cfg` beside
 //! it: GRUB reads its config from the partition it was loaded from), the box's kernel and
 //! an optional early initramfs; and a read-only root partition holding the
-//! tree as SquashFS or EROFS, which the command line names by PARTUUID.
+//! tree as SquashFS or EROFS, which the command line names by PARTUUID. The early initramfs
+//! is the box's `initrd` files, then the modules of `[kernel] load_modules`, or the early
+//! initrd `boot::modules` makes; with a GRUB i386-pc loader beside the UEFI one, `boot::bios`
+//! adds the BIOS boot partition and MBR boot code.
 //!
 //! Layout, all derived from the inputs: 512-byte sectors; protective MBR; primary GPT at
 //! LBA 1-33; the ESP at 1 MiB; the root partition at the next MiB boundary; the backup GPT in
