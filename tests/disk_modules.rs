@@ -20,6 +20,8 @@ struct Fixture {
     kernel: String,
     /// The same kernel image with one module's vermagic changed.
     wrong: String,
+    /// The same kernel image with a `modules.dep` of its own.
+    listed: String,
     busybox: String,
     sdboot: String,
     /// grub-pc-bin's i386-pc directory as an image.
@@ -38,7 +40,7 @@ fn kept(rel: &str) -> bool {
         || rel == "modules.order"
 }
 
-fn kernel_layer(kdeb: &Path, patch: Option<(&str, &str)>) -> (Vec<u8>, String) {
+fn kernel_layer(kdeb: &Path, patch: Option<(&str, &str)>, modules_dep: Option<&str>) -> (Vec<u8>, String) {
     let mods = kdeb.join("lib/modules");
     let release = std::fs::read_dir(&mods).unwrap().next().unwrap().unwrap().file_name().to_string_lossy().into_owned();
     let boot = kdeb.join("boot");
@@ -77,6 +79,9 @@ fn kernel_layer(kdeb: &Path, patch: Option<(&str, &str)>) -> (Vec<u8>, String) {
         let (rel, bytes) = if rel.ends_with("/squashfs.ko") { (format!("{rel}.xz"), xz(&bytes)) } else { (rel, bytes) };
         entries.push(Entry::file(&format!("usr/lib/modules/{release}/{rel}"), bytes));
     }
+    if let Some(dep) = modules_dep {
+        entries.push(Entry::file(&format!("usr/lib/modules/{release}/modules.dep"), dep));
+    }
     (layer(&entries), release)
 }
 
@@ -95,17 +100,21 @@ fn fixture() -> &'static Fixture {
         let dir = fixture_dir("disk-modules");
         let kdeb = dir.join("kdeb");
         run(Command::new("dpkg-deb").arg("-x").arg(cloud_kernel_deb()).arg(&kdeb));
-        let (l, release) = kernel_layer(&kdeb, None);
+        let (l, release) = kernel_layer(&kdeb, None, None);
         let kdigest = umoci_image(&dir.join("kernel"), "k", &[("kernel".into(), l)]);
         let wrong_release = release.replacen("-cloud", "-clown", 1);
-        let (l, _) = kernel_layer(&kdeb, Some(("virtio_blk", &wrong_release)));
+        let (l, _) = kernel_layer(&kdeb, Some(("virtio_blk", &wrong_release)), None);
         let wdigest = umoci_image(&dir.join("wrong"), "w", &[("kernel".into(), l)]);
+        // An image with a modules.dep that says squashfs needs crc7 (its .modinfo does not).
+        let (l, _) = kernel_layer(&kdeb, None, Some("kernel/fs/squashfs/squashfs.ko.xz: kernel/lib/crc7.ko\nkernel/lib/crc7.ko:\n"));
+        let ldigest = umoci_image(&dir.join("listed"), "l", &[("kernel".into(), l)]);
         let bdigest = umoci_image(&dir.join("busybox"), "b", &[("busybox".into(), deb_layer("busybox-static"))]);
         let sdigest = umoci_image(&dir.join("sdboot"), "s", &[("systemd-boot-efi".into(), deb_layer("systemd-boot-efi"))]);
         let gdigest = umoci_image(&dir.join("grub-pc"), "g", &[("grub-pc-bin".into(), deb_layer("grub-pc-bin"))]);
         Fixture {
             kernel: format!("oci:{}@{kdigest}", dir.join("kernel").display()),
             wrong: format!("oci:{}@{wdigest}", dir.join("wrong").display()),
+            listed: format!("oci:{}@{ldigest}", dir.join("listed").display()),
             busybox: format!("oci:{}@{bdigest}", dir.join("busybox").display()),
             sdboot: format!("oci:{}@{sdigest}", dir.join("sdboot").display()),
             grub_pc: format!("oci:{}@{gdigest}", dir.join("grub-pc").display()),
@@ -259,6 +268,24 @@ fn refusals_name_the_module() {
     let (_d, bx) = modules_box("notbusybox", &f.kernel, "[\"squashfs\"]", &format!("busybox = \"{}\"\n", f.sdboot));
     let err = fails(&bx);
     assert!(err.contains("has no /bin/busybox"), "{err}");
+    // A BIOS loader whose image lacks the i386-pc files: the file and image are named.
+    let bl = format!(
+        "[{{ definition = \"kernels/systemd-boot-debian.toml\", image = \"{0}\" }}, {{ definition = \"kernels/grub-pc-debian.toml\", image = \"{0}\" }}]",
+        f.sdboot
+    );
+    let (_d, bx) = modules_box_with("nopc", &f.kernel, "[\"squashfs\"]", &bb, &bl);
+    let o = output(&mut stagebox(["build".as_ref(), bx.as_os_str(), "--cache".as_ref(), f.cache.as_os_str(), "-q".as_ref()]));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("/usr/lib/grub/i386-pc/kernel.img") && err.contains("grub-pc-debian.toml"), "{err}");
+    assert!(!bx.parent().unwrap().join("out/nopc.img").exists());
+    // syslinux is no disk loader, and a BIOS loader alone boots no UEFI.
+    let bl = format!(
+        "[{{ definition = \"kernels/grub-pc-debian.toml\", image = \"{}\" }}, {{ definition = \"kernels/syslinux-debian.toml\", image = \"{}\" }}]",
+        f.grub_pc, f.sdboot
+    );
+    let (_d, bx) = modules_box_with("pconly", &f.kernel, "[\"squashfs\"]", &bb, &bl);
+    let err = fails(&bx);
+    assert!(err.contains("pconly.toml:") && err.contains("i386-pc"), "{err}");
     // "all" is the only word load_modules takes.
     let (_d, bx) = modules_box("word", &f.kernel, "\"some\"", &bb);
     let err = fails(&bx);
@@ -386,4 +413,33 @@ fn grub_pc_core_payload_is_what_grub_mkimage_embeds() {
     assert_eq!(ours[..500], theirs[..500]);
     assert_eq!(u64::from_le_bytes(ours[500..508].try_into().unwrap()), 35);
     assert_eq!(u16::from_le_bytes([ours[508], ours[509]]) as usize, (ours.len() - 512) / 512);
+}
+
+/// `[output.initramfs]` with `load_modules`: the modules (dependencies from the image's own
+/// `modules.dep`, which here adds crc7 to squashfs) as a second archive after the tree's,
+/// which cpio reads.
+#[test]
+fn initramfs_carries_the_modules_after_the_tree() {
+    let f = fixture();
+    let d = tempdir();
+    write(&d.path().join("rootfs/init"), busybox());
+    let p = d.path().join("ird.toml");
+    write(&p, format!("name = \"ird\"\n[[layer]]\ndir = \"rootfs\"\n[kernel]\nimage = \"{}\"\nload_modules = [\"squashfs\"]\n[output.initramfs]\n", f.listed));
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(d.path().join("rootfs/init"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = d.path().join("out");
+    build(&p, &out, &f.cache);
+    let bytes = read(&out.join("ird.cpio"));
+    // The tree's archive ends with its trailer (110-byte header + "TRAILER!!!\0", padded).
+    let trailer = format!("070701{}00000001{}0000000B00000000TRAILER!!!", "0".repeat(32), "0".repeat(48));
+    let t = bytes.windows(trailer.len()).position(|w| w == trailer.as_bytes()).expect("a trailer") + 124;
+    let second = d.path().join("second.cpio");
+    write(&second, &bytes[t..]);
+    let x = d.path().join("x");
+    std::fs::create_dir_all(&x).unwrap();
+    run(Command::new("sh").arg("-c").arg(format!("cd '{}' && cpio -id --quiet < '{}'", x.display(), second.display())));
+    let base = x.join(format!("lib/modules/{}", f.release));
+    let dep = std::fs::read_to_string(base.join("modules.dep")).unwrap();
+    assert_eq!(dep, "kernel/lib/crc7.ko:\nkernel/fs/squashfs/squashfs.ko: kernel/lib/crc7.ko\n");
+    assert_eq!(read(&base.join("kernel/lib/crc7.ko")), read(&f.kdeb.join(format!("lib/modules/{}/kernel/lib/crc7.ko", f.release))));
 }
