@@ -443,3 +443,29 @@ fn initramfs_carries_the_modules_after_the_tree() {
     assert_eq!(dep, "kernel/lib/crc7.ko:\nkernel/fs/squashfs/squashfs.ko: kernel/lib/crc7.ko\n");
     assert_eq!(read(&base.join("kernel/lib/crc7.ko")), read(&f.kdeb.join(format!("lib/modules/{}/kernel/lib/crc7.ko", f.release))));
 }
+
+/// `modules_into = ["root"]`: the modules (and modules.dep) land in the box's tree, here
+/// through its `lib -> usr/lib` symlink, which stays a symlink; GNU tar lists the `.tar`.
+#[test]
+fn modules_into_root_puts_them_in_the_tree() {
+    let f = fixture();
+    let d = tempdir();
+    write(&d.path().join("rootfs/usr/lib/os-release"), "ID=test\n");
+    std::os::unix::fs::symlink("usr/lib", d.path().join("rootfs/lib")).unwrap();
+    let p = d.path().join("rt.toml");
+    write(&p, format!("name = \"rt\"\n[[layer]]\ndir = \"rootfs\"\n[kernel]\nimage = \"{}\"\nload_modules = [\"virtio_blk\"]\nmodules_into = [\"root\"]\n[output.tar]\n", f.kernel));
+    let out = d.path().join("out");
+    build(&p, &out, &f.cache);
+    let o = run(Command::new("tar").arg("-tvf").arg(out.join("rt.tar")));
+    let list = String::from_utf8_lossy(&o.stdout);
+    let base = format!("usr/lib/modules/{}", f.release);
+    for m in ["kernel/drivers/block/virtio_blk.ko", "kernel/drivers/virtio/virtio_ring.ko", "modules.dep"] {
+        assert!(list.lines().any(|l| l.ends_with(&format!("{base}/{m}"))), "{m} missing:\n{list}");
+    }
+    assert!(list.lines().any(|l| l.starts_with('l') && l.contains(" lib -> usr/lib")), "{list}");
+    // Anything else is refused, naming the key.
+    write(&p, format!("name = \"rt\"\n[[layer]]\ndir = \"rootfs\"\n[kernel]\nimage = \"{}\"\nload_modules = [\"virtio_blk\"]\nmodules_into = [\"disk\"]\n[output.tar]\n", f.kernel));
+    let o = output(&mut stagebox(["build".as_ref(), p.as_os_str(), "--cache".as_ref(), f.cache.as_os_str(), "-q".as_ref()]));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("rt.toml:") && err.contains("\"disk\""), "{err}");
+}

@@ -324,6 +324,26 @@ impl Modules {
         v
     }
 
+    /// The modules as a layer for the box's tree (`modules_into = ["root"]`): regular files
+    /// `lib/modules/RELEASE/...` (mode 0644, owner root, mtime SOURCE_DATE_EPOCH) and no
+    /// directory entries, so a tree's `lib -> usr/lib` symlink is followed and missing
+    /// parents are made as the tree makes them.
+    pub fn root_layer(&self, sde: u64) -> Result<crate::tree::layer::ParsedLayer> {
+        use crate::tree::layer::{ParsedLayer, RawEntry, RawKind};
+        use std::io::Write;
+        let mut spill = tempfile::tempfile().map_err(|e| Error::other(format!("a spill file for the kernel modules: {e}")))?;
+        let mut entries = Vec::new();
+        let mut offset = 0u64;
+        for (path, bytes, mode) in self.files() {
+            spill.write_all(&bytes).map_err(|e| Error::other(format!("a spill file for the kernel modules: {e}")))?;
+            let content = crate::tree::ContentRef { spill: 0, offset, len: bytes.len() as u64 };
+            offset += bytes.len() as u64;
+            let meta = crate::tree::Meta { mode, uid: 0, gid: 0, mtime: sde.min(i64::MAX as u64) as i64, xattrs: Default::default() };
+            entries.push(RawEntry { path: path.into_bytes(), kind: RawKind::File(content), meta });
+        }
+        Ok(ParsedLayer { label: format!("kernel modules {}", self.release), entries, spill })
+    }
+
     /// The modules as one newc archive (to concatenate to an initramfs or initrd).
     pub fn archive(&self, sde: u64) -> Vec<u8> {
         newc(self.files(), sde)

@@ -105,7 +105,13 @@ impl Plan {
         // An EIF without an initramfs output still needs the kernel (its ramdisks are
         // uncompressed, so there is no compression to check).
         self.kernel = match &spec.kernel {
-            Some(k) if spec.outputs.initramfs.is_some() || spec.outputs.eif.is_some() || !spec.bootloaders.is_empty() || spec.outputs.disk.is_some() => {
+            Some(k)
+                if spec.outputs.initramfs.is_some()
+                    || spec.outputs.eif.is_some()
+                    || !spec.bootloaders.is_empty()
+                    || spec.outputs.disk.is_some()
+                    || (k.load_modules.is_some() && k.modules_root) =>
+            {
                 let kernel = kernel::resolve(k, &import)?;
                 if let Some(i) = &spec.outputs.initramfs {
                     kernel.check_compression(i.compression, spec.initramfs_at.as_ref().unwrap_or(&k.at))?;
@@ -166,7 +172,7 @@ impl Plan {
             workers: self.workers(),
             layers,
             quiet: self.quiet,
-            modules: self.modules.as_ref(),
+            modules: self.modules.as_ref().filter(|_| self.spec.kernel.as_ref().is_some_and(|k| k.modules_boot)),
             busybox: self.busybox.as_ref().map(|(_, b)| b.as_slice()),
         }
     }

@@ -549,7 +549,7 @@ pub fn load_box(path: &Path) -> Result<BoxSpec> {
                     "[output.disk] boots with UEFI: give exactly one grub or systemd-boot bootloader, and for BIOS boot also a grub one with an i386-pc `platform` (syslinux boots ISOs only)",
                 ));
             }
-            let wants_modules = kernel.as_ref().is_some_and(|k| k.load_modules.is_some());
+            let wants_modules = kernel.as_ref().is_some_and(|k| k.load_modules.is_some() && k.modules_boot);
             if wants_modules && d.initrd.is_empty() && d.busybox.is_none() {
                 return Err(at.error(
                     "[kernel] load_modules with no `initrd`: stagebox makes the disk's early initrd, and needs `busybox = \"IMAGE\"` (an image with a static busybox) to run its /init",

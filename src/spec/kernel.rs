@@ -67,6 +67,10 @@ pub struct KernelSpec {
     /// `load_modules`: the modules (with their dependencies) to put where the kernel needs
     /// them first, the initramfs or a disk's early initrd (see `boot::modules`).
     pub load_modules: Option<ModuleSelection>,
+    /// `modules_into`: whether they go where the kernel needs them first (`boot`: the
+    /// initramfs, a disk's initrd) and into the box's tree (`root`).
+    pub modules_boot: bool,
+    pub modules_root: bool,
 }
 
 /// `[kernel] load_modules`: `"all"`, or module names (`-` and `_` alike, as modprobe takes
@@ -119,6 +123,10 @@ pub(crate) struct RawBoxKernel {
     /// Modules to load at boot, with their dependencies: names, or `"all"`.
     #[schemars(with = "Option<ModuleSelection>")]
     load_modules: Option<Spanned<ModuleSelection>>,
+    /// Where `load_modules` go: `"boot"` (the initramfs, a disk's initrd) and/or `"root"`
+    /// (the box's tree, `lib/modules/RELEASE/`); default `["boot"]`.
+    #[schemars(with = "Option<Vec<String>>")]
+    modules_into: Option<Spanned<Vec<String>>>,
 }
 
 /// The schema of a kernel definition file, registered in `g`.
@@ -250,7 +258,25 @@ pub(crate) fn box_kernel(src: &Source, raw: &Spanned<RawBoxKernel>, box_name: &s
         }
         None => None,
     };
-    Ok(KernelSpec { def, cmdline, at, load_modules })
+    let (mut modules_boot, mut modules_root) = (true, false);
+    if let Some(into) = &r.modules_into {
+        let iat = src.loc(into.span());
+        if load_modules.is_none() {
+            return Err(iat.error("`modules_into` says where `load_modules` go: give `load_modules` too"));
+        }
+        if into.get_ref().is_empty() {
+            return Err(iat.error("modules_into lists no place: give \"boot\", \"root\" or both"));
+        }
+        (modules_boot, modules_root) = (false, false);
+        for w in into.get_ref() {
+            match w.as_str() {
+                "boot" => modules_boot = true,
+                "root" => modules_root = true,
+                other => return Err(iat.error(format!("modules_into: {other:?} is not \"boot\" (the initramfs, a disk's initrd) or \"root\" (the box's tree)"))),
+            }
+        }
+    }
+    Ok(KernelSpec { def, cmdline, at, load_modules, modules_boot, modules_root })
 }
 
 /// The init the kernel runs from an initramfs: the last `rdinit=` on the command line, else
