@@ -17,7 +17,7 @@
 //! compressions = ["gzip", "zstd", "xz", "none"]
 //! ```
 
-use super::{Compression, Location, Source};
+use super::{Compression, Location, ModuleSelection, Source};
 use crate::error::Result;
 use crate::reference::{ImageRef, RefKind};
 use schemars::JsonSchema;
@@ -71,16 +71,6 @@ pub struct KernelSpec {
     /// initramfs, a disk's initrd) and into the box's tree (`root`).
     pub modules_boot: bool,
     pub modules_root: bool,
-}
-
-/// `[kernel] load_modules`: `"all"`, or module names (`-` and `_` alike, as modprobe takes
-/// them).
-#[derive(Deserialize, JsonSchema, Debug, Clone, PartialEq, Eq)]
-#[serde(untagged)]
-pub enum ModuleSelection {
-    /// Only `"all"` is accepted.
-    All(String),
-    Names(Vec<String>),
 }
 
 /// The keys a definition file and an inline `[kernel]` table share.
@@ -241,41 +231,7 @@ pub(crate) fn box_kernel(src: &Source, raw: &Spanned<RawBoxKernel>, box_name: &s
         }
     };
     let cmdline = r.cmdline.clone().unwrap_or_else(|| def.cmdline.clone());
-    let load_modules = match &r.load_modules {
-        Some(m) => {
-            let mat = src.loc(m.span());
-            match m.get_ref() {
-                ModuleSelection::All(a) if a != "all" => return Err(mat.error(format!("load_modules = {a:?}: give a list of module names or \"all\""))),
-                ModuleSelection::Names(n) if n.is_empty() => return Err(mat.error("load_modules lists no module")),
-                ModuleSelection::Names(n) => {
-                    if let Some(bad) = n.iter().find(|n| n.is_empty() || n.contains(['/', '.', ' ', '\0'])) {
-                        return Err(mat.error(format!("load_modules: {bad:?} is not a module name (like \"virtio_blk\")")));
-                    }
-                }
-                _ => {}
-            }
-            Some(m.get_ref().clone())
-        }
-        None => None,
-    };
-    let (mut modules_boot, mut modules_root) = (true, false);
-    if let Some(into) = &r.modules_into {
-        let iat = src.loc(into.span());
-        if load_modules.is_none() {
-            return Err(iat.error("`modules_into` says where `load_modules` go: give `load_modules` too"));
-        }
-        if into.get_ref().is_empty() {
-            return Err(iat.error("modules_into lists no place: give \"boot\", \"root\" or both"));
-        }
-        (modules_boot, modules_root) = (false, false);
-        for w in into.get_ref() {
-            match w.as_str() {
-                "boot" => modules_boot = true,
-                "root" => modules_root = true,
-                other => return Err(iat.error(format!("modules_into: {other:?} is not \"boot\" (the initramfs, a disk's initrd) or \"root\" (the box's tree)"))),
-            }
-        }
-    }
+    let (load_modules, modules_boot, modules_root) = super::modules::box_modules(src, &r.load_modules, &r.modules_into)?;
     Ok(KernelSpec { def, cmdline, at, load_modules, modules_boot, modules_root })
 }
 
