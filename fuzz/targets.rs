@@ -69,6 +69,14 @@ pub fn grub(data: &[u8]) {
     }
     let _ = grub::debug::dump(data);
     let _ = grub::resolve("d", &String::from_utf8_lossy(data), &["normal".to_string(), "linux".to_string()]);
+    let _ = grub::pc::load_kernel32("kernel.img", data);
+}
+
+/// A kernel module or kernel from an image → the `.modinfo` reader and the bzImage release
+/// reader of `boot::modules` (`[kernel] load_modules`).
+pub fn kernel_module(data: &[u8]) {
+    let _ = stagebox::boot::modules::modinfo(data);
+    let _ = stagebox::boot::modules::bzimage_release(data);
 }
 
 /// Raw tar bytes → `tree::tarread::Reader` (every header form, PAX records, GNU sparse maps

@@ -7,7 +7,7 @@ PKGS=(umoci skopeo libarchive-tools tar gzip zstd xz-utils cpio busybox-static
       python3 openssl squashfs-tools erofs-utils python3-jsonschema diffoscope-minimal
       rpm lintian genisoimage xorriso p7zip-full dosfstools mtools
       isolinux syslinux-common systemd-boot-efi gdisk fdisk
-      grub-common grub-efi-amd64-bin binutils
+      grub-common grub-efi-amd64-bin binutils qemu-utils
       man-db groff-base zsh fish bsdutils apache2-utils sq socat
       cryptsetup-bin swtpm swtpm-tools tpm2-tools pesign)
 # tests/grub.rs downloads (never installs) grub-efi-arm64-bin:arm64, so apt needs the arm64

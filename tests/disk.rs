@@ -90,6 +90,15 @@ fn cut_partition(img: &Path, n: u32, to: &Path) {
     write(to, &bytes[(first * 512) as usize..((last + 1) * 512) as usize]);
 }
 
+/// QEMU's name for the image's format: qcow2 by its extension, else raw.
+fn disk_format(img: &Path) -> &'static str {
+    if img.extension().is_some_and(|e| e == "qcow2") {
+        "qcow2"
+    } else {
+        "raw"
+    }
+}
+
 fn ovmf_boot(img: &Path, scratch: &Path) -> String {
     let (code, vars) = [("/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"), ("/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd")]
         .into_iter()
@@ -105,7 +114,7 @@ fn ovmf_boot(img: &Path, scratch: &Path) -> String {
             .arg("-drive")
             .arg(format!("if=pflash,format=raw,unit=1,file={}", v.display()))
             .arg("-drive")
-            .arg(format!("file={},if=none,id=d0,format=raw,snapshot=on", img.display()))
+            .arg(format!("file={},if=none,id=d0,format={},snapshot=on", img.display(), disk_format(img)))
             .args(["-device", "nvme,drive=d0,serial=stagebox"]),
     );
     eprintln!("booted {} in {:.1}s", img.display(), t.elapsed().as_secs_f64());
@@ -147,6 +156,53 @@ fn ovmf_boots_a_grub_disk() {
     assert!(console.contains(MARKER), "the GRUB disk did not boot to the root partition:\n{console}");
     let root = partition_guid(&img, 2).to_lowercase();
     assert!(console.contains(&format!("root=PARTUUID={root} rootfstype=squashfs ro console=ttyS0 panic=-1")), "{console}");
+}
+
+/// `qcow2 = true`: `NAME.qcow2` beside `NAME.img`, plain and zlib-compressed. qemu-img
+/// checks it, reads it as qcow2 v3 and finds the same disk as the raw image; a second build
+/// (other cache, threads, time zone) writes the same bytes; OVMF boots it like the raw image.
+#[test]
+fn qcow2_is_the_same_disk_and_boots() {
+    require_tools(&["qemu-img"]);
+    let f = fixture();
+    for (name, extra) in [("q", "qcow2 = true\n"), ("qz", "qcow2 = true\nqcow2_compression = \"zlib\"\n")] {
+        let (d, bx) = disk_box(name, extra);
+        let out = d.path().join("out");
+        build(&bx, &out, &f.cache);
+        let (img, q) = (out.join(format!("{name}.img")), out.join(format!("{name}.qcow2")));
+        let o = run(Command::new("qemu-img").args(["check", "--output=json"]).arg(&q));
+        let check: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        for k in ["check-errors", "corruptions", "leaks"] {
+            assert_eq!(check[k].as_u64().unwrap_or(0), 0, "{name}: {k}: {check}");
+        }
+        assert!(check["allocated-clusters"].as_u64().unwrap() > 0, "{check}");
+        let o = run(Command::new("qemu-img").args(["info", "--output=json"]).arg(&q));
+        let info: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(info["format"], "qcow2", "{info}");
+        assert_eq!(info["format-specific"]["data"]["compat"], "1.1", "{info}");
+        assert_eq!(info["virtual-size"].as_u64(), Some(std::fs::metadata(&img).unwrap().len()), "{info}");
+        // Sparse: zero clusters are not stored (the raw disk has at least 1 MiB of zeros).
+        assert!(info["actual-size"].as_u64().unwrap() < std::fs::metadata(&img).unwrap().len(), "{info}");
+        let o = run(Command::new("qemu-img").args(["compare", "-f", "qcow2", "-F", "raw"]).arg(&q).arg(&img));
+        assert!(String::from_utf8_lossy(&o.stdout).contains("Images are identical"), "{name}: {}", String::from_utf8_lossy(&o.stdout));
+        let again = d.path().join("again");
+        let mut c = stagebox(["build".as_ref(), bx.as_os_str(), "--out".as_ref(), again.as_os_str(), "--cache".as_ref(), d.path().join("c2").as_os_str(), "-q".as_ref(), "--threads".as_ref(), "3".as_ref()]);
+        run(c.env("TZ", "America/St_Johns"));
+        assert_eq!(sha256_file(&q), sha256_file(&again.join(format!("{name}.qcow2"))), "{name}.qcow2 differs between two builds");
+        if name == "qz" {
+            let plain = out.join("plain.qcow2");
+            run(Command::new("qemu-img").args(["convert", "-O", "qcow2"]).arg(&q).arg(&plain));
+            assert!(std::fs::metadata(&q).unwrap().len() < std::fs::metadata(&plain).unwrap().len(), "zlib did not shrink the qcow2");
+            let console = ovmf_boot(&q, d.path());
+            assert!(console.contains(MARKER), "the zlib qcow2 did not boot to the root partition:\n{console}");
+        }
+    }
+    // Compression without the image it applies to.
+    let (_d, bx) = disk_box("qbad", "qcow2_compression = \"zlib\"\n");
+    let o = output(&mut stagebox(["build".as_ref(), bx.as_os_str(), "--cache".as_ref(), f.cache.as_os_str(), "-q".as_ref()]));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("qbad.toml:") && err.contains("qcow2 = true"), "{err}");
 }
 
 #[test]

@@ -230,6 +230,32 @@ fn fuzz_grub_kernel_img_and_core_image() {
     fuzz("grub", 0x5eed_0006, corpus, iterations(3), |d, _| targets::grub(d));
 }
 
+#[test]
+fn fuzz_kernel_module_modinfo() {
+    // Debian's cloud kernel package: a module with depends= and vermagic=, and the bzImage.
+    let d = common::tempdir();
+    common::run(std::process::Command::new("dpkg-deb").arg("-x").arg(common::cloud_kernel_deb()).arg(d.path()));
+    let find = |dir: &std::path::Path, pred: &dyn Fn(&str) -> bool| -> Vec<u8> {
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(p) = stack.pop() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if pred(&p.file_name().unwrap().to_string_lossy()) {
+                    return std::fs::read(&p).unwrap();
+                }
+            }
+        }
+        panic!("not in the kernel package");
+    };
+    let module = find(&d.path().join("lib/modules"), &|n| n == "virtio_blk.ko");
+    let kernel = find(&d.path().join("boot"), &|n| n.starts_with("vmlinuz-"));
+    assert!(stagebox::boot::modules::modinfo(&module).unwrap().iter().any(|(k, _)| k == "vermagic"));
+    assert!(stagebox::boot::modules::bzimage_release(&kernel).is_some());
+    fuzz("kernel_module", 0x5eed_000a, vec![module, kernel[..kernel.len().min(64 << 10)].to_vec()], iterations(3), |d, _| targets::kernel_module(d));
+}
+
 /// Seeds for the tar reader: PAX sparse 0.1 and 1.0, an old GNU `S` entry with an extension
 /// block, an old-style directory with a size, a GNU volume label and long name, a `D` entry.
 fn sparse_seeds() -> Vec<Vec<u8>> {

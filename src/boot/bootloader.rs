@@ -83,6 +83,40 @@ impl Bootloader {
     }
 }
 
+impl Bootloader {
+    /// The BIOS boot chain of an i386-pc grub bootloader (`emit::grub::pc`): the core image
+    /// for `first_sector` ([`GRUB_MODULES`] and `biosdisk`, `prefix` as the prefix) and
+    /// `boot.img`.
+    pub fn grub_pc(&self, prefix: &str, first_sector: u64) -> Result<(Vec<u8>, Vec<u8>)> {
+        let dir = self.def.files["platform"].trim_end_matches('/');
+        let named = format!("{dir} in {} (from {})", self.image.reference.text, self.def.file.display());
+        let kernel_img = self.read(GRUB_KERNEL)?;
+        let moddep = String::from_utf8(self.read(GRUB_MODDEP)?).map_err(|_| Error::other(format!("{named}: moddep.lst is not UTF-8 text")))?;
+        let wanted: Vec<String> = GRUB_MODULES.iter().chain(&["biosdisk"]).map(|m| m.to_string()).collect();
+        let order = crate::emit::grub::resolve(&named, &moddep, &wanted)?;
+        let mut modules = BTreeMap::new();
+        for m in order {
+            let path = format!("{dir}/{m}.mod");
+            let c = crate::boot::kernel::regular_file(&self.tree, &path)
+                .map_err(|_| crate::emit::grub::GrubError::MissingModule { dir: named.clone(), module: m.clone() })?;
+            modules.insert(m, self.read_ref(&c, &path)?);
+        }
+        let (lzma_decompress, diskboot) = (self.read("lzma_decompress.img")?, self.read("diskboot.img")?);
+        let input = crate::emit::grub::pc::PcInput {
+            dir: &named,
+            kernel_img: &kernel_img,
+            lzma_decompress: &lzma_decompress,
+            diskboot: &diskboot,
+            modules: &modules,
+            moddep: &moddep,
+            wanted: &wanted,
+            config: None,
+            prefix,
+        };
+        Ok((crate::emit::grub::pc::core_image(&input, first_sector)?, self.read("boot.img")?))
+    }
+}
+
 /// Roles of a grub bootloader's files (inside its `platform` directory).
 const GRUB_KERNEL: &str = "kernel.img";
 const GRUB_MODDEP: &str = "moddep.lst";
@@ -149,7 +183,12 @@ pub fn resolve(defs: &[BootloaderDef], import: &Import) -> Result<Vec<Bootloader
         let (image, tree) = import.image_tree(&def.image, &def.image_at, &what)?;
         let mut files = BTreeMap::new();
         let grub_files;
-        let roles: Vec<(String, String)> = if def.kind == BootloaderKind::Grub {
+        let roles: Vec<(String, String)> = if def.kind == BootloaderKind::GrubPc {
+            // The i386-pc directory: the boot chain's images, kernel.img and moddep.lst.
+            let dir = def.files["platform"].trim_end_matches('/');
+            grub_files = [GRUB_KERNEL, GRUB_MODDEP, "lzma_decompress.img", "diskboot.img", "boot.img"].iter().map(|f| (f.to_string(), format!("{dir}/{f}"))).collect();
+            grub_files
+        } else if def.kind == BootloaderKind::Grub {
             // The platform directory: kernel.img and moddep.lst must be there; modules are
             // read when the image is assembled ([`Bootloader::grub_image`]).
             let dir = def.files["platform"].trim_end_matches('/');

@@ -3,7 +3,10 @@
 //! loader entry, or a GRUB core image with prefix `/EFI/BOOT` and `EFI/BOOT/grub.cfg` beside
 //! it: GRUB reads its config from the partition it was loaded from), the box's kernel and
 //! an optional early initramfs; and a read-only root partition holding the
-//! tree as SquashFS or EROFS, which the command line names by PARTUUID.
+//! tree as SquashFS or EROFS, which the command line names by PARTUUID. The early initramfs
+//! is the box's `initrd` files, then the modules of `[kernel] load_modules`, or the early
+//! initrd `boot::modules` makes; with a GRUB i386-pc loader beside the UEFI one, `boot::bios`
+//! adds the BIOS boot partition and MBR boot code.
 //!
 //! Layout, all derived from the inputs: 512-byte sectors; protective MBR; primary GPT at
 //! LBA 1-33; the ESP at 1 MiB; the root partition at the next MiB boundary; the backup GPT in
@@ -67,6 +70,9 @@ pub fn emit(job: &Job, o: &DiskOutput, kernel: &Kernel, bootloaders: &[Bootloade
     let path = out.join(&name);
     let boot = bootloaders.iter().find(|b| b.kind().is_uefi()).ok_or_else(|| at.error("no UEFI bootloader (grub or systemd-boot)"))?;
     let mut inputs = vec![boot.input_record()];
+    // A BIOS loader beside the UEFI one (`boot::bios`).
+    let bios = bootloaders.iter().find(|b| b.kind() == BootloaderKind::GrubPc);
+    inputs.extend(bios.map(|b| b.input_record()));
 
     let mut kbytes = Vec::with_capacity(kernel.kernel.len as usize);
     kernel.tree.open(&kernel.kernel).read_to_end(&mut kbytes).at(&path)?;
@@ -77,6 +83,14 @@ pub fn emit(job: &Job, o: &DiskOutput, kernel: &Kernel, bootloaders: &[Bootloade
         inputs.push(InputRecord { reference: format!("file:{p}"), digest: crate::digest::Digest::of_bytes(&bytes).to_string() });
         initrd.extend(bytes);
         initrd.resize(initrd.len().next_multiple_of(4), 0);
+    }
+    // `[kernel] load_modules`: the early initrd stagebox makes when the box names none, else
+    // the modules as one more archive after the box's (see `boot::modules`).
+    if let Some(m) = job.modules {
+        initrd.extend(match (o.initrd.is_empty(), job.busybox) {
+            (true, Some(b)) => m.early_initrd(b, sde),
+            _ => m.archive(sde),
+        });
     }
 
     let mut af = AtomicFile::create(&path)?;
@@ -105,7 +119,12 @@ pub fn emit(job: &Job, o: &DiskOutput, kernel: &Kernel, bootloaders: &[Bootloade
                 ("EFI/BOOT/grub.cfg".to_string(), fat::EspSource::Bytes(cfg.into_bytes())),
             ])
         } else {
-            crate::boot::bootloader::systemd_boot_files(efi.clone(), &title, "stagebox/linux", initrd_at, &cmdline(root, pad))
+            let mut f = crate::boot::bootloader::systemd_boot_files(efi.clone(), &title, "stagebox/linux", initrd_at, &cmdline(root, pad));
+            if bios.is_some() {
+                let cfg = crate::boot::bootloader::grub_cfg(&title, "/stagebox/linux", initrd_at.map(|_| "/stagebox/initrd"), &cmdline(root, pad), false);
+                f.insert("EFI/BOOT/grub.cfg".to_string(), fat::EspSource::Bytes(cfg.into_bytes()));
+            }
+            f
         };
         if !initrd.is_empty() {
             f.insert("stagebox/initrd".into(), fat::EspSource::Bytes(initrd.clone()));
@@ -234,9 +253,15 @@ pub fn emit(job: &Job, o: &DiskOutput, kernel: &Kernel, bootloaders: &[Bootloade
             name: "root-verity".into(),
         });
     }
-    table.write(&file, &path)?;
     let protective = gpt::MbrEntry { active: false, kind: 0xee, first: 1, sectors: u32::try_from(sectors - 1).unwrap_or(u32::MAX) };
-    file.write_all_at(&gpt::mbr(&[], None, gpt::disk_id(&seed), &[protective])?, 0).at(&path)?;
+    let mut mbr = gpt::mbr(&[], None, gpt::disk_id(&seed), &[protective])?;
+    if let Some(b) = bios {
+        let (part, m) = crate::boot::bios::write(b, &file, &path, &seed, &mbr)?;
+        table.partitions.push(part);
+        mbr = m;
+    }
+    table.write(&file, &path)?;
+    file.write_all_at(&mbr, 0).at(&path)?;
     drop(scratch);
 
     // What OVMF measures booting it: the loader, and the kernel when systemd-boot loads it.

@@ -1,5 +1,6 @@
 //! The box's initramfs: prepended early archives checked and copied as they are, then the
-//! tree as one compressed newc archive (`emit::cpio`). Written for `[output.initramfs]` and
+//! tree as one compressed newc archive (`emit::cpio`), then the kernel modules of `[kernel]
+//! load_modules` as an uncompressed archive (`boot::modules`). Written for `[output.initramfs]` and
 //! staged inside bootable ISO and disk outputs.
 
 use crate::digest::HashWriter;
@@ -40,7 +41,13 @@ pub fn write(job: &Job, o: &spec::InitramfsOutput, file: &std::fs::File, path: &
         }
         let mut enc = emit::compress::Encoder::with_threads(o.compression, threads, hw).at(&path)?;
         emit::cpio::write_with(tree, sde, layers, &mut enc).at(&path)?;
-        let hw = enc.finish().at(&path)?;
+        let mut hw = enc.finish().at(&path)?;
+        // `[kernel] load_modules`: the modules as one more (uncompressed) archive after the
+        // tree's, so that a tree's `lib -> usr/lib` symlink is made before `lib/modules/`
+        // is unpacked through it (the kernel unpacks archives in order, mixed compressions).
+        if let Some(m) = job.modules {
+            std::io::Write::write_all(&mut hw, &m.archive(sde)).at(&path)?;
+        }
         let (d, size, mut bw) = hw.finish_with_inner();
         std::io::Write::flush(&mut bw).at(&path)?;
         (d, size)

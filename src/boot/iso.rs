@@ -152,6 +152,7 @@ fn stage(job: &Job, boot: &IsoBoot, seed: &[u8; 32], dir: &Path) -> Result<Stage
                 extra.push(file("efiboot.img", p, 0o644));
                 entries.push(iso::BootEntry::Efi { path: format!("{BOOT_DIR}/efiboot.img") });
             }
+            BootloaderKind::GrubPc => return Err(crate::Error::other("GRUB i386-pc boots disk images; an ISO boots BIOS with syslinux")),
             BootloaderKind::Grub => {
                 // The marker is named after the hash of everything the image is made from, so
                 // GRUB finds this volume, not another stick with the same label.

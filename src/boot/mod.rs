@@ -3,6 +3,7 @@
 //!
 //! Below `build`: nothing here reads the box's output table or calls a command.
 
+pub mod bios;
 pub mod bootloader;
 pub mod disk;
 pub mod enclave;
@@ -10,6 +11,7 @@ pub mod initramfs;
 pub mod iso;
 pub mod kernel;
 pub mod verity;
+pub mod modules;
 
 use crate::source::LayerBlob;
 use crate::spec::BoxSpec;
@@ -67,4 +69,8 @@ pub struct Job<'a> {
     pub layers: &'a [(PathBuf, LayerBlob)],
     /// No progress output.
     pub quiet: bool,
+    /// `[kernel] load_modules`, selected and checked (`boot::modules`).
+    pub modules: Option<&'a modules::Modules>,
+    /// The static busybox of the disk's early initrd (`[output.disk] busybox`).
+    pub busybox: Option<&'a [u8]>,
 }

@@ -45,7 +45,11 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
     let plan = Plan::new(box_path, opts)?;
     let (spec, progress) = (&plan.spec, &plan.progress);
     let t0 = std::time::Instant::now();
-    let tree = crate::tree::images::flatten(&plan.store, &plan.images, plan.sde, plan.threads, plan.content_mode(), progress)?;
+    let mut tree = crate::tree::images::flatten(&plan.store, &plan.images, plan.sde, plan.threads, plan.content_mode(), progress)?;
+    // `[kernel] modules_into = ["root"]`: the modules as one more layer on top of the tree.
+    if let (Some(m), true) = (&plan.modules, spec.kernel.as_ref().is_some_and(|k| k.modules_root)) {
+        tree.apply_from(m.root_layer(plan.sde)?, None)?;
+    }
     progress.timing(&format!("flatten ({} entries, {} bytes)", tree.len(), tree.content_bytes()), t0);
     // The tree's init runs from an initramfs output or an initramfs-layout EIF (a nitro-cli
     // EIF runs its bootstrap init instead).

@@ -208,6 +208,7 @@ impl Output<'_> {
                 let Some(k) = &plan.kernel else { return Ok(()) };
                 let (rec, inputs) = boot::disk::emit(&plan.job(tree, dir, &layers), o, k, &plan.disk_bootloaders)?;
                 let (roothash, tpm) = (rec.roothash.clone(), rec.tpm_pcrs.clone());
+                let img = dir.join(&rec.path);
                 made.outputs.push(rec);
                 if let Some(r) = roothash {
                     made.outputs.push(boot::verity::roothash_file(dir, &spec.name, &r)?);
@@ -215,9 +216,20 @@ impl Output<'_> {
                 if let Some(p) = tpm {
                     made.outputs.push(crate::measure::tpm::write_file(dir, &format!("{}.tpm-pcrs", spec.name), &p)?);
                 }
+                if o.qcow2 {
+                    made.outputs.push(stage_file(dir, "qcow2", format!("{}.qcow2", spec.name), |file, path| {
+                        let raw = std::fs::File::open(&img).at(&img)?;
+                        let len = raw.metadata().at(&img)?.len();
+                        emit::qcow2::write(&raw, len, o.qcow2_compression, file).at(path)?;
+                        Ok(None)
+                    })?);
+                }
                 made.inputs.extend(inputs);
                 if spec.outputs.initramfs.is_none() && spec.outputs.eif.is_none() {
                     made.inputs.push(k.input_record());
+                }
+                if let Some((image, _)) = &plan.busybox {
+                    made.inputs.push(InputRecord { reference: image.reference.text.clone(), digest: image.pin.to_string() });
                 }
             }
             Output::Sbom | Output::Provenance => {}

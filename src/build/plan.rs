@@ -40,6 +40,10 @@ pub struct Plan {
     pub bootloaders: Vec<Bootloader>,
     /// The disk's boot loader.
     pub disk_bootloaders: Vec<Bootloader>,
+    /// `[kernel] load_modules`, taken out of the kernel image and checked.
+    pub modules: Option<crate::boot::modules::Modules>,
+    /// `[output.disk] busybox`: its image and its static busybox.
+    pub busybox: Option<(ResolvedImage, Vec<u8>)>,
 }
 
 impl Plan {
@@ -83,6 +87,8 @@ impl Plan {
             kernel: None,
             bootloaders: Vec::new(),
             disk_bootloaders: Vec::new(),
+            modules: None,
+            busybox: None,
         };
         plan.resolve_boot()?;
         plan.progress.timing("resolve and import", t0);
@@ -104,7 +110,13 @@ impl Plan {
         // An EIF without an initramfs output still needs the kernel (its ramdisks are
         // uncompressed, so there is no compression to check).
         self.kernel = match &spec.kernel {
-            Some(k) if spec.outputs.initramfs.is_some() || spec.outputs.eif.is_some() || !spec.bootloaders.is_empty() || spec.outputs.disk.is_some() => {
+            Some(k)
+                if spec.outputs.initramfs.is_some()
+                    || spec.outputs.eif.is_some()
+                    || !spec.bootloaders.is_empty()
+                    || spec.outputs.disk.is_some()
+                    || (k.load_modules.is_some() && k.modules_root) =>
+            {
                 let kernel = kernel::resolve(k, &import)?;
                 if let Some(i) = &spec.outputs.initramfs {
                     kernel.check_compression(i.compression, spec.initramfs_at.as_ref().unwrap_or(&k.at))?;
@@ -127,6 +139,15 @@ impl Plan {
             }
             self.disk_bootloaders = b;
         }
+        // The modules the box loads, checked against the kernel; the disk's busybox.
+        if let (Some(k), Some(sel)) = (&self.kernel, spec.kernel.as_ref().and_then(|k| k.load_modules.as_ref())) {
+            self.modules = Some(crate::boot::modules::select(k, sel)?);
+        }
+        if let Some((r, at)) = &spec.disk_busybox {
+            let (image, tree) = import.image_tree(r, at, "busybox")?;
+            let bytes = crate::boot::modules::busybox_of(&tree, &image.reference.text, at)?;
+            self.busybox = Some((image, bytes));
+        }
         Ok(())
     }
 
@@ -147,7 +168,18 @@ impl Plan {
 
     /// What the boot compositions need of this build, writing into `out`.
     pub fn job<'a>(&'a self, tree: &'a crate::tree::Tree, out: &'a std::path::Path, layers: &'a [(PathBuf, LayerBlob)]) -> crate::boot::Job<'a> {
-        crate::boot::Job { tree, spec: &self.spec, out, sde: self.sde, threads: self.threads, workers: self.workers(), layers, quiet: self.quiet }
+        crate::boot::Job {
+            tree,
+            spec: &self.spec,
+            out,
+            sde: self.sde,
+            threads: self.threads,
+            workers: self.workers(),
+            layers,
+            quiet: self.quiet,
+            modules: self.modules.as_ref().filter(|_| self.spec.kernel.as_ref().is_some_and(|k| k.modules_boot)),
+            busybox: self.busybox.as_ref().map(|(_, b)| b.as_slice()),
+        }
     }
 
     /// Worker threads for emitters (resolved: never 0).

@@ -14,6 +14,7 @@ pub mod iso;
 pub mod oci;
 pub mod pkg;
 pub mod readback;
+pub mod qcow2;
 pub mod squashfs;
 pub mod tar;
 pub mod verity;

@@ -36,6 +36,10 @@ pub enum BootloaderKind {
     /// UEFI: a GRUB core image that stagebox assembles from a platform directory
     /// (`emit::grub`), as `EFI/BOOT/BOOTX64.EFI` in the ESP.
     Grub,
+    /// BIOS: GRUB's i386-pc core image in a disk's BIOS boot partition and its `boot.img` in
+    /// the MBR (`emit::grub::pc`): a `kind = "grub"` definition whose `platform` directory
+    /// is `.../i386-pc`.
+    GrubPc,
 }
 
 impl BootloaderKind {
@@ -49,6 +53,7 @@ impl BootloaderKind {
             ],
             BootloaderKind::SystemdBoot => &[("efi", "systemd-bootx64.efi, the UEFI boot manager")],
             BootloaderKind::Grub => &[("platform", "the GRUB platform directory (kernel.img, *.mod, moddep.lst), e.g. /usr/lib/grub/x86_64-efi")],
+            BootloaderKind::GrubPc => &[("platform", "the GRUB i386-pc platform directory (kernel.img, *.mod, moddep.lst, lzma_decompress.img, diskboot.img, boot.img)")],
         }
     }
 
@@ -57,6 +62,7 @@ impl BootloaderKind {
             BootloaderKind::Syslinux => "syslinux",
             BootloaderKind::SystemdBoot => "systemd-boot",
             BootloaderKind::Grub => "grub",
+            BootloaderKind::GrubPc => "grub (i386-pc)",
         }
     }
 
@@ -318,6 +324,7 @@ pub fn load_bootloader(path: &Path, image: Option<(&str, &Location, &Path)>) -> 
     let kind = match *p.kind.get_ref() {
         RawKind::Syslinux => BootloaderKind::Syslinux,
         RawKind::SystemdBoot => BootloaderKind::SystemdBoot,
+        RawKind::Grub if p.files["platform"].trim_end_matches('/').ends_with("/i386-pc") => BootloaderKind::GrubPc,
         RawKind::Grub => {
             let target = grub_target(&p)?;
             if target != "x86_64-efi" {

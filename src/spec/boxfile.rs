@@ -40,6 +40,9 @@ pub struct BoxSpec {
     /// `platform = "OS/ARCH"`: what every image must be built for (None: linux/amd64, or
     /// `--platform`), with where it was written.
     pub platform: Option<BoxPlatform>,
+    /// `[output.disk] busybox`: the image whose static busybox runs the early initrd stagebox
+    /// makes for `[kernel] load_modules`, and where it was written.
+    pub disk_busybox: Option<(ImageRef, Location)>,
 }
 
 /// A box's `platform`, as written: `linux/arm64` is `os` "linux", `arch` "arm64" (OCI names).
@@ -248,6 +251,26 @@ pub struct DiskOutput {
     /// Discoverable Partitions root-verity type), the root hash on the kernel command line.
     #[serde(default)]
     pub verity: bool,
+    /// Also write `NAME.qcow2`: the same disk as a sparse, deterministic qcow2 (version 3).
+    #[serde(default)]
+    pub qcow2: bool,
+    /// How the qcow2 stores its clusters: `"none"` (default) or `"zlib"` (what
+    /// `qemu-img convert -c` writes).
+    #[serde(default)]
+    pub qcow2_compression: Qcow2Compression,
+    /// An image holding a static busybox (`/bin/busybox` or `/usr/bin/busybox`): with
+    /// `[kernel] load_modules` and no `initrd`, stagebox makes the early initrd itself, an
+    /// `/init` run by this busybox that loads the modules and mounts the root partition.
+    pub busybox: Option<String>,
+}
+
+/// Cluster compression of a qcow2 image.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Qcow2Compression {
+    #[default]
+    None,
+    Zlib,
 }
 
 /// `[output.*]` tables. Each present table is one output.
@@ -304,6 +327,7 @@ impl BoxSpec {
         }
         v.extend(self.bootloaders.iter().map(|b| (b.image.clone(), b.image_at.clone())));
         v.extend(self.disk_bootloaders.iter().map(|b| (b.image.clone(), b.image_at.clone())));
+        v.extend(self.disk_busybox.iter().cloned());
         v
     }
 
@@ -559,6 +583,9 @@ pub fn load_box(path: &Path) -> Result<BoxSpec> {
                 }
             }
             let list = super::box_bootloaders(&dir, b, at)?;
+            if let Some(p) = list.iter().find(|b| b.kind == super::BootloaderKind::GrubPc) {
+                return Err(at.error(format!("bootloader {}: GRUB i386-pc boots [output.disk] images; an ISO boots BIOS machines with syslinux", p.name)));
+            }
             if list.is_empty() {
                 return Err(at.error("`bootloader` lists no definition"));
             }
@@ -585,10 +612,23 @@ pub fn load_box(path: &Path) -> Result<BoxSpec> {
                 return Err(at.error("an `initrd` entry names no file"));
             }
             let defs = super::box_bootloaders(&dir, &d.bootloader, at)?;
-            if !defs.iter().any(|b| b.kind.is_uefi()) || defs.len() != 1 {
+            let bios = defs.iter().filter(|b| b.kind == super::BootloaderKind::GrubPc).count();
+            if defs.iter().filter(|b| b.kind.is_uefi()).count() != 1 || defs.len() != 1 + bios {
                 return Err(at.error(
-                    "[output.disk] boots with UEFI: give exactly one grub or systemd-boot bootloader (BIOS boot of disk images is not supported yet)",
+                    "[output.disk] boots with UEFI: give exactly one grub or systemd-boot bootloader, and for BIOS boot also a grub one with an i386-pc `platform` (syslinux boots ISOs only)",
                 ));
+            }
+            let wants_modules = kernel.as_ref().is_some_and(|k| k.load_modules.is_some() && k.modules_boot);
+            if wants_modules && d.initrd.is_empty() && d.busybox.is_none() {
+                return Err(at.error(
+                    "[kernel] load_modules with no `initrd`: stagebox makes the disk's early initrd, and needs `busybox = \"IMAGE\"` (an image with a static busybox) to run its /init",
+                ));
+            }
+            if d.busybox.is_some() && !(wants_modules && d.initrd.is_empty()) {
+                return Err(at.error("`busybox` runs the early initrd stagebox makes for [kernel] load_modules when the disk names no `initrd`: remove it, or `initrd`"));
+            }
+            if !d.qcow2 && d.qcow2_compression != Qcow2Compression::None {
+                return Err(at.error("`qcow2_compression` applies to the qcow2 image: add `qcow2 = true`"));
             }
             if d.root != DiskRoot::Squashfs && d.compression != SquashfsCompression::default() {
                 return Err(at.error("`compression` applies to a squashfs root"));
@@ -597,12 +637,23 @@ pub fn load_box(path: &Path) -> Result<BoxSpec> {
         }
         _ => Vec::new(),
     };
+    let disk_busybox = match (outputs.disk.as_ref().and_then(|d| d.busybox.as_ref()), &disk_at) {
+        (Some(b), Some(at)) => {
+            let r = ImageRef::parse(b, &dir).map_err(|m| at.error(format!("busybox: {m}")))?;
+            if matches!(r.kind, crate::reference::RefKind::Dir { .. }) {
+                return Err(at.error("busybox comes from an image, not a dir: reference"));
+            }
+            Some((r, at.clone()))
+        }
+        _ => None,
+    };
     let policy = raw.policy.as_ref().map(|p| super::policy::load_policy(&src, p)).transpose()?.flatten();
     let output_policy = raw.policy.as_ref().map(|p| super::policy::load_output_policy(&src, p)).transpose()?.flatten();
     Ok(BoxSpec {
         bootloaders,
         disk_at,
         disk_bootloaders,
+        disk_busybox,
         policy,
         output_policy,
         path: path.to_path_buf(),

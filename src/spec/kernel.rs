@@ -17,7 +17,7 @@
 //! compressions = ["gzip", "zstd", "xz", "none"]
 //! ```
 
-use super::{Compression, Location, Source};
+use super::{Compression, Location, ModuleSelection, Source};
 use crate::error::Result;
 use crate::reference::{ImageRef, RefKind};
 use schemars::JsonSchema;
@@ -46,7 +46,9 @@ pub struct KernelDef {
     /// True when the config path was written out: then the image must hold it. The default
     /// path is read only if it exists.
     pub config_required: bool,
-    /// Directory of the kernel's modules inside the image, if it has any.
+    /// Directory of the kernel's modules inside the image: the release directory itself, or
+    /// the directory holding it (`/usr/lib/modules`). Unset: the one directory under
+    /// `/usr/lib/modules/` or `/lib/modules/`.
     pub modules: Option<String>,
     /// The default command line.
     pub cmdline: String,
@@ -62,6 +64,13 @@ pub struct KernelSpec {
     pub cmdline: String,
     /// Where `[kernel]` stands in the box file.
     pub at: Location,
+    /// `load_modules`: the modules (with their dependencies) to put where the kernel needs
+    /// them first, the initramfs or a disk's early initrd (see `boot::modules`).
+    pub load_modules: Option<ModuleSelection>,
+    /// `modules_into`: whether they go where the kernel needs them first (`boot`: the
+    /// initramfs, a disk's initrd) and into the box's tree (`root`).
+    pub modules_boot: bool,
+    pub modules_root: bool,
 }
 
 /// The keys a definition file and an inline `[kernel]` table share.
@@ -101,6 +110,13 @@ pub(crate) struct RawBoxKernel {
     modules: Option<Spanned<String>>,
     cmdline: Option<String>,
     compressions: Option<Vec<Compression>>,
+    /// Modules to load at boot, with their dependencies: names, or `"all"`.
+    #[schemars(with = "Option<ModuleSelection>")]
+    load_modules: Option<Spanned<ModuleSelection>>,
+    /// Where `load_modules` go: `"boot"` (the initramfs, a disk's initrd) and/or `"root"`
+    /// (the box's tree, `lib/modules/RELEASE/`); default `["boot"]`.
+    #[schemars(with = "Option<Vec<String>>")]
+    modules_into: Option<Spanned<Vec<String>>>,
 }
 
 /// The schema of a kernel definition file, registered in `g`.
@@ -215,7 +231,8 @@ pub(crate) fn box_kernel(src: &Source, raw: &Spanned<RawBoxKernel>, box_name: &s
         }
     };
     let cmdline = r.cmdline.clone().unwrap_or_else(|| def.cmdline.clone());
-    Ok(KernelSpec { def, cmdline, at })
+    let (load_modules, modules_boot, modules_root) = super::modules::box_modules(src, &r.load_modules, &r.modules_into)?;
+    Ok(KernelSpec { def, cmdline, at, load_modules, modules_boot, modules_root })
 }
 
 /// The init the kernel runs from an initramfs: the last `rdinit=` on the command line, else

@@ -20,6 +20,7 @@
 
 pub mod debug;
 pub mod format;
+pub mod pc;
 pub mod writer;
 
 pub use format::Target;
