@@ -18,7 +18,7 @@ pub fn layer_tar(data: &[u8], scratch: &Path) {
         media_type: stagebox::source::MT_OCI_LAYER.into(),
         label: "fuzz".into(),
     };
-    let limits = stagebox::tree::layer::Limits { max_layer_bytes: 8 << 20, max_entries: 10_000 };
+    let limits = stagebox::tree::layer::Limits { max_layer_bytes: 8 << 20, max_entries: 10_000, max_tree_entries: 10_000, max_tree_bytes: 1 << 20 };
     let Ok(parsed) = stagebox::tree::layer::parse(&blob_path, &blob, 0, limits) else { return };
     let mut tree = stagebox::tree::Tree::new(1);
     if tree.apply(parsed).is_err() {
