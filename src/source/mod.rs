@@ -129,9 +129,14 @@ pub(crate) fn follow_to_manifest(
     let (mut digest, mut size) = (start, size);
     for _ in 0..=8 {
         let data = fetch(&digest, size)?;
-        let json: serde_json::Value = serde_json::from_slice(&data).map_err(|e| err(format!("manifest {digest}: {e}")))?;
-        // An index always has `manifests`; an image manifest never does.
-        if json.get("manifests").is_none() {
+        // An index always has `manifests`; an image manifest never does. (Only that key is
+        // looked at: the rest is skipped without building a value tree.)
+        #[derive(serde::Deserialize)]
+        struct Probe {
+            manifests: Option<serde::de::IgnoredAny>,
+        }
+        // Not JSON, or not an object: the caller's parse as a manifest says what is wrong.
+        if !serde_json::from_slice::<Probe>(&data).is_ok_and(|p| p.manifests.is_some()) {
             return Ok((digest, data));
         }
         let idx: oci_spec::image::ImageIndex = serde_json::from_slice(&data).map_err(|e| err(format!("index {digest}: {e}")))?;

@@ -28,7 +28,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_layer_bytes: 64 << 30, max_entries: 4_000_000, max_tree_entries: 500_000, max_tree_bytes: 64 << 20 }
+        Limits { max_layer_bytes: 64 << 30, max_entries: 4_000_000, max_tree_entries: 500_000, max_tree_bytes: 48 << 20 }
     }
 }
 
