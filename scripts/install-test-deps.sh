@@ -8,7 +8,7 @@ PKGS=(umoci skopeo libarchive-tools tar gzip zstd xz-utils cpio busybox-static
       rpm lintian genisoimage xorriso p7zip-full dosfstools mtools
       isolinux syslinux-common systemd-boot-efi gdisk fdisk
       grub-common grub-efi-amd64-bin binutils
-      man-db groff-base zsh fish bsdutils apache2-utils sq)
+      man-db groff-base zsh fish bsdutils apache2-utils sq time)
 # tests/grub.rs downloads (never installs) grub-efi-arm64-bin:arm64, so apt needs the arm64
 # package index.
 if ! dpkg --print-foreign-architectures | grep -qx arm64; then
