@@ -351,7 +351,7 @@ pub fn dump(file: &std::fs::File, path: &std::path::Path) -> Result<Option<Strin
     let mut b = [0u8; 512];
     // (sector numbers come from the image: a huge one must not overflow)
     let at = backup_lba.checked_mul(SECTOR).filter(|at| at.checked_add(SECTOR).is_some_and(|end| end <= len));
-    let backup = if let Some(at) = at.filter(|at| file.read_exact_at(&mut b, *at).is_ok() && &b[0..8] == SIGNATURE) {
+    let backup = if at.is_some_and(|at| file.read_exact_at(&mut b, at).is_ok() && &b[0..8] == SIGNATURE) {
         let mut bc = b;
         bc[16..20].fill(0);
         let ok = crc32fast::hash(&bc[..hsize]) == le32(&b[16..]) && b[56..72] == h[56..72] && le64(&b[32..]) == 1;
