@@ -70,11 +70,18 @@ pub struct ParsedLayer {
 pub struct Entries {
     file: BufWriter<File>,
     count: usize,
+    /// Bytes of paths, link targets and xattrs pushed.
+    names: u64,
 }
+
+/// Most bytes of paths, link targets and xattrs one layer's entry list may hold: the tree
+/// holds at most 48 MiB of them (see [`Limits::max_tree_bytes`]); a layer may rewrite
+/// paths, so its list may be longer, but not without bound (it takes temp space).
+pub const MAX_ENTRY_NAMES: u64 = 256 << 20;
 
 impl Entries {
     pub fn new() -> io::Result<Self> {
-        Ok(Entries { file: BufWriter::with_capacity(1 << 16, tempfile::tempfile()?), count: 0 })
+        Ok(Entries { file: BufWriter::with_capacity(1 << 16, tempfile::tempfile()?), count: 0, names: 0 })
     }
 
     pub fn len(&self) -> usize {
@@ -87,7 +94,9 @@ impl Entries {
 
     pub fn push(&mut self, e: &RawEntry) -> io::Result<()> {
         let w = &mut self.file;
-        let bytes = |w: &mut BufWriter<File>, b: &[u8]| -> io::Result<()> {
+        let names = &mut self.names;
+        let mut bytes = |w: &mut BufWriter<File>, b: &[u8]| -> io::Result<()> {
+            *names += b.len() as u64;
             w.write_all(&(b.len() as u32).to_le_bytes())?;
             w.write_all(b)
         };
@@ -460,7 +469,14 @@ pub fn parse_with(blob_path: &Path, blob: &LayerBlob, spill_index: u32, limits: 
                 }
             }
         };
+        if path.len() > super::path::MAX_PATH {
+            // (refused here rather than when applied: the entry list is not for megabytes of names)
+            return Err(layer_err(blob, &path, format!("path is longer than {} bytes", super::path::MAX_PATH)));
+        }
         entries.push(&RawEntry { path, kind, meta }).map_err(|e| Error::other(format!("writing the entry list: {e}")))?;
+        if entries.names > MAX_ENTRY_NAMES {
+            return Err(layer_err(blob, b"", format!("more than {MAX_ENTRY_NAMES} bytes of paths, link targets and xattrs; refusing (possible archive bomb)")));
+        }
     }
     verified.finish(ar.into_inner(), blob)?;
     let spill = spill
