@@ -18,7 +18,7 @@ pub fn layer_tar(data: &[u8], scratch: &Path) {
         media_type: stagebox::source::MT_OCI_LAYER.into(),
         label: "fuzz".into(),
     };
-    let limits = stagebox::tree::layer::Limits { max_layer_bytes: 8 << 20, max_entries: 10_000 };
+    let limits = stagebox::tree::layer::Limits { max_layer_bytes: 8 << 20, max_entries: 10_000, max_tree_entries: 10_000, max_tree_bytes: 1 << 20 };
     let Ok(parsed) = stagebox::tree::layer::parse(&blob_path, &blob, 0, limits) else { return };
     let mut tree = stagebox::tree::Tree::new(1);
     if tree.apply(parsed).is_err() {
@@ -158,5 +158,59 @@ pub fn readback(data: &[u8], scratch: &Path) {
             let _ = readback::fat_entries(&f, at, len);
         }
         let _ = readback::span_kind(&f, at);
+    }
+}
+
+/// An ISO 9660 image → `emit::iso::debug::is_iso`, `describe` and `dump` (what `inspect`
+/// and `diff` read: volume descriptors, path and directory records, Rock Ridge, Joliet,
+/// El Torito).
+pub fn iso(data: &[u8], scratch: &Path) {
+    use stagebox::emit::iso::debug;
+    let p = scratch.join("image.iso");
+    std::fs::write(&p, data).unwrap();
+    let f = std::fs::File::open(&p).unwrap();
+    let _ = debug::is_iso(&f);
+    if let Ok(d) = debug::describe(&f, "fuzz.iso", "0") {
+        let _ = debug::dump(&d);
+    }
+}
+
+/// A SquashFS image → `emit::squashfs::debug::describe` and `dump` (superblock, tables,
+/// inodes, directories of `inspect` and `diff`).
+pub fn squashfs(data: &[u8]) {
+    use stagebox::emit::squashfs::debug;
+    if let Ok(d) = debug::describe(&debug::Image::whole(data)) {
+        let _ = debug::dump(&d);
+    }
+}
+
+/// A disk image → `emit::gpt::dump` (MBR, primary GPT checked against the backup) and
+/// `dump_path`, as `inspect` and `diff` read it.
+pub fn gpt(data: &[u8], scratch: &Path) {
+    let p = scratch.join("disk.img");
+    std::fs::write(&p, data).unwrap();
+    let f = std::fs::File::open(&p).unwrap();
+    let _ = stagebox::emit::gpt::dump(&f, &p);
+    let _ = stagebox::emit::gpt::dump_path(&p);
+}
+
+/// Registry JSON as a pull reads it from the store (offline, pinned by digest): the bytes as
+/// the manifest or index the reference names (`follow_to_manifest`, platform choice, image
+/// manifest), and as the image config of a manifest that names them (`rootfs.diff_ids`).
+pub fn registry_json(data: &[u8], scratch: &Path) {
+    use stagebox::source::{resolve, SourceOptions, Store};
+    let Ok(store) = Store::open(&scratch.join("store")) else { return };
+    let Ok(d) = store.put_bytes(data) else { return };
+    let opts = SourceOptions { platform: Default::default(), source_date_epoch: 1, offline: true };
+    if let Ok(r) = stagebox::reference::ImageRef::parse(&format!("registry.invalid/stagex/fuzz@{d}"), scratch) {
+        let _ = resolve(&store, &r, &opts);
+    }
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{d}","size":{}}},"layers":[]}}"#,
+        data.len()
+    );
+    let Ok(m) = store.put_bytes(manifest.as_bytes()) else { return };
+    if let Ok(r) = stagebox::reference::ImageRef::parse(&format!("registry.invalid/stagex/fuzz@{m}"), scratch) {
+        let _ = resolve(&store, &r, &opts);
     }
 }

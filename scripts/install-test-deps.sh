@@ -9,7 +9,7 @@ PKGS=(umoci skopeo libarchive-tools tar gzip zstd xz-utils cpio busybox-static
       isolinux syslinux-common systemd-boot-efi gdisk fdisk
       grub-common grub-efi-amd64-bin binutils qemu-utils
       man-db groff-base zsh fish bsdutils apache2-utils sq socat
-      cryptsetup-bin swtpm swtpm-tools tpm2-tools pesign)
+      cryptsetup-bin swtpm swtpm-tools tpm2-tools pesign time)
 # tests/grub.rs downloads (never installs) grub-efi-arm64-bin:arm64, so apt needs the arm64
 # package index.
 if ! dpkg --print-foreign-architectures | grep -qx arm64; then

@@ -328,6 +328,66 @@ fn fuzz_signature_file_and_payload() {
     fuzz("signature", 0x5eed_0008, corpus, iterations(1), |d, _| targets::signature(d));
 }
 
+/// A small tree for the image seeds: a directory, a file, a symlink.
+fn seed_tree(dir: &std::path::Path) -> std::path::PathBuf {
+    let src = dir.join("src");
+    std::fs::create_dir_all(src.join("etc/d")).unwrap();
+    std::fs::write(src.join("etc/passwd"), "root:x:0:0::/:/bin/sh\n").unwrap();
+    std::os::unix::fs::symlink("../etc/passwd", src.join("etc/d/link")).unwrap();
+    src
+}
+
+#[test]
+fn fuzz_iso_reader() {
+    // seeds from xorriso: Rock Ridge with and without Joliet
+    let xorriso = common::require_tool("xorriso");
+    let dir = common::tempdir();
+    let src = seed_tree(dir.path());
+    let mut corpus = Vec::new();
+    for extra in [&["-R"][..], &["-R", "-J"]] {
+        let out = dir.path().join("seed.iso");
+        common::run(std::process::Command::new(&xorriso).args(["-as", "mkisofs", "-quiet", "-no-pad"]).args(extra).arg("-o").arg(&out).arg(&src));
+        corpus.push(std::fs::read(&out).unwrap());
+    }
+    fuzz("iso", 0x5eed_000a, corpus, iterations(10), targets::iso);
+}
+
+#[test]
+fn fuzz_squashfs_reader() {
+    let mksquashfs = common::require_tool("mksquashfs");
+    let dir = common::tempdir();
+    let src = seed_tree(dir.path());
+    let mut corpus = Vec::new();
+    for comp in ["gzip", "zstd"] {
+        let out = dir.path().join(format!("seed-{comp}.sqfs"));
+        common::run(std::process::Command::new(&mksquashfs).arg(&src).arg(&out).args(["-noappend", "-quiet", "-no-progress", "-comp", comp]));
+        corpus.push(std::fs::read(&out).unwrap());
+    }
+    fuzz("squashfs", 0x5eed_000b, corpus, iterations(1), |d, _| targets::squashfs(d));
+}
+
+#[test]
+fn fuzz_gpt_reader() {
+    // seed from sgdisk: a 64 KiB disk with one partition
+    let sgdisk = common::require_tool("sgdisk");
+    let dir = common::tempdir();
+    let disk = dir.path().join("disk.img");
+    std::fs::write(&disk, vec![0u8; 64 << 10]).unwrap();
+    common::run(std::process::Command::new(&sgdisk).args(["-a", "1", "-n", "1:34:90", "-t", "1:8300", "-c", "1:root"]).arg(&disk));
+    fuzz("gpt", 0x5eed_000c, vec![std::fs::read(&disk).unwrap()], iterations(10), targets::gpt);
+}
+
+#[test]
+fn fuzz_registry_json() {
+    let d = "sha256:".to_string() + &"ab".repeat(32);
+    let corpus = vec![
+        format!(r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{d}","size":7,"platform":{{"architecture":"amd64","os":"linux"}}}}]}}"#).into_bytes(),
+        format!(r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{d}","size":2}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{d}","size":3}}]}}"#).into_bytes(),
+        br#"{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/usr/bin"]},"rootfs":{"type":"layers","diff_ids":[]}}"#.to_vec(),
+    ];
+    fuzz("registry_json", 0x5eed_000d, corpus, iterations(5), targets::registry_json);
+}
+
 /// Saved crash inputs of a target (`tests/data/fuzz/<name>/*`, none saved yet), replayed by
 /// [`fuzz`] before the mutants of every target.
 fn crash_inputs(target: &str) -> Vec<Vec<u8>> {

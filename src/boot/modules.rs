@@ -341,6 +341,7 @@ impl Modules {
             let meta = crate::tree::Meta { mode, uid: 0, gid: 0, mtime: sde.min(i64::MAX as u64) as i64, xattrs: Default::default() };
             entries.push(RawEntry { path: path.into_bytes(), kind: RawKind::File(content), meta });
         }
+        let entries = entries.try_into().map_err(|e| Error::other(format!("the entry list of the kernel modules: {e}")))?;
         Ok(ParsedLayer { label: format!("kernel modules {}", self.release), entries, spill })
     }
 

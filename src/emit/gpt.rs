@@ -332,7 +332,7 @@ pub fn dump(file: &std::fs::File, path: &std::path::Path) -> Result<Option<Strin
     let array_lba = le64(&h[72..]);
     let backup_lba = le64(&h[32..]);
     let mut array = vec![0u8; (n * esize).min(1 << 20) as usize];
-    file.read_exact_at(&mut array, array_lba * SECTOR).at(path)?;
+    file.read_exact_at(&mut array, array_lba.saturating_mul(SECTOR)).at(path)?;
     let array_ok = crc32fast::hash(&array) == le32(&h[88..]);
     let mut guid = [0u8; 16];
     guid.copy_from_slice(&h[56..72]);
@@ -349,7 +349,9 @@ pub fn dump(file: &std::fs::File, path: &std::path::Path) -> Result<Option<Strin
         if array_ok { "ok" } else { "BAD" }
     );
     let mut b = [0u8; 512];
-    let backup = if backup_lba * SECTOR + SECTOR <= len && file.read_exact_at(&mut b, backup_lba * SECTOR).is_ok() && &b[0..8] == SIGNATURE {
+    // (sector numbers come from the image: a huge one must not overflow)
+    let at = backup_lba.checked_mul(SECTOR).filter(|at| at.checked_add(SECTOR).is_some_and(|end| end <= len));
+    let backup = if at.is_some_and(|at| file.read_exact_at(&mut b, at).is_ok() && &b[0..8] == SIGNATURE) {
         let mut bc = b;
         bc[16..20].fill(0);
         let ok = crc32fast::hash(&bc[..hsize]) == le32(&b[16..]) && b[56..72] == h[56..72] && le64(&b[32..]) == 1;

@@ -12,6 +12,7 @@ use std::io::{self, Write};
 fn head_for<'a>(
     path: &'a [u8],
     node: &'a Node,
+    tree: &Tree,
     sde: u64,
     first_path: &mut HashMap<u64, &'a [u8]>,
 ) -> (Head<'a>, Option<ContentRef>) {
@@ -49,7 +50,9 @@ fn head_for<'a>(
                 h.kind = TarKind::Hardlink;
                 h.link = first;
             } else {
-                first_path.insert(*inode, path);
+                if tree.maybe_linked(*inode) {
+                    first_path.insert(*inode, path);
+                }
                 h.kind = TarKind::File;
                 h.size = content.len;
                 data = Some(*content);
@@ -67,7 +70,7 @@ pub fn write(tree: &Tree, sde: u64, w: &mut impl Write) -> io::Result<()> {
         if path.is_empty() {
             continue;
         }
-        let (h, data) = head_for(path, node, sde, &mut first_path);
+        let (h, data) = head_for(path, node, tree, sde, &mut first_path);
         tarfmt::write_header(w, &h)?;
         if let Some(c) = data {
             crate::fsutil::copy_exact(&mut tree.open(&c), w, c.len, &mut buf)?;
@@ -94,7 +97,7 @@ pub fn write_placed(tree: &Tree, sde: u64, out: &std::fs::File, threads: usize) 
         if path.is_empty() {
             continue;
         }
-        let (h, data) = head_for(path, node, sde, &mut first_path);
+        let (h, data) = head_for(path, node, tree, sde, &mut first_path);
         let before = pending.len();
         tarfmt::write_header(&mut pending, &h).map_err(werr)?;
         pos += (pending.len() - before) as u64;

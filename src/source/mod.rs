@@ -167,16 +167,24 @@ pub(crate) fn follow_to_manifest(
     let (mut digest, mut size) = (start, size);
     for _ in 0..=8 {
         let data = fetch(&digest, size)?;
-        let json: serde_json::Value = serde_json::from_slice(&data).map_err(|e| err(format!("manifest {digest}: {e}")))?;
-        // An image config has `rootfs` and neither `config` nor `layers`: no manifest.
-        if json.get("rootfs").is_some() && json.get("layers").is_none() && json.get("manifests").is_none() {
+        // An index always has `manifests`; an image manifest never does; an image config has
+        // `rootfs` and neither `layers` nor `manifests`. (Only those keys are looked at: the
+        // rest is skipped without building a value tree.)
+        #[derive(serde::Deserialize)]
+        struct Probe {
+            manifests: Option<serde::de::IgnoredAny>,
+            layers: Option<serde::de::IgnoredAny>,
+            rootfs: Option<serde::de::IgnoredAny>,
+        }
+        // Not JSON, or not an object: the caller's parse as a manifest says what is wrong.
+        let probe = serde_json::from_slice::<Probe>(&data).ok();
+        if probe.as_ref().is_some_and(|p| p.rootfs.is_some() && p.layers.is_none() && p.manifests.is_none()) {
             return Err(Error::Pin {
                 reference: r.text.clone(),
                 message: format!("{digest} is an image config, not a manifest or index; pin the manifest that names it"),
             });
         }
-        // An index always has `manifests`; an image manifest never does.
-        if json.get("manifests").is_none() {
+        if !probe.is_some_and(|p| p.manifests.is_some()) {
             return Ok((digest, data));
         }
         let idx: oci_spec::image::ImageIndex = serde_json::from_slice(&data).map_err(|e| err(format!("index {digest}: {e}")))?;

@@ -181,6 +181,11 @@ impl Store {
     /// Read a small blob (manifest, config) and check it against its digest.
     pub fn read_verified(&self, what: &str, d: &Digest) -> Result<Vec<u8>> {
         let p = self.blob_path(d);
+        let len = fs::metadata(&p).at(&p)?.len();
+        let max = super::oci_layout::MAX_JSON_BLOB;
+        if len > max {
+            return Err(Error::other(format!("{what} {d} in the store ({}) is {len} bytes; refusing JSON blobs over {max}", p.display())));
+        }
         let data = fs::read(&p).at(&p)?;
         let found = Digest::of_bytes(&data);
         if &found != d {

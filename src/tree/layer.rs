@@ -16,13 +16,19 @@ use std::path::Path;
 pub struct Limits {
     /// Most bytes of file content one layer may unpack to.
     pub max_layer_bytes: u64,
-    /// Most entries one layer may hold.
+    /// Most entries one layer may hold. They wait on disk (see [`Entries`]), so this bounds
+    /// time and temp space, not memory.
     pub max_entries: usize,
+    /// Most paths the flattened tree may hold, all layers together, and most bytes of
+    /// paths, symlink targets and xattrs: what bounds memory (see docs/limits.md for the
+    /// measurement behind the defaults).
+    pub max_tree_entries: usize,
+    pub max_tree_bytes: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_layer_bytes: 64 << 30, max_entries: 4_000_000 }
+        Limits { max_layer_bytes: 64 << 30, max_entries: 4_000_000, max_tree_entries: 500_000, max_tree_bytes: 48 << 20 }
     }
 }
 
@@ -54,8 +60,146 @@ pub struct RawEntry {
 /// A layer's entries in archive order, plus the spill file holding their contents.
 pub struct ParsedLayer {
     pub label: String,
-    pub entries: Vec<RawEntry>,
+    pub entries: Entries,
     pub spill: File,
+}
+
+/// A layer's entries in archive order, encoded one after another in an unnamed temp file:
+/// held in memory, a layer of a million small files took ~150 MB on top of the tree being
+/// built from it. Written once while the layer is parsed, read once when it is applied.
+pub struct Entries {
+    file: BufWriter<File>,
+    count: usize,
+    /// Bytes of paths, link targets and xattrs pushed.
+    names: u64,
+}
+
+/// Most bytes of paths, link targets and xattrs one layer's entry list may hold: the tree
+/// holds at most 48 MiB of them (see [`Limits::max_tree_bytes`]); a layer may rewrite
+/// paths, so its list may be longer, but not without bound (it takes temp space).
+pub const MAX_ENTRY_NAMES: u64 = 256 << 20;
+
+impl Entries {
+    pub fn new() -> io::Result<Self> {
+        Ok(Entries { file: BufWriter::with_capacity(1 << 16, tempfile::tempfile()?), count: 0, names: 0 })
+    }
+
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    pub fn push(&mut self, e: &RawEntry) -> io::Result<()> {
+        let w = &mut self.file;
+        let names = &mut self.names;
+        let mut bytes = |w: &mut BufWriter<File>, b: &[u8]| -> io::Result<()> {
+            *names += b.len() as u64;
+            w.write_all(&(b.len() as u32).to_le_bytes())?;
+            w.write_all(b)
+        };
+        bytes(w, &e.path)?;
+        match &e.kind {
+            RawKind::Dir => w.write_all(&[0])?,
+            RawKind::File(c) => {
+                w.write_all(&[1])?;
+                w.write_all(&c.spill.to_le_bytes())?;
+                w.write_all(&c.offset.to_le_bytes())?;
+                w.write_all(&c.len.to_le_bytes())?;
+            }
+            RawKind::Symlink(t) => {
+                w.write_all(&[2])?;
+                bytes(w, t)?;
+            }
+            RawKind::Hardlink(t) => {
+                w.write_all(&[3])?;
+                bytes(w, t)?;
+            }
+            RawKind::Char(a, b) | RawKind::Block(a, b) => {
+                w.write_all(&[if matches!(e.kind, RawKind::Char(..)) { 4 } else { 5 }])?;
+                w.write_all(&a.to_le_bytes())?;
+                w.write_all(&b.to_le_bytes())?;
+            }
+            RawKind::Fifo => w.write_all(&[6])?,
+        }
+        let m = &e.meta;
+        w.write_all(&m.mode.to_le_bytes())?;
+        w.write_all(&m.uid.to_le_bytes())?;
+        w.write_all(&m.gid.to_le_bytes())?;
+        w.write_all(&m.mtime.to_le_bytes())?;
+        w.write_all(&(m.xattrs.len() as u32).to_le_bytes())?;
+        for (k, v) in m.xattrs.iter() {
+            bytes(w, k.as_bytes())?;
+            bytes(w, v)?;
+        }
+        self.count += 1;
+        Ok(())
+    }
+
+    /// The entries in the order they were pushed.
+    pub fn read(self) -> io::Result<impl Iterator<Item = io::Result<RawEntry>>> {
+        use std::io::Seek;
+        let mut f = self.file.into_inner().map_err(|e| e.into_error())?;
+        f.seek(io::SeekFrom::Start(0))?;
+        let mut r = BufReader::with_capacity(1 << 16, f);
+        Ok((0..self.count).map(move |_| read_entry(&mut r)))
+    }
+}
+
+impl TryFrom<Vec<RawEntry>> for Entries {
+    type Error = io::Error;
+    fn try_from(v: Vec<RawEntry>) -> io::Result<Self> {
+        let mut e = Entries::new()?;
+        for x in &v {
+            e.push(x)?;
+        }
+        Ok(e)
+    }
+}
+
+fn read_entry(r: &mut impl Read) -> io::Result<RawEntry> {
+    fn n<const N: usize>(r: &mut impl Read) -> io::Result<[u8; N]> {
+        let mut b = [0u8; N];
+        r.read_exact(&mut b)?;
+        Ok(b)
+    }
+    fn bytes(r: &mut impl Read) -> io::Result<Vec<u8>> {
+        let len = u32::from_le_bytes(n(r)?) as usize;
+        let mut v = vec![0u8; len];
+        r.read_exact(&mut v)?;
+        Ok(v)
+    }
+    fn u32_(r: &mut impl Read) -> io::Result<u32> {
+        Ok(u32::from_le_bytes(n(r)?))
+    }
+    let path = bytes(r)?;
+    let kind = match n::<1>(r)?[0] {
+        0 => RawKind::Dir,
+        1 => {
+            let spill = u32_(r)?;
+            let offset = u64::from_le_bytes(n(r)?);
+            let len = u64::from_le_bytes(n(r)?);
+            RawKind::File(ContentRef { spill, offset, len })
+        }
+        2 => RawKind::Symlink(bytes(r)?),
+        3 => RawKind::Hardlink(bytes(r)?),
+        4 => RawKind::Char(u32_(r)?, u32_(r)?),
+        5 => RawKind::Block(u32_(r)?, u32_(r)?),
+        6 => RawKind::Fifo,
+        t => return Err(io::Error::other(format!("entry list: bad kind {t}"))),
+    };
+    let mode = u32_(r)?;
+    let uid = u64::from_le_bytes(n(r)?);
+    let gid = u64::from_le_bytes(n(r)?);
+    let mtime = i64::from_le_bytes(n(r)?);
+    let mut xattrs = std::collections::BTreeMap::new();
+    for _ in 0..u32_(r)? {
+        let k = String::from_utf8(bytes(r)?).map_err(|_| io::Error::other("entry list: xattr name not UTF-8"))?;
+        xattrs.insert(k, bytes(r)?);
+    }
+    Ok(RawEntry { path, kind, meta: Meta { mode, uid, gid, mtime, xattrs: xattrs.into() } })
 }
 
 /// Compression of a blob, from its first bytes.
@@ -235,7 +379,7 @@ pub fn parse_with(blob_path: &Path, blob: &LayerBlob, spill_index: u32, limits: 
     let spill_file = tempfile::tempfile().map_err(|e| Error::other(format!("creating a spill file in the temp dir: {e}")))?;
     let mut spill = BufWriter::with_capacity(1 << 20, crate::fsutil::PreallocFile::new(spill_file));
     let mut offset = 0u64;
-    let mut entries = Vec::new();
+    let mut entries = Entries::new().map_err(|e| Error::other(format!("creating an entry list in the temp dir: {e}")))?;
     let mut buf = vec![0u8; 1 << 16];
 
     // Logical bytes the files unpack to (a sparse file's real size, holes included).
@@ -246,13 +390,13 @@ pub fn parse_with(blob_path: &Path, blob: &LayerBlob, spill_index: u32, limits: 
         // size, checked below.
         let skip = ar.pending();
         verified.allow(skip.saturating_add(MAX_META_BYTES));
-        let Some(e) = ar.next().map_err(|e| tar_err(blob, e))? else { break };
+        let Some(mut e) = ar.next().map_err(|e| tar_err(blob, e))? else { break };
         verified.allow(u64::MAX);
         if entries.len() >= limits.max_entries {
             return Err(layer_err(blob, b"", format!("more than {} entries; refusing (possible archive bomb)", limits.max_entries)));
         }
         let path = e.path.clone();
-        let meta = Meta { mode: e.mode, uid: e.uid, gid: e.gid, mtime: e.mtime, xattrs: e.xattrs.clone() };
+        let meta = Meta { mode: e.mode, uid: e.uid, gid: e.gid, mtime: e.mtime, xattrs: std::mem::take(&mut e.xattrs).into() };
         unpacked = unpacked.saturating_add(e.size);
         if unpacked > limits.max_layer_bytes {
             return Err(layer_err(
@@ -325,7 +469,14 @@ pub fn parse_with(blob_path: &Path, blob: &LayerBlob, spill_index: u32, limits: 
                 }
             }
         };
-        entries.push(RawEntry { path, kind, meta });
+        if path.len() > super::path::MAX_PATH {
+            // (refused here rather than when applied: the entry list is not for megabytes of names)
+            return Err(layer_err(blob, &path, format!("path is longer than {} bytes", super::path::MAX_PATH)));
+        }
+        entries.push(&RawEntry { path, kind, meta }).map_err(|e| Error::other(format!("writing the entry list: {e}")))?;
+        if entries.names > MAX_ENTRY_NAMES {
+            return Err(layer_err(blob, b"", format!("more than {MAX_ENTRY_NAMES} bytes of paths, link targets and xattrs; refusing (possible archive bomb)")));
+        }
     }
     verified.finish(ar.into_inner(), blob)?;
     let spill = spill

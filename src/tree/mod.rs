@@ -38,13 +38,34 @@ pub struct Meta {
     pub uid: u64,
     pub gid: u64,
     pub mtime: i64,
-    pub xattrs: BTreeMap<String, Vec<u8>>,
+    pub xattrs: Xattrs,
+}
+
+/// Extended attributes (name → value), in name order. Most entries have none, so an empty
+/// set takes one word instead of a map's three: a tree of a million entries is 16 MB
+/// smaller. Reads go through `Deref` to the map.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Xattrs(Option<Box<BTreeMap<String, Vec<u8>>>>);
+
+static NO_XATTRS: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+
+impl std::ops::Deref for Xattrs {
+    type Target = BTreeMap<String, Vec<u8>>;
+    fn deref(&self) -> &Self::Target {
+        self.0.as_deref().unwrap_or(&NO_XATTRS)
+    }
+}
+
+impl From<BTreeMap<String, Vec<u8>>> for Xattrs {
+    fn from(m: BTreeMap<String, Vec<u8>>) -> Self {
+        Xattrs(if m.is_empty() { None } else { Some(Box::new(m)) })
+    }
 }
 
 impl Meta {
     /// Metadata for directories the tree creates itself (a missing parent): 0755 root:root.
     pub fn implicit_dir(mtime: i64) -> Self {
-        Meta { mode: 0o755, uid: 0, gid: 0, mtime, xattrs: BTreeMap::new() }
+        Meta { mode: 0o755, uid: 0, gid: 0, mtime, xattrs: Xattrs::default() }
     }
 
     /// The mtime every emitter writes: clamped to `[0, sde]`.
@@ -75,13 +96,26 @@ const MAX_SYMLINK_HOPS: usize = 40;
 
 /// The flattened rootfs. The root is the empty path and always a directory.
 pub struct Tree {
-    nodes: BTreeMap<Vec<u8>, Node>,
+    /// Path → where its node is. The map holds small fixed-size values: a B-tree filled in
+    /// path order keeps its nodes half full, which would double the cost of a node inline.
+    index: BTreeMap<Box<[u8]>, Slot>,
+    /// The nodes, densely; a removed path's node becomes a free slot for the next one.
+    nodes: Nodes,
+    free: Vec<u32>,
     spills: Vec<File>,
     /// Per layer: the blob whose uncompressed stream the layer's content offsets point
     /// into ([`layer::ContentMode::Index`]), or `None` when they point into its spill file.
     streams: Vec<Option<(PathBuf, LayerBlob)>>,
-    /// Paths the layer being applied has written (whiteouts leave them alone).
-    current: std::collections::HashSet<Vec<u8>>,
+    /// Number of the layer being applied (from 1): a path whose [`Slot::written`] equals it
+    /// was written by that layer (whiteouts leave it alone).
+    layer: u32,
+    /// Inodes that got a hardlink (an emitter remembers the first path only of these).
+    linked: std::collections::BTreeSet<u64>,
+    /// Most paths the tree may hold (see [`Limits::max_tree_entries`]).
+    max_nodes: usize,
+    /// Bytes of paths, symlink targets and xattrs the tree holds, and the most it may.
+    bytes: u64,
+    max_bytes: u64,
     next_inode: u64,
     /// mtime given to directories the tree creates for missing parents.
     implicit_mtime: i64,
@@ -89,32 +123,146 @@ pub struct Tree {
 
 impl std::fmt::Debug for Tree {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Tree").field("nodes", &self.nodes.len()).finish()
+        f.debug_struct("Tree").field("nodes", &self.index.len()).finish()
     }
+}
+
+/// Nodes in fixed chunks: one `Vec` grown by doubling would leave its old buffers behind
+/// as heap holes (glibc serves large blocks from the heap once one was freed), up to as
+/// much again as the nodes themselves.
+#[derive(Default)]
+struct Nodes {
+    chunks: Vec<Vec<Node>>,
+}
+
+/// Nodes per chunk (80 bytes each: 320 KiB).
+const CHUNK: usize = 4096;
+
+impl Nodes {
+    fn push(&mut self, n: Node) -> u32 {
+        match self.chunks.last_mut() {
+            Some(c) if c.len() < CHUNK => c.push(n),
+            _ => {
+                let mut c = Vec::with_capacity(CHUNK);
+                c.push(n);
+                self.chunks.push(c);
+            }
+        }
+        ((self.chunks.len() - 1) * CHUNK + self.chunks.last().expect("pushed").len() - 1) as u32
+    }
+}
+
+impl std::ops::Index<u32> for Nodes {
+    type Output = Node;
+    fn index(&self, i: u32) -> &Node {
+        &self.chunks[i as usize / CHUNK][i as usize % CHUNK]
+    }
+}
+
+impl std::ops::IndexMut<u32> for Nodes {
+    fn index_mut(&mut self, i: u32) -> &mut Node {
+        &mut self.chunks[i as usize / CHUNK][i as usize % CHUNK]
+    }
+}
+
+/// Where a path's node is, and which layer wrote the path itself (0: none, e.g. a parent
+/// the tree made).
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    node: u32,
+    written: u32,
 }
 
 impl Tree {
     pub fn new(implicit_mtime: i64) -> Self {
-        let mut nodes = BTreeMap::new();
-        nodes.insert(Vec::new(), Node { kind: Kind::Dir, meta: Meta::implicit_dir(implicit_mtime) });
-        Tree { nodes, spills: Vec::new(), streams: Vec::new(), current: Default::default(), next_inode: 1, implicit_mtime }
+        let mut t = Tree {
+            index: BTreeMap::new(),
+            nodes: Nodes::default(),
+            free: Vec::new(),
+            spills: Vec::new(),
+            streams: Vec::new(),
+            layer: 0,
+            linked: Default::default(),
+            max_nodes: Limits::default().max_tree_entries,
+            bytes: 0,
+            max_bytes: Limits::default().max_tree_bytes,
+            next_inode: 1,
+            implicit_mtime,
+        };
+        t.insert(Box::default(), Node { kind: Kind::Dir, meta: Meta::implicit_dir(implicit_mtime) }, 0);
+        t
+    }
+
+    /// Most paths, and bytes of paths, symlink targets and xattrs, the tree may hold;
+    /// applying a layer that would pass either fails.
+    pub fn set_limits(&mut self, limits: &Limits) {
+        self.max_nodes = limits.max_tree_entries;
+        self.max_bytes = limits.max_tree_bytes;
     }
 
     /// Every entry, root first, then bytewise by path (parents before children).
     pub fn walk(&self) -> impl Iterator<Item = (&[u8], &Node)> {
-        self.nodes.iter().map(|(k, v)| (k.as_slice(), v))
+        self.index.iter().map(|(k, s)| (&k[..], &self.nodes[s.node]))
     }
 
     pub fn get(&self, path: &[u8]) -> Option<&Node> {
-        self.nodes.get(path)
+        self.index.get(path).map(|s| &self.nodes[s.node])
     }
 
     pub fn len(&self) -> usize {
-        self.nodes.len()
+        self.index.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.nodes.len() <= 1
+        self.index.len() <= 1
+    }
+
+    /// True when `inode` has more than one path, or had one at some point (an emitter that
+    /// writes hardlinks needs to remember the first path only of these).
+    pub fn maybe_linked(&self, inode: u64) -> bool {
+        self.linked.contains(&inode)
+    }
+
+    /// Put `node` at `key` (replacing the node there, if any), stamped as written by layer
+    /// `written` (0: by none).
+    fn insert(&mut self, key: Box<[u8]>, node: Node, written: u32) {
+        self.bytes += heap_bytes(&node);
+        if let Some(s) = self.index.get_mut(&key) {
+            s.written = written;
+            self.bytes -= heap_bytes(&self.nodes[s.node]);
+            self.nodes[s.node] = node;
+            return;
+        }
+        self.bytes += key.len() as u64;
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.nodes[i] = node;
+                i
+            }
+            None => {
+                self.nodes.push(node)
+            }
+        };
+        self.index.insert(key, Slot { node: i, written });
+    }
+
+    /// Remove the node at `key`, if any.
+    fn remove(&mut self, key: &[u8]) {
+        if let Some(s) = self.index.remove(key) {
+            self.bytes -= key.len() as u64 + heap_bytes(&self.nodes[s.node]);
+            // drop what the node owns (symlink target, xattrs) now
+            self.nodes[s.node] = Node { kind: Kind::Fifo, meta: Meta::implicit_dir(0) };
+            self.free.push(s.node);
+        }
+    }
+
+    fn contains(&self, key: &[u8]) -> bool {
+        self.index.contains_key(key)
+    }
+
+    /// True when the layer being applied wrote `key` itself.
+    fn written_now(&self, key: &[u8]) -> bool {
+        self.index.get(key).is_some_and(|s| s.written == self.layer)
     }
 
     /// True when `c`'s bytes are in a spill file (readable with [`Tree::open`]); false when
@@ -167,7 +315,7 @@ impl Tree {
     /// How many paths share each file inode (for hardlink-aware emitters).
     pub fn link_counts(&self) -> HashMap<u64, u32> {
         let mut m = HashMap::new();
-        for n in self.nodes.values() {
+        for (_, n) in self.walk() {
             if let Kind::File { inode, .. } = n.kind {
                 *m.entry(inode).or_insert(0) += 1;
             }
@@ -178,8 +326,8 @@ impl Tree {
     /// Total bytes of regular-file content, each inode counted once.
     pub fn content_bytes(&self) -> u64 {
         let mut seen = std::collections::HashSet::new();
-        self.nodes
-            .values()
+        self.walk()
+            .filter_map(|(_, n)| Some(n))
             .filter_map(|n| match n.kind {
                 Kind::File { content, inode } if seen.insert(inode) => Some(content.len),
                 _ => None,
@@ -203,12 +351,14 @@ impl Tree {
 
         // One pass in archive order, as `tar -x` and umoci apply a layer. Whiteouts only
         // hide what lower layers put there: entries this layer added (tracked in
-        // `self.current`) survive a whiteout or opaque marker wherever it stands.
-        self.current.clear();
+        // `Slot::written`) survive a whiteout or opaque marker wherever it stands.
+        self.layer += 1;
         // AUFS meta directories (`.wh..wh.plnk/` holds hardlink sources): their entries are
         // applied so hardlinks to them resolve, then the directories are dropped.
         let mut meta_dirs: Vec<Vec<Vec<u8>>> = Vec::new();
-        for e in layer.entries {
+        let entries = layer.entries.read().map_err(|e| Error::other(format!("reading the entry list: {e}")))?;
+        for e in entries {
+            let e = e.map_err(|e| Error::other(format!("reading the entry list: {e}")))?;
             let comps = path::clean(&e.path).map_err(|m| err(&e.path, m))?;
             let Some(name) = comps.last().and_then(|base| base.strip_prefix(b".wh.")) else {
                 if let Some(i) = comps.iter().take(comps.len().saturating_sub(1)).position(|c| c.starts_with(b".wh..wh.")) {
@@ -255,7 +405,7 @@ impl Tree {
             // The root itself: only a directory may stand there.
             return match kind {
                 RawKind::Dir => {
-                    self.nodes.insert(Vec::new(), Node { kind: Kind::Dir, meta });
+                    self.insert(Box::default(), Node { kind: Kind::Dir, meta }, 0);
                     Ok(())
                 }
                 _ => Err((raw, "only a directory can replace the root".into())),
@@ -280,6 +430,10 @@ impl Tree {
                 if target.is_empty() {
                     return Err((raw, "symlink with an empty target".into()));
                 }
+                if target.len() > path::MAX_PATH {
+                    // symlink(2) refuses it too (ENAMETOOLONG)
+                    return Err((raw, format!("symlink target longer than {} bytes", path::MAX_PATH)));
+                }
                 if target.contains(&0) {
                     // possible in a PAX linkpath record, impossible on Linux: a resolution
                     // through it would put a NUL into paths
@@ -301,7 +455,7 @@ impl Tree {
                     tkey.push(b'/');
                 }
                 tkey.extend_from_slice(tcomps.last().expect("non-empty"));
-                match self.nodes.get(&tkey) {
+                match self.get(&tkey) {
                     None => {
                         return Err((raw, format!("hardlink to {}, which does not exist in the rootfs", path::show(&tkey))));
                     }
@@ -311,23 +465,37 @@ impl Tree {
                     Some(_) if tkey == key => return Ok(()), // a link to itself changes nothing
                     // The link shares the target's inode as it is now; a later
                     // replacement of the target does not change it.
-                    Some(n) => n.clone(),
+                    Some(n) => {
+                        let n = n.clone();
+                        if let Kind::File { inode, .. } = n.kind {
+                            self.linked.insert(inode);
+                        }
+                        n
+                    }
                 }
             }
         };
 
-        self.current.insert(key.clone());
-        match self.nodes.get_mut(&key) {
-            Some(existing) if existing.kind == Kind::Dir && node.kind == Kind::Dir => {
-                existing.meta = node.meta; // merge: children stay
+        let layer = self.layer;
+        match self.index.get_mut(&key[..]) {
+            Some(s) if self.nodes[s.node].kind == Kind::Dir && node.kind == Kind::Dir => {
+                s.written = layer;
+                let n = &mut self.nodes[s.node];
+                self.bytes -= heap_bytes(n);
+                n.meta = node.meta; // merge: children stay
+                self.bytes += heap_bytes(n);
             }
             Some(_) => {
                 self.remove_subtree(&key);
-                self.nodes.insert(key, node);
+                self.insert(key.into(), node, layer);
             }
-            None => {
-                self.nodes.insert(key, node);
-            }
+            None => self.insert(key.into(), node, layer),
+        }
+        if self.index.len() > self.max_nodes {
+            return Err((raw, format!("the rootfs would hold more than {} paths; refusing (see docs/limits.md)", self.max_nodes)));
+        }
+        if self.bytes > self.max_bytes {
+            return Err((raw, format!("the rootfs's paths, symlink targets and xattrs would take more than {} bytes; refusing (see docs/limits.md)", self.max_bytes)));
         }
         Ok(())
     }
@@ -403,7 +571,7 @@ impl Tree {
                 continue;
             }
             let key = path::join(&cur);
-            match self.nodes.get(&key).map(|n| &n.kind) {
+            match self.get(&key).map(|n| &n.kind) {
                 None => missing = Some(cur.len()),
                 Some(Kind::Dir) => {}
                 Some(Kind::Symlink { target }) => {
@@ -427,35 +595,37 @@ impl Tree {
 
     /// Create missing directories along `dir` (a resolved key).
     fn make_parents(&mut self, dir: &[u8]) {
-        if dir.is_empty() || self.nodes.contains_key(dir) {
+        if dir.is_empty() || self.contains(dir) {
             return;
         }
         let mut end = 0;
         while end < dir.len() {
             end = dir[end..].iter().position(|b| *b == b'/').map(|i| end + i).unwrap_or(dir.len());
             let key = &dir[..end];
-            if !self.nodes.contains_key(key) {
-                self.nodes.insert(key.to_vec(), Node { kind: Kind::Dir, meta: Meta::implicit_dir(self.implicit_mtime) });
+            if !self.contains(key) {
+                self.insert(key.into(), Node { kind: Kind::Dir, meta: Meta::implicit_dir(self.implicit_mtime) }, 0);
             }
             end += 1;
         }
     }
 
-    fn descendant_keys(&self, p: &[u8]) -> Vec<Vec<u8>> {
+    fn descendant_keys(&self, p: &[u8]) -> Vec<Box<[u8]>> {
+        use std::ops::Bound;
         let (lo, hi) = path::descendants_range(p);
-        match hi {
-            Some(hi) => self.nodes.range(lo..hi).map(|(k, _)| k.clone()).collect(),
-            None => self.nodes.keys().filter(|k| !k.is_empty()).cloned().collect(),
-        }
+        let hi = match &hi {
+            Some(hi) => Bound::Excluded(&hi[..]),
+            None => Bound::Unbounded,
+        };
+        self.index.range::<[u8], _>((Bound::Included(&lo[..]), hi)).map(|(k, _)| k.clone()).filter(|k| !k.is_empty()).collect()
     }
 
     /// Remove `p` and everything below it. Removing the root only empties it.
     fn remove_subtree(&mut self, p: &[u8]) {
         for k in self.descendant_keys(p) {
-            self.nodes.remove(&k);
+            self.remove(&k);
         }
         if !p.is_empty() {
-            self.nodes.remove(p);
+            self.remove(p);
         }
     }
 
@@ -465,7 +635,7 @@ impl Tree {
     fn remove_lower(&mut self, p: &[u8], include_self: bool) {
         let keys = self.descendant_keys(p);
         let mut keep: std::collections::HashSet<&[u8]> = std::collections::HashSet::new();
-        for k in keys.iter().filter(|k| self.current.contains(*k)) {
+        for k in keys.iter().filter(|k| self.written_now(k)) {
             let mut a: &[u8] = k;
             keep.insert(a);
             while let Some(i) = a.iter().rposition(|b| *b == b'/') {
@@ -476,15 +646,24 @@ impl Tree {
                 keep.insert(a);
             }
         }
-        let gone: Vec<Vec<u8>> = keys.iter().filter(|k| !keep.contains(k.as_slice())).cloned().collect();
-        let self_stays = !include_self || p.is_empty() || !keep.is_empty() || self.current.contains(p);
+        let gone: Vec<Box<[u8]>> = keys.iter().filter(|k| !keep.contains(&k[..])).cloned().collect();
+        let self_stays = !include_self || p.is_empty() || !keep.is_empty() || self.written_now(p);
         for k in gone {
-            self.nodes.remove(&k);
+            self.remove(&k);
         }
         if !self_stays {
-            self.nodes.remove(p);
+            self.remove(p);
         }
     }
+}
+
+/// Bytes a node owns on the heap (symlink target, xattrs), for the tree's byte limit.
+fn heap_bytes(n: &Node) -> u64 {
+    let target = match &n.kind {
+        Kind::Symlink { target } => target.len(),
+        _ => 0,
+    };
+    (target + n.meta.xattrs.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()) as u64
 }
 
 fn err_path(label: &str, (p, m): (Vec<u8>, String)) -> Error {
@@ -538,6 +717,7 @@ pub fn flatten(
     let ready = std::sync::Condvar::new();
     let gate = Mutex::new(());
     let mut tree = Tree::new(implicit_mtime);
+    tree.set_limits(&limits);
     let threads = threads.clamp(1, n.max(1));
     // Workers parse at most `threads` layers ahead of the one being applied, which bounds
     // the spill files and entry lists held at once.
@@ -613,7 +793,7 @@ mod tests {
     use std::io::{Seek, SeekFrom, Write};
 
     fn meta(mode: u32, mtime: i64) -> Meta {
-        Meta { mode, uid: 0, gid: 0, mtime, xattrs: BTreeMap::new() }
+        Meta { mode, uid: 0, gid: 0, mtime, xattrs: Xattrs::default() }
     }
 
     /// Builds one layer: entries in archive order, file bytes in a real spill tempfile.
@@ -656,7 +836,7 @@ mod tests {
         }
         fn build(mut self, label: &str) -> ParsedLayer {
             self.spill.seek(SeekFrom::Start(0)).unwrap();
-            ParsedLayer { label: label.into(), entries: self.entries, spill: self.spill }
+            ParsedLayer { label: label.into(), entries: self.entries.try_into().unwrap(), spill: self.spill }
         }
     }
 

@@ -3,7 +3,8 @@
 //! modes, owners, link counts, serial numbers, extents, symlink targets, devices).
 //!
 //! A strict, bounds-checked reader: malformed input is an error naming what is wrong,
-//! never a panic; directory loops and absurd depths are refused.
+//! never a panic; directory loops and absurd depths are refused, and so is an image whose
+//! tree would pass the memory bounds below (docs/limits.md).
 
 use super::format::{self as f, BLOCK};
 use serde::Serialize;
@@ -95,6 +96,20 @@ impl Reader<'_> {
         self.file.read_exact_at(&mut v, at).map_err(|e| format!("reading at {at}: {e}"))?;
         Ok(v)
     }
+}
+
+/// Most files and directories listed, bytes of their paths and symlink targets, and bytes
+/// of directory records read, in one image: with them a hostile image is refused in well
+/// under 200 MiB (a listed entry costs ~250 bytes plus its path).
+const MAX_ENTRIES: usize = 250_000;
+const MAX_TEXT: usize = 32 << 20;
+const MAX_DIR_BYTES: u64 = 32 << 20;
+
+/// What a walk has used of the limits above.
+#[derive(Default)]
+struct Used {
+    text: usize,
+    dir_bytes: u64,
 }
 
 /// A parsed directory record.
@@ -207,6 +222,9 @@ fn parse_su(r: &Reader, su: &[u8]) -> Result<Rr, String> {
         if hops > 64 {
             return Err("more than 64 continuation areas for one record".into());
         }
+        if len as u64 > BLOCK {
+            return Err(format!("continuation area of {len} bytes (longer than a block)"));
+        }
         area = r.read(block as u64 * BLOCK + off as u64, len as usize)?;
     }
     if have_link {
@@ -289,7 +307,7 @@ pub fn describe(file: &File, name: &str, sha256: &str) -> Result<Description, St
     let rock_ridge = parse_su(&r, &dot.su)?.sp;
     let mut entries = Vec::new();
     let mut seen = BTreeSet::new();
-    walk(&r, root_lba, root_len, "", 0, &mut seen, &mut entries)?;
+    walk(&r, root_lba, root_len, "", 0, &mut seen, &mut entries, &mut Used::default())?;
     Ok(Description { file: name.into(), sha256: sha256.into(), size, volumes, boot, rock_ridge, entries })
 }
 
@@ -335,18 +353,21 @@ fn read_catalog(r: &Reader, lba: u32) -> Result<BootInfo, String> {
     Ok(BootInfo { catalog_lba: lba, validation_platform: platform(c[1]), entries })
 }
 
-fn walk(r: &Reader, lba: u32, len: u32, prefix: &str, depth: usize, seen: &mut BTreeSet<u32>, out: &mut Vec<FileEntry>) -> Result<(), String> {
+#[allow(clippy::too_many_arguments)]
+fn walk(r: &Reader, lba: u32, len: u32, prefix: &str, depth: usize, seen: &mut BTreeSet<u32>, out: &mut Vec<FileEntry>, used: &mut Used) -> Result<(), String> {
     if depth > 256 {
         return Err(format!("{prefix}: directories nested deeper than 256"));
     }
     if !seen.insert(lba) {
         return Err(format!("{prefix}: directory at block {lba} is reached twice (a loop)"));
     }
-    if len as u64 > 64 << 20 {
-        return Err(format!("{prefix}: directory of {len} bytes"));
+    used.dir_bytes += len as u64;
+    if used.dir_bytes > MAX_DIR_BYTES {
+        return Err(format!("{prefix}: directories hold more than {MAX_DIR_BYTES} bytes of records; refusing"));
     }
     let dir = r.read(lba as u64 * BLOCK, len as usize)?;
     let recs = parse_records(&dir)?;
+    drop(dir);
     let mut i = 0;
     while i < recs.len() {
         let rec = &recs[i];
@@ -378,6 +399,10 @@ fn walk(r: &Reader, lba: u32, len: u32, prefix: &str, depth: usize, seen: &mut B
             f::S_IFIFO => "fifo",
             _ => "other",
         };
+        used.text += path.len() + rr.link.as_ref().map_or(0, |l| l.len());
+        if out.len() >= MAX_ENTRIES || used.text > MAX_TEXT {
+            return Err(format!("{path}: more than {MAX_ENTRIES} entries or {MAX_TEXT} bytes of paths and link targets; refusing"));
+        }
         out.push(FileEntry {
             path: path.clone(),
             kind: kind.into(),
@@ -392,7 +417,7 @@ fn walk(r: &Reader, lba: u32, len: u32, prefix: &str, depth: usize, seen: &mut B
             rdev: rr.dev,
         });
         if is_dir {
-            walk(r, rec.extent, rec.len, &path, depth + 1, seen, out)?;
+            walk(r, rec.extent, rec.len, &path, depth + 1, seen, out, used)?;
         }
     }
     Ok(())

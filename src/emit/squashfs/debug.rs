@@ -103,6 +103,14 @@ struct Table {
     blocks: std::collections::HashMap<u64, usize>,
 }
 
+/// Most bytes of metadata read from the file, and decompressed into one table; most entries
+/// listed and bytes of their paths: a hostile image is refused well under 200 MiB
+/// (docs/limits.md).
+const MAX_TAIL: u64 = 32 << 20;
+const MAX_TABLE: usize = 32 << 20;
+const MAX_ENTRIES: usize = 200_000;
+const MAX_PATH_BYTES: usize = 32 << 20;
+
 fn read_table(img: &Image, comp: u16, start: u64, end: u64) -> Result<Table, String> {
     if start > end || end > img.end() {
         return Err(bad("a table lies outside the image"));
@@ -120,6 +128,9 @@ fn read_table(img: &Image, comp: u16, start: u64, end: u64) -> Result<Table, Str
             t.bytes.extend(decompress(comp, data, f::METADATA_SIZE)?);
         }
         pos += 2 + len as u64;
+        if t.bytes.len() > MAX_TABLE {
+            return Err(bad(format!("a metadata table of more than {MAX_TABLE} bytes; refusing")));
+        }
     }
     Ok(t)
 }
@@ -192,7 +203,12 @@ pub fn describe(im: &Image) -> Result<Description, String> {
     let mut entries = Vec::new();
     let mut seen_dirs = HashSet::new();
     let mut stack = vec![(String::new(), root)];
+    let mut path_bytes = 0;
     while let Some((path, r)) = stack.pop() {
+        path_bytes += path.len();
+        if entries.len() >= MAX_ENTRIES || path_bytes > MAX_PATH_BYTES {
+            return Err(bad(format!("more than {MAX_ENTRIES} entries or {MAX_PATH_BYTES} bytes of paths; refusing")));
+        }
         let p = itab.at(r >> 16, (r & 0xffff) as usize)?;
         let b = &itab.bytes[p..];
         let t = u16_at(b, 0)?;
@@ -311,6 +327,9 @@ pub fn describe_file_at(f: &std::fs::File, at: u64) -> std::io::Result<Descripti
     let base = u64_at(&sb, 64).map_err(invalid)?.min(len);
     // Tables end at bytes_used; never read past it (a partition may be followed by others).
     let end = u64_at(&sb, 40).map_err(invalid)?.clamp(base, len);
+    if end - base > MAX_TAIL {
+        return Err(invalid(bad(format!("{} bytes of metadata tables; refusing more than {MAX_TAIL}", end - base))));
+    }
     let mut tail = vec![0u8; (end - base) as usize];
     f.read_exact_at(&mut tail, at + base)?;
     describe(&Image { superblock: &sb, tail: &tail, base }).map_err(invalid)
