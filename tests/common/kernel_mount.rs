@@ -70,18 +70,21 @@ pub fn kernel_and_initrd_from(deb: &Path, scratch: &Path, modules: &[&str], scri
 /// /mnt`, run `script`, power off; returns the console. `scratch` is a directory of the
 /// caller's.
 pub fn mount_and_run(scratch: &Path, image: &Path, fstype: &str, fs_modules: &[&str], script: &str) -> String {
-    mount_and_run_from(&cloud_kernel_deb(), &VIRTIO, scratch, image, fstype, fs_modules, script)
+    mount_and_run_from(&cloud_kernel_deb(), &VIRTIO, &[], scratch, image, fstype, fs_modules, script)
 }
 
 /// [`mount_and_run`] with the kernel package `deb`, whose virtio block modules (those not
-/// built in) are `virtio`.
-pub fn mount_and_run_from(deb: &Path, virtio: &[&str], scratch: &Path, image: &Path, fstype: &str, fs_modules: &[&str], script: &str) -> String {
+/// built in) are `virtio`, and more QEMU arguments `qemu`.
+#[allow(clippy::too_many_arguments)]
+pub fn mount_and_run_from(deb: &Path, virtio: &[&str], qemu: &[&str], scratch: &Path, image: &Path, fstype: &str, fs_modules: &[&str], script: &str) -> String {
     require_tool("qemu-system-x86_64");
     let modules: Vec<&str> = virtio.iter().chain(fs_modules).copied().collect();
     let (kernel, initrd) = kernel_and_initrd_from(deb, scratch, &modules, &format!("sleep 1\nmount -t {fstype} -o ro /dev/vda /mnt || echo MOUNT-FAILED\n{script}"));
     let o = output(
         Command::new("timeout")
-            .args(["120", "qemu-system-x86_64", "-nographic", "-no-reboot", "-m", "512", "-kernel"])
+            .args(["120", "qemu-system-x86_64", "-nographic", "-no-reboot", "-m", "512"])
+            .args(qemu)
+            .arg("-kernel")
             .arg(&kernel)
             .arg("-initrd")
             .arg(&initrd)
