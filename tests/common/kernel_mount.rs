@@ -74,7 +74,8 @@ pub fn mount_and_run(scratch: &Path, image: &Path, fstype: &str, fs_modules: &[&
 }
 
 /// [`mount_and_run`] with the kernel package `deb`, whose virtio block modules (those not
-/// built in) are `virtio`, and more QEMU arguments `qemu`.
+/// built in) are `virtio`, and more QEMU arguments `qemu`. `no_timer_check`: on a loaded
+/// host the emulated timer can look broken to the kernel, which then panics at boot.
 #[allow(clippy::too_many_arguments)]
 pub fn mount_and_run_from(deb: &Path, virtio: &[&str], qemu: &[&str], scratch: &Path, image: &Path, fstype: &str, fs_modules: &[&str], script: &str) -> String {
     require_tool("qemu-system-x86_64");
@@ -88,7 +89,7 @@ pub fn mount_and_run_from(deb: &Path, virtio: &[&str], qemu: &[&str], scratch: &
             .arg(&kernel)
             .arg("-initrd")
             .arg(&initrd)
-            .args(["-append", "console=ttyS0 panic=-1 quiet", "-drive"])
+            .args(["-append", "console=ttyS0 panic=-1 quiet no_timer_check", "-drive"])
             .arg(format!("file={},if=virtio,format=raw,snapshot=on", image.display())),
     );
     let console = String::from_utf8_lossy(&o.stdout).into_owned();
