@@ -72,7 +72,7 @@ stream() {
     squashfs|erofs-*)
       printf 'name = "bench"\nversion = "1"\n[[layer]]\nimage = "oci:%s@%s"\n[output.tar]\n' "$IMAGE" "$DIGEST" > "$WORK/stream.toml"
       rm -rf "$WORK/stream-out"
-      "$BIN" build "$WORK/stream.toml" --out "$WORK/stream-out" --cache "$WORK/cache" -q
+      "$BIN" build "$WORK/stream.toml" --out "$WORK/stream-out" --cache "$WORK/cache" -q > /dev/null
       mv "$WORK/stream-out/bench.tar" "$WORK/stream" ;;
   esac
 }
