@@ -194,3 +194,46 @@ fn inspect_lists_what_unsquashfs_lists_for_ours_and_mksquashfs_images() {
         assert_eq!(ours, unsquashfs_rows(&img), "{}", img.display());
     }
 }
+
+/// Identical contents are stored once (hardlinks aside): a tree with the same incompressible
+/// 1 MiB in three files (two of them hardlinked) and a same-length different file takes
+/// about two copies, not four, and unsquashfs reads every copy back.
+#[test]
+fn identical_contents_are_stored_once() {
+    let t = tempdir();
+    let root = t.path().join("rootfs");
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let noise: Vec<u8> = (0..1 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    let mut other = noise.clone();
+    other[12345] ^= 1;
+    write(&root.join("a/one"), &noise);
+    write(&root.join("b/two"), &noise);
+    std::fs::hard_link(root.join("b/two"), root.join("b/two-link")).unwrap();
+    write(&root.join("c/three"), &noise);
+    write(&root.join("c/other"), &other);
+    let bx = t.path().join("dup.toml");
+    write(&bx, "name = \"dup\"\n[[layer]]\ndir = \"rootfs\"\n[output.tar]\n[output.squashfs]\n");
+    let out = t.path().join("out");
+    build(&bx, &out, &t.path().join("cache"));
+    let img = out.join("dup.squashfs");
+    let size = std::fs::metadata(&img).unwrap().len();
+    assert!(size < (2 << 20) + (64 << 10), "{size} bytes: duplicates were stored again");
+    assert!(size > 2 << 20, "{size} bytes: the different file was taken for a duplicate");
+
+    let a = t.path().join("from-tar");
+    gnu_tar_extract(&out.join("dup.tar"), &a);
+    let b = t.path().join("from-squashfs");
+    run(Command::new("unsquashfs").args(["-no-progress", "-d"]).arg(&b).arg(&img));
+    assert_same_tree("tar", &snapshot(&a), "squashfs", &snapshot(&b));
+    for p in ["a/one", "b/two", "b/two-link", "c/three"] {
+        assert_eq!(std::fs::read(b.join(p)).unwrap(), noise, "{p}");
+    }
+    assert_eq!(std::fs::read(b.join("c/other")).unwrap(), other);
+}

@@ -197,7 +197,7 @@ impl Output<'_> {
                 let rec = stage_file(dir, "erofs", name, |file, path| {
                     let mut w = BufWriter::with_capacity(1 << 20, file);
                     let opts = emit::erofs::Options { sde, label: o.label.clone().unwrap_or_else(|| spec.name.clone()) };
-                    emit::erofs::write(tree, &opts, &mut w).at(path)?;
+                    emit::erofs::write_compressed(tree, &opts, o.compression, plan.workers(), &mut w).at(path)?;
                     std::io::Write::flush(&mut w).at(path)?;
                     Ok(None)
                 })?;

@@ -180,7 +180,7 @@ pub struct SquashfsOutput {
     pub verity: bool,
 }
 
-/// `[output.erofs]`: `NAME.erofs`, the rootfs as an uncompressed EROFS image.
+/// `[output.erofs]`: `NAME.erofs`, the rootfs as an EROFS image.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ErofsOutput {
@@ -189,6 +189,23 @@ pub struct ErofsOutput {
     /// A dm-verity hash tree beside the image (`NAME.erofs.verity`, `NAME.roothash`).
     #[serde(default)]
     pub verity: bool,
+    /// File data compression (`none`, `lz4`, `lz4hc`, `lzma`), in 4 KiB physical clusters as
+    /// the kernel reads them; default `none`.
+    #[serde(default)]
+    pub compression: ErofsCompression,
+}
+
+/// `[output.erofs] compression`: how regular files' data is stored. lz4 and lz4hc write the
+/// same format (lz4hc compresses harder, slower); lzma needs a kernel with
+/// `CONFIG_EROFS_FS_ZIP_LZMA` and erofs-utils 1.6 or newer to read back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ErofsCompression {
+    #[default]
+    None,
+    Lz4,
+    Lz4hc,
+    Lzma,
 }
 
 /// `[output.iso]`: `NAME.iso`, the tree as an ISO 9660 image (Rock Ridge + Joliet).

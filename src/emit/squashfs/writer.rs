@@ -1,6 +1,8 @@
 //! Tree → SquashFS 4.0 image, laid out the way mksquashfs lays it out: superblock, data
 //! blocks (each file's, in path order, no fragments), then the inode, directory, id and xattr
-//! tables. Inode numbers are given in post-order (children before their directory, the root
+//! tables. Identical contents are stored once, as mksquashfs's duplicate check does: a file
+//! whose bytes equal an earlier file's (same length, same SHA-256; only lengths two files
+//! share are hashed) points at that file's blocks. Inode numbers are given in post-order (children before their directory, the root
 //! last), so every directory entry points at an inode already written; hardlinks share one
 //! inode with its link count. Every input to the layout comes from the tree: the bytes depend
 //! on nothing else.
@@ -166,6 +168,50 @@ impl<W: Write> DataWriter<'_, W> {
     }
 }
 
+/// Files whose contents equal an earlier file's: tree inode → the first inode with the same
+/// bytes. Only files sharing their length with another are read (and hashed) for this.
+fn duplicates(tree: &Tree, nodes: &[(&[u8], &Node)]) -> io::Result<HashMap<u64, u64>> {
+    use sha2::{Digest as _, Sha256};
+    let mut seen = std::collections::HashSet::new();
+    let mut files = Vec::new();
+    let mut per_len: HashMap<u64, u32> = HashMap::new();
+    for (path, node) in nodes {
+        if let Kind::File { content, inode } = node.kind {
+            if content.len > 0 && seen.insert(inode) {
+                files.push((*path, content, inode));
+                *per_len.entry(content.len).or_insert(0) += 1;
+            }
+        }
+    }
+    let mut first: HashMap<(u64, [u8; 32]), u64> = HashMap::new();
+    let mut same_as = HashMap::new();
+    let mut buf = vec![0u8; 1 << 16];
+    for (path, content, inode) in files {
+        if per_len[&content.len] < 2 {
+            continue;
+        }
+        let mut h = Sha256::new();
+        let mut r = tree.open(&content);
+        loop {
+            let n = r.read(&mut buf).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", crate::tree::path::show(path))))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        let key = (content.len, h.finalize().into());
+        match first.get(&key) {
+            Some(&f) => {
+                same_as.insert(inode, f);
+            }
+            None => {
+                first.insert(key, inode);
+            }
+        }
+    }
+    Ok(same_as)
+}
+
 fn invalid(msg: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg)
 }
@@ -261,13 +307,16 @@ pub fn write<W: Write + Seek>(tree: &Tree, opts: &Options, out: &mut W) -> io::R
         Ok(i)
     };
 
+    // Duplicates: files (inodes) whose contents equal an earlier one's, by path order.
+    let same_as = duplicates(tree, &nodes)?;
+
     // Data, in path order, each file once.
     out.write_all(&[0u8; Superblock::SIZE])?;
     let mut dw = DataWriter { out: &mut *out, pos: Superblock::SIZE as u64, c, threads: opts.threads.max(1), batch: Vec::new(), files: HashMap::new() };
     let mut written = std::collections::HashSet::new();
     for (path, node) in &nodes {
         if let Kind::File { content, inode } = node.kind {
-            if !written.insert(inode) || content.len == 0 {
+            if !written.insert(inode) || content.len == 0 || same_as.contains_key(&inode) {
                 continue;
             }
             let mut r = tree.open(&content);
@@ -283,7 +332,11 @@ pub fn write<W: Write + Seek>(tree: &Tree, opts: &Options, out: &mut W) -> io::R
     }
     dw.drain()?;
     let data_end = dw.pos;
-    let files = std::mem::take(&mut dw.files);
+    let mut files = std::mem::take(&mut dw.files);
+    for (inode, first) in &same_as {
+        let fd = files.get(first).cloned().unwrap_or_default();
+        files.insert(*inode, fd);
+    }
 
     // Inode numbers in post-order; hardlinks share their first path's number.
     let mut order = Vec::with_capacity(nodes.len());

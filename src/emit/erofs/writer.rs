@@ -1,6 +1,5 @@
-//! `[output.erofs]`: the rootfs as an uncompressed EROFS image (Linux's read-only file
-//! system of choice for composefs and Android system images), for firmware and verity-backed
-//! roots. Read by the kernel and by erofs-utils (`fsck.erofs`, `dump.erofs`).
+//! Tree → EROFS image: the layout of inodes, directories and data blocks, flat or with
+//! compressed regular files.
 //!
 //! Written by hand (no crate writes EROFS; composefs-rs's writer is tied to its own tree
 //! type). The layout is fixed by the tree alone: 4 KiB blocks; the superblock at 1024; every
@@ -8,7 +7,16 @@
 //! bits), with its xattrs inline and, when the tail of its data is at most half a block, that
 //! tail inline after it (`FLAT_INLINE`, never crossing a block); then every inode's full data
 //! blocks in the same order (`FLAT_PLAIN` when the tail is larger, zero-padded). Hardlinks
-//! share one inode. No compression, no shared xattrs, no superblock checksum.
+//! share one inode. No shared xattrs, no superblock checksum.
+//!
+//! With compression, regular files larger than a block are first compressed (`compress`,
+//! on the build's threads, into spill files) and those that save a block become
+//! `COMPRESSED_FULL` inodes: after the inode and its xattrs, 8-aligned, the map header, 8
+//! reserved bytes and one 8-byte lcluster index per 4 KiB of the file; their pclusters take
+//! the place of the data blocks, in the same inode order, so the layout stays "metadata, then
+//! data". The superblock gains `ZERO_PADDING`, and for lzma `COMPR_CFGS` with the lzma config
+//! record right after it (the first inode moves from 1152 to 1184). Uncompressed images are
+//! byte for byte what they were before compression existed.
 //!
 //! On-disk facts (erofs_fs.h, and composefs's "erofs: the missing manual"): nid = inode
 //! offset / 32 from `meta_blkaddr` (0 here); i_format = (layout << 1) | 1 for extended
@@ -17,26 +25,20 @@
 //! 2/3 POSIX ACLs, 4 trusted, 6 security; 0 = none), entries 4-aligned after a 12-byte header,
 //! `i_xattr_icount` = (xattr bytes − 12) / 4 + 1.
 
+use super::compress::{self, Packed};
+use super::format::*;
+use crate::spec::ErofsCompression;
 use crate::tree::{ContentRef, Kind, Node, Tree};
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt as _;
 
-pub const BLOCK: u64 = 4096;
-const BLKSZBITS: u8 = 12;
-const SUPER_OFFSET: u64 = 1024;
-const MAGIC: u32 = 0xE0F5_E1E2;
-/// `feature_compat`: inode times are mtimes (what mkfs.erofs sets).
-const COMPAT_MTIME: u32 = 0x2;
-const INODE_SIZE: u64 = 64;
-/// Data layouts (`i_format >> 1`).
-const FLAT_PLAIN: u16 = 0;
-const FLAT_INLINE: u16 = 2;
 /// The largest data tail stored inline: half a block, mkcomposefs's heuristic.
 const INLINE_MAX: u64 = BLOCK / 2;
 const DIRENT_SIZE: usize = 12;
 /// The first inode's offset: right after the superblock, 32-aligned.
-const FIRST_INODE: u64 = SUPER_OFFSET + 128;
+const FIRST_INODE: u64 = SUPER_OFFSET + SUPER_SIZE;
 /// Xattr name prefixes with an index; anything else is stored whole under index 0.
 const XATTR_PREFIXES: [(&str, u8); 5] =
     [("user.", 1), ("system.posix_acl_access", 2), ("system.posix_acl_default", 3), ("trusted.", 4), ("security.", 6)];
@@ -142,9 +144,15 @@ fn dir_block(entries: &[(&[u8], usize)], nid: &[u64], types: &[u8], size: usize)
     b
 }
 
-/// Write the tree as an EROFS image into `out` (positioned at 0); returns its size. File
-/// contents are read from the tree's spill files (`Tree::open`).
+/// Write the tree as an uncompressed EROFS image into `out` (positioned at 0); returns its
+/// size. File contents are read from the tree's spill files (`Tree::open`).
 pub fn write<W: Write + Seek>(tree: &Tree, opts: &Options, out: &mut W) -> io::Result<u64> {
+    write_compressed(tree, opts, ErofsCompression::None, 1, out)
+}
+
+/// [`write`] with regular files compressed by `compression` on `threads` threads (the bytes
+/// never depend on the thread count).
+pub fn write_compressed<W: Write + Seek>(tree: &Tree, opts: &Options, compression: ErofsCompression, threads: usize, out: &mut W) -> io::Result<u64> {
     let nodes: Vec<(&[u8], &Node)> = tree.walk().collect();
     let index: HashMap<&[u8], usize> = nodes.iter().enumerate().map(|(i, (p, _))| (*p, i)).collect();
     let mut parent = vec![0usize; nodes.len()];
@@ -176,6 +184,28 @@ pub fn write<W: Write + Seek>(tree: &Tree, opts: &Options, out: &mut W) -> io::R
         }
     }
 
+    // Compress regular files bigger than a block (smaller ones cannot save one).
+    let alg = compress::algorithm(compression);
+    let mut packed: Vec<Option<Packed>> = (0..nodes.len()).map(|_| None).collect();
+    let mut spills = Vec::new();
+    if alg.is_some() {
+        let (who, files): (Vec<usize>, Vec<(&[u8], ContentRef)>) = nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (p, n))| match &n.kind {
+                Kind::File { content, .. } if owner[i] == i && content.len > BLOCK => Some((i, (*p, *content))),
+                _ => None,
+            })
+            .unzip();
+        let (done, s) = compress::files(tree, &files, compression, threads)?;
+        for (i, p) in who.into_iter().zip(done) {
+            packed[i] = p;
+        }
+        spills = s;
+    }
+    // Compression configs after the superblock (lzma only; lz4 keeps the defaults).
+    let cfgs = if alg == Some(ALG_LZMA) { lzma_cfg(compress::LZMA_DICT) } else { Vec::new() };
+
     // Lay out: sizes, inline tails, inode offsets, then data blocks.
     struct Plan {
         size: u64,
@@ -183,10 +213,12 @@ pub fn write<W: Write + Seek>(tree: &Tree, opts: &Options, out: &mut W) -> io::R
         inline: u64,
         pos: u64,
         blkaddr: u64,
+        /// Compressed: the lcluster indexes' bytes after the inode (blkaddrs filled later).
+        index: u64,
     }
     let mut uuid = Sha256::new();
     let mut plans: Vec<Option<Plan>> = Vec::with_capacity(nodes.len());
-    let mut pos = FIRST_INODE;
+    let mut pos = (FIRST_INODE + cfgs.len() as u64).next_multiple_of(32);
     let mut dirs: HashMap<usize, Vec<(&[u8], usize)>> = HashMap::new();
     for (i, (path, node)) in nodes.iter().enumerate() {
         if owner[i] != i {
@@ -211,7 +243,8 @@ pub fn write<W: Write + Seek>(tree: &Tree, opts: &Options, out: &mut W) -> io::R
         let xattrs = xattr_body(path, &node.meta.xattrs)?;
         let tail = size % BLOCK;
         let has_data = matches!(node.kind, Kind::File { .. } | Kind::Dir | Kind::Symlink { .. });
-        let inline = if has_data && tail <= INLINE_MAX { tail } else { 0 };
+        let compressed = packed[i].is_some();
+        let inline = if has_data && !compressed && tail <= INLINE_MAX { tail } else { 0 };
         // Keep the 64-byte header in one block, and the inline tail in the block where the
         // inode's metadata ends.
         if pos % BLOCK > BLOCK - INODE_SIZE {
@@ -224,13 +257,24 @@ pub fn write<W: Write + Seek>(tree: &Tree, opts: &Options, out: &mut W) -> io::R
         if i == 0 && pos / 32 > u16::MAX as u64 {
             return Err(invalid("the root inode does not fit EROFS's 16-bit root nid".into()));
         }
-        let next = pos + INODE_SIZE + xattrs.len() as u64 + inline;
-        plans.push(Some(Plan { size, xattrs, inline, pos, blkaddr: 0 }));
+        let meta_end = pos + INODE_SIZE + xattrs.len() as u64;
+        let (next, index) = if compressed {
+            let at = meta_end.next_multiple_of(8) + FULL_INDEX_HEADER;
+            let n = size.div_ceil(BLOCK) * LCLUSTER_INDEX_SIZE;
+            (at + n, n)
+        } else {
+            (meta_end + inline, 0)
+        };
+        plans.push(Some(Plan { size, xattrs, inline, pos, blkaddr: 0, index }));
         pos = next.next_multiple_of(32);
     }
     let mut block = pos.div_ceil(BLOCK);
-    for p in plans.iter_mut().flatten() {
-        let data_blocks = (p.size - p.inline).div_ceil(BLOCK);
+    for (i, p) in plans.iter_mut().enumerate() {
+        let Some(p) = p else { continue };
+        let data_blocks = match &packed[i] {
+            Some(k) => k.extents.len() as u64,
+            None => (p.size - p.inline).div_ceil(BLOCK),
+        };
         p.blkaddr = if data_blocks > 0 { block } else { 0 };
         block += data_blocks;
     }
@@ -257,13 +301,31 @@ pub fn write<W: Write + Seek>(tree: &Tree, opts: &Options, out: &mut W) -> io::R
     let l = opts.label.as_bytes();
     label[..l.len().min(16)].copy_from_slice(&l[..l.len().min(16)]);
     sb.extend(label);
-    sb.resize(128, 0); // feature_incompat 0 and the rest
+    let mut incompat = 0;
+    if alg.is_some() {
+        incompat |= INCOMPAT_ZERO_PADDING;
+    }
+    if !cfgs.is_empty() {
+        incompat |= INCOMPAT_COMPR_CFGS;
+    }
+    sb.extend(incompat.to_le_bytes());
+    // available_compr_algs with COMPR_CFGS; else lz4_max_distance, 0 = lz4's default.
+    let algs: u16 = if cfgs.is_empty() { 0 } else { 1 << alg.expect("configs only with compression") };
+    sb.extend(algs.to_le_bytes());
+    sb.resize(SUPER_SIZE as usize, 0); // the rest
     meta[SUPER_OFFSET as usize..FIRST_INODE as usize].copy_from_slice(&sb);
+    meta[FIRST_INODE as usize..FIRST_INODE as usize + cfgs.len()].copy_from_slice(&cfgs);
 
     for (i, (path, node)) in nodes.iter().enumerate() {
         let Some(p) = &plans[i] else { continue };
         let m = &node.meta;
-        let layout = if p.inline > 0 || p.size == 0 { FLAT_INLINE } else { FLAT_PLAIN };
+        let layout = if packed[i].is_some() {
+            COMPRESSED_FULL
+        } else if p.inline > 0 || p.size == 0 {
+            FLAT_INLINE
+        } else {
+            FLAT_PLAIN
+        };
         let nlink = match &node.kind {
             Kind::Dir => 2 + children[i].iter().filter(|&&c| nodes[c].1.kind == Kind::Dir).count() as u32,
             Kind::File { inode, .. } => links[inode],
@@ -271,6 +333,8 @@ pub fn write<W: Write + Seek>(tree: &Tree, opts: &Options, out: &mut W) -> io::R
         };
         let i_u = match &node.kind {
             Kind::Char { major, minor } | Kind::Block { major, minor } => crate::emit::squashfs::format::encode_dev(*major, *minor),
+            // i_u.compressed_blocks
+            _ if packed[i].is_some() => packed[i].as_ref().map_or(0, |k| k.extents.len() as u32),
             _ => p.blkaddr as u32,
         };
         let uid = u32::try_from(m.uid).map_err(|_| invalid(format!("{}: owner {} does not fit 32 bits", crate::tree::path::show(path), m.uid)))?;
@@ -291,6 +355,13 @@ pub fn write<W: Write + Seek>(tree: &Tree, opts: &Options, out: &mut W) -> io::R
         b.extend(nlink.to_le_bytes());
         b.resize(64, 0);
         b.extend(&p.xattrs);
+        if let Some(k) = &packed[i] {
+            b.resize(b.len().next_multiple_of(8), 0);
+            b.extend(map_header(alg.expect("packed only with compression")));
+            b.resize(b.len() + 8, 0);
+            b.extend(compress::indexes(&k.extents, p.blkaddr as u32));
+            debug_assert_eq!(b.len() as u64, (p.pos + INODE_SIZE + p.xattrs.len() as u64).next_multiple_of(8) + FULL_INDEX_HEADER + p.index - p.pos);
+        }
         if p.inline > 0 {
             let full = p.size - p.inline;
             match &node.kind {
@@ -322,6 +393,18 @@ pub fn write<W: Write + Seek>(tree: &Tree, opts: &Options, out: &mut W) -> io::R
             continue;
         }
         debug_assert_eq!(out.stream_position()?, p.blkaddr * BLOCK);
+        if let Some(k) = &packed[i] {
+            let mut left = k.extents.len() as u64 * BLOCK;
+            let mut at = k.offset;
+            while left > 0 {
+                let n = left.min(buf.len() as u64) as usize;
+                spills[k.spill].read_exact_at(&mut buf[..n], at)?;
+                out.write_all(&buf[..n])?;
+                left -= n as u64;
+                at += n as u64;
+            }
+            continue;
+        }
         match &node.kind {
             Kind::File { content, .. } => {
                 let mut r = tree.open(&ContentRef { len: full, ..*content });
