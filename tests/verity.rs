@@ -108,6 +108,10 @@ fn squashfs_and_erofs_get_a_hash_device_and_root_hash_beside_them() {
         let st = read_json(&out.join("v.intoto.json"));
         let subj = st["subject"].as_array().unwrap().iter().find(|s| s["name"] == format!("v.{ext}")).unwrap();
         assert_eq!(subj["annotations"]["roothash"], root, "{st}");
+        // `inspect` of the standalone image names the root hash its manifest records.
+        let o = output(&mut stagebox(["inspect".as_ref(), img.as_os_str()]));
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success() && text.contains(&format!("dm-verity root hash {root}")), "{ext}: {text}");
 
         let mut bad = read(&img);
         bad[4096 + 100] ^= 0x40;

@@ -50,7 +50,13 @@ pub enum Inspection {
     Image(ImageInfo),
     Archive(ArchiveInfo),
     Eif(Box<crate::emit::eif::debug::Description>),
-    Squashfs(Box<crate::emit::squashfs::debug::Description>),
+    /// A SquashFS image and its path (the path finds the manifest that records a verity root
+    /// hash for it).
+    Squashfs {
+        #[serde(flatten)]
+        description: Box<crate::emit::squashfs::debug::Description>,
+        file: String,
+    },
     /// A GPT disk image: its partition tables and what each partition holds, as text.
     Disk { file: String, partitions: String },
     Iso(Box<crate::emit::iso::debug::Description>),
@@ -122,7 +128,7 @@ pub fn inspect_opts(target: &str, cache: Option<&Path>, platform: Option<source:
         },
         Format::Squashfs => {
             let d = crate::emit::squashfs::debug::describe_file(p).map_err(|e| Error::other(format!("{}: {e}", p.display())))?;
-            Ok(Inspection::Squashfs(Box::new(d)))
+            Ok(Inspection::Squashfs { description: Box::new(d), file: p.display().to_string() })
         }
         Format::Oci => inspect_opts(&format!("oci:{target}"), cache, platform, offline, files),
         _ => inspect_archive(format, p).map(Inspection::Archive),
@@ -277,7 +283,10 @@ pub fn render(i: &Inspection) -> String {
             }
         }
         Inspection::Eif(d) => s += &crate::emit::eif::debug::dump(d),
-        Inspection::Squashfs(d) => s += &crate::emit::squashfs::debug::dump(d),
+        Inspection::Squashfs { description, file } => {
+            s += &crate::emit::squashfs::debug::dump(description);
+            s += &crate::boot::verity::recorded(Path::new(file));
+        }
         Inspection::Disk { file, partitions } => s += &format!("# {file}: disk image\n{partitions}{}", crate::boot::verity::recorded(Path::new(file))),
         Inspection::Iso(d) => {
             s += &crate::emit::iso::debug::dump(d);
