@@ -56,19 +56,7 @@ impl Bootloader {
     /// [`GRUB_MODULES`] with their dependencies, `config` embedded as the early config,
     /// `prefix` as the prefix. A missing module names the directory, image and definition.
     pub fn grub_image(&self, config: Option<&str>, prefix: &str) -> Result<Vec<u8>> {
-        let dir = self.def.files["platform"].trim_end_matches('/');
-        let named = format!("{dir} in {} (from {})", self.image.reference.text, self.def.file.display());
-        let kernel_img = self.read(GRUB_KERNEL)?;
-        let moddep = String::from_utf8(self.read(GRUB_MODDEP)?).map_err(|_| Error::other(format!("{named}: moddep.lst is not UTF-8 text")))?;
-        let wanted: Vec<String> = GRUB_MODULES.iter().map(|m| m.to_string()).collect();
-        let order = crate::emit::grub::resolve(&named, &moddep, &wanted)?;
-        let mut modules = BTreeMap::new();
-        for m in order {
-            let path = format!("{dir}/{m}.mod");
-            let c = crate::boot::kernel::regular_file(&self.tree, &path)
-                .map_err(|_| crate::emit::grub::GrubError::MissingModule { dir: named.clone(), module: m.clone() })?;
-            modules.insert(m, self.read_ref(&c, &path)?);
-        }
+        let GrubParts { named, kernel_img, moddep, wanted, modules } = self.grub_parts(&[])?;
         let input = crate::emit::grub::Input {
             target: crate::emit::grub::Target::X86_64Efi,
             dir: &named,
@@ -83,16 +71,27 @@ impl Bootloader {
     }
 }
 
+/// What every GRUB core image is made of, read from a grub bootloader's platform directory.
+struct GrubParts {
+    /// The directory, image and definition, for messages.
+    named: String,
+    kernel_img: Vec<u8>,
+    moddep: String,
+    /// [`GRUB_MODULES`] and the platform's extra ones.
+    wanted: Vec<String>,
+    /// Every wanted module and its dependencies, by name.
+    modules: BTreeMap<String, Vec<u8>>,
+}
+
 impl Bootloader {
-    /// The BIOS boot chain of an i386-pc grub bootloader (`emit::grub::pc`): the core image
-    /// for `first_sector` ([`GRUB_MODULES`] and `biosdisk`, `prefix` as the prefix) and
-    /// `boot.img`.
-    pub fn grub_pc(&self, prefix: &str, first_sector: u64) -> Result<(Vec<u8>, Vec<u8>)> {
+    /// `kernel.img`, `moddep.lst` and the modules [`GRUB_MODULES`] and `extra` need, in
+    /// dependency order; a missing module names the directory, image and definition.
+    fn grub_parts(&self, extra: &[&str]) -> Result<GrubParts> {
         let dir = self.def.files["platform"].trim_end_matches('/');
         let named = format!("{dir} in {} (from {})", self.image.reference.text, self.def.file.display());
         let kernel_img = self.read(GRUB_KERNEL)?;
         let moddep = String::from_utf8(self.read(GRUB_MODDEP)?).map_err(|_| Error::other(format!("{named}: moddep.lst is not UTF-8 text")))?;
-        let wanted: Vec<String> = GRUB_MODULES.iter().chain(&["biosdisk"]).map(|m| m.to_string()).collect();
+        let wanted: Vec<String> = GRUB_MODULES.iter().chain(extra).map(|m| m.to_string()).collect();
         let order = crate::emit::grub::resolve(&named, &moddep, &wanted)?;
         let mut modules = BTreeMap::new();
         for m in order {
@@ -101,6 +100,16 @@ impl Bootloader {
                 .map_err(|_| crate::emit::grub::GrubError::MissingModule { dir: named.clone(), module: m.clone() })?;
             modules.insert(m, self.read_ref(&c, &path)?);
         }
+        Ok(GrubParts { named, kernel_img, moddep, wanted, modules })
+    }
+}
+
+impl Bootloader {
+    /// The BIOS boot chain of an i386-pc grub bootloader (`emit::grub::pc`): the core image
+    /// for `first_sector` ([`GRUB_MODULES`] and `biosdisk`, `prefix` as the prefix) and
+    /// `boot.img`.
+    pub fn grub_pc(&self, prefix: &str, first_sector: u64) -> Result<(Vec<u8>, Vec<u8>)> {
+        let GrubParts { named, kernel_img, moddep, wanted, modules } = self.grub_parts(&["biosdisk"])?;
         let (lzma_decompress, diskboot) = (self.read("lzma_decompress.img")?, self.read("diskboot.img")?);
         let input = crate::emit::grub::pc::PcInput {
             dir: &named,
