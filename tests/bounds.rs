@@ -5,8 +5,7 @@
 
 mod common;
 
-use common::{raw_tar_header, tar_padded, Comp, Layout};
-use std::io::Write;
+use common::{gz_with_zeros, raw_tar_header, tar_padded, Comp, Layout};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -122,27 +121,6 @@ fn deep_directories_are_refused_at_the_name_budget_in_bounded_memory() {
     assert_refused(dir.path(), build(dir.path(), &image), "would take more than 50331648 bytes");
 }
 
-/// A gzip of `head`, then `zeros` zero bytes, then `tail` (streamed, not held); returns
-/// the blob and the sha256 of the uncompressed stream.
-fn gz_with_zeros(head: &[u8], zeros: u64, tail: &[u8]) -> (Vec<u8>, String) {
-    use sha2::Digest as _;
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(9));
-    let mut sha = sha2::Sha256::new();
-    let mut put = |b: &[u8]| {
-        gz.write_all(b).unwrap();
-        sha.update(b);
-    };
-    put(head);
-    let block = vec![0u8; 1 << 20];
-    let mut left = zeros;
-    while left > 0 {
-        let k = left.min(block.len() as u64) as usize;
-        put(&block[..k]);
-        left -= k as u64;
-    }
-    put(tail);
-    (gz.finish().unwrap(), hex::encode(sha.finalize()))
-}
 
 #[test]
 fn a_huge_pax_record_is_refused_in_bounded_memory() {

@@ -100,12 +100,7 @@ fn disk_format(img: &Path) -> &'static str {
 }
 
 fn ovmf_boot(img: &Path, scratch: &Path) -> String {
-    let (code, vars) = [("/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"), ("/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd")]
-        .into_iter()
-        .find(|(c, _)| Path::new(c).is_file())
-        .unwrap_or_else(|| panic!("OVMF is not installed: {INSTALL_HINT}"));
-    let v = scratch.join("vars.fd");
-    std::fs::copy(vars, &v).unwrap();
+    let (code, v) = common::ovmf_with_vars(scratch);
     let t = std::time::Instant::now();
     let o = output(
         Command::new("timeout")

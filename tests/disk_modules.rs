@@ -171,12 +171,7 @@ fn seabios_virtio_boot(img: &Path) -> String {
 }
 
 fn ovmf_virtio_boot(img: &Path, scratch: &Path) -> String {
-    let (code, vars) = [("/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"), ("/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd")]
-        .into_iter()
-        .find(|(c, _)| Path::new(c).is_file())
-        .unwrap_or_else(|| panic!("OVMF is not installed: {INSTALL_HINT}"));
-    let v = scratch.join("vars.fd");
-    std::fs::copy(vars, &v).unwrap();
+    let (code, v) = common::ovmf_with_vars(scratch);
     let o = output(
         Command::new("timeout")
             .args(["240", "qemu-system-x86_64", "-nographic", "-no-reboot", "-m", "512", "-drive"])

@@ -8,6 +8,9 @@
 //! manifest.json in a fresh `--out`, and an earlier good build's outputs left byte for byte
 //! as they were.
 
+mod common;
+
+use common::gz_with_zeros;
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -781,26 +784,6 @@ fn store_stays_consistent_when_a_layout_blob_changes_after_import() {
 // Bombs the layer byte limit does not see: tar metadata the `tar` crate holds in memory,
 // data skipped for non-file entries, and bytes after the end-of-archive marker.
 
-/// A gzip of `head`, then `zeros` zero bytes, then `tail` (zeros streamed, not held);
-/// returns the blob and the sha256 of the uncompressed stream.
-fn gz_with_zeros(head: &[u8], zeros: u64, tail: &[u8]) -> (Vec<u8>, String) {
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(9));
-    let mut sha = Sha256::new();
-    let mut put = |b: &[u8]| {
-        gz.write_all(b).unwrap();
-        sha.update(b);
-    };
-    put(head);
-    let block = vec![0u8; 1 << 20];
-    let mut left = zeros;
-    while left > 0 {
-        let k = left.min(block.len() as u64) as usize;
-        put(&block[..k]);
-        left -= k as u64;
-    }
-    put(tail);
-    (gz.finish().unwrap(), hex::encode(sha.finalize()))
-}
 
 /// Run a build and return its exit code, stderr and peak resident memory in KiB (of that
 /// child alone, from wait4).

@@ -1244,3 +1244,38 @@ pub fn tar_padded(d: &[u8]) -> Vec<u8> {
     v.resize(d.len().div_ceil(512) * 512, 0);
     v
 }
+
+/// A gzip of `head`, then `zeros` zero bytes, then `tail` (the zeros streamed, not held);
+/// returns the blob and the sha256 of the uncompressed stream. For bomb-sized layers.
+pub fn gz_with_zeros(head: &[u8], zeros: u64, tail: &[u8]) -> (Vec<u8>, String) {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(9));
+    let mut sha = Sha256::new();
+    let mut put = |b: &[u8]| {
+        gz.write_all(b).unwrap();
+        sha.update(b);
+    };
+    put(head);
+    let block = vec![0u8; 1 << 20];
+    let mut left = zeros;
+    while left > 0 {
+        let k = left.min(block.len() as u64) as usize;
+        put(&block[..k]);
+        left -= k as u64;
+    }
+    put(tail);
+    (gz.finish().unwrap(), hex::encode(sha.finalize()))
+}
+
+/// OVMF's code file and a fresh writable copy of its variable store in `scratch`, from the
+/// pairs `stagebox run` tries ([`stagebox::cmd::run::OVMF_PAIRS`]); a failure with install
+/// advice when none is installed.
+pub fn ovmf_with_vars(scratch: &Path) -> (&'static str, PathBuf) {
+    let (code, vars) = stagebox::cmd::run::OVMF_PAIRS
+        .iter()
+        .copied()
+        .find(|(c, v)| !v.is_empty() && Path::new(c).is_file())
+        .unwrap_or_else(|| panic!("OVMF is not installed: {INSTALL_HINT}"));
+    let v = scratch.join("vars.fd");
+    std::fs::copy(vars, &v).unwrap();
+    (code, v)
+}
