@@ -2,7 +2,7 @@
 //!
 //! Layers, lowest first; imports run down only (`tests/architecture.rs` keeps it so, and
 //! `docs/design.md` draws it): utilities ([`error`], [`date`], [`digest`], [`fsutil`], [`progress`],
-//! [`tarfmt`], [`reference`]) → [`spec`] (box files) → [`source`] (resolve, fetch, verify)
+//! [`tarfmt`], [`kernelfmt`], [`reference`]) → [`spec`] (box files) → [`source`] (resolve, fetch, verify)
 //! → [`tree`] (flatten, normalize) → [`emit`] (one module per output format) and
 //! [`measure`] (digests, manifest) → [`boot`] (kernel, bootloaders, bootable outputs) →
 //! [`build`] (the plan and the output table) → [`cmd`] (the commands) → `main.rs`, which
@@ -16,6 +16,7 @@ pub mod digest;
 pub mod emit;
 pub mod error;
 pub mod fsutil;
+pub mod kernelfmt;
 pub mod measure;
 pub mod progress;
 pub mod reference;

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 /// Top-level modules of the library, by layer (0 = lowest).
 const LAYERS: &[(&str, &[&str])] = &[
-    ("util", &["error", "date", "digest", "fsutil", "progress", "tarfmt", "reference", "util", "Error", "Result"]),
+    ("util", &["error", "date", "digest", "fsutil", "progress", "tarfmt", "kernelfmt", "reference", "util", "Error", "Result"]),
     ("spec", &["spec"]),
     ("source", &["source"]),
     ("tree", &["tree"]),

@@ -22,6 +22,7 @@
 //! scratch space comes from [`tempdir`].
 #![allow(dead_code)]
 
+pub mod arm64;
 pub mod boot;
 pub mod iso;
 pub mod kernel_mount;
@@ -1110,17 +1111,24 @@ pub fn tar_members(data: &[u8]) -> Vec<TarMember> {
     v
 }
 
-/// The Debian cloud kernel's `.deb` (the package the `linux-image-cloud-amd64` metapackage
-/// depends on now), cached under target/test-cache/debs: a cached one is used as it is, so
-/// reruns need no network.
+/// The Debian cloud kernel's `.deb` for amd64 (see [`cloud_kernel_deb_for`]).
 pub fn cloud_kernel_deb() -> PathBuf {
+    cloud_kernel_deb_for("amd64")
+}
+
+/// The Debian cloud kernel's `.deb` for `arch` (`amd64`, `arm64`: the package the
+/// `linux-image-cloud-ARCH` metapackage depends on now), cached under
+/// target/test-cache/debs: a cached one is used as it is, so reruns need no network. A
+/// foreign architecture needs `dpkg --add-architecture ARCH` (scripts/install-test-deps.sh).
+pub fn cloud_kernel_deb_for(arch: &str) -> PathBuf {
+    let suffix = format!("-cloud-{arch}");
     let cached = test_cache().join("debs");
     if let Ok(rd) = std::fs::read_dir(&cached) {
         let mut found: Vec<PathBuf> = rd
             .map(|e| e.unwrap().path())
             .filter(|p| {
                 let n = p.file_name().unwrap().to_string_lossy();
-                n.starts_with("linux-image-") && n.ends_with("-cloud-amd64.deb") && n != "linux-image-cloud-amd64.deb"
+                n.starts_with("linux-image-") && n.ends_with(&format!("{suffix}.deb")) && n != format!("linux-image{suffix}.deb")
             })
             .collect();
         found.sort();
@@ -1129,13 +1137,15 @@ pub fn cloud_kernel_deb() -> PathBuf {
         }
     }
     require_tool("apt-cache");
+    let meta = format!("linux-image{suffix}:{arch}");
     let depends = || {
-        let o = output(Command::new("apt-cache").args(["depends", "linux-image-cloud-amd64"]));
+        let o = output(Command::new("apt-cache").args(["depends", &meta]));
         let text = String::from_utf8_lossy(&o.stdout).into_owned();
         let pkg = text
             .lines()
             .filter_map(|l| l.trim().strip_prefix("Depends: "))
-            .find(|p| p.starts_with("linux-image-") && p.ends_with("-cloud-amd64"))
+            .map(|p| p.split(':').next().unwrap_or(p))
+            .find(|p| p.starts_with("linux-image-") && p.ends_with(&suffix))
             .map(str::to_string);
         (pkg, text)
     };
@@ -1146,11 +1156,19 @@ pub fn cloud_kernel_deb() -> PathBuf {
             run(Command::new("apt-get").args(["update", "-q"]));
             match depends() {
                 (Some(p), _) => p,
-                (None, text) => panic!("linux-image-cloud-amd64 depends on no linux-image-*-cloud-amd64 ({INSTALL_HINT}):\n{text}"),
+                (None, text) => panic!("{meta} depends on no linux-image-*{suffix} ({INSTALL_HINT}):\n{text}"),
             }
         }
     };
-    deb(&pkg)
+    if arch == "amd64" {
+        deb(&pkg)
+    } else {
+        // `deb` names the cache file after its argument; keep the kernel's own name.
+        let got = deb(&format!("{pkg}:{arch}"));
+        let dst = got.with_file_name(format!("{pkg}.deb"));
+        std::fs::rename(&got, &dst).unwrap();
+        dst
+    }
 }
 
 /// A layer holding the Debian cloud kernel as StageX's `user-linux-*` images do:
