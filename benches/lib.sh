@@ -27,3 +27,55 @@ measure() {
 
 # median NUMBERS...: the median (the lower middle one for an even count).
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+# bench_boot_setup: the boot inputs of a bootable box (after bench_setup): Debian's cloud
+# kernel, isolinux, syslinux-common, systemd-boot-efi and grub-efi-amd64-bin, as packages
+# unpacked under $P (for the baseline pipelines) and as OCI images in $B/oci ($KD: /bzImage;
+# $BD: the packages' files) for stagebox; $KERNEL is the kernel file.
+bench_boot_setup() {
+  # The boot inputs, as packages (baseline) and as OCI images (stagebox).
+  CACHE=${BENCH_CACHE:-$PWD/target/bench-cache}
+  mkdir -p "$CACHE/boot-debs"
+  (
+    cd "$CACHE/boot-debs"
+    for p in isolinux syslinux-common systemd-boot-efi grub-efi-amd64-bin linux-image-cloud-amd64; do
+      ls "${p}"_*.deb >/dev/null 2>&1 || apt-get download "$p" >/dev/null 2>&1 || { apt-get update -qq; apt-get download "$p" >/dev/null; }
+    done
+    kver=$(dpkg-deb -f linux-image-cloud-amd64_*.deb Depends | tr ',' '\n' | grep -o 'linux-image-[^ ]*-cloud-amd64' | head -1)
+    ls "${kver}"_*.deb >/dev/null 2>&1 || apt-get download "$kver" >/dev/null
+  )
+  B=$WORK/boot; mkdir -p "$B/pkgs"
+  for d in "$CACHE"/boot-debs/*.deb; do dpkg-deb -x "$d" "$B/pkgs"; done
+  KERNEL=$(ls "$B"/pkgs/boot/vmlinuz-*-cloud-amd64 | head -1)
+  mkdir -p "$B/k"; cp "$KERNEL" "$B/k/bzImage"
+  umoci init --layout "$B/oci" >/dev/null
+  mk_image() { # TAG DIR: an image of DIR's files
+    umoci new --image "$B/oci:$1" >/dev/null
+    tar -C "$2" -cf "$B/$1.tar" .
+    umoci raw add-layer --image "$B/oci:$1" "$B/$1.tar" >/dev/null
+    python3 -c "import json,sys; print([m['digest'] for m in json.load(open(sys.argv[1]))['manifests'] if m['annotations']['org.opencontainers.image.ref.name']==sys.argv[2]][0])" "$B/oci/index.json" "$1"
+  }
+  KD=$(mk_image kernel "$B/k")
+  BD=$(mk_image boot "$B/pkgs")
+  P=$B/pkgs
+}
+
+# iso_box NAME UEFI_DEFINITION EXTRA: a box of the bench image as a hybrid ISO with syslinux
+# (BIOS) and the given UEFI loader definition; EXTRA goes into [output.iso].
+iso_box() {
+  cat <<BOX
+name = "$1"
+version = "1"
+[[layer]]
+image = "oci:$IMAGE@$DIGEST"
+[kernel]
+image = "oci:$B/oci@$KD"
+cmdline = "console=ttyS0 rdinit=/bin/busybox"
+[output.iso]
+bootloader = [
+  { definition = "$PWD/kernels/syslinux-debian.toml", image = "oci:$B/oci@$BD" },
+  { definition = "$PWD/kernels/$2", image = "oci:$B/oci@$BD" },
+]
+$3
+BOX
+}

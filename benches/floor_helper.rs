@@ -1,0 +1,102 @@
+//! The floor's own work for `benches/floor.sh`, done with the same codec crates and backends
+//! stagebox links (flate2 on zlib-rs, libzstd's multithreaded encoder), so that "the least
+//! work any composer must do" is not slowed or sped up by a different implementation (GNU
+//! gzip inflates more slowly than zlib-rs; a floor measured with it would flatter stagebox).
+//! It never calls stagebox: it only decompresses and compresses bytes.
+//!
+//! ```text
+//! floor inflate THREADS FILE...        decompress each layer blob (gzip or zstd, by magic) to nothing, THREADS at once
+//! floor gzip THREADS LEVEL FILE        deflate FILE (from the page cache) in THREADS equal slices at once, to nothing
+//! floor zlib-blocks THREADS LEVEL BLOCK FILE   zlib each BLOCK-byte block of FILE (SquashFS's unit), THREADS at once
+//! floor zstd THREADS LEVEL FILE        zstd FILE with THREADS libzstd workers, to nothing
+//! ```
+//! Build: `cargo build --release --example floor`.
+
+use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+fn usage() -> ! {
+    eprintln!("usage: floor inflate THREADS FILE... | gzip THREADS LEVEL FILE | zlib-blocks THREADS LEVEL BLOCK FILE | zstd THREADS LEVEL FILE");
+    std::process::exit(2);
+}
+
+fn num<T: std::str::FromStr>(s: Option<&String>) -> T {
+    s.and_then(|s| s.parse().ok()).unwrap_or_else(|| usage())
+}
+
+/// Run `work(i)` for i in 0..n on `threads` threads, each taking the next index.
+fn parallel(threads: usize, n: usize, work: impl Fn(usize) -> io::Result<()> + Sync) -> io::Result<()> {
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads.max(1))
+            .map(|_| {
+                s.spawn(|| -> io::Result<()> {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= n {
+                            return Ok(());
+                        }
+                        work(i)?;
+                    }
+                })
+            })
+            .collect();
+        handles.into_iter().try_for_each(|h| h.join().expect("worker panicked"))
+    })
+}
+
+fn inflate(path: &str) -> io::Result<()> {
+    let mut f = io::BufReader::with_capacity(1 << 20, std::fs::File::open(path)?);
+    let mut magic = [0u8; 4];
+    f.read_exact(&mut magic)?;
+    let f = io::Cursor::new(magic).chain(f);
+    let mut sink = io::sink();
+    match magic {
+        [0x1f, 0x8b, ..] => io::copy(&mut flate2::read::MultiGzDecoder::new(f), &mut sink)?,
+        [0x28, 0xb5, 0x2f, 0xfd] => io::copy(&mut zstd::stream::read::Decoder::new(f)?, &mut sink)?,
+        _ => io::copy(&mut { f }, &mut sink)?,
+    };
+    Ok(())
+}
+
+fn main() -> io::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("inflate") => {
+            let files = &args[2..];
+            parallel(num(args.get(1)), files.len(), |i| inflate(&files[i]))
+        }
+        Some("gzip") => {
+            let (threads, level): (usize, u32) = (num(args.get(1)), num(args.get(2)));
+            let data = std::fs::read(args.get(3).unwrap_or_else(|| usage()))?;
+            let slice = data.len().div_ceil(threads.max(1)).max(1);
+            let chunks: Vec<&[u8]> = data.chunks(slice).collect();
+            parallel(threads, chunks.len(), |i| {
+                let mut e = flate2::write::GzEncoder::new(io::sink(), flate2::Compression::new(level));
+                e.write_all(chunks[i])?;
+                e.finish().map(drop)
+            })
+        }
+        Some("zlib-blocks") => {
+            let (threads, level, block): (usize, u32, usize) = (num(args.get(1)), num(args.get(2)), num(args.get(3)));
+            let data = Arc::new(std::fs::read(args.get(4).unwrap_or_else(|| usage()))?);
+            let blocks: Vec<&[u8]> = data.chunks(block.max(1)).collect();
+            parallel(threads, blocks.len(), |i| {
+                let mut e = flate2::write::ZlibEncoder::new(Vec::with_capacity(block), flate2::Compression::new(level));
+                e.write_all(blocks[i])?;
+                e.finish().map(drop)
+            })
+        }
+        Some("zstd") => {
+            let (threads, level): (u32, i32) = (num(args.get(1)), num(args.get(2)));
+            let mut f = io::BufReader::with_capacity(1 << 20, std::fs::File::open(args.get(3).unwrap_or_else(|| usage()))?);
+            let mut e = zstd::stream::write::Encoder::new(io::sink(), level)?;
+            e.multithread(threads)?;
+            e.include_checksum(true)?;
+            io::copy(&mut f, &mut e)?;
+            e.finish().map(drop)
+        }
+        _ => usage(),
+    }
+}
