@@ -271,10 +271,11 @@ pub fn plan_arch(output: &Path, opts: &RunOptions) -> Result<(Boot, Arch)> {
 }
 
 /// The architecture a kernel file is for, from its first bytes (`kernelfmt`); None when its
-/// form names none or is not known.
+/// form names none or is not known, or the file cannot be read (QEMU then says why).
 fn sniff_kernel_arch(kernel: &Path) -> Result<Option<Arch>> {
     let mut head = Vec::new();
-    std::fs::File::open(kernel).at(kernel)?.take(crate::kernelfmt::HEAD as u64).read_to_end(&mut head).at(kernel)?;
+    let Ok(f) = std::fs::File::open(kernel) else { return Ok(None) };
+    f.take(crate::kernelfmt::HEAD as u64).read_to_end(&mut head).at(kernel)?;
     Ok(crate::kernelfmt::identify(&head).ok().and_then(|f| f.arch()))
 }
 
@@ -663,6 +664,32 @@ mod tests {
         assert_eq!(plan(&iso, &disk).unwrap(), Boot::Disk(iso.clone()));
         let s = qemu_args(&Boot::Disk(iso.clone()), &disk, false, None, false).join(" ");
         assert!(s.contains("format=raw,snapshot=on") && !s.contains("media=cdrom"), "{s}");
+    }
+
+    #[test]
+    fn arm64_outputs_boot_on_virt_with_ttyama0() {
+        let d = tempfile::tempdir().unwrap();
+        let m = r#"{"box":"b","outputs":[{"format":"initramfs","path":"b.cpio.gz"},{"format":"kernel","path":"b.Image.gz","arch":"arm64"},{"format":"iso","path":"b.iso","arch":"arm64"},{"format":"disk","path":"b.img","arch":"arm64"}]}"#;
+        std::fs::write(d.path().join("manifest.json"), m).unwrap();
+        for f in ["b.cpio.gz", "b.iso", "b.img"] {
+            std::fs::write(d.path().join(f), b"").unwrap();
+        }
+        // A gzip kernel names no machine: the kernel record's arch does.
+        std::fs::write(d.path().join("b.Image.gz"), [0x1f, 0x8b, 8, 0]).unwrap();
+        let (boot, arch) = plan_arch(&d.path().join("b.cpio.gz"), &RunOptions::default()).unwrap();
+        assert_eq!(arch, Arch::Arm64);
+        assert!(matches!(&boot, Boot::Initramfs { cmdline, .. } if cmdline == "console=ttyAMA0"), "{boot:?}");
+        let s = qemu_args_for(&boot, arch, &RunOptions::default(), false, None, false).join(" ");
+        assert!(s.contains("-M virt") && s.contains("-cpu cortex-a57") && s.contains("-kernel"), "{s}");
+        let (iso, arch) = plan_arch(&d.path().join("b.iso"), &RunOptions::default()).unwrap();
+        assert_eq!((iso.clone(), arch), (Boot::Iso(d.path().join("b.iso")), Arch::Arm64));
+        let fw = (Path::new("/c.fd"), Some(Path::new("/v.fd")));
+        let s = qemu_args_for(&iso, arch, &RunOptions::default(), false, Some(fw), false).join(" ");
+        assert!(s.contains("virtio-scsi-pci") && s.contains("scsi-cd,drive=cd0") && s.contains("unit=1,file=/v.fd"), "{s}");
+        let (disk, arch) = plan_arch(&d.path().join("b.img"), &RunOptions::default()).unwrap();
+        let s = qemu_args_for(&disk, arch, &RunOptions::default(), false, Some(fw), false).join(" ");
+        assert!(s.contains("virtio-blk-pci,drive=disk0") && s.contains("snapshot=on"), "{s}");
+        assert_eq!(qemu_for(arch).0, "qemu-system-aarch64");
     }
 
     #[test]
