@@ -11,7 +11,9 @@
 //! `/isolinux/grub.cfg` from it, on a CD and on a whole USB disk alike); the boot catalog
 //! `/isolinux/boot.cat`. The tree itself goes in as ISO 9660 files only with `files = true`.
 //! systemd-boot reads only its ESP, so with it the ESP holds kernel and initramfs again
-//! (docs/iso-boot.md gives the cost).
+//! (docs/iso-boot.md gives the cost). An arm64 kernel's ISO is UEFI-only (the plan refuses
+//! BIOS loaders for it): its ESP holds `EFI/BOOT/BOOTAA64.EFI` instead, and no TPM prediction
+//! is made for it (docs/arm64.md).
 
 use crate::boot::bootloader::Bootloader;
 use crate::digest::Digest;

@@ -31,10 +31,11 @@ use toml::Spanned;
 pub enum BootloaderKind {
     /// BIOS: isolinux from a CD, its isohybrid MBR from a disk.
     Syslinux,
-    /// UEFI: systemd-boot as `EFI/BOOT/BOOTX64.EFI` in the ESP.
+    /// UEFI: systemd-boot as `EFI/BOOT/BOOTX64.EFI` (`BOOTAA64.EFI` on arm64) in the ESP.
     SystemdBoot,
     /// UEFI: a GRUB core image that stagebox assembles from a platform directory
-    /// (`emit::grub`), as `EFI/BOOT/BOOTX64.EFI` in the ESP.
+    /// (`emit::grub`: `x86_64-efi` or `arm64-efi`, as the box's platform wants), as
+    /// `EFI/BOOT/BOOTX64.EFI` (`BOOTAA64.EFI`) in the ESP.
     Grub,
     /// BIOS: GRUB's i386-pc core image in a disk's BIOS boot partition and its `boot.img` in
     /// the MBR (`emit::grub::pc`): a `kind = "grub"` definition whose `platform` directory
