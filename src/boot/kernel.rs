@@ -17,7 +17,8 @@
 //! EFI `linux`, an ISO's or disk's ESP) need an EFI application, so `Image.gz` and an `Image`
 //! without its EFI stub are refused there with the reason (stagebox does not decompress
 //! `Image.gz` for them: the box should name a kernel built with `CONFIG_EFI_STUB`, or
-//! `CONFIG_EFI_ZBOOT` for a compressed one; docs/arm64.md).
+//! `CONFIG_EFI_ZBOOT` for a compressed one; docs/arm64.md). An arm64 kernel's built-in config
+//! (IKCONFIG) is read from the `Image`, or from the unpacked `Image.gz` or zboot payload.
 
 use crate::digest::HashWriter;
 use crate::error::{Error, IoContext, Result};
@@ -94,6 +95,41 @@ impl KernelConfig {
         let at = vmlinux.windows(8).position(|w| w == b"IKCFG_ST")? + 8;
         let mut text = String::new();
         flate2::read::GzDecoder::new(&vmlinux[at..]).take(MAX).read_to_string(&mut text).ok()?;
+        Some(Self::parse(&text))
+    }
+
+    /// The config an arm64 kernel carries in itself (`CONFIG_IKCONFIG`): found in an `Image`
+    /// as it is, in an `Image.gz` once unpacked, in an EFI zboot image once its gzip or
+    /// zstd payload is unpacked. None for other forms, or when it has none.
+    pub fn from_arm64(k: &[u8], form: &Form) -> Option<Self> {
+        use std::io::Read as _;
+        const MAX: u64 = 512 << 20;
+        let unpack = |payload: &[u8]| -> Option<Vec<u8>> {
+            let mut v = Vec::new();
+            let r = match payload {
+                [0x1f, 0x8b, ..] => flate2::read::GzDecoder::new(payload).take(MAX).read_to_end(&mut v),
+                [0x28, 0xb5, 0x2f, 0xfd, ..] => zstd::stream::read::Decoder::new(payload).ok()?.take(MAX).read_to_end(&mut v),
+                _ => return None,
+            };
+            (r.is_ok() || !v.is_empty()).then_some(v)
+        };
+        let unpacked;
+        let image: &[u8] = match form {
+            Form::Arm64Image { .. } => k,
+            Form::Gzip => {
+                unpacked = unpack(k)?;
+                &unpacked
+            }
+            Form::Zboot { payload_offset, payload_size, .. } => {
+                let start = *payload_offset as usize;
+                unpacked = unpack(k.get(start..start.checked_add(*payload_size as usize)?)?)?;
+                &unpacked
+            }
+            Form::BzImage => return None,
+        };
+        let at = image.windows(8).position(|w| w == b"IKCFG_ST")? + 8;
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&image[at..]).take(MAX).read_to_string(&mut text).ok()?;
         Some(Self::parse(&text))
     }
 
@@ -301,6 +337,7 @@ pub fn resolve(k: &KernelSpec, import: &Import) -> Result<Kernel> {
         message: format!("{what} {p} (from {}): {m}", def.file.as_ref().map(|f| f.display().to_string()).unwrap_or_else(|| "[kernel]".into())),
     };
     let kernel = regular_file(&tree, &def.path).map_err(|m| in_image("kernel", &def.path, m))?;
+    let (form, arch) = kernel_form(&tree, &kernel, &import.sopts.platform.arch).map_err(|m| in_image("kernel", &def.path, m))?;
     let mut config_in_kernel = false;
     let config = match tree.lookup(def.config.as_bytes()) {
         Ok((_, Node { kind: Kind::File { content, .. }, .. })) => {
@@ -315,13 +352,15 @@ pub fn resolve(k: &KernelSpec, import: &Import) -> Result<Kernel> {
         _ if kernel.len <= MAX_KERNEL => {
             let mut k = Vec::with_capacity(kernel.len as usize);
             tree.open(&kernel).read_to_end(&mut k).map_err(|e| in_image("kernel", &def.path, e.to_string()))?;
-            let c = KernelConfig::from_bzimage(&k);
+            let c = match &form {
+                Some(f) if arch == Arch::Arm64 => KernelConfig::from_arm64(&k, f),
+                _ => KernelConfig::from_bzimage(&k),
+            };
             config_in_kernel = c.is_some();
             c
         }
         _ => None,
     };
-    let (form, arch) = kernel_form(&tree, &kernel, &import.sopts.platform.arch).map_err(|m| in_image("kernel", &def.path, m))?;
     Ok(Kernel { spec: k.clone(), image, tree, kernel, config, config_in_kernel, form, arch })
 }
 
@@ -423,6 +462,30 @@ mod tests {
         assert_eq!(KernelConfig::from_bzimage(&bzimage(&gz(b"no config here"))), None);
         assert_eq!(KernelConfig::from_bzimage(&bzimage(b"LZ4?")), None);
         assert_eq!(KernelConfig::from_bzimage(b"short"), None);
+    }
+
+    #[test]
+    fn ikconfig_is_found_in_arm64_image_image_gz_and_zboot() {
+        use std::io::Write as _;
+        let gz = |b: &[u8]| {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(b).unwrap();
+            e.finish().unwrap()
+        };
+        let mut image = vec![0u8; 0x40];
+        image[0x38..0x3c].copy_from_slice(b"ARM\x64");
+        image.extend_from_slice(b"code..IKCFG_ST");
+        image.extend_from_slice(&gz(b"CONFIG_RD_ZSTD=y\n"));
+        image.extend_from_slice(b"IKCFG_ED");
+        let f = crate::kernelfmt::identify(&image).unwrap();
+        assert!(KernelConfig::from_arm64(&image, &f).unwrap().builtin("CONFIG_RD_ZSTD"));
+        assert!(KernelConfig::from_arm64(&gz(&image), &Form::Gzip).unwrap().builtin("CONFIG_RD_ZSTD"));
+        let z = zstd::encode_all(&image[..], 3).unwrap();
+        let mut zboot = vec![0u8; 0x100];
+        zboot.extend_from_slice(&z);
+        let form = Form::Zboot { arch: Some(Arch::Arm64), compression: "zstd".into(), payload_offset: 0x100, payload_size: z.len() as u32 };
+        assert!(KernelConfig::from_arm64(&zboot, &form).unwrap().builtin("CONFIG_RD_ZSTD"));
+        assert_eq!(KernelConfig::from_arm64(&image[..0x48], &f), None);
     }
 
     #[test]
