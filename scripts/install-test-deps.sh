@@ -3,7 +3,7 @@
 # Idempotent: does nothing when everything is already there.
 set -euo pipefail
 PKGS=(umoci skopeo libarchive-tools tar gzip zstd xz-utils cpio busybox-static
-      qemu-system-x86 ovmf dpkg ca-certificates docker-registry gnupg
+      qemu-system-x86 ovmf qemu-system-arm qemu-efi-aarch64 dpkg ca-certificates docker-registry gnupg
       python3 openssl squashfs-tools erofs-utils python3-jsonschema diffoscope-minimal
       rpm lintian genisoimage xorriso p7zip-full dosfstools mtools
       isolinux syslinux-common systemd-boot-efi gdisk fdisk

@@ -36,6 +36,32 @@ impl Arch {
         }
     }
 
+    /// The removable-media loader path UEFI firmware of this architecture starts from an
+    /// ESP (UEFI specification, "Removable Media Boot Behavior").
+    pub fn efi_boot_file(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "EFI/BOOT/BOOTX64.EFI",
+            Arch::Arm64 => "EFI/BOOT/BOOTAA64.EFI",
+        }
+    }
+
+    /// GRUB's EFI platform directory name for this architecture (`grub-mkimage -O`).
+    pub fn grub_efi(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "x86_64-efi",
+            Arch::Arm64 => "arm64-efi",
+        }
+    }
+
+    /// The serial console the kernel writes to on the machine `stagebox run` boots
+    /// (`ttyS0`, the PC's 16550; `ttyAMA0`, the PL011 of QEMU's arm `virt` board).
+    pub fn console(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "ttyS0",
+            Arch::Arm64 => "ttyAMA0",
+        }
+    }
+
     /// From an OCI architecture name; None for one stagebox does not boot.
     pub fn from_oci(arch: &str) -> Option<Arch> {
         match arch {
@@ -78,6 +104,17 @@ impl Form {
         matches!(self, Form::Arm64Image { efi_stub: true, .. } | Form::Zboot { .. }) || *self == Form::BzImage
     }
 
+    /// The file name suffix a build gives the kernel it writes beside an initramfs
+    /// (`NAME.bzImage`, `NAME.Image`, `NAME.Image.gz`, `NAME.efi` for zboot).
+    pub fn file_suffix(&self) -> &'static str {
+        match self {
+            Form::BzImage => "bzImage",
+            Form::Arm64Image { .. } => "Image",
+            Form::Gzip => "Image.gz",
+            Form::Zboot { .. } => "efi",
+        }
+    }
+
     /// A short description for messages.
     pub fn describe(&self) -> String {
         match self {
@@ -114,6 +151,16 @@ fn pe_machine(head: &[u8]) -> Option<u16> {
         return None;
     }
     u16_at(head, pe + 4)
+}
+
+/// The architecture of a PE/COFF EFI application (an `EFI/BOOT/BOOT*.EFI` loader) from its
+/// first bytes; None when it is not one for amd64 or arm64.
+pub fn pe_arch(head: &[u8]) -> Option<Arch> {
+    match pe_machine(head)? {
+        PE_AMD64 => Some(Arch::Amd64),
+        PE_ARM64 => Some(Arch::Arm64),
+        _ => None,
+    }
 }
 
 /// PE machine numbers (PE/COFF spec, "Machine Types").

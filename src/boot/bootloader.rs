@@ -57,8 +57,10 @@ impl Bootloader {
     /// `prefix` as the prefix. A missing module names the directory, image and definition.
     pub fn grub_image(&self, config: Option<&str>, prefix: &str) -> Result<Vec<u8>> {
         let GrubParts { named, kernel_img, moddep, wanted, modules } = self.grub_parts(&[])?;
+        // The platform directory's name (checked by the spec and against the box's platform).
+        let target = self.grub_target().ok_or_else(|| Error::other(format!("{named}: not an x86_64-efi or arm64-efi directory")))?;
         let input = crate::emit::grub::Input {
-            target: crate::emit::grub::Target::X86_64Efi,
+            target,
             dir: &named,
             kernel_img: &kernel_img,
             modules: &modules,
@@ -68,6 +70,14 @@ impl Bootloader {
             prefix,
         };
         Ok(crate::emit::grub::write(&input)?)
+    }
+}
+
+impl Bootloader {
+    /// The GRUB EFI target of a grub bootloader, from its platform directory's name.
+    pub fn grub_target(&self) -> Option<crate::emit::grub::Target> {
+        let dir = self.def.files.get("platform")?.trim_end_matches('/');
+        crate::emit::grub::Target::from_name(dir.rsplit('/').next()?)
     }
 }
 
@@ -219,10 +229,10 @@ pub fn resolve(defs: &[BootloaderDef], import: &Import) -> Result<Vec<Bootloader
 }
 
 /// The files systemd-boot needs in an ESP, by ESP path: itself as the removable-media loader
-/// (`EFI/BOOT/BOOTX64.EFI`), a `loader.conf` that boots the one entry at once, and that entry
+/// (`loader`: `EFI/BOOT/BOOTX64.EFI`, or `BOOTAA64.EFI` on arm64), a `loader.conf` that boots the one entry at once, and that entry
 /// (`linux` and `initrd` are ESP paths without the leading `/`). The caller adds the kernel
 /// and initrd files themselves.
-pub fn systemd_boot_files(efi: Vec<u8>, title: &str, linux: &str, initrd: Option<&str>, options: &str) -> BTreeMap<String, crate::emit::fat::EspSource> {
+pub fn systemd_boot_files(loader: &str, efi: Vec<u8>, title: &str, linux: &str, initrd: Option<&str>, options: &str) -> BTreeMap<String, crate::emit::fat::EspSource> {
     use crate::emit::fat::EspSource;
     let mut entry = format!("title {title}\nlinux /{linux}\n");
     if let Some(i) = initrd {
@@ -230,7 +240,7 @@ pub fn systemd_boot_files(efi: Vec<u8>, title: &str, linux: &str, initrd: Option
     }
     entry += &format!("options {options}\n");
     BTreeMap::from([
-        ("EFI/BOOT/BOOTX64.EFI".to_string(), EspSource::Bytes(efi)),
+        (loader.to_string(), EspSource::Bytes(efi)),
         ("loader/loader.conf".to_string(), EspSource::Bytes(b"timeout 0\ndefault stagebox.conf\n".to_vec())),
         ("loader/entries/stagebox.conf".to_string(), EspSource::Bytes(entry.into_bytes())),
     ])

@@ -1,5 +1,6 @@
 //! `[output.disk]`: a raw GPT disk image that UEFI firmware boots: an EFI system partition
-//! (FAT, `emit::fat`) with the UEFI loader as `EFI/BOOT/BOOTX64.EFI` (systemd-boot with its
+//! (FAT, `emit::fat`) with the UEFI loader as `EFI/BOOT/BOOTX64.EFI` (`BOOTAA64.EFI` for an
+//! arm64 kernel, whose root partition gets the arm64 root type) (systemd-boot with its
 //! loader entry, or a GRUB core image with prefix `/EFI/BOOT` and `EFI/BOOT/grub.cfg` beside
 //! it: GRUB reads its config from the partition it was loaded from), the box's kernel and
 //! an optional early initramfs; and a read-only root partition holding the
@@ -108,18 +109,23 @@ pub fn emit(job: &Job, o: &DiskOutput, kernel: &Kernel, bootloaders: &[Bootloade
     // has the length of its placeholder (its numbers are only known once the root is written).
     let cmdline = |root: &str, pad: usize| format!("{:pad$}", format!("{root} {}", kernel.spec.cmdline).trim(), pad = pad);
     let grub = boot.kind() == BootloaderKind::Grub;
+    // The removable-media loader of the kernel's architecture (BOOTX64.EFI, BOOTAA64.EFI).
+    let loader = kernel.arch.efi_boot_file();
     let efi = if grub { boot.grub_image(None, "/EFI/BOOT")? } else { boot.read("efi")? };
+    if !grub {
+        kernel.check_loader_arch(&efi, &format!("bootloader {} ({} in {})", boot.def.name, boot.def.files["efi"], boot.image.reference.text), &at)?;
+    }
     let esp_files = |root: &str, pad: usize| -> BTreeMap<String, fat::EspSource> {
         let title = format!("{} {}", spec.name, spec.version);
         let initrd_at = (!initrd.is_empty()).then_some("stagebox/initrd");
         let mut f = if grub {
             let cfg = crate::boot::bootloader::grub_cfg(&title, "/stagebox/linux", initrd_at.map(|_| "/stagebox/initrd"), &cmdline(root, pad), false);
             BTreeMap::from([
-                ("EFI/BOOT/BOOTX64.EFI".to_string(), fat::EspSource::Bytes(efi.clone())),
+                (loader.to_string(), fat::EspSource::Bytes(efi.clone())),
                 ("EFI/BOOT/grub.cfg".to_string(), fat::EspSource::Bytes(cfg.into_bytes())),
             ])
         } else {
-            let mut f = crate::boot::bootloader::systemd_boot_files(efi.clone(), &title, "stagebox/linux", initrd_at, &cmdline(root, pad));
+            let mut f = crate::boot::bootloader::systemd_boot_files(loader, efi.clone(), &title, "stagebox/linux", initrd_at, &cmdline(root, pad));
             if bios.is_some() {
                 let cfg = crate::boot::bootloader::grub_cfg(&title, "/stagebox/linux", initrd_at.map(|_| "/stagebox/initrd"), &cmdline(root, pad), false);
                 f.insert("EFI/BOOT/grub.cfg".to_string(), fat::EspSource::Bytes(cfg.into_bytes()));
@@ -219,6 +225,7 @@ pub fn emit(job: &Job, o: &DiskOutput, kernel: &Kernel, bootloaders: &[Bootloade
     file.set_len(size).at(&path)?;
 
     let sectors = size / SECTOR;
+    let dps = super::verity::dps_types(kernel.arch);
     let mut table = gpt::Gpt {
         disk_guid: gpt::Guid::derive(&seed, "disk"),
         sectors,
@@ -232,8 +239,8 @@ pub fn emit(job: &Job, o: &DiskOutput, kernel: &Kernel, bootloaders: &[Bootloade
                 name: "ESP".into(),
             },
             gpt::Partition {
-                // "Linux root (x86-64)" of the Discoverable Partitions Specification.
-                type_guid: gpt::Guid::from_text("4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709"),
+                // "Linux root (x86-64)" or "(arm64)" of the Discoverable Partitions Specification.
+                type_guid: dps.1,
                 guid: root_guid,
                 first: root_first,
                 last: root_first + root_sectors - 1,
@@ -245,7 +252,7 @@ pub fn emit(job: &Job, o: &DiskOutput, kernel: &Kernel, bootloaders: &[Bootloade
     };
     if verity.is_some() {
         table.partitions.push(gpt::Partition {
-            type_guid: super::verity::DPS_TYPES[0].2,
+            type_guid: dps.2,
             guid: hash_guid,
             first: hash_first,
             last: hash_first + hash_sectors - 1,
@@ -265,7 +272,7 @@ pub fn emit(job: &Job, o: &DiskOutput, kernel: &Kernel, bootloaders: &[Bootloade
     drop(scratch);
 
     // What OVMF measures booting it: the loader, and the kernel when systemd-boot loads it.
-    let mut images: Vec<(&str, &[u8])> = vec![("EFI/BOOT/BOOTX64.EFI", &efi)];
+    let mut images: Vec<(&str, &[u8])> = vec![(loader, &efi)];
     if !grub {
         images.push(("stagebox/linux", &kbytes));
     }
@@ -276,11 +283,12 @@ pub fn emit(job: &Job, o: &DiskOutput, kernel: &Kernel, bootloaders: &[Bootloade
         let initrd_at = (!initrd.is_empty()).then_some("stagebox/initrd");
         tpm.systemd_boot(initrd_at, &cmdline(&args, 0), (!initrd.is_empty()).then_some(&initrd[..]))
     };
-    let tpm_pcrs = Some(tpm.to_map());
+    // EDK2's OVMF sequence: not predicted for arm64 (AAVMF), where it is unchecked (docs/arm64.md).
+    let tpm_pcrs = (kernel.arch == crate::kernelfmt::Arch::Amd64).then(|| tpm.to_map());
     let (d, size) = crate::digest::Digest::of_file(&path.with_file_name(af.temp_name()))?;
     af.commit()?;
     let roothash = verity.map(|v| v.root_hex());
-    Ok((OutputRecord { format: "disk".into(), path: name, sha256: d.hex().to_string(), size, pcrs: None, roothash, tpm_pcrs }, inputs))
+    Ok((OutputRecord { format: "disk".into(), path: name, sha256: d.hex().to_string(), size, pcrs: None, roothash, tpm_pcrs, arch: kernel.manifest_arch() }, inputs))
 }
 
 /// `inspect NAME.img`: the partition tables (`emit::gpt::dump`), then what each GPT

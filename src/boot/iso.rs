@@ -11,7 +11,9 @@
 //! `/isolinux/grub.cfg` from it, on a CD and on a whole USB disk alike); the boot catalog
 //! `/isolinux/boot.cat`. The tree itself goes in as ISO 9660 files only with `files = true`.
 //! systemd-boot reads only its ESP, so with it the ESP holds kernel and initramfs again
-//! (docs/iso-boot.md gives the cost).
+//! (docs/iso-boot.md gives the cost). An arm64 kernel's ISO is UEFI-only (the plan refuses
+//! BIOS loaders for it): its ESP holds `EFI/BOOT/BOOTAA64.EFI` instead, and no TPM prediction
+//! is made for it (docs/arm64.md).
 
 use crate::boot::bootloader::Bootloader;
 use crate::digest::Digest;
@@ -117,6 +119,8 @@ fn stage(job: &Job, boot: &IsoBoot, seed: &[u8; 32], dir: &Path) -> Result<Stage
         let f = std::fs::File::create(&initrd_path).at(&initrd_path)?;
         crate::boot::initramfs::write(&Job { threads: job.workers, ..*job }, &boot.initramfs, &f, &initrd_path)?
     };
+    // The removable-media loader of the kernel's architecture (BOOTX64.EFI, BOOTAA64.EFI).
+    let loader = boot.kernel.arch.efi_boot_file();
     let file = |name: &str, src: PathBuf, mode: u32| iso::IsoFile { path: format!("{BOOT_DIR}/{name}"), source: src, mode };
     let mut extra = Vec::new();
     let mut entries = Vec::new();
@@ -141,10 +145,11 @@ fn stage(job: &Job, boot: &IsoBoot, seed: &[u8; 32], dir: &Path) -> Result<Stage
             }
             BootloaderKind::SystemdBoot => {
                 let efi = b.read("efi")?;
+                boot.kernel.check_loader_arch(&efi, &format!("bootloader {} ({} in {})", b.def.name, b.def.files["efi"], b.image.reference.text), &boot.at)?;
                 // systemd-boot starts the kernel with LoadImage: the firmware measures both.
-                uefi_images.push(("EFI/BOOT/BOOTX64.EFI", efi.clone()));
+                uefi_images.push((loader, efi.clone()));
                 uefi_images.push(("vmlinuz", std::fs::read(&kernel_path).at(&kernel_path)?));
-                let mut files = crate::boot::bootloader::systemd_boot_files(efi, &boot.label, "vmlinuz", Some("initrd.img"), &boot.kernel.spec.cmdline);
+                let mut files = crate::boot::bootloader::systemd_boot_files(loader, efi, &boot.label, "vmlinuz", Some("initrd.img"), &boot.kernel.spec.cmdline);
                 files.insert("vmlinuz".to_string(), fat::EspSource::File(kernel_path.clone()));
                 files.insert("initrd.img".to_string(), fat::EspSource::File(initrd_path.clone()));
                 let p = dir.join("efiboot.img");
@@ -166,8 +171,8 @@ fn stage(job: &Job, boot: &IsoBoot, seed: &[u8; 32], dir: &Path) -> Result<Stage
                 extra.push(file("grub.cfg", p, 0o644));
                 let early = format!("search --no-floppy --file --set=root {BOOT_DIR}/{marker}\nset prefix=($root){BOOT_DIR}\n");
                 let efi = b.grub_image(Some(&early), BOOT_DIR)?;
-                uefi_images.push(("EFI/BOOT/BOOTX64.EFI", efi.clone()));
-                let files = std::collections::BTreeMap::from([("EFI/BOOT/BOOTX64.EFI".to_string(), fat::EspSource::Bytes(efi))]);
+                uefi_images.push((loader, efi.clone()));
+                let files = std::collections::BTreeMap::from([(loader.to_string(), fat::EspSource::Bytes(efi))]);
                 let p = dir.join("efiboot.img");
                 fat::write(&fat::Esp { files, sde, volume_id: fat::volume_id(seed) }, &p)?;
                 extra.push(file("efiboot.img", p, 0o644));
@@ -239,7 +244,9 @@ pub fn emit(job: &Job, volume_id: &str, boot: &IsoBoot, inputs: &[InputRecord]) 
     let seed = seed(spec, sde, &all_inputs, boot);
     let scratch = tempfile::Builder::new().prefix(".stagebox-iso-").tempdir_in(out).at(out)?;
     let staged = stage(job, boot, &seed, scratch.path())?;
-    let tpm_pcrs = if staged.uefi_images.is_empty() {
+    // The TPM prediction is EDK2's OVMF's event sequence; it is not made for arm64 (AAVMF),
+    // where it has not been checked against a real event log (docs/arm64.md).
+    let tpm_pcrs = if staged.uefi_images.is_empty() || boot.kernel.arch != crate::kernelfmt::Arch::Amd64 {
         None
     } else {
         let images: Vec<(&str, &[u8])> = staged.uefi_images.iter().map(|(n, b)| (*n, b.as_slice())).collect();
@@ -280,7 +287,7 @@ pub fn emit(job: &Job, volume_id: &str, boot: &IsoBoot, inputs: &[InputRecord]) 
     // The kernel's record is added by the build (once, whichever outputs use it).
     let mut added: Vec<InputRecord> = boot.bootloaders.iter().map(|b| b.input_record()).collect();
     added.extend(staged.prepended);
-    Ok((OutputRecord { format: "iso".into(), path: name, sha256: d.hex().to_string(), size, pcrs: None, tpm_pcrs, ..Default::default() }, added))
+    Ok((OutputRecord { format: "iso".into(), path: name, sha256: d.hex().to_string(), size, pcrs: None, tpm_pcrs, arch: boot.kernel.manifest_arch(), ..Default::default() }, added))
 }
 
 /// The initramfs settings an ISO uses: the box's `[output.initramfs]` when it has one (same

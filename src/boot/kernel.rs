@@ -8,6 +8,17 @@
 //! kernel (`CONFIG_IKCONFIG`) — else from the definition's `compressions`), and the init the
 //! kernel will run (`rdinit=` or `/init`) must exist in the tree as an executable file, after
 //! following symlinks inside the tree, with its `#!` interpreter present too.
+//!
+//! The kernel file's form (`kernelfmt`: x86 bzImage, arm64 `Image` with or without its EFI
+//! stub, `Image.gz`, EFI zboot) is read when the kernel is resolved and checked against the
+//! box's platform: a bzImage in a linux/arm64 box, or an arm64 kernel in a linux/amd64 one, is
+//! an error naming the image and path. Each loader is then handed only what it boots: QEMU's
+//! `-kernel` (an initramfs output) takes every arm64 form; UEFI loaders (systemd-boot, GRUB's
+//! EFI `linux`, an ISO's or disk's ESP) need an EFI application, so `Image.gz` and an `Image`
+//! without its EFI stub are refused there with the reason (stagebox does not decompress
+//! `Image.gz` for them: the box should name a kernel built with `CONFIG_EFI_STUB`, or
+//! `CONFIG_EFI_ZBOOT` for a compressed one; docs/arm64.md). An arm64 kernel's built-in config
+//! (IKCONFIG) is read from the `Image`, or from the unpacked `Image.gz` or zboot payload.
 
 use crate::digest::HashWriter;
 use crate::error::{Error, IoContext, Result};
@@ -16,6 +27,7 @@ use crate::measure::{InputRecord, OutputRecord};
 use crate::boot::Import;
 use crate::source::{LayerBlob, ResolvedImage};
 use crate::spec::{self, Compression, KernelSpec, Location};
+use crate::kernelfmt::{Arch, Form};
 use crate::tree::{ContentRef, Kind, Node, Tree};
 use std::collections::BTreeMap;
 use std::io::{BufWriter, Read, Write};
@@ -86,6 +98,41 @@ impl KernelConfig {
         Some(Self::parse(&text))
     }
 
+    /// The config an arm64 kernel carries in itself (`CONFIG_IKCONFIG`): found in an `Image`
+    /// as it is, in an `Image.gz` once unpacked, in an EFI zboot image once its gzip or
+    /// zstd payload is unpacked. None for other forms, or when it has none.
+    pub fn from_arm64(k: &[u8], form: &Form) -> Option<Self> {
+        use std::io::Read as _;
+        const MAX: u64 = 512 << 20;
+        let unpack = |payload: &[u8]| -> Option<Vec<u8>> {
+            let mut v = Vec::new();
+            let r = match payload {
+                [0x1f, 0x8b, ..] => flate2::read::GzDecoder::new(payload).take(MAX).read_to_end(&mut v),
+                [0x28, 0xb5, 0x2f, 0xfd, ..] => zstd::stream::read::Decoder::new(payload).ok()?.take(MAX).read_to_end(&mut v),
+                _ => return None,
+            };
+            (r.is_ok() || !v.is_empty()).then_some(v)
+        };
+        let unpacked;
+        let image: &[u8] = match form {
+            Form::Arm64Image { .. } => k,
+            Form::Gzip => {
+                unpacked = unpack(k)?;
+                &unpacked
+            }
+            Form::Zboot { payload_offset, payload_size, .. } => {
+                let start = *payload_offset as usize;
+                unpacked = unpack(k.get(start..start.checked_add(*payload_size as usize)?)?)?;
+                &unpacked
+            }
+            Form::BzImage => return None,
+        };
+        let at = image.windows(8).position(|w| w == b"IKCFG_ST")? + 8;
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&image[at..]).take(MAX).read_to_string(&mut text).ok()?;
+        Some(Self::parse(&text))
+    }
+
     /// The option a compression needs besides `CONFIG_BLK_DEV_INITRD`.
     pub fn option_for(c: Compression) -> Option<&'static str> {
         match c {
@@ -120,6 +167,11 @@ pub struct Kernel {
     pub config: Option<KernelConfig>,
     /// True when `config` came from inside the kernel file.
     pub config_in_kernel: bool,
+    /// The kernel file's form, when `kernelfmt` knows it (an amd64 box's kernel that it does
+    /// not know is taken as it is, as before; an arm64 box's must be known).
+    pub form: Option<Form>,
+    /// The architecture the kernel is for: the form's, else the box's platform.
+    pub arch: Arch,
 }
 
 impl std::fmt::Debug for Kernel {
@@ -186,6 +238,9 @@ impl Kernel {
     /// (`MZ` … `PE\0\0` at the offset in byte 0x3c) and, when the image has a config,
     /// `CONFIG_EFI_STUB=y`. `alternative` ends the message with what else the box could do.
     pub fn check_efi_stub(&self, at: &Location, alternative: &str) -> Result<()> {
+        if self.arch == Arch::Arm64 {
+            return self.check_arm64_efi(at, alternative);
+        }
         let mut head = vec![0u8; 0x40.min(self.kernel.len as usize)];
         self.tree.open(&self.kernel).read_exact(&mut head).map_err(|e| Error::other(format!("reading the kernel: {e}")))?;
         let has_pe = head.len() == 0x40 && &head[..2] == b"MZ" && {
@@ -206,8 +261,50 @@ impl Kernel {
         Ok(())
     }
 
+    /// The arm64 half of [`Kernel::check_efi_stub`]: UEFI loaders start an `Image` with its
+    /// EFI stub or an EFI zboot image; `Image.gz` and a stub-less `Image` only boot with
+    /// QEMU's `-kernel` (or U-Boot's `booti`).
+    fn check_arm64_efi(&self, at: &Location, alternative: &str) -> Result<()> {
+        let form = self.form.as_ref().expect("an arm64 kernel's form is known");
+        let cfg_says_no = self.config.as_ref().is_some_and(|c| !c.builtin("CONFIG_EFI_STUB"));
+        if form.is_efi_application() && !cfg_says_no {
+            return Ok(());
+        }
+        let why = if !form.is_efi_application() { format!("{} {} in {} is {}", self.spec.def.name, self.spec.def.path, self.image.reference.text, form.describe()) } else { "CONFIG_EFI_STUB is not set in its config".to_string() };
+        Err(at.error(format!(
+            "kernel {:?} is no EFI application ({why}), so UEFI firmware, GRUB arm64-efi and systemd-boot cannot start it: use an arm64 kernel built with CONFIG_EFI_STUB=y (an Image, or an EFI zboot image with CONFIG_EFI_ZBOOT; Debian's arm64 vmlinuz is one), {alternative}",
+            self.spec.def.name
+        )))
+    }
+
+    /// Refuse a UEFI loader (`efi`, the bytes of `what`) built for another architecture
+    /// than this kernel: firmware would not start it. Loaders whose PE machine is neither
+    /// amd64 nor arm64 are refused too; files that are no PE image are left to the firmware
+    /// (as before, for amd64).
+    pub fn check_loader_arch(&self, efi: &[u8], what: &str, at: &Location) -> Result<()> {
+        let head = &efi[..efi.len().min(crate::kernelfmt::HEAD)];
+        match crate::kernelfmt::pe_arch(head) {
+            Some(a) if a != self.arch => Err(at.error(format!(
+                "{what} is an EFI application for {}, but the kernel {:?} is for {}: the ESP's {} must be a loader for {}",
+                a.uname(),
+                self.spec.def.name,
+                self.arch.uname(),
+                self.arch.efi_boot_file(),
+                self.arch.uname()
+            ))),
+            None if self.arch != Arch::Amd64 => Err(at.error(format!("{what} is not an EFI application for {} (no PE header for machine 0xaa64)", self.arch.uname()))),
+            _ => Ok(()),
+        }
+    }
+
+    /// The manifest's `arch` for outputs this kernel boots: None for amd64 (the default a
+    /// manifest without the key means), else the OCI name.
+    pub fn manifest_arch(&self) -> Option<String> {
+        (self.arch != Arch::Amd64).then(|| self.arch.oci().to_string())
+    }
+
     pub fn write(&self, box_name: &str, out: &Path) -> Result<Vec<OutputRecord>> {
-        let name = format!("{box_name}.bzImage");
+        let name = format!("{box_name}.{}", self.form.as_ref().map(Form::file_suffix).unwrap_or("bzImage"));
         let path = out.join(&name);
         let mut af = AtomicFile::create(&path)?;
         let (d, size) = {
@@ -219,7 +316,7 @@ impl Kernel {
             (d, size)
         };
         af.commit()?;
-        let kernel = OutputRecord { format: "kernel".into(), path: name, sha256: d.hex().to_string(), size, pcrs: None, ..Default::default() };
+        let kernel = OutputRecord { format: "kernel".into(), path: name, sha256: d.hex().to_string(), size, pcrs: None, arch: self.manifest_arch(), ..Default::default() };
 
         let name = format!("{box_name}.cmdline");
         let text = format!("{}\n", self.spec.cmdline);
@@ -240,6 +337,7 @@ pub fn resolve(k: &KernelSpec, import: &Import) -> Result<Kernel> {
         message: format!("{what} {p} (from {}): {m}", def.file.as_ref().map(|f| f.display().to_string()).unwrap_or_else(|| "[kernel]".into())),
     };
     let kernel = regular_file(&tree, &def.path).map_err(|m| in_image("kernel", &def.path, m))?;
+    let (form, arch) = kernel_form(&tree, &kernel, &import.sopts.platform.arch).map_err(|m| in_image("kernel", &def.path, m))?;
     let mut config_in_kernel = false;
     let config = match tree.lookup(def.config.as_bytes()) {
         Ok((_, Node { kind: Kind::File { content, .. }, .. })) => {
@@ -254,13 +352,38 @@ pub fn resolve(k: &KernelSpec, import: &Import) -> Result<Kernel> {
         _ if kernel.len <= MAX_KERNEL => {
             let mut k = Vec::with_capacity(kernel.len as usize);
             tree.open(&kernel).read_to_end(&mut k).map_err(|e| in_image("kernel", &def.path, e.to_string()))?;
-            let c = KernelConfig::from_bzimage(&k);
+            let c = match &form {
+                Some(f) if arch == Arch::Arm64 => KernelConfig::from_arm64(&k, f),
+                _ => KernelConfig::from_bzimage(&k),
+            };
             config_in_kernel = c.is_some();
             c
         }
         _ => None,
     };
-    Ok(Kernel { spec: k.clone(), image, tree, kernel, config, config_in_kernel })
+    Ok(Kernel { spec: k.clone(), image, tree, kernel, config, config_in_kernel, form, arch })
+}
+
+/// The form and architecture of the kernel file `kernel` in `tree`, checked against the
+/// box's architecture `box_arch` (OCI name), or why the box cannot boot it.
+fn kernel_form(tree: &Tree, kernel: &ContentRef, box_arch: &str) -> Result<(Option<Form>, Arch), String> {
+    let mut head = vec![0u8; (crate::kernelfmt::HEAD as u64).min(kernel.len) as usize];
+    tree.open(kernel).read_exact(&mut head).map_err(|e| e.to_string())?;
+    let want = Arch::from_oci(box_arch).ok_or_else(|| format!("stagebox boots linux/amd64 and linux/arm64 kernels, not {box_arch} ones"))?;
+    let form = match crate::kernelfmt::identify(&head) {
+        Ok(f) => f,
+        // An amd64 box's kernel was never checked for its form: keep taking it as it is.
+        Err(_) if want == Arch::Amd64 => return Ok((None, Arch::Amd64)),
+        Err(m) => return Err(format!("{m}; a linux/arm64 box needs an arm64 Image, Image.gz or EFI zboot image")),
+    };
+    match (form.arch(), want) {
+        (Some(a), w) if a != w => Err(format!("{} (for {}), but the box builds for linux/{} (the box's `platform`, or --platform)", form.describe(), a.uname(), w.oci())),
+        (None, Arch::Amd64) => Err(format!("{}, but the box builds for linux/amd64, whose kernels are bzImages", form.describe())),
+        (Some(Arch::Arm64), _) if matches!(form, Form::Arm64Image { big_endian: true, .. }) => {
+            Err("a big-endian arm64 Image: stagebox boots little-endian aarch64 (what linux/arm64 images are)".into())
+        }
+        _ => Ok((Some(form), want)),
+    }
 }
 
 /// The contents of the regular file at `path` in `tree` (symlinks followed), or why not.
@@ -339,6 +462,30 @@ mod tests {
         assert_eq!(KernelConfig::from_bzimage(&bzimage(&gz(b"no config here"))), None);
         assert_eq!(KernelConfig::from_bzimage(&bzimage(b"LZ4?")), None);
         assert_eq!(KernelConfig::from_bzimage(b"short"), None);
+    }
+
+    #[test]
+    fn ikconfig_is_found_in_arm64_image_image_gz_and_zboot() {
+        use std::io::Write as _;
+        let gz = |b: &[u8]| {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(b).unwrap();
+            e.finish().unwrap()
+        };
+        let mut image = vec![0u8; 0x40];
+        image[0x38..0x3c].copy_from_slice(b"ARM\x64");
+        image.extend_from_slice(b"code..IKCFG_ST");
+        image.extend_from_slice(&gz(b"CONFIG_RD_ZSTD=y\n"));
+        image.extend_from_slice(b"IKCFG_ED");
+        let f = crate::kernelfmt::identify(&image).unwrap();
+        assert!(KernelConfig::from_arm64(&image, &f).unwrap().builtin("CONFIG_RD_ZSTD"));
+        assert!(KernelConfig::from_arm64(&gz(&image), &Form::Gzip).unwrap().builtin("CONFIG_RD_ZSTD"));
+        let z = zstd::encode_all(&image[..], 3).unwrap();
+        let mut zboot = vec![0u8; 0x100];
+        zboot.extend_from_slice(&z);
+        let form = Form::Zboot { arch: Some(Arch::Arm64), compression: "zstd".into(), payload_offset: 0x100, payload_size: z.len() as u32 };
+        assert!(KernelConfig::from_arm64(&zboot, &form).unwrap().builtin("CONFIG_RD_ZSTD"));
+        assert_eq!(KernelConfig::from_arm64(&image[..0x48], &f), None);
     }
 
     #[test]

@@ -51,6 +51,14 @@ pub const DPS_TYPES: [(&str, Guid, Guid); 2] = [
     ("arm64", Guid::from_text("B921B045-1DF0-41C3-AF44-4C6F280D3FAE"), Guid::from_text("DF3300CE-D69F-4C92-978C-9BFB0F38D820")),
 ];
 
+/// The [`DPS_TYPES`] entry of `arch`.
+pub fn dps_types(arch: crate::kernelfmt::Arch) -> (&'static str, Guid, Guid) {
+    match arch {
+        crate::kernelfmt::Arch::Amd64 => DPS_TYPES[0],
+        crate::kernelfmt::Arch::Arm64 => DPS_TYPES[1],
+    }
+}
+
 /// The partition UUIDs the specification suggests for a verity root: the first 128 bits of
 /// the root hash for the data partition, the last 128 bits for the hash partition.
 pub fn partition_uuids(v: &Verity) -> (Guid, Guid) {

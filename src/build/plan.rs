@@ -256,36 +256,80 @@ pub(crate) fn check_platform(img: &ResolvedImage, at: &spec::Location, what: &st
 }
 
 /// Outputs that can be built for `platform`. Root file systems, archives and packages are
-/// whatever the images are; the OCI output (its config says amd64) and everything that
-/// boots (x86_64 kernels, bootloaders and EIFs) are linux/amd64 only for now.
+/// whatever the images are; the bootable outputs follow the box's architecture (amd64, and
+/// arm64 for initramfs, ISO and disk: UEFI only, so a BIOS bootloader on an arm64 box is
+/// the box file's error); the OCI output (its config says amd64) and EIFs are linux/amd64
+/// only for now.
 fn check_outputs_support(spec: &BoxSpec, platform: &source::Platform) -> Result<()> {
     if platform.os != "linux" {
         let at = spec.platform.as_ref().map(|p| p.at.clone()).unwrap_or_else(|| spec::Location { file: spec.path.clone(), line: 1, column: 1 });
         return Err(at.error(format!("platform {platform}: stagebox builds Linux root file systems (os \"linux\")")));
     }
+    check_bootloaders_fit(spec, platform)?;
     if platform.arch == "amd64" {
         return Ok(());
     }
     let o = &spec.outputs;
+    let boots_arm64 = platform.arch == "arm64";
     let amd64_only = [
         ("oci", o.oci.is_some()),
-        ("initramfs", o.initramfs.is_some()),
+        ("initramfs", o.initramfs.is_some() && !boots_arm64),
         ("eif", o.eif.is_some()),
-        ("iso", o.iso.is_some()),
-        ("disk", o.disk.is_some()),
+        ("iso", o.iso.is_some() && !boots_arm64),
+        ("disk", o.disk.is_some() && !boots_arm64),
     ];
     let refused: Vec<String> = amd64_only.iter().filter(|(_, on)| *on).map(|(n, _)| format!("[output.{n}]")).collect();
     if refused.is_empty() {
         return Ok(());
     }
     let msg = format!(
-        "{} cannot be built for {platform} yet (they are linux/amd64 only); tar, squashfs, erofs, sbom, provenance and packages can",
+        "{} cannot be built for {platform} yet (they are linux/amd64 only, or for initramfs, iso and disk, linux/arm64 too); tar, squashfs, erofs, sbom, provenance and packages can",
         refused.join(", ")
     );
     Err(match &spec.platform {
         Some(p) => p.at.error(msg),
         None => Error::Usage(format!("--platform {platform}: {msg}")),
     })
+}
+
+/// The bootloaders of `[output.iso]` and `[output.disk]` must boot the box's architecture:
+/// an arm64 box boots only with UEFI (no syslinux, no GRUB i386-pc), and a grub definition's
+/// EFI platform directory must be the architecture's (`x86_64-efi`, `arm64-efi`).
+fn check_bootloaders_fit(spec: &BoxSpec, platform: &source::Platform) -> Result<()> {
+    let Some(arch) = crate::kernelfmt::Arch::from_oci(&platform.arch) else { return Ok(()) };
+    let from = match &spec.platform {
+        Some(_) => "the box's `platform`",
+        None if platform.arch == "amd64" => "the default platform",
+        None => "--platform",
+    };
+    let tables = [("[output.iso]", &spec.bootloaders, &spec.iso_at), ("[output.disk]", &spec.disk_bootloaders, &spec.disk_at)];
+    for (table, defs, at) in tables {
+        let at = at.clone().unwrap_or_else(|| spec::Location { file: spec.path.clone(), line: 1, column: 1 });
+        for d in defs.iter() {
+            if arch == crate::kernelfmt::Arch::Arm64 && !d.kind.is_uefi() {
+                return Err(at.error(format!(
+                    "{table} bootloader {} ({}, from {}) boots BIOS PCs, but the box builds for {platform} ({from}): arm64 machines boot with UEFI only, so use a grub bootloader with an arm64-efi `platform` (Debian's grub-efi-arm64-bin) or systemd-boot's aa64 loader",
+                    d.name,
+                    d.kind.name(),
+                    d.file.display()
+                )));
+            }
+            if d.kind != spec::BootloaderKind::Grub {
+                continue;
+            }
+            let dir = d.files["platform"].trim_end_matches('/');
+            let target = dir.rsplit('/').next().unwrap_or_default();
+            if target != arch.grub_efi() {
+                let loc = d.platform_at.clone().unwrap_or_else(|| at.clone());
+                return Err(loc.error(format!(
+                    "`platform` is a {target} directory, but {table} boots {} machines (the box builds for {platform}, {from}): it needs a {} one",
+                    arch.uname(),
+                    arch.grub_efi()
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `--offline`: every registry image the box needs (layers, pallets, kernel, bootloaders)

@@ -1,11 +1,20 @@
 //! `stagebox run OUTPUT`: boot a built initramfs (with its box's kernel), ISO or disk image in
-//! `qemu-system-x86_64` with the serial console on stdio, as `mkosi qemu` does.
+//! QEMU with the serial console on stdio, as `mkosi qemu` does: `qemu-system-x86_64` (a PC)
+//! for amd64 outputs, `qemu-system-aarch64 -M virt` for arm64 ones.
 //!
 //! The kernel and command line of an initramfs come from the manifest beside it that lists
 //! it (the `kernel` and `cmdline` records `stagebox build` writes), unless given with
-//! `--kernel`; a command line that names no console gets `console=ttyS0` (said on stderr),
-//! so the serial console on stdio shows the boot. A GPT disk image boots with UEFI (OVMF;
-//! BIOS boot of disk images is not supported) from an NVMe disk, as the tests boot it.
+//! `--kernel`; a command line that names no console gets `console=ttyS0` (`console=ttyAMA0`
+//! on arm64; said on stderr), so the serial console on stdio shows the boot. A GPT disk image
+//! boots with UEFI (OVMF; BIOS boot of disk images is not supported) from an NVMe disk, as the
+//! tests boot it.
+//!
+//! The machine comes from the manifest: the `arch` of the booted output's record (or of the
+//! box's kernel record; absent means amd64), else the form of the kernel file
+//! (`kernelfmt`). An arm64 output boots on QEMU's `virt` board with a Cortex-A57 under TCG
+//! (`-cpu host` with KVM on an arm64 host), ISOs and disks always with UEFI (AAVMF, Debian's
+//! `qemu-efi-aarch64`, its variable store copied): an ISO as a CD on virtio-scsi (or, with
+//! `--disk`, as a virtio disk), a GPT disk on virtio-blk.
 //!
 //! The console is always read by us (and echoed): the run fails as soon as it shows a kernel
 //! panic, naming the panic line. With `--expect TEXT` the run ends with success as soon as
@@ -15,6 +24,7 @@
 //! asked by the kernel (`PR_SET_PDEATHSIG`) to die if we do.
 
 use crate::error::{Error, IoContext, Result};
+use crate::kernelfmt::Arch;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -22,6 +32,20 @@ use std::time::{Duration, Instant};
 
 /// The QEMU binary (Debian package `qemu-system-x86`).
 pub const QEMU: &str = "qemu-system-x86_64";
+/// The QEMU binary for arm64 outputs (Debian package `qemu-system-arm`).
+pub const QEMU_ARM64: &str = "qemu-system-aarch64";
+
+/// AAVMF (EDK2 for QEMU's arm `virt` board, Debian package `qemu-efi-aarch64`): code and
+/// variable store, both 64 MiB pflash images.
+pub const AAVMF_PAIRS: &[(&str, &str)] = &[("/usr/share/AAVMF/AAVMF_CODE.fd", "/usr/share/AAVMF/AAVMF_VARS.fd")];
+
+/// The QEMU binary that boots `arch`, and the Debian package that has it.
+pub fn qemu_for(arch: Arch) -> (&'static str, &'static str) {
+    match arch {
+        Arch::Amd64 => (QEMU, "qemu-system-x86"),
+        Arch::Arm64 => (QEMU_ARM64, "qemu-system-arm"),
+    }
+}
 
 /// OVMF code and variable stores to try, newest Debian layout first (package `ovmf`).
 pub const OVMF_PAIRS: &[(&str, &str)] = &[
@@ -133,6 +157,11 @@ fn manifest_for(dir: &Path, file: Option<&str>) -> Result<std::path::PathBuf> {
 /// Work out what `output` is and what boots it, from the manifest beside it that lists it
 /// (or, for a directory, in it: its first bootable output).
 pub fn plan(output: &Path, opts: &RunOptions) -> Result<Boot> {
+    Ok(plan_arch(output, opts)?.0)
+}
+
+/// [`plan`], and the architecture of the machine that boots it (see the module doc).
+pub fn plan_arch(output: &Path, opts: &RunOptions) -> Result<(Boot, Arch)> {
     let meta = std::fs::metadata(output).at(output)?;
     let (dir, file) = if meta.is_dir() { (output.to_path_buf(), None) } else {
         let dir = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
@@ -144,16 +173,16 @@ pub fn plan(output: &Path, opts: &RunOptions) -> Result<Boot> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(Error::io(&manifest_path, e)),
     };
-    let records: Vec<(String, String)> = manifest
+    let records: Vec<(String, String, Option<String>)> = manifest
         .as_ref()
         .and_then(|m| m["outputs"].as_array())
         .map(|a| {
             a.iter()
-                .filter_map(|o| Some((o["format"].as_str()?.to_string(), o["path"].as_str()?.to_string())))
+                .filter_map(|o| Some((o["format"].as_str()?.to_string(), o["path"].as_str()?.to_string(), o["arch"].as_str().map(String::from))))
                 .collect()
         })
         .unwrap_or_default();
-    let find = |fmt: &str| records.iter().find(|(f, _)| f == fmt).map(|(_, p)| dir.join(p));
+    let find = |fmt: &str| records.iter().find(|(f, _, _)| f == fmt).map(|(_, p, _)| dir.join(p));
     let (format, path) = match &file {
         Some(name) => {
             let sniffed = || match crate::emit::readback::Format::sniff(output) {
@@ -162,7 +191,7 @@ pub fn plan(output: &Path, opts: &RunOptions) -> Result<Boot> {
                 Ok(crate::emit::readback::Format::Cpio) => Some("initramfs".to_string()),
                 _ => None,
             };
-            let fmt = records.iter().find(|(_, p)| p == name).map(|(f, _)| f.clone()).or_else(sniffed).unwrap_or_else(|| {
+            let fmt = records.iter().find(|(_, p, _)| p == name).map(|(f, _, _)| f.clone()).or_else(sniffed).unwrap_or_else(|| {
                 if name.ends_with(".iso") {
                     "iso".into()
                 } else if name.ends_with(".img") || name.ends_with(".raw") {
@@ -177,11 +206,21 @@ pub fn plan(output: &Path, opts: &RunOptions) -> Result<Boot> {
         }
         None => records
             .iter()
-            .find(|(f, _)| matches!(f.as_str(), "initramfs" | "iso" | "disk"))
-            .map(|(f, p)| (f.clone(), dir.join(p)))
+            .find(|(f, _, _)| matches!(f.as_str(), "initramfs" | "iso" | "disk"))
+            .map(|(f, p, _)| (f.clone(), dir.join(p)))
             .ok_or_else(|| usage(format!("{}: the manifest lists no initramfs, ISO or disk image to boot", manifest_path.display())))?,
     };
-    match format.as_str() {
+    // The machine: the booted output's record, else the kernel's (absent `arch`: amd64).
+    let named = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let recorded = records.iter().find(|(_, p, _)| *p == named).or_else(|| records.iter().find(|(f, _, _)| f == "kernel")).map(|(_, _, a)| a.clone());
+    let shown = path.display().to_string();
+    let arch_of = |a: Option<String>| -> Result<Arch> {
+        match a {
+            None => Ok(Arch::Amd64),
+            Some(a) => Arch::from_oci(&a).ok_or_else(|| usage(format!("{}: {} records architecture {a:?}, which run cannot boot (amd64, arm64)", shown, manifest_path.display()))),
+        }
+    };
+    let boot = match format.as_str() {
         "initramfs" => {
             let kernel = match (&opts.kernel, find("kernel")) {
                 (Some(k), _) => k.clone(),
@@ -201,23 +240,43 @@ pub fn plan(output: &Path, opts: &RunOptions) -> Result<Boot> {
             if let Some(a) = &opts.append {
                 cmdline = format!("{cmdline} {a}").trim().to_string();
             }
+            // The kernel file's own form says its machine; the kernel record's `arch` when
+            // the form names none (an Image.gz is a gzip stream).
+            let kernel_rec = records.iter().find(|(f, _, _)| f == "kernel").and_then(|(_, _, a)| a.clone());
+            let arch = match sniff_kernel_arch(&kernel)? {
+                Some(a) => a,
+                None => arch_of(if opts.kernel.is_some() { None } else { kernel_rec })?,
+            };
             // The console is the serial port on stdio: a command line naming none shows nothing.
             if !cmdline.split_whitespace().any(|w| w.starts_with("console=")) {
-                cmdline = format!("{cmdline} console=ttyS0").trim().to_string();
-                eprintln!("stagebox: the kernel command line names no console: added console=ttyS0 (the serial console on stdio)");
+                let c = arch.console();
+                cmdline = format!("{cmdline} console={c}").trim().to_string();
+                eprintln!("stagebox: the kernel command line names no console: added console={c} (the serial console on stdio)");
             }
-            Ok(Boot::Initramfs { initrd: path, kernel, cmdline })
+            (Boot::Initramfs { initrd: path, kernel, cmdline }, arch)
         }
         // An isohybrid ISO boots as a disk too (a USB stick written with dd).
-        "iso" if opts.disk => Ok(Boot::Disk(path)),
-        "iso" => Ok(Boot::Iso(path)),
-        "disk" => Ok(Boot::Gpt(path)),
-        other => Err(usage(format!(
-            "{}: cannot boot a {} output; run takes an initramfs (NAME.cpio*), ISO or disk image",
-            path.display(),
-            if other.is_empty() { "unknown" } else { other }
-        ))),
-    }
+        "iso" if opts.disk => (Boot::Disk(path), arch_of(recorded.flatten())?),
+        "iso" => (Boot::Iso(path), arch_of(recorded.flatten())?),
+        "disk" => (Boot::Gpt(path), arch_of(recorded.flatten())?),
+        other => {
+            return Err(usage(format!(
+                "{}: cannot boot a {} output; run takes an initramfs (NAME.cpio*), ISO or disk image",
+                path.display(),
+                if other.is_empty() { "unknown" } else { other }
+            )))
+        }
+    };
+    Ok(boot)
+}
+
+/// The architecture a kernel file is for, from its first bytes (`kernelfmt`); None when its
+/// form names none or is not known, or the file cannot be read (QEMU then says why).
+fn sniff_kernel_arch(kernel: &Path) -> Result<Option<Arch>> {
+    let mut head = Vec::new();
+    let Ok(f) = std::fs::File::open(kernel) else { return Ok(None) };
+    f.take(crate::kernelfmt::HEAD as u64).read_to_end(&mut head).at(kernel)?;
+    Ok(crate::kernelfmt::identify(&head).ok().and_then(|f| f.arch()))
 }
 
 /// True when QEMU can use KVM here: `/dev/kvm` opens for reading and writing, speaks API
@@ -253,8 +312,21 @@ pub fn kvm_usable() -> bool {
     }
 }
 
-/// The QEMU arguments for `boot`. `vars` is a writable copy of the OVMF variable store.
+/// The QEMU arguments for `boot` on a PC (`qemu-system-x86_64`). `vars` is a writable copy
+/// of the OVMF variable store.
 pub fn qemu_args(boot: &Boot, opts: &RunOptions, kvm: bool, ovmf: Option<(&Path, Option<&Path>)>, interactive: bool) -> Vec<String> {
+    qemu_args_for(boot, Arch::Amd64, opts, kvm, ovmf, interactive)
+}
+
+/// The QEMU arguments for `boot` on the machine of `arch` ([`qemu_for`] names the binary):
+/// for arm64 the `virt` board, a Cortex-A57 (TCG) or the host's CPU (KVM), an ISO as a CD on
+/// virtio-scsi or as a virtio disk, a GPT disk on virtio-blk. `firmware` is the UEFI code
+/// and a writable copy of its variable store (OVMF, AAVMF).
+pub fn qemu_args_for(boot: &Boot, arch: Arch, opts: &RunOptions, kvm: bool, firmware: Option<(&Path, Option<&Path>)>, interactive: bool) -> Vec<String> {
+    if arch == Arch::Arm64 {
+        return qemu_args_arm64(boot, opts, kvm, firmware, interactive);
+    }
+    let ovmf = firmware;
     let mut a: Vec<String> = ["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-m", &opts.memory]
         .iter()
         .map(|s| s.to_string())
@@ -296,6 +368,46 @@ pub fn qemu_args(boot: &Boot, opts: &RunOptions, kvm: bool, ovmf: Option<(&Path,
     a
 }
 
+fn qemu_args_arm64(boot: &Boot, opts: &RunOptions, kvm: bool, aavmf: Option<(&Path, Option<&Path>)>, interactive: bool) -> Vec<String> {
+    let mut a: Vec<String> = ["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-M", "virt", "-m", &opts.memory]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    // The virt board's PL011 is the serial port (ttyAMA0).
+    a.push("-serial".into());
+    a.push(if interactive { "mon:stdio" } else { "stdio" }.into());
+    if kvm {
+        a.extend(["-accel", "kvm", "-cpu", "host"].map(String::from));
+    } else {
+        a.extend(["-accel", "tcg", "-cpu", "cortex-a57"].map(String::from));
+    }
+    if let Some((code, vars)) = aavmf {
+        a.push("-drive".into());
+        a.push(format!("if=pflash,format=raw,unit=0,readonly=on,file={}", code.display()));
+        if let Some(v) = vars {
+            a.push("-drive".into());
+            a.push(format!("if=pflash,format=raw,unit=1,file={}", v.display()));
+        }
+    }
+    match boot {
+        Boot::Initramfs { initrd, kernel, cmdline } => {
+            a.extend(["-kernel".into(), kernel.display().to_string(), "-initrd".into(), initrd.display().to_string()]);
+            a.extend(["-append".into(), cmdline.clone()]);
+        }
+        Boot::Iso(p) => {
+            a.extend(["-device".into(), "virtio-scsi-pci,id=scsi0".into()]);
+            a.extend(["-drive".into(), format!("file={},if=none,id=cd0,format=raw,media=cdrom,readonly=on", p.display())]);
+            a.extend(["-device".into(), "scsi-cd,drive=cd0,bus=scsi0.0".into()]);
+        }
+        Boot::Disk(p) | Boot::Gpt(p) => {
+            a.extend(["-drive".into(), format!("file={},if=none,id=disk0,format=raw,snapshot=on", p.display())]);
+            a.extend(["-device".into(), "virtio-blk-pci,drive=disk0".into()]);
+        }
+    }
+    a.extend(opts.qemu_extra.iter().cloned());
+    a
+}
+
 /// The panic line, once the console shows a complete one.
 fn panic_line(console: &[u8]) -> Option<String> {
     let at = console.windows(PANIC.len()).position(|w| w == PANIC)?;
@@ -313,9 +425,10 @@ impl Drop for Guard {
     }
 }
 
-fn spawn(args: &[String], interactive: bool) -> Result<Guard> {
+fn spawn(qemu: (&str, &str), args: &[String], interactive: bool) -> Result<Guard> {
     use std::os::unix::process::CommandExt;
-    let mut cmd = Command::new(QEMU);
+    let (bin, package) = qemu;
+    let mut cmd = Command::new(bin);
     cmd.args(args);
     if interactive {
         // The console is still read (and echoed) by us, to stop on a kernel panic.
@@ -334,9 +447,9 @@ fn spawn(args: &[String], interactive: bool) -> Result<Guard> {
     }
     let child = cmd.spawn().map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
-            Error::other(format!("{QEMU} not found: install Debian's qemu-system-x86 package (scripts/install-test-deps.sh does)"))
+            Error::other(format!("{bin} not found: install Debian's {package} package (scripts/install-test-deps.sh does)"))
         } else {
-            Error::other(format!("starting {QEMU}: {e}"))
+            Error::other(format!("starting {bin}: {e}"))
         }
     })?;
     Ok(Guard(child))
@@ -351,31 +464,39 @@ fn tail(buf: &[u8]) -> String {
 
 /// Boot `output` and wait: for `--expect` text, or for QEMU to exit.
 pub fn run(output: &Path, opts: &RunOptions) -> Result<()> {
-    let boot = plan(output, opts)?;
+    let (boot, arch) = plan_arch(output, opts)?;
+    // KVM runs a guest of the host's own architecture only.
+    let native = arch.uname() == std::env::consts::ARCH;
+    let usable = || native && if arch == Arch::Amd64 { kvm_usable() } else { std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok() };
     let kvm = match opts.kvm {
         Kvm::Off => false,
         Kvm::On => {
-            if !kvm_usable() {
-                return Err(usage("--kvm on, but /dev/kvm cannot be opened for reading and writing"));
+            if !usable() {
+                return Err(usage(format!("--kvm on, but /dev/kvm cannot run this {} guest here (it needs an {} host)", arch.uname(), arch.uname())));
             }
             true
         }
-        Kvm::Auto => kvm_usable(),
+        Kvm::Auto => usable(),
     };
+    let qemu = qemu_for(arch);
+    let qemu_bin = qemu.0;
     // OVMF's variable store is written to by the firmware: give it a throwaway copy.
     let tmp = tempfile::tempdir().map_err(|e| Error::other(format!("temp dir: {e}")))?;
-    if let (Boot::Gpt(p), false) = (&boot, opts.uefi) {
+    if let (Boot::Gpt(p), false, Arch::Amd64) = (&boot, opts.uefi, arch) {
         eprintln!("stagebox: {} is a disk image: booting it with UEFI (OVMF); BIOS boot of disk images is not supported yet", p.display());
     }
-    let ovmf = if opts.uefi || matches!(boot, Boot::Gpt(_)) {
-        let (code, vars) = OVMF_PAIRS
-            .iter()
-            .find(|(c, _)| Path::new(c).is_file())
-            .ok_or_else(|| usage("UEFI boot needs OVMF: install Debian's ovmf package (/usr/share/OVMF/OVMF_CODE_4M.fd)"))?;
+    // arm64 machines boot ISOs and disks with UEFI only (AAVMF); `-kernel` needs none.
+    let uefi = opts.uefi || matches!(boot, Boot::Gpt(_)) || (arch == Arch::Arm64 && !matches!(boot, Boot::Initramfs { .. }));
+    let ovmf = if uefi {
+        let (pairs, missing) = match arch {
+            Arch::Amd64 => (OVMF_PAIRS, "UEFI boot needs OVMF: install Debian's ovmf package (/usr/share/OVMF/OVMF_CODE_4M.fd)"),
+            Arch::Arm64 => (AAVMF_PAIRS, "arm64 UEFI boot needs AAVMF: install Debian's qemu-efi-aarch64 package (/usr/share/AAVMF/AAVMF_CODE.fd)"),
+        };
+        let (code, vars) = pairs.iter().find(|(c, _)| Path::new(c).is_file()).ok_or_else(|| usage(missing))?;
         let vars = if vars.is_empty() || !Path::new(vars).is_file() {
             None
         } else {
-            let copy = tmp.path().join("OVMF_VARS.fd");
+            let copy = tmp.path().join("VARS.fd");
             std::fs::copy(vars, &copy).at(&copy)?;
             Some(copy)
         };
@@ -384,9 +505,9 @@ pub fn run(output: &Path, opts: &RunOptions) -> Result<()> {
         None
     };
     let interactive = opts.expect.is_none();
-    let args = qemu_args(&boot, opts, kvm, ovmf.as_ref().map(|(c, v)| (c.as_path(), v.as_deref())), interactive);
-    eprintln!("stagebox: {QEMU} {}", args.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" "));
-    let mut guard = spawn(&args, interactive)?;
+    let args = qemu_args_for(&boot, arch, opts, kvm, ovmf.as_ref().map(|(c, v)| (c.as_path(), v.as_deref())), interactive);
+    eprintln!("stagebox: {qemu_bin} {}", args.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" "));
+    let mut guard = spawn(qemu, &args, interactive)?;
     let deadline = opts.timeout.map(|t| Instant::now() + t);
 
     let expect = opts.expect.clone().map(String::into_bytes);
@@ -464,7 +585,7 @@ pub fn run(output: &Path, opts: &RunOptions) -> Result<()> {
             }
             Ok(None) => {
                 // Console closed: QEMU is gone.
-                let st = guard.0.wait().map_err(|e| Error::other(format!("waiting for {QEMU}: {e}")))?;
+                let st = guard.0.wait().map_err(|e| Error::other(format!("waiting for {qemu_bin}: {e}")))?;
                 if console.windows(PANIC.len()).any(|w| w == PANIC) {
                     return Err(panicked(&console, guard));
                 }
@@ -473,9 +594,9 @@ pub fn run(output: &Path, opts: &RunOptions) -> Result<()> {
                 let said = if qe.is_empty() { String::new() } else { format!("; it said: {qe}") };
                 return match &expect {
                     None if st.success() => Ok(()),
-                    None => Err(Error::other(format!("{QEMU} exited with {st}{said}"))),
+                    None => Err(Error::other(format!("{qemu_bin} exited with {st}{said}"))),
                     Some(expect) => Err(Error::other(format!(
-                        "{QEMU} exited ({st}) before {:?} appeared on the console{said}\n--- console tail ---\n{}",
+                        "{qemu_bin} exited ({st}) before {:?} appeared on the console{said}\n--- console tail ---\n{}",
                         String::from_utf8_lossy(expect),
                         tail(&console)
                     ))),
@@ -543,6 +664,32 @@ mod tests {
         assert_eq!(plan(&iso, &disk).unwrap(), Boot::Disk(iso.clone()));
         let s = qemu_args(&Boot::Disk(iso.clone()), &disk, false, None, false).join(" ");
         assert!(s.contains("format=raw,snapshot=on") && !s.contains("media=cdrom"), "{s}");
+    }
+
+    #[test]
+    fn arm64_outputs_boot_on_virt_with_ttyama0() {
+        let d = tempfile::tempdir().unwrap();
+        let m = r#"{"box":"b","outputs":[{"format":"initramfs","path":"b.cpio.gz"},{"format":"kernel","path":"b.Image.gz","arch":"arm64"},{"format":"iso","path":"b.iso","arch":"arm64"},{"format":"disk","path":"b.img","arch":"arm64"}]}"#;
+        std::fs::write(d.path().join("manifest.json"), m).unwrap();
+        for f in ["b.cpio.gz", "b.iso", "b.img"] {
+            std::fs::write(d.path().join(f), b"").unwrap();
+        }
+        // A gzip kernel names no machine: the kernel record's arch does.
+        std::fs::write(d.path().join("b.Image.gz"), [0x1f, 0x8b, 8, 0]).unwrap();
+        let (boot, arch) = plan_arch(&d.path().join("b.cpio.gz"), &RunOptions::default()).unwrap();
+        assert_eq!(arch, Arch::Arm64);
+        assert!(matches!(&boot, Boot::Initramfs { cmdline, .. } if cmdline == "console=ttyAMA0"), "{boot:?}");
+        let s = qemu_args_for(&boot, arch, &RunOptions::default(), false, None, false).join(" ");
+        assert!(s.contains("-M virt") && s.contains("-cpu cortex-a57") && s.contains("-kernel"), "{s}");
+        let (iso, arch) = plan_arch(&d.path().join("b.iso"), &RunOptions::default()).unwrap();
+        assert_eq!((iso.clone(), arch), (Boot::Iso(d.path().join("b.iso")), Arch::Arm64));
+        let fw = (Path::new("/c.fd"), Some(Path::new("/v.fd")));
+        let s = qemu_args_for(&iso, arch, &RunOptions::default(), false, Some(fw), false).join(" ");
+        assert!(s.contains("virtio-scsi-pci") && s.contains("scsi-cd,drive=cd0") && s.contains("unit=1,file=/v.fd"), "{s}");
+        let (disk, arch) = plan_arch(&d.path().join("b.img"), &RunOptions::default()).unwrap();
+        let s = qemu_args_for(&disk, arch, &RunOptions::default(), false, Some(fw), false).join(" ");
+        assert!(s.contains("virtio-blk-pci,drive=disk0") && s.contains("snapshot=on"), "{s}");
+        assert_eq!(qemu_for(arch).0, "qemu-system-aarch64");
     }
 
     #[test]

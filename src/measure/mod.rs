@@ -35,6 +35,11 @@ pub struct OutputRecord {
     /// bank), `{"PCR4": hex, ...}` (see `measure::tpm`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tpm_pcrs: Option<std::collections::BTreeMap<String, String>>,
+    /// For a kernel and the outputs that boot it (initramfs' kernel, ISO, disk): the
+    /// architecture in OCI's names when it is not amd64 (absent means amd64), which
+    /// `stagebox run` reads to pick the machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -31,10 +31,11 @@ use toml::Spanned;
 pub enum BootloaderKind {
     /// BIOS: isolinux from a CD, its isohybrid MBR from a disk.
     Syslinux,
-    /// UEFI: systemd-boot as `EFI/BOOT/BOOTX64.EFI` in the ESP.
+    /// UEFI: systemd-boot as `EFI/BOOT/BOOTX64.EFI` (`BOOTAA64.EFI` on arm64) in the ESP.
     SystemdBoot,
     /// UEFI: a GRUB core image that stagebox assembles from a platform directory
-    /// (`emit::grub`), as `EFI/BOOT/BOOTX64.EFI` in the ESP.
+    /// (`emit::grub`: `x86_64-efi` or `arm64-efi`, as the box's platform wants), as
+    /// `EFI/BOOT/BOOTX64.EFI` (`BOOTAA64.EFI`) in the ESP.
     Grub,
     /// BIOS: GRUB's i386-pc core image in a disk's BIOS boot partition and its `boot.img` in
     /// the MBR (`emit::grub::pc`): a `kind = "grub"` definition whose `platform` directory
@@ -83,6 +84,9 @@ pub struct BootloaderDef {
     pub image_at: Location,
     /// Role (see [`BootloaderKind::roles`]) → absolute path inside the image.
     pub files: BTreeMap<String, String>,
+    /// Where a grub definition's `platform` was written (the build checks its architecture
+    /// against the box's platform there).
+    pub platform_at: Option<Location>,
 }
 
 /// `kind` as a definition writes it: the kinds outputs boot with, and `grub`.
@@ -318,7 +322,8 @@ fn parse_def(path: &Path, image: Option<(&str, &Location, &Path)>) -> Result<Par
 
 /// Read a bootloader definition; `image` (text and where the box wrote it) replaces the
 /// definition's image. Without either, the definition cannot be used. A `grub` definition
-/// is checked as [`load_grub`] checks it; outputs boot only x86_64 (`x86_64-efi`).
+/// is checked as [`load_grub`] checks it; whether its platform (`x86_64-efi`, `arm64-efi`)
+/// fits the box's is the build's check (the box's platform can come from `--platform`).
 pub fn load_bootloader(path: &Path, image: Option<(&str, &Location, &Path)>) -> Result<BootloaderDef> {
     let p = parse_def(path, image)?;
     let kind = match *p.kind.get_ref() {
@@ -326,16 +331,12 @@ pub fn load_bootloader(path: &Path, image: Option<(&str, &Location, &Path)>) -> 
         RawKind::SystemdBoot => BootloaderKind::SystemdBoot,
         RawKind::Grub if p.files["platform"].trim_end_matches('/').ends_with("/i386-pc") => BootloaderKind::GrubPc,
         RawKind::Grub => {
-            let target = grub_target(&p)?;
-            if target != "x86_64-efi" {
-                return Err(p.src.loc(p.platform_span.clone()).error(format!(
-                    "`platform` is a {target} directory: [output.iso] and [output.disk] boot x86_64 machines and need an x86_64-efi one"
-                )));
-            }
+            grub_target(&p)?;
             BootloaderKind::Grub
         }
     };
-    Ok(BootloaderDef { file: path.to_path_buf(), name: p.name, kind, image: p.image, image_at: p.image_at, files: p.files })
+    let platform_at = p.files.contains_key("platform").then(|| p.src.loc(p.platform_span.clone()));
+    Ok(BootloaderDef { file: path.to_path_buf(), name: p.name, kind, image: p.image, image_at: p.image_at, files: p.files, platform_at })
 }
 
 /// The platform name of a grub definition (the `platform` directory's last component), one
@@ -421,11 +422,12 @@ mod tests {
         // Usable by outputs as the UEFI loader.
         let d = load_bootloader(&root.join("grub.toml"), None).unwrap();
         assert_eq!((d.kind, d.files["platform"].as_str()), (BootloaderKind::Grub, "/usr/lib/grub/x86_64-efi"));
-        // An arm64 directory is refused for the x86_64 outputs, naming the key.
+        // An arm64 directory is taken (the build checks it against the box's platform), and
+        // where `platform` was written is kept for that check's error.
         let dir = tempfile::tempdir().unwrap();
         let p = write(dir.path(), "a.toml", "kind = \"grub\"\nimage = \"x\"\nplatform = \"/usr/lib/grub/arm64-efi\"\n");
-        let e = load_bootloader(&p, None).unwrap_err().to_string();
-        assert!(e.contains("a.toml:3:") && e.contains("x86_64-efi"), "{e}");
+        let d = load_bootloader(&p, None).unwrap();
+        assert_eq!((d.kind, d.platform_at.unwrap().line), (BootloaderKind::Grub, 3));
     }
 
     #[test]
