@@ -255,9 +255,9 @@ pub(crate) fn check_platform(img: &ResolvedImage, at: &spec::Location, what: &st
     })
 }
 
-/// Outputs that can be built for `platform`. Root file systems, archives and packages are
-/// whatever the images are; the OCI output (its config says amd64) and everything that
-/// boots (x86_64 kernels, bootloaders and EIFs) are linux/amd64 only for now.
+/// Outputs that can be built for `platform`. Root file systems, archives, packages and the
+/// OCI output (its config says the platform) are whatever the images are; EIFs are for
+/// linux/amd64 and linux/arm64; the rest of what boots is linux/amd64 only for now.
 fn check_outputs_support(spec: &BoxSpec, platform: &source::Platform) -> Result<()> {
     if platform.os != "linux" {
         let at = spec.platform.as_ref().map(|p| p.at.clone()).unwrap_or_else(|| spec::Location { file: spec.path.clone(), line: 1, column: 1 });
@@ -267,10 +267,12 @@ fn check_outputs_support(spec: &BoxSpec, platform: &source::Platform) -> Result<
         return Ok(());
     }
     let o = &spec.outputs;
+    // The OCI output's config says the box's platform, whatever it is; an EIF is x86_64 or
+    // aarch64 (Graviton), the two architectures Nitro Enclaves run on.
+    let arm64 = platform.arch == "arm64";
     let amd64_only = [
-        ("oci", o.oci.is_some()),
         ("initramfs", o.initramfs.is_some()),
-        ("eif", o.eif.is_some()),
+        ("eif", o.eif.is_some() && !arm64),
         ("iso", o.iso.is_some()),
         ("disk", o.disk.is_some()),
     ];
@@ -279,8 +281,9 @@ fn check_outputs_support(spec: &BoxSpec, platform: &source::Platform) -> Result<
         return Ok(());
     }
     let msg = format!(
-        "{} cannot be built for {platform} yet (they are linux/amd64 only); tar, squashfs, erofs, sbom, provenance and packages can",
-        refused.join(", ")
+        "{} cannot be built for {platform} yet (they are linux/amd64 only); tar, oci, squashfs, erofs, sbom, provenance and packages can{}",
+        refused.join(", "),
+        if arm64 { "" } else { ", and eif for linux/arm64" }
     );
     Err(match &spec.platform {
         Some(p) => p.at.error(msg),
