@@ -58,6 +58,7 @@ impl Plan {
         let progress = Progress::new(opts.quiet);
         let platform = source::Platform::for_box(opts.platform.as_ref(), &spec);
         check_outputs_support(&spec, &platform)?;
+        spec.select_platform(&platform.to_string())?;
         let sopts = SourceOptions { platform, source_date_epoch: sde, offline: opts.offline };
         let lock_path = spec::lock_path(&spec.path);
         let lock = if opts.locked { Some(check_complete(&spec, &lock_path)?) } else { LockFile::load(&lock_path)? };
