@@ -76,6 +76,8 @@ pub struct Arm64Images {
 pub fn arm64_images(dir: &Path) -> Arm64Images {
     require_tools(&["dpkg-deb", "apt-get"]);
     let scratch = dir.join("scratch");
+    // dpkg-deb -x makes its target directory but not the parents.
+    std::fs::create_dir_all(&scratch).unwrap();
     let l = Layout::create(&dir.join("images"));
     let kernel = l.image(&[(&arm64_kernel_layer(&scratch), Comp::Gzip)], "arm64");
     let grub = l.image(&[(&arm64_deb_layer("grub-efi-arm64-bin"), Comp::Gzip)], "arm64");
