@@ -1,6 +1,7 @@
 //! A single-layer OCI image layout of the rootfs: the reproducible tar (gzip), a config
-//! with `created` = SOURCE_DATE_EPOCH and the runtime settings of the top input image, a
-//! manifest, and `index.json` with the tag as `org.opencontainers.image.ref.name`.
+//! with `created` = SOURCE_DATE_EPOCH, the box's platform and the runtime settings of the top
+//! input image, a manifest, and `index.json` with the tag as `org.opencontainers.image.ref.name`
+//! and the platform.
 //!
 //! JSON is written compact with sorted keys, so the same tree always gives the same
 //! manifest digest.
