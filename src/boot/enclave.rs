@@ -6,8 +6,11 @@
 //! Before anything is written, [`check_kernel`] (the kernel gate, run by `build` once the tree
 //! is flattened) reads the kernel's config for what an enclave needs ([`ENCLAVE_NEEDS`], the
 //! NSM driver) and warns about a clang/LLD-built kernel; `kernel_checks = "warn"` makes its
-//! refusals warnings. Then, while emitting: the kernel is a bzImage (`HdrS` at 0x202: Nitro boots
-//! nothing else on x86_64), the command line fits the kernel's limit, an `initrd=ADDR,SIZE`
+//! refusals warnings. Then, while emitting: the kernel is the form Nitro loads for the box's
+//! platform ([`kernel_form`]: a bzImage on x86_64; on aarch64, Graviton, the uncompressed arm64
+//! `Image`, which is what nitro-cli's `blobs/aarch64/` ship, never `Image.gz` or an EFI zboot
+//! image), the EIF header's aarch64 flag follows the platform, the command line fits the
+//! kernel's limit, an `initrd=ADDR,SIZE`
 //! names the real ramdisk size (`initrd=ADDR,auto` is filled in; Nitro loads the ramdisks
 //! itself, so most command lines need no `initrd=` at all), and the signing key matches its
 //! certificate. Ramdisks are spilled to temp files in the output directory, never held whole
@@ -30,8 +33,79 @@ use std::path::Path;
 pub const NITRO_DEFAULT_CMDLINE: &str =
     "reboot=k panic=30 pci=off nomodules console=ttyS0 i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd random.trust_cpu=on";
 
-/// What a Nitro enclave needs built into its kernel (`=y`), each with why. x86_64 only (an
-/// EIF's kernel is a bzImage here), so the serial console is the 8250 UART's.
+/// nitro-cli's default aarch64 command line (`blobs/aarch64/cmdline`): no i8042 switches (there
+/// is no PC keyboard controller), and the ramdisk as root.
+pub const NITRO_DEFAULT_CMDLINE_AARCH64: &str = "reboot=k panic=30 pci=off nomodules console=ttyS0 random.trust_cpu=on root=/dev/ram0";
+
+/// arm64's `COMMAND_LINE_SIZE` (arch/arm64/include/uapi/asm/setup.h) is 2048 with the NUL; an
+/// arm64 Image has no header field that states its own.
+pub const ARM64_CMDLINE_MAX: usize = 2047;
+
+/// The default command line for a box building for OCI architecture `arch`.
+pub fn default_cmdline(arch: &str) -> &'static str {
+    if arch == "arm64" {
+        NITRO_DEFAULT_CMDLINE_AARCH64
+    } else {
+        NITRO_DEFAULT_CMDLINE
+    }
+}
+
+/// The EIF header flags for a box building for OCI architecture `arch`: aarch64 sets
+/// [`format::FLAG_AARCH64`] (AWS's `EIF_HDR_ARCH_ARM64`, what nitro-cli sets for an arm64
+/// image), anything else is x86_64.
+pub fn header_flags(arch: &str) -> u16 {
+    if arch == "arm64" {
+        format::FLAG_AARCH64
+    } else {
+        0
+    }
+}
+
+/// Whether `k` (the whole kernel file) is the form Nitro loads on `arch` (OCI names): a bzImage
+/// on amd64; on arm64 a little-endian uncompressed `Image` (with or without its EFI stub: Nitro
+/// jumps to the Image header, not through UEFI). Returns the longest command line it takes
+/// and where that limit comes from, or why the kernel cannot be used.
+pub fn kernel_form(k: &[u8], arch: &str) -> std::result::Result<(usize, &'static str), String> {
+    use crate::kernelfmt::{identify, Form};
+    let form = identify(&k[..k.len().min(crate::kernelfmt::HEAD)]);
+    match arch {
+        "amd64" => {
+            format::bzimage::check(k).map_err(|m| match &form {
+                Ok(f @ (Form::Arm64Image { .. } | Form::Zboot { .. } | Form::Gzip)) => {
+                    format!("{}, but the box builds for linux/amd64, where an EIF needs an x86 bzImage kernel", f.describe())
+                }
+                _ => format!("{m}; an EIF needs an x86 bzImage kernel"),
+            })?;
+            Ok(format::bzimage::cmdline_max(k))
+        }
+        "arm64" => match form {
+            Ok(Form::Arm64Image { big_endian: false, .. }) => Ok((ARM64_CMDLINE_MAX, "arm64's COMMAND_LINE_SIZE of 2048 bytes with the NUL")),
+            Ok(Form::Arm64Image { big_endian: true, .. }) => Err("a big-endian arm64 Image: Graviton runs little-endian kernels only".into()),
+            Ok(f @ (Form::Gzip | Form::Zboot { .. })) => Err(format!(
+                "{}: Nitro on Graviton loads the uncompressed arm64 Image (nitro-cli ships blobs/aarch64/Image) and does not decompress a kernel; point `path` at the kernel's Image (arch/arm64/boot/Image), or gunzip an Image.gz",
+                f.describe()
+            )),
+            Ok(f @ Form::BzImage) => Err(format!("{}, but the box builds for linux/arm64: an aarch64 EIF needs an arm64 Image kernel", f.describe())),
+            Err(m) => Err(format!("{m}; an aarch64 EIF needs an arm64 Image kernel")),
+        },
+        other => Err(format!("Nitro Enclaves run x86_64 and aarch64 only, not {other}")),
+    }
+}
+
+/// The release an uncompressed kernel carries in its `linux_banner` ("Linux version 6.1.0-…
+/// (…) #1 SMP …"), for an arm64 Image, whose header does not point to it.
+fn banner_release(k: &[u8]) -> Option<String> {
+    const NEEDLE: &[u8] = b"Linux version ";
+    let at = k.windows(NEEDLE.len()).position(|w| w == NEEDLE)? + NEEDLE.len();
+    let rest = &k[at..k.len().min(at + 256)];
+    let end = rest.iter().position(|b| *b == 0 || *b == b' ' || *b == b'\n')?;
+    let v = std::str::from_utf8(&rest[..end]).ok()?;
+    (!v.is_empty() && v.bytes().all(|b| b.is_ascii_graphic())).then(|| v.to_string())
+}
+
+/// What a Nitro enclave needs built into its kernel (`=y`), each with why. The same on x86_64
+/// and on Graviton: both enclaves' consoles are 8250 UARTs (nitro-cli's `blobs/aarch64/Image.config`
+/// sets `CONFIG_SERIAL_8250_CONSOLE=y` too).
 pub const ENCLAVE_NEEDS: &[(&str, &str)] = &[
     ("CONFIG_VSOCKETS", "vsock is the enclave's only channel to its parent: the boot heartbeat nitro-cli waits for (CID 3, port 9000) and every service"),
     ("CONFIG_VIRTIO_VSOCKETS", "the enclave's vsock device is a virtio one; without its driver AF_VSOCK has no transport"),
@@ -102,9 +176,10 @@ pub fn kernel_findings(cfg: &KernelConfig, cmdline: &str, nsm_module: Option<&st
 /// The kernel gate of `[output.eif]`: the kernel's config (its file, else its IKCONFIG) checked
 /// for what an enclave needs. `kernel_checks = "strict"` refuses the box naming every missing
 /// option; `"warn"` turns them into warnings. Returns the warnings to print.
-pub fn check_kernel(kernel: &Kernel, o: &EifOutput, tree: &Tree, at: &Location) -> Result<Vec<String>> {
+/// `arch` is the box's platform architecture (OCI names).
+pub fn check_kernel(kernel: &Kernel, o: &EifOutput, tree: &Tree, at: &Location, arch: &str) -> Result<Vec<String>> {
     let name = &kernel.spec.def.name;
-    let cmdline = if kernel.spec.cmdline.trim().is_empty() { NITRO_DEFAULT_CMDLINE } else { kernel.spec.cmdline.as_str() };
+    let cmdline = if kernel.spec.cmdline.trim().is_empty() { default_cmdline(arch) } else { kernel.spec.cmdline.as_str() };
     let (problems, mut warnings) = match &kernel.config {
         Some(cfg) => kernel_findings(cfg, cmdline, nsm_module(tree, kernel, o.layout).as_deref()),
         None => (
@@ -201,20 +276,22 @@ fn spill(dir: &Path, f: impl FnOnce(&mut BufWriter<&std::fs::File>) -> std::io::
 }
 
 /// Write `NAME.eif` and `NAME.pcrs` into `out`. `config` is the top image's config (for
-/// `cmd`/`env` defaults); `at` is the `[output.eif]` table.
-pub fn emit(job: &Job, o: &EifOutput, kernel: &Kernel, config: Option<&serde_json::Value>) -> Result<(Vec<OutputRecord>, Vec<InputRecord>)> {
+/// `cmd`/`env` defaults); `at` is the `[output.eif]` table; `arch` the box's platform
+/// architecture (OCI names: `amd64`, `arm64`).
+pub fn emit(job: &Job, o: &EifOutput, kernel: &Kernel, config: Option<&serde_json::Value>, arch: &str) -> Result<(Vec<OutputRecord>, Vec<InputRecord>)> {
     let Job { tree, spec, out, sde, quiet, .. } = *job;
     let at: Location = spec.eif_at.clone().unwrap_or_else(|| kernel.spec.at.clone());
     let kref = &kernel.image.reference.text;
     let in_kernel = |m: String| Error::Resolve { reference: kref.clone(), message: format!("kernel {}: {m}", kernel.spec.def.path) };
 
-    // The kernel: a bzImage, read whole (it is measured, CRC'd and written).
+    // The kernel: the form Nitro loads on this architecture, read whole (it is measured, CRC'd
+    // and written).
     if kernel.kernel.len > MAX_KERNEL {
         return Err(in_kernel(format!("{} bytes is too large for a kernel", kernel.kernel.len)));
     }
     let mut kbytes = Vec::with_capacity(kernel.kernel.len as usize);
     kernel.tree.open(&kernel.kernel).read_to_end(&mut kbytes).map_err(|e| in_kernel(e.to_string()))?;
-    format::bzimage::check(&kbytes).map_err(|m| in_kernel(format!("{m}; an EIF needs an x86 bzImage kernel")))?;
+    let (max, why) = kernel_form(&kbytes, arch).map_err(in_kernel)?;
 
     // Ramdisks.
     let mut inputs = Vec::new();
@@ -255,9 +332,8 @@ pub fn emit(job: &Job, o: &EifOutput, kernel: &Kernel, config: Option<&serde_jso
     let total: u64 = ramdisks.iter().map(Data::len).sum();
 
     // The command line: the box's, else the definition's, else nitro-cli's default.
-    let cmdline = if kernel.spec.cmdline.trim().is_empty() { NITRO_DEFAULT_CMDLINE.to_string() } else { kernel.spec.cmdline.trim().to_string() };
+    let cmdline = if kernel.spec.cmdline.trim().is_empty() { default_cmdline(arch).to_string() } else { kernel.spec.cmdline.trim().to_string() };
     let cmdline = resolve_initrd(&cmdline, total).map_err(|m| kernel.spec.at.error(m))?;
-    let (max, why) = format::bzimage::cmdline_max(&kbytes);
     if cmdline.len() > max {
         return Err(kernel.spec.at.error(format!(
             "the kernel command line is {} bytes; this kernel takes at most {max} ({why}), and Nitro would cut it off",
@@ -265,7 +341,7 @@ pub fn emit(job: &Job, o: &EifOutput, kernel: &Kernel, config: Option<&serde_jso
         )));
     }
 
-    let release = format::bzimage::version(&kbytes);
+    let release = format::bzimage::version(&kbytes).or_else(|| banner_release(&kbytes));
     let metadata = format::Metadata {
         image_name: spec.name.clone(),
         image_version: spec.version.clone(),
@@ -282,7 +358,7 @@ pub fn emit(job: &Job, o: &EifOutput, kernel: &Kernel, config: Option<&serde_jso
     .to_json();
 
     let img = Image {
-        flags: 0,
+        flags: header_flags(arch),
         default_mem: format::DEFAULT_MEM,
         default_cpus: format::DEFAULT_CPUS,
         kernel: Data::Bytes(&kbytes),
@@ -364,6 +440,29 @@ mod tests {
         assert!(p[0].starts_with("CONFIG_VSOCKETS is a module") && p.last().unwrap().starts_with("CONFIG_NSM is not set"), "{p:?}");
         let (p, w) = kernel_findings(&cfg("CONFIG_NSM=y\nCONFIG_CC_IS_CLANG=y\n"), "", None);
         assert!(p.is_empty() && w.len() == 1 && w[0].contains("CONFIG_CC_IS_CLANG set") && w[0].contains("hashi PR #789"), "{w:?}");
+    }
+
+    #[test]
+    fn kernel_form_per_architecture() {
+        let mut image = vec![0u8; 8192];
+        image[0x38..0x3c].copy_from_slice(b"ARM\x64");
+        image[5000..5030].copy_from_slice(b"Linux version 6.1.0-1-arm64 (d");
+        assert_eq!(kernel_form(&image, "arm64").unwrap().0, ARM64_CMDLINE_MAX);
+        assert_eq!(banner_release(&image).as_deref(), Some("6.1.0-1-arm64"));
+        let e = kernel_form(&image, "amd64").unwrap_err();
+        assert!(e.contains("an arm64 Image without an EFI stub, but the box builds for linux/amd64"), "{e}");
+        let mut be = image.clone();
+        be[24] = 1;
+        assert!(kernel_form(&be, "arm64").unwrap_err().contains("big-endian"));
+        let e = kernel_form(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0], "arm64").unwrap_err();
+        assert!(e.contains("Image.gz") && e.contains("uncompressed arm64 Image"), "{e}");
+        let mut bz = vec![0u8; 0x300];
+        bz[0x202..0x206].copy_from_slice(b"HdrS");
+        assert!(kernel_form(&bz, "arm64").unwrap_err().contains("x86 bzImage, but the box builds for linux/arm64"));
+        assert!(kernel_form(&bz, "amd64").is_ok());
+        assert!(kernel_form(&bz, "riscv64").unwrap_err().contains("x86_64 and aarch64 only"));
+        assert_eq!((header_flags("arm64"), header_flags("amd64")), (format::FLAG_AARCH64, 0));
+        assert!(!default_cmdline("arm64").contains("i8042") && default_cmdline("amd64").contains("i8042"));
     }
 
     #[test]

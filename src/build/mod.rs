@@ -64,7 +64,7 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
     // The kernel gate of an EIF (what a Nitro enclave needs of its kernel), before writing.
     if let (Some(k), Some(e)) = (&plan.kernel, &spec.outputs.eif) {
         let at = spec.eif_at.clone().unwrap_or_else(|| k.spec.at.clone());
-        for w in crate::boot::enclave::check_kernel(k, e, &tree, &at)? {
+        for w in crate::boot::enclave::check_kernel(k, e, &tree, &at, &plan.sopts.platform.arch)? {
             eprintln!("stagebox: warning: {w}");
         }
     }

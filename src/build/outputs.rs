@@ -132,7 +132,7 @@ impl Output<'_> {
             Output::Oci(o) => {
                 let ad = AtomicDir::create(&dir.join(&name))?;
                 let tag = o.tag.clone().unwrap_or_else(|| spec.version.clone());
-                let img = emit::oci::write(tree, sde, &tag, plan.top_config(), ad.path(), &format!("stagebox build {}", spec.name))?;
+                let img = emit::oci::write(tree, sde, &tag, plan.top_config(), ad.path(), &format!("stagebox build {}", spec.name), (&plan.sopts.platform.os, &plan.sopts.platform.arch))?;
                 ad.commit()?;
                 made.outputs.push(OutputRecord { format: "oci".into(), path: name, sha256: img.manifest_digest.hex().to_string(), size: img.manifest_size, pcrs: None, ..Default::default() });
             }
@@ -151,7 +151,7 @@ impl Output<'_> {
             }
             Output::Eif(e) => {
                 let Some(k) = &plan.kernel else { return Ok(()) };
-                let (recs, inputs) = boot::enclave::emit(&plan.job(tree, dir, &layers), e, k, plan.top_config())?;
+                let (recs, inputs) = boot::enclave::emit(&plan.job(tree, dir, &layers), e, k, plan.top_config(), &plan.sopts.platform.arch)?;
                 made.outputs.extend(recs);
                 made.inputs.extend(inputs);
                 if spec.outputs.initramfs.is_none() {

@@ -58,6 +58,7 @@ impl Plan {
         let progress = Progress::new(opts.quiet);
         let platform = source::Platform::for_box(opts.platform.as_ref(), &spec);
         check_outputs_support(&spec, &platform)?;
+        spec.select_platform(&platform.to_string())?;
         let sopts = SourceOptions { platform, source_date_epoch: sde, offline: opts.offline };
         let lock_path = spec::lock_path(&spec.path);
         let lock = if opts.locked { Some(check_complete(&spec, &lock_path)?) } else { LockFile::load(&lock_path)? };
@@ -255,11 +256,11 @@ pub(crate) fn check_platform(img: &ResolvedImage, at: &spec::Location, what: &st
     })
 }
 
-/// Outputs that can be built for `platform`. Root file systems, archives and packages are
-/// whatever the images are; the bootable outputs follow the box's architecture (amd64, and
-/// arm64 for initramfs, ISO and disk: UEFI only, so a BIOS bootloader on an arm64 box is
-/// the box file's error); the OCI output (its config says amd64) and EIFs are linux/amd64
-/// only for now.
+/// Outputs that can be built for `platform`. Root file systems, archives, packages and the
+/// OCI output (its config says the platform) are whatever the images are; what boots
+/// (initramfs, ISO, disk, EIF) follows the box's architecture, linux/amd64 or linux/arm64
+/// (UEFI only on arm64, so a BIOS bootloader on an arm64 box is the box file's error; an
+/// arm64 EIF is a Graviton enclave image).
 fn check_outputs_support(spec: &BoxSpec, platform: &source::Platform) -> Result<()> {
     if platform.os != "linux" {
         let at = spec.platform.as_ref().map(|p| p.at.clone()).unwrap_or_else(|| spec::Location { file: spec.path.clone(), line: 1, column: 1 });
@@ -270,11 +271,12 @@ fn check_outputs_support(spec: &BoxSpec, platform: &source::Platform) -> Result<
         return Ok(());
     }
     let o = &spec.outputs;
+    // The OCI output's config says the box's platform, whatever it is; the bootable outputs
+    // and EIFs are for the two architectures stagebox boots (and Nitro Enclaves run on).
     let boots_arm64 = platform.arch == "arm64";
     let amd64_only = [
-        ("oci", o.oci.is_some()),
         ("initramfs", o.initramfs.is_some() && !boots_arm64),
-        ("eif", o.eif.is_some()),
+        ("eif", o.eif.is_some() && !boots_arm64),
         ("iso", o.iso.is_some() && !boots_arm64),
         ("disk", o.disk.is_some() && !boots_arm64),
     ];
@@ -283,7 +285,7 @@ fn check_outputs_support(spec: &BoxSpec, platform: &source::Platform) -> Result<
         return Ok(());
     }
     let msg = format!(
-        "{} cannot be built for {platform} yet (they are linux/amd64 only, or for initramfs, iso and disk, linux/arm64 too); tar, squashfs, erofs, sbom, provenance and packages can",
+        "{} cannot be built for {platform} yet (they boot linux/amd64 and linux/arm64 machines only); tar, oci, squashfs, erofs, sbom, provenance and packages can",
         refused.join(", ")
     );
     Err(match &spec.platform {

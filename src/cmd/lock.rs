@@ -35,10 +35,11 @@ pub fn lock(box_path: &Path, cache: Option<&Path>, platform: Option<source::Plat
 }
 
 pub fn lock_with(box_path: &Path, opts: &LockOptions) -> Result<LockFile> {
-    let spec = spec::load_box(box_path)?;
+    let mut spec = spec::load_box(box_path)?;
     let sde = spec.source_date_epoch()?;
     let store = Store::open(&source::store::default_root(opts.cache.as_deref())?)?;
     let platform = source::Platform::for_box(opts.platform.as_ref(), &spec);
+    spec.select_platform(&platform.to_string())?;
     let sopts = SourceOptions { platform, source_date_epoch: sde, offline: opts.offline };
     let mut imported = BTreeMap::new();
     for f in &opts.import_digests {
@@ -118,10 +119,11 @@ impl PinCheck {
 /// bootloaders), its pin from the box file or BOX.lock, and what it resolves to now.
 /// Writes nothing; a reference that cannot be resolved is reported, not fatal.
 pub fn check(box_path: &Path, opts: &LockOptions) -> Result<Vec<PinCheck>> {
-    let spec = spec::load_box(box_path)?;
+    let mut spec = spec::load_box(box_path)?;
     let sde = spec.source_date_epoch()?;
     let store = Store::open(&source::store::default_root(opts.cache.as_deref())?)?;
     let sopts = SourceOptions { platform: source::Platform::for_box(opts.platform.as_ref(), &spec), source_date_epoch: sde, offline: opts.offline };
+    spec.select_platform(&sopts.platform.to_string())?;
     let lock = LockFile::load(&spec::lock_path(box_path))?;
     let mut imported = BTreeMap::new();
     for f in &opts.import_digests {

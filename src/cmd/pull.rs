@@ -57,8 +57,9 @@ pub fn pull(targets: &[String], opts: &PullOptions) -> Result<Vec<Pulled>> {
     };
     for t in targets {
         if is_box_file(t) {
-            let spec = spec::load_box(Path::new(t))?;
+            let mut spec = spec::load_box(Path::new(t))?;
             let platform = Platform::for_box(opts.platform.as_ref(), &spec);
+            spec.select_platform(&platform.to_string())?;
             let lock = spec::LockFile::load(&spec::lock_path(&spec.path))?;
             for (r, at) in spec.image_refs() {
                 let pinned = match (&r.digest, lock.as_ref().and_then(|l| l.get(&r.text))) {

@@ -1,6 +1,7 @@
 //! A single-layer OCI image layout of the rootfs: the reproducible tar (gzip), a config
-//! with `created` = SOURCE_DATE_EPOCH and the runtime settings of the top input image, a
-//! manifest, and `index.json` with the tag as `org.opencontainers.image.ref.name`.
+//! with `created` = SOURCE_DATE_EPOCH, the box's platform and the runtime settings of the top
+//! input image, a manifest, and `index.json` with the tag as `org.opencontainers.image.ref.name`
+//! and the platform.
 //!
 //! JSON is written compact with sorted keys, so the same tree always gives the same
 //! manifest digest.
@@ -31,8 +32,22 @@ fn write_blob(dir: &Path, data: &[u8]) -> Result<(Digest, u64)> {
     Ok((d, data.len() as u64))
 }
 
+/// The platform fields of the config and of the index entry (`os`, `architecture` and, where
+/// the OCI image-index spec names one as the architecture's default, `variant`: `v8` for
+/// arm64, as Docker and containerd normalise it) for a build's `os`/`arch`.
+pub fn platform_fields(os: &str, arch: &str) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("architecture".into(), arch.into());
+    m.insert("os".into(), os.into());
+    if arch == "arm64" {
+        m.insert("variant".into(), "v8".into());
+    }
+    m
+}
+
 /// Write the layout into `dir` (an empty directory; the caller renames it into place).
-pub fn write(tree: &Tree, sde: u64, tag: &str, base_config: Option<&serde_json::Value>, dir: &Path, created_by: &str) -> Result<OciImage> {
+/// `platform` is the box's (`os`, `arch`), in OCI's names: the config and the index entry say it.
+pub fn write(tree: &Tree, sde: u64, tag: &str, base_config: Option<&serde_json::Value>, dir: &Path, created_by: &str, platform: (&str, &str)) -> Result<OciImage> {
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).at(&blobs)?;
 
@@ -62,14 +77,14 @@ pub fn write(tree: &Tree, sde: u64, tag: &str, base_config: Option<&serde_json::
             }
         }
     }
-    let config = json!({
-        "architecture": "amd64",
-        "os": "linux",
+    let mut config = json!({
         "created": created,
         "config": runtime,
         "rootfs": {"type": "layers", "diff_ids": [diff_id.as_str()]},
         "history": [{"created": created, "created_by": created_by}],
     });
+    let fields = platform_fields(platform.0, platform.1);
+    config.as_object_mut().expect("object").extend(fields.clone());
     let (config_digest, config_size) = write_blob(dir, &serde_json::to_vec(&config).expect("json"))?;
     let manifest = json!({
         "schemaVersion": 2,
@@ -85,7 +100,7 @@ pub fn write(tree: &Tree, sde: u64, tag: &str, base_config: Option<&serde_json::
             "mediaType": MT_OCI_MANIFEST,
             "digest": manifest_digest.as_str(),
             "size": manifest_size,
-            "platform": {"architecture": "amd64", "os": "linux"},
+            "platform": fields,
             "annotations": {"org.opencontainers.image.ref.name": tag},
         }],
     });

@@ -314,6 +314,16 @@ pub struct Outputs {
 }
 
 impl BoxSpec {
+    /// Make the box's platform-dependent parts (its kernel definition's `[platforms]` table)
+    /// those of `platform` ("OS/ARCH"): every command calls this with the platform it builds,
+    /// locks or pulls for, before it resolves an image.
+    pub fn select_platform(&mut self, platform: &str) -> Result<()> {
+        match &mut self.kernel {
+            Some(k) => k.select_platform(platform),
+            None => Ok(()),
+        }
+    }
+
     /// SOURCE_DATE_EPOCH: the box file's, else the environment's, else 1 (what StageX uses).
     pub fn source_date_epoch(&self) -> Result<u64> {
         if let Some(v) = self.source_date_epoch {
@@ -540,7 +550,13 @@ pub fn load_box(path: &Path) -> Result<BoxSpec> {
         .into_iter()
         .map(|(f, o)| super::package::package_spec(&src, f, o, &name, &version, version_at.clone(), raw.layer.len()))
         .collect::<Result<Vec<_>>>()?;
-    let kernel = raw.kernel.as_ref().map(|k| super::kernel::box_kernel(&src, k, &name)).transpose()?;
+    let mut kernel = raw.kernel.as_ref().map(|k| super::kernel::box_kernel(&src, k, &name)).transpose()?;
+    if let Some(k) = &mut kernel {
+        // The box's own platform's table, when the definition has one; a build for another
+        // platform selects again (and reports a missing table then).
+        let p = platform.as_ref().map(|p| format!("{}/{}", p.os, p.arch)).unwrap_or_else(|| "linux/amd64".into());
+        let _ = k.select_platform(&p);
+    }
     let initramfs_at = outputs.initramfs.as_ref().map(|_| {
         let i = src.line_start("[output.initramfs]").or_else(|| src.text.find("initramfs")).unwrap_or(0);
         src.loc(i..i)

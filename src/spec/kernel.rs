@@ -16,12 +16,33 @@
 //! cmdline = "console=ttyS0"
 //! compressions = ["gzip", "zstd", "xz", "none"]
 //! ```
+//!
+//! A definition may pin one image per platform instead: each `[platforms."OS/ARCH"]` table
+//! names that platform's `image` and overrides any other key (`path`, `config`, `modules`,
+//! `cmdline`, `compressions`); the keys outside the tables are the defaults every platform
+//! shares, and a top-level `image` is then refused (which platform would it be for?). A build
+//! takes the table of its platform (the box's `platform`, or `--platform`:
+//! [`KernelSpec::select_platform`]); a platform the definition has no table for is an error
+//! naming the definition and the platforms it has. A definition without `platforms` is one
+//! image for every platform, as before (the image itself is then checked against the box's
+//! platform when it is resolved).
+//!
+//! ```toml
+//! name = "nitro"
+//! config = "/linux.config"
+//! [platforms."linux/amd64"]
+//! image = "stagex/user-linux-nitro@sha256:…"
+//! [platforms."linux/arm64"]
+//! image = "stagex/user-linux-nitro@sha256:…"   # the arm64 manifest
+//! path = "/Image"
+//! ```
 
 use super::{Compression, Location, ModuleSelection, Source};
 use crate::error::Result;
 use crate::reference::{ImageRef, RefKind};
 use schemars::JsonSchema;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use toml::Spanned;
 
@@ -54,6 +75,11 @@ pub struct KernelDef {
     pub cmdline: String,
     /// Initramfs compressions the kernel unpacks, when written. A config in the image wins.
     pub compressions: Option<Vec<Compression>>,
+    /// `[platforms."OS/ARCH"]`: the whole definition for each platform it pins (each with no
+    /// `platforms` of its own). Empty for a one-image definition. When not empty, the fields
+    /// above are those of the platform last selected ([`KernelSpec::select_platform`]; at
+    /// load, the box's own `platform`, else the first table).
+    pub platforms: BTreeMap<String, KernelDef>,
 }
 
 /// A box's `[kernel]`: a definition plus the box's own command line.
@@ -71,6 +97,34 @@ pub struct KernelSpec {
     /// initramfs, a disk's initrd) and into the box's tree (`root`).
     pub modules_boot: bool,
     pub modules_root: bool,
+    /// Whether the box wrote its own `cmdline` (then no platform's default replaces it).
+    pub box_cmdline: bool,
+}
+
+impl KernelSpec {
+    /// Take the definition's table for `platform` ("OS/ARCH") when it pins per platform; a
+    /// one-image definition is left as it is. Call it with the build's platform before the
+    /// kernel image is resolved or pinned.
+    pub fn select_platform(&mut self, platform: &str) -> Result<()> {
+        if self.def.platforms.is_empty() {
+            return Ok(());
+        }
+        let Some(pick) = self.def.platforms.get(platform) else {
+            let file = self.def.file.as_ref().map(|f| f.display().to_string()).unwrap_or_else(|| "the inline [kernel]".into());
+            return Err(self.at.error(format!(
+                "kernel {:?} ({file}) has no image for {platform}: it pins {}; add a [platforms.\"{platform}\"] table with that platform's `image`, or build for one of those (the box's `platform`, or --platform)",
+                self.def.name,
+                self.def.platforms.keys().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        };
+        let pick = pick.clone();
+        let platforms = std::mem::take(&mut self.def.platforms);
+        self.def = KernelDef { platforms, ..pick };
+        if !self.box_cmdline {
+            self.cmdline = self.def.cmdline.clone();
+        }
+        Ok(())
+    }
 }
 
 /// The keys a definition file and an inline `[kernel]` table share.
@@ -82,6 +136,27 @@ struct RawDef {
     #[serde(default)]
     description: Option<String>,
     #[schemars(with = "Option<String>")]
+    image: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
+    path: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
+    config: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
+    modules: Option<Spanned<String>>,
+    cmdline: Option<String>,
+    compressions: Option<Vec<Compression>>,
+    /// One table per platform ("OS/ARCH", e.g. "linux/arm64"), each with that platform's
+    /// `image` and any key above it overrides.
+    #[schemars(with = "Option<BTreeMap<String, RawPin>>")]
+    platforms: Option<BTreeMap<String, Spanned<RawPin>>>,
+}
+
+/// A `[platforms."OS/ARCH"]` table of a kernel definition.
+#[derive(Deserialize, JsonSchema, Default, Clone)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "KernelPlatform")]
+struct RawPin {
+    #[schemars(with = "String")]
     image: Option<Spanned<String>>,
     #[schemars(with = "Option<String>")]
     path: Option<Spanned<String>>,
@@ -132,8 +207,43 @@ fn abs_path(src: &Source, v: &Spanned<String>, what: &str) -> Result<String> {
     Ok(if s.starts_with('/') { s.clone() } else { format!("/{s}") })
 }
 
-fn build_def(src: &Source, raw: RawDef, file: Option<PathBuf>, default_name: &str, at: Location) -> Result<KernelDef> {
+fn build_def(src: &Source, mut raw: RawDef, file: Option<PathBuf>, default_name: &str, at: Location) -> Result<KernelDef> {
     let _ = raw.description;
+    if let Some(tables) = raw.platforms.take() {
+        if let Some(i) = &raw.image {
+            return Err(src.loc(i.span()).error(
+                "with [platforms] each platform names its own image: move `image` into its [platforms.\"OS/ARCH\"] table (e.g. [platforms.\"linux/amd64\"])",
+            ));
+        }
+        if tables.is_empty() {
+            return Err(at.error("[platforms] is empty: give at least one [platforms.\"OS/ARCH\"] table with an `image`"));
+        }
+        let mut platforms = BTreeMap::new();
+        for (key, pin) in tables {
+            let pat = src.loc(pin.span());
+            if !matches!(key.split_once('/'), Some((os, arch)) if !os.is_empty() && !arch.is_empty() && !arch.contains('/')) {
+                return Err(pat.error(format!("[platforms.{key:?}]: a platform is OS/ARCH in OCI's names, e.g. \"linux/amd64\" or \"linux/arm64\"")));
+            }
+            let pin = pin.into_inner();
+            if pin.image.is_none() {
+                return Err(pat.error(format!("[platforms.{key:?}] needs `image`: the image that holds this platform's kernel")));
+            }
+            let one = RawDef {
+                name: raw.name.clone(),
+                description: None,
+                image: pin.image,
+                path: pin.path.or_else(|| raw.path.clone()),
+                config: pin.config.or_else(|| raw.config.clone()),
+                modules: pin.modules.or_else(|| raw.modules.clone()),
+                cmdline: pin.cmdline.or_else(|| raw.cmdline.clone()),
+                compressions: pin.compressions.or_else(|| raw.compressions.clone()),
+                platforms: None,
+            };
+            platforms.insert(key, build_def(src, one, file.clone(), default_name, pat)?);
+        }
+        let first = platforms.values().next().expect("not empty").clone();
+        return Ok(KernelDef { platforms, ..first });
+    }
     let image = raw.image.as_ref().ok_or_else(|| at.error("a kernel needs `image`: the image that holds it"))?;
     let image_at = src.loc(image.span());
     let parsed = ImageRef::parse(image.get_ref(), &src.dir()).map_err(|m| image_at.error(m))?;
@@ -165,6 +275,7 @@ fn build_def(src: &Source, raw: RawDef, file: Option<PathBuf>, default_name: &st
         modules,
         cmdline: raw.cmdline.unwrap_or_default(),
         compressions: raw.compressions,
+        platforms: BTreeMap::new(),
     })
 }
 
@@ -226,13 +337,14 @@ pub(crate) fn box_kernel(src: &Source, raw: &Spanned<RawBoxKernel>, box_name: &s
                 modules: r.modules.clone(),
                 cmdline: None,
                 compressions: r.compressions.clone(),
+                platforms: None,
             };
             build_def(src, inline, None, box_name, at.clone())?
         }
     };
     let cmdline = r.cmdline.clone().unwrap_or_else(|| def.cmdline.clone());
     let (load_modules, modules_boot, modules_root) = super::modules::box_modules(src, &r.load_modules, &r.modules_into)?;
-    Ok(KernelSpec { def, cmdline, at, load_modules, modules_boot, modules_root })
+    Ok(KernelSpec { def, cmdline, at, load_modules, modules_boot, modules_root, box_cmdline: r.cmdline.is_some() })
 }
 
 /// The init the kernel runs from an initramfs: the last `rdinit=` on the command line, else
@@ -274,6 +386,50 @@ mod tests {
         assert!(load_kernel(&p).unwrap_err().to_string().contains("needs `image`"));
         let p = write(d.path(), "kernels/typo.toml", "image = \"x\"\nkernel_path = \"/bzImage\"\n");
         assert!(load_kernel(&p).unwrap_err().to_string().contains("typo.toml:2:1"));
+    }
+
+    #[test]
+    fn per_platform_pins() {
+        let d = tempfile::tempdir().unwrap();
+        let p = write(
+            d.path(),
+            "kernels/multi.toml",
+            "name = \"multi\"\ncmdline = \"console=ttyS0\"\n[platforms.\"linux/amd64\"]\nimage = \"stagex/user-linux-nitro:amd\"\n[platforms.\"linux/arm64\"]\nimage = \"stagex/user-linux-nitro:arm\"\npath = \"/Image\"\ncmdline = \"console=ttyAMA0\"\n",
+        );
+        let k = load_kernel(&p).unwrap();
+        assert_eq!(k.platforms.keys().map(String::as_str).collect::<Vec<_>>(), ["linux/amd64", "linux/arm64"]);
+        let arm = &k.platforms["linux/arm64"];
+        assert_eq!((arm.image.text.as_str(), arm.path.as_str(), arm.cmdline.as_str()), ("stagex/user-linux-nitro:arm", "/Image", "console=ttyAMA0"));
+        let amd = &k.platforms["linux/amd64"];
+        assert_eq!((amd.path.as_str(), amd.cmdline.as_str(), amd.config.as_str()), ("/bzImage", "console=ttyS0", "/linux.config"));
+        let mut spec = KernelSpec { def: k, cmdline: "console=ttyS0".into(), at: Location { file: p.clone(), line: 3, column: 1 }, load_modules: None, modules_boot: true, modules_root: false, box_cmdline: false };
+        spec.select_platform("linux/arm64").unwrap();
+        assert_eq!((spec.def.path.as_str(), spec.cmdline.as_str(), spec.def.platforms.len()), ("/Image", "console=ttyAMA0", 2));
+        spec.select_platform("linux/amd64").unwrap();
+        assert_eq!((spec.def.image.text.as_str(), spec.cmdline.as_str()), ("stagex/user-linux-nitro:amd", "console=ttyS0"));
+        let e = spec.select_platform("linux/riscv64").unwrap_err().to_string();
+        assert!(e.contains("multi.toml") && e.contains("no image for linux/riscv64") && e.contains("it pins linux/amd64, linux/arm64"), "{e}");
+        // A box's own cmdline stays whatever the platform.
+        spec.box_cmdline = true;
+        spec.cmdline = "quiet".into();
+        spec.select_platform("linux/arm64").unwrap();
+        assert_eq!(spec.cmdline, "quiet");
+        // A one-image definition is for every platform, unchanged.
+        let one = write(d.path(), "kernels/one.toml", "image = \"x\"\n");
+        let mut s1 = KernelSpec { def: load_kernel(&one).unwrap(), ..spec.clone() };
+        s1.select_platform("linux/arm64").unwrap();
+        assert_eq!(s1.def.image.text, "x");
+
+        for (text, want) in [
+            ("image = \"x\"\n[platforms.\"linux/arm64\"]\nimage = \"y\"\n", "bad.toml:1:9: with [platforms] each platform names its own image"),
+            ("[platforms.\"arm64\"]\nimage = \"y\"\n", "a platform is OS/ARCH"),
+            ("[platforms.\"linux/arm64\"]\npath = \"/Image\"\n", "[platforms.\"linux/arm64\"] needs `image`"),
+            ("[platforms.\"linux/arm64\"]\nimage = \"y\"\nkernel = \"/Image\"\n", "bad.toml:3:1"),
+        ] {
+            let p = write(d.path(), "kernels/bad.toml", text);
+            let e = load_kernel(&p).unwrap_err().to_string();
+            assert!(e.contains(want), "{text}: {e}");
+        }
     }
 
     #[test]

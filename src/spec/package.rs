@@ -7,7 +7,7 @@
 //! name = "curl"                 # default: the box name, lowercased, '_' → '-'
 //! version = "8.9.1"             # default: the box version
 //! release = 1                   # default 1
-//! architecture = "amd64"        # default: from --platform (amd64 / x86_64 / x86_64 / x86_64)
+//! architecture = "amd64"        # default: from the platform (amd64 / x86_64 / x86_64 / x86_64; arm64: arm64 / aarch64 / aarch64 / aarch64)
 //! summary = "..."               # one line; default "Content of the BOX box, built by stagebox"
 //! description = "..."           # longer text; the source image digests are always appended
 //! maintainer = "Jane <j@example.org>"

@@ -24,6 +24,7 @@
 
 pub mod arm64;
 pub mod boot;
+pub mod eif_reader;
 pub mod iso;
 pub mod kernel_mount;
 pub mod pkg;
