@@ -386,7 +386,7 @@ fn iso_extents(f: &fs::File, p: &Path) -> Result<BTreeMap<String, (u64, u64)>> {
 /// file system stagebox reads (FAT, SquashFS, EROFS); `fat_only` for a hybrid ISO, whose
 /// other partitions are the ISO itself.
 fn partition_changes(fa: &fs::File, fb: &fs::File, a: &Path, b: &Path, fat_only: bool) -> Result<Vec<Change>> {
-    let (pa, pb) = (readback::gpt_partitions(fa), readback::gpt_partitions(fb));
+    let (pa, pb) = (crate::emit::gpt::partition_spans(fa), crate::emit::gpt::partition_spans(fb));
     let mut out = Vec::new();
     for (i, (x, y)) in pa.iter().zip(&pb).enumerate() {
         let prefix = format!("partition {}: ", i + 1);

@@ -532,32 +532,6 @@ pub fn erofs_entries(f: &File, base: u64) -> std::result::Result<Vec<Entry>, Str
     Ok(out)
 }
 
-/// The partitions of a GPT (primary table at LBA 1, 512-byte sectors): (byte offset, byte
-/// length) of each used entry, in table order. Empty when there is no GPT.
-pub fn gpt_partitions(f: &File) -> Vec<(u64, u64)> {
-    let mut h = [0u8; 92];
-    if read_at_most(f, &mut h, 512).ok() != Some(92) || &h[..8] != b"EFI PART" {
-        return Vec::new();
-    }
-    let le = |b: &[u8]| b.iter().rev().fold(0u64, |a, x| (a << 8) | *x as u64);
-    let (lba, n, esize) = (le(&h[72..80]), le(&h[80..84]).min(128), le(&h[84..88]).clamp(128, 512));
-    let mut array = vec![0u8; (n * esize) as usize];
-    let Some(at) = lba.checked_mul(512) else { return Vec::new() };
-    if read_at_most(f, &mut array, at).ok() != Some(array.len()) {
-        return Vec::new();
-    }
-    array
-        .chunks(esize as usize)
-        .filter(|e| e[..16].iter().any(|b| *b != 0))
-        .filter_map(|e| {
-            let (first, last) = (le(&e[32..40]), le(&e[40..48]));
-            let at = first.checked_mul(512)?;
-            let len = (last >= first).then(|| last - first)?.checked_add(1)?.checked_mul(512)?;
-            Some((at, len))
-        })
-        .collect()
-}
-
 /// What a partition (or any span of a file) holds, by its first bytes.
 pub fn span_kind(f: &File, at: u64) -> Option<Format> {
     let mut head = [0u8; 1100];
