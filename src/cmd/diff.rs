@@ -57,7 +57,15 @@ pub struct Report {
     pub changes: Vec<Change>,
 }
 
+/// `stagebox diff`'s exit status when the comparison itself failed (as diff(1): 2, trouble).
+pub const TROUBLE: u8 = 2;
+
 impl Report {
+    /// `stagebox diff`'s exit status, as diff(1): 0 identical, 1 different.
+    pub fn status(&self) -> u8 {
+        if self.identical { 0 } else { 1 }
+    }
+
     /// One line per change, then a summary line.
     pub fn render(&self) -> String {
         let mut s = String::new();
