@@ -153,7 +153,7 @@ pub fn readback(data: &[u8], scratch: &Path) {
     let _ = readback::ar_members(&f);
     let _ = readback::rpm_payload_offset(&f);
     let _ = readback::fat_entries(&f, 0, data.len() as u64);
-    for (at, len) in readback::gpt_partitions(&f) {
+    for (at, len) in stagebox::emit::gpt::partition_spans(&f) {
         if readback::is_fat(&f, at) {
             let _ = readback::fat_entries(&f, at, len);
         }

@@ -281,7 +281,7 @@ fn out_json(value: &impl serde::Serialize) -> stagebox::Result<()> {
     out(format!("{}\n", serde_json::to_string_pretty(value).expect("json")))
 }
 
-fn run(cli: Cli) -> stagebox::Result<()> {
+fn run(cli: Cli) -> stagebox::Result<ExitCode> {
     match cli.command {
         Command::Completions { shell } => {
             use std::io::Write;
@@ -318,17 +318,16 @@ fn run(cli: Cli) -> stagebox::Result<()> {
         }
         Command::Diff { a, b, json } => {
             // Like diff(1): 0 identical, 1 different (the differences are the output), 2 trouble.
-            let r = stagebox::cmd::diff::diff(&a, &b).map_err(|e| stagebox::Error::Usage(e.to_string()))?;
+            let r = match stagebox::cmd::diff::diff(&a, &b) {
+                Ok(r) => r,
+                Err(e) => return Ok(failed(&e, stagebox::cmd::diff::TROUBLE)),
+            };
             if json {
                 out_json(&r)?;
             } else {
                 out(r.render())?;
             }
-            if !r.identical {
-                use std::io::Write;
-                let _ = std::io::stdout().flush();
-                std::process::exit(1);
-            }
+            return Ok(ExitCode::from(r.status()));
         }
         Command::Inspect { target, json, files, store: StoreArgs { cache, platform, offline, .. } } => {
             let i = stagebox::cmd::inspect::inspect_opts(&target, cache.as_deref(), platform, offline, files)?;
@@ -398,7 +397,7 @@ fn run(cli: Cli) -> stagebox::Result<()> {
                 if bad > 0 {
                     return Err(stagebox::Error::other(format!("{bad} of {} pins are not current", checks.len())));
                 }
-                return Ok(());
+                return Ok(ExitCode::SUCCESS);
             }
             let lock = stagebox::cmd::lock::lock_with(&box_file, &opts)?;
             if json {
@@ -411,7 +410,14 @@ fn run(cli: Cli) -> stagebox::Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Say what went wrong on stderr and give the exit status `code`.
+fn failed(e: &stagebox::Error, code: u8) -> ExitCode {
+    // Every variant's message already includes its cause.
+    eprintln!("stagebox: error: {e}");
+    ExitCode::from(code)
 }
 
 fn main() -> ExitCode {
@@ -428,15 +434,11 @@ fn main() -> ExitCode {
         Command::Diff { .. } | Command::Run { .. } | Command::VerifyBuild { .. } | Command::Completions { .. } | Command::Man { .. } | Command::Schema => {}
     }
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         // The reader went away (`| head`): nothing left to say to anyone.
         Err(stagebox::Error::Io { path, source }) if source.kind() == std::io::ErrorKind::BrokenPipe && path.as_os_str() == "stdout" => {
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            // Every variant's message already includes its cause.
-            eprintln!("stagebox: error: {e}");
-            ExitCode::from(e.exit_code() as u8)
-        }
+        Err(e) => failed(&e, e.exit_code() as u8),
     }
 }

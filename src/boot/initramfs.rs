@@ -16,7 +16,7 @@ use std::path::Path;
 /// as they are (each padded to 4 bytes), then the tree as one compressed newc archive. What
 /// `[output.initramfs]` holds and what an ISO or disk output boots. Returns its digest, size and the prepended files.
 pub fn write(job: &Job, o: &spec::InitramfsOutput, file: &std::fs::File, path: &Path) -> Result<(crate::digest::Digest, u64, Vec<InputRecord>)> {
-    let Job { tree, spec, sde, threads, layers, .. } = *job;
+    let Job { tree, spec, sde, threads, .. } = *job;
     let path = path.to_path_buf();
     let mut inputs = Vec::new();
     let (d, size) = {
@@ -40,7 +40,7 @@ pub fn write(job: &Job, o: &spec::InitramfsOutput, file: &std::fs::File, path: &
             inputs.push(InputRecord { reference: format!("file:{p}"), digest: digest.to_string() });
         }
         let mut enc = emit::compress::Encoder::with_threads(o.compression, threads, hw).at(&path)?;
-        emit::cpio::write_with(tree, sde, layers, &mut enc).at(&path)?;
+        emit::cpio::write(tree, sde, &mut enc).at(&path)?;
         let mut hw = enc.finish().at(&path)?;
         // `[kernel] load_modules`: the modules as one more (uncompressed) archive after the
         // tree's, so that a tree's `lib -> usr/lib` symlink is made before `lib/modules/`

@@ -26,6 +26,7 @@ use crate::emit::cpio::format::{self, Header};
 use crate::error::{Error, Result};
 use crate::spec::{Location, ModuleSelection};
 use crate::tree::{Kind, Node, Tree};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 
@@ -317,10 +318,11 @@ impl Modules {
     }
 
     /// The files under `lib/modules/RELEASE/`: the modules and `modules.dep`.
-    fn files(&self) -> Vec<(String, Vec<u8>, u32)> {
+    /// (The modules' bytes are borrowed, not copied.)
+    fn files(&self) -> Vec<(String, Cow<'_, [u8]>, u32)> {
         let base = format!("lib/modules/{}", self.release);
-        let mut v: Vec<(String, Vec<u8>, u32)> = self.modules.iter().map(|m| (format!("{base}/{}", m.path), m.bytes.clone(), 0o644)).collect();
-        v.push((format!("{base}/modules.dep"), self.modules_dep().into_bytes(), 0o644));
+        let mut v: Vec<(String, Cow<'_, [u8]>, u32)> = self.modules.iter().map(|m| (format!("{base}/{}", m.path), Cow::Borrowed(m.bytes.as_slice()), 0o644)).collect();
+        v.push((format!("{base}/modules.dep"), Cow::Owned(self.modules_dep().into_bytes()), 0o644));
         v
     }
 
@@ -329,19 +331,20 @@ impl Modules {
     /// directory entries, so a tree's `lib -> usr/lib` symlink is followed and missing
     /// parents are made as the tree makes them.
     pub fn root_layer(&self, sde: u64) -> Result<crate::tree::layer::ParsedLayer> {
-        use crate::tree::layer::{ParsedLayer, RawEntry, RawKind};
+        use crate::tree::layer::{Entries, ParsedLayer, RawEntry, RawKind};
         use std::io::Write;
-        let mut spill = tempfile::tempfile().map_err(|e| Error::other(format!("a spill file for the kernel modules: {e}")))?;
-        let mut entries = Vec::new();
+        let spill_err = |e: std::io::Error| Error::other(format!("a spill file for the kernel modules: {e}"));
+        let list_err = |e: std::io::Error| Error::other(format!("the entry list of the kernel modules: {e}"));
+        let mut spill = tempfile::tempfile().map_err(spill_err)?;
+        let mut entries = Entries::new().map_err(list_err)?;
         let mut offset = 0u64;
         for (path, bytes, mode) in self.files() {
-            spill.write_all(&bytes).map_err(|e| Error::other(format!("a spill file for the kernel modules: {e}")))?;
+            spill.write_all(&bytes).map_err(spill_err)?;
             let content = crate::tree::ContentRef { spill: 0, offset, len: bytes.len() as u64 };
             offset += bytes.len() as u64;
             let meta = crate::tree::Meta { mode, uid: 0, gid: 0, mtime: sde.min(i64::MAX as u64) as i64, xattrs: Default::default() };
-            entries.push(RawEntry { path: path.into_bytes(), kind: RawKind::File(content), meta });
+            entries.push(&RawEntry { path: path.into_bytes(), kind: RawKind::File(content), meta }).map_err(list_err)?;
         }
-        let entries = entries.try_into().map_err(|e| Error::other(format!("the entry list of the kernel modules: {e}")))?;
         Ok(ParsedLayer { label: format!("kernel modules {}", self.release), entries, spill })
     }
 
@@ -354,8 +357,8 @@ impl Modules {
     /// modules and switches to the root partition named by `root=PARTUUID=`.
     pub fn early_initrd(&self, busybox: &[u8], sde: u64) -> Vec<u8> {
         let mut files = self.files();
-        files.push(("bin/busybox".into(), busybox.to_vec(), 0o755));
-        files.push(("init".into(), early_init(&self.load).into_bytes(), 0o755));
+        files.push(("bin/busybox".into(), Cow::Borrowed(busybox), 0o755));
+        files.push(("init".into(), Cow::Owned(early_init(&self.load).into_bytes()), 0o755));
         newc(files, sde)
     }
 }
@@ -410,8 +413,8 @@ exec switch_root /newroot "$init"
 
 /// A newc archive of `files` (path, bytes, mode) and their parent directories, in path
 /// order, every mtime SOURCE_DATE_EPOCH, owner root.
-fn newc(files: Vec<(String, Vec<u8>, u32)>, sde: u64) -> Vec<u8> {
-    let mut entries: BTreeMap<String, Option<(Vec<u8>, u32)>> = BTreeMap::new();
+fn newc(files: Vec<(String, Cow<'_, [u8]>, u32)>, sde: u64) -> Vec<u8> {
+    let mut entries: BTreeMap<String, Option<(Cow<'_, [u8]>, u32)>> = BTreeMap::new();
     for (path, bytes, mode) in files {
         let mut p = path.as_str();
         while let Some((parent, _)) = p.rsplit_once('/') {

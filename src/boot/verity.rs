@@ -114,11 +114,7 @@ pub fn describe_superblock(head: &[u8]) -> String {
 pub fn recorded(path: &Path) -> String {
     let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else { return String::new() };
     let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
-    let found = crate::measure::manifests_in(dir).unwrap_or_default().into_iter().find_map(|(p, m)| {
-        let rec = m.outputs.into_iter().find(|o| o.path == name)?;
-        Some((p, rec))
-    });
-    let Some((manifest, rec)) = found else { return String::new() };
+    let Some((manifest, rec)) = crate::measure::manifest_listing(dir, name).ok().flatten() else { return String::new() };
     let mut s = String::new();
     if let Some(r) = &rec.roothash {
         s += &format!("dm-verity root hash {r} (from {})\n", manifest.display());

@@ -57,7 +57,15 @@ pub struct Report {
     pub changes: Vec<Change>,
 }
 
+/// `stagebox diff`'s exit status when the comparison itself failed (as diff(1): 2, trouble).
+pub const TROUBLE: u8 = 2;
+
 impl Report {
+    /// `stagebox diff`'s exit status, as diff(1): 0 identical, 1 different.
+    pub fn status(&self) -> u8 {
+        if self.identical { 0 } else { 1 }
+    }
+
     /// One line per change, then a summary line.
     pub fn render(&self) -> String {
         let mut s = String::new();
@@ -386,7 +394,7 @@ fn iso_extents(f: &fs::File, p: &Path) -> Result<BTreeMap<String, (u64, u64)>> {
 /// file system stagebox reads (FAT, SquashFS, EROFS); `fat_only` for a hybrid ISO, whose
 /// other partitions are the ISO itself.
 fn partition_changes(fa: &fs::File, fb: &fs::File, a: &Path, b: &Path, fat_only: bool) -> Result<Vec<Change>> {
-    let (pa, pb) = (readback::gpt_partitions(fa), readback::gpt_partitions(fb));
+    let (pa, pb) = (crate::emit::gpt::partition_spans(fa), crate::emit::gpt::partition_spans(fb));
     let mut out = Vec::new();
     for (i, (x, y)) in pa.iter().zip(&pb).enumerate() {
         let prefix = format!("partition {}: ", i + 1);

@@ -201,7 +201,7 @@ fn output_files(format: Format, p: &Path) -> Result<Vec<Entry>> {
                 out.extend(readback::entries(format, p)?.unwrap_or_default());
             }
             let f = std::fs::File::open(p).at(p)?;
-            for (i, (at, len)) in readback::gpt_partitions(&f).into_iter().enumerate() {
+            for (i, (at, len)) in crate::emit::gpt::partition_spans(&f).into_iter().enumerate() {
                 let prefix = format!("[partition {}] ", i + 1);
                 let entries: Vec<Entry> = if readback::is_fat(&f, at) {
                     readback::fat_entries(&f, at, len).map_err(|e| Error::other(format!("{}: partition {}: {e}", p.display(), i + 1)))?.into_iter().map(|x| x.0).collect()

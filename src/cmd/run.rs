@@ -131,14 +131,10 @@ fn usage(m: impl Into<String>) -> Error {
 /// `NAME.manifest.json`); for a directory (`file` None), its only box's manifest. A path
 /// that does not exist when nothing lists the file.
 fn manifest_for(dir: &Path, file: Option<&str>) -> Result<std::path::PathBuf> {
-    let found = crate::measure::manifests_in(dir)?;
     match file {
-        Some(name) => Ok(found
-            .iter()
-            .find(|(_, m)| m.outputs.iter().any(|o| o.path == name))
-            .map(|(p, _)| p.clone())
-            .unwrap_or_else(|| dir.join("manifest.json"))),
+        Some(name) => Ok(crate::measure::manifest_listing(dir, name)?.map(|(p, _)| p).unwrap_or_else(|| dir.join("manifest.json"))),
         None => {
+            let found = crate::measure::manifests_in(dir)?;
             let boxes: std::collections::BTreeSet<&str> = found.iter().map(|(_, m)| m.name.as_str()).collect();
             if boxes.len() > 1 {
                 return Err(usage(format!(

@@ -428,9 +428,9 @@ fn oci_layout_digest(layout: &Path) -> Result<String> {
         }
     }
     let ip = layout.join("index.json");
-    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(&ip).at(&ip)?).map_err(|e| Error::other(format!("{}: {e}", ip.display())))?;
-    let m = index["manifests"].as_array().and_then(|a| a.first()).and_then(|m| m["digest"].as_str()).ok_or_else(|| Error::other(format!("{}: names no manifest", ip.display())))?;
-    let d = Digest::parse(m)?;
+    let index = crate::source::oci_layout::read_index(layout)?;
+    let m = index.manifests().first().ok_or_else(|| Error::other(format!("{}: names no manifest", ip.display())))?;
+    let d = Digest::parse(&m.digest().to_string())?;
     if !blobs.join(d.hex()).is_file() {
         return Err(Error::other(format!("{}: manifest {d} is missing", layout.display())));
     }
@@ -440,6 +440,14 @@ fn oci_layout_digest(layout: &Path) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_oci_layout_output_is_named_by_the_manifest_its_index_lists() {
+        let d = tempfile::tempdir().unwrap();
+        let tree = crate::tree::testutil::tree(&[("a", "file:x", 0o644, 1)]);
+        let img = crate::emit::oci::write(&tree, 1, "t", None, d.path(), "test").unwrap();
+        assert_eq!(oci_layout_digest(d.path()).unwrap(), img.manifest_digest.hex());
+    }
 
     #[test]
     fn the_manifest_of_a_shared_directory_is_the_named_boxs() {

@@ -297,7 +297,6 @@ pub fn dump(file: &std::fs::File, path: &std::path::Path) -> Result<Option<Strin
     }
     let mut s = String::new();
     let le32 = |b: &[u8]| u32::from_le_bytes(b[..4].try_into().expect("4 bytes"));
-    let le64 = |b: &[u8]| u64::from_le_bytes(b[..8].try_into().expect("8 bytes"));
     let _ = writeln!(s, "MBR: disk id 0x{:08x}, boot code {}", le32(&m[440..]), if m[..MBR_CODE].iter().all(|b| *b == 0) { "none" } else { "present" });
     let boot_lba = le32(&m[432..]);
     if boot_lba != 0 {
@@ -318,60 +317,30 @@ pub fn dump(file: &std::fs::File, path: &std::path::Path) -> Result<Option<Strin
             le32(&e[12..])
         );
     }
-    let mut h = [0u8; 512];
-    file.read_exact_at(&mut h, SECTOR).at(path)?;
-    if &h[0..8] != SIGNATURE {
+    let Some(t) = read(file, path)? else {
         let _ = writeln!(s, "GPT: none");
         return Ok(Some(s));
-    }
-    let mut hc = h;
-    hc[16..20].fill(0);
-    let hsize = (le32(&h[12..]) as usize).min(512);
-    let header_ok = crc32fast::hash(&hc[..hsize]) == le32(&h[16..]);
-    let (n, esize) = (le32(&h[80..]) as u64, le32(&h[84..]) as u64);
-    let array_lba = le64(&h[72..]);
-    let backup_lba = le64(&h[32..]);
-    let mut array = vec![0u8; (n * esize).min(1 << 20) as usize];
-    file.read_exact_at(&mut array, array_lba.saturating_mul(SECTOR)).at(path)?;
-    let array_ok = crc32fast::hash(&array) == le32(&h[88..]);
-    let mut guid = [0u8; 16];
-    guid.copy_from_slice(&h[56..72]);
+    };
+    let ok = |b: bool| if b { "ok" } else { "BAD" };
     let _ = writeln!(
         s,
         "GPT: disk GUID {}, usable sectors {}..={}, {} entries of {} bytes at sector {}, header CRC {}, array CRC {}",
-        Guid(guid),
-        le64(&h[40..]),
-        le64(&h[48..]),
-        n,
-        esize,
-        array_lba,
-        if header_ok { "ok" } else { "BAD" },
-        if array_ok { "ok" } else { "BAD" }
+        t.disk_guid,
+        t.first_usable,
+        t.last_usable,
+        t.entries,
+        t.entry_size,
+        t.array_lba,
+        ok(t.header_ok),
+        ok(t.array_ok)
     );
-    let mut b = [0u8; 512];
-    // (sector numbers come from the image: a huge one must not overflow)
-    let at = backup_lba.checked_mul(SECTOR).filter(|at| at.checked_add(SECTOR).is_some_and(|end| end <= len));
-    let backup = if at.is_some_and(|at| file.read_exact_at(&mut b, at).is_ok() && &b[0..8] == SIGNATURE) {
-        let mut bc = b;
-        bc[16..20].fill(0);
-        let ok = crc32fast::hash(&bc[..hsize]) == le32(&b[16..]) && b[56..72] == h[56..72] && le64(&b[32..]) == 1;
-        format!("at sector {backup_lba}, {}", if ok { "ok" } else { "BAD" })
-    } else {
-        format!("missing at sector {backup_lba}")
+    let backup = match t.backup {
+        Some(good) => format!("at sector {}, {}", t.backup_lba, ok(good)),
+        None => format!("missing at sector {}", t.backup_lba),
     };
     let _ = writeln!(s, "  backup header {backup}");
-    for (i, e) in array.chunks(esize.max(1) as usize).enumerate() {
-        if e.len() < 128 || e[..16].iter().all(|b| *b == 0) {
-            continue;
-        }
-        let g = |o: usize| {
-            let mut x = [0u8; 16];
-            x.copy_from_slice(&e[o..o + 16]);
-            Guid(x)
-        };
-        let name: Vec<u16> = e[56..128].chunks(2).map(|c| u16::from_le_bytes([c[0], c[1]])).take_while(|u| *u != 0).collect();
-        let ty = g(0);
-        let tyname = match ty {
+    for (i, p) in &t.partitions {
+        let tyname = match p.type_guid {
             t if t == ESP_TYPE => " (EFI System)",
             t if t == LINUX_TYPE => " (Linux filesystem)",
             t if t == BASIC_DATA_TYPE => " (basic data)",
@@ -379,13 +348,8 @@ pub fn dump(file: &std::fs::File, path: &std::path::Path) -> Result<Option<Strin
         };
         let _ = writeln!(
             s,
-            "  partition {}: {:?} type {ty}{tyname} GUID {} sectors {}..={} attributes 0x{:x}",
-            i + 1,
-            String::from_utf16_lossy(&name),
-            g(16),
-            le64(&e[32..]),
-            le64(&e[40..]),
-            le64(&e[48..])
+            "  partition {i}: {:?} type {}{tyname} GUID {} sectors {}..={} attributes 0x{:x}",
+            p.name, p.type_guid, p.guid, p.first, p.last, p.attributes
         );
     }
     Ok(Some(s))
@@ -399,6 +363,117 @@ pub fn dump_path(path: &std::path::Path) -> String {
         Ok(None) => String::new(),
         Err(e) => format!("partition tables: {e}\n"),
     }
+}
+
+/// A GPT as read back from an image: the primary header at LBA 1 and its partition array,
+/// with what checks out (CRCs, the backup header). The one GPT reader: [`dump`] prints it,
+/// inspect and diff walk its partitions ([`partition_spans`]).
+#[derive(Debug, Clone)]
+pub struct Table {
+    pub disk_guid: Guid,
+    pub first_usable: u64,
+    pub last_usable: u64,
+    /// Entries in the array and bytes per entry, as the header gives them.
+    pub entries: u64,
+    pub entry_size: u64,
+    pub array_lba: u64,
+    pub backup_lba: u64,
+    pub header_ok: bool,
+    /// The CRC of the array as read (at most 1 MiB of it).
+    pub array_ok: bool,
+    /// The backup header: `None` when missing (or out of the file), else whether it matches
+    /// (CRC, disk GUID, pointing back at LBA 1).
+    pub backup: Option<bool>,
+    /// The used entries (type GUID not zero), each with its 1-based number in the array.
+    pub partitions: Vec<(usize, Partition)>,
+}
+
+/// Read the GPT of a disk image (512-byte sectors). `None` when LBA 1 holds no `EFI PART`
+/// header; values come from the image as they are (a huge sector number does not overflow).
+pub fn read(file: &std::fs::File, path: &std::path::Path) -> Result<Option<Table>> {
+    let len = file.metadata().at(path)?.len();
+    let mut h = [0u8; 512];
+    if len < 2 * SECTOR {
+        return Ok(None);
+    }
+    file.read_exact_at(&mut h, SECTOR).at(path)?;
+    if &h[0..8] != SIGNATURE {
+        return Ok(None);
+    }
+    let le32 = |b: &[u8]| u32::from_le_bytes(b[..4].try_into().expect("4 bytes"));
+    let le64 = |b: &[u8]| u64::from_le_bytes(b[..8].try_into().expect("8 bytes"));
+    let mut hc = h;
+    hc[16..20].fill(0);
+    let hsize = (le32(&h[12..]) as usize).min(512);
+    let header_ok = crc32fast::hash(&hc[..hsize]) == le32(&h[16..]);
+    let (n, esize) = (le32(&h[80..]) as u64, le32(&h[84..]) as u64);
+    let array_lba = le64(&h[72..]);
+    let backup_lba = le64(&h[32..]);
+    let mut array = vec![0u8; (n * esize).min(1 << 20) as usize];
+    file.read_exact_at(&mut array, array_lba.saturating_mul(SECTOR)).at(path)?;
+    let array_ok = crc32fast::hash(&array) == le32(&h[88..]);
+    let guid = |b: &[u8]| Guid(b[..16].try_into().expect("16 bytes"));
+    let mut b = [0u8; 512];
+    let at = backup_lba.checked_mul(SECTOR).filter(|at| at.checked_add(SECTOR).is_some_and(|end| end <= len));
+    let backup = if at.is_some_and(|at| file.read_exact_at(&mut b, at).is_ok() && &b[0..8] == SIGNATURE) {
+        let mut bc = b;
+        bc[16..20].fill(0);
+        Some(crc32fast::hash(&bc[..hsize]) == le32(&b[16..]) && b[56..72] == h[56..72] && le64(&b[32..]) == 1)
+    } else {
+        None
+    };
+    let mut partitions = Vec::new();
+    for (i, e) in array.chunks(esize.max(1) as usize).enumerate() {
+        if e.len() < 128 || e[..16].iter().all(|b| *b == 0) {
+            continue;
+        }
+        let name: Vec<u16> = e[56..128].chunks(2).map(|c| u16::from_le_bytes([c[0], c[1]])).take_while(|u| *u != 0).collect();
+        partitions.push((
+            i + 1,
+            Partition {
+                type_guid: guid(&e[0..]),
+                guid: guid(&e[16..]),
+                first: le64(&e[32..]),
+                last: le64(&e[40..]),
+                attributes: le64(&e[48..]),
+                name: String::from_utf16_lossy(&name),
+            },
+        ));
+    }
+    Ok(Some(Table {
+        disk_guid: guid(&h[56..]),
+        first_usable: le64(&h[40..]),
+        last_usable: le64(&h[48..]),
+        entries: n,
+        entry_size: esize,
+        array_lba,
+        backup_lba,
+        header_ok,
+        array_ok,
+        backup,
+        partitions,
+    }))
+}
+
+impl Table {
+    /// (byte offset, byte length) of each used partition, in table order; a partition whose
+    /// sectors run backwards or overflow is left out.
+    pub fn spans(&self) -> Vec<(u64, u64)> {
+        self.partitions
+            .iter()
+            .filter_map(|(_, p)| {
+                let at = p.first.checked_mul(SECTOR)?;
+                let len = (p.last >= p.first).then(|| p.last - p.first)?.checked_add(1)?.checked_mul(SECTOR)?;
+                Some((at, len))
+            })
+            .collect()
+    }
+}
+
+/// [`Table::spans`] of `file`'s GPT; empty when it has none or it cannot be read (inspect and
+/// diff then treat the image as having no partitions).
+pub fn partition_spans(file: &std::fs::File) -> Vec<(u64, u64)> {
+    read(file, std::path::Path::new("image")).ok().flatten().map(|t| t.spans()).unwrap_or_default()
 }
 
 #[cfg(test)]

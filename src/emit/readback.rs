@@ -262,19 +262,8 @@ pub fn entries(format: Format, p: &Path) -> Result<Option<Vec<Entry>>> {
         Format::Iso => {
             let f = File::open(p).at(p)?;
             let d = crate::emit::iso::debug::describe(&f, &p.display().to_string(), "").map_err(|e| bad("ISO 9660 image", e))?;
-            d.entries
-                .iter()
-                .map(|e| Entry {
-                    path: e.path.clone(),
-                    kind: e.kind.clone(),
-                    mode: perm(&e.mode),
-                    uid: e.uid as u64,
-                    gid: e.gid as u64,
-                    size: e.size,
-                    mtime: 0,
-                    link: e.link.clone(),
-                })
-                .collect()
+            // (ISO 9660 directory records carry no mtime stagebox compares: 0.)
+            d.entries.iter().map(|e| dumped(&e.path, &e.kind, &e.mode, (e.uid, e.gid), e.size, 0, &e.link)).collect()
         }
         Format::Oci | Format::Eif | Format::Disk => return Ok(None),
     }))
@@ -283,19 +272,13 @@ pub fn entries(format: Format, p: &Path) -> Result<Option<Vec<Entry>>> {
 /// The entries of the SquashFS image at byte `at` of `f`.
 pub fn squashfs_entries(f: &File, at: u64) -> std::result::Result<Vec<Entry>, String> {
     let d = crate::emit::squashfs::debug::describe_file_at(f, at).map_err(|e| e.to_string())?;
-    Ok(d.entries
-        .iter()
-        .map(|e| Entry {
-            path: e.path.clone(),
-            kind: e.kind.to_string(),
-            mode: perm(&e.mode),
-            uid: e.uid as u64,
-            gid: e.gid as u64,
-            size: e.size,
-            mtime: e.mtime as u64,
-            link: e.target.clone(),
-        })
-        .collect())
+    Ok(d.entries.iter().map(|e| dumped(&e.path, e.kind, &e.mode, (e.uid, e.gid), e.size, e.mtime as u64, &e.target)).collect())
+}
+
+/// An [`Entry`] from one entry of a format's debug description (ISO and SquashFS describe
+/// theirs alike): the mode string reduced to its permission bits.
+fn dumped(path: &str, kind: &str, mode: &str, (uid, gid): (u32, u32), size: u64, mtime: u64, link: &Option<String>) -> Entry {
+    Entry { path: path.to_string(), kind: kind.to_string(), mode: perm(mode), uid: uid as u64, gid: gid as u64, size, mtime, link: link.clone() }
 }
 
 /// The last four octal digits of a mode string (`0100755` or `-rwxr-xr-x` style kept as is).
@@ -530,32 +513,6 @@ pub fn erofs_entries(f: &File, base: u64) -> std::result::Result<Vec<Entry>, Str
         stack.extend(children.into_iter().rev());
     }
     Ok(out)
-}
-
-/// The partitions of a GPT (primary table at LBA 1, 512-byte sectors): (byte offset, byte
-/// length) of each used entry, in table order. Empty when there is no GPT.
-pub fn gpt_partitions(f: &File) -> Vec<(u64, u64)> {
-    let mut h = [0u8; 92];
-    if read_at_most(f, &mut h, 512).ok() != Some(92) || &h[..8] != b"EFI PART" {
-        return Vec::new();
-    }
-    let le = |b: &[u8]| b.iter().rev().fold(0u64, |a, x| (a << 8) | *x as u64);
-    let (lba, n, esize) = (le(&h[72..80]), le(&h[80..84]).min(128), le(&h[84..88]).clamp(128, 512));
-    let mut array = vec![0u8; (n * esize) as usize];
-    let Some(at) = lba.checked_mul(512) else { return Vec::new() };
-    if read_at_most(f, &mut array, at).ok() != Some(array.len()) {
-        return Vec::new();
-    }
-    array
-        .chunks(esize as usize)
-        .filter(|e| e[..16].iter().any(|b| *b != 0))
-        .filter_map(|e| {
-            let (first, last) = (le(&e[32..40]), le(&e[40..48]));
-            let at = first.checked_mul(512)?;
-            let len = (last >= first).then(|| last - first)?.checked_add(1)?.checked_mul(512)?;
-            Some((at, len))
-        })
-        .collect()
 }
 
 /// What a partition (or any span of a file) holds, by its first bytes.

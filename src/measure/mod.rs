@@ -94,6 +94,13 @@ pub fn manifests_in(dir: &Path) -> Result<Vec<(std::path::PathBuf, BuildManifest
     Ok(out)
 }
 
+/// The manifest in `dir` that lists output file `name` (boxes sharing a directory each have
+/// their `NAME.manifest.json`; the first by file name wins) and its record of that file.
+/// `None` when no manifest there lists it.
+pub fn manifest_listing(dir: &Path, name: &str) -> Result<Option<(std::path::PathBuf, OutputRecord)>> {
+    Ok(manifests_in(dir)?.into_iter().find_map(|(p, m)| Some((p, m.outputs.into_iter().find(|o| o.path == name)?))))
+}
+
 /// `[output.sbom]` and `[output.provenance]`, after every other output (the provenance's
 /// subjects are all outputs before it, the SBOM included). `s` is what the build knows
 /// (the box's name, version, inputs, images, signatures and tree).

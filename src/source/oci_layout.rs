@@ -226,6 +226,25 @@ fn check_unlisted_pin(r: &ImageRef, files: &dyn LayoutFiles, top: &ImageIndex, d
     Ok(())
 }
 
+/// The `index.json` of the OCI image layout at `layout` (the store's or an output's), read
+/// with the same bound as every JSON blob ([`MAX_JSON_BLOB`]); errors name the file.
+pub fn read_index(layout: &Path) -> Result<ImageIndex> {
+    let p = layout.join("index.json");
+    let mut bytes = Vec::new();
+    std::fs::File::open(&p).and_then(|f| f.take(MAX_JSON_BLOB + 1).read_to_end(&mut bytes)).map_err(|e| Error::io(&p, e))?;
+    if bytes.len() as u64 > MAX_JSON_BLOB {
+        return Err(Error::other(format!("{} is over {MAX_JSON_BLOB} bytes; refusing JSON that large", p.display())));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| Error::other(format!("{}: {e}", p.display())))
+}
+
+/// The digest of the manifest `index` lists under the `org.opencontainers.image.ref.name`
+/// annotation `name`.
+pub fn tagged(index: &ImageIndex, name: &str) -> Option<Digest> {
+    let m = index.manifests().iter().find(|m| m.annotations().as_ref().and_then(|a| a.get(REF_NAME)).map(String::as_str) == Some(name))?;
+    Digest::parse(&m.digest().to_string()).ok()
+}
+
 pub fn resolve(store: &Store, r: &ImageRef, dir: &Path, tag: Option<&str>, opts: &SourceOptions) -> Result<ResolvedImage> {
     resolve_files(store, r, &DirFiles(dir), tag, opts)
 }

@@ -7,6 +7,7 @@
 //! per-layer spill files; the tree holds offsets. [`Tree::walk`] is the one order every
 //! emitter uses: bytewise by path, so parents come before their children.
 
+pub mod contents;
 pub mod images;
 pub mod layer;
 pub mod path;

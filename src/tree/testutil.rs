@@ -37,3 +37,36 @@ pub fn tree(rows: &[(&str, &str, u32, i64)]) -> Tree {
     t
 }
 
+
+/// A layer blob file and its description, as [`super::flatten`] takes them.
+pub type LayerFile = (std::path::PathBuf, crate::source::LayerBlob);
+
+/// A layer blob (gzip) of `files`, in the order given, in `dir`, with its digests.
+pub fn layer_blob(dir: &std::path::Path, name: &str, files: &[(&str, Vec<u8>)]) -> LayerFile {
+    let mut b = tar::Builder::new(Vec::new());
+    for (p, data) in files {
+        let mut h = tar::Header::new_ustar();
+        h.set_path(p).unwrap();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1);
+        h.set_cksum();
+        b.append(&h, data.as_slice()).unwrap();
+    }
+    let raw = b.into_inner().unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, &raw).unwrap();
+    let gz = gz.finish().unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, &gz).unwrap();
+    let lb = crate::source::LayerBlob {
+        digest: crate::digest::Digest::of_bytes(&gz),
+        size: gz.len() as u64,
+        diff_id: crate::digest::Digest::of_bytes(&raw),
+        media_type: crate::source::MT_OCI_LAYER_GZIP.into(),
+        label: name.into(),
+    };
+    (path, lb)
+}

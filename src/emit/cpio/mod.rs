@@ -15,16 +15,23 @@
 //! The format is small enough to write here rather than through the `cpio` crate, whose
 //! builder takes names as `&str` (so no non-UTF-8 paths, which a rootfs may hold) and leaves
 //! inode and link bookkeeping to the caller anyway. Split as `format` (on-disk layout and a
-//! strict reader), `writer` (tree → bytes, lay out then write), `contents` (file bytes in
-//! archive order straight from the layer streams, so no spill file is needed) and `debug`
-//! (bytes → text).
+//! strict reader), `writer` (tree → bytes, lay out then write) and `debug` (bytes → text).
+//! File bytes come in archive order through the tree's content access
+//! ([`crate::tree::contents`]), straight from the layer streams, so no spill file is needed.
 
-pub mod contents;
 pub mod debug;
 pub mod format;
 pub mod writer;
 
-pub use writer::{plan, write, write_with};
+pub use writer::{plan, write};
+
+/// Kept only for `boot::kernel` (owned by the arm64 work while this moved): call
+/// [`crate::tree::contents::head`] instead; `_layers` is unused, the tree holds its streams.
+pub mod contents {
+    pub fn head<L>(tree: &crate::tree::Tree, _layers: &[L], c: &crate::tree::ContentRef, max: u64) -> std::io::Result<Vec<u8>> {
+        crate::tree::contents::head(tree, c, max)
+    }
+}
 
 use std::io::{self, Read, Write};
 

@@ -139,12 +139,7 @@ fn tag_name(repo: &Repo, tag: &str) -> String {
 
 /// Look up a tag recorded by an earlier pull (for `--offline`).
 fn cached_tag(store: &Store, name: &str) -> Option<Digest> {
-    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(store.root().join("index.json")).ok()?).ok()?;
-    index["manifests"]
-        .as_array()?
-        .iter()
-        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == name)
-        .and_then(|m| Digest::parse(m["digest"].as_str()?).ok())
+    crate::source::oci_layout::tagged(&crate::source::oci_layout::read_index(store.root()).ok()?, name)
 }
 
 /// Pulls from one repository (the origin or a mirror), or (offline) records what is missing.

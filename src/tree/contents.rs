@@ -1,6 +1,7 @@
-//! File contents in an emitter's order, read straight from the layer streams of a tree
-//! flattened in [`ContentMode::Index`](crate::tree::layer::ContentMode::Index) mode, so a
-//! streaming emitter (cpio, compressed) needs no spill file.
+//! Content access for emitters: file contents in an emitter's order, from the spill files or
+//! read straight from the layer streams of a tree flattened in
+//! [`ContentMode::Index`](super::layer::ContentMode::Index) mode, so a streaming emitter (cpio,
+//! compressed) needs no spill file and never sees a layer blob (the tree keeps its layers).
 //!
 //! Writing the flattened rootfs to spill files costs more than anything else an initramfs
 //! build does (fresh page-cache pages are slow to fill on our machines: 600 MB take seconds),
@@ -15,14 +16,12 @@
 //! read to the end ([`Contents::finish`]), so a blob changed in the store between the two
 //! passes fails the build (the output is then never committed).
 
+use super::{ContentRef, Tree};
 use crate::digest::HashReader;
-use crate::source::LayerBlob;
-use crate::tree::{ContentRef, Tree};
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
-use std::path::PathBuf;
 use std::rc::Rc;
 
 /// Shares the compressed-blob hasher between the decompressor and the final check.
@@ -46,7 +45,6 @@ struct Stream {
 /// from what was captured from them earlier.
 pub struct Contents<'a> {
     tree: &'a Tree,
-    layers: &'a [(PathBuf, LayerBlob)],
     streams: Vec<Option<Stream>>,
     /// Per layer: ranges (offset, len) to capture while skipping, by offset.
     capture: Vec<VecDeque<(u64, u64)>>,
@@ -63,10 +61,11 @@ fn bad(msg: String) -> io::Error {
 
 impl<'a> Contents<'a> {
     /// Plan reads for the contents in `order` (the order [`Contents::copy`] will be called in).
-    /// `layers` are the tree's layers as flattened: a content's `spill` index is its layer.
-    pub fn new(tree: &'a Tree, layers: &'a [(PathBuf, LayerBlob)], order: impl IntoIterator<Item = ContentRef>) -> Self {
-        let mut pos = vec![0u64; layers.len()];
-        let mut capture: Vec<Vec<(u64, u64)>> = vec![Vec::new(); layers.len()];
+    /// A content's `spill` index is its layer; the tree knows which layers are streams.
+    pub fn new(tree: &'a Tree, order: impl IntoIterator<Item = ContentRef>) -> Self {
+        let layers = tree.streams.len();
+        let mut pos = vec![0u64; layers];
+        let mut capture: Vec<Vec<(u64, u64)>> = vec![Vec::new(); layers];
         for c in order {
             if c.len == 0 || tree.is_spilled(&c) {
                 continue;
@@ -87,8 +86,7 @@ impl<'a> Contents<'a> {
             .collect();
         Contents {
             tree,
-            layers,
-            streams: (0..layers.len()).map(|_| None).collect(),
+            streams: (0..layers).map(|_| None).collect(),
             capture,
             captured: HashMap::new(),
             spill: None,
@@ -98,11 +96,10 @@ impl<'a> Contents<'a> {
     }
 
     fn stream(&mut self, l: usize) -> io::Result<&mut Stream> {
-        if l >= self.layers.len() {
-            return Err(bad(format!("internal: layer {l}'s contents are not spilled and its stream was not given")));
-        }
+        let Some((path, blob)) = self.tree.streams.get(l).and_then(|s| s.as_ref()) else {
+            return Err(bad(format!("internal: layer {l}'s contents are not spilled and the tree holds no stream for it")));
+        };
         if self.streams[l].is_none() {
-            let (path, blob) = &self.layers[l];
             let f = File::open(path).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
             let outer = Rc::new(RefCell::new(HashReader::new(BufReader::with_capacity(1 << 18, f))));
             let inner = crate::tree::layer::open_decompressed(Shared(outer.clone()))
@@ -110,6 +107,10 @@ impl<'a> Contents<'a> {
             self.streams[l] = Some(Stream { outer, inner, pos: 0 });
         }
         Ok(self.streams[l].as_mut().expect("opened"))
+    }
+
+    fn label(&self, l: usize) -> String {
+        self.tree.streams.get(l).and_then(|s| s.as_ref()).map(|(_, b)| b.label.clone()).unwrap_or_else(|| l.to_string())
     }
 
     /// Move layer `l`'s stream to `to`, capturing planned ranges on the way.
@@ -138,7 +139,7 @@ impl<'a> Contents<'a> {
     }
 
     fn skip(&mut self, l: usize, to: u64) -> io::Result<()> {
-        let label = self.layers[l].1.label.clone();
+        let label = self.label(l);
         let s = self.stream(l)?;
         if to < s.pos {
             return Err(bad(format!("layer {label}: internal: content at {to} requested after the stream passed it ({})", s.pos)));
@@ -152,7 +153,7 @@ impl<'a> Contents<'a> {
     }
 
     fn copy_from_stream(&mut self, l: usize, len: u64, w: &mut dyn Write, buf: &mut [u8]) -> io::Result<()> {
-        let label = self.layers[l].1.label.clone();
+        let label = self.label(l);
         let s = self.stream(l)?;
         let mut left = len;
         while left > 0 {
@@ -197,7 +198,7 @@ impl<'a> Contents<'a> {
     pub fn finish(mut self) -> io::Result<()> {
         for (l, s) in self.streams.iter_mut().enumerate() {
             let Some(s) = s.take() else { continue };
-            let blob = &self.layers[l].1;
+            let Some((_, blob)) = self.tree.streams[l].as_ref() else { continue };
             let Stream { outer, mut inner, .. } = s;
             io::copy(&mut inner, &mut io::sink())?;
             drop(inner);
@@ -216,92 +217,15 @@ impl<'a> Contents<'a> {
 
 /// The first `max` bytes of `c`, however the tree holds it (for a look at one file, such as
 /// an init script's `#!` line).
-pub fn head(tree: &Tree, layers: &[(PathBuf, LayerBlob)], c: &ContentRef, max: u64) -> io::Result<Vec<u8>> {
+pub fn head(tree: &Tree, c: &ContentRef, max: u64) -> io::Result<Vec<u8>> {
     let part = ContentRef { len: c.len.min(max), ..*c };
     let mut out = Vec::new();
     if tree.is_spilled(&part) {
         tree.open(&part).read_to_end(&mut out)?;
         return Ok(out);
     }
-    let mut contents = Contents::new(tree, layers, [part]);
+    let mut contents = Contents::new(tree, [part]);
     contents.copy(&part, &mut out)?;
     Ok(out)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::digest::Digest;
-    use crate::tree::layer::{ContentMode, Limits};
-
-    /// A layer blob (gzip) of `files`, in the order given, in `dir`.
-    fn blob(dir: &std::path::Path, name: &str, files: &[(&str, Vec<u8>)]) -> (PathBuf, LayerBlob) {
-        let mut b = tar::Builder::new(Vec::new());
-        for (p, data) in files {
-            let mut h = tar::Header::new_ustar();
-            h.set_path(p).unwrap();
-            h.set_size(data.len() as u64);
-            h.set_mode(0o644);
-            h.set_uid(0);
-            h.set_gid(0);
-            h.set_mtime(1);
-            h.set_cksum();
-            b.append(&h, data.as_slice()).unwrap();
-        }
-        let raw = b.into_inner().unwrap();
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(&raw).unwrap();
-        let gz = gz.finish().unwrap();
-        let path = dir.join(name);
-        std::fs::write(&path, &gz).unwrap();
-        let lb = LayerBlob {
-            digest: Digest::of_bytes(&gz),
-            size: gz.len() as u64,
-            diff_id: Digest::of_bytes(&raw),
-            media_type: crate::source::MT_OCI_LAYER_GZIP.into(),
-            label: name.into(),
-        };
-        (path, lb)
-    }
-
-    fn archive(layers: &[(PathBuf, LayerBlob)], mode: ContentMode) -> Vec<u8> {
-        let tree = crate::tree::flatten(layers, 1, Limits::default(), 2, mode, &crate::progress::Progress::new(true)).unwrap();
-        let mut v = Vec::new();
-        crate::emit::cpio::write_with(&tree, 1, layers, &mut v).unwrap();
-        v
-    }
-
-    #[test]
-    fn layer_streams_give_the_spilled_bytes_even_out_of_order() {
-        let d = tempfile::tempdir().unwrap();
-        let big: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 251) as u8).collect();
-        // Layer 0 is in reverse path order, so every file but the first must be captured;
-        // layer 1 replaces one file and is in order.
-        let l0 = blob(d.path(), "l0", &[("z/last", b"zz".to_vec()), ("m/big", big.clone()), ("a/first", b"aa".to_vec()), ("a/empty", Vec::new())]);
-        let l1 = blob(d.path(), "l1", &[("b/new", b"new".to_vec()), ("z/last", b"replaced".to_vec())]);
-        let layers = vec![l0, l1];
-        let spilled = archive(&layers, ContentMode::Spill);
-        let streamed = archive(&layers, ContentMode::Index);
-        assert!(spilled == streamed, "index mode wrote other bytes");
-        let (es, _) = crate::emit::cpio::format::parse(&streamed).unwrap();
-        let get = |n: &str| es.iter().find(|e| e.name == n.as_bytes()).unwrap().data;
-        assert_eq!((get("a/first"), get("z/last"), get("b/new")), (&b"aa"[..], &b"replaced"[..], &b"new"[..]));
-        assert!(get("m/big") == big.as_slice());
-    }
-
-    #[test]
-    fn a_blob_changed_between_the_reads_fails() {
-        let d = tempfile::tempdir().unwrap();
-        let layers = vec![blob(d.path(), "l0", &[("a", b"one".to_vec()), ("b", b"two".to_vec())])];
-        let tree = crate::tree::flatten(&layers, 1, Limits::default(), 1, ContentMode::Index, &crate::progress::Progress::new(true)).unwrap();
-        // The same tar, gzipped at another level: it decompresses alike, but it is not the
-        // blob that was verified.
-        let mut raw = Vec::new();
-        flate2::read::GzDecoder::new(std::fs::File::open(&layers[0].0).unwrap()).read_to_end(&mut raw).unwrap();
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-        gz.write_all(&raw).unwrap();
-        std::fs::write(&layers[0].0, gz.finish().unwrap()).unwrap();
-        let err = crate::emit::cpio::write_with(&tree, 1, &layers, &mut Vec::new()).unwrap_err().to_string();
-        assert!(err.contains("changed while it was read"), "{err}");
-    }
-}
