@@ -25,13 +25,13 @@ use crate::error::{Error, IoContext, Result};
 use crate::fsutil::AtomicFile;
 use crate::measure::{InputRecord, OutputRecord};
 use crate::boot::Import;
-use crate::source::{LayerBlob, ResolvedImage};
+use crate::source::ResolvedImage;
 use crate::spec::{self, Compression, KernelSpec, Location};
 use crate::kernelfmt::{Arch, Form};
 use crate::tree::{ContentRef, Kind, Node, Tree};
 use std::collections::BTreeMap;
 use std::io::{BufWriter, Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Largest kernel file read whole to look for a config built into it.
 const MAX_KERNEL: u64 = 256 << 20;
@@ -399,9 +399,9 @@ fn show(p: &[u8]) -> String {
 }
 
 /// Check that the init the kernel runs from the initramfs (see [`spec::rdinit`]) is an
-/// executable file in `tree`, and that a script's `#!` interpreter is one too. `layers` are
-/// the tree's layers as flattened (its contents may still be in their streams).
-pub fn check_init(tree: &Tree, layers: &[(PathBuf, LayerBlob)], cmdline: &str, at: &Location) -> Result<()> {
+/// executable file in `tree`, and that a script's `#!` interpreter is one too (read through
+/// the tree, whose contents may still be in the layer streams).
+pub fn check_init(tree: &Tree, cmdline: &str, at: &Location) -> Result<()> {
     let init = spec::rdinit(cmdline);
     let fail = |m: String| {
         at.error(format!(
@@ -409,7 +409,7 @@ pub fn check_init(tree: &Tree, layers: &[(PathBuf, LayerBlob)], cmdline: &str, a
         ))
     };
     let content = executable(tree, init.as_bytes()).map_err(fail)?;
-    let head = crate::emit::cpio::contents::head(tree, layers, &content, 256).map_err(|e| fail(format!("reading it failed: {e}")))?;
+    let head = crate::tree::contents::head(tree, &content, 256).map_err(|e| fail(format!("reading it failed: {e}")))?;
     if let Some(rest) = head.strip_prefix(b"#!") {
         let line = rest.split(|b| *b == b'\n').next().unwrap_or_default();
         let interp: Vec<u8> = line.iter().copied().skip_while(|b| *b == b' ' || *b == b'\t').take_while(|b| !b" \t\r".contains(b)).collect();

@@ -59,7 +59,7 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
     // The layer blobs, for the checks and emitters that read file contents from them.
     let layers = plan.layers();
     if let (Some(k), true) = (&plan.kernel, tree_init) {
-        crate::boot::kernel::check_init(&tree, &layers, &k.spec.cmdline, &k.spec.at)?;
+        crate::boot::kernel::check_init(&tree, &k.spec.cmdline, &k.spec.at)?;
     }
     // The kernel gate of an EIF (what a Nitro enclave needs of its kernel), before writing.
     if let (Some(k), Some(e)) = (&plan.kernel, &spec.outputs.eif) {

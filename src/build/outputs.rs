@@ -84,7 +84,7 @@ impl Output<'_> {
 
     /// Where the tree must keep file contents for this output. Only emitters that lay out
     /// their output before writing it (uncompressed tar, ISO) or read the layer streams in
-    /// archive order (initramfs, `emit::cpio::contents`) take them from the layers; any
+    /// archive order (initramfs, `tree::contents`) take them from the layers; any
     /// streaming emitter needs them spilled.
     pub fn content_mode(&self) -> ContentMode {
         match self {

@@ -445,7 +445,7 @@ mod tests {
     fn an_oci_layout_output_is_named_by_the_manifest_its_index_lists() {
         let d = tempfile::tempdir().unwrap();
         let tree = crate::tree::testutil::tree(&[("a", "file:x", 0o644, 1)]);
-        let img = crate::emit::oci::write(&tree, 1, "t", None, d.path(), "test").unwrap();
+        let img = crate::emit::oci::write(&tree, 1, "t", None, d.path(), "test", ("linux", "amd64")).unwrap();
         assert_eq!(oci_layout_digest(d.path()).unwrap(), img.manifest_digest.hex());
     }
 

@@ -25,14 +25,6 @@ pub mod writer;
 
 pub use writer::{plan, write};
 
-/// Kept only for `boot::kernel` (owned by the arm64 work while this moved): call
-/// [`crate::tree::contents::head`] instead; `_layers` is unused, the tree holds its streams.
-pub mod contents {
-    pub fn head<L>(tree: &crate::tree::Tree, _layers: &[L], c: &crate::tree::ContentRef, max: u64) -> std::io::Result<Vec<u8>> {
-        crate::tree::contents::head(tree, c, max)
-    }
-}
-
 use std::io::{self, Read, Write};
 
 /// Copy one prepended archive (e.g. an early microcode cpio) and pad it with zeros to a
