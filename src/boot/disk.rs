@@ -297,19 +297,10 @@ pub fn emit(job: &Job, o: &DiskOutput, kernel: &Kernel, bootloaders: &[Bootloade
 pub fn describe(path: &Path) -> Result<Option<String>> {
     let file = std::fs::File::open(path).at(path)?;
     let Some(mut s) = gpt::dump(&file, path)? else { return Ok(None) };
-    let mut h = [0u8; 512];
-    if file.read_exact_at(&mut h, SECTOR).is_err() || &h[0..8] != b"EFI PART" {
-        return Ok(None);
-    }
+    let Some(table) = gpt::read(&file, path)? else { return Ok(None) };
     let le = |b: &[u8], n: usize| b[..n].iter().rev().fold(0u64, |a, x| (a << 8) | *x as u64);
-    let (array_lba, n, esize) = (le(&h[72..], 8), le(&h[80..], 4).min(128), le(&h[84..], 4).clamp(128, 512));
-    let mut array = vec![0u8; (n * esize) as usize];
-    file.read_exact_at(&mut array, array_lba * SECTOR).at(path)?;
-    for (i, e) in array.chunks(esize as usize).enumerate() {
-        if e[..16].iter().all(|b| *b == 0) {
-            continue;
-        }
-        let first = le(&e[32..], 8) * SECTOR;
+    for (i, p) in &table.partitions {
+        let Some(first) = p.first.checked_mul(SECTOR) else { continue };
         let mut head = [0u8; 1100];
         let what = if file.read_exact_at(&mut head, first).is_err() {
             "unreadable".to_string()
@@ -327,7 +318,7 @@ pub fn describe(path: &Path) -> Result<Option<String>> {
         } else {
             "unknown contents".to_string()
         };
-        s += &format!("  partition {}: {what}\n", i + 1);
+        s += &format!("  partition {i}: {what}\n");
     }
     Ok(Some(s))
 }

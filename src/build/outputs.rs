@@ -146,17 +146,14 @@ impl Output<'_> {
                 made.inputs.extend(inputs);
                 if let Some(k) = &plan.kernel {
                     made.outputs.extend(k.write(&spec.name, dir)?);
-                    made.inputs.push(k.input_record());
+                    record_inputs(&mut made.inputs, [k.input_record()]);
                 }
             }
             Output::Eif(e) => {
                 let Some(k) = &plan.kernel else { return Ok(()) };
                 let (recs, inputs) = boot::enclave::emit(&plan.job(tree, dir, &layers), e, k, plan.top_config(), &plan.sopts.platform.arch)?;
                 made.outputs.extend(recs);
-                made.inputs.extend(inputs);
-                if spec.outputs.initramfs.is_none() {
-                    made.inputs.push(k.input_record());
-                }
+                record_inputs(&mut made.inputs, inputs.into_iter().chain([k.input_record()]));
             }
             Output::Iso(o) => match &plan.kernel {
                 Some(k) if !plan.bootloaders.is_empty() => {
@@ -170,10 +167,7 @@ impl Output<'_> {
                         let file = if spec.outputs.disk.is_some() { format!("{}.iso.tpm-pcrs", spec.name) } else { format!("{}.tpm-pcrs", spec.name) };
                         made.outputs.push(crate::measure::tpm::write_file(dir, &file, &p)?);
                     }
-                    made.inputs.extend(inputs);
-                    if spec.outputs.initramfs.is_none() && spec.outputs.eif.is_none() {
-                        made.inputs.push(k.input_record());
-                    }
+                    record_inputs(&mut made.inputs, inputs.into_iter().chain([k.input_record()]));
                 }
                 // Laid out, then filled from the layers; hashed by reading it back.
                 _ => made.outputs.push(stage_file(dir, "iso", name, |file, _| {
@@ -224,10 +218,7 @@ impl Output<'_> {
                         Ok(None)
                     })?);
                 }
-                made.inputs.extend(inputs);
-                if spec.outputs.initramfs.is_none() && spec.outputs.eif.is_none() {
-                    made.inputs.push(k.input_record());
-                }
+                record_inputs(&mut made.inputs, inputs.into_iter().chain([k.input_record()]));
                 if let Some((image, _)) = &plan.busybox {
                     made.inputs.push(InputRecord { reference: image.reference.text.clone(), digest: image.pin.to_string() });
                 }
@@ -257,5 +248,16 @@ pub fn iso_boot<'a>(spec: &BoxSpec, k: &'a Kernel, b: &'a [Bootloader]) -> boot:
         initramfs: boot::iso::initramfs_settings(spec),
         at: spec.iso_at.clone().unwrap_or_else(|| k.spec.at.clone()),
         files: o.is_some_and(|o| o.tree_files()),
+    }
+}
+
+/// Add what an output was made from to the manifest's inputs, each record once: a box with
+/// several bootable outputs (initramfs, EIF, ISO, disk) has one kernel and may share its
+/// bootloaders, and the manifest lists each input once, where it first appears.
+fn record_inputs(inputs: &mut Vec<InputRecord>, new: impl IntoIterator<Item = InputRecord>) {
+    for r in new {
+        if !inputs.contains(&r) {
+            inputs.push(r);
+        }
     }
 }
