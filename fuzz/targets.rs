@@ -214,3 +214,53 @@ pub fn registry_json(data: &[u8], scratch: &Path) {
         let _ = resolve(&store, &r, &opts);
     }
 }
+
+/// The bytes as an image archive file → `source::resolve` of `docker-archive:` (tar members,
+/// `manifest.json`, the config, layers copied into the store) and of `oci-archive:` (the
+/// member index, then the OCI layout inside: `index.json`, manifests, blobs read in place).
+pub fn archive(data: &[u8], scratch: &Path) {
+    use stagebox::source::{resolve, SourceOptions, Store};
+    let file = scratch.join("image.tar");
+    std::fs::write(&file, data).unwrap();
+    let Ok(store) = Store::open(&scratch.join("store")) else { return };
+    let opts = SourceOptions { platform: Default::default(), source_date_epoch: 1, offline: true };
+    for kind in ["docker-archive", "oci-archive"] {
+        if let Ok(r) = stagebox::reference::ImageRef::parse(&format!("{kind}:image.tar"), scratch) {
+            let _ = resolve(&store, &r, &opts);
+        }
+    }
+}
+
+/// What a registry's auth server sends: the first line as a `WWW-Authenticate` challenge →
+/// `auth::parse_challenge` (the realm's host through `Repo::parse`, every value through
+/// `urlencode`, as a token request is built), the rest, and the whole, as the token
+/// server's JSON answer → `auth::token_from_response`.
+pub fn registry_token(data: &[u8]) {
+    use stagebox::source::registry::{auth, Repo};
+    let text = String::from_utf8_lossy(data);
+    let (challenge, body) = text.split_once('\n').unwrap_or((&text, ""));
+    let (_scheme, params) = auth::parse_challenge(challenge);
+    for (k, v) in &params {
+        if k == "realm" {
+            let _ = Repo::parse(v.split("://").nth(1).unwrap_or("").split('/').next().unwrap_or(""));
+        }
+        let _ = auth::urlencode(v);
+    }
+    let _ = auth::token_from_response(body.as_bytes());
+    let _ = auth::token_from_response(data);
+}
+
+/// An EROFS image → `emit::readback::erofs_entries` (superblock, compact and extended inodes,
+/// inline and plain data, directory blocks) at offset 0 and through the sniffer, as `inspect`
+/// and `diff` read it. `readback` reaches the same reader among every other format; this
+/// target, seeded with `mkfs.erofs` images, spends its time there.
+pub fn erofs(data: &[u8], scratch: &Path) {
+    use stagebox::emit::readback;
+    let p = scratch.join("image.erofs");
+    std::fs::write(&p, data).unwrap();
+    let f = std::fs::File::open(&p).unwrap();
+    let _ = readback::erofs_entries(&f, 0);
+    if let Ok(format) = readback::Format::sniff(&p) {
+        let _ = readback::entries(format, &p);
+    }
+}

@@ -4,7 +4,8 @@
 //! fixed number of iterations per target. Deterministic, so a failure reproduces; the input
 //! that panicked is saved under `target/fuzz-crashes/` (feed it to the cargo-fuzz target).
 //! `STAGEBOX_FUZZ_ITERS` scales the run (default 1500 per in-memory target, a fifth of that
-//! for the targets that go through files).
+//! for the targets that go through files). `STAGEBOX_FUZZ_SEEDS=DIR` also writes each target's
+//! seeds to `DIR/<target>/` (a starting corpus for the libFuzzer targets; see fuzz/README.md).
 
 mod common;
 #[path = "../fuzz/targets.rs"]
@@ -82,6 +83,13 @@ fn iterations(divisor: usize) -> usize {
 /// Run `target` on `iters` mutants of `corpus` (and on the seeds themselves first).
 fn fuzz(name: &str, seed: u64, mut corpus: Vec<Vec<u8>>, iters: usize, target: impl Fn(&[u8], &std::path::Path)) {
     corpus.extend(crash_inputs(name));
+    if let Some(dir) = std::env::var_os("STAGEBOX_FUZZ_SEEDS") {
+        let dir = std::path::Path::new(&dir).join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (i, seed) in corpus.iter().enumerate() {
+            std::fs::write(dir.join(format!("seed-{i}")), seed).unwrap();
+        }
+    }
     let mut rng = Rng(seed);
     let scratch = tempfile::Builder::new().prefix("fuzz-").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let inputs = corpus.clone().into_iter().chain((0..iters).map(|_| mutate(&mut rng, &corpus)));
@@ -414,4 +422,68 @@ fn fuzz_readback_of_every_output_format() {
     common::run(std::process::Command::new("mkfs.vfat").args(["-C", "-i", "1"]).arg(&fat).arg("64"));
     corpus.push(common::read(&fat));
     fuzz("readback", 0x5eed_000b, corpus, iterations(5), targets::readback);
+}
+
+#[test]
+fn fuzz_archive_readers() {
+    // Seeds from skopeo: a small umoci image copied to docker-archive: and oci-archive:.
+    common::require_tools(&["umoci", "skopeo"]);
+    let d = common::tempdir();
+    let layout = d.path().join("layout");
+    let layer = common::layer(&[common::Entry::dir("etc"), common::Entry::file("etc/passwd", "root:x:0:0::/:/bin/sh\n"), common::Entry::symlink("bin", "usr/bin")]);
+    common::umoci_image(&layout, "t", &[("base".into(), layer)]);
+    let mut corpus = Vec::new();
+    for dest in ["docker-archive:a.tar:fuzz/t:1", "oci-archive:a.tar:t"] {
+        let _ = std::fs::remove_file(d.path().join("a.tar"));
+        common::run(std::process::Command::new("skopeo").current_dir(d.path()).args(["copy", "--quiet", "oci:layout:t", dest]));
+        corpus.push(common::read(&d.path().join("a.tar")));
+    }
+    // Both read back as the image they hold (else the run fuzzes only error paths).
+    for (seed, kind) in corpus.iter().zip(["docker-archive", "oci-archive"]) {
+        let s = common::tempdir();
+        common::write(&s.path().join("image.tar"), seed);
+        let store = stagebox::source::Store::open(&s.path().join("store")).unwrap();
+        let r = stagebox::reference::ImageRef::parse(&format!("{kind}:image.tar"), s.path()).unwrap();
+        let opts = stagebox::source::SourceOptions { platform: Default::default(), source_date_epoch: 1, offline: true };
+        let img = stagebox::source::resolve(&store, &r, &opts).unwrap_or_else(|e| panic!("{kind} seed: {e}"));
+        assert_eq!(img.layers.len(), 1);
+    }
+    fuzz("archive", 0x5eed_000e, corpus, iterations(5), targets::archive);
+}
+
+#[test]
+fn fuzz_registry_token_and_challenge() {
+    let corpus = vec![
+        b"Bearer realm=\"https://auth.docker.io/token\",service=\"registry.docker.io\",scope=\"repository:stagex/core-gcc:pull\"\n{\"token\":\"eyJhbGciOiJSUzI1NiJ9.e30.sig\",\"expires_in\":300,\"issued_at\":\"2026-12-02T16:00:00Z\"}".to_vec(),
+        b"Bearer realm=\"http://127.0.0.1:5000/token?x=1\", service=local ,scope=\"repository:a/b:pull,push\", error=\"insufficient_scope\"\n{\"access_token\":\"t\\u00e9\"}".to_vec(),
+        b"Basic realm=\"Registry \\\"Realm\\\"\"\n".to_vec(),
+    ];
+    let (scheme, params) = stagebox::source::registry::auth::parse_challenge(std::str::from_utf8(&corpus[0]).unwrap().lines().next().unwrap());
+    assert_eq!((scheme.as_str(), params.len()), ("Bearer", 3));
+    assert_eq!(stagebox::source::registry::auth::token_from_response(br#"{"access_token":"t"}"#).unwrap(), "t");
+    assert!(stagebox::source::registry::auth::token_from_response(b"{}").unwrap_err().contains("no token"));
+    fuzz("registry_token", 0x5eed_000f, corpus, iterations(1), |d, _| targets::registry_token(d));
+}
+
+#[test]
+fn fuzz_erofs_reader() {
+    // Seeds from mkfs.erofs: compact and extended inodes, inline and plain data, and an lz4
+    // image (which the reader refuses: compressed layouts are not read back).
+    let mkfs = common::require_tool("mkfs.erofs");
+    let dir = common::tempdir();
+    let src = seed_tree(dir.path());
+    common::write(&src.join("big/data"), (0..9000u32).map(|i| (i * 7) as u8).collect::<Vec<_>>());
+    for i in 0..20 {
+        common::write(&src.join(format!("big/f{i}")), "");
+    }
+    let mut corpus = Vec::new();
+    for (i, opts) in [&["-T1"][..], &["-T1", "-Eforce-inode-extended"], &["-T1", "-Enoinline_data"], &["-T1", "-zlz4"]].iter().enumerate() {
+        let out = dir.path().join(format!("seed-{i}.erofs"));
+        common::run(std::process::Command::new(&mkfs).arg("--quiet").args(*opts).arg(&out).arg(&src));
+        corpus.push(std::fs::read(&out).unwrap());
+    }
+    let f = std::fs::File::open(dir.path().join("seed-0.erofs")).unwrap();
+    let entries = stagebox::emit::readback::erofs_entries(&f, 0).unwrap();
+    assert!(entries.len() > 20, "{}", entries.len());
+    fuzz("erofs", 0x5eed_0010, corpus, iterations(5), targets::erofs);
 }

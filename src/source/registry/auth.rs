@@ -147,6 +147,13 @@ pub fn urlencode(s: &str) -> String {
     out
 }
 
+/// The bearer token in a token server's JSON answer: `token`, else `access_token` (Docker's
+/// token spec allows either).
+pub fn token_from_response(body: &[u8]) -> std::result::Result<String, String> {
+    let json: serde_json::Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    json["token"].as_str().or_else(|| json["access_token"].as_str()).map(String::from).ok_or_else(|| "it holds no token".to_string())
+}
+
 /// Split `Bearer realm="x",service="y"` into the scheme and its parameters.
 pub fn parse_challenge(s: &str) -> (String, Vec<(String, String)>) {
     let s = s.trim();

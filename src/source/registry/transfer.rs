@@ -282,8 +282,7 @@ impl Client {
                     )));
                 }
                 let body = resp.body_mut().with_config().limit(1 << 20).read_to_vec().map_err(|e| Error::other(format!("token request {token_url}: {e}")))?;
-                let json: serde_json::Value = serde_json::from_slice(&body).map_err(|e| Error::other(format!("token response from {token_url}: {e}")))?;
-                let token = json["token"].as_str().or_else(|| json["access_token"].as_str()).ok_or_else(|| Error::other(format!("token response from {token_url} holds no token")))?;
+                let token = auth::token_from_response(&body).map_err(|e| Error::other(format!("token response from {token_url}: {e}")))?;
                 Ok(format!("Bearer {token}"))
             }
             "basic" => basic.ok_or_else(|| Error::other(format!("GET {url}: the registry wants a user name and password; {none_found}"))),

@@ -1,0 +1,10 @@
+#![no_main]
+//! libFuzzer target: see fuzz/targets.rs.
+
+#[allow(dead_code)]
+#[path = "../targets.rs"]
+mod targets;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    targets::registry_token(data);
+});
