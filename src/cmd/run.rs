@@ -335,18 +335,10 @@ pub fn qemu_args_for(boot: &Boot, arch: Arch, opts: &RunOptions, kvm: bool, firm
     } else {
         a.extend(["-accel", "tcg"].map(String::from));
     }
-    if let Some((code, vars)) = ovmf {
-        a.push("-drive".into());
-        a.push(format!("if=pflash,format=raw,unit=0,readonly=on,file={}", code.display()));
-        if let Some(v) = vars {
-            a.push("-drive".into());
-            a.push(format!("if=pflash,format=raw,unit=1,file={}", v.display()));
-        }
-    }
+    firmware_args(&mut a, ovmf);
     match boot {
         Boot::Initramfs { initrd, kernel, cmdline } => {
-            a.extend(["-kernel".into(), kernel.display().to_string(), "-initrd".into(), initrd.display().to_string()]);
-            a.extend(["-append".into(), cmdline.clone()]);
+            a.extend(["-kernel".into(), kernel.display().to_string(), "-initrd".into(), initrd.display().to_string(), "-append".into(), cmdline.clone()]);
         }
         Boot::Iso(p) => {
             a.extend(["-drive".into(), format!("file={},format=raw,media=cdrom,readonly=on", p.display())]);
@@ -364,6 +356,17 @@ pub fn qemu_args_for(boot: &Boot, arch: Arch, opts: &RunOptions, kvm: bool, firm
     a
 }
 
+/// UEFI firmware (OVMF or AAVMF) as pflash: the code read-only, the variables (a copy)
+/// writable.
+fn firmware_args(a: &mut Vec<String>, fw: Option<(&Path, Option<&Path>)>) {
+    if let Some((code, vars)) = fw {
+        a.extend(["-drive".into(), format!("if=pflash,format=raw,unit=0,readonly=on,file={}", code.display())]);
+        if let Some(v) = vars {
+            a.extend(["-drive".into(), format!("if=pflash,format=raw,unit=1,file={}", v.display())]);
+        }
+    }
+}
+
 fn qemu_args_arm64(boot: &Boot, opts: &RunOptions, kvm: bool, aavmf: Option<(&Path, Option<&Path>)>, interactive: bool) -> Vec<String> {
     let mut a: Vec<String> = ["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-M", "virt", "-m", &opts.memory]
         .iter()
@@ -377,18 +380,10 @@ fn qemu_args_arm64(boot: &Boot, opts: &RunOptions, kvm: bool, aavmf: Option<(&Pa
     } else {
         a.extend(["-accel", "tcg", "-cpu", "cortex-a57"].map(String::from));
     }
-    if let Some((code, vars)) = aavmf {
-        a.push("-drive".into());
-        a.push(format!("if=pflash,format=raw,unit=0,readonly=on,file={}", code.display()));
-        if let Some(v) = vars {
-            a.push("-drive".into());
-            a.push(format!("if=pflash,format=raw,unit=1,file={}", v.display()));
-        }
-    }
+    firmware_args(&mut a, aavmf);
     match boot {
         Boot::Initramfs { initrd, kernel, cmdline } => {
-            a.extend(["-kernel".into(), kernel.display().to_string(), "-initrd".into(), initrd.display().to_string()]);
-            a.extend(["-append".into(), cmdline.clone()]);
+            a.extend(["-kernel".into(), kernel.display().to_string(), "-initrd".into(), initrd.display().to_string(), "-append".into(), cmdline.clone()]);
         }
         Boot::Iso(p) => {
             a.extend(["-device".into(), "virtio-scsi-pci,id=scsi0".into()]);
