@@ -446,14 +446,15 @@ mod tests {
         k
     }
 
+    fn gz(b: &[u8]) -> Vec<u8> {
+        use std::io::Write as _;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(b).unwrap();
+        e.finish().unwrap()
+    }
+
     #[test]
     fn ikconfig_is_found_in_gzip_and_zstd_payloads() {
-        use std::io::Write as _;
-        let gz = |b: &[u8]| {
-            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-            e.write_all(b).unwrap();
-            e.finish().unwrap()
-        };
         let vmlinux = [&b"\x7fELF...code..IKCFG_ST"[..], &gz(b"CONFIG_NSM=y\n# CONFIG_X is not set\n"), b"IKCFG_ED...rest"].concat();
         let c = KernelConfig::from_bzimage(&bzimage(&gz(&vmlinux))).unwrap();
         assert!(c.builtin("CONFIG_NSM") && !c.options.contains_key("CONFIG_X"));
@@ -466,12 +467,6 @@ mod tests {
 
     #[test]
     fn ikconfig_is_found_in_arm64_image_image_gz_and_zboot() {
-        use std::io::Write as _;
-        let gz = |b: &[u8]| {
-            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-            e.write_all(b).unwrap();
-            e.finish().unwrap()
-        };
         let mut image = vec![0u8; 0x40];
         image[0x38..0x3c].copy_from_slice(b"ARM\x64");
         image.extend_from_slice(b"code..IKCFG_ST");

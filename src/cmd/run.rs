@@ -322,20 +322,8 @@ pub fn qemu_args_for(boot: &Boot, arch: Arch, opts: &RunOptions, kvm: bool, firm
     if arch == Arch::Arm64 {
         return qemu_args_arm64(boot, opts, kvm, firmware, interactive);
     }
-    let ovmf = firmware;
-    let mut a: Vec<String> = ["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-m", &opts.memory]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    a.push("-serial".into());
-    // Interactive: QEMU's monitor shares the console (Ctrl-A X quits, Ctrl-A C for the monitor).
-    a.push(if interactive { "mon:stdio" } else { "stdio" }.into());
-    if kvm {
-        a.extend(["-accel", "kvm", "-cpu", "host"].map(String::from));
-    } else {
-        a.extend(["-accel", "tcg"].map(String::from));
-    }
-    firmware_args(&mut a, ovmf);
+    let mut a = machine_args(opts, &[], &[], kvm, interactive);
+    firmware_args(&mut a, firmware);
     match boot {
         Boot::Initramfs { initrd, kernel, cmdline } => {
             a.extend(["-kernel".into(), kernel.display().to_string(), "-initrd".into(), initrd.display().to_string(), "-append".into(), cmdline.clone()]);
@@ -356,6 +344,23 @@ pub fn qemu_args_for(boot: &Boot, arch: Arch, opts: &RunOptions, kvm: bool, firm
     a
 }
 
+/// The arguments every boot starts with: no default devices or config, no display, no
+/// reboot, the memory, the serial console on stdio (sharing QEMU's monitor when
+/// interactive: Ctrl-A X quits, Ctrl-A C for the monitor), and the accelerator: KVM with the
+/// host's CPU, else TCG with `tcg_cpu`. `machine` is the board (`-M virt`) when not the default.
+fn machine_args(opts: &RunOptions, machine: &[&str], tcg_cpu: &[&str], kvm: bool, interactive: bool) -> Vec<String> {
+    let mut a: Vec<String> = ["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"].map(String::from).to_vec();
+    a.extend(machine.iter().map(|s| s.to_string()));
+    a.extend(["-m".into(), opts.memory.clone(), "-serial".into(), if interactive { "mon:stdio" } else { "stdio" }.into()]);
+    if kvm {
+        a.extend(["-accel", "kvm", "-cpu", "host"].map(String::from));
+    } else {
+        a.extend(["-accel", "tcg"].map(String::from));
+        a.extend(tcg_cpu.iter().map(|s| s.to_string()));
+    }
+    a
+}
+
 /// UEFI firmware (OVMF or AAVMF) as pflash: the code read-only, the variables (a copy)
 /// writable.
 fn firmware_args(a: &mut Vec<String>, fw: Option<(&Path, Option<&Path>)>) {
@@ -368,18 +373,8 @@ fn firmware_args(a: &mut Vec<String>, fw: Option<(&Path, Option<&Path>)>) {
 }
 
 fn qemu_args_arm64(boot: &Boot, opts: &RunOptions, kvm: bool, aavmf: Option<(&Path, Option<&Path>)>, interactive: bool) -> Vec<String> {
-    let mut a: Vec<String> = ["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-M", "virt", "-m", &opts.memory]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
     // The virt board's PL011 is the serial port (ttyAMA0).
-    a.push("-serial".into());
-    a.push(if interactive { "mon:stdio" } else { "stdio" }.into());
-    if kvm {
-        a.extend(["-accel", "kvm", "-cpu", "host"].map(String::from));
-    } else {
-        a.extend(["-accel", "tcg", "-cpu", "cortex-a57"].map(String::from));
-    }
+    let mut a = machine_args(opts, &["-M", "virt"], &["-cpu", "cortex-a57"], kvm, interactive);
     firmware_args(&mut a, aavmf);
     match boot {
         Boot::Initramfs { initrd, kernel, cmdline } => {
