@@ -18,13 +18,15 @@
 //! - [`pallet_layers`]: the standard fixture image: a core-filesystem layer, Debian packages,
 //!   and two layers of edge cases ([`edge_layer_a`], [`edge_layer_b`]).
 //!
-//! Shared fixtures of one test binary go in [`fixture_dir`] behind a `OnceLock`; per-test
+//! Shared fixtures of one test binary go in [`fixture_dir`] behind a `OnceLock` (the common
+//! ones, images with a store and the images of a disk box, are made by [`fixture`]); per-test
 //! scratch space comes from [`tempdir`].
 #![allow(dead_code)]
 
 pub mod arm64;
 pub mod boot;
 pub mod eif_reader;
+pub mod fixture;
 pub mod iso;
 pub mod kernel_mount;
 pub mod pkg;
