@@ -1253,10 +1253,16 @@ pub fn raw_tar_header(name: &[u8], typeflag: u8, size: u64, fields: &[(usize, &[
     for (o, v) in fields {
         b[*o..*o + v.len()].copy_from_slice(v);
     }
-    b[148..156].copy_from_slice(b"        ");
-    let sum: u32 = b.iter().map(|x| *x as u32).sum();
-    b[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    fix_tar_checksum(&mut b);
     b
+}
+
+/// Recompute a ustar header's checksum (the byte sum with the checksum field read as spaces)
+/// after editing its bytes.
+pub fn fix_tar_checksum(h: &mut [u8]) {
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|x| *x as u32).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
 }
 
 /// `d` padded with zeros to whole 512-byte tar blocks.
