@@ -173,12 +173,18 @@ fn build(dir: &Path, box_file: &Path, out: &Path, cache: &Path) -> Run {
     build_env(dir, box_file, out, cache, &[])
 }
 
-fn build_env(dir: &Path, box_file: &Path, out: &Path, cache: &Path, env: &[(&str, &str)]) -> Run {
+/// `stagebox build BOX --out OUT --cache CACHE --quiet` run in `dir` (not yet run).
+fn build_command(dir: &Path, box_file: &Path, out: &Path, cache: &Path) -> Command {
     let mut cmd = stagebox(["build".as_ref(), box_file.as_os_str(), "--out".as_ref(), out.as_os_str(), "--cache".as_ref(), cache.as_os_str(), "--quiet".as_ref()]);
     cmd.current_dir(dir).env_remove("STAGEBOX_MAX_LAYER_BYTES");
     // spill files and other temp files land inside the test's own directory
     cmd.env("TMPDIR", dir.join("tmp"));
     std::fs::create_dir_all(dir.join("tmp")).unwrap();
+    cmd
+}
+
+fn build_env(dir: &Path, box_file: &Path, out: &Path, cache: &Path, env: &[(&str, &str)]) -> Run {
+    let mut cmd = build_command(dir, box_file, out, cache);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -754,37 +760,10 @@ fn store_stays_consistent_when_a_layout_blob_changes_after_import() {
 // data skipped for non-file entries, and bytes after the end-of-archive marker.
 
 
-/// Run a build and return its exit code, stderr and peak resident memory in KiB (of that
-/// child alone, from wait4).
+/// Run a build and return its exit code, stderr and peak resident memory in KiB
+/// ([`common::peak_rss`]).
 fn build_measured(s: &Scene, box_name: &str) -> (i32, String, i64) {
-    let err_path = s.p("stderr.txt");
-    std::fs::create_dir_all(s.p("tmp")).unwrap();
-    let child = Command::new(stagebox_bin())
-        .arg("build")
-        .arg(s.p(box_name))
-        .arg("--out")
-        .arg(s.p("out"))
-        .arg("--cache")
-        .arg(s.p("cache"))
-        .arg("--quiet")
-        .current_dir(s.dir())
-        .env_remove("SOURCE_DATE_EPOCH")
-        .env_remove("STAGEBOX_CACHE")
-        .env_remove("STAGEBOX_MAX_LAYER_BYTES")
-        .env("TMPDIR", s.p("tmp"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&err_path).unwrap())
-        .spawn()
-        .unwrap();
-    let mut status = 0;
-    // SAFETY: plain syscall on our own child's pid with valid out-pointers.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut ru) };
-    assert_eq!(pid, child.id() as libc::pid_t);
-    assert!(libc::WIFEXITED(status), "stagebox died: status {status:#x}");
-    let stderr = std::fs::read_to_string(&err_path).unwrap();
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    (libc::WEXITSTATUS(status), stderr, ru.ru_maxrss)
+    common::peak_rss(&build_command(s.dir(), &s.p(box_name), &s.p("out"), &s.p("cache")))
 }
 
 const BOMB: u64 = 256 << 20;
