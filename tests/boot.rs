@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::fixture::*;
 use common::*;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -15,24 +16,10 @@ use std::sync::OnceLock;
 const MARKER: &str = "stagebox-boot: 42 ok";
 const INIT: &str = "#!/bin/sh\n/bin/busybox mkdir -p /proc\n/bin/busybox mount -t proc proc /proc\necho \"cmdline: $(/bin/busybox cat /proc/cmdline)\"\necho \"stagebox-boot: $((6 * 7)) ok\"\n/bin/busybox poweroff -f\n";
 
-struct Fixture {
-    dir: PathBuf,
-    /// `oci:DIR@sha256:…` of the kernel image.
-    kernel: String,
-    cache: PathBuf,
-}
-
-fn fixture() -> &'static Fixture {
-    static F: OnceLock<Fixture> = OnceLock::new();
-    F.get_or_init(|| {
-        require_tools(&["qemu-system-x86_64", "umoci", "dpkg-deb"]);
-        let dir = fixture_dir("boot");
-        // The kernel image: /bzImage and /linux.config, as StageX's user-linux-* images.
-        let klayer = cloud_kernel_layer(&dir.join("deb"));
-        let layout = dir.join("kernel");
-        let digest = umoci_image(&layout, "debian-cloud", &[("kernel".into(), klayer)]);
-        Fixture { kernel: format!("oci:{}@{digest}", layout.display()), cache: dir.join("cache"), dir }
-    })
+/// The kernel image (`/bzImage` and `/linux.config`, as StageX's user-linux-* images).
+fn fixture() -> &'static ImageFixture {
+    static F: OnceLock<ImageFixture> = OnceLock::new();
+    F.get_or_init(|| kernel_fixture("boot", &["qemu-system-x86_64", "umoci", "dpkg-deb"]))
 }
 
 /// Build a box of busybox + `/init` with the Debian kernel; returns the initramfs path.
@@ -42,16 +29,13 @@ fn build_box(name: &str, compression: &str) -> PathBuf {
     let rootfs = d.join("rootfs");
     write(&rootfs.join("bin/busybox"), busybox());
     write(&rootfs.join("init"), INIT);
-    use std::os::unix::fs::PermissionsExt;
-    for p in ["bin/busybox", "init"] {
-        std::fs::set_permissions(rootfs.join(p), std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    make_executable(&rootfs, &["bin/busybox", "init"]);
     std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh")).unwrap();
     std::fs::create_dir_all(rootfs.join("proc")).unwrap();
     let box_file = d.join(format!("{name}.toml"));
     write(&box_file, format!(
         "name = \"{name}\"\n[[layer]]\ndir = \"rootfs\"\n\n[kernel]\nimage = \"{}\"\ncmdline = \"console=ttyS0 panic=-1\"\n\n[output.initramfs]\ncompression = \"{compression}\"\n",
-        f.kernel
+        f.image
     ));
     let built = build(&box_file, &d.join("out"), &f.cache);
     let ext = match compression {

@@ -7,39 +7,18 @@ mod common;
 
 use common::{gz_with_zeros, raw_tar_header, tar_padded, Comp, Layout};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 /// The bound every reader keeps, whatever the input.
 const MAX_RSS_KIB: i64 = 200 * 1024;
 
-/// Run `stagebox args` (stdout discarded) under GNU time and return its exit code, stderr
-/// and peak RSS in KiB. (Not `wait4` on our own child: Linux carries the forking process's
-/// high-water mark over an exec, and this test process holds the big inputs.)
+/// Run `stagebox args` in `scratch` ([`common::peak_rss`]): its exit code, stderr and peak
+/// RSS in KiB.
 fn measured(args: &[&std::ffi::OsStr], scratch: &Path) -> (i32, String, i64) {
-    let time = common::require_tool("time");
-    let (err_path, rss_path) = (scratch.join("stderr.txt"), scratch.join("rss.txt"));
     std::fs::create_dir_all(scratch.join("tmp")).unwrap();
-    let status = Command::new(time)
-        .arg("-f")
-        .arg("%M")
-        .arg("-o")
-        .arg(&rss_path)
-        .arg(common::stagebox_bin())
-        .args(args)
-        .current_dir(scratch)
-        .env_remove("SOURCE_DATE_EPOCH")
-        .env_remove("STAGEBOX_CACHE")
-        .env_remove("STAGEBOX_MAX_LAYER_BYTES")
-        .env("TMPDIR", scratch.join("tmp"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&err_path).unwrap())
-        .status()
-        .unwrap();
-    let stderr = std::fs::read_to_string(&err_path).unwrap();
-    assert!(!stderr.contains("panicked") && !stderr.contains("terminated by signal"), "{stderr}");
-    let rss = std::fs::read_to_string(&rss_path).unwrap();
-    let rss = rss.lines().last().and_then(|l| l.trim().parse().ok()).unwrap_or_else(|| panic!("GNU time wrote {rss:?}"));
-    (status.code().expect("exit code"), stderr, rss)
+    let mut cmd = common::stagebox(args);
+    cmd.current_dir(scratch).env_remove("STAGEBOX_MAX_LAYER_BYTES").env("TMPDIR", scratch.join("tmp"));
+    common::peak_rss(&cmd)
 }
 
 /// `stagebox build` of a box whose one layer is `image` (an `oci:` reference), into

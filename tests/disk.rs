@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::fixture::*;
 use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,33 +16,28 @@ use std::sync::OnceLock;
 const MARKER: &str = "disk-root-says: 42";
 
 struct Fixture {
-    kernel: String,
-    sdboot: String,
-    grub: String,
-    cache: PathBuf,
+    images: DiskImages,
     /// The kernel the initramfs was made for (the same package as `kernel`), for direct use.
     early: PathBuf,
+}
+
+/// The disk images' fields read through the fixture (`f.kernel`, `f.cache`, ...).
+impl std::ops::Deref for Fixture {
+    type Target = DiskImages;
+    fn deref(&self) -> &DiskImages {
+        &self.images
+    }
 }
 
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        require_tools(&["umoci", "sgdisk", "fdisk", "fsck.vfat", "mdir", "unsquashfs", "fsck.erofs", "qemu-system-x86_64"]);
-        let dir = fixture_dir("disk");
-        let kdigest = umoci_image(&dir.join("kernel"), "k", &[("kernel".into(), cloud_kernel_layer(&dir.join("kdeb")))]);
-        let sdigest = umoci_image(&dir.join("sdboot"), "s", &[("systemd-boot-efi".into(), deb_layer("systemd-boot-efi"))]);
-        let gdigest = umoci_image(&dir.join("grub"), "g", &[("grub-efi-amd64-bin".into(), deb_layer("grub-efi-amd64-bin"))]);
+        let images = disk_images("disk", &["umoci", "sgdisk", "fdisk", "fsck.vfat", "mdir", "unsquashfs", "fsck.erofs", "qemu-system-x86_64"]);
         // The early initramfs: the file-system modules, then mount the root partition (NVMe
         // is built into this kernel) and show what is there.
         let script = "sleep 2\necho \"cmdline: $(cat /proc/cmdline)\"\nfs=squashfs; grep -q rootfstype=erofs /proc/cmdline && fs=erofs\nmount -t $fs -o ro /dev/nvme0n1p2 /mnt || echo MOUNT-FAILED\necho \"$(cat /mnt/etc/marker): $(($(cat /mnt/etc/n) * 6))\"";
-        let (_, early) = kernel_mount::kernel_and_initrd(&dir.join("early"), &["fs/squashfs/squashfs", "lib/libcrc32c", "fs/erofs/erofs"], script);
-        Fixture {
-            kernel: format!("oci:{}@{kdigest}", dir.join("kernel").display()),
-            sdboot: format!("oci:{}@{sdigest}", dir.join("sdboot").display()),
-            grub: format!("oci:{}@{gdigest}", dir.join("grub").display()),
-            cache: dir.join("cache"),
-            early,
-        }
+        let (_, early) = kernel_mount::kernel_and_initrd(&images.dir.join("early"), &["fs/squashfs/squashfs", "lib/libcrc32c", "fs/erofs/erofs"], script);
+        Fixture { images, early }
     })
 }
 
@@ -59,8 +55,7 @@ fn disk_box_with(name: &str, extra: &str, def: &str, image: &str) -> (tempfile::
     write(&root.join("etc/marker"), "disk-root-says");
     write(&root.join("etc/n"), "7");
     std::os::unix::fs::symlink("busybox", root.join("usr/bin/sh")).unwrap();
-    std::fs::create_dir_all(d.path().join("kernels")).unwrap();
-    std::fs::copy(manifest_dir().join(format!("kernels/{def}.toml")), d.path().join(format!("kernels/{def}.toml"))).unwrap();
+    copy_definitions(d.path(), &[def]);
     std::fs::copy(&f.early, d.path().join("early.cpio")).unwrap();
     let p = d.path().join(format!("{name}.toml"));
     write(

@@ -9,6 +9,7 @@
 
 mod common;
 
+use common::fixture::*;
 use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -101,23 +102,19 @@ fn fixture() -> &'static Fixture {
         let kdeb = dir.join("kdeb");
         run(Command::new("dpkg-deb").arg("-x").arg(cloud_kernel_deb()).arg(&kdeb));
         let (l, release) = kernel_layer(&kdeb, None, None);
-        let kdigest = umoci_image(&dir.join("kernel"), "k", &[("kernel".into(), l)]);
+        let kernel = oci_image(&dir.join("kernel"), "k", &[("kernel".into(), l)]);
         let wrong_release = release.replacen("-cloud", "-clown", 1);
         let (l, _) = kernel_layer(&kdeb, Some(("virtio_blk", &wrong_release)), None);
-        let wdigest = umoci_image(&dir.join("wrong"), "w", &[("kernel".into(), l)]);
+        let wrong = oci_image(&dir.join("wrong"), "w", &[("kernel".into(), l)]);
         // An image with a modules.dep that says squashfs needs crc7 (its .modinfo does not).
         let (l, _) = kernel_layer(&kdeb, None, Some("kernel/fs/squashfs/squashfs.ko.xz: kernel/lib/crc7.ko\nkernel/lib/crc7.ko:\n"));
-        let ldigest = umoci_image(&dir.join("listed"), "l", &[("kernel".into(), l)]);
-        let bdigest = umoci_image(&dir.join("busybox"), "b", &[("busybox".into(), deb_layer("busybox-static"))]);
-        let sdigest = umoci_image(&dir.join("sdboot"), "s", &[("systemd-boot-efi".into(), deb_layer("systemd-boot-efi"))]);
-        let gdigest = umoci_image(&dir.join("grub-pc"), "g", &[("grub-pc-bin".into(), deb_layer("grub-pc-bin"))]);
         Fixture {
-            kernel: format!("oci:{}@{kdigest}", dir.join("kernel").display()),
-            wrong: format!("oci:{}@{wdigest}", dir.join("wrong").display()),
-            listed: format!("oci:{}@{ldigest}", dir.join("listed").display()),
-            busybox: format!("oci:{}@{bdigest}", dir.join("busybox").display()),
-            sdboot: format!("oci:{}@{sdigest}", dir.join("sdboot").display()),
-            grub_pc: format!("oci:{}@{gdigest}", dir.join("grub-pc").display()),
+            kernel,
+            wrong,
+            listed: oci_image(&dir.join("listed"), "l", &[("kernel".into(), l)]),
+            busybox: oci_image(&dir.join("busybox"), "b", &[("busybox".into(), deb_layer("busybox-static"))]),
+            sdboot: oci_image(&dir.join("sdboot"), "s", &[("systemd-boot-efi".into(), deb_layer("systemd-boot-efi"))]),
+            grub_pc: oci_image(&dir.join("grub-pc"), "g", &[("grub-pc-bin".into(), deb_layer("grub-pc-bin"))]),
             cache: dir.join("cache"),
             release,
             kdeb,
@@ -142,14 +139,8 @@ fn modules_box_with(name: &str, kernel: &str, load: &str, extra: &str, bootloade
     }
     let init = "#!/usr/bin/busybox sh\nb=/usr/bin/busybox\necho \"$($b cat /etc/marker): $((6 * 7))\"\necho lsmod:\n$b lsmod\n$b poweroff -f\n";
     write(&root.join("sbin/init"), init);
-    use std::os::unix::fs::PermissionsExt;
-    for p in ["sbin/init", "usr/bin/busybox"] {
-        std::fs::set_permissions(root.join(p), std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    std::fs::create_dir_all(d.path().join("kernels")).unwrap();
-    for def in ["systemd-boot-debian", "grub-debian", "grub-pc-debian", "syslinux-debian"] {
-        std::fs::copy(manifest_dir().join(format!("kernels/{def}.toml")), d.path().join(format!("kernels/{def}.toml"))).unwrap();
-    }
+    make_executable(&root, &["sbin/init", "usr/bin/busybox"]);
+    copy_definitions(d.path(), &["systemd-boot-debian", "grub-debian", "grub-pc-debian", "syslinux-debian"]);
     let p = d.path().join(format!("{name}.toml"));
     write(
         &p,

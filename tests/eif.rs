@@ -12,6 +12,7 @@
 mod common;
 
 use common::eif_reader::py_read;
+use common::fixture::*;
 use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -42,19 +43,17 @@ fn fixture() -> &'static Fixture {
     F.get_or_init(|| {
         require_tools(&["qemu-system-x86_64", "umoci", "dpkg-deb", "python3", "openssl"]);
         let dir = fixture_dir("eif");
+        let kernel = cloud_kernel_image(&dir);
         let layout = dir.join("kernel");
-        let klayer = cloud_kernel_layer(&dir.join("deb"));
-        let digest = umoci_image(&layout, "debian-cloud", &[("kernel".into(), klayer)]);
         let bad = layer(&[Entry::file("bzImage", vec![0x5a; 8192])]);
-        let bad_digest = umoci_image(&layout, "not-a-kernel", &[("bad".into(), bad)]);
         let vmlinuz = std::fs::read_dir(dir.join("deb/boot")).unwrap().map(|e| e.unwrap().path()).find(|p| p.file_name().unwrap().to_string_lossy().starts_with("vmlinuz-")).unwrap();
         let with_config = |tag: &str, config: &str| {
             let l = layer(&[Entry::file("bzImage", read(&vmlinuz)), Entry::file("linux.config", config)]);
-            format!("oci:{}@{}", layout.display(), umoci_image(&layout, tag, &[("kernel".into(), l)]))
+            oci_image(&layout, tag, &[("kernel".into(), l)])
         };
         Fixture {
-            kernel: format!("oci:{}@{digest}", layout.display()),
-            bad_kernel: format!("oci:{}@{bad_digest}", layout.display()),
+            kernel,
+            bad_kernel: oci_image(&layout, "not-a-kernel", &[("bad".into(), bad)]),
             nitro_config_kernel: with_config("nitro-config", NITRO_CONFIG),
             clang_config_kernel: with_config("clang-config", &format!("{NITRO_CONFIG}CONFIG_CC_IS_CLANG=y\nCONFIG_LD_IS_LLD=y\n")),
             cache: dir.join("cache"),
@@ -90,10 +89,7 @@ fn make_box_top(name: &str, top: &str, kernel_toml: &str, eif_toml: &str) -> Pat
         write(&rootfs.join("bin/busybox"), busybox());
         write(&rootfs.join("init"), INIT);
         write(&rootfs.join("sbin/bootstrap-init"), BOOTSTRAP);
-        use std::os::unix::fs::PermissionsExt;
-        for p in ["bin/busybox", "init", "sbin/bootstrap-init"] {
-            std::fs::set_permissions(rootfs.join(p), std::fs::Permissions::from_mode(0o755)).unwrap();
-        }
+        make_executable(&rootfs, &["bin/busybox", "init", "sbin/bootstrap-init"]);
         std::os::unix::fs::symlink("busybox", rootfs.join("bin/sh")).unwrap();
         std::fs::create_dir_all(rootfs.join("proc")).unwrap();
     }

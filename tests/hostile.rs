@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::gz_with_zeros;
+use common::{fix_tar_checksum, gz_with_zeros, raw_tar_header, sha256_hex, stagebox, stagebox_bin, Layout};
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -30,39 +30,24 @@ fn octal(field: &mut [u8], v: u64) {
     field[n] = 0;
 }
 
-/// One ustar header, checksum included. `size` goes in the header as given (it may lie).
+/// One ustar header, checksum included: [`raw_tar_header`] with `mode`, `link` and mtime 1.
+/// `size` goes in the header as given (it may lie); one too big for 11 octal digits is
+/// written in GNU base-256.
 fn header(name: &[u8], typeflag: u8, mode: u32, size: u64, link: &[u8]) -> [u8; BLOCK] {
     assert!(name.len() <= 100 && link.len() <= 100);
-    let mut h = [0u8; BLOCK];
-    h[..name.len()].copy_from_slice(name);
-    octal(&mut h[100..108], mode as u64);
-    octal(&mut h[108..116], 0);
-    octal(&mut h[116..124], 0);
-    if size > 0o77777777777 {
+    let big = size > 0o77777777777;
+    let mode = format!("{mode:07o}\0");
+    let mut h: [u8; BLOCK] = raw_tar_header(name, typeflag, if big { 0 } else { size }, &[(100, mode.as_bytes()), (136, b"00000000001\0"), (157, link)])
+        .try_into()
+        .unwrap();
+    if big {
         // GNU base-256: high bit of the first byte set, big-endian value
+        h[124..136].fill(0);
         h[124] = 0x80;
         h[128..136].copy_from_slice(&size.to_be_bytes());
-    } else {
-        octal(&mut h[124..136], size);
+        fix_tar_checksum(&mut h);
     }
-    octal(&mut h[136..148], 1);
-    h[156] = typeflag;
-    h[157..157 + link.len()].copy_from_slice(link);
-    h[257..263].copy_from_slice(b"ustar\0");
-    h[263..265].copy_from_slice(b"00");
-    // checksum: the header's byte sum with the checksum field read as spaces
-    h[148..156].copy_from_slice(b"        ");
-    let sum: u32 = h.iter().map(|b| *b as u32).sum();
-    let s = format!("{sum:06o}\0 ");
-    h[148..156].copy_from_slice(s.as_bytes());
     h
-}
-
-/// Recompute a header's checksum after editing its bytes.
-fn fix_checksum(h: &mut [u8; BLOCK]) {
-    h[148..156].copy_from_slice(b"        ");
-    let sum: u32 = h.iter().map(|b| *b as u32).sum();
-    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
 }
 
 /// A tar stream built entry by entry.
@@ -105,10 +90,6 @@ fn gzip(data: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
-fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
-}
-
 // ---------------------------------------------------------------------------------------
 // OCI layouts
 
@@ -146,14 +127,8 @@ impl Layer {
 /// Write an OCI image layout with one manifest of `layers` at `dir`; `diff_ids` replaces
 /// the config's list when given. Returns the manifest digest.
 fn write_layout(dir: &Path, layers: &[Layer], diff_ids: Option<Vec<String>>) -> String {
+    let layout = Layout::create(dir);
     let blobs = dir.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).unwrap();
-    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    let put = |data: &[u8]| -> (String, u64) {
-        let hex = sha256_hex(data);
-        std::fs::write(blobs.join(&hex), data).unwrap();
-        (format!("sha256:{hex}"), data.len() as u64)
-    };
     for l in layers {
         if l.present {
             std::fs::write(blobs.join(sha256_hex(&l.blob)), l.on_disk.as_ref().unwrap_or(&l.blob)).unwrap();
@@ -165,23 +140,18 @@ fn write_layout(dir: &Path, layers: &[Layer], diff_ids: Option<Vec<String>>) -> 
         "config": {"Env": ["PATH=/usr/bin"]},
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
     });
-    let (cd, cs) = put(&serde_json::to_vec(&config).unwrap());
+    let config = layout.blob("application/vnd.oci.image.config.v1+json", &serde_json::to_vec(&config).unwrap());
     let manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cs},
+        "config": config,
         "layers": layers.iter().map(|l| serde_json::json!({
             "mediaType": l.media_type, "digest": l.digest(), "size": l.size.unwrap_or(l.blob.len() as u64),
         })).collect::<Vec<_>>(),
     });
-    let (md, ms) = put(&serde_json::to_vec(&manifest).unwrap());
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": ms,
-                       "annotations": {"org.opencontainers.image.ref.name": "latest"}}],
-    });
-    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
-    md
+    let manifest = layout.blob("application/vnd.oci.image.manifest.v1+json", &serde_json::to_vec(&manifest).unwrap());
+    layout.set_index(&[(manifest.clone(), "latest")]);
+    common::digest_of(&manifest)
 }
 
 fn write_box(path: &Path, layout_dir: &str, manifest_digest: &str) {
@@ -203,13 +173,18 @@ fn build(dir: &Path, box_file: &Path, out: &Path, cache: &Path) -> Run {
     build_env(dir, box_file, out, cache, &[])
 }
 
-fn build_env(dir: &Path, box_file: &Path, out: &Path, cache: &Path, env: &[(&str, &str)]) -> Run {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_stagebox"));
-    cmd.arg("build").arg(box_file).arg("--out").arg(out).arg("--cache").arg(cache).arg("--quiet");
-    cmd.current_dir(dir).env_remove("SOURCE_DATE_EPOCH").env_remove("STAGEBOX_CACHE").env_remove("STAGEBOX_MAX_LAYER_BYTES");
+/// `stagebox build BOX --out OUT --cache CACHE --quiet` run in `dir` (not yet run).
+fn build_command(dir: &Path, box_file: &Path, out: &Path, cache: &Path) -> Command {
+    let mut cmd = stagebox(["build".as_ref(), box_file.as_os_str(), "--out".as_ref(), out.as_os_str(), "--cache".as_ref(), cache.as_os_str(), "--quiet".as_ref()]);
+    cmd.current_dir(dir).env_remove("STAGEBOX_MAX_LAYER_BYTES");
     // spill files and other temp files land inside the test's own directory
     cmd.env("TMPDIR", dir.join("tmp"));
     std::fs::create_dir_all(dir.join("tmp")).unwrap();
+    cmd
+}
+
+fn build_env(dir: &Path, box_file: &Path, out: &Path, cache: &Path, env: &[(&str, &str)]) -> Run {
+    let mut cmd = build_command(dir, box_file, out, cache);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -785,37 +760,10 @@ fn store_stays_consistent_when_a_layout_blob_changes_after_import() {
 // data skipped for non-file entries, and bytes after the end-of-archive marker.
 
 
-/// Run a build and return its exit code, stderr and peak resident memory in KiB (of that
-/// child alone, from wait4).
+/// Run a build and return its exit code, stderr and peak resident memory in KiB
+/// ([`common::peak_rss`]).
 fn build_measured(s: &Scene, box_name: &str) -> (i32, String, i64) {
-    let err_path = s.p("stderr.txt");
-    std::fs::create_dir_all(s.p("tmp")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_stagebox"))
-        .arg("build")
-        .arg(s.p(box_name))
-        .arg("--out")
-        .arg(s.p("out"))
-        .arg("--cache")
-        .arg(s.p("cache"))
-        .arg("--quiet")
-        .current_dir(s.dir())
-        .env_remove("SOURCE_DATE_EPOCH")
-        .env_remove("STAGEBOX_CACHE")
-        .env_remove("STAGEBOX_MAX_LAYER_BYTES")
-        .env("TMPDIR", s.p("tmp"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&err_path).unwrap())
-        .spawn()
-        .unwrap();
-    let mut status = 0;
-    // SAFETY: plain syscall on our own child's pid with valid out-pointers.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut ru) };
-    assert_eq!(pid, child.id() as libc::pid_t);
-    assert!(libc::WIFEXITED(status), "stagebox died: status {status:#x}");
-    let stderr = std::fs::read_to_string(&err_path).unwrap();
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    (libc::WEXITSTATUS(status), stderr, ru.ru_maxrss)
+    common::peak_rss(&build_command(s.dir(), &s.p(box_name), &s.p("out"), &s.p("cache")))
 }
 
 const BOMB: u64 = 256 << 20;
@@ -933,7 +881,7 @@ fn device_number_out_of_range_is_refused() {
     let mut h = header(b"dev/weird", b'3', 0o600, 0, b"");
     h[329..337].copy_from_slice(b"77777777");
     h[337..345].copy_from_slice(b"0000001\0");
-    fix_checksum(&mut h);
+    fix_tar_checksum(&mut h);
     let mut tar = Tar::new().dir("dev").0;
     tar.extend_from_slice(&h);
     tar.extend_from_slice(&[0u8; 2 * BLOCK]);
@@ -948,11 +896,11 @@ fn device_nodes_keep_their_numbers() {
     let mut h = header(b"dev/null", b'3', 0o666, 0, b"");
     h[329..337].copy_from_slice(b"0000001\0");
     h[337..345].copy_from_slice(b"0000003\0");
-    fix_checksum(&mut h);
+    fix_tar_checksum(&mut h);
     let mut big = header(b"dev/big", b'4', 0o660, 0, b"");
     big[329..337].copy_from_slice(b"0007777\0"); // major 4095, the largest Linux has
     big[337..345].copy_from_slice(b"3777777\0"); // minor 2^20 - 1
-    fix_checksum(&mut big);
+    fix_tar_checksum(&mut big);
     let mut tar = Tar::new().dir("dev").0;
     tar.extend_from_slice(&h);
     tar.extend_from_slice(&big);
@@ -988,7 +936,7 @@ fn the_first_bad_layer_is_reported_whatever_the_thread_count() {
         None,
     );
     for threads in ["1", "2", "8"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_stagebox"))
+        let out = Command::new(stagebox_bin())
             .arg("build")
             .arg(s.p("bad.toml"))
             .args(["--out", s.p("out").to_str().unwrap(), "--cache", s.p("cache").to_str().unwrap(), "--quiet", "--threads", threads])
@@ -1093,7 +1041,7 @@ fn names_with_newlines_and_invalid_utf8_are_kept_byte_for_byte_in_tar_oci_and_cp
     let names: Vec<Vec<u8>> = raw_entries(&tmp).into_iter().map(|e| e.0).collect();
     assert!(names.iter().any(|n| n == b"etc/bad\xff\xfename") && names.iter().any(|n| n == b"etc/new\nline"), "{names:?}");
     // Text views do not choke on them.
-    let o = Command::new(env!("CARGO_BIN_EXE_stagebox")).arg("inspect").arg(s.p("out/demo.tar")).output().unwrap();
+    let o = Command::new(stagebox_bin()).arg("inspect").arg(s.p("out/demo.tar")).output().unwrap();
     assert!(o.status.success() && String::from_utf8_lossy(&o.stdout).contains("etc/bad\u{fffd}\u{fffd}name"), "{}", String::from_utf8_lossy(&o.stderr));
 }
 

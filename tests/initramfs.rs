@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::fixture::*;
 use common::*;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -14,29 +15,14 @@ use std::sync::OnceLock;
 
 /// The standard fixture image (core-filesystem, Debian packages, edge-case layers) in an OCI
 /// layout, shared by the tests of this binary.
-struct Fixture {
-    image: String,
-    cache: PathBuf,
-}
-
-fn fixture() -> &'static Fixture {
-    static F: OnceLock<Fixture> = OnceLock::new();
-    F.get_or_init(|| {
-        require_tools(&["umoci", "cpio", "bsdtar", "tar", "gzip", "zstd", "xz"]);
-        let dir = fixture_dir("initramfs");
-        let layout = dir.join("layout");
-        let digest = umoci_image(&layout, "fixture", &pallet_layers());
-        Fixture { image: format!("oci:{}@{digest}", layout.display()), cache: dir.join("cache") }
-    })
+fn fixture() -> &'static ImageFixture {
+    static F: OnceLock<ImageFixture> = OnceLock::new();
+    F.get_or_init(|| pallet_fixture("initramfs", &["umoci", "cpio", "bsdtar", "tar", "gzip", "zstd", "xz"]))
 }
 
 /// A box file of the fixture image with the given extra TOML, in a fresh directory.
 fn fixture_box(name: &str, extra: &str) -> (tempfile::TempDir, PathBuf) {
-    let f = fixture();
-    let d = tempdir();
-    let p = d.path().join(format!("{name}.toml"));
-    write(&p, format!("name = \"{name}\"\n[[layer]]\nimage = \"{}\"\n{extra}", f.image));
-    (d, p)
+    image_box(&fixture().image, name, extra)
 }
 
 fn build_ok(box_file: &Path, out: &Path, cache: &Path) -> Vec<Built> {

@@ -8,18 +8,24 @@
 
 mod common;
 
+use common::fixture::*;
 use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
 struct Fixture {
-    kernel: String,
-    sdboot: String,
-    grub: String,
-    cache: PathBuf,
+    images: DiskImages,
     /// The early initrd of the disks: busybox and an /init that prints the PCRs.
     early: PathBuf,
+}
+
+/// The disk images' fields read through the fixture (`f.kernel`, `f.cache`, ...).
+impl std::ops::Deref for Fixture {
+    type Target = DiskImages;
+    fn deref(&self) -> &DiskImages {
+        &self.images
+    }
 }
 
 /// What `/init` runs: PCRs and the event log (base64) on the console.
@@ -30,19 +36,9 @@ echo EVENTLOG-BEGIN\nbase64 /sys/kernel/security/tpm0/binary_bios_measurements\n
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        require_tools(&["umoci", "qemu-system-x86_64", "swtpm", "tpm2_eventlog"]);
-        let dir = fixture_dir("measured-boot");
-        let kdigest = umoci_image(&dir.join("kernel"), "k", &[("kernel".into(), cloud_kernel_layer(&dir.join("kdeb")))]);
-        let sdigest = umoci_image(&dir.join("sdboot"), "s", &[("systemd-boot-efi".into(), deb_layer("systemd-boot-efi"))]);
-        let gdigest = umoci_image(&dir.join("grub"), "g", &[("grub-efi-amd64-bin".into(), deb_layer("grub-efi-amd64-bin"))]);
-        let (_, early) = kernel_mount::kernel_and_initrd(&dir.join("early"), &[], SCRIPT);
-        Fixture {
-            kernel: format!("oci:{}@{kdigest}", dir.join("kernel").display()),
-            sdboot: format!("oci:{}@{sdigest}", dir.join("sdboot").display()),
-            grub: format!("oci:{}@{gdigest}", dir.join("grub").display()),
-            cache: dir.join("cache"),
-            early,
-        }
+        let images = disk_images("measured-boot", &["umoci", "qemu-system-x86_64", "swtpm", "tpm2_eventlog"]);
+        let (_, early) = kernel_mount::kernel_and_initrd(&images.dir.join("early"), &[], SCRIPT);
+        Fixture { images, early }
     })
 }
 
@@ -54,12 +50,8 @@ fn measured_box(name: &str, output: &str, def: &str, image: &str) -> (tempfile::
     let root = d.path().join("rootfs");
     write(&root.join("bin/busybox"), busybox());
     write(&root.join("init"), format!("#!/bin/busybox sh\nexport PATH=/bin\n/bin/busybox --install -s /bin\nmkdir -p /proc /dev\nmount -t proc proc /proc\nmount -t devtmpfs dev /dev\n{SCRIPT}\npoweroff -f\n"));
-    use std::os::unix::fs::PermissionsExt;
-    for p in ["init", "bin/busybox"] {
-        std::fs::set_permissions(root.join(p), std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
-    std::fs::create_dir_all(d.path().join("kernels")).unwrap();
-    std::fs::copy(manifest_dir().join(format!("kernels/{def}.toml")), d.path().join(format!("kernels/{def}.toml"))).unwrap();
+    make_executable(&root, &["init", "bin/busybox"]);
+    copy_definitions(d.path(), &[def]);
     std::fs::copy(&f.early, d.path().join("early.cpio")).unwrap();
     let p = d.path().join(format!("{name}.toml"));
     let bl = format!("{{ definition = \"kernels/{def}.toml\", image = \"{image}\" }}");

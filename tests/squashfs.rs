@@ -6,24 +6,15 @@
 
 mod common;
 
+use common::fixture::*;
 use common::*;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::OnceLock;
 
-struct Fixture {
-    image: String,
-    cache: PathBuf,
-    dir: PathBuf,
-}
-
-fn fixture() -> &'static Fixture {
-    static F: OnceLock<Fixture> = OnceLock::new();
-    F.get_or_init(|| {
-        require_tools(&["umoci", "unsquashfs", "tar"]);
-        let (image, dir) = pallet_image("squashfs");
-        Fixture { image, cache: dir.join("cache"), dir }
-    })
+fn fixture() -> &'static ImageFixture {
+    static F: OnceLock<ImageFixture> = OnceLock::new();
+    F.get_or_init(|| pallet_fixture("squashfs", &["umoci", "unsquashfs", "tar"]))
 }
 
 fn fixture_box(name: &str, extra: &str) -> (tempfile::TempDir, PathBuf) {

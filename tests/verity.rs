@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::fixture::*;
 use common::*;
 use std::path::Path;
 use std::process::Command;
@@ -59,18 +60,9 @@ fn veritysetup_format_writes_the_same_hash_device_and_verify_accepts_it() {
     }
 }
 
-struct Fixture {
-    image: String,
-    cache: std::path::PathBuf,
-}
-
-fn fixture() -> &'static Fixture {
-    static F: std::sync::OnceLock<Fixture> = std::sync::OnceLock::new();
-    F.get_or_init(|| {
-        require_tools(&["umoci", "veritysetup"]);
-        let (image, dir) = pallet_image("verity");
-        Fixture { image, cache: dir.join("cache") }
-    })
+fn fixture() -> &'static ImageFixture {
+    static F: std::sync::OnceLock<ImageFixture> = std::sync::OnceLock::new();
+    F.get_or_init(|| pallet_fixture("verity", &["umoci", "veritysetup"]))
 }
 
 /// `verity = true` on `[output.squashfs]` and `[output.erofs]`: the image is the one built
@@ -144,29 +136,10 @@ fn verity_without_a_block_image_is_a_box_file_error() {
     }
 }
 
-/// Kernel (Debian's cloud kernel) and systemd-boot images for disk boxes.
-struct DiskFixture {
-    kernel: String,
-    sdboot: String,
-    grub: String,
-    cache: std::path::PathBuf,
-}
-
-fn disk_fixture() -> &'static DiskFixture {
-    static F: std::sync::OnceLock<DiskFixture> = std::sync::OnceLock::new();
-    F.get_or_init(|| {
-        require_tools(&["umoci", "sgdisk", "mtype", "veritysetup"]);
-        let dir = fixture_dir("verity-disk");
-        let kdigest = umoci_image(&dir.join("kernel"), "k", &[("kernel".into(), cloud_kernel_layer(&dir.join("kdeb")))]);
-        let sdigest = umoci_image(&dir.join("sdboot"), "s", &[("systemd-boot-efi".into(), deb_layer("systemd-boot-efi"))]);
-        let gdigest = umoci_image(&dir.join("grub"), "g", &[("grub-efi-amd64-bin".into(), deb_layer("grub-efi-amd64-bin"))]);
-        DiskFixture {
-            kernel: format!("oci:{}@{kdigest}", dir.join("kernel").display()),
-            sdboot: format!("oci:{}@{sdigest}", dir.join("sdboot").display()),
-            grub: format!("oci:{}@{gdigest}", dir.join("grub").display()),
-            cache: dir.join("cache"),
-        }
-    })
+/// Kernel (Debian's cloud kernel), systemd-boot and GRUB images for disk boxes.
+fn disk_fixture() -> &'static DiskImages {
+    static F: std::sync::OnceLock<DiskImages> = std::sync::OnceLock::new();
+    F.get_or_init(|| disk_images("verity-disk", &["umoci", "sgdisk", "mtype", "veritysetup"]))
 }
 
 /// A disk box of busybox in a fresh directory, booted by `def` (`kernels/DEF.toml`) from
@@ -177,8 +150,7 @@ pub fn disk_box(name: &str, def: &str, image: &str, extra: &str, more: &str) -> 
     let root = d.path().join("rootfs");
     write(&root.join("usr/bin/busybox"), busybox());
     write(&root.join("etc/marker"), "verity-root");
-    std::fs::create_dir_all(d.path().join("kernels")).unwrap();
-    std::fs::copy(manifest_dir().join(format!("kernels/{def}.toml")), d.path().join(format!("kernels/{def}.toml"))).unwrap();
+    copy_definitions(d.path(), &[def]);
     let p = d.path().join(format!("{name}.toml"));
     write(
         &p,

@@ -2,7 +2,8 @@
 //! committed), the independent tools we check our outputs with, and a file-tree walker.
 //!
 //! Use it from a test file with `mod common;`. What is here:
-//! - [`require_tool`] / [`run`] / [`stagebox`]: run external tools and the binary under test.
+//! - [`require_tool`] / [`run`] / [`stagebox`]: run external tools and the binary under test;
+//!   [`peak_rss`] measures a run's peak memory.
 //!   A missing tool is a test failure that says `run scripts/install-test-deps.sh`, never a skip.
 //! - [`deb`] / [`deb_layer`]: Debian packages from `apt-get download`, cached under
 //!   `target/test-cache/debs/` so reruns are offline; `dpkg-deb --fsys-tarfile` turns one into
@@ -18,13 +19,15 @@
 //! - [`pallet_layers`]: the standard fixture image: a core-filesystem layer, Debian packages,
 //!   and two layers of edge cases ([`edge_layer_a`], [`edge_layer_b`]).
 //!
-//! Shared fixtures of one test binary go in [`fixture_dir`] behind a `OnceLock`; per-test
+//! Shared fixtures of one test binary go in [`fixture_dir`] behind a `OnceLock` (the common
+//! ones, images with a store and the images of a disk box, are made by [`fixture`]); per-test
 //! scratch space comes from [`tempdir`].
 #![allow(dead_code)]
 
 pub mod arm64;
 pub mod boot;
 pub mod eif_reader;
+pub mod fixture;
 pub mod iso;
 pub mod kernel_mount;
 pub mod pkg;
@@ -146,6 +149,34 @@ where
     c.args(args);
     c.env_remove("SOURCE_DATE_EPOCH").env_remove("STAGEBOX_CACHE");
     c
+}
+
+/// Run `cmd` (its program, arguments, environment changes and directory; stdout discarded)
+/// under GNU time and return its exit code, stderr and peak resident memory in KiB. (Not
+/// `wait4` on our own child: Linux carries the forking process's high-water mark over an
+/// exec, so the child of a test process that holds big inputs would be charged for them.)
+/// Fails the test when the command panicked or was killed by a signal.
+pub fn peak_rss(cmd: &Command) -> (i32, String, i64) {
+    let time = require_tool("time");
+    let scratch = tempdir();
+    let (err_path, rss_path) = (scratch.path().join("stderr.txt"), scratch.path().join("rss.txt"));
+    let mut timed = Command::new(time);
+    timed.arg("-f").arg("%M").arg("-o").arg(&rss_path).arg(cmd.get_program()).args(cmd.get_args());
+    if let Some(d) = cmd.get_current_dir() {
+        timed.current_dir(d);
+    }
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => timed.env(k, v),
+            None => timed.env_remove(k),
+        };
+    }
+    let status = timed.stdout(Stdio::null()).stderr(std::fs::File::create(&err_path).unwrap()).status().unwrap();
+    let stderr = std::fs::read_to_string(&err_path).unwrap();
+    let rss = std::fs::read_to_string(&rss_path).unwrap();
+    assert!(!stderr.contains("panicked") && !stderr.contains("terminated by signal") && !rss.contains("terminated by signal"), "{stderr}{rss}");
+    let kib = rss.lines().last().and_then(|l| l.trim().parse().ok()).unwrap_or_else(|| panic!("GNU time wrote {rss:?}"));
+    (status.code().expect("exit code"), stderr, kib)
 }
 
 /// One `<sha256>  <path>` line of `stagebox build`.
@@ -1251,10 +1282,16 @@ pub fn raw_tar_header(name: &[u8], typeflag: u8, size: u64, fields: &[(usize, &[
     for (o, v) in fields {
         b[*o..*o + v.len()].copy_from_slice(v);
     }
-    b[148..156].copy_from_slice(b"        ");
-    let sum: u32 = b.iter().map(|x| *x as u32).sum();
-    b[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    fix_tar_checksum(&mut b);
     b
+}
+
+/// Recompute a ustar header's checksum (the byte sum with the checksum field read as spaces)
+/// after editing its bytes.
+pub fn fix_tar_checksum(h: &mut [u8]) {
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|x| *x as u32).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
 }
 
 /// `d` padded with zeros to whole 512-byte tar blocks.
