@@ -174,17 +174,7 @@ pub fn document(s: &SbomInput) -> Result<Vec<u8>> {
 /// Write `NAME.spdx.json` into `out`; returns its record.
 pub fn emit(s: &SbomInput, out: &Path) -> Result<OutputRecord> {
     let name = format!("{}.spdx.json", s.name);
-    let path = out.join(&name);
-    let bytes = document(s)?;
-    crate::fsutil::write_atomic(&path, &bytes)?;
-    Ok(OutputRecord {
-        format: "spdx".into(),
-        path: name,
-        sha256: crate::digest::Digest::of_bytes(&bytes).hex().to_string(),
-        size: bytes.len() as u64,
-        pcrs: None,
-        ..Default::default()
-    })
+    super::stage_bytes(out, "spdx", name, &document(s)?)
 }
 
 #[cfg(test)]
