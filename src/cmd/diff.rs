@@ -685,7 +685,9 @@ fn blob_path(layout: &Path, digest: &str) -> Result<std::path::PathBuf> {
 }
 
 /// OCI layouts: index.json, then per manifest (by position) the manifest, its config and
-/// each layer's entries.
+/// each layer's entries. The two `index.json` are read as raw JSON, not through
+/// `source::oci_layout::read_index`: the diff reports every field that differs, including
+/// ones the typed index does not know.
 fn oci_changes(a: &Path, b: &Path) -> Result<Vec<Change>> {
     let mut out = Vec::new();
     let (ia, ib) = (read_json(&a.join("index.json"))?, read_json(&b.join("index.json"))?);
