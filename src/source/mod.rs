@@ -2,9 +2,8 @@
 //! content store (checking digest and size), and hand back the layers to flatten.
 //!
 //! `oci:` layouts ([`oci_layout`]), `oci-archive:` files ([`oci_archive`]), `docker-archive:`
-//! files ([`docker_archive`]) and local
-//! directories ([`localdir`]) are read here; registries ([`registry`]) over the OCI
-//! distribution API.
+//! files ([`docker_archive`]) and local directories ([`localdir`]) are read here; registries
+//! ([`registry`]) over the OCI distribution API.
 
 pub mod attestation;
 pub mod docker_archive;
