@@ -156,29 +156,29 @@ pub fn emit(job: &Job, o: &DiskOutput, kernel: &Kernel, bootloaders: &[Bootloade
         let root_len = match o.root {
             DiskRoot::Squashfs => {
                 let opts = crate::emit::squashfs::Options { compression: o.compression, sde, threads };
-                crate::emit::squashfs::write(tree, &opts, &mut w).at(&path)?
+                crate::emit::squashfs::write(tree, &opts, &mut w).at(path)?
             }
-            DiskRoot::Erofs => crate::emit::erofs::write(tree, &crate::emit::erofs::Options { sde, label: spec.name.clone() }, &mut w).at(&path)?,
+            DiskRoot::Erofs => crate::emit::erofs::write(tree, &crate::emit::erofs::Options { sde, label: spec.name.clone() }, &mut w).at(path)?,
         };
         let root_sectors = root_len.next_multiple_of(MIB) / SECTOR;
         // With verity, the hash tree of the whole root partition (zeros after the file system)
         // in its own partition at the next MiB.
         let hash_first = root_first + root_sectors;
         let verity = if o.verity {
-            let mut fs = file.try_clone().at(&path)?;
-            fs.seek(SeekFrom::Start(root_first * SECTOR)).at(&path)?;
+            let mut fs = file.try_clone().at(path)?;
+            fs.seek(SeekFrom::Start(root_first * SECTOR)).at(path)?;
             let part_len = root_sectors * SECTOR;
             let digest = {
                 let mut h = Sha256::new();
-                std::io::copy(&mut (&mut fs).take(root_len).chain(std::io::repeat(0).take(part_len - root_len)), &mut h).at(&path)?;
+                std::io::copy(&mut (&mut fs).take(root_len).chain(std::io::repeat(0).take(part_len - root_len)), &mut h).at(path)?;
                 h.finalize()
             };
-            fs.seek(SeekFrom::Start(root_first * SECTOR)).at(&path)?;
+            fs.seek(SeekFrom::Start(root_first * SECTOR)).at(path)?;
             let (salt, uuid) = crate::emit::verity::derive_salt_uuid(&digest);
             let data = fs.take(root_len).chain(std::io::repeat(0).take(part_len - root_len));
             let mut w = std::io::BufWriter::new(Shifted { file: &file, base: hash_first * SECTOR, pos: 0 });
-            let v = crate::emit::verity::write(data, part_len, salt, uuid, &mut w).at(&path)?;
-            w.flush().at(&path)?;
+            let v = crate::emit::verity::write(data, part_len, salt, uuid, &mut w).at(path)?;
+            w.flush().at(path)?;
             Some(v)
         } else {
             None
@@ -198,7 +198,7 @@ pub fn emit(job: &Job, o: &DiskOutput, kernel: &Kernel, bootloaders: &[Bootloade
         let mut at_off = root_first * SECTOR;
         while left > 0 {
             let n = left.min(MIB) as usize;
-            file.read_exact_at(&mut buf[..n], at_off).at(&path)?;
+            file.read_exact_at(&mut buf[..n], at_off).at(path)?;
             seed.update(&buf[..n]);
             left -= n as u64;
             at_off += n as u64;
@@ -222,8 +222,8 @@ pub fn emit(job: &Job, o: &DiskOutput, kernel: &Kernel, bootloaders: &[Bootloade
             return Err(Error::other(format!("{}: the ESP changed size between layout and write ({esp_len} / {esp_len2})", path.display())));
         }
         let esp = std::fs::read(&esp_path).at(&esp_path)?;
-        file.write_all_at(&esp, esp_first * SECTOR).at(&path)?;
-        file.set_len(size).at(&path)?;
+        file.write_all_at(&esp, esp_first * SECTOR).at(path)?;
+        file.set_len(size).at(path)?;
 
         let sectors = size / SECTOR;
         let dps = super::verity::dps_types(kernel.arch);
@@ -264,12 +264,12 @@ pub fn emit(job: &Job, o: &DiskOutput, kernel: &Kernel, bootloaders: &[Bootloade
         let protective = gpt::MbrEntry { active: false, kind: 0xee, first: 1, sectors: u32::try_from(sectors - 1).unwrap_or(u32::MAX) };
         let mut mbr = gpt::mbr(&[], None, gpt::disk_id(&seed), &[protective])?;
         if let Some(b) = bios {
-            let (part, m) = crate::boot::bios::write(b, &file, &path, &seed, &mbr)?;
+            let (part, m) = crate::boot::bios::write(b, &file, path, &seed, &mbr)?;
             table.partitions.push(part);
             mbr = m;
         }
-        table.write(&file, &path)?;
-        file.write_all_at(&mbr, 0).at(&path)?;
+        table.write(&file, path)?;
+        file.write_all_at(&mbr, 0).at(path)?;
         drop(scratch);
 
         // What OVMF measures booting it: the loader, and the kernel when systemd-boot loads it.

@@ -104,7 +104,7 @@ fn read_blob(r: &ImageRef, files: &dyn LayoutFiles, what: &str, d: &Digest, size
 }
 
 fn desc_digest(r: &ImageRef, d: &Descriptor) -> Result<Digest> {
-    Digest::parse(&d.digest().to_string()).map_err(|e| err(r, e.to_string()))
+    Digest::parse(d.digest().as_ref()).map_err(|e| err(r, e.to_string()))
 }
 
 /// Pick the descriptor for `platform` from an index; attestation manifests are skipped.
@@ -113,7 +113,7 @@ pub(crate) fn pick_platform<'a>(r: &ImageRef, index: &'a ImageIndex, platform: &
         .manifests()
         .iter()
         .filter(|m| {
-            m.annotations().as_ref().map_or(true, |a| !a.contains_key("vnd.docker.reference.type"))
+            m.annotations().as_ref().is_none_or(|a| !a.contains_key("vnd.docker.reference.type"))
         })
         .collect();
     let matching: Vec<&Descriptor> = candidates
@@ -250,7 +250,7 @@ fn index_in(files: &dyn LayoutFiles) -> Result<ImageIndex> {
 /// annotation `name`.
 pub fn tagged(index: &ImageIndex, name: &str) -> Option<Digest> {
     let m = index.manifests().iter().find(|m| m.annotations().as_ref().and_then(|a| a.get(REF_NAME)).map(String::as_str) == Some(name))?;
-    Digest::parse(&m.digest().to_string()).ok()
+    Digest::parse(m.digest().as_ref()).ok()
 }
 
 pub fn resolve(store: &Store, r: &ImageRef, dir: &Path, tag: Option<&str>, opts: &SourceOptions) -> Result<ResolvedImage> {

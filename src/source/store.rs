@@ -111,7 +111,7 @@ impl Store {
     pub fn put_file(&self, what: &str, expected: &Digest, size: Option<u64>, path: &Path) -> Result<()> {
         if self.has(expected) {
             let have = fs::metadata(self.blob_path(expected)).at(self.blob_path(expected))?.len();
-            if size.map_or(true, |s| s == have) {
+            if size.is_none_or(|s| s == have) {
                 return Ok(());
             }
         }
