@@ -10,7 +10,7 @@
 //! [`crate::emit::eif::format::read`], the listings of `emit::readback`) into a list of
 //! entries or fields, and the lists are compared: added, removed, changed (which fields,
 //! old → new) and moved (same entries in another order). A new output format is one arm in
-//! [`Format::sniff`] (`emit::readback`, the sniffer `inspect` uses too) and in [`changes`].
+//! [`Format::sniff`] (`emit::readback`, the sniffer `inspect` uses too) and in `changes`.
 
 use crate::emit::readback::{self, Format};
 use crate::error::{Error, IoContext, Result};
