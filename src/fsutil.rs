@@ -1,4 +1,6 @@
-//! Atomic output files and directories: write to a temp name beside the target, then rename.
+//! File-system helpers the layers share: atomic output files and directories (write to a
+//! temp name beside the target, then rename), disk space reserved ahead of large writes,
+//! exact reads and copies, and byte-for-byte comparison of two files or directory trees.
 //!
 //! A killed build leaves at most a `.stagebox-tmp-*` file (removed on drop when the process
 //! survives), never a half-written output under its final name.

@@ -1,12 +1,12 @@
 //! stagebox: compose digest-pinned OCI images into reproducible artifacts.
 //!
 //! Layers, lowest first; imports run down only (`tests/architecture.rs` keeps it so, and
-//! `docs/design.md` draws it): utilities ([`error`], [`date`], [`digest`], [`fsutil`], [`progress`],
-//! [`tarfmt`], [`kernelfmt`], [`reference`]) → [`spec`] (box files) → [`source`] (resolve, fetch, verify)
-//! → [`tree`] (flatten, normalize) → [`emit`] (one module per output format) and
-//! [`measure`] (digests, manifest) → [`boot`] (kernel, bootloaders, bootable outputs) →
-//! [`build`] (the plan and the output table) → [`cmd`] (the commands) → `main.rs`, which
-//! only parses arguments.
+//! `docs/design.md` draws it): utilities ([`error`], [`date`], [`digest`], [`fsutil`],
+//! [`progress`], [`tarfmt`], [`kernelfmt`], [`reference`](mod@reference)) → [`spec`] (box files) →
+//! [`source`] (resolve, fetch, verify) → [`tree`] (flatten, normalize) → [`emit`] (one module
+//! per output format) and [`measure`] (digests, manifest, staging of output files) →
+//! [`boot`] (kernel, bootloaders, bootable outputs) → [`build`] (the plan and the output
+//! table) → [`cmd`] (the commands) → `main.rs`, which parses arguments and calls one command.
 
 pub mod boot;
 pub mod build;

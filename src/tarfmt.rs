@@ -184,6 +184,21 @@ pub fn finish(w: &mut impl Write) -> io::Result<()> {
     w.write_all(&[0u8; BLOCK * 2])
 }
 
+/// The name `inspect` and `diff` show for a tar entry type.
+pub fn kind_name(t: tar::EntryType) -> &'static str {
+    use tar::EntryType as T;
+    match t {
+        T::Regular | T::Continuous => "file",
+        T::Directory => "dir",
+        T::Symlink => "symlink",
+        T::Link => "hardlink",
+        T::Char => "char",
+        T::Block => "block",
+        T::Fifo => "fifo",
+        _ => "other",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,20 +220,5 @@ mod tests {
         assert!(split_ustar(&[b'a'; 101]).is_none());
         let p = [vec![b'd'; 120], b"/".to_vec(), vec![b'f'; 50]].concat();
         assert_eq!(split_ustar(&p).unwrap().0.len(), 120);
-    }
-}
-
-/// The name `inspect` and `diff` show for a tar entry type.
-pub fn kind_name(t: tar::EntryType) -> &'static str {
-    use tar::EntryType as T;
-    match t {
-        T::Regular | T::Continuous => "file",
-        T::Directory => "dir",
-        T::Symlink => "symlink",
-        T::Link => "hardlink",
-        T::Char => "char",
-        T::Block => "block",
-        T::Fifo => "fifo",
-        _ => "other",
     }
 }

@@ -1,6 +1,6 @@
 //! The bootloaders of a box: each definition's image resolved through the same sources,
-//! store and pins as a kernel (`kernel::import_tree`), and the files of its boot chain found
-//! in the flattened image (`kernel::regular_file`), ready for the ISO and disk emitters; and
+//! store and pins as a kernel ([`Import::image_tree`]), and the files of its boot chain found
+//! in the flattened image (`kernel::regular_file`), ready for `boot::iso` and `boot::disk`; and
 //! the boot configs the loaders read (systemd-boot's entries, GRUB's core image with its
 //! early config and `grub.cfg`).
 

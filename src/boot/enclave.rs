@@ -19,10 +19,9 @@
 use crate::digest::{Digest, HashWriter};
 use crate::emit::eif::{self, format, ramdisk, sign, Data, Image};
 use crate::error::{Error, IoContext, Result};
-use crate::fsutil::AtomicFile;
 use crate::boot::kernel::{Kernel, KernelConfig};
 use crate::boot::Job;
-use crate::measure::{InputRecord, OutputRecord};
+use crate::measure::{stage_bytes, stage_file, InputRecord, OutputRecord};
 use crate::spec::{EifLayout, EifOutput, KernelChecks, Location};
 use crate::tree::{Kind, Tree};
 use std::io::{BufWriter, Read, Write};
@@ -389,23 +388,16 @@ pub fn emit(job: &Job, o: &EifOutput, kernel: &Kernel, config: Option<&serde_jso
     };
 
     let name = format!("{}.eif", spec.name);
-    let path = out.join(&name);
-    let mut af = AtomicFile::create(&path)?;
-    let (d, size) = {
-        let mut hw = HashWriter::new(BufWriter::with_capacity(1 << 20, af.file()));
-        eif::write(&img, signature.as_deref(), &mut hw).at(&path)?;
+    let mut rec = stage_file(out, "eif", name.clone(), |file, path| {
+        let mut hw = HashWriter::new(BufWriter::with_capacity(1 << 20, file));
+        eif::write(&img, signature.as_deref(), &mut hw).at(path)?;
         let (d, size, mut bw) = hw.finish_with_inner();
-        bw.flush().at(&path)?;
-        (d, size)
-    };
-    af.commit()?;
-    let mut rec = OutputRecord { format: "eif".into(), path: name.clone(), sha256: d.hex().to_string(), size, pcrs: None, ..Default::default() };
+        bw.flush().at(path)?;
+        Ok(Some((d, size)))
+    })?;
     rec.pcrs = Some(pcrs.to_map());
-
-    let pname = format!("{}.pcrs", spec.name);
-    let text = pcrs.to_pcrs_file();
-    crate::fsutil::write_atomic(&out.join(&pname), text.as_bytes())?;
-    let prec = OutputRecord { format: "pcrs".into(), path: pname, sha256: Digest::of_bytes(text.as_bytes()).hex().to_string(), size: text.len() as u64, pcrs: None, ..Default::default() };
+    let size = rec.size;
+    let prec = stage_bytes(out, "pcrs", format!("{}.pcrs", spec.name), pcrs.to_pcrs_file().as_bytes())?;
     if !quiet {
         for (k, v) in pcrs.entries() {
             eprintln!("{name} {k} {}", hex::encode(v));

@@ -16,13 +16,11 @@
 //! is made for it (docs/arm64.md).
 
 use crate::boot::bootloader::Bootloader;
-use crate::digest::Digest;
 use crate::emit::{fat, gpt, iso};
 use crate::error::{Error, IoContext, Result};
-use crate::fsutil::AtomicFile;
 use crate::boot::kernel::Kernel;
 use crate::boot::Job;
-use crate::measure::{InputRecord, OutputRecord};
+use crate::measure::{stage_file, InputRecord, OutputRecord};
 use crate::spec::{self, BootloaderKind, BoxSpec, Compression, Location};
 use sha2::{Digest as _, Sha256};
 use std::os::unix::fs::FileExt;
@@ -260,8 +258,6 @@ pub fn emit(job: &Job, volume_id: &str, boot: &IsoBoot, inputs: &[InputRecord]) 
         Some(p.to_map())
     };
     let name = format!("{}.iso", spec.name);
-    let path = out.join(&name);
-    let mut af = AtomicFile::create(&path)?;
     let opts = iso::IsoOptions {
         volume_id: volume_id.to_string(),
         sde,
@@ -278,16 +274,18 @@ pub fn emit(job: &Job, volume_id: &str, boot: &IsoBoot, inputs: &[InputRecord]) 
         empty = crate::tree::Tree::new(sde as i64);
         &empty
     };
-    let layout = iso::write(tree, &opts, &*af.file(), threads)?;
-    let tmp = path.with_file_name(af.temp_name());
-    write_tables(af.file(), &tmp, &layout, boot, &seed)?;
-    af.file().sync_data().at(&tmp)?;
-    let (d, size): (Digest, u64) = Digest::of_file(&tmp)?;
-    af.commit()?;
+    // Laid out, then its tables patched in place; hashed by reading it back.
+    let mut rec = stage_file(out, "iso", name, |file, path| {
+        let layout = iso::write(tree, &opts, &*file, threads)?;
+        write_tables(file, path, &layout, boot, &seed)?;
+        file.sync_data().at(path)?;
+        Ok(None)
+    })?;
+    (rec.tpm_pcrs, rec.arch) = (tpm_pcrs, boot.kernel.manifest_arch());
     // The kernel's record is added by the build (once, whichever outputs use it).
     let mut added: Vec<InputRecord> = boot.bootloaders.iter().map(|b| b.input_record()).collect();
     added.extend(staged.prepended);
-    Ok((OutputRecord { format: "iso".into(), path: name, sha256: d.hex().to_string(), size, pcrs: None, tpm_pcrs, arch: boot.kernel.manifest_arch(), ..Default::default() }, added))
+    Ok((rec, added))
 }
 
 /// The initramfs settings an ISO uses: the box's `[output.initramfs]` when it has one (same

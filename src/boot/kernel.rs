@@ -22,8 +22,7 @@
 
 use crate::digest::HashWriter;
 use crate::error::{Error, IoContext, Result};
-use crate::fsutil::AtomicFile;
-use crate::measure::{InputRecord, OutputRecord};
+use crate::measure::{stage_bytes, stage_file, InputRecord, OutputRecord};
 use crate::boot::Import;
 use crate::source::ResolvedImage;
 use crate::spec::{self, Compression, KernelSpec, Location};
@@ -305,24 +304,16 @@ impl Kernel {
 
     pub fn write(&self, box_name: &str, out: &Path) -> Result<Vec<OutputRecord>> {
         let name = format!("{box_name}.{}", self.form.as_ref().map(Form::file_suffix).unwrap_or("bzImage"));
-        let path = out.join(&name);
-        let mut af = AtomicFile::create(&path)?;
-        let (d, size) = {
-            let mut hw = HashWriter::new(BufWriter::with_capacity(1 << 20, af.file()));
+        let mut kernel = stage_file(out, "kernel", name, |file, path| {
+            let mut hw = HashWriter::new(BufWriter::with_capacity(1 << 20, file));
             let mut buf = vec![0u8; 1 << 20];
-            crate::fsutil::copy_exact(&mut self.tree.open(&self.kernel), &mut hw, self.kernel.len, &mut buf).at(&path)?;
+            crate::fsutil::copy_exact(&mut self.tree.open(&self.kernel), &mut hw, self.kernel.len, &mut buf).at(path)?;
             let (d, size, mut bw) = hw.finish_with_inner();
-            bw.flush().at(&path)?;
-            (d, size)
-        };
-        af.commit()?;
-        let kernel = OutputRecord { format: "kernel".into(), path: name, sha256: d.hex().to_string(), size, pcrs: None, arch: self.manifest_arch(), ..Default::default() };
-
-        let name = format!("{box_name}.cmdline");
-        let text = format!("{}\n", self.spec.cmdline);
-        crate::fsutil::write_atomic(&out.join(&name), text.as_bytes())?;
-        let d = crate::digest::Digest::of_bytes(text.as_bytes());
-        let cmdline = OutputRecord { format: "cmdline".into(), path: name, sha256: d.hex().to_string(), size: text.len() as u64, pcrs: None, ..Default::default() };
+            bw.flush().at(path)?;
+            Ok(Some((d, size)))
+        })?;
+        kernel.arch = self.manifest_arch();
+        let cmdline = stage_bytes(out, "cmdline", format!("{box_name}.cmdline"), format!("{}\n", self.spec.cmdline).as_bytes())?;
         Ok(vec![kernel, cmdline])
     }
 }

@@ -1,5 +1,6 @@
 //! Booting: the kernel and bootloaders a box names, and the compositions that make bootable
-//! outputs from a tree (hybrid ISO, GPT disk, Nitro Enclave image) by calling the emitters.
+//! outputs from a tree (initramfs, hybrid ISO, GPT disk, Nitro Enclave image, and the
+//! dm-verity and kernel-module pieces they carry) by calling the emitters.
 //!
 //! Below `build`: nothing here reads the box's output table or calls a command.
 

@@ -414,7 +414,9 @@ exec switch_root /newroot "$init"
 /// A newc archive of `files` (path, bytes, mode) and their parent directories, in path
 /// order, every mtime SOURCE_DATE_EPOCH, owner root.
 fn newc(files: Vec<(String, Cow<'_, [u8]>, u32)>, sde: u64) -> Vec<u8> {
-    let mut entries: BTreeMap<String, Option<(Cow<'_, [u8]>, u32)>> = BTreeMap::new();
+    // Path → a file's bytes and mode, or `None` for a directory.
+    type Member<'a> = Option<(Cow<'a, [u8]>, u32)>;
+    let mut entries: BTreeMap<String, Member<'_>> = BTreeMap::new();
     for (path, bytes, mode) in files {
         let mut p = path.as_str();
         while let Some((parent, _)) = p.rsplit_once('/') {

@@ -6,7 +6,7 @@
 use crate::emit::gpt::Guid;
 use crate::emit::verity::{self, Verity};
 use crate::error::{IoContext, Result};
-use crate::measure::{stage_file, OutputRecord};
+use crate::measure::{stage_bytes, stage_file, OutputRecord};
 use std::path::Path;
 
 /// Write `NAME.EXT.verity` (the hash device of `rec`'s file in `dir`) and `NAME.roothash`
@@ -33,15 +33,7 @@ pub fn beside(dir: &Path, box_name: &str, rec: &mut OutputRecord) -> Result<Vec<
 /// `NAME.roothash`: the root hash `hex` and a newline.
 pub fn roothash_file(dir: &Path, box_name: &str, hex: &str) -> Result<OutputRecord> {
     let name = format!("{box_name}.roothash");
-    let text = format!("{hex}\n");
-    crate::fsutil::write_atomic(&dir.join(&name), text.as_bytes())?;
-    Ok(OutputRecord {
-        format: "roothash".into(),
-        path: name,
-        sha256: crate::digest::Digest::of_bytes(text.as_bytes()).hex().to_string(),
-        size: text.len() as u64,
-        ..Default::default()
-    })
+    stage_bytes(dir, "roothash", name, format!("{hex}\n").as_bytes())
 }
 
 /// Partition types of the Discoverable Partitions Specification (uapi-group.org), per

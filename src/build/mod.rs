@@ -26,7 +26,7 @@ pub struct BuildOptions {
     pub offline: bool,
     /// Refuse a missing, incomplete or stale BOX.lock (exit 2).
     pub locked: bool,
-    /// The second build of `--check` (see `crate::check`): read the n-th `dir` layer from
+    /// The second build of `--check` (see `crate::cmd::check`): read the n-th `dir` layer from
     /// `DIR/n`.
     pub check_variant: Option<PathBuf>,
 }

@@ -139,7 +139,7 @@ impl Output<'_> {
             Output::Initramfs(o) => {
                 let mut inputs = Vec::new();
                 made.outputs.push(stage_file(dir, "initramfs", name, |file, path| {
-                    let (d, size, i) = boot::initramfs::write(&plan.job(tree, dir, &layers), o, file, path)?;
+                    let (d, size, i) = boot::initramfs::write(&plan.job(tree, dir, layers), o, file, path)?;
                     inputs = i;
                     Ok(Some((d, size)))
                 })?);
@@ -151,7 +151,7 @@ impl Output<'_> {
             }
             Output::Eif(e) => {
                 let Some(k) = &plan.kernel else { return Ok(()) };
-                let (recs, inputs) = boot::enclave::emit(&plan.job(tree, dir, &layers), e, k, plan.top_config(), &plan.sopts.platform.arch)?;
+                let (recs, inputs) = boot::enclave::emit(&plan.job(tree, dir, layers), e, k, plan.top_config(), &plan.sopts.platform.arch)?;
                 made.outputs.extend(recs);
                 record_inputs(&mut made.inputs, inputs.into_iter().chain([k.input_record()]));
             }
@@ -159,7 +159,7 @@ impl Output<'_> {
                 Some(k) if !plan.bootloaders.is_empty() => {
                     let vid = o.volume_id.clone().unwrap_or_else(|| spec.name.clone());
                     let boot = iso_boot(spec, k, &plan.bootloaders);
-                    let (rec, inputs) = boot::iso::emit(&plan.job(tree, dir, &layers), &vid, &boot, &plan.image_inputs())?;
+                    let (rec, inputs) = boot::iso::emit(&plan.job(tree, dir, layers), &vid, &boot, &plan.image_inputs())?;
                     let tpm = rec.tpm_pcrs.clone();
                     made.outputs.push(rec);
                     if let Some(p) = tpm {
@@ -200,7 +200,7 @@ impl Output<'_> {
             Output::Package(p) => made.outputs.push(super::package::emit(plan, p, dir)?),
             Output::Disk(o) => {
                 let Some(k) = &plan.kernel else { return Ok(()) };
-                let (rec, inputs) = boot::disk::emit(&plan.job(tree, dir, &layers), o, k, &plan.disk_bootloaders)?;
+                let (rec, inputs) = boot::disk::emit(&plan.job(tree, dir, layers), o, k, &plan.disk_bootloaders)?;
                 let (roothash, tpm) = (rec.roothash.clone(), rec.tpm_pcrs.clone());
                 let img = dir.join(&rec.path);
                 made.outputs.push(rec);

@@ -19,7 +19,7 @@
 //! Both builds share the content store (same digests, so same inputs). Outputs are compared
 //! byte for byte, file by file (an OCI layout is walked in bytewise path order), and
 //! `manifest.json` too; the first difference is reported with the output, the file inside it,
-//! the byte offset and, where [`crate::diff`] knows the format, the first differing entry.
+//! the byte offset and, where [`super::diff`] knows the format, the first differing entry.
 //! On failure both builds are kept for `stagebox diff`; on success the first is published
 //! exactly as `stagebox build` would.
 //!

@@ -1,14 +1,16 @@
 //! `stagebox diff A B`: what differs between two outputs of the same format, as entries and
-//! sections rather than byte offsets — tar (plain, gzip, zstd), newc cpio (plain, gzip, zstd,
-//! xz; prepended archives included), OCI image layouts, EIFs, ISO images (volumes, boot
-//! catalog, system area, Rock Ridge tree), GPT disk images and SquashFS images.
+//! sections rather than byte offsets — tar (plain, gzip, zstd, xz), newc cpio (the same;
+//! prepended archives included), OCI image layouts, EIFs, ISO images (volumes, boot
+//! catalog, system area, Rock Ridge tree), GPT disk images (and the file systems in their
+//! partitions), SquashFS and EROFS images, and `.deb`, `.rpm`, Arch and Alpine packages
+//! (their payload's entries).
 //!
 //! Each side is read with the readers `inspect` already uses (the `tar` crate over
-//! [`crate::tree::layer::open_decompressed`], [`crate::emit::cpio::format::parse`],
-//! [`crate::emit::eif::format::read`]) into a list of entries or fields, and the lists are
-//! compared: added, removed, changed (which fields, old → new) and moved (same entries in
-//! another order). A new output format is one arm in [`Format::sniff`] (`emit::readback`, the sniffer
-//! `inspect` uses too) and in [`changes`].
+//! [`crate::emit::readback::decompressed`], [`crate::emit::cpio::format::parse`],
+//! [`crate::emit::eif::format::read`], the listings of `emit::readback`) into a list of
+//! entries or fields, and the lists are compared: added, removed, changed (which fields,
+//! old → new) and moved (same entries in another order). A new output format is one arm in
+//! [`Format::sniff`] (`emit::readback`, the sniffer `inspect` uses too) and in `changes`.
 
 use crate::emit::readback::{self, Format};
 use crate::error::{Error, IoContext, Result};
@@ -685,7 +687,9 @@ fn blob_path(layout: &Path, digest: &str) -> Result<std::path::PathBuf> {
 }
 
 /// OCI layouts: index.json, then per manifest (by position) the manifest, its config and
-/// each layer's entries.
+/// each layer's entries. The two `index.json` are read as raw JSON, not through
+/// `source::oci_layout::read_index`: the diff reports every field that differs, including
+/// ones the typed index does not know.
 fn oci_changes(a: &Path, b: &Path) -> Result<Vec<Change>> {
     let mut out = Vec::new();
     let (ia, ib) = (read_json(&a.join("index.json"))?, read_json(&b.join("index.json"))?);

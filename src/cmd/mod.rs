@@ -1,5 +1,6 @@
-//! The commands `main.rs` dispatches to: build (and `--check`), lock, pull, diff, inspect, run
-//! and verify, verify-build. The only modules allowed to call each other's entry points; nothing below calls them.
+//! The commands `main.rs` dispatches to: build (and `--check`), lock, pull, diff, inspect, run,
+//! verify and verify-build. The only modules allowed to call each other's entry points;
+//! nothing below calls them.
 
 pub mod build;
 pub mod check;

@@ -164,21 +164,13 @@ pub fn plan_arch(output: &Path, opts: &RunOptions) -> Result<(Boot, Arch)> {
         (dir, output.file_name().map(|f| f.to_string_lossy().into_owned()))
     };
     let manifest_path = manifest_for(&dir, file.as_deref())?;
-    let manifest: Option<serde_json::Value> = match std::fs::read(&manifest_path) {
+    let manifest: Option<crate::measure::BuildManifest> = match std::fs::read(&manifest_path) {
         Ok(b) => Some(serde_json::from_slice(&b).map_err(|e| Error::other(format!("{}: {e}", manifest_path.display())))?),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => return Err(Error::io(&manifest_path, e)),
     };
-    let records: Vec<(String, String, Option<String>)> = manifest
-        .as_ref()
-        .and_then(|m| m["outputs"].as_array())
-        .map(|a| {
-            a.iter()
-                .filter_map(|o| Some((o["format"].as_str()?.to_string(), o["path"].as_str()?.to_string(), o["arch"].as_str().map(String::from))))
-                .collect()
-        })
-        .unwrap_or_default();
-    let find = |fmt: &str| records.iter().find(|(f, _, _)| f == fmt).map(|(_, p, _)| dir.join(p));
+    let records: &[crate::measure::OutputRecord] = manifest.as_ref().map(|m| m.outputs.as_slice()).unwrap_or_default();
+    let find = |fmt: &str| records.iter().find(|o| o.format == fmt).map(|o| dir.join(&o.path));
     let (format, path) = match &file {
         Some(name) => {
             let sniffed = || match crate::emit::readback::Format::sniff(output) {
@@ -187,7 +179,7 @@ pub fn plan_arch(output: &Path, opts: &RunOptions) -> Result<(Boot, Arch)> {
                 Ok(crate::emit::readback::Format::Cpio) => Some("initramfs".to_string()),
                 _ => None,
             };
-            let fmt = records.iter().find(|(_, p, _)| p == name).map(|(f, _, _)| f.clone()).or_else(sniffed).unwrap_or_else(|| {
+            let fmt = records.iter().find(|o| o.path == *name).map(|o| o.format.clone()).or_else(sniffed).unwrap_or_else(|| {
                 if name.ends_with(".iso") {
                     "iso".into()
                 } else if name.ends_with(".img") || name.ends_with(".raw") {
@@ -202,13 +194,13 @@ pub fn plan_arch(output: &Path, opts: &RunOptions) -> Result<(Boot, Arch)> {
         }
         None => records
             .iter()
-            .find(|(f, _, _)| matches!(f.as_str(), "initramfs" | "iso" | "disk"))
-            .map(|(f, p, _)| (f.clone(), dir.join(p)))
+            .find(|o| matches!(o.format.as_str(), "initramfs" | "iso" | "disk"))
+            .map(|o| (o.format.clone(), dir.join(&o.path)))
             .ok_or_else(|| usage(format!("{}: the manifest lists no initramfs, ISO or disk image to boot", manifest_path.display())))?,
     };
     // The machine: the booted output's record, else the kernel's (absent `arch`: amd64).
     let named = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
-    let recorded = records.iter().find(|(_, p, _)| *p == named).or_else(|| records.iter().find(|(f, _, _)| f == "kernel")).map(|(_, _, a)| a.clone());
+    let recorded = records.iter().find(|o| o.path == named).or_else(|| records.iter().find(|o| o.format == "kernel")).map(|o| o.arch.clone());
     let shown = path.display().to_string();
     let arch_of = |a: Option<String>| -> Result<Arch> {
         match a {
@@ -238,7 +230,7 @@ pub fn plan_arch(output: &Path, opts: &RunOptions) -> Result<(Boot, Arch)> {
             }
             // The kernel file's own form says its machine; the kernel record's `arch` when
             // the form names none (an Image.gz is a gzip stream).
-            let kernel_rec = records.iter().find(|(f, _, _)| f == "kernel").and_then(|(_, _, a)| a.clone());
+            let kernel_rec = records.iter().find(|o| o.format == "kernel").and_then(|o| o.arch.clone());
             let arch = match sniff_kernel_arch(&kernel)? {
                 Some(a) => a,
                 None => arch_of(if opts.kernel.is_some() { None } else { kernel_rec })?,
@@ -619,7 +611,7 @@ mod tests {
     #[test]
     fn plan_reads_kernel_and_cmdline_from_the_manifest() {
         let d = tempfile::tempdir().unwrap();
-        let m = r#"{"box":"b","outputs":[{"format":"initramfs","path":"b.cpio.gz"},{"format":"kernel","path":"b.bzImage"},{"format":"cmdline","path":"b.cmdline"}]}"#;
+        let m = r#"{"box":"b","version":"1","source_date_epoch":0,"inputs":[],"outputs":[{"format":"initramfs","path":"b.cpio.gz","sha256":"","size":0},{"format":"kernel","path":"b.bzImage","sha256":"","size":0},{"format":"cmdline","path":"b.cmdline","sha256":"","size":0}]}"#;
         std::fs::write(d.path().join("manifest.json"), m).unwrap();
         std::fs::write(d.path().join("b.cpio.gz"), b"").unwrap();
         std::fs::write(d.path().join("b.cmdline"), b"console=ttyS0 quiet\n").unwrap();
@@ -655,7 +647,7 @@ mod tests {
     #[test]
     fn arm64_outputs_boot_on_virt_with_ttyama0() {
         let d = tempfile::tempdir().unwrap();
-        let m = r#"{"box":"b","outputs":[{"format":"initramfs","path":"b.cpio.gz"},{"format":"kernel","path":"b.Image.gz","arch":"arm64"},{"format":"iso","path":"b.iso","arch":"arm64"},{"format":"disk","path":"b.img","arch":"arm64"}]}"#;
+        let m = r#"{"box":"b","version":"1","source_date_epoch":0,"inputs":[],"outputs":[{"format":"initramfs","path":"b.cpio.gz","sha256":"","size":0},{"format":"kernel","path":"b.Image.gz","sha256":"","size":0,"arch":"arm64"},{"format":"iso","path":"b.iso","sha256":"","size":0,"arch":"arm64"},{"format":"disk","path":"b.img","sha256":"","size":0,"arch":"arm64"}]}"#;
         std::fs::write(d.path().join("manifest.json"), m).unwrap();
         for f in ["b.cpio.gz", "b.iso", "b.img"] {
             std::fs::write(d.path().join(f), b"").unwrap();

@@ -430,7 +430,7 @@ fn oci_layout_digest(layout: &Path) -> Result<String> {
     let ip = layout.join("index.json");
     let index = crate::source::oci_layout::read_index(layout)?;
     let m = index.manifests().first().ok_or_else(|| Error::other(format!("{}: names no manifest", ip.display())))?;
-    let d = Digest::parse(&m.digest().to_string())?;
+    let d = Digest::parse(m.digest().as_ref())?;
     if !blobs.join(d.hex()).is_file() {
         return Err(Error::other(format!("{}: manifest {d} is missing", layout.display())));
     }

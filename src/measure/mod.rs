@@ -1,5 +1,7 @@
 //! Measurements of a build: the sha256 and size of every output, the inputs that went in,
 //! and `manifest.json` (DESIGN §6), written with sorted keys so it is itself reproducible.
+//! Every output file is written through [`stage_file`] or [`stage_bytes`], which commit it
+//! atomically and return its record.
 
 pub mod pcr;
 pub mod provenance;
@@ -161,9 +163,30 @@ pub fn stage_file(
     Ok(OutputRecord { format: format.into(), path: name, sha256: d.hex().to_string(), size, pcrs: None, ..Default::default() })
 }
 
+/// Write one output file `dir/name` atomically from `bytes` held in memory and record it
+/// (the bytes are hashed as they are, not read back): [`stage_file`] for small text outputs.
+pub fn stage_bytes(dir: &Path, format: &str, name: String, bytes: &[u8]) -> Result<OutputRecord> {
+    crate::fsutil::write_atomic(&dir.join(&name), bytes)?;
+    let d = crate::digest::Digest::of_bytes(bytes);
+    Ok(OutputRecord { format: format.into(), path: name, sha256: d.hex().to_string(), size: bytes.len() as u64, ..Default::default() })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stage_bytes_records_what_stage_file_would() {
+        let d = tempfile::tempdir().unwrap();
+        let a = stage_bytes(d.path(), "pcrs", "a.pcrs".into(), b"abc\n").unwrap();
+        let b = stage_file(d.path(), "pcrs", "b.pcrs".into(), |f, _| {
+            std::io::Write::write_all(f, b"abc\n").unwrap();
+            Ok(None)
+        })
+        .unwrap();
+        assert_eq!(std::fs::read(d.path().join("a.pcrs")).unwrap(), b"abc\n");
+        assert_eq!((a.sha256, a.size, a.format), (b.sha256, b.size, b.format));
+    }
 
     #[test]
     fn rfc3339_known_values() {

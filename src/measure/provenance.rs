@@ -85,9 +85,7 @@ pub fn statement(p: &ProvenanceInput) -> Vec<u8> {
 /// Write `NAME.intoto.json` into `out`; returns its record.
 pub fn emit(p: &ProvenanceInput, out: &Path) -> Result<OutputRecord> {
     let name = format!("{}.intoto.json", p.name);
-    let bytes = statement(p);
-    crate::fsutil::write_atomic(&out.join(&name), &bytes)?;
-    Ok(OutputRecord { format: "in-toto".into(), path: name, sha256: crate::digest::Digest::of_bytes(&bytes).hex().to_string(), size: bytes.len() as u64, pcrs: None, ..Default::default() })
+    super::stage_bytes(out, "in-toto", name, &statement(p))
 }
 
 /// The sha256 (hex) of the box file, for [`ProvenanceInput::box_file`].

@@ -11,9 +11,9 @@
 //! different namespace.
 //!
 //! File digests come from the tree's spilled contents (a box with `[output.sbom]` flattens in
-//! spill mode, see `build::content_mode`): one sequential read of each inode's bytes from
-//! the spill files, which are still in the page cache after emitting; no layer is
-//! decompressed again. SHA-1 is there because SPDX 2.3 requires it for every file (and
+//! spill mode, see `build::outputs::Output::content_mode`): one sequential read of each
+//! inode's bytes from the spill files, which are still in the page cache after emitting; no
+//! layer is decompressed again. SHA-1 is there because SPDX 2.3 requires it for every file (and
 //! `packageVerificationCode` is defined over it); SHA-256 is the digest to trust.
 
 use super::{InputRecord, OutputRecord};
@@ -51,7 +51,7 @@ fn file_digests(tree: &Tree) -> Result<HashMap<u64, (String, String)>> {
             continue;
         }
         if !tree.is_spilled(content) {
-            return Err(Error::other(format!("sbom: {}: contents not spilled (build::content_mode must pick spill mode for an SBOM)", crate::tree::path::show(path))));
+            return Err(Error::other(format!("sbom: {}: contents not spilled (build::outputs::Output::content_mode must pick spill mode for an SBOM)", crate::tree::path::show(path))));
         }
         let (mut s256, mut s1) = (sha2::Sha256::new(), sha1::Sha1::new());
         let mut r = tree.open(content);
@@ -174,17 +174,7 @@ pub fn document(s: &SbomInput) -> Result<Vec<u8>> {
 /// Write `NAME.spdx.json` into `out`; returns its record.
 pub fn emit(s: &SbomInput, out: &Path) -> Result<OutputRecord> {
     let name = format!("{}.spdx.json", s.name);
-    let path = out.join(&name);
-    let bytes = document(s)?;
-    crate::fsutil::write_atomic(&path, &bytes)?;
-    Ok(OutputRecord {
-        format: "spdx".into(),
-        path: name,
-        sha256: crate::digest::Digest::of_bytes(&bytes).hex().to_string(),
-        size: bytes.len() as u64,
-        pcrs: None,
-        ..Default::default()
-    })
+    super::stage_bytes(out, "spdx", name, &document(s)?)
 }
 
 #[cfg(test)]

@@ -114,14 +114,7 @@ pub fn write_file(dir: &std::path::Path, name: &str, pcrs: &BTreeMap<String, Str
     let mut lines: Vec<(u32, &String)> = pcrs.iter().map(|(k, v)| (k.trim_start_matches("PCR").parse().unwrap_or(u32::MAX), v)).collect();
     lines.sort();
     let text: String = lines.iter().map(|(n, v)| format!("{v} PCR{n}\n")).collect();
-    crate::fsutil::write_atomic(&dir.join(name), text.as_bytes())?;
-    Ok(super::OutputRecord {
-        format: "tpm-pcrs".into(),
-        path: name.to_string(),
-        sha256: crate::digest::Digest::of_bytes(text.as_bytes()).hex().to_string(),
-        size: text.len() as u64,
-        ..Default::default()
-    })
+    super::stage_bytes(dir, "tpm-pcrs", name.to_string(), text.as_bytes())
 }
 
 /// The PCR 4 events of an OVMF boot of `images` (name, PE bytes), each loaded with

@@ -2,9 +2,8 @@
 //! content store (checking digest and size), and hand back the layers to flatten.
 //!
 //! `oci:` layouts ([`oci_layout`]), `oci-archive:` files ([`oci_archive`]), `docker-archive:`
-//! files ([`docker_archive`]) and local
-//! directories ([`localdir`]) are read here; registries ([`registry`]) over the OCI
-//! distribution API.
+//! files ([`docker_archive`]) and local directories ([`localdir`]) are read here; registries
+//! ([`registry`]) over the OCI distribution API.
 
 pub mod attestation;
 pub mod docker_archive;
@@ -184,7 +183,7 @@ pub(crate) fn follow_to_manifest(
                 message: format!("{digest} is an image config, not a manifest or index; pin the manifest that names it"),
             });
         }
-        if !probe.is_some_and(|p| p.manifests.is_some()) {
+        if probe.is_none_or(|p| p.manifests.is_none()) {
             return Ok((digest, data));
         }
         let idx: oci_spec::image::ImageIndex = serde_json::from_slice(&data).map_err(|e| err(format!("index {digest}: {e}")))?;

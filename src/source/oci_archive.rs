@@ -56,7 +56,7 @@ impl ArchiveFiles {
             let e = e.map_err(|e| format!("{at}: not a readable tar (truncated or damaged?): {e}"))?;
             let raw = String::from_utf8_lossy(&e.path_bytes()).into_owned();
             let (off, size) = (e.raw_file_position(), e.size());
-            if off.checked_add(size).map_or(true, |end| end > total) {
+            if off.checked_add(size).is_none_or(|end| end > total) {
                 return Err(format!(
                     "{at}: member {raw} needs bytes {off}..{} but the file has {total}: the archive is truncated",
                     off.saturating_add(size)

@@ -12,7 +12,7 @@ use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-const REF_NAME: &str = "org.opencontainers.image.ref.name";
+pub(crate) const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
 fn err(r: &ImageRef, message: impl Into<String>) -> Error {
     Error::Resolve { reference: r.text.clone(), message: message.into() }
@@ -104,7 +104,7 @@ fn read_blob(r: &ImageRef, files: &dyn LayoutFiles, what: &str, d: &Digest, size
 }
 
 fn desc_digest(r: &ImageRef, d: &Descriptor) -> Result<Digest> {
-    Digest::parse(&d.digest().to_string()).map_err(|e| err(r, e.to_string()))
+    Digest::parse(d.digest().as_ref()).map_err(|e| err(r, e.to_string()))
 }
 
 /// Pick the descriptor for `platform` from an index; attestation manifests are skipped.
@@ -113,7 +113,7 @@ pub(crate) fn pick_platform<'a>(r: &ImageRef, index: &'a ImageIndex, platform: &
         .manifests()
         .iter()
         .filter(|m| {
-            m.annotations().as_ref().map_or(true, |a| !a.contains_key("vnd.docker.reference.type"))
+            m.annotations().as_ref().is_none_or(|a| !a.contains_key("vnd.docker.reference.type"))
         })
         .collect();
     let matching: Vec<&Descriptor> = candidates
@@ -229,20 +229,28 @@ fn check_unlisted_pin(r: &ImageRef, files: &dyn LayoutFiles, top: &ImageIndex, d
 /// The `index.json` of the OCI image layout at `layout` (the store's or an output's), read
 /// with the same bound as every JSON blob ([`MAX_JSON_BLOB`]); errors name the file.
 pub fn read_index(layout: &Path) -> Result<ImageIndex> {
-    let p = layout.join("index.json");
-    let mut bytes = Vec::new();
-    std::fs::File::open(&p).and_then(|f| f.take(MAX_JSON_BLOB + 1).read_to_end(&mut bytes)).map_err(|e| Error::io(&p, e))?;
-    if bytes.len() as u64 > MAX_JSON_BLOB {
-        return Err(Error::other(format!("{} is over {MAX_JSON_BLOB} bytes; refusing JSON that large", p.display())));
+    index_in(&DirFiles(layout))
+}
+
+/// The `index.json` of the layout `files` (a directory or an archive), read with the bound
+/// of every JSON blob; errors name the file. The one reader of a layout's index: the store,
+/// `oci:`/`oci-archive:` sources and `verify-build` all come here.
+fn index_in(files: &dyn LayoutFiles) -> Result<ImageIndex> {
+    let at = files.location("index.json");
+    let len = files.len("index.json").map_err(|e| Error::io(&at, e))?;
+    if len > MAX_JSON_BLOB {
+        return Err(Error::other(format!("{at} is {len} bytes; refusing JSON over {MAX_JSON_BLOB}")));
     }
-    serde_json::from_slice(&bytes).map_err(|e| Error::other(format!("{}: {e}", p.display())))
+    let mut bytes = Vec::new();
+    files.open("index.json").and_then(|f| f.take(len).read_to_end(&mut bytes)).map_err(|e| Error::io(&at, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::other(format!("{at}: {e}")))
 }
 
 /// The digest of the manifest `index` lists under the `org.opencontainers.image.ref.name`
 /// annotation `name`.
 pub fn tagged(index: &ImageIndex, name: &str) -> Option<Digest> {
     let m = index.manifests().iter().find(|m| m.annotations().as_ref().and_then(|a| a.get(REF_NAME)).map(String::as_str) == Some(name))?;
-    Digest::parse(&m.digest().to_string()).ok()
+    Digest::parse(m.digest().as_ref()).ok()
 }
 
 pub fn resolve(store: &Store, r: &ImageRef, dir: &Path, tag: Option<&str>, opts: &SourceOptions) -> Result<ResolvedImage> {
@@ -255,16 +263,7 @@ pub(crate) fn resolve_files(store: &Store, r: &ImageRef, files: &dyn LayoutFiles
         return Err(err(r, format!("{} is not an OCI image layout (no oci-layout file)", files.describe())));
     }
     let index_path = files.location("index.json");
-    let index_len = files.len("index.json").map_err(|e| err(r, format!("{index_path}: {e}")))?;
-    if index_len > MAX_JSON_BLOB {
-        return Err(err(r, format!("{index_path} is {index_len} bytes; refusing JSON over {MAX_JSON_BLOB}")));
-    }
-    let mut index_bytes = Vec::new();
-    files
-        .open("index.json")
-        .and_then(|f| f.take(index_len).read_to_end(&mut index_bytes))
-        .map_err(|e| err(r, format!("{index_path}: {e}")))?;
-    let top: ImageIndex = serde_json::from_slice(&index_bytes).map_err(|e| err(r, format!("{index_path}: {e}")))?;
+    let top = index_in(files).map_err(|e| err(r, e.to_string()))?;
 
     // The starting point: a pinned digest, a tag, or the only manifest.
     let (digest, size) = if let Some(d) = &r.digest {

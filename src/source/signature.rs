@@ -111,7 +111,7 @@ fn parse_keys(data: &[u8]) -> std::result::Result<Vec<SignedPublicKey>, String> 
         let mut rest = text;
         while let Some(start) = rest.find("-----BEGIN PGP PUBLIC KEY BLOCK-----") {
             let end = rest[start..].find(END).ok_or("armor block without an END line")? + start + END.len();
-            let (keys, _) = SignedPublicKey::from_armor_many(rest[start..end].as_bytes()).map_err(|e| e.to_string())?;
+            let (keys, _) = SignedPublicKey::from_armor_many(&rest.as_bytes()[start..end]).map_err(|e| e.to_string())?;
             for k in keys {
                 out.push(k.map_err(|e| e.to_string())?);
             }

@@ -6,6 +6,7 @@
 //! manifests imported so `skopeo`/`umoci` can read the store as an ordinary layout.
 
 use crate::digest::{Digest, HashWriter};
+use super::oci_layout::REF_NAME;
 use crate::error::{Error, IoContext, Result};
 use std::fs;
 use std::io::{self, Read};
@@ -110,7 +111,7 @@ impl Store {
     pub fn put_file(&self, what: &str, expected: &Digest, size: Option<u64>, path: &Path) -> Result<()> {
         if self.has(expected) {
             let have = fs::metadata(self.blob_path(expected)).at(self.blob_path(expected))?.len();
-            if size.map_or(true, |s| s == have) {
+            if size.is_none_or(|s| s == have) {
                 return Ok(());
             }
         }
@@ -196,19 +197,45 @@ impl Store {
 
     /// Record a manifest in `index.json` under `name` (replacing an older entry of that name).
     pub fn add_to_index(&self, name: &str, media_type: &str, d: &Digest, size: u64) -> Result<()> {
-        let path = self.root.join("index.json");
-        let mut index: serde_json::Value = fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_else(|| serde_json::json!({"schemaVersion": 2, "manifests": []}));
-        let list = index["manifests"].as_array_mut().ok_or_else(|| Error::other("store index.json has no manifests array"))?;
-        list.retain(|m| m["annotations"]["org.opencontainers.image.ref.name"] != name);
-        list.push(serde_json::json!({
+        // A missing or unreadable index starts over empty: the blobs are the store, the
+        // index only names some of them.
+        let mut list = super::oci_layout::read_index(&self.root).map(|i| i.manifests().clone()).unwrap_or_default();
+        list.retain(|m| m.annotations().as_ref().and_then(|a| a.get(REF_NAME)).map(String::as_str) != Some(name));
+        let entry = serde_json::json!({
             "mediaType": media_type, "digest": d.as_str(), "size": size,
-            "annotations": {"org.opencontainers.image.ref.name": name}
-        }));
+            "annotations": {(REF_NAME): name}
+        });
+        list.push(serde_json::from_value(entry).map_err(|e| Error::other(format!("store index.json entry {d}: {e}")))?);
+        // Through a JSON value, so the keys come out sorted as they always have.
+        let index = serde_json::json!({"schemaVersion": 2, "manifests": list});
+        let path = self.root.join("index.json");
         let mut data = serde_json::to_vec(&index).expect("json");
         data.push(b'\n');
         crate::fsutil::write_atomic(&path, &data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn add_to_index_replaces_a_name_and_writes_sorted_keys() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Store::open(d.path()).unwrap();
+        let (a, b) = (Digest::of_bytes(b"a"), Digest::of_bytes(b"b"));
+        s.add_to_index("x", "application/vnd.oci.image.manifest.v1+json", &a, 1).unwrap();
+        s.add_to_index("y", "application/vnd.oci.image.manifest.v1+json", &a, 1).unwrap();
+        s.add_to_index("x", "application/vnd.docker.distribution.manifest.v2+json", &b, 2).unwrap();
+        let entry = |name: &str, mt: &str, d: &Digest, size: u64| {
+            format!(r#"{{"annotations":{{"org.opencontainers.image.ref.name":"{name}"}},"digest":"{d}","mediaType":"{mt}","size":{size}}}"#)
+        };
+        let want = format!(
+            "{{\"manifests\":[{},{}],\"schemaVersion\":2}}\n",
+            entry("y", "application/vnd.oci.image.manifest.v1+json", &a, 1),
+            entry("x", "application/vnd.docker.distribution.manifest.v2+json", &b, 2)
+        );
+        assert_eq!(std::fs::read_to_string(d.path().join("index.json")).unwrap(), want);
+        assert_eq!(crate::source::oci_layout::tagged(&crate::source::oci_layout::read_index(d.path()).unwrap(), "x"), Some(b));
     }
 }

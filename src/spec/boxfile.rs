@@ -493,8 +493,8 @@ pub fn load_box(path: &Path) -> Result<BoxSpec> {
         let at = src.loc(l.span());
         let r = l.get_ref();
         let set = [r.image.is_some(), r.pallet.is_some(), r.dir.is_some()].iter().filter(|x| **x).count();
-        if r.modes.is_some() && r.dir.is_none() {
-            return Err(src.loc(r.modes.as_ref().unwrap().span()).error("`modes` applies to `dir` layers only"));
+        if let (Some(modes), None) = (&r.modes, &r.dir) {
+            return Err(src.loc(modes.span()).error("`modes` applies to `dir` layers only"));
         }
         if set != 1 {
             return Err(at.error("each [[layer]] needs exactly one of `image`, `pallet` or `dir`"));

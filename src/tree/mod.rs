@@ -46,6 +46,7 @@ pub struct Meta {
 /// set takes one word instead of a map's three: a tree of a million entries is 16 MB
 /// smaller. Reads go through `Deref` to the map.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[allow(clippy::box_collection)] // the box is the point: one word when empty (see above)
 pub struct Xattrs(Option<Box<BTreeMap<String, Vec<u8>>>>);
 
 static NO_XATTRS: BTreeMap<String, Vec<u8>> = BTreeMap::new();
@@ -328,8 +329,7 @@ impl Tree {
     pub fn content_bytes(&self) -> u64 {
         let mut seen = std::collections::HashSet::new();
         self.walk()
-            .filter_map(|(_, n)| Some(n))
-            .filter_map(|n| match n.kind {
+            .filter_map(|(_, n)| match n.kind {
                 Kind::File { content, inode } if seen.insert(inode) => Some(content.len),
                 _ => None,
             })
@@ -713,7 +713,9 @@ pub fn flatten(
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
     let n = layers.len();
-    let results: Vec<Mutex<Option<Result<(ParsedLayer, bool)>>>> = (0..n).map(|_| Mutex::new(None)).collect();
+    // Per layer: its parse once a worker has finished it.
+    type Parsed = Mutex<Option<Result<(ParsedLayer, bool)>>>;
+    let results: Vec<Parsed> = (0..n).map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
     let ready = std::sync::Condvar::new();
     let gate = Mutex::new(());

@@ -345,6 +345,8 @@ impl<R: Read> Reader<R> {
     }
 
     /// The next entry, or `None` at the end of the archive.
+    // Not `Iterator::next`: an entry's data is read from this reader before the next call.
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Res<Option<Entry>> {
         if self.done {
             return Ok(None);
@@ -725,8 +727,11 @@ mod tests {
         [hdr(b"PaxHeaders/x", b'x', body.len() as u64, &[]), data(&body)].concat()
     }
 
-    /// (path, kind, size, content) of every entry.
-    fn read_all(bytes: &[u8]) -> Res<Vec<(String, Kind, u64, Vec<u8>)>> {
+    /// (path, kind, size, content) of one entry.
+    type Row = (String, Kind, u64, Vec<u8>);
+
+    /// Every entry's [`Row`].
+    fn read_all(bytes: &[u8]) -> Res<Vec<Row>> {
         let mut r = Reader::new(bytes, 1 << 20);
         let mut out = Vec::new();
         while let Some(e) = r.next()? {

@@ -245,11 +245,13 @@ pub fn indexes(extents: &[Extent], blkaddr: u32) -> Vec<u8> {
 pub fn files(tree: &Tree, files: &[(&[u8], ContentRef)], c: ErofsCompression, threads: usize) -> io::Result<(Vec<Option<Packed>>, Vec<File>)> {
     let next = AtomicUsize::new(0);
     let threads = threads.max(1).min(files.len().max(1));
-    let results: Vec<io::Result<(File, Vec<(usize, Option<Packed>)>)>> = std::thread::scope(|s| {
+    // Per worker: its spill file and the (file index, packed extents) it made.
+    type Done = (File, Vec<(usize, Option<Packed>)>);
+    let results: Vec<io::Result<Done>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let next = &next;
-                s.spawn(move || -> io::Result<(File, Vec<(usize, Option<Packed>)>)> {
+                s.spawn(move || -> io::Result<Done> {
                     let mut enc = Encoder::new(c)?;
                     let spill = tempfile::tempfile()?;
                     let mut w = io::BufWriter::with_capacity(1 << 20, spill);

@@ -109,8 +109,11 @@ fn dir_entries<'t>(i: usize, parent: usize, children: &[usize], names: &[&'t [u8
     v
 }
 
+/// A directory entry: its name and the index of the node it names.
+type DirEntry<'t> = (&'t [u8], usize);
+
 /// Split sorted entries into blocks; returns the directory's size and each block's entries.
-fn dir_blocks<'e, 't>(entries: &'e [(&'t [u8], usize)]) -> (u64, Vec<&'e [(&'t [u8], usize)]>) {
+fn dir_blocks<'e, 't>(entries: &'e [DirEntry<'t>]) -> (u64, Vec<&'e [DirEntry<'t>]>) {
     let mut blocks = Vec::new();
     let (mut start, mut used) = (0, 0usize);
     for (k, (name, _)) in entries.iter().enumerate() {
@@ -219,7 +222,7 @@ pub fn write_compressed<W: Write + Seek>(tree: &Tree, opts: &Options, compressio
     let mut uuid = Sha256::new();
     let mut plans: Vec<Option<Plan>> = Vec::with_capacity(nodes.len());
     let mut pos = (FIRST_INODE + cfgs.len() as u64).next_multiple_of(32);
-    let mut dirs: HashMap<usize, Vec<(&[u8], usize)>> = HashMap::new();
+    let mut dirs: HashMap<usize, Vec<DirEntry>> = HashMap::new();
     for (i, (path, node)) in nodes.iter().enumerate() {
         if owner[i] != i {
             plans.push(None);

@@ -881,7 +881,7 @@ fn joliet_candidate(name: &[u8], _dir: bool, n: usize) -> Vec<u16> {
         .chars()
         .map(|c| {
             let u = c as u32;
-            if u < 0x20 || u > 0xFFFF || "*/:;?\\".contains(c) { b'_' as u16 } else { u as u16 }
+            if !(0x20..=0xFFFF).contains(&u) || "*/:;?\\".contains(c) { b'_' as u16 } else { u as u16 }
         })
         .collect();
     let suffix: Vec<u16> = if n > 0 { format!("_{n}").bytes().map(u16::from).collect() } else { Vec::new() };
@@ -1037,7 +1037,7 @@ mod tests {
 
     #[test]
     fn boot_info_table_sums_words_from_byte_64() {
-        let mut file = vec![0u8; 70];
+        let mut file = [0u8; 70];
         file[64..70].copy_from_slice(&[1, 0, 0, 0, 2, 0]);
         let t = boot_info_table(16, 40, 70, word_sum(0, &file[64..]));
         assert_eq!(u32::from_le_bytes(t[0..4].try_into().unwrap()), 16);
