@@ -282,7 +282,7 @@ pub fn emit(job: &Job, o: &DiskOutput, kernel: &Kernel, bootloaders: &[Bootloade
             tpm.untouched(&[8, 9])
         } else {
             let initrd_at = (!initrd.is_empty()).then_some("stagebox/initrd");
-            tpm.systemd_boot(initrd_at, &cmdline(&args, 0), (!initrd.is_empty()).then_some(&initrd[..]))
+            tpm.systemd_boot(initrd_at, &cmdline(&args, 0), (!initrd.is_empty()).then(|| Sha256::digest(&initrd).into()))
         };
         // EDK2's OVMF sequence: not predicted for arm64 (AAVMF), where it is unchecked (docs/arm64.md).
         let tpm_pcrs = (kernel.arch == crate::kernelfmt::Arch::Amd64).then(|| tpm.to_map());

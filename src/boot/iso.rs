@@ -252,8 +252,11 @@ pub fn emit(job: &Job, volume_id: &str, boot: &IsoBoot, inputs: &[InputRecord]) 
         let p = if staged.uefi_images.len() == 1 {
             p.untouched(&[8, 9])
         } else {
+            // The initrd's digest, streamed from its staged copy (it is the whole rootfs, compressed: never in memory).
             let initrd = scratch.path().join("initrd.img");
-            p.systemd_boot(Some("initrd.img"), &boot.kernel.spec.cmdline, Some(&std::fs::read(&initrd).at(&initrd)?))
+            let mut hasher = Sha256::new();
+            std::io::copy(&mut std::fs::File::open(&initrd).at(&initrd)?, &mut hasher).at(&initrd)?;
+            p.systemd_boot(Some("initrd.img"), &boot.kernel.spec.cmdline, Some(hasher.finalize().into()))
         };
         Some(p.to_map())
     };

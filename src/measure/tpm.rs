@@ -90,7 +90,7 @@ impl Prediction {
     /// initrd, a space, the entry's `options`: UTF-16LE with its NUL) into PCR 12 (`EV_IPL`,
     /// systemd-boot) and PCR 9 (`EV_EVENT_TAG`, the stub), then the initrd the stub loads
     /// through systemd-boot's LoadFile2 into PCR 9.
-    pub fn systemd_boot(mut self, initrd_path: Option<&str>, options: &str, initrd: Option<&[u8]>) -> Self {
+    pub fn systemd_boot(mut self, initrd_path: Option<&str>, options: &str, initrd_sha256: Option<[u8; 32]>) -> Self {
         let mut text = match initrd_path {
             Some(p) => format!("initrd=\\{} {}", p.trim_start_matches('/').replace('/', "\\"), options.trim()),
             None => options.trim().to_string(),
@@ -101,8 +101,8 @@ impl Prediction {
         let shown = text.trim_end_matches('\0').to_string();
         self.events.push(Event { pcr: 12, kind: "EV_IPL", digest: d, what: format!("load options {shown:?}") });
         self.events.push(Event { pcr: 9, kind: "EV_EVENT_TAG", digest: d, what: "LOADED_IMAGE::LoadOptions".into() });
-        if let Some(i) = initrd {
-            self.events.push(Event { pcr: 9, kind: "EV_EVENT_TAG", digest: Sha256::digest(i).into(), what: "Linux initrd".into() });
+        if let Some(digest) = initrd_sha256 {
+            self.events.push(Event { pcr: 9, kind: "EV_EVENT_TAG", digest, what: "Linux initrd".into() });
         }
         self
     }
