@@ -1,5 +1,5 @@
 //! The fuzz targets' bodies, shared by the cargo-fuzz targets in `fuzz/fuzz_targets/` (long
-//! local runs with libFuzzer) and by `tests/fuzz.rs` (a bounded, seeded mutation run on the
+//! local runs with libFuzzer) and by `tests/it/fuzz.rs` (a bounded, seeded mutation run on the
 //! stable toolchain in CI). Each feeds untrusted bytes to one reader; errors are fine, a
 //! panic (or a file written outside `scratch`) is a bug.
 

@@ -10,7 +10,7 @@ PKGS=(umoci skopeo libarchive-tools tar gzip zstd xz-utils cpio busybox-static
       grub-common grub-efi-amd64-bin binutils qemu-utils
       man-db groff-base zsh fish bsdutils apache2-utils sq socat
       cryptsetup-bin swtpm swtpm-tools tpm2-tools pesign time)
-# tests/grub.rs downloads (never installs) grub-efi-arm64-bin:arm64, so apt needs the arm64
+# tests/it/grub.rs downloads (never installs) grub-efi-arm64-bin:arm64, so apt needs the arm64
 # package index.
 if ! dpkg --print-foreign-architectures | grep -qx arm64; then
   SUDO=""
@@ -29,7 +29,7 @@ if ((${#missing[@]})); then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# tests/eif.rs carries Nitro's heartbeat between two QEMU guests over a vhost-user vsock
+# tests/it/eif.rs carries Nitro's heartbeat between two QEMU guests over a vhost-user vsock
 # backend, which Debian 12 does not package (rust-vmm's vhost-device-vsock). Built from
 # crates.io: about 2 minutes of CPU (13 minutes on a busy 2-core machine).
 if ! command -v vhost-device-vsock >/dev/null && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/vhost-device-vsock" ]; then

@@ -1,6 +1,6 @@
 //! stagebox: compose digest-pinned OCI images into reproducible artifacts.
 //!
-//! Layers, lowest first; imports run down only (`tests/architecture.rs` keeps it so, and
+//! Layers, lowest first; imports run down only (`tests/it/architecture.rs` keeps it so, and
 //! `docs/design.md` draws it): utilities ([`error`], [`date`], [`digest`], [`fsutil`],
 //! [`progress`], [`tarfmt`], [`kernelfmt`], [`reference`](mod@reference)) → [`spec`] (box files) →
 //! [`source`] (resolve, fetch, verify) → [`tree`] (flatten, normalize) → [`emit`] (one module

@@ -237,7 +237,7 @@ mod tests {
 
     /// DESIGN §7's test vector (AWS's builder, checked by an independent reimplementation).
     /// If this fails, the format changed: update only if that is intentional and re-checked
-    /// with the independent reader in tests/eif.rs (AWS's crate is not built here).
+    /// with the independent reader in tests/it/eif.rs (AWS's crate is not built here).
     #[test]
     fn design_test_vector() {
         let meta = vector_metadata();

@@ -11,7 +11,7 @@
 //! `grub_module_header` objects padded to 4 bytes). That payload is LZMA-compressed
 //! (raw LZMA1, lc=3 lp=0 pb=2, 64 KiB dictionary: the parameters `lzma_decompress.img`'s
 //! decoder has built in; the encoder is liblzma's, so the compressed bytes differ from
-//! grub-mkimage's while the payload is the same, which tests/disk_bios.rs checks by
+//! grub-mkimage's while the payload is the same, which tests/it/disk_modules.rs checks by
 //! decompressing both), appended to `lzma_decompress.img` with its compressed and
 //! uncompressed sizes patched in (offsets 0x08 and 0x0c), behind `diskboot.img` whose
 //! blocklist (the last 12 bytes: start sector u64, sector count u16, load segment u16)

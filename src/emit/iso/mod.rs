@@ -15,7 +15,7 @@
 //! suffix, in bytewise order of the real names; Joliet names are UCS-2, at most 64
 //! characters, with characters it cannot hold (controls, `* / : ; ? \`, non-BMP) as `_`
 //! and the same `_N` rule, unique ignoring ASCII case (Windows reads Joliet that way); Rock
-//! Ridge always carries the real bytes (tests/iso.rs `rock_ridge_keeps_names_iso_and_joliet_cannot_hold`). Directories deeper than
+//! Ridge always carries the real bytes (tests/it/iso.rs `rock_ridge_keeps_names_iso_and_joliet_cannot_hold`). Directories deeper than
 //! ECMA-119's 8 levels stay where they are (as ISO 9660:1999 and xorriso's
 //! `-compliance deep_paths` do; Rock Ridge and Joliet readers follow them), no `rr_moved`
 //! relocation. Files over 4 GiB get several contiguous extents with the multi-extent flag
