@@ -384,6 +384,34 @@ fn bootable_iso_holds_each_byte_once() {
     assert!(size >= cpio, "{size}");
 }
 
+/// A systemd-boot ISO predicts PCR 9 from the initramfs's digest: the build streams it, never
+/// holding the initramfs in memory (peak RSS below the size of a 96 MiB incompressible one; it
+/// was over it when the prediction read the whole file).
+#[test]
+fn systemd_boot_pcr_prediction_streams_the_initramfs() {
+    let f = fixture();
+    let d = f.dir.join("sdboot-big");
+    let _ = std::fs::remove_dir_all(&d);
+    let size = 96usize << 20;
+    let mut random = vec![0u8; size];
+    std::fs::File::open("/dev/urandom").and_then(|mut u| std::io::Read::read_exact(&mut u, &mut random)).unwrap();
+    write(&d.join("big/data/random.bin"), &random);
+    drop(random);
+    let b = iso_box(&d, "big", &f.images, &both_bootloaders(&f.images));
+    let extra = "[[layer]]\ndir = \"big\"\n[output.initramfs]\ncompression = \"none\"\n";
+    let text = std::fs::read_to_string(&b).unwrap().replacen("\n\n[kernel]", &format!("\n{extra}\n[kernel]"), 1);
+    write(&b, text);
+    let cmd = stagebox(["build".as_ref(), b.as_os_str(), "--out".as_ref(), d.join("out").as_os_str(), "--cache".as_ref(), f.cache.as_os_str()]);
+    let (code, stderr, kib) = common::peak_rss(&cmd);
+    assert_eq!(code, 0, "{stderr}");
+    let cpio = std::fs::metadata(d.join("out/big.cpio")).unwrap().len();
+    assert!(cpio >= size as u64, "initramfs of {cpio} bytes");
+    let pcrs = std::fs::read_to_string(d.join("out/big.tpm-pcrs")).unwrap();
+    assert!(pcrs.contains(" PCR9"), "{pcrs}");
+    eprintln!("peak RSS {kib} KiB for a {cpio}-byte initramfs");
+    assert!(kib * 1024 < size as i64, "peak RSS {kib} KiB for a {cpio}-byte initramfs: it was read into memory");
+}
+
 /// `files = true`: the tree as ISO 9660 files beside the boot files.
 #[test]
 fn files_true_adds_the_tree_as_iso_files() {
