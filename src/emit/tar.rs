@@ -80,7 +80,7 @@ pub fn write(tree: &Tree, sde: u64, w: &mut impl Write) -> io::Result<()> {
     tarfmt::finish(w)
 }
 
-/// Write the same bytes as [`write`] into `out`, laid out first and then filled: headers
+/// Write the same bytes as [`write()`] into `out`, laid out first and then filled: headers
 /// go to their computed offsets, and file contents that still sit in layer streams are
 /// copied straight to theirs by [`Tree::fill`] (the data is written once, with no spill
 /// file). Returns the archive size.

@@ -1,7 +1,7 @@
 //! `oci:DIR` sources: an OCI image layout on disk (index → nested index → platform manifest),
 //! selected by tag or by digest.
 //!
-//! The resolution is written once over [`LayoutFiles`], so an `oci-archive:` (the same layout
+//! The resolution is written once over `LayoutFiles`, so an `oci-archive:` (the same layout
 //! as members of a tar, [`super::oci_archive`]) is read, checked and reported in the same way.
 
 use super::{diff_ids, LayerBlob, Platform, ResolvedImage, SourceOptions, Store};

@@ -345,7 +345,7 @@ fn verify_one<'k>(data: &[u8], repo: &Repo, d: &Digest, keyring: &'k Keyring, no
     }
 }
 
-/// [`verify_one`] without its panic guard, for the fuzz targets: verify one signature file's
+/// `verify_one` without its panic guard, for the fuzz targets: verify one signature file's
 /// bytes for digest `d` of repository `name`; the signing key's fingerprint, or why not.
 pub fn verify_file(data: &[u8], name: &str, d: &Digest, keyring: &Keyring, now: i64) -> std::result::Result<String, (String, Problem)> {
     verify_inner(data, &Repo::parse(name), d, keyring, now).map(|(k, _)| k.fingerprint.clone())

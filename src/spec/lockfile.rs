@@ -45,7 +45,7 @@ pub fn pin(r: &crate::reference::ImageRef, at: &super::Location, lock: Option<&L
     }
 }
 
-/// A resolve error of `image` (as the box wrote it) at `at`: a wrong pin ([`Error::Pin`])
+/// A resolve error of `image` (as the box wrote it) at `at`: a wrong pin ([`crate::error::Error::Pin`])
 /// becomes an error at the reference, saying when the pin came from the lock file.
 pub fn locate_pin(image: &crate::reference::ImageRef, at: &super::Location, lock_path: &Path, e: crate::Error) -> crate::Error {
     match e {

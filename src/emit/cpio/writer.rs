@@ -2,7 +2,7 @@
 //! counts computed from the tree, data of each hardlink group written once.
 //!
 //! Lay out first ([`plan`]: names, inode numbers, nlink, which entry carries the data), then
-//! write ([`write`]); the plan is plain data that tests can look at.
+//! write ([`write()`]); the plan is plain data that tests can look at.
 
 use super::format::{self, Header, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG};
 use crate::tree::contents::Contents;

@@ -2,7 +2,7 @@
 //! cmdline, metadata, ramdisks, signature.
 //!
 //! Lay out first ([`layout`]: every section's offset and the header's table, from sizes
-//! alone), then write ([`write`]): one pass over the data computes the CRC (which sits in the
+//! alone), then write ([`write()`]): one pass over the data computes the CRC (which sits in the
 //! header, before the data), a second writes. PCRs come from [`measure`], a separate pass,
 //! because the signature section (and so the layout) depends on PCR0. Section data is either
 //! in memory or in a file read with positioned reads, so a large ramdisk is never held in
@@ -163,7 +163,7 @@ pub fn layout(img: &Image, signature: Option<&[u8]>) -> Layout {
     Layout { header, sections, total: off }
 }
 
-/// What [`write`] wrote.
+/// What [`write()`] wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Written {
     pub layout: Layout,

@@ -153,7 +153,7 @@ pub fn write<W: Write + Seek>(tree: &Tree, opts: &Options, out: &mut W) -> io::R
     write_compressed(tree, opts, ErofsCompression::None, 1, out)
 }
 
-/// [`write`] with regular files compressed by `compression` on `threads` threads (the bytes
+/// [`write()`] with regular files compressed by `compression` on `threads` threads (the bytes
 /// never depend on the thread count).
 pub fn write_compressed<W: Write + Seek>(tree: &Tree, opts: &Options, compression: ErofsCompression, threads: usize, out: &mut W) -> io::Result<u64> {
     let nodes: Vec<(&[u8], &Node)> = tree.walk().collect();

@@ -5,7 +5,7 @@
 //! `grub_mkimage_load_image64` and `make_reloc_section` in `util/grub-mkimagexx.c`).
 //!
 //! Call order: [`resolve`] (pure, on the `moddep.lst` text) → [`load_kernel`] (layout, symbol
-//! and relocation pass over a private copy of `kernel.img`) → [`write`] assembles. Nothing
+//! and relocation pass over a private copy of `kernel.img`) → [`write()`] assembles. Nothing
 //! here does I/O; the caller reads the platform directory.
 
 use std::collections::{BTreeMap, BTreeSet};

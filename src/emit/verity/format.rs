@@ -36,9 +36,9 @@ pub struct Superblock {
 }
 
 impl Superblock {
-    /// The 512 bytes: `verity\0\0`, version u32, hash_type u32 (= version 1), uuid[16],
-    /// algorithm[32], data_block_size u32, hash_block_size u32, data_blocks u64, salt_size u16,
-    /// pad[6], salt[256], pad[168].
+    /// The 512 bytes: `verity\0\0`, version u32, hash_type u32 (= version 1), `uuid[16]`,
+    /// `algorithm[32]`, data_block_size u32, hash_block_size u32, data_blocks u64, salt_size u16,
+    /// `pad[6]`, `salt[256]`, `pad[168]`.
     pub fn to_bytes(&self) -> [u8; SUPERBLOCK] {
         let mut b = [0u8; SUPERBLOCK];
         b[0..8].copy_from_slice(MAGIC);
