@@ -62,7 +62,7 @@ impl Tar {
         self.0.extend_from_slice(&header(name.as_bytes(), typeflag, mode, data.len() as u64, link.as_bytes()));
         self.0.extend_from_slice(data);
         let pad = (BLOCK - data.len() % BLOCK) % BLOCK;
-        self.0.extend(std::iter::repeat(0u8).take(pad));
+        self.0.extend(std::iter::repeat_n(0u8, pad));
         self
     }
     fn file(self, name: &str, data: &str) -> Self {
@@ -863,7 +863,7 @@ fn huge_path_is_refused_with_a_short_message() {
     let name = vec![b'n'; 1 << 20];
     let mut tar = header(b"././@LongLink", b'L', 0o644, name.len() as u64 + 1, b"").to_vec();
     tar.extend_from_slice(&name);
-    tar.extend(std::iter::repeat(0u8).take(BLOCK - name.len() % BLOCK));
+    tar.extend(std::iter::repeat_n(0u8, BLOCK - name.len() % BLOCK));
     tar.extend_from_slice(&Tar::new().file("placeholder", "x").finish());
     let label = s.bad(&[Layer::gz(tar)], None);
     let err = s.assert_rejected(1);
@@ -1154,7 +1154,7 @@ fn sparse_map_bombs_are_refused_within_the_metadata_cap() {
     head[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
     let mut ext = [0u8; BLOCK];
     for i in 0..21 {
-        ext[i * 24..i * 24 + 24].copy_from_slice(b"00000000000\000000000000\0");
+        ext[i * 24..i * 24 + 24].copy_from_slice(b"00000000000\x0000000000000\0");
     }
     ext[504] = 1;
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(9));

@@ -163,6 +163,7 @@ fn every_compression_is_read_by_the_real_tools() {
 }
 
 /// Run `stagebox build` under a given umask, TZ, locale, working directory and thread count.
+#[allow(clippy::too_many_arguments)] // each is one varied piece of host state, named at the call
 fn build_with_env(box_file: &Path, out: &Path, cache: &Path, umask: &str, tz: &str, lang: &str, cwd: &Path, threads: &str) -> String {
     let bin = stagebox_bin();
     let script = format!(

@@ -80,9 +80,12 @@ fn fixture() -> &'static Fixture {
     })
 }
 
+/// Entries as the listings are compared: path → (type char, mode, uid, gid, size, symlink target).
+type View = BTreeMap<String, (char, u32, u32, u32, u64, Option<String>)>;
+
 /// The tar's entries: path → (type char, mode, uid, gid, size, symlink target), hardlinks
 /// resolved to their file.
-fn tar_view(tar: &Path) -> BTreeMap<String, (char, u32, u32, u32, u64, Option<String>)> {
+fn tar_view(tar: &Path) -> View {
     let members = tar_members(&read(tar));
     let mut out = BTreeMap::new();
     for m in &members {
@@ -145,7 +148,7 @@ fn isoinfo_rock_ridge_listing_matches_the_tar() {
     // isoinfo runs 7-digit uid and gid together (opt/big-ids): compare the others' owners
     let unreadable: Vec<&String> = rr.iter().filter(|(_, e)| e.uid.is_none()).map(|(p, _)| p).collect();
     assert_eq!(unreadable, ["opt/big-ids"]);
-    let view: BTreeMap<String, (char, u32, u32, u32, u64, Option<String>)> = rr
+    let view: View = rr
         .iter()
         .map(|(p, e)| {
             let (uid, gid) = (e.uid.unwrap_or(tar.get(p).map_or(0, |t| t.2)), e.gid.unwrap_or(tar.get(p).map_or(0, |t| t.3)));

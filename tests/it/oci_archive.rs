@@ -181,7 +181,7 @@ fn truncated_archive_is_refused() {
     assert_refused(f, &cut, "truncated");
     // Cut just before a member's header: what is left is a well-formed but shorter tar,
     // without its end-of-archive blocks.
-    let (_, off, _) = members(&whole).into_iter().filter(|m| m.0.contains("blobs/sha256/") && m.2 > 0).last().unwrap();
+    let (_, off, _) = members(&whole).into_iter().rfind(|m| m.0.contains("blobs/sha256/") && m.2 > 0).unwrap();
     write(&cut, &whole[..(off - 512) as usize]);
     assert_refused(f, &cut, "truncated");
 }

@@ -147,7 +147,7 @@ fn multi_platform(f: &Fixture) -> (PathBuf, String, String, String) {
     let amd64 = layout.image(&[(&core, Comp::Gzip), (&ma, Comp::None)], "amd64");
     let arm64 = layout.image(&[(&core, Comp::Gzip), (&mb, Comp::None)], "arm64");
     let idx = layout.index_blob(&[arm64.clone(), amd64.clone()]);
-    let deep = layout.index_blob(&[idx.clone()]);
+    let deep = layout.index_blob(std::slice::from_ref(&idx));
     layout.set_index(&[(idx.clone(), "multi"), (deep, "deep")]);
     (dir, digest_of(&idx), digest_of(&amd64), digest_of(&arm64))
 }

@@ -479,7 +479,7 @@ fn put_raw(out: &mut Vec<u8>, h: &tar::Header, data: &[u8]) {
     out.extend_from_slice(data);
     let rem = data.len() % 512;
     if rem != 0 {
-        out.extend(std::iter::repeat(0u8).take(512 - rem));
+        out.extend(std::iter::repeat_n(0u8, 512 - rem));
     }
 }
 
@@ -770,9 +770,6 @@ pub fn pallet_layers() -> Vec<(String, Vec<u8>)> {
 // OCI layouts
 // ---------------------------------------------------------------------------------------------
 
-/// Add an image `layout:tag` made of `layers` (uncompressed tarballs, bottom first) with
-/// `umoci init`/`new`/`raw add-layer` (umoci stores them gzip-compressed). Returns the
-
 /// The standard fixture image ([`pallet_layers`]) as an OCI layout in `fixture_dir(name)`:
 /// its `oci:DIR@sha256:…` reference and the fixture directory (for caches and scratch).
 pub fn pallet_image(name: &str) -> (String, PathBuf) {
@@ -789,6 +786,9 @@ pub fn image_box(image: &str, name: &str, extra: &str) -> (tempfile::TempDir, Pa
     write(&p, format!("name = \"{name}\"\n[[layer]]\nimage = \"{image}\"\n{extra}"));
     (d, p)
 }
+
+/// Add an image `layout:tag` made of `layers` (uncompressed tarballs, bottom first) with
+/// `umoci init`/`new`/`raw add-layer` (umoci stores them gzip-compressed). Returns the
 /// manifest digest (`sha256:…`).
 pub fn umoci_image(layout: &Path, tag: &str, layers: &[(String, Vec<u8>)]) -> String {
     require_tool("umoci");
