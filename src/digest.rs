@@ -39,6 +39,13 @@ impl Digest {
         Ok(w.finish())
     }
 
+    /// The 32 bytes of the SHA-256 (what a TPM event or a verity superblock holds).
+    pub fn sha256(&self) -> [u8; 32] {
+        let mut b = [0u8; 32];
+        hex::decode_to_slice(self.hex(), &mut b).expect("a parsed digest is 64 hex digits");
+        b
+    }
+
     /// The 64 hex digits without the algorithm prefix.
     pub fn hex(&self) -> &str {
         &self.0[7..]

@@ -52,6 +52,8 @@ struct Staged {
     extra: Vec<iso::IsoFile>,
     boot: Vec<iso::BootEntry>,
     prepended: Vec<InputRecord>,
+    /// The initramfs's digest, taken as it was written (systemd-boot's PCR 9 event).
+    initrd: crate::digest::Digest,
     /// The EFI images UEFI firmware measures booting it (`measure::tpm`), in load order.
     uefi_images: Vec<(&'static str, Vec<u8>)>,
 }
@@ -113,7 +115,7 @@ fn stage(job: &Job, boot: &IsoBoot, seed: &[u8; 32], dir: &Path) -> Result<Stage
         crate::fsutil::copy_exact(&mut k.tree.open(&k.kernel), &mut f, k.kernel.len, &mut buf).at(&kernel_path)?;
     }
     let initrd_path = dir.join("initrd.img");
-    let (_, _, prepended) = {
+    let (initrd, _, prepended) = {
         let f = std::fs::File::create(&initrd_path).at(&initrd_path)?;
         crate::boot::initramfs::write(&Job { threads: job.workers, ..*job }, &boot.initramfs, &f, &initrd_path)?
     };
@@ -181,7 +183,7 @@ fn stage(job: &Job, boot: &IsoBoot, seed: &[u8; 32], dir: &Path) -> Result<Stage
     // BIOS first: the default entry of the catalog is the BIOS one, as in every hybrid ISO.
     entries.sort_by_key(|e| matches!(e, iso::BootEntry::Efi { .. }));
     extra.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(Staged { extra, boot: entries, prepended, uefi_images })
+    Ok(Staged { extra, boot: entries, prepended, initrd, uefi_images })
 }
 
 /// Write the MBR (isohybrid's when syslinux is there) and, with an ESP, the GPT into `f`.
@@ -252,11 +254,7 @@ pub fn emit(job: &Job, volume_id: &str, boot: &IsoBoot, inputs: &[InputRecord]) 
         let p = if staged.uefi_images.len() == 1 {
             p.untouched(&[8, 9])
         } else {
-            // The initrd's digest, streamed from its staged copy (it is the whole rootfs, compressed: never in memory).
-            let initrd = scratch.path().join("initrd.img");
-            let mut hasher = Sha256::new();
-            std::io::copy(&mut std::fs::File::open(&initrd).at(&initrd)?, &mut hasher).at(&initrd)?;
-            p.systemd_boot(Some("initrd.img"), &boot.kernel.spec.cmdline, Some(hasher.finalize().into()))
+            p.systemd_boot(Some("initrd.img"), &boot.kernel.spec.cmdline, Some(staged.initrd.sha256()))
         };
         Some(p.to_map())
     };
