@@ -15,29 +15,14 @@ use std::sync::OnceLock;
 
 const MARKER: &str = "disk-root-says: 42";
 
-struct Fixture {
-    images: DiskImages,
-    /// The kernel the initramfs was made for (the same package as `kernel`), for direct use.
-    early: PathBuf,
-}
-
-/// The disk images' fields read through the fixture (`f.kernel`, `f.cache`, ...).
-impl std::ops::Deref for Fixture {
-    type Target = DiskImages;
-    fn deref(&self) -> &DiskImages {
-        &self.images
-    }
-}
-
-fn fixture() -> &'static Fixture {
-    static F: OnceLock<Fixture> = OnceLock::new();
+fn fixture() -> &'static DiskFixture {
+    static F: OnceLock<DiskFixture> = OnceLock::new();
     F.get_or_init(|| {
-        let images = disk_images("disk", &["umoci", "sgdisk", "fdisk", "fsck.vfat", "mdir", "unsquashfs", "fsck.erofs", "qemu-system-x86_64"]);
         // The early initramfs: the file-system modules, then mount the root partition (NVMe
         // is built into this kernel) and show what is there.
         let script = "sleep 2\necho \"cmdline: $(cat /proc/cmdline)\"\nfs=squashfs; grep -q rootfstype=erofs /proc/cmdline && fs=erofs\nmount -t $fs -o ro /dev/nvme0n1p2 /mnt || echo MOUNT-FAILED\necho \"$(cat /mnt/etc/marker): $(($(cat /mnt/etc/n) * 6))\"";
-        let (_, early) = kernel_mount::kernel_and_initrd(&images.dir.join("early"), &["fs/squashfs/squashfs", "lib/libcrc32c", "fs/erofs/erofs"], script);
-        Fixture { images, early }
+        let tools = ["umoci", "sgdisk", "fdisk", "fsck.vfat", "mdir", "unsquashfs", "fsck.erofs", "qemu-system-x86_64"];
+        disk_fixture("disk", &tools, &["fs/squashfs/squashfs", "lib/libcrc32c", "fs/erofs/erofs"], script)
     })
 }
 

@@ -14,32 +14,16 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-struct Fixture {
-    images: DiskImages,
-    /// The early initrd of the disks: busybox and an /init that prints the PCRs.
-    early: PathBuf,
-}
-
-/// The disk images' fields read through the fixture (`f.kernel`, `f.cache`, ...).
-impl std::ops::Deref for Fixture {
-    type Target = DiskImages;
-    fn deref(&self) -> &DiskImages {
-        &self.images
-    }
-}
 
 /// What `/init` runs: PCRs and the event log (base64) on the console.
 const SCRIPT: &str = "mkdir -p /sys\nmount -t sysfs sys /sys\nmkdir -p /sys/kernel/security\nmount -t securityfs none /sys/kernel/security\n\
 for n in 4 7 8 9 12; do echo \"TPM-PCR$n=$(cat /sys/class/tpm/tpm0/pcr-sha256/$n)\"; done\n\
 echo EVENTLOG-BEGIN\nbase64 /sys/kernel/security/tpm0/binary_bios_measurements\necho EVENTLOG-END";
 
-fn fixture() -> &'static Fixture {
-    static F: OnceLock<Fixture> = OnceLock::new();
-    F.get_or_init(|| {
-        let images = disk_images("measured-boot", &["umoci", "qemu-system-x86_64", "swtpm", "tpm2_eventlog"]);
-        let (_, early) = kernel_mount::kernel_and_initrd(&images.dir.join("early"), &[], SCRIPT);
-        Fixture { images, early }
-    })
+/// The disk images, and the early initrd of the disks: busybox and an `/init` running [`SCRIPT`].
+fn fixture() -> &'static DiskFixture {
+    static F: OnceLock<DiskFixture> = OnceLock::new();
+    F.get_or_init(|| disk_fixture("measured-boot", &["umoci", "qemu-system-x86_64", "swtpm", "tpm2_eventlog"], &[], SCRIPT))
 }
 
 /// A box of busybox with `/init` running [`SCRIPT`], booted by `def` from `image`, with the

@@ -59,6 +59,28 @@ pub struct DiskImages {
     pub dir: PathBuf,
 }
 
+/// [`DiskImages`] and the early initrd the disk boxes carry (the cloud kernel's `modules`,
+/// busybox and an `/init` running `script`: `kernel_mount::kernel_and_initrd`, under `early`);
+/// the images' fields read through it (`f.kernel`, `f.cache`, ...).
+pub struct DiskFixture {
+    pub images: DiskImages,
+    pub early: PathBuf,
+}
+
+impl std::ops::Deref for DiskFixture {
+    type Target = DiskImages;
+    fn deref(&self) -> &DiskImages {
+        &self.images
+    }
+}
+
+/// [`disk_images`] plus the early initrd of [`DiskFixture`].
+pub fn disk_fixture(name: &str, tools: &[&str], modules: &[&str], script: &str) -> DiskFixture {
+    let images = disk_images(name, tools);
+    let (_, early) = kernel_mount::kernel_and_initrd(&images.dir.join("early"), modules, script);
+    DiskFixture { images, early }
+}
+
 /// [`DiskImages`] in `fixture_dir(name)` (layouts `kernel`, `sdboot`, `grub`; the kernel
 /// package unpacked under `kdeb`), after checking that `tools` are installed.
 pub fn disk_images(name: &str, tools: &[&str]) -> DiskImages {
