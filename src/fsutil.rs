@@ -167,6 +167,97 @@ impl std::io::Write for PreallocFile {
     }
 }
 
+/// A writer that hands full buffers to a thread of its own, which writes them to the inner
+/// writer in order: the caller's work on the bytes (hashing, copying them out of a spill
+/// file) overlaps the kernel's copy into the page cache instead of waiting for it. Memory
+/// is bounded: at most [`BG_DEPTH`] buffers of [`BG_BUF`] bytes are in flight. The first
+/// write error of the thread is returned by the next `write`, `flush` or [`finish`](BackgroundWriter::finish).
+pub struct BackgroundWriter<W: std::io::Write + Send + 'static> {
+    buf: Vec<u8>,
+    full: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    empty: std::sync::mpsc::Receiver<Vec<u8>>,
+    thread: Option<std::thread::JoinHandle<std::io::Result<W>>>,
+}
+
+/// Bytes per buffer handed to the writing thread, and buffers in flight at most.
+const BG_BUF: usize = 1 << 20;
+const BG_DEPTH: usize = 4;
+
+impl<W: std::io::Write + Send + 'static> BackgroundWriter<W> {
+    pub fn new(mut inner: W) -> Self {
+        let (full, to_write) = std::sync::mpsc::sync_channel::<Vec<u8>>(BG_DEPTH);
+        let (give_back, empty) = std::sync::mpsc::sync_channel::<Vec<u8>>(BG_DEPTH + 1);
+        let thread = std::thread::spawn(move || -> std::io::Result<W> {
+            for mut b in to_write {
+                inner.write_all(&b)?;
+                b.clear();
+                // the writer may already have dropped its end (finishing): then just drop b
+                let _ = give_back.try_send(b);
+            }
+            inner.flush()?;
+            Ok(inner)
+        });
+        BackgroundWriter { buf: Vec::with_capacity(BG_BUF), full: Some(full), empty, thread: Some(thread) }
+    }
+
+    /// Hand the current buffer to the thread and take an empty one.
+    fn send(&mut self) -> std::io::Result<()> {
+        let Some(full) = self.full.as_ref() else {
+            return Err(std::io::Error::other("background writer stopped after an error"));
+        };
+        let next = self.empty.try_recv().unwrap_or_else(|_| Vec::with_capacity(BG_BUF));
+        let b = std::mem::replace(&mut self.buf, next);
+        let sent = full.send(b);
+        if sent.is_err() {
+            // the thread stopped: it failed; its error says why
+            return Err(self.join().err().unwrap_or_else(|| std::io::Error::other("background writer stopped")));
+        }
+        Ok(())
+    }
+
+    fn join(&mut self) -> std::io::Result<W> {
+        self.full = None;
+        let t = self.thread.take().ok_or_else(|| std::io::Error::other("background writer already finished"))?;
+        t.join().map_err(|_| std::io::Error::other("background writer panicked"))?
+    }
+
+    /// Write what is buffered, wait for the thread, and return the inner writer (flushed).
+    pub fn finish(mut self) -> std::io::Result<W> {
+        if !self.buf.is_empty() {
+            self.send()?;
+        }
+        self.join()
+    }
+}
+
+impl<W: std::io::Write + Send + 'static> std::io::Write for BackgroundWriter<W> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = data.len().min(BG_BUF - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == BG_BUF {
+            self.send()?;
+        }
+        Ok(n)
+    }
+    /// Buffers are written in order by the thread; `flush` only hands over the current one
+    /// (use [`BackgroundWriter::finish`] to wait for the bytes to reach the inner writer).
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.buf.is_empty() {
+            self.send()?;
+        }
+        Ok(())
+    }
+}
+
+impl<W: std::io::Write + Send + 'static> Drop for BackgroundWriter<W> {
+    fn drop(&mut self) {
+        self.full = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// Move `staged` (a file or a directory) over `target`. A directory replaces the old one
 /// whole: the old one is moved aside first and removed after, so `target` always names a
 /// complete directory or nothing.
@@ -294,3 +385,43 @@ pub fn first_byte_difference(a: &Path, b: &Path) -> Result<Option<u64>> {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// Bytes written in odd-sized pieces across many buffers arrive whole and in order.
+    #[test]
+    fn background_writer_keeps_order_across_buffers() {
+        let data: Vec<u8> = (0..(3 * BG_BUF + 12345) as u32).map(|i| (i * 7 + i / 1000) as u8).collect();
+        let mut w = BackgroundWriter::new(Vec::new());
+        for piece in data.chunks(77_777) {
+            w.write_all(piece).unwrap();
+        }
+        w.flush().unwrap();
+        assert_eq!(w.finish().unwrap(), data);
+    }
+
+    /// A failing inner writer's error reaches the caller (on a later write or at finish).
+    #[test]
+    fn background_writer_reports_the_inner_error() {
+        struct Full(usize);
+        impl Write for Full {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                if self.0 < b.len() {
+                    return Err(std::io::Error::other("disk full"));
+                }
+                self.0 -= b.len();
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut w = BackgroundWriter::new(Full(BG_BUF + 10));
+        let big = vec![1u8; 8 * BG_BUF];
+        let e = w.write_all(&big).and_then(|_| w.finish().map(|_| ())).unwrap_err();
+        assert!(e.to_string().contains("disk full"), "{e}");
+    }
+}
