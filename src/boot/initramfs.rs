@@ -9,7 +9,6 @@ use crate::error::{IoContext, Result};
 use crate::measure::InputRecord;
 use crate::boot::Job;
 use crate::spec;
-use std::io::BufWriter;
 use std::path::Path;
 
 /// The box's initramfs written into `file` (named `path` in errors): the prepended archives
@@ -20,7 +19,7 @@ pub fn write(job: &Job, o: &spec::InitramfsOutput, file: &std::fs::File, path: &
     let path = path.to_path_buf();
     let mut inputs = Vec::new();
     let (d, size) = {
-        let mut hw = HashWriter::new(BufWriter::with_capacity(1 << 20, file));
+        let mut hw = HashWriter::new(crate::fsutil::BackgroundWriter::new(file.try_clone().at(&path)?));
         for p in &o.prepend {
             let file = spec.dir.join(p);
             let at = spec.initramfs_at.clone().expect("initramfs output has a location");
@@ -48,8 +47,8 @@ pub fn write(job: &Job, o: &spec::InitramfsOutput, file: &std::fs::File, path: &
         if let Some(m) = job.modules {
             std::io::Write::write_all(&mut hw, &m.archive(sde)).at(&path)?;
         }
-        let (d, size, mut bw) = hw.finish_with_inner();
-        std::io::Write::flush(&mut bw).at(&path)?;
+        let (d, size, bw) = hw.finish_with_inner();
+        bw.finish().at(&path)?;
         (d, size)
     };
     Ok((d, size, inputs))
