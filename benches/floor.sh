@@ -14,7 +14,9 @@
 # The uncompressed stream is the output's own uncompressed form (the .cpio for initramfs and
 # the ISO's initramfs, the .tar for SquashFS and EROFS, whose data is the files' bytes).
 # Prints, per format: stagebox time, floor time, ratio, stagebox peak RSS, output size and
-# stagebox seconds per GiB of flattened rootfs; median of RUNS for each. With TIMINGS=1, also
+# stagebox seconds per GiB of flattened rootfs; median of RUNS for each; and the seconds of
+# SHA-256 (one thread) over the layer blobs, their uncompressed streams and the output, which
+# a verified build must hash and the floor does not count. With TIMINGS=1, also
 # the STAGEBOX_TIMINGS phase breakdown of the last stagebox run of each format.
 # Usage: benches/floor.sh [RUNS] [LAYOUT DIGEST]
 # FORMATS (env) picks formats, default "tar cpio.zst cpio.gz iso squashfs erofs erofs-lz4
@@ -104,7 +106,7 @@ printf 'name = "bench"\nversion = "1"\n[[layer]]\nimage = "oci:%s@%s"\n[output.t
 ROOTFS=$(stat -c %s "$WORK/size-out/bench.tar"); rm -rf "$WORK/size-out" "$WORK/cache"
 
 echo "image: $IMAGE ($((ROOTFS / 1048576)) MiB flattened), $N cores, $RUNS runs, median; load average: $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-12s %10s %10s %7s %10s %10s %9s\n' format stagebox floor ratio "RSS MiB" "size MiB" "s/GiB"
+printf '%-12s %10s %10s %7s %10s %10s %9s %9s\n' format stagebox floor ratio "RSS MiB" "size MiB" "s/GiB" "sha256"
 for fmt in $FORMATS; do
   out=$(box "$fmt")
   comp=$(compressor "$fmt")
@@ -142,8 +144,10 @@ for fmt in $FORMATS; do
     TF+="$(awk -v a="$d" -v b="$w" -v c="$c" 'BEGIN { printf "%.2f", a + b + c }') "
   done
   st=$(median $TS); sm=$(median $MS); ft=$(median $TF)
-  printf '%-12s %9ss %9ss %7s %10s %10s %9s\n' "$fmt" "$st" "$ft" "$(awk -v a="$st" -v b="$ft" 'BEGIN { printf "%.2f", a / b }')" "$((sm / 1024))" "$((size / 1048576))" \
-    "$(awk -v a="$st" -v b="$ROOTFS" 'BEGIN { printf "%.2f", a / (b / 1073741824) }')"
+  # The SHA-256 a verified build must do and the floor does not count (one thread).
+  hs=$("$FLOOR" hash "$out" $(cat "$WORK/layers"))
+  printf '%-12s %9ss %9ss %7s %10s %10s %9s %8ss\n' "$fmt" "$st" "$ft" "$(awk -v a="$st" -v b="$ft" 'BEGIN { printf "%.2f", a / b }')" "$((sm / 1024))" "$((size / 1048576))" \
+    "$(awk -v a="$st" -v b="$ROOTFS" 'BEGIN { printf "%.2f", a / (b / 1073741824) }')" "$hs"
   if [ "${TIMINGS:-0}" = 1 ]; then
     sed 's/^/    /' "$WORK/timings.$fmt"
   fi
