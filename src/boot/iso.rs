@@ -236,7 +236,7 @@ fn write_tables(f: &std::fs::File, path: &Path, layout: &iso::IsoLayout, boot: &
 /// Write `NAME.iso` with boot support into `out`; returns its record and the inputs it adds
 /// (the bootloader images and prepended archives).
 pub fn emit(job: &Job, volume_id: &str, boot: &IsoBoot, inputs: &[InputRecord]) -> Result<(OutputRecord, Vec<InputRecord>)> {
-    let Job { tree, spec, out, sde, workers: threads, .. } = *job;
+    let Job { tree, spec, out, sde, .. } = *job;
     check_kernel(boot.kernel, boot)?;
     let mut all_inputs: Vec<InputRecord> = inputs.to_vec();
     all_inputs.push(boot.kernel.input_record());
@@ -277,7 +277,7 @@ pub fn emit(job: &Job, volume_id: &str, boot: &IsoBoot, inputs: &[InputRecord]) 
     };
     // Laid out, then its tables patched in place; hashed by reading it back.
     let mut rec = stage_file(out, "iso", name, |file, path| {
-        let layout = iso::write(tree, &opts, &*file, threads)?;
+        let layout = iso::write(tree, &opts, &*file)?;
         write_tables(file, path, &layout, boot, &seed)?;
         file.sync_data().at(path)?;
         Ok(None)

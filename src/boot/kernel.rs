@@ -390,8 +390,7 @@ fn show(p: &[u8]) -> String {
 }
 
 /// Check that the init the kernel runs from the initramfs (see [`spec::rdinit`]) is an
-/// executable file in `tree`, and that a script's `#!` interpreter is one too (read through
-/// the tree, whose contents may still be in the layer streams).
+/// executable file in `tree`, and that a script's `#!` interpreter is one too.
 pub fn check_init(tree: &Tree, cmdline: &str, at: &Location) -> Result<()> {
     let init = spec::rdinit(cmdline);
     let fail = |m: String| {
@@ -400,7 +399,8 @@ pub fn check_init(tree: &Tree, cmdline: &str, at: &Location) -> Result<()> {
         ))
     };
     let content = executable(tree, init.as_bytes()).map_err(fail)?;
-    let head = crate::tree::contents::head(tree, &content, 256).map_err(|e| fail(format!("reading it failed: {e}")))?;
+    let mut head = Vec::new();
+    tree.open(&content).take(256).read_to_end(&mut head).map_err(|e| fail(format!("reading it failed: {e}")))?;
     if let Some(rest) = head.strip_prefix(b"#!") {
         let line = rest.split(|b| *b == b'\n').next().unwrap_or_default();
         let interp: Vec<u8> = line.iter().copied().skip_while(|b| *b == b' ' || *b == b'\t').take_while(|b| !b" \t\r".contains(b)).collect();

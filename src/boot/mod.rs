@@ -14,10 +14,9 @@ pub mod kernel;
 pub mod verity;
 pub mod modules;
 
-use crate::source::LayerBlob;
 use crate::spec::BoxSpec;
 use crate::tree::Tree;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Where kernel and bootloader images come from: the store, the lock that pins them, and the
 /// settings of their flatten.
@@ -66,8 +65,6 @@ pub struct Job<'a> {
     pub threads: usize,
     /// Worker threads resolved (never 0), for emitters that lay out first.
     pub workers: usize,
-    /// The layer blobs of `tree` (its spill indexes), for emitters that read layer streams.
-    pub layers: &'a [(PathBuf, LayerBlob)],
     /// No progress output.
     pub quiet: bool,
     /// `[kernel] load_modules`, selected and checked (`boot::modules`).

@@ -345,7 +345,7 @@ impl Modules {
             let meta = crate::tree::Meta { mode, uid: 0, gid: 0, mtime: sde.min(i64::MAX as u64) as i64, xattrs: Default::default() };
             entries.push(&RawEntry { path: path.into_bytes(), kind: RawKind::File(content), meta }).map_err(list_err)?;
         }
-        Ok(ParsedLayer { label: format!("kernel modules {}", self.release), entries, spill })
+        Ok(ParsedLayer { label: format!("kernel modules {}", self.release), entries, spill: Some(spill) })
     }
 
     /// The modules as one newc archive (to concatenate to an initramfs or initrd).

@@ -48,7 +48,7 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
     let mut tree = crate::tree::images::flatten(&plan.store, &plan.images, plan.sde, plan.threads, plan.content_mode(), progress)?;
     // `[kernel] modules_into = ["root"]`: the modules as one more layer on top of the tree.
     if let (Some(m), true) = (&plan.modules, spec.kernel.as_ref().is_some_and(|k| k.modules_root)) {
-        tree.apply_from(m.root_layer(plan.sde)?, None)?;
+        tree.apply(m.root_layer(plan.sde)?)?;
     }
     progress.timing(&format!("flatten ({} entries, {} bytes)", tree.len(), tree.content_bytes()), t0);
     // The tree's init runs from an initramfs output or an initramfs-layout EIF (a nitro-cli
@@ -56,8 +56,6 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
     let tree_init = spec.outputs.initramfs.is_some()
         || !plan.bootloaders.is_empty()
         || spec.outputs.eif.as_ref().is_some_and(|e| e.layout == crate::spec::EifLayout::Initramfs);
-    // The layer blobs, for the checks and emitters that read file contents from them.
-    let layers = plan.layers();
     if let (Some(k), true) = (&plan.kernel, tree_init) {
         crate::boot::kernel::check_init(&tree, &k.spec.cmdline, &k.spec.at)?;
     }
@@ -79,7 +77,7 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
     let out = staging.path().to_path_buf();
     let mut made = outputs::Made::default();
     for o in plan.outputs() {
-        o.emit(&plan, &tree, &layers, &out, &mut made)?;
+        o.emit(&plan, &tree, &out, &mut made)?;
     }
     progress.timing("emit", t0);
     let inputs: Vec<InputRecord> = plan.image_inputs().into_iter().chain(made.inputs).collect();

@@ -12,8 +12,7 @@ use crate::measure::{stage_file, InputRecord, OutputRecord};
 use crate::spec::{self, BoxSpec, Compression, PackageSpec};
 use crate::tree::{layer::ContentMode, Tree};
 use std::io::BufWriter;
-use crate::source::LayerBlob;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// One output the box asks for, with its settings.
 pub enum Output<'a> {
@@ -105,8 +104,7 @@ impl Output<'_> {
     }
 
     /// Write this output into `dir` (the build's staging directory).
-    /// `layers` is [`Plan::layers`], made once per build.
-    pub fn emit(&self, plan: &Plan, tree: &Tree, layers: &[(PathBuf, LayerBlob)], dir: &Path, made: &mut Made) -> Result<()> {
+    pub fn emit(&self, plan: &Plan, tree: &Tree, dir: &Path, made: &mut Made) -> Result<()> {
         let spec = &plan.spec;
         let sde = plan.sde;
         let name = self.file_name(&spec.name).unwrap_or_default();
@@ -137,7 +135,7 @@ impl Output<'_> {
             Output::Initramfs(o) => {
                 let mut inputs = Vec::new();
                 made.outputs.push(stage_file(dir, "initramfs", name, |file, path| {
-                    let (d, size, i) = boot::initramfs::write(&plan.job(tree, dir, layers), o, file, path)?;
+                    let (d, size, i) = boot::initramfs::write(&plan.job(tree, dir), o, file, path)?;
                     inputs = i;
                     Ok(Some((d, size)))
                 })?);
@@ -149,7 +147,7 @@ impl Output<'_> {
             }
             Output::Eif(e) => {
                 let Some(k) = &plan.kernel else { return Ok(()) };
-                let (recs, inputs) = boot::enclave::emit(&plan.job(tree, dir, layers), e, k, plan.top_config(), &plan.sopts.platform.arch)?;
+                let (recs, inputs) = boot::enclave::emit(&plan.job(tree, dir), e, k, plan.top_config(), &plan.sopts.platform.arch)?;
                 made.outputs.extend(recs);
                 record_inputs(&mut made.inputs, inputs.into_iter().chain([k.input_record()]));
             }
@@ -157,7 +155,7 @@ impl Output<'_> {
                 Some(k) if !plan.bootloaders.is_empty() => {
                     let vid = o.volume_id.clone().unwrap_or_else(|| spec.name.clone());
                     let boot = iso_boot(spec, k, &plan.bootloaders);
-                    let (rec, inputs) = boot::iso::emit(&plan.job(tree, dir, layers), &vid, &boot, &plan.image_inputs())?;
+                    let (rec, inputs) = boot::iso::emit(&plan.job(tree, dir), &vid, &boot, &plan.image_inputs())?;
                     let tpm = rec.tpm_pcrs.clone();
                     made.outputs.push(rec);
                     if let Some(p) = tpm {
@@ -167,10 +165,10 @@ impl Output<'_> {
                     }
                     record_inputs(&mut made.inputs, inputs.into_iter().chain([k.input_record()]));
                 }
-                // Laid out, then filled from the layers; hashed by reading it back.
+                // Laid out, then filled; hashed by reading it back.
                 _ => made.outputs.push(stage_file(dir, "iso", name, |file, _| {
                     let opts = emit::iso::IsoOptions { volume_id: o.volume_id.clone().unwrap_or_else(|| spec.name.clone()), sde, ..Default::default() };
-                    emit::iso::write(tree, &opts, file, plan.workers())?;
+                    emit::iso::write(tree, &opts, file)?;
                     Ok(None)
                 })?),
             },
@@ -198,7 +196,7 @@ impl Output<'_> {
             Output::Package(p) => made.outputs.push(super::package::emit(plan, p, dir)?),
             Output::Disk(o) => {
                 let Some(k) = &plan.kernel else { return Ok(()) };
-                let (rec, inputs) = boot::disk::emit(&plan.job(tree, dir, layers), o, k, &plan.disk_bootloaders)?;
+                let (rec, inputs) = boot::disk::emit(&plan.job(tree, dir), o, k, &plan.disk_bootloaders)?;
                 let (roothash, tpm) = (rec.roothash.clone(), rec.tpm_pcrs.clone());
                 let img = dir.join(&rec.path);
                 made.outputs.push(rec);

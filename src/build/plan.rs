@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::reference::{ImageRef, RefKind};
 use crate::source::signature::{self, Report};
-use crate::source::{self, localdir, LayerBlob, ResolvedImage, SourceOptions, Store};
+use crate::source::{self, localdir, ResolvedImage, SourceOptions, Store};
 use crate::spec::{self, BoxSpec, LayerSpec, LockFile};
 use crate::tree::images::worker_threads;
 use crate::tree::layer::ContentMode;
@@ -162,13 +162,8 @@ impl Plan {
         if self.outputs().iter().any(|o| o.content_mode() == ContentMode::Spill) { ContentMode::Spill } else { ContentMode::Index }
     }
 
-    /// Every layer blob of the box's images, bottom first (the tree's `spill` indexes).
-    pub fn layers(&self) -> Vec<(PathBuf, LayerBlob)> {
-        crate::tree::images::layer_list(&self.store, &self.images)
-    }
-
     /// What the boot compositions need of this build, writing into `out`.
-    pub fn job<'a>(&'a self, tree: &'a crate::tree::Tree, out: &'a std::path::Path, layers: &'a [(PathBuf, LayerBlob)]) -> crate::boot::Job<'a> {
+    pub fn job<'a>(&'a self, tree: &'a crate::tree::Tree, out: &'a std::path::Path) -> crate::boot::Job<'a> {
         crate::boot::Job {
             tree,
             spec: &self.spec,
@@ -176,7 +171,6 @@ impl Plan {
             sde: self.sde,
             threads: self.threads,
             workers: self.workers(),
-            layers,
             quiet: self.quiet,
             modules: self.modules.as_ref().filter(|_| self.spec.kernel.as_ref().is_some_and(|k| k.modules_boot)),
             busybox: self.busybox.as_ref().map(|(_, b)| b.as_slice()),

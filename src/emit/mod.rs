@@ -1,8 +1,7 @@
 //! Emitters: one module per output format, each a function from the tree (plus options) to
 //! a writer; the pieces several share (`compress`, `gpt`, `fat`, `verity`); and `readback`,
 //! which reads every format back for `inspect` and `diff`. Emitters never re-sort the tree
-//! and read file contents only through it: from spill files, or (index mode) from the layer
-//! streams via `Tree::fill` and `tree::contents`.
+//! and read file contents only through it, from its spill files (`Tree::open`).
 
 pub mod compress;
 pub mod cpio;

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 /// Every layer of `images`, bottom first, with its blob in the store: the list
 /// [`flatten`] reads, whose positions are the trees' content `spill` indexes.
-pub fn layer_list(store: &Store, images: &[ResolvedImage]) -> Vec<(PathBuf, LayerBlob)> {
+fn layer_list(store: &Store, images: &[ResolvedImage]) -> Vec<(PathBuf, LayerBlob)> {
     images.iter().flat_map(|i| i.layers.iter().map(|l| (store.blob_path(&l.digest), l.clone()))).collect()
 }
 

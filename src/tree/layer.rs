@@ -1,6 +1,7 @@
 //! Reading one layer blob: verify its digest and `diff_id` while decompressing (gzip, zstd or
 //! plain tar, sniffed from the first bytes), list its entries, and spill file contents to an
-//! unnamed temp file so the tree holds offsets, not bytes.
+//! unnamed temp file so the tree holds offsets, not bytes (or, for a tree wanted for its
+//! metadata only, keep no contents at all: see [`ContentMode`]).
 
 use super::{ContentRef, Meta};
 use crate::digest::HashReader;
@@ -57,11 +58,12 @@ pub struct RawEntry {
     pub meta: Meta,
 }
 
-/// A layer's entries in archive order, plus the spill file holding their contents.
+/// A layer's entries in archive order, plus the spill file holding their contents (`None`
+/// when the layer was read in [`ContentMode::Index`]: its contents were not kept).
 pub struct ParsedLayer {
     pub label: String,
     pub entries: Entries,
-    pub spill: File,
+    pub spill: Option<File>,
 }
 
 /// A layer's entries in archive order, encoded one after another in an unnamed temp file:
@@ -257,10 +259,11 @@ pub fn open_decompressed<R: Read + 'static>(mut r: R) -> io::Result<Box<dyn Read
 pub enum ContentMode {
     /// Copy every file's bytes to the layer's spill file; [`ContentRef`] offsets point there.
     Spill,
-    /// Copy nothing; offsets point into the layer's uncompressed tar stream, and an emitter
-    /// that lays out its output first fetches the bytes with [`fill`] (one write of the data
-    /// instead of two). GNU sparse entries have no single stream span, so a layer holding
-    /// one must be read in `Spill` mode: [`parse_with`] then returns `None`.
+    /// Metadata only: keep no contents and no spill file. Offsets point into the layer's
+    /// uncompressed tar stream, which only tells contents apart; reading one through the
+    /// tree fails ([`super::Tree::open`]). For what needs no file bytes (`inspect`, a build
+    /// whose outputs are only packages and provenance). A layer holding a GNU sparse entry
+    /// is read in `Spill` mode anyway: [`parse_with`] then returns `None`.
     Index,
 }
 
@@ -293,20 +296,6 @@ impl Verified {
         self.budget.set(n);
     }
 
-    /// Like [`Verified::open`] without hashing the decompressed stream (see [`fill`]).
-    fn open_unhashed(blob_path: &Path, blob: &LayerBlob) -> Result<(Self, Box<dyn Read>)> {
-        let (v, inner) = Self::open(blob_path, blob)?;
-        Ok((v, inner.into_inner()))
-    }
-
-    /// Check only the compressed digest and size: the rest of the blob is hashed without
-    /// being decompressed. Enough when the same blob already passed [`Verified::finish`]:
-    /// equal compressed bytes decompress to equal bytes.
-    fn finish_blob(self, decompressor: impl Sized, blob: &LayerBlob) -> Result<()> {
-        drop(decompressor);
-        self.check_blob(blob)
-    }
-
     /// Hash the rest of the compressed blob and compare digest and size with the descriptor.
     fn check_blob(self, blob: &LayerBlob) -> Result<()> {
         let outer = std::rc::Rc::try_unwrap(self.outer).map_err(|_| Error::other("internal: layer reader still shared"))?.into_inner();
@@ -337,47 +326,18 @@ impl Verified {
     }
 }
 
-/// Copy the bytes of the regular files at the given stream offsets (`wanted`: offset in the
-/// uncompressed tar stream → offset in `out`) into `out` with positioned writes. The blob
-/// is read a second time, so its compressed digest and size are checked again (the
-/// diff_id was checked on the first read, and equal compressed bytes decompress to equal
-/// bytes); decompression stops after the last wanted file.
-pub fn fill(blob_path: &Path, blob: &LayerBlob, wanted: &std::collections::HashMap<u64, u64>, out: &File) -> Result<()> {
-    use std::os::unix::fs::FileExt;
-    let (v, inner) = Verified::open_unhashed(blob_path, blob)?;
-    let mut ar = Reader::new(inner, MAX_META_BYTES);
-    let mut buf = vec![0u8; 1 << 20];
-    let mut done = 0;
-    while done < wanted.len() {
-        let Some(e) = ar.next().map_err(|e| tar_err(blob, e))? else { break };
-        let Some(&dst) = wanted.get(&e.data_pos) else { continue };
-        if e.kind != Kind::File || e.sparse.is_some() {
-            continue;
-        }
-        let mut at = dst;
-        loop {
-            let n = ar.read_data(&mut buf).map_err(|err| layer_err(blob, &e.path, format!("reading file data: {err}")))?;
-            if n == 0 {
-                break;
-            }
-            out.write_all_at(&buf[..n], at).map_err(|err| Error::other(format!("writing output: {err}")))?;
-            at += n as u64;
-        }
-        done += 1;
-    }
-    if done != wanted.len() {
-        return Err(layer_err(blob, b"", "layer changed between reads: file data not found again"));
-    }
-    v.finish_blob(ar, blob)
-}
-
 /// Parse the layer at `blob_path` (see [`ContentMode`]).
 pub fn parse_with(blob_path: &Path, blob: &LayerBlob, spill_index: u32, limits: Limits, mode: ContentMode) -> Result<Option<ParsedLayer>> {
     let (verified, inner) = Verified::open(blob_path, blob)?;
     let mut ar = Reader::new(inner, MAX_META_BYTES);
 
-    let spill_file = tempfile::tempfile().map_err(|e| Error::other(format!("creating a spill file in the temp dir: {e}")))?;
-    let mut spill = BufWriter::with_capacity(1 << 20, crate::fsutil::PreallocFile::new(spill_file));
+    let mut spill = match mode {
+        ContentMode::Spill => {
+            let f = tempfile::tempfile().map_err(|e| Error::other(format!("creating a spill file in the temp dir: {e}")))?;
+            Some(BufWriter::with_capacity(1 << 20, crate::fsutil::PreallocFile::new(f)))
+        }
+        ContentMode::Index => None,
+    };
     let mut offset = 0u64;
     let mut entries = Entries::new().map_err(|e| Error::other(format!("creating an entry list in the temp dir: {e}")))?;
     let mut buf = vec![0u8; 1 << 16];
@@ -428,13 +388,7 @@ pub fn parse_with(blob_path: &Path, blob: &LayerBlob, spill_index: u32, limits: 
             }
             Kind::Fifo => RawKind::Fifo,
             Kind::File => {
-                if mode == ContentMode::Index {
-                    if e.sparse.is_some() {
-                        return Ok(None);
-                    }
-                    offset += e.size;
-                    RawKind::File(ContentRef { spill: spill_index, offset: e.data_pos, len: e.size })
-                } else {
+                if let Some(spill) = spill.as_mut() {
                     let start = offset;
                     let mut copy = |n: u64, spill: &mut BufWriter<crate::fsutil::PreallocFile>, offset: &mut u64| -> Result<()> {
                         let mut left = n;
@@ -451,21 +405,25 @@ pub fn parse_with(blob_path: &Path, blob: &LayerBlob, spill_index: u32, limits: 
                         Ok(())
                     };
                     match &e.sparse {
-                        None => copy(e.size, &mut spill, &mut offset)?,
+                        None => copy(e.size, spill, &mut offset)?,
                         Some(map) => {
                             // Holes become zeros: the outputs have no way to say "hole".
                             let mut at = 0u64;
                             for &(off, len) in map {
-                                zeros(&mut spill, off - at).map_err(|err| Error::other(format!("writing the spill file: {err}")))?;
+                                zeros(spill, off - at).map_err(|err| Error::other(format!("writing the spill file: {err}")))?;
                                 offset += off - at;
-                                copy(len, &mut spill, &mut offset)?;
+                                copy(len, spill, &mut offset)?;
                                 at = off + len;
                             }
-                            zeros(&mut spill, e.size - at).map_err(|err| Error::other(format!("writing the spill file: {err}")))?;
+                            zeros(spill, e.size - at).map_err(|err| Error::other(format!("writing the spill file: {err}")))?;
                             offset += e.size - at;
                         }
                     }
                     RawKind::File(ContentRef { spill: spill_index, offset: start, len: e.size })
+                } else if e.sparse.is_some() {
+                    return Ok(None);
+                } else {
+                    RawKind::File(ContentRef { spill: spill_index, offset: e.data_pos, len: e.size })
                 }
             }
         };
@@ -479,11 +437,15 @@ pub fn parse_with(blob_path: &Path, blob: &LayerBlob, spill_index: u32, limits: 
         }
     }
     verified.finish(ar.into_inner(), blob)?;
-    let spill = spill
-        .into_inner()
-        .map_err(|e| Error::other(format!("writing the spill file: {}", e.error())))?
-        .finish()
-        .map_err(|e| Error::other(format!("writing the spill file: {e}")))?;
+    let spill = match spill {
+        Some(w) => Some(
+            w.into_inner()
+                .map_err(|e| Error::other(format!("writing the spill file: {}", e.error())))?
+                .finish()
+                .map_err(|e| Error::other(format!("writing the spill file: {e}")))?,
+        ),
+        None => None,
+    };
     Ok(Some(ParsedLayer { label: blob.label.clone(), entries, spill }))
 }
 

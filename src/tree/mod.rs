@@ -4,10 +4,11 @@
 //! Layers are applied with OCI semantics: whiteouts and opaque markers hide lower-layer
 //! paths, later entries replace earlier ones, hardlinks share an inode, and a path whose
 //! parent is a symlink is resolved inside the tree, never on the host. File contents stay in
-//! per-layer spill files; the tree holds offsets. [`Tree::walk`] is the one order every
-//! emitter uses: bytewise by path, so parents come before their children.
+//! per-layer spill files; the tree holds offsets, and [`Tree::open`] reads them back. A tree
+//! flattened for its metadata only ([`layer::ContentMode::Index`]) keeps no contents: reading
+//! one fails. [`Tree::walk`] is the one order every emitter uses: bytewise by path, so
+//! parents come before their children.
 
-pub mod contents;
 pub mod images;
 pub mod layer;
 pub mod path;
@@ -23,7 +24,9 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::PathBuf;
 
-/// Where a regular file's bytes live: a span of one layer's spill file.
+/// Where a regular file's bytes live: a span of one layer's spill file (`spill` is the
+/// layer's index). For a layer read for its metadata only the span is in its tar stream; it
+/// tells contents apart, and no bytes can be read from it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ContentRef {
     pub spill: u32,
@@ -104,10 +107,9 @@ pub struct Tree {
     /// The nodes, densely; a removed path's node becomes a free slot for the next one.
     nodes: Nodes,
     free: Vec<u32>,
-    spills: Vec<File>,
-    /// Per layer: the blob whose uncompressed stream the layer's content offsets point
-    /// into ([`layer::ContentMode::Index`]), or `None` when they point into its spill file.
-    streams: Vec<Option<(PathBuf, LayerBlob)>>,
+    /// Per layer: its spill file, or `None` when its contents were not kept
+    /// ([`layer::ContentMode::Index`]).
+    spills: Vec<Option<File>>,
     /// Number of the layer being applied (from 1): a path whose [`Slot::written`] equals it
     /// was written by that layer (whiteouts leave it alone).
     layer: u32,
@@ -182,7 +184,6 @@ impl Tree {
             nodes: Nodes::default(),
             free: Vec::new(),
             spills: Vec::new(),
-            streams: Vec::new(),
             layer: 0,
             linked: Default::default(),
             max_nodes: Limits::default().max_tree_entries,
@@ -267,51 +268,11 @@ impl Tree {
         self.index.get(key).is_some_and(|s| s.written == self.layer)
     }
 
-    /// True when `c`'s bytes are in a spill file (readable with [`Tree::open`]); false when
-    /// they must be fetched from the layer stream with [`Tree::fill`].
-    pub fn is_spilled(&self, c: &ContentRef) -> bool {
-        self.streams.get(c.spill as usize).is_none_or(|s| s.is_none())
-    }
-
-    /// Copy stream-located contents into `out`: `wanted[layer]` maps a content offset (as in
-    /// [`ContentRef::offset`]) to the offset in `out` where its bytes go. Layers are re-read
-    /// (and re-verified) on up to `threads` threads; every byte lands at a fixed offset, so
-    /// the result does not depend on the thread count.
-    pub fn fill(&self, wanted: &[HashMap<u64, u64>], out: &File, threads: usize) -> Result<()> {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        let jobs: Vec<(&PathBuf, &LayerBlob, &HashMap<u64, u64>)> = wanted
-            .iter()
-            .enumerate()
-            .filter(|(_, w)| !w.is_empty())
-            .map(|(i, w)| {
-                let (p, b) = self.streams[i].as_ref().expect("fill only for stream-located layers");
-                (p, b, w)
-            })
-            .collect();
-        let next = AtomicUsize::new(0);
-        let errors = std::sync::Mutex::new(Vec::new());
-        std::thread::scope(|s| {
-            for _ in 0..threads.clamp(1, jobs.len().max(1)) {
-                s.spawn(|| loop {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some((p, b, w)) = jobs.get(i) else { break };
-                    if let Err(e) = layer::fill(p, b, w, out) {
-                        errors.lock().unwrap().push((i, e));
-                    }
-                });
-            }
-        });
-        let mut errors = errors.into_inner().unwrap();
-        errors.sort_by_key(|(i, _)| *i);
-        match errors.into_iter().next() {
-            Some((_, e)) => Err(e),
-            None => Ok(()),
-        }
-    }
-
-    /// A reader over a spilled file's bytes (positioned reads; many may be open at once).
+    /// A reader over a file's bytes in its spill file (positioned reads; many may be open at
+    /// once). In a tree flattened for its metadata only ([`layer::ContentMode::Index`]) the
+    /// reader fails on its first read: the bytes were not kept.
     pub fn open(&self, c: &ContentRef) -> ContentReader<'_> {
-        ContentReader { file: &self.spills[c.spill as usize], pos: c.offset, end: c.offset + c.len }
+        ContentReader { file: self.spills[c.spill as usize].as_ref(), pos: c.offset, end: c.offset + c.len }
     }
 
     /// How many paths share each file inode (for hardlink-aware emitters).
@@ -339,14 +300,8 @@ impl Tree {
     /// Apply a parsed layer: its whiteouts first (they only hide lower layers, wherever they
     /// stand in the archive), then its entries in archive order (later ones win).
     pub fn apply(&mut self, layer: ParsedLayer) -> Result<()> {
-        self.apply_from(layer, None)
-    }
-
-    /// [`Tree::apply`] for a layer parsed in [`layer::ContentMode::Index`] mode from `source`.
-    pub fn apply_from(&mut self, layer: ParsedLayer, source: Option<(PathBuf, LayerBlob)>) -> Result<()> {
         let spill = self.spills.len() as u32;
         self.spills.push(layer.spill);
-        self.streams.push(source);
         let label = layer.label;
         let err = |p: &[u8], m: String| Error::Layer { layer: label.clone(), path: path::show(p), message: m };
 
@@ -677,19 +632,26 @@ fn show_raw(p: &[u8]) -> String {
 
 /// Reads one file's bytes from a spill file with positioned reads.
 pub struct ContentReader<'a> {
-    file: &'a File,
+    /// `None`: the layer's contents were not kept.
+    file: Option<&'a File>,
     pos: u64,
     end: u64,
 }
 
+/// What reading a content of a tree flattened in [`layer::ContentMode::Index`] fails with.
+pub const NOT_KEPT: &str = "file contents were not kept: tree flattened for metadata only";
+
 impl Read for ContentReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         use std::os::unix::fs::FileExt;
+        let Some(file) = self.file else {
+            return Err(io::Error::new(io::ErrorKind::Unsupported, NOT_KEPT));
+        };
         let want = (self.end - self.pos).min(buf.len() as u64) as usize;
         if want == 0 {
             return Ok(0);
         }
-        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        let n = file.read_at(&mut buf[..want], self.pos)?;
         if n == 0 {
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "spill file shorter than recorded"));
         }
@@ -714,7 +676,7 @@ pub fn flatten(
     use std::sync::Mutex;
     let n = layers.len();
     // Per layer: its parse once a worker has finished it.
-    type Parsed = Mutex<Option<Result<(ParsedLayer, bool)>>>;
+    type Parsed = Mutex<Option<Result<ParsedLayer>>>;
     let results: Vec<Parsed> = (0..n).map(|_| Mutex::new(None)).collect();
     let next = AtomicUsize::new(0);
     let ready = std::sync::Condvar::new();
@@ -743,8 +705,8 @@ pub fn flatten(
                 }
                 let (p, blob) = &layers[i];
                 let r = match layer::parse_with(p, blob, i as u32, limits, mode) {
-                    Ok(Some(l)) => Ok((l, mode == layer::ContentMode::Index)),
-                    Ok(None) => layer::parse(p, blob, i as u32, limits).map(|l| (l, false)),
+                    Ok(Some(l)) => Ok(l),
+                    Ok(None) => layer::parse(p, blob, i as u32, limits),
                     Err(e) => Err(e),
                 };
                 *results[i].lock().unwrap() = Some(r);
@@ -762,7 +724,7 @@ pub fn flatten(
                     g = ready.wait(g).unwrap();
                 }
             };
-            let (parsed, indexed) = match parsed {
+            let parsed = match parsed {
                 Ok(p) => p,
                 Err(e) => {
                     failed.store(true, Ordering::SeqCst);
@@ -773,8 +735,7 @@ pub fn flatten(
             progress.set_message(format!("flatten layer {}/{n}", i + 1));
             // spill indexes must match the order spills are pushed
             debug_assert_eq!(tree.spills.len(), i);
-            let source = indexed.then(|| layers[i].clone());
-            if let Err(e) = tree.apply_from(parsed, source) {
+            if let Err(e) = tree.apply(parsed) {
                 failed.store(true, Ordering::SeqCst);
                 ready.notify_all();
                 return Err(e);
@@ -839,7 +800,7 @@ mod tests {
         }
         fn build(mut self, label: &str) -> ParsedLayer {
             self.spill.seek(SeekFrom::Start(0)).unwrap();
-            ParsedLayer { label: label.into(), entries: self.entries.try_into().unwrap(), spill: self.spill }
+            ParsedLayer { label: label.into(), entries: self.entries.try_into().unwrap(), spill: Some(self.spill) }
         }
     }
 
@@ -1204,5 +1165,27 @@ mod tests {
         // bytewise: '-' (0x2d) and '.' (0x2e) sort before '/' (0x2f), so `a-b` and `a.b` come
         // between `a` and `a/b`; parents still precede their children
         assert_eq!(paths(&t), ["", "B", "a", "a-b", "a.b", "a/b", "\u{e9}"]);
+    }
+
+    /// A tree flattened for its metadata only keeps no file bytes: reading one is an error,
+    /// never the bytes of some other span (a spilled flatten of the same layer reads them).
+    #[test]
+    fn reading_a_content_of_a_metadata_only_tree_fails() {
+        use crate::tree::testutil::layer_blob;
+        let d = tempfile::tempdir().unwrap();
+        let layers = vec![layer_blob(d.path(), "l0", &[("a", b"one".to_vec()), ("b", b"two".to_vec())])];
+        let flat = |mode| flatten(&layers, 1, Limits::default(), 1, mode, &crate::progress::Progress::new(true)).unwrap();
+        let file = |t: &Tree| match t.get(b"b").unwrap().kind {
+            Kind::File { content, .. } => content,
+            _ => panic!("not a file"),
+        };
+        let spilled = flat(layer::ContentMode::Spill);
+        let mut s = String::new();
+        spilled.open(&file(&spilled)).read_to_string(&mut s).unwrap();
+        assert_eq!(s, "two");
+        let indexed = flat(layer::ContentMode::Index);
+        assert_eq!(file(&indexed).len, 3);
+        let err = indexed.open(&file(&indexed)).read_to_end(&mut Vec::new()).unwrap_err();
+        assert_eq!((err.kind(), err.to_string()), (io::ErrorKind::Unsupported, "file contents were not kept: tree flattened for metadata only".to_string()));
     }
 }

@@ -33,7 +33,7 @@ pub fn tree(rows: &[(&str, &str, u32, i64)]) -> Tree {
     }
     spill.seek(SeekFrom::Start(0)).unwrap();
     let mut t = Tree::new(1);
-    t.apply(ParsedLayer { label: "test".into(), entries: entries.try_into().unwrap(), spill }).unwrap();
+    t.apply(ParsedLayer { label: "test".into(), entries: entries.try_into().unwrap(), spill: Some(spill) }).unwrap();
     t
 }
 

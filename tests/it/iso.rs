@@ -388,7 +388,7 @@ fn el_torito_entries_are_what_xorriso_reports() {
     let opts = boot_options(&bios, &efi);
     let iso = w.path().join("boot.iso");
     let out = std::fs::File::options().read(true).write(true).create_new(true).open(&iso).unwrap();
-    let layout = stagebox::emit::iso::write(&tree, &opts, &out, 2).unwrap();
+    let layout = stagebox::emit::iso::write(&tree, &opts, &out).unwrap();
     drop(out);
     assert_eq!(layout.size, std::fs::metadata(&iso).unwrap().len());
     assert_eq!(layout.size % 2048, 0);
@@ -446,7 +446,7 @@ fn added_files_that_collide_or_lack_a_catalog_are_refused() {
         let p = w.path().join("x.iso");
         let _ = std::fs::remove_file(&p);
         let out = std::fs::File::create(&p).unwrap();
-        stagebox::emit::iso::write(&tree, opts, &out, 1).map(|_| ()).unwrap_err().to_string()
+        stagebox::emit::iso::write(&tree, opts, &out).map(|_| ()).unwrap_err().to_string()
     };
     let mut o = boot_options(&bios, &efi);
     o.extra.push(IsoFile { path: "/boot/efi.img".into(), source: efi.clone(), mode: 0o644 });

@@ -16,8 +16,7 @@
 //! builder takes names as `&str` (so no non-UTF-8 paths, which a rootfs may hold) and leaves
 //! inode and link bookkeeping to the caller anyway. Split as `format` (on-disk layout and a
 //! strict reader), `writer` (tree → bytes, lay out then write) and `debug` (bytes → text).
-//! File bytes come in archive order through the tree's content access
-//! ([`crate::tree::contents`]), straight from the layer streams, so no spill file is needed.
+//! File bytes are copied in archive order from the tree's spill files.
 
 pub mod debug;
 pub mod format;

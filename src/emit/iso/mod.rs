@@ -5,10 +5,9 @@
 //!
 //! Written here rather than with a crate. `hadris-iso` (the one maintained Rust ISO writer)
 //! was evaluated: it needs rustc 1.88 (above our `rust-version`), its `from_fs` path reads
-//! every file into memory (we must stream a rootfs of any size, and fill contents straight
-//! from the layer streams with no spill file), it writes no backup GPT, and its extent order
-//! and name mangling are not under our control, so reproducibility would rest on its
-//! internals. ECMA-119 + SUSP/RRIP + Joliet + El Torito is a few hundred lines of encoders.
+//! every file into memory (we must stream a rootfs of any size), it writes no backup GPT,
+//! and its extent order and name mangling are not under our control, so reproducibility
+//! would rest on its internals. ECMA-119 + SUSP/RRIP + Joliet + El Torito is a few hundred lines of encoders.
 //!
 //! Decisions: dates are SOURCE_DATE_EPOCH (file mtimes clamped to it); ISO 9660 names are
 //! level 2 style d-characters (30 characters, `;1`), made unique per directory with a `_N`
@@ -81,9 +80,8 @@ pub struct IsoLayout {
 
 /// Write the ISO image into `out` (an empty file; positioned writes). The system area
 /// (bytes 0..32768) is left zero: the caller writes the MBR/GPT there afterwards with
-/// `FileExt::write_all_at`. File contents of the tree come from the tree (spilled contents
-/// via `tree.open`, layer-stream contents via `Tree::fill` at their laid-out offsets, as
-/// `emit::tar::write_placed` does), so this works with either `ContentMode`.
-pub fn write(tree: &crate::tree::Tree, opts: &IsoOptions, out: &std::fs::File, threads: usize) -> crate::Result<IsoLayout> {
-    writer::Plan::new(tree, opts)?.write(out, threads)
+/// `FileExt::write_all_at`. File contents are copied from the tree's spill files
+/// ([`crate::tree::Tree::open`]) to their laid-out offsets.
+pub fn write(tree: &crate::tree::Tree, opts: &IsoOptions, out: &std::fs::File) -> crate::Result<IsoLayout> {
+    writer::Plan::new(tree, opts)?.write(out)
 }

@@ -670,7 +670,7 @@ impl<'t> Plan<'t> {
     }
 
     /// Serialize everything, then fill the file contents.
-    pub(super) fn write(&self, out: &File, threads: usize) -> Result<IsoLayout> {
+    pub(super) fn write(&self, out: &File) -> Result<IsoLayout> {
         let werr = |e: std::io::Error| err(format!("writing ISO output: {e}"));
         let total = self.blocks as u64 * BLOCK;
         out.set_len(total).map_err(werr)?;
@@ -742,20 +742,12 @@ impl<'t> Plan<'t> {
         drop(meta);
 
         // file contents
-        let mut wanted: Vec<HashMap<u64, u64>> = Vec::new();
         let mut buf = vec![0u8; 1 << 20];
         for d in &self.data {
             let dst = d.lba as u64 * BLOCK;
             match &d.source {
                 Source::Catalog => {}
                 _ if d.len == 0 => {}
-                Source::Tree(c) if !self.tree.is_spilled(c) => {
-                    let layer = c.spill as usize;
-                    if wanted.len() <= layer {
-                        wanted.resize_with(layer + 1, HashMap::new);
-                    }
-                    wanted[layer].insert(c.offset, dst);
-                }
                 Source::Tree(c) => copy_at(&mut self.tree.open(c), out, dst, d.len, &mut buf).map_err(werr)?,
                 Source::Host(p) => {
                     let mut r = File::open(p).at(p)?;
@@ -764,7 +756,6 @@ impl<'t> Plan<'t> {
             }
         }
         drop(buf);
-        self.tree.fill(&wanted, out, threads)?;
         // boot info tables, now that the boot files are in place
         for &(platform, d) in &self.boot {
             if platform == f::PLATFORM_X86 {
