@@ -70,7 +70,7 @@ fn fixture() -> &'static Fixture {
         let digest = umoci_image(&dir.join("img"), "edge", &layers);
         let image = format!("[[layer]]\nimage = \"oci:img@{digest}\"\n");
         write(&dir.join("edge.toml"), format!("name = \"edge\"\n{image}\n[output.tar]\n\n[output.iso]\nvolume_id = \"Edge ISO test\"\n"));
-        // the same tree with file contents spilled (a gzip tar needs them) and the ISO alone
+        // the same tree beside a gzip tar, and the ISO alone
         write(&dir.join("spill.toml"), format!("name = \"edge\"\n{image}\n[output.tar]\ncompression = \"gzip\"\n\n[output.iso]\nvolume_id = \"Edge ISO test\"\n"));
         write(&dir.join("only.toml"), format!("name = \"edge\"\n{image}\n[output.iso]\nvolume_id = \"Edge ISO test\"\n"));
         build(&dir.join("edge.toml"), &dir.join("out"), &dir.join("cache"));
@@ -275,11 +275,11 @@ fn inspect_shows_volumes_and_the_rock_ridge_tree() {
 }
 
 #[test]
-fn iso_is_the_same_from_layer_streams_and_from_spilled_contents_and_across_hosts() {
+fn iso_is_the_same_beside_other_outputs_or_alone_and_across_hosts() {
     let f = fixture();
     let base = sha256_file(&f.iso);
-    // spilled contents (a gzip tar beside it), and the ISO alone (layer streams), built
-    // under another umask, TZ, locale, thread count and working directory
+    // beside a gzip tar, and the ISO alone, built under another umask, TZ, locale, thread
+    // count and working directory
     for (toml, umask, tz, threads) in [("spill.toml", "077", "Asia/Kathmandu", "5"), ("only.toml", "027", "America/St_Johns", "1")] {
         let w = tempdir();
         let out = w.path().join("out");
@@ -301,7 +301,7 @@ fn iso_is_the_same_from_layer_streams_and_from_spilled_contents_and_across_hosts
             .env("LC_ALL", "tr_TR.UTF-8")
             .env_remove("SOURCE_DATE_EPOCH"));
         let built = parse_build_stdout(&o.stdout);
-        assert_eq!(sha256_file(&out.join("edge.iso")), base, "{toml}: the ISO depends on the content mode or the host");
+        assert_eq!(sha256_file(&out.join("edge.iso")), base, "{toml}: the ISO depends on the other outputs or the host");
         assert!(built.iter().any(|b| b.sha256 == base));
     }
     // a different SOURCE_DATE_EPOCH gives other bytes (the comparison can fail)

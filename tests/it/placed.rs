@@ -1,6 +1,5 @@
-//! The uncompressed tar is written two ways: laid out and filled straight from the layer
-//! streams (when it is the only output), or streamed from spilled contents (when another
-//! output needs them). Both must give the same bytes.
+//! The uncompressed tar is the same bytes whether it is the box's only output or written
+//! beside another (an OCI layout), and GNU tar reads it back (hardlinks, long paths).
 
 use std::path::Path;
 use std::process::Command;
@@ -15,7 +14,7 @@ fn sha256(p: &Path) -> String {
 }
 
 #[test]
-fn placed_tar_equals_streamed_tar() {
+fn tar_alone_equals_tar_beside_another_output() {
     let t = tempfile::tempdir().unwrap();
     let root = t.path().join("rootfs");
     std::fs::create_dir_all(root.join("usr/bin")).unwrap();
@@ -46,7 +45,7 @@ fn placed_tar_equals_streamed_tar() {
     }
     let a = sha256(&t.path().join("out-a/x.tar"));
     let b = sha256(&t.path().join("out-b/x.tar"));
-    assert_eq!(a, b, "laid-out tar differs from streamed tar");
+    assert_eq!(a, b, "the tar alone differs from the tar beside an OCI layout");
     // and GNU tar agrees on the contents
     let l = Command::new("tar").args(["-tvf", t.path().join("out-a/x.tar").to_str().unwrap()]).output().unwrap();
     assert!(l.status.success() && l.stderr.is_empty(), "{}", String::from_utf8_lossy(&l.stderr));
