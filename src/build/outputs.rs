@@ -83,10 +83,10 @@ impl Output<'_> {
 
     /// Where the tree must keep file contents for this output: every output that holds file
     /// contents reads them from the spill files, written once while the layers are
-    /// decompressed. Reading the layers a second time instead (`ContentMode::Index` with
-    /// `Tree::fill` or `tree::contents`) saves the spill but inflates every layer twice;
-    /// measured on the 613 MiB benchmark image (docs/benchmarks.md, 2026-12-03), the spill
-    /// builds the tar in 0.68 of the time, the zstd initramfs in 0.82 and the ISO in 0.71.
+    /// decompressed. Reading the layers a second time instead (as the tar, initramfs and ISO
+    /// writers once did) saves the spill but inflates every layer twice; measured on the
+    /// 613 MiB benchmark image (docs/benchmarks.md, 2026-12-03), the spill builds the tar in
+    /// 0.68 of the time, the zstd initramfs in 0.82 and the ISO in 0.71.
     pub fn content_mode(&self) -> ContentMode {
         match self {
             // Packages flatten their own layers; provenance only hashes outputs.
