@@ -262,8 +262,8 @@ pub enum ContentMode {
     /// Metadata only: keep no contents and no spill file. Offsets point into the layer's
     /// uncompressed tar stream, which only tells contents apart; reading one through the
     /// tree fails ([`super::Tree::open`]). For what needs no file bytes (`inspect`, a build
-    /// whose outputs are only packages and provenance). A layer holding a GNU sparse entry
-    /// is read in `Spill` mode anyway: [`parse_with`] then returns `None`.
+    /// whose outputs are only packages and provenance). For a layer holding a GNU sparse
+    /// entry [`parse_with`] returns `None`, and [`super::flatten`] reads it in `Spill` mode.
     Index,
 }
 
