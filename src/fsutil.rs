@@ -170,7 +170,7 @@ impl std::io::Write for PreallocFile {
 /// A writer that hands full buffers to a thread of its own, which writes them to the inner
 /// writer in order: the caller's work on the bytes (hashing, copying them out of a spill
 /// file) overlaps the kernel's copy into the page cache instead of waiting for it. Memory
-/// is bounded: at most [`BG_DEPTH`] buffers of [`BG_BUF`] bytes are in flight. The first
+/// is bounded: at most `BG_DEPTH` buffers of `BG_BUF` bytes are in flight. The first
 /// write error of the thread is returned by the next `write`, `flush` or [`finish`](BackgroundWriter::finish).
 pub struct BackgroundWriter<W: std::io::Write + Send + 'static> {
     buf: Vec<u8>,
