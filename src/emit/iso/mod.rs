@@ -7,7 +7,8 @@
 //! was evaluated: it needs rustc 1.88 (above our `rust-version`), its `from_fs` path reads
 //! every file into memory (we must stream a rootfs of any size), it writes no backup GPT,
 //! and its extent order and name mangling are not under our control, so reproducibility
-//! would rest on its internals. ECMA-119 + SUSP/RRIP + Joliet + El Torito is a few hundred lines of encoders.
+//! would rest on its internals. ECMA-119 + SUSP/RRIP + Joliet + El Torito is a few hundred
+//! lines of encoders.
 //!
 //! Decisions: dates are SOURCE_DATE_EPOCH (file mtimes clamped to it); ISO 9660 names are
 //! level 2 style d-characters (30 characters, `;1`), made unique per directory with a `_N`
