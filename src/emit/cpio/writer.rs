@@ -50,13 +50,21 @@ fn u32_field(path: &[u8], what: &str, v: u64) -> io::Result<u32> {
 ///   and what the kernel accepts (it creates the first path, links later ones to it, and
 ///   writes whatever data a later entry carries into the shared inode).
 pub fn plan(tree: &Tree, sde: u64) -> io::Result<Vec<Planned<'_>>> {
-    // Per tree inode: how many paths, and the index of the last one in walk order.
+    planned(tree, sde).collect()
+}
+
+/// [`plan`] one entry at a time, in walk order, so that writing an archive holds no
+/// per-entry list: only the hardlink groups and the directories with subdirectories are
+/// counted first (a file with one path gets its inode number and data where it stands).
+pub fn planned(tree: &Tree, sde: u64) -> impl Iterator<Item = io::Result<Planned<'_>>> {
+    // Per tree inode that has (or had) several paths: how many, and the index of the last
+    // one in walk order.
     let mut groups: HashMap<u64, (u32, usize)> = HashMap::new();
     // Subdirectory counts per directory path.
     let mut subdirs: HashMap<&[u8], u32> = HashMap::new();
     for (i, (path, node)) in tree.walk().enumerate() {
         match node.kind {
-            Kind::File { inode, .. } => {
+            Kind::File { inode, .. } if tree.maybe_linked(inode) => {
                 let g = groups.entry(inode).or_insert((0, i));
                 g.0 += 1;
                 g.1 = i;
@@ -68,10 +76,10 @@ pub fn plan(tree: &Tree, sde: u64) -> io::Result<Vec<Planned<'_>>> {
             _ => {}
         }
     }
+    // Inode numbers given to hardlink groups so far.
     let mut inos: HashMap<u64, u32> = HashMap::new();
     let mut next_ino: u32 = 1;
-    let mut out = Vec::with_capacity(tree.len());
-    for (i, (path, node)) in tree.walk().enumerate() {
+    tree.walk().enumerate().map(move |(i, (path, node))| {
         let m = &node.meta;
         let mut h = Header {
             ino: 0,
@@ -91,15 +99,17 @@ pub fn plan(tree: &Tree, sde: u64) -> io::Result<Vec<Planned<'_>>> {
             }
             Kind::File { content, inode } => {
                 h.mode |= S_IFREG;
-                let (count, last) = groups[inode];
+                let (count, last) = groups.get(inode).copied().unwrap_or((1, i));
                 h.nlink = count;
-                match inos.get(inode) {
-                    Some(&n) => {
-                        h.ino = n;
-                        fresh_ino = false;
-                    }
-                    None => {
-                        inos.insert(*inode, next_ino);
+                if count > 1 {
+                    match inos.get(inode) {
+                        Some(&n) => {
+                            h.ino = n;
+                            fresh_ino = false;
+                        }
+                        None => {
+                            inos.insert(*inode, next_ino);
+                        }
                     }
                 }
                 if last == i {
@@ -134,19 +144,18 @@ pub fn plan(tree: &Tree, sde: u64) -> io::Result<Vec<Planned<'_>>> {
             next_ino = next_ino.checked_add(1).ok_or_else(|| too_big(path, "inode count", u64::from(u32::MAX) + 1))?;
         }
         let name: &[u8] = if path.is_empty() { b"." } else { path };
-        out.push(Planned { name, header: h, body });
-    }
-    Ok(out)
+        Ok(Planned { name, header: h, body })
+    })
 }
 
 /// Write the tree as one uncompressed newc archive, ending with `TRAILER!!!` (no padding to
 /// 512 bytes: nothing needs it and the kernel skips none). Returns the bytes written.
 /// File contents are read from the tree's spill files ([`Tree::open`]).
 pub fn write(tree: &Tree, sde: u64, w: &mut impl Write) -> io::Result<u64> {
-    let entries = plan(tree, sde)?;
     let mut buf = vec![0u8; 1 << 20];
     let mut w = crate::emit::Counter { inner: w, n: 0 };
-    for e in &entries {
+    for e in planned(tree, sde) {
+        let e = e?;
         format::write_header(&mut w, &e.header, e.name)?;
         let len = match e.body {
             Body::None => 0,
