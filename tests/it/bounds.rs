@@ -281,3 +281,52 @@ fn an_iso_with_a_looping_directory_is_refused_by_inspect_and_diff() {
     assert!(stderr.contains("(a loop)"), "{stderr}");
     assert!(rss < MAX_RSS_KIB, "peak RSS {rss} KiB");
 }
+
+/// Peak RSS of every output format at the path cap (499,503 paths with names of a
+/// distribution rootfs's length, ~60 bytes; docs/limits.md): file contents never count (they
+/// stream from the spill files), so the entry count is what can grow it. tar, initramfs and OCI
+/// stay under the 200 MiB goal. SquashFS, EROFS and the ISO do NOT yet (measured 2026-12-03:
+/// 329, 331 and 739 MiB): their writers keep per-entry tables in memory until the metadata is
+/// laid out (docs/benchmarks.md, "Against the floor"); for them this test holds the measured
+/// figure plus 15%, so they cannot grow unnoticed, until that is mended.
+#[test]
+fn every_output_of_a_tree_at_the_path_cap_stays_in_bounded_memory() {
+    let dir = common::tempdir();
+    let mut tar = Vec::with_capacity(500_000 * 512);
+    for d in 0..500 {
+        let parent = format!("usr/share/a-package-directory-{d:03}/");
+        tar.extend(raw_tar_header(parent.as_bytes(), b'5', 0, &[]));
+        for f in 0..998 {
+            let name = format!("{parent}some-file-name-{f:03}.data");
+            let data = format!("{d} {f}\n");
+            tar.extend(raw_tar_header(name.as_bytes(), b'0', data.len() as u64, &[]));
+            tar.extend(tar_padded(data.as_bytes()));
+        }
+    }
+    tar.extend(end_of_archive());
+    let image = one_layer_image(dir.path(), &tar);
+    drop(tar);
+    // (name, output table, bound in MiB)
+    let outputs = [
+        ("tar", "[output.tar]", 200),
+        ("cpio.zst", "[output.initramfs]\ncompression = \"zstd\"", 200),
+        ("cpio.gz", "[output.initramfs]\ncompression = \"gzip\"", 200),
+        ("oci", "[output.oci]", 200),
+        ("squashfs", "[output.squashfs]", 380),
+        ("erofs lz4", "[output.erofs]\ncompression = \"lz4\"", 380),
+        ("iso", "[output.iso]", 850),
+    ];
+    let mut bad = Vec::new();
+    for (name, output, bound) in outputs {
+        let box_file = dir.path().join("box.toml");
+        std::fs::write(&box_file, format!("name = \"demo\"\nversion = \"1.0\"\n\n[[layer]]\nimage = \"{image}\"\n\n{output}\n")).unwrap();
+        let (out, cache) = (dir.path().join("out"), dir.path().join("cache"));
+        let _ = std::fs::remove_dir_all(&out);
+        let (code, stderr, rss) = measured(&["build".as_ref(), box_file.as_os_str(), "--out".as_ref(), out.as_os_str(), "--cache".as_ref(), cache.as_os_str(), "--quiet".as_ref()], dir.path());
+        eprintln!("{name}: exit {code}, peak RSS {} MiB (bound {bound} MiB)", rss / 1024);
+        if code != 0 || rss >= bound * 1024 {
+            bad.push(format!("{name}: exit {code}, {} MiB (bound {bound} MiB)\n{stderr}", rss / 1024));
+        }
+    }
+    assert!(bad.is_empty(), "over the bound or failed:\n{}", bad.join("\n"));
+}
