@@ -391,7 +391,7 @@ fn full_disk_is_a_clear_error_and_old_outputs_stay() {
     // the tar output too big for the limit (`ulimit -f` counts 512-byte blocks in sh: 1 MiB),
     // each layer's spill file of 0.75 MiB not.
     let big: Vec<u8> = (0..3u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
-    let layers: Vec<(String, Vec<u8>)> = big.chunks(big.len() / 4).enumerate().map(|(i, c)| (format!("big{i}"), layer(&[Entry::file(&format!("big{i}"), c.to_vec())]))).collect();
+    let layers: Vec<(String, Vec<u8>)> = big.chunks(big.len() / 4).enumerate().map(|(i, c)| (format!("big{i}"), layer(&[Entry::file(&format!("big{i}"), c)]))).collect();
     let img = umoci_image(&f.dir.join("full/big"), "big", &layers);
     let box2 = f.dir.join("full/big.toml");
     write(&box2, format!("name = \"big\"\nversion = \"1\"\n[[layer]]\nimage = \"oci:big@{img}\"\n\n[output.tar]\n"));
