@@ -9,7 +9,7 @@ use crate::emit;
 use crate::error::{IoContext, Result};
 use crate::fsutil::{AtomicDir, BackgroundWriter, PreallocFile};
 use crate::measure::{stage_file, InputRecord, OutputRecord};
-use crate::spec::{self, BoxSpec, Compression, PackageSpec};
+use crate::spec::{self, BoxSpec, PackageSpec};
 use crate::tree::{layer::ContentMode, Tree};
 use std::io::BufWriter;
 use std::path::Path;
@@ -114,11 +114,7 @@ impl Output<'_> {
         match self {
             Output::Tar(t) => made.outputs.push(stage_file(dir, "tar", name, |file, path| {
                 // Hashed as it is written; the writes run on a thread of their own.
-                let mut out = PreallocFile::new(file.try_clone().at(path)?);
-                if t.compression == Compression::None {
-                    out.reserve(tree.content_bytes() + tree.len() as u64 * 1024);
-                }
-                let hw = HashWriter::new(BackgroundWriter::new(out));
+                let hw = HashWriter::new(BackgroundWriter::new(PreallocFile::new(file.try_clone().at(path)?)));
                 let mut enc = emit::compress::Encoder::with_threads(t.compression, plan.threads, hw).at(path)?;
                 emit::tar::write(tree, sde, &mut enc).at(path)?;
                 let (d, size, bw) = enc.finish().at(path)?.finish_with_inner();
