@@ -60,10 +60,12 @@ impl Progress {
         }
     }
 
-    /// With `STAGEBOX_TIMINGS=1`, print how long a phase took (for benchmarks).
-    pub fn timing(&self, phase: &str, since: std::time::Instant) {
+    /// With `STAGEBOX_TIMINGS=1`, print how long `phase` took since `since`. The phase's
+    /// label is made only then (a label may count the tree, which is a walk of every entry).
+    pub fn timing(&self, phase: impl FnOnce() -> String, since: std::time::Instant) {
         if std::env::var_os("STAGEBOX_TIMINGS").is_some_and(|v| v == "1") {
-            eprintln!("timing: {phase}: {:.3} s", since.elapsed().as_secs_f64());
+            let took = since.elapsed().as_secs_f64();
+            eprintln!("timing: {}: {took:.3} s", phase());
         }
     }
 

@@ -50,7 +50,7 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
     if let (Some(m), true) = (&plan.modules, spec.kernel.as_ref().is_some_and(|k| k.modules_root)) {
         tree.apply(m.root_layer(plan.sde)?)?;
     }
-    progress.timing(&format!("flatten ({} entries, {} bytes)", tree.len(), tree.content_bytes()), t0);
+    progress.timing(|| format!("flatten ({} entries, {} bytes)", tree.len(), tree.content_bytes()), t0);
     // The tree's init runs from an initramfs output or an initramfs-layout EIF (a nitro-cli
     // EIF runs its bootstrap init instead).
     let tree_init = spec.outputs.initramfs.is_some()
@@ -79,7 +79,7 @@ pub fn build(box_path: &Path, opts: &BuildOptions) -> Result<BuildResult> {
     for o in plan.outputs() {
         o.emit(&plan, &tree, &out, &mut made)?;
     }
-    progress.timing("emit", t0);
+    progress.timing(|| "emit".into(), t0);
     let inputs: Vec<InputRecord> = plan.image_inputs().into_iter().chain(made.inputs).collect();
     let mut outputs = made.outputs;
     let known = crate::measure::sbom::SbomInput {

@@ -92,7 +92,7 @@ impl Plan {
             busybox: None,
         };
         plan.resolve_boot()?;
-        plan.progress.timing("resolve and import", t0);
+        plan.progress.timing(|| "resolve and import".into(), t0);
         Ok(plan)
     }
 

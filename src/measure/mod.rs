@@ -118,7 +118,7 @@ pub fn emit_attestations(
         let t0 = std::time::Instant::now();
         progress.set_message(format!("write {}.spdx.json", spec.name));
         outputs.push(sbom::emit(s, out)?);
-        progress.timing(&format!("sbom ({} bytes hashed)", tree.content_bytes()), t0);
+        progress.timing(|| format!("sbom ({} bytes hashed)", tree.content_bytes()), t0);
     }
     if spec.outputs.provenance.is_some() {
         progress.set_message(format!("write {}.intoto.json", spec.name));
