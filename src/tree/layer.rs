@@ -262,15 +262,15 @@ pub enum ContentMode {
     /// Metadata only: keep no contents and no spill file. Offsets point into the layer's
     /// uncompressed tar stream, which only tells contents apart; reading one through the
     /// tree fails ([`super::Tree::open`]). For what needs no file bytes (`inspect`, a build
-    /// whose outputs are only packages and provenance). For a layer holding a GNU sparse
-    /// entry [`parse_with`] returns `None`, and [`super::flatten`] reads it in `Spill` mode.
+    /// whose outputs are only packages and provenance). A GNU sparse entry is recorded by
+    /// its logical size like any file (the reader has already checked its map).
     Index,
 }
 
 /// Parse the layer at `blob_path` in [`ContentMode::Spill`] mode, checking the compressed
 /// digest and size against `blob` and the uncompressed digest against its `diff_id`.
 pub fn parse(blob_path: &Path, blob: &LayerBlob, spill_index: u32, limits: Limits) -> Result<ParsedLayer> {
-    Ok(parse_with(blob_path, blob, spill_index, limits, ContentMode::Spill)?.expect("spill mode always succeeds"))
+    parse_with(blob_path, blob, spill_index, limits, ContentMode::Spill)
 }
 
 /// Compressed blob → hasher → decompressor → hasher: the tar stream of a layer, with both
@@ -327,7 +327,7 @@ impl Verified {
 }
 
 /// Parse the layer at `blob_path` (see [`ContentMode`]).
-pub fn parse_with(blob_path: &Path, blob: &LayerBlob, spill_index: u32, limits: Limits, mode: ContentMode) -> Result<Option<ParsedLayer>> {
+pub fn parse_with(blob_path: &Path, blob: &LayerBlob, spill_index: u32, limits: Limits, mode: ContentMode) -> Result<ParsedLayer> {
     let (verified, inner) = Verified::open(blob_path, blob)?;
     let mut ar = Reader::new(inner, MAX_META_BYTES);
 
@@ -420,8 +420,6 @@ pub fn parse_with(blob_path: &Path, blob: &LayerBlob, spill_index: u32, limits: 
                         }
                     }
                     RawKind::File(ContentRef { spill: spill_index, offset: start, len: e.size })
-                } else if e.sparse.is_some() {
-                    return Ok(None);
                 } else {
                     RawKind::File(ContentRef { spill: spill_index, offset: e.data_pos, len: e.size })
                 }
@@ -446,7 +444,7 @@ pub fn parse_with(blob_path: &Path, blob: &LayerBlob, spill_index: u32, limits: 
         ),
         None => None,
     };
-    Ok(Some(ParsedLayer { label: blob.label.clone(), entries, spill }))
+    Ok(ParsedLayer { label: blob.label.clone(), entries, spill })
 }
 
 /// The decompressed stream with an allowance the parser sets: reads past it fail.

@@ -704,11 +704,7 @@ pub fn flatten(
                     }
                 }
                 let (p, blob) = &layers[i];
-                let r = match layer::parse_with(p, blob, i as u32, limits, mode) {
-                    Ok(Some(l)) => Ok(l),
-                    Ok(None) => layer::parse(p, blob, i as u32, limits),
-                    Err(e) => Err(e),
-                };
+                let r = layer::parse_with(p, blob, i as u32, limits, mode);
                 *results[i].lock().unwrap() = Some(r);
                 let _g = gate.lock().unwrap();
                 ready.notify_all();

@@ -250,6 +250,14 @@ fn every_writer_s_tar_flattens_to_what_bsdtar_extracts() {
     for name in ["gnutar-gnu", "gnutar-oldgnu", "gnutar-posix-sparse-0.0", "gnutar-posix-sparse-0.1", "gnutar-posix-sparse-1.0", "bsdtar-pax"] {
         let t = std::fs::read(scratch.path().join(format!("{name}.tar"))).unwrap();
         assert!(t.len() < 1 << 20, "{name}: {} bytes, holes written out", t.len());
+        // `inspect --files` flattens for metadata only (no spill file): the sparse file is
+        // listed by its logical size, read in that one pass.
+        let dir = scratch.path().join(name);
+        let o = output(stagebox(["inspect".as_ref(), "--json".as_ref(), "--files".as_ref(), "--cache".as_ref(), dir.join("cache").as_os_str(), format!("oci:{}:v1", dir.join("layout").display()).as_ref()]).env("TMPDIR", &dir));
+        assert!(o.status.success(), "{name}: inspect failed:\n{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let img = v["files"].as_array().unwrap().iter().find(|e| e["path"].as_str().is_some_and(|p| p.ends_with("sparse.img"))).unwrap_or_else(|| panic!("{name}: no sparse.img in {v}"));
+        assert_eq!((&img["type"], &img["size"]), (&serde_json::json!("file"), &serde_json::json!(3 << 20)), "{name}: {img}");
     }
     eprintln!("{report:#?}");
 }
