@@ -358,18 +358,10 @@ fn two_builds_sharing_one_store_at_once_both_succeed() {
     assert_eq!(tar("shared-a"), tar("shared-b"));
 }
 
-#[test]
-fn full_disk_is_a_clear_error_and_old_outputs_stay() {
-    require_tool("sh");
-    let f = fixture();
-    let box_file = prove_box(&f.dir, &f.images, "full", "key = value\n", &[], "[output.tar]\n");
-    let out = f.dir.join("full-out");
-    let cache = f.dir.join("full-cache");
-    build(&box_file, &out, &cache);
-    let before = hash_tree(&out);
-    // A bigger rootfs, built with a 1 MiB file size limit (RLIMIT_FSIZE) and SIGXFSZ ignored,
-    // so writes fail with EFBIG as on a full disk.
-    write(&f.dir.join("full/rootfs/usr/share/big"), vec![0x5au8; 3 << 20]);
+/// `stagebox build BOX` with a 1 MiB file size limit (RLIMIT_FSIZE; `ulimit -f` counts
+/// 512-byte blocks in sh) and SIGXFSZ ignored, so writes fail with EFBIG as on a full disk:
+/// it must fail with exit 1. Returns its stderr.
+fn build_past_the_size_limit(box_file: &Path, out: &Path, cache: &Path) -> String {
     let o = output(
         std::process::Command::new("sh")
             .arg("-c")
@@ -380,16 +372,30 @@ fn full_disk_is_a_clear_error_and_old_outputs_stay() {
             .env_remove("SOURCE_DATE_EPOCH")
             .env_remove("STAGEBOX_CACHE"),
     );
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
     assert_eq!(o.status.code(), Some(1), "{err}");
+    err
+}
+
+#[test]
+fn full_disk_is_a_clear_error_and_old_outputs_stay() {
+    require_tool("sh");
+    let f = fixture();
+    let box_file = prove_box(&f.dir, &f.images, "full", "key = value\n", &[], "[output.tar]\n");
+    let out = f.dir.join("full-out");
+    let cache = f.dir.join("full-cache");
+    build(&box_file, &out, &cache);
+    let before = hash_tree(&out);
+    // A bigger rootfs, built past the file size limit.
+    write(&f.dir.join("full/rootfs/usr/share/big"), vec![0x5au8; 3 << 20]);
+    let err = build_past_the_size_limit(&box_file, &out, &cache);
     assert!(err.contains("File too large") && err.contains("dir layer dir:rootfs"), "names what was written and the cause: {err}");
     assert!(!err.contains("panicked"), "{err}");
     let after: std::collections::BTreeMap<_, _> = hash_tree(&out).into_iter().filter(|(k, _)| !k.starts_with(".stagebox-")).collect();
     assert_eq!(after, before, "the old outputs are intact");
 
     // Now the output itself: inputs already in the store (four image layers, no dir layer),
-    // the tar output too big for the limit (`ulimit -f` counts 512-byte blocks in sh: 1 MiB),
-    // each layer's spill file of 0.75 MiB not.
+    // the tar output too big for the 1 MiB limit, each layer's spill file of 0.75 MiB not.
     let big: Vec<u8> = (0..3u32 << 20).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
     let layers: Vec<(String, Vec<u8>)> = big.chunks(big.len() / 4).enumerate().map(|(i, c)| (format!("big{i}"), layer(&[Entry::file(&format!("big{i}"), c)]))).collect();
     let img = umoci_image(&f.dir.join("full/big"), "big", &layers);
@@ -398,18 +404,7 @@ fn full_disk_is_a_clear_error_and_old_outputs_stay() {
     build(&box2, &out, &cache);
     let before = hash_tree(&out);
     write(&box2, format!("name = \"big\"\nversion = \"2\"\nsource_date_epoch = 7\n[[layer]]\nimage = \"oci:big@{img}\"\n\n[output.tar]\n"));
-    let o = output(
-        std::process::Command::new("sh")
-            .arg("-c")
-            .arg("trap '' XFSZ; ulimit -f 2048; exec \"$@\"")
-            .arg("sh")
-            .arg(stagebox_bin())
-            .args(["build".as_ref(), box2.as_os_str(), "--out".as_ref(), out.as_os_str(), "--cache".as_ref(), cache.as_os_str(), "-q".as_ref()])
-            .env_remove("SOURCE_DATE_EPOCH")
-            .env_remove("STAGEBOX_CACHE"),
-    );
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "{err}");
+    let err = build_past_the_size_limit(&box2, &out, &cache);
     assert!(err.contains("File too large") && err.contains("big.tar"), "names the output and the cause: {err}");
     let after: std::collections::BTreeMap<_, _> = hash_tree(&out).into_iter().filter(|(k, _)| !k.starts_with(".stagebox-")).collect();
     assert_eq!(after, before, "the old big.tar and manifest.json are intact");
