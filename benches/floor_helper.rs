@@ -83,15 +83,20 @@ impl Write for Timed<'_> {
 }
 
 /// Hash `path` (and, for a layer, its decompressed stream); return the seconds spent hashing.
+/// Streamed (a 4× image's output is gigabytes); only the time inside SHA-256 counts.
 fn hash(path: &str, layer: bool) -> io::Result<std::time::Duration> {
     let mut spent = std::time::Duration::ZERO;
-    let data = std::fs::read(path)?;
-    io::copy(&mut &data[..], &mut Timed { h: Default::default(), spent: &mut spent })?;
+    let open = || std::fs::File::open(path).map(|f| io::BufReader::with_capacity(1 << 20, f));
+    io::copy(&mut open()?, &mut Timed { h: Default::default(), spent: &mut spent })?;
     if layer {
+        let mut f = open()?;
+        let mut magic = [0u8; 4];
+        let n = f.read(&mut magic)?;
+        let f = io::Cursor::new(magic[..n].to_vec()).chain(f);
         let mut sink = Timed { h: Default::default(), spent: &mut spent };
-        match data[..data.len().min(4)] {
-            [0x1f, 0x8b, ..] => io::copy(&mut flate2::read::MultiGzDecoder::new(&data[..]), &mut sink)?,
-            [0x28, 0xb5, 0x2f, 0xfd] => io::copy(&mut zstd::stream::read::Decoder::new(&data[..])?, &mut sink)?,
+        match magic {
+            [0x1f, 0x8b, ..] => io::copy(&mut flate2::read::MultiGzDecoder::new(f), &mut sink)?,
+            [0x28, 0xb5, 0x2f, 0xfd] => io::copy(&mut zstd::stream::read::Decoder::new(f)?, &mut sink)?,
             _ => 0,
         };
     }

@@ -1,8 +1,9 @@
 //! Tree → newc cpio bytes: one entry per path in the tree's walk order, inode numbers and link
 //! counts computed from the tree, data of each hardlink group written once.
 //!
-//! Lay out first ([`plan`]: names, inode numbers, nlink, which entry carries the data), then
-//! write ([`write()`]); the plan is plain data that tests can look at.
+//! Each entry is planned ([`planned`]: name, inode number, nlink, whether it carries the data)
+//! and written ([`write()`]) in walk order, holding no list of every entry; [`plan`] collects
+//! the same plan as plain data for the EIF ramdisk and for tests.
 
 use super::format::{self, Header, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFREG};
 use crate::tree::{ContentRef, Kind, Tree};
