@@ -174,7 +174,7 @@ fn offers(r: &ImageRef, files: &dyn LayoutFiles, top: &ImageIndex) -> Vec<Offer>
                 digest: d.to_string(),
                 depth,
                 is_index: nested.is_some() || m.media_type().to_string().contains("index") || m.media_type().to_string().contains("list"),
-                tag: m.annotations().as_ref().and_then(|a| a.get(REF_NAME)).cloned(),
+                tag: ref_name(m).map(str::to_string),
                 platform: m.platform().as_ref().map(|p| format!("{}/{}", p.os(), p.architecture())),
                 config: json.as_ref().and_then(|j| j["config"]["digest"].as_str()).map(str::to_string),
             });
@@ -246,10 +246,15 @@ fn index_in(files: &dyn LayoutFiles) -> Result<ImageIndex> {
     serde_json::from_slice(&bytes).map_err(|e| Error::other(format!("{at}: {e}")))
 }
 
+/// The tag a descriptor of an index carries (its `org.opencontainers.image.ref.name`).
+pub(crate) fn ref_name(m: &Descriptor) -> Option<&str> {
+    m.annotations().as_ref().and_then(|a| a.get(REF_NAME)).map(String::as_str)
+}
+
 /// The digest of the manifest `index` lists under the `org.opencontainers.image.ref.name`
 /// annotation `name`.
 pub fn tagged(index: &ImageIndex, name: &str) -> Option<Digest> {
-    let m = index.manifests().iter().find(|m| m.annotations().as_ref().and_then(|a| a.get(REF_NAME)).map(String::as_str) == Some(name))?;
+    let m = index.manifests().iter().find(|m| ref_name(m) == Some(name))?;
     Digest::parse(m.digest().as_ref()).ok()
 }
 
@@ -276,7 +281,7 @@ pub(crate) fn resolve_files(store: &Store, r: &ImageRef, files: &dyn LayoutFiles
         let m = top
             .manifests()
             .iter()
-            .find(|m| m.annotations().as_ref().and_then(|a| a.get(REF_NAME)).map(String::as_str) == Some(t))
+            .find(|m| ref_name(m) == Some(t))
             .ok_or_else(|| err(r, format!("no manifest tagged {t:?} in {index_path}")))?;
         (desc_digest(r, m)?, Some(m.size()))
     } else {

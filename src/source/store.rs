@@ -200,7 +200,7 @@ impl Store {
         // A missing or unreadable index starts over empty: the blobs are the store, the
         // index only names some of them.
         let mut list = super::oci_layout::read_index(&self.root).map(|i| i.manifests().clone()).unwrap_or_default();
-        list.retain(|m| m.annotations().as_ref().and_then(|a| a.get(REF_NAME)).map(String::as_str) != Some(name));
+        list.retain(|m| super::oci_layout::ref_name(m) != Some(name));
         let entry = serde_json::json!({
             "mediaType": media_type, "digest": d.as_str(), "size": size,
             "annotations": {(REF_NAME): name}
