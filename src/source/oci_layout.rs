@@ -25,8 +25,9 @@ pub(crate) fn blob_name(d: &Digest) -> String {
 
 /// The files of an OCI image layout wherever they are kept: a directory ([`DirFiles`]) or the
 /// members of a tar file ([`super::oci_archive::ArchiveFiles`]). `name` is a path inside the
-/// layout: `oci-layout`, `index.json`, `blobs/sha256/HEX`.
-pub(crate) trait LayoutFiles {
+/// layout: `oci-layout`, `index.json`, `blobs/sha256/HEX`. Shared by the threads of
+/// [`import_all`].
+pub(crate) trait LayoutFiles: Sync {
     /// The layout as a whole, for messages (the directory or the archive file).
     fn describe(&self) -> String;
     /// Where `name` is, for messages.
@@ -101,6 +102,37 @@ fn read_blob(r: &ImageRef, files: &dyn LayoutFiles, what: &str, d: &Digest, size
         }
     }
     Ok(data)
+}
+
+/// Bring every layer blob into the store, one per core at a time: hashing them (each is
+/// checked before it is linked or copied in) is most of a resolve's time, and the blobs are
+/// independent. Workers take the layers in order and each stops at its first error; a layer
+/// before a failed one was taken earlier and so was finished, hence the error returned (the
+/// first failed layer's) does not depend on the scheduling.
+fn import_all(files: &dyn LayoutFiles, store: &Store, layers: &[LayerBlob]) -> Result<()> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(layers.len());
+    let (next, failed) = (AtomicUsize::new(0), AtomicBool::new(false));
+    let errors = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                while !failed.load(Ordering::SeqCst) {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(l) = layers.get(i) else { break };
+                    if let Err(e) = files.import(store, &l.label, &l.digest, l.size) {
+                        failed.store(true, Ordering::SeqCst);
+                        errors.lock().unwrap_or_else(|p| p.into_inner()).push((i, e));
+                    }
+                }
+            });
+        }
+    });
+    let errors = errors.into_inner().unwrap_or_else(|p| p.into_inner());
+    match errors.into_iter().min_by_key(|(i, _)| *i) {
+        Some((_, e)) => Err(e),
+        None => Ok(()),
+    }
 }
 
 fn desc_digest(r: &ImageRef, d: &Descriptor) -> Result<Digest> {
@@ -313,10 +345,58 @@ pub(crate) fn resolve_files(store: &Store, r: &ImageRef, files: &dyn LayoutFiles
         if files.len(&name).is_err() && !store.has(&d) {
             return Err(err(r, format!("layer {} blob {d} is missing from the layout ({})", i + 1, files.location(&name))));
         }
-        files.import(store, &label, &d, l.size())?;
         layers.push(LayerBlob { digest: d, size: l.size(), diff_id, media_type: l.media_type().to_string(), label });
     }
+    import_all(files, store, &layers)?;
     store.add_to_index(&format!("sha256-{}", manifest_digest.hex()), &manifest.media_type().as_ref().map(|m| m.to_string()).unwrap_or_else(|| super::MT_OCI_MANIFEST.into()), &manifest_digest, manifest_bytes.len() as u64)?;
 
     Ok(ResolvedImage { reference: r.clone(), pin: manifest_digest.clone(), manifest_digest, config, layers })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Layers whose import fails (or succeeds) after a set delay.
+    struct Timed(Vec<(u64, bool)>);
+
+    impl LayoutFiles for Timed {
+        fn describe(&self) -> String {
+            "timed".into()
+        }
+        fn location(&self, name: &str) -> String {
+            name.into()
+        }
+        fn len(&self, _: &str) -> std::io::Result<u64> {
+            Ok(0)
+        }
+        fn open(&self, _: &str) -> std::io::Result<Box<dyn Read + '_>> {
+            Ok(Box::new(std::io::empty()))
+        }
+        fn import(&self, _: &Store, label: &str, _: &Digest, size: u64) -> Result<()> {
+            let (ms, ok) = self.0[size as usize];
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            if ok {
+                Ok(())
+            } else {
+                Err(Error::other(format!("{label} failed")))
+            }
+        }
+    }
+
+    /// With two workers, layer 2 fails at once while layer 1 fails later: the error is
+    /// layer 1's, the first in layer order, not the first in time.
+    #[test]
+    fn import_all_reports_the_first_failed_layer_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let d = Digest::of_bytes(b"");
+        let files = Timed(vec![(300, false), (0, false), (0, true)]);
+        let layers: Vec<LayerBlob> = (0..files.0.len())
+            .map(|i| LayerBlob { digest: d.clone(), size: i as u64, diff_id: d.clone(), media_type: String::new(), label: format!("layer #{}", i + 1) })
+            .collect();
+        let e = import_all(&files, &store, &layers).unwrap_err().to_string();
+        assert!(e.contains("layer #1 failed"), "{e}");
+        assert!(import_all(&Timed(vec![(0, true); 5]), &store, &layers[..0]).is_ok());
+    }
 }
