@@ -33,7 +33,6 @@ use crate::tree::{ContentRef, Kind, Node, Tree};
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt as _;
 
 /// The largest data tail stored inline: half a block, mkcomposefs's heuristic.
 const INLINE_MAX: u64 = BLOCK / 2;
@@ -199,19 +198,15 @@ pub fn write_compressed<W: Write + Seek>(tree: &Tree, opts: &Options, compressio
     // Compress regular files bigger than a block (smaller ones cannot save one).
     let alg = compress::algorithm(compression);
     let mut packed: Vec<(u32, Packed)> = Vec::new();
-    let mut spills = Vec::new();
+    let mut spills = None;
     if alg.is_some() {
-        let (who, files): (Vec<u32>, Vec<(&[u8], ContentRef)>) = nodes
-            .iter()
-            .enumerate()
-            .filter_map(|(i, (p, n))| match &n.kind {
-                Kind::File { content, .. } if owner(i) == i && content.len > BLOCK => Some((i as u32, (*p, *content))),
-                _ => None,
-            })
-            .unzip();
-        let (done, s) = compress::files(tree, &files, compression, threads)?;
-        packed = who.into_iter().zip(done).filter_map(|(i, p)| Some((i, p?))).collect();
-        spills = s;
+        let files: Vec<u32> = (0..nodes.len())
+            .filter(|&i| matches!(nodes[i].1.kind, Kind::File { content, .. } if owner(i) == i && content.len > BLOCK))
+            .map(|i| i as u32)
+            .collect();
+        let (p, s) = compress::files(tree, &nodes, &files, compression, threads)?;
+        packed = p;
+        spills = Some(s);
     }
     let packed_of = |i: usize| packed.binary_search_by_key(&(i as u32), |p| p.0).ok().map(|k| &packed[k].1);
     // Compression configs after the superblock (lzma only; lz4 keeps the defaults).
@@ -236,7 +231,7 @@ pub fn write_compressed<W: Write + Seek>(tree: &Tree, opts: &Options, compressio
         Ok(Shape { size, xattrs, inline, entries })
     };
     let data_blocks = |i: usize, s: &Shape| match packed_of(i) {
-        Some(k) => k.extents.len() as u64,
+        Some(k) => k.count as u64,
         None => (s.size - s.inline).div_ceil(BLOCK),
     };
 
@@ -344,7 +339,7 @@ pub fn write_compressed<W: Write + Seek>(tree: &Tree, opts: &Options, compressio
         let i_u = match &node.kind {
             Kind::Char { major, minor } | Kind::Block { major, minor } => crate::emit::squashfs::format::encode_dev(*major, *minor),
             // i_u.compressed_blocks
-            _ if k.is_some() => k.map_or(0, |k| k.extents.len() as u32),
+            _ if k.is_some() => k.map_or(0, |k| k.count),
             _ => blkaddr as u32,
         };
         let uid = u32::try_from(m.uid).map_err(|_| invalid(format!("{}: owner {} does not fit 32 bits", crate::tree::path::show(path), m.uid)))?;
@@ -370,7 +365,7 @@ pub fn write_compressed<W: Write + Seek>(tree: &Tree, opts: &Options, compressio
             b.resize(b.len().next_multiple_of(8), 0);
             b.extend(map_header(alg.expect("packed only with compression")));
             b.resize(b.len() + 8, 0);
-            b.extend(compress::indexes(&k.extents, blkaddr as u32));
+            spills.as_ref().expect("packed only with compression").indexes(k, blkaddr as u32, &mut b)?;
             debug_assert_eq!(b.len() as u64, (pos + INODE_SIZE + p.xattrs.len() as u64).next_multiple_of(8) + FULL_INDEX_HEADER + p.size.div_ceil(BLOCK) * LCLUSTER_INDEX_SIZE - pos);
         }
         if p.inline > 0 {
@@ -418,15 +413,7 @@ pub fn write_compressed<W: Write + Seek>(tree: &Tree, opts: &Options, compressio
             continue;
         }
         if let Some(k) = packed_of(i) {
-            let mut left = k.extents.len() as u64 * BLOCK;
-            let mut at = k.offset;
-            while left > 0 {
-                let n = left.min(buf.len() as u64) as usize;
-                spills[k.spill].read_exact_at(&mut buf[..n], at)?;
-                out.write_all(&buf[..n])?;
-                left -= n as u64;
-                at += n as u64;
-            }
+            spills.as_ref().expect("packed only with compression").copy_data(k, out, &mut buf)?;
             continue;
         }
         match &node.kind {
