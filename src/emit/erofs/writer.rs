@@ -27,8 +27,8 @@
 
 use super::compress::{self, Packed};
 use super::format::*;
-use crate::spec::ErofsCompression;
 use crate::emit::dirtree::{self, Dirs};
+use crate::spec::ErofsCompression;
 use crate::tree::{ContentRef, Kind, Node, Tree};
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
@@ -169,8 +169,9 @@ struct Shape<'t> {
 /// never depend on the thread count).
 ///
 /// Memory: per path, its walk entry, [`Dirs`] and its nid (about 52 bytes); per hardlinked
-/// inode its first path and link count; per compressed file its extents. Everything else is
-/// worked out again from the tree in each pass and written as it goes.
+/// inode its first path and link count; per compressed file a [`Packed`] (its extents wait in
+/// a spill file). Everything else is worked out again from the tree in each pass and written
+/// as it goes.
 pub fn write_compressed<W: Write + Seek>(tree: &Tree, opts: &Options, compression: ErofsCompression, threads: usize, out: &mut W) -> io::Result<u64> {
     let nodes: Vec<(&[u8], &Node)> = tree.walk().collect();
     for (p, _) in &nodes[1.min(nodes.len())..] {
