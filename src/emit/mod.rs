@@ -5,6 +5,7 @@
 
 pub mod compress;
 pub mod cpio;
+pub mod dirtree;
 pub mod eif;
 pub mod erofs;
 pub mod fat;

@@ -19,7 +19,7 @@
 
 use super::format::{self as f, BLOCK};
 use crate::spec::ErofsCompression;
-use crate::tree::{ContentRef, Tree};
+use crate::tree::{Kind, Node, Tree};
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::raw::{c_char, c_int, c_void};
@@ -51,12 +51,71 @@ pub struct Extent {
     pub plain: bool,
 }
 
-/// A file's compressed data, waiting in a spill file: `extents.len()` pclusters at `offset`.
-#[derive(Debug)]
+impl Extent {
+    /// Its 4 bytes in an extent spill file: the length, the top bit set when plain.
+    fn encode(self) -> [u8; 4] {
+        (self.len | (self.plain as u32) << 31).to_le_bytes()
+    }
+
+    fn decode(b: &[u8]) -> Self {
+        let v = u32::from_le_bytes(b.try_into().expect("4 bytes"));
+        Extent { len: v & !(1 << 31), plain: v >> 31 == 1 }
+    }
+}
+
+/// A file's compressed data, waiting in its worker's spill files ([`Spills`]): `count`
+/// pclusters at `offset` in data spill `spill`, their extents (4 bytes each) at `extents`
+/// in the same worker's extent spill. Fixed-size, so memory does not grow with file sizes.
+#[derive(Debug, Clone, Copy)]
 pub struct Packed {
-    pub extents: Vec<Extent>,
-    pub spill: usize,
+    pub spill: u32,
+    pub count: u32,
     pub offset: u64,
+    pub extents: u64,
+}
+
+/// The spill files of [`files()`]: each worker's pclusters and extents.
+pub struct Spills {
+    data: Vec<File>,
+    extents: Vec<File>,
+}
+
+impl Spills {
+    /// Copy a file's pclusters (`count` blocks) to `out`.
+    pub fn copy_data(&self, p: &Packed, out: &mut impl Write, buf: &mut [u8]) -> io::Result<()> {
+        use std::os::unix::fs::FileExt as _;
+        let mut left = p.count as u64 * BLOCK;
+        let mut at = p.offset;
+        while left > 0 {
+            let n = left.min(buf.len() as u64) as usize;
+            self.data[p.spill as usize].read_exact_at(&mut buf[..n], at)?;
+            out.write_all(&buf[..n])?;
+            left -= n as u64;
+            at += n as u64;
+        }
+        Ok(())
+    }
+
+    /// Append a file's lcluster indexes ([`indexes`]) to `out`, its first pcluster being
+    /// block `blkaddr`; the extents are read back a bounded run at a time.
+    pub fn indexes(&self, p: &Packed, blkaddr: u32, out: &mut Vec<u8>) -> io::Result<()> {
+        use std::os::unix::fs::FileExt as _;
+        const RUN: u64 = 16 << 10;
+        let mut ix = Indexer::new(blkaddr);
+        let mut buf = Vec::new();
+        let mut done = 0u64;
+        while done < p.count as u64 {
+            let n = (p.count as u64 - done).min(RUN);
+            buf.resize(n as usize * 4, 0);
+            self.extents[p.spill as usize].read_exact_at(&mut buf, p.extents + done * 4)?;
+            for e in buf.chunks(4) {
+                ix.push(Extent::decode(e), out);
+            }
+            done += n;
+        }
+        ix.finish(out);
+        Ok(())
+    }
 }
 
 /// The algorithm number a codec writes in map headers (`None`: not compressed).
@@ -152,14 +211,15 @@ impl Encoder {
     }
 }
 
-/// Compress one file of `size` bytes from `r`, writing its pclusters to `out`; returns its
-/// extents, or `None` when that saves no block (the file is then stored flat; nothing of it
-/// stays in `out` past the position it started at, which the caller restores).
-fn file(enc: &mut Encoder, r: &mut impl Read, size: u64, out: &mut impl Write) -> io::Result<Option<Vec<Extent>>> {
+/// Compress one file of `size` bytes from `r`, writing its pclusters to `out` and its extents
+/// to `ext`; returns how many, or `None` when that saves no block (the file is then stored
+/// flat; nothing of it stays in `out` or `ext` past the positions it started at, which the
+/// caller restores).
+fn file(enc: &mut Encoder, r: &mut impl Read, size: u64, out: &mut impl Write, ext: &mut impl Write) -> io::Result<Option<u32>> {
     let mut buf = vec![0u8; 2 * MAX_EXTENT];
     let (mut start, mut end) = (0usize, 0usize);
     let mut read = 0u64;
-    let mut extents = Vec::new();
+    let mut extents = 0u64;
     let mut pc = [0u8; BLOCK as usize];
     let flat_blocks = size.div_ceil(BLOCK);
     while read < size || start < end {
@@ -174,23 +234,23 @@ fn file(enc: &mut Encoder, r: &mut impl Read, size: u64, out: &mut impl Write) -
         }
         let window = &buf[start..end.min(start + MAX_EXTENT)];
         let consumed = enc.fill(window, &mut pc)?;
-        let len = if consumed as u64 > BLOCK {
-            extents.push(Extent { len: consumed as u32, plain: false });
-            consumed
+        let e = if consumed as u64 > BLOCK {
+            Extent { len: consumed as u32, plain: false }
         } else {
             let len = window.len().min(BLOCK as usize);
             pc[..len].copy_from_slice(&window[..len]);
             pc[len..].fill(0);
-            extents.push(Extent { len: len as u32, plain: true });
-            len
+            Extent { len: len as u32, plain: true }
         };
+        extents += 1;
+        ext.write_all(&e.encode())?;
         out.write_all(&pc)?;
-        start += len;
-        if extents.len() as u64 >= flat_blocks {
+        start += e.len as usize;
+        if extents >= flat_blocks {
             return Ok(None);
         }
     }
-    Ok(Some(extents))
+    Ok(Some(u32::try_from(extents).map_err(|_| io::Error::other("a file of more than 2^32 extents"))?))
 }
 
 /// The full lcluster indexes of a file's extents whose first pcluster is block `blkaddr`,
@@ -200,24 +260,50 @@ fn file(enc: &mut Encoder, r: &mut impl Read, size: u64, out: &mut impl Write) -
 /// One index per 4 KiB of the file.
 pub fn indexes(extents: &[Extent], blkaddr: u32) -> Vec<u8> {
     let mut v = Vec::new();
-    let mut ctx_ofs = 0u64;
-    for (k, e) in extents.iter().enumerate() {
+    let mut ix = Indexer::new(blkaddr);
+    for e in extents {
+        ix.push(*e, &mut v);
+    }
+    ix.finish(&mut v);
+    v
+}
+
+/// [`indexes`] one extent at a time.
+pub struct Indexer {
+    blkaddr: u32,
+    /// Extents pushed so far.
+    k: u32,
+    /// Where the next extent starts in its lcluster.
+    ctx_ofs: u64,
+    /// An extent ended inside the lcluster it started in (only the file's last may).
+    tail: bool,
+}
+
+impl Indexer {
+    pub fn new(blkaddr: u32) -> Self {
+        Indexer { blkaddr, k: 0, ctx_ofs: 0, tail: false }
+    }
+
+    /// The indexes of the next extent, appended to `v`.
+    pub fn push(&mut self, e: Extent, v: &mut Vec<u8>) {
+        debug_assert!(!self.tail, "a tail extent inside one lcluster is only the file's last");
+        let blkaddr = self.blkaddr + self.k;
+        self.k += 1;
         let kind = if e.plain { f::LCLUSTER_PLAIN } else { f::LCLUSTER_HEAD };
-        let head_ofs = ctx_ofs as u16;
+        let head_ofs = self.ctx_ofs as u16;
         let mut count = e.len as u64;
-        let mut d1 = (ctx_ofs + count) / BLOCK;
+        let mut d1 = (self.ctx_ofs + count) / BLOCK;
         if d1 == 0 {
-            // A tail extent inside one lcluster: only the file's last.
-            debug_assert_eq!(k + 1, extents.len());
-            v.extend(f::head_index(kind, head_ofs, blkaddr + k as u32));
-            ctx_ofs = 0;
-            continue;
+            v.extend(f::head_index(kind, head_ofs, blkaddr));
+            self.ctx_ofs = 0;
+            self.tail = true;
+            return;
         }
         let mut d0 = 0u64;
-        let mut ofs = ctx_ofs;
+        let mut ofs = self.ctx_ofs;
         loop {
             if d0 == 0 {
-                v.extend(f::head_index(kind, head_ofs, blkaddr + k as u32));
+                v.extend(f::head_index(kind, head_ofs, blkaddr));
             } else {
                 debug_assert!(d0 < f::D0_CBLKCNT);
                 v.extend(f::nonhead_index(head_ofs, d0 as u16, d1 as u16));
@@ -230,68 +316,73 @@ pub fn indexes(extents: &[Extent], blkaddr: u32) -> Vec<u8> {
                 break;
             }
         }
-        ctx_ofs = ofs + count;
+        self.ctx_ofs = ofs + count;
     }
-    if ctx_ofs != 0 {
-        v.extend(f::head_index(f::LCLUSTER_PLAIN, ctx_ofs as u16, 0));
+
+    /// The end marker, when the file ends inside an lcluster.
+    pub fn finish(self, v: &mut Vec<u8>) {
+        if self.ctx_ofs != 0 {
+            v.extend(f::head_index(f::LCLUSTER_PLAIN, self.ctx_ofs as u16, 0));
+        }
     }
-    v
 }
 
-/// Compress `files` (path, content) on `threads` threads, each into its own spill file;
-/// returns, per file in the same order, its packed extents or `None` (store flat), and the
-/// spill files. Which thread compressed a file never shows in the image: the writer copies
-/// each file's pclusters in inode order.
-pub fn files(tree: &Tree, files: &[(&[u8], ContentRef)], c: ErofsCompression, threads: usize) -> io::Result<(Vec<Option<Packed>>, Vec<File>)> {
+/// Compress the regular files at `files` (indexes into `nodes`, the tree's walk) on
+/// `threads` threads, each into its own spill files; returns the files that save a block
+/// with where their data went, by index, and the spill files. Which thread compressed a
+/// file never shows in the image: the writer copies each file's pclusters in inode order.
+pub fn files(tree: &Tree, nodes: &[(&[u8], &Node)], files: &[u32], c: ErofsCompression, threads: usize) -> io::Result<(Vec<(u32, Packed)>, Spills)> {
     let next = AtomicUsize::new(0);
     let threads = threads.max(1).min(files.len().max(1));
-    // Per worker: its spill file and the (file index, packed extents) it made.
-    type Done = (File, Vec<(usize, Option<Packed>)>);
+    // Per worker: its spill files and the (node index, packed) it made.
+    type Done = (File, File, Vec<(u32, Packed)>);
     let results: Vec<io::Result<Done>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let next = &next;
                 s.spawn(move || -> io::Result<Done> {
                     let mut enc = Encoder::new(c)?;
-                    let spill = tempfile::tempfile()?;
-                    let mut w = io::BufWriter::with_capacity(1 << 20, spill);
-                    let mut pos = 0u64;
+                    let mut w = io::BufWriter::with_capacity(1 << 20, tempfile::tempfile()?);
+                    let mut e = io::BufWriter::with_capacity(1 << 16, tempfile::tempfile()?);
+                    let (mut pos, mut epos) = (0u64, 0u64);
                     let mut done = Vec::new();
                     loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some((path, content)) = files.get(i) else { break };
+                        let k = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(&i) = files.get(k) else { break };
+                        let (path, node) = nodes[i as usize];
+                        let Kind::File { content, .. } = node.kind else { unreachable!("only regular files are compressed") };
                         let at = |e: io::Error| io::Error::new(e.kind(), format!("{}: {e}", crate::tree::path::show(path)));
-                        match file(&mut enc, &mut tree.open(content), content.len, &mut w).map_err(at)? {
-                            Some(extents) => {
-                                let n = extents.len() as u64 * BLOCK;
-                                done.push((i, Some(Packed { extents, spill: t, offset: pos })));
-                                pos += n;
+                        match file(&mut enc, &mut tree.open(&content), content.len, &mut w, &mut e).map_err(at)? {
+                            Some(count) => {
+                                done.push((i, Packed { spill: t as u32, count, offset: pos, extents: epos }));
+                                pos += count as u64 * BLOCK;
+                                epos += count as u64 * 4;
                             }
                             None => {
                                 w.seek(SeekFrom::Start(pos))?;
-                                done.push((i, None));
+                                e.seek(SeekFrom::Start(epos))?;
                             }
                         }
                     }
-                    w.flush()?;
-                    let spill = w.into_inner().map_err(|e| e.into_error())?;
-                    spill.set_len(pos)?;
-                    Ok((spill, done))
+                    let (w, e) = (w.into_inner().map_err(|e| e.into_error())?, e.into_inner().map_err(|e| e.into_error())?);
+                    w.set_len(pos)?;
+                    e.set_len(epos)?;
+                    Ok((w, e, done))
                 })
             })
             .collect();
         handles.into_iter().map(|h| h.join().expect("erofs compression thread panicked")).collect()
     });
-    let mut out: Vec<Option<Packed>> = (0..files.len()).map(|_| None).collect();
-    let mut spills = Vec::new();
+    let mut packed = Vec::new();
+    let mut spills = Spills { data: Vec::new(), extents: Vec::new() };
     for r in results {
-        let (spill, done) = r?;
-        spills.push(spill);
-        for (i, p) in done {
-            out[i] = p;
-        }
+        let (w, e, done) = r?;
+        spills.data.push(w);
+        spills.extents.push(e);
+        packed.extend(done);
     }
-    Ok((out, spills))
+    packed.sort_unstable_by_key(|p| p.0);
+    Ok((packed, spills))
 }
 
 #[cfg(test)]

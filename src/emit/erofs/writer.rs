@@ -27,12 +27,12 @@
 
 use super::compress::{self, Packed};
 use super::format::*;
+use crate::emit::dirtree::{self, Dirs};
 use crate::spec::ErofsCompression;
 use crate::tree::{ContentRef, Kind, Node, Tree};
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt as _;
 
 /// The largest data tail stored inline: half a block, mkcomposefs's heuristic.
 const INLINE_MAX: u64 = BLOCK / 2;
@@ -101,16 +101,17 @@ fn xattr_body(path: &[u8], x: &std::collections::BTreeMap<String, Vec<u8>>) -> i
     Ok(b)
 }
 
-/// A directory's entries as (name, child index), `.` and `..` included, sorted bytewise.
-fn dir_entries<'t>(i: usize, parent: usize, children: &[usize], names: &[&'t [u8]]) -> Vec<(&'t [u8], usize)> {
-    let mut v: Vec<(&[u8], usize)> = vec![(b".", i), (b"..", parent)];
-    v.extend(children.iter().map(|&c| (names[c], c)));
+/// A directory entry: its name and the index of the node it names.
+type DirEntry<'t> = (&'t [u8], usize);
+
+/// A directory's entries, `.` and `..` included, sorted bytewise.
+fn dir_entries<'t>(i: usize, parent: usize, children: &[u32], nodes: &[(&'t [u8], &Node)]) -> Vec<DirEntry<'t>> {
+    let mut v: Vec<DirEntry> = Vec::with_capacity(children.len() + 2);
+    v.extend([(&b"."[..], i), (&b".."[..], parent)]);
+    v.extend(children.iter().map(|&c| (dirtree::name(nodes[c as usize].0), c as usize)));
     v.sort_by(|a, b| a.0.cmp(b.0));
     v
 }
-
-/// A directory entry: its name and the index of the node it names.
-type DirEntry<'t> = (&'t [u8], usize);
 
 /// Split sorted entries into blocks; returns the directory's size and each block's entries.
 fn dir_blocks<'e, 't>(entries: &'e [DirEntry<'t>]) -> (u64, Vec<&'e [DirEntry<'t>]>) {
@@ -130,13 +131,13 @@ fn dir_blocks<'e, 't>(entries: &'e [DirEntry<'t>]) -> (u64, Vec<&'e [DirEntry<'t
 }
 
 /// One directory block's bytes (`size` of them: a full block, or the tail's length).
-fn dir_block(entries: &[(&[u8], usize)], nid: &[u64], types: &[u8], size: usize) -> Vec<u8> {
+fn dir_block(entries: &[DirEntry], nid: &[u64], nodes: &[(&[u8], &Node)], size: usize) -> Vec<u8> {
     let mut b = Vec::with_capacity(size);
     let mut nameoff = DIRENT_SIZE * entries.len();
     for (name, c) in entries {
         b.extend(nid[*c].to_le_bytes());
         b.extend((nameoff as u16).to_le_bytes());
-        b.push(types[*c]);
+        b.push(file_type(&nodes[*c].1.kind));
         b.push(0);
         nameoff += name.len();
     }
@@ -153,139 +154,129 @@ pub fn write<W: Write + Seek>(tree: &Tree, opts: &Options, out: &mut W) -> io::R
     write_compressed(tree, opts, ErofsCompression::None, 1, out)
 }
 
+/// An inode's shape, the same each time it is worked out from the tree (the layout, the
+/// metadata and the data passes of [`write_compressed`] each do, rather than keep it).
+struct Shape<'t> {
+    size: u64,
+    xattrs: Vec<u8>,
+    /// Bytes of the data's tail stored after the inode.
+    inline: u64,
+    /// A directory's entries (empty for the rest).
+    entries: Vec<DirEntry<'t>>,
+}
+
 /// [`write()`] with regular files compressed by `compression` on `threads` threads (the bytes
 /// never depend on the thread count).
+///
+/// Memory: per path, its walk entry, [`Dirs`] and its nid (about 52 bytes); per hardlinked
+/// inode its first path and link count; per compressed file a [`Packed`] (its extents wait in
+/// a spill file). Everything else is worked out again from the tree in each pass and written
+/// as it goes.
 pub fn write_compressed<W: Write + Seek>(tree: &Tree, opts: &Options, compression: ErofsCompression, threads: usize, out: &mut W) -> io::Result<u64> {
     let nodes: Vec<(&[u8], &Node)> = tree.walk().collect();
-    let index: HashMap<&[u8], usize> = nodes.iter().enumerate().map(|(i, (p, _))| (*p, i)).collect();
-    let mut parent = vec![0usize; nodes.len()];
-    let mut names: Vec<&[u8]> = vec![b""; nodes.len()];
-    let mut children: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
-    for (i, (p, _)) in nodes.iter().enumerate().skip(1) {
-        let (dir, name) = match p.iter().rposition(|&b| b == b'/') {
-            Some(k) => (index[&p[..k]], &p[k + 1..]),
-            None => (0, &p[..]),
-        };
-        if name.len() > 255 {
+    for (p, _) in &nodes[1.min(nodes.len())..] {
+        if dirtree::name(p).len() > 255 {
             return Err(invalid(format!("{}: an EROFS name is at most 255 bytes", crate::tree::path::show(p))));
         }
-        parent[i] = dir;
-        names[i] = name;
-        children[dir].push(i);
     }
-    let types: Vec<u8> = nodes.iter().map(|(_, n)| file_type(&n.kind)).collect();
+    let dirs = Dirs::new(&nodes);
 
-    // The inode of each node: hardlinks share their first path's.
-    let mut owner = vec![0usize; nodes.len()];
-    let mut first_of: HashMap<u64, usize> = HashMap::new();
-    let mut links: HashMap<u64, u32> = HashMap::new();
+    // The inode of each node: hardlinks share their first path's. Only inodes that may have
+    // several paths are remembered (first path, link count).
+    let mut linked: HashMap<u64, (u32, u32)> = HashMap::new();
     for (i, (_, n)) in nodes.iter().enumerate() {
-        owner[i] = i;
         if let Kind::File { inode, .. } = n.kind {
-            owner[i] = *first_of.entry(inode).or_insert(i);
-            *links.entry(inode).or_insert(0) += 1;
+            if tree.maybe_linked(inode) {
+                linked.entry(inode).or_insert((i as u32, 0)).1 += 1;
+            }
         }
     }
+    let owner = |i: usize| match nodes[i].1.kind {
+        Kind::File { inode, .. } => linked.get(&inode).map_or(i, |&(f, _)| f as usize),
+        _ => i,
+    };
 
     // Compress regular files bigger than a block (smaller ones cannot save one).
     let alg = compress::algorithm(compression);
-    let mut packed: Vec<Option<Packed>> = (0..nodes.len()).map(|_| None).collect();
-    let mut spills = Vec::new();
+    let mut packed: Vec<(u32, Packed)> = Vec::new();
+    let mut spills = None;
     if alg.is_some() {
-        let (who, files): (Vec<usize>, Vec<(&[u8], ContentRef)>) = nodes
-            .iter()
-            .enumerate()
-            .filter_map(|(i, (p, n))| match &n.kind {
-                Kind::File { content, .. } if owner[i] == i && content.len > BLOCK => Some((i, (*p, *content))),
-                _ => None,
-            })
-            .unzip();
-        let (done, s) = compress::files(tree, &files, compression, threads)?;
-        for (i, p) in who.into_iter().zip(done) {
-            packed[i] = p;
-        }
-        spills = s;
+        let files: Vec<u32> = (0..nodes.len())
+            .filter(|&i| matches!(nodes[i].1.kind, Kind::File { content, .. } if owner(i) == i && content.len > BLOCK))
+            .map(|i| i as u32)
+            .collect();
+        let (p, s) = compress::files(tree, &nodes, &files, compression, threads)?;
+        packed = p;
+        spills = Some(s);
     }
+    let packed_of = |i: usize| packed.binary_search_by_key(&(i as u32), |p| p.0).ok().map(|k| &packed[k].1);
     // Compression configs after the superblock (lzma only; lz4 keeps the defaults).
     let cfgs = if alg == Some(ALG_LZMA) { lzma_cfg(compress::LZMA_DICT) } else { Vec::new() };
 
-    // Lay out: sizes, inline tails, inode offsets, then data blocks.
-    struct Plan {
-        size: u64,
-        xattrs: Vec<u8>,
-        inline: u64,
-        pos: u64,
-        blkaddr: u64,
-        /// Compressed: the lcluster indexes' bytes after the inode (blkaddrs filled later).
-        index: u64,
-    }
-    let mut uuid = Sha256::new();
-    let mut plans: Vec<Option<Plan>> = Vec::with_capacity(nodes.len());
-    let mut pos = (FIRST_INODE + cfgs.len() as u64).next_multiple_of(32);
-    let mut dirs: HashMap<usize, Vec<DirEntry>> = HashMap::new();
-    for (i, (path, node)) in nodes.iter().enumerate() {
-        if owner[i] != i {
-            plans.push(None);
-            continue;
-        }
+    let shape = |i: usize| -> io::Result<Shape> {
+        let (path, node) = nodes[i];
+        let mut entries = Vec::new();
         let size = match &node.kind {
             Kind::File { content, .. } => content.len,
             Kind::Symlink { target } => target.len() as u64,
             Kind::Dir => {
-                let e = dir_entries(i, parent[i], &children[i], &names);
-                let size = dir_blocks(&e).0;
-                dirs.insert(i, e);
-                size
+                entries = dir_entries(i, dirs.parent(i), dirs.children(i), &nodes);
+                dir_blocks(&entries).0
             }
             _ => 0,
         };
-        uuid.update(path);
-        uuid.update([0]);
-        uuid.update(size.to_le_bytes());
-        uuid.update(node.meta.mode.to_le_bytes());
         let xattrs = xattr_body(path, &node.meta.xattrs)?;
         let tail = size % BLOCK;
         let has_data = matches!(node.kind, Kind::File { .. } | Kind::Dir | Kind::Symlink { .. });
-        let compressed = packed[i].is_some();
-        let inline = if has_data && !compressed && tail <= INLINE_MAX { tail } else { 0 };
+        let inline = if has_data && packed_of(i).is_none() && tail <= INLINE_MAX { tail } else { 0 };
+        Ok(Shape { size, xattrs, inline, entries })
+    };
+    let data_blocks = |i: usize, s: &Shape| match packed_of(i) {
+        Some(k) => k.count as u64,
+        None => (s.size - s.inline).div_ceil(BLOCK),
+    };
+
+    // Lay out: sizes, inline tails, inode offsets (kept as nids), then data blocks.
+    let mut uuid = Sha256::new();
+    let mut nid = vec![0u64; nodes.len()];
+    let mut inode_count = 0u64;
+    let mut data_total = 0u64;
+    let mut pos = (FIRST_INODE + cfgs.len() as u64).next_multiple_of(32);
+    for (i, (path, node)) in nodes.iter().enumerate() {
+        let o = owner(i);
+        if o != i {
+            nid[i] = nid[o];
+            continue;
+        }
+        let s = shape(i)?;
+        uuid.update(path);
+        uuid.update([0]);
+        uuid.update(s.size.to_le_bytes());
+        uuid.update(node.meta.mode.to_le_bytes());
         // Keep the 64-byte header in one block, and the inline tail in the block where the
         // inode's metadata ends.
         if pos % BLOCK > BLOCK - INODE_SIZE {
             pos = pos.next_multiple_of(BLOCK);
         }
-        let meta_end = pos + INODE_SIZE + xattrs.len() as u64;
-        if inline > 0 && meta_end / BLOCK != (meta_end + inline - 1) / BLOCK {
+        let meta_end = pos + INODE_SIZE + s.xattrs.len() as u64;
+        if s.inline > 0 && meta_end / BLOCK != (meta_end + s.inline - 1) / BLOCK {
             pos = pos.next_multiple_of(BLOCK);
         }
         if i == 0 && pos / 32 > u16::MAX as u64 {
             return Err(invalid("the root inode does not fit EROFS's 16-bit root nid".into()));
         }
-        let meta_end = pos + INODE_SIZE + xattrs.len() as u64;
-        let (next, index) = if compressed {
-            let at = meta_end.next_multiple_of(8) + FULL_INDEX_HEADER;
-            let n = size.div_ceil(BLOCK) * LCLUSTER_INDEX_SIZE;
-            (at + n, n)
-        } else {
-            (meta_end + inline, 0)
-        };
-        plans.push(Some(Plan { size, xattrs, inline, pos, blkaddr: 0, index }));
+        let meta_end = pos + INODE_SIZE + s.xattrs.len() as u64;
+        let next = if packed_of(i).is_some() { meta_end.next_multiple_of(8) + FULL_INDEX_HEADER + s.size.div_ceil(BLOCK) * LCLUSTER_INDEX_SIZE } else { meta_end + s.inline };
+        nid[i] = pos / 32;
+        inode_count += 1;
+        data_total += data_blocks(i, &s);
         pos = next.next_multiple_of(32);
     }
-    let mut block = pos.div_ceil(BLOCK);
-    for (i, p) in plans.iter_mut().enumerate() {
-        let Some(p) = p else { continue };
-        let data_blocks = match &packed[i] {
-            Some(k) => k.extents.len() as u64,
-            None => (p.size - p.inline).div_ceil(BLOCK),
-        };
-        p.blkaddr = if data_blocks > 0 { block } else { 0 };
-        block += data_blocks;
-    }
-    let total_blocks = block;
-    let nid: Vec<u64> = (0..nodes.len()).map(|i| plans[owner[i]].as_ref().expect("owner has a plan").pos / 32).collect();
+    let meta_blocks = pos.div_ceil(BLOCK);
+    let total_blocks = meta_blocks + data_total;
 
-    // The metadata area: zeros, the superblock, inodes with their xattrs and inline tails.
-    let mut meta = vec![0u8; pos.next_multiple_of(BLOCK) as usize];
+    // The metadata area, in order: zeros, the superblock, inodes with their xattrs and inline
+    // tails (each at its offset, zeros between).
     let mut sb = Vec::with_capacity(128);
     sb.extend(MAGIC.to_le_bytes());
     sb.extend(0u32.to_le_bytes()); // checksum (feature off)
@@ -293,7 +284,7 @@ pub fn write_compressed<W: Write + Seek>(tree: &Tree, opts: &Options, compressio
     sb.push(BLKSZBITS);
     sb.push(0); // sb_extslots
     sb.extend((nid[0] as u16).to_le_bytes());
-    sb.extend((plans.iter().flatten().count() as u64).to_le_bytes());
+    sb.extend(inode_count.to_le_bytes());
     sb.extend(opts.sde.to_le_bytes());
     sb.extend(0u32.to_le_bytes()); // build_time_nsec
     sb.extend(u32::try_from(total_blocks).map_err(|_| invalid("image too large for EROFS's 32-bit block count".into()))?.to_le_bytes());
@@ -316,13 +307,25 @@ pub fn write_compressed<W: Write + Seek>(tree: &Tree, opts: &Options, compressio
     let algs: u16 = if cfgs.is_empty() { 0 } else { 1 << alg.expect("configs only with compression") };
     sb.extend(algs.to_le_bytes());
     sb.resize(SUPER_SIZE as usize, 0); // the rest
-    meta[SUPER_OFFSET as usize..FIRST_INODE as usize].copy_from_slice(&sb);
-    meta[FIRST_INODE as usize..FIRST_INODE as usize + cfgs.len()].copy_from_slice(&cfgs);
+    out.write_all(&[0u8; SUPER_OFFSET as usize])?;
+    out.write_all(&sb)?;
+    out.write_all(&cfgs)?;
+    let mut at = FIRST_INODE + cfgs.len() as u64;
+    let zeros = [0u8; BLOCK as usize];
 
+    let mut block = meta_blocks;
+    let mut b = Vec::new();
     for (i, (path, node)) in nodes.iter().enumerate() {
-        let Some(p) = &plans[i] else { continue };
+        if owner(i) != i {
+            continue;
+        }
+        let p = shape(i)?;
+        let k = packed_of(i);
+        let blocks = data_blocks(i, &p);
+        let blkaddr = if blocks > 0 { block } else { 0 };
+        block += blocks;
         let m = &node.meta;
-        let layout = if packed[i].is_some() {
+        let layout = if k.is_some() {
             COMPRESSED_FULL
         } else if p.inline > 0 || p.size == 0 {
             FLAT_INLINE
@@ -330,20 +333,21 @@ pub fn write_compressed<W: Write + Seek>(tree: &Tree, opts: &Options, compressio
             FLAT_PLAIN
         };
         let nlink = match &node.kind {
-            Kind::Dir => 2 + children[i].iter().filter(|&&c| nodes[c].1.kind == Kind::Dir).count() as u32,
-            Kind::File { inode, .. } => links[inode],
+            Kind::Dir => 2 + dirs.children(i).iter().filter(|&&c| nodes[c as usize].1.kind == Kind::Dir).count() as u32,
+            Kind::File { inode, .. } => linked.get(inode).map_or(1, |l| l.1),
             _ => 1,
         };
         let i_u = match &node.kind {
             Kind::Char { major, minor } | Kind::Block { major, minor } => crate::emit::squashfs::format::encode_dev(*major, *minor),
             // i_u.compressed_blocks
-            _ if packed[i].is_some() => packed[i].as_ref().map_or(0, |k| k.extents.len() as u32),
-            _ => p.blkaddr as u32,
+            _ if k.is_some() => k.map_or(0, |k| k.count),
+            _ => blkaddr as u32,
         };
         let uid = u32::try_from(m.uid).map_err(|_| invalid(format!("{}: owner {} does not fit 32 bits", crate::tree::path::show(path), m.uid)))?;
         let gid = u32::try_from(m.gid).map_err(|_| invalid(format!("{}: group {} does not fit 32 bits", crate::tree::path::show(path), m.gid)))?;
         let icount = if p.xattrs.is_empty() { 0 } else { (p.xattrs.len() - 12) / 4 + 1 };
-        let mut b = Vec::with_capacity(64 + p.xattrs.len() + p.inline as usize);
+        let pos = nid[i] * 32;
+        b.clear();
         b.extend(((layout << 1) | 1).to_le_bytes());
         b.extend((icount as u16).to_le_bytes());
         b.extend((s_ifmt(&node.kind) | (m.mode & 0o7777) as u16).to_le_bytes());
@@ -358,12 +362,12 @@ pub fn write_compressed<W: Write + Seek>(tree: &Tree, opts: &Options, compressio
         b.extend(nlink.to_le_bytes());
         b.resize(64, 0);
         b.extend(&p.xattrs);
-        if let Some(k) = &packed[i] {
+        if let Some(k) = k {
             b.resize(b.len().next_multiple_of(8), 0);
             b.extend(map_header(alg.expect("packed only with compression")));
             b.resize(b.len() + 8, 0);
-            b.extend(compress::indexes(&k.extents, p.blkaddr as u32));
-            debug_assert_eq!(b.len() as u64, (p.pos + INODE_SIZE + p.xattrs.len() as u64).next_multiple_of(8) + FULL_INDEX_HEADER + p.index - p.pos);
+            spills.as_ref().expect("packed only with compression").indexes(k, blkaddr as u32, &mut b)?;
+            debug_assert_eq!(b.len() as u64, (pos + INODE_SIZE + p.xattrs.len() as u64).next_multiple_of(8) + FULL_INDEX_HEADER + p.size.div_ceil(BLOCK) * LCLUSTER_INDEX_SIZE - pos);
         }
         if p.inline > 0 {
             let full = p.size - p.inline;
@@ -376,36 +380,41 @@ pub fn write_compressed<W: Write + Seek>(tree: &Tree, opts: &Options, compressio
                 }
                 Kind::Symlink { target } => b.extend(target),
                 Kind::Dir => {
-                    let (_, blocks) = dir_blocks(&dirs[&i]);
-                    b.extend(dir_block(blocks.last().expect("a directory has . and .."), &nid, &types, p.inline as usize));
+                    let (_, blocks) = dir_blocks(&p.entries);
+                    b.extend(dir_block(blocks.last().expect("a directory has . and .."), &nid, &nodes, p.inline as usize));
                 }
                 _ => {}
             }
         }
-        let at = p.pos as usize;
-        meta[at..at + b.len()].copy_from_slice(&b);
+        debug_assert!(pos >= at);
+        write_zeros(out, pos - at, &zeros)?;
+        out.write_all(&b)?;
+        at = pos + b.len() as u64;
     }
-    out.write_all(&meta)?;
+    write_zeros(out, meta_blocks * BLOCK - at, &zeros)?;
 
     // Data blocks, in inode order.
     let mut buf = vec![0u8; 1 << 20];
     for (i, (path, node)) in nodes.iter().enumerate() {
-        let Some(p) = &plans[i] else { continue };
+        if owner(i) != i {
+            continue;
+        }
+        let full = match &node.kind {
+            Kind::File { content, .. } => content.len,
+            Kind::Symlink { target } => target.len() as u64,
+            Kind::Dir => u64::MAX, // worked out below
+            _ => 0,
+        };
+        if full == 0 {
+            continue;
+        }
+        let p = shape(i)?;
         let full = p.size - p.inline;
         if full == 0 {
             continue;
         }
-        debug_assert_eq!(out.stream_position()?, p.blkaddr * BLOCK);
-        if let Some(k) = &packed[i] {
-            let mut left = k.extents.len() as u64 * BLOCK;
-            let mut at = k.offset;
-            while left > 0 {
-                let n = left.min(buf.len() as u64) as usize;
-                spills[k.spill].read_exact_at(&mut buf[..n], at)?;
-                out.write_all(&buf[..n])?;
-                left -= n as u64;
-                at += n as u64;
-            }
+        if let Some(k) = packed_of(i) {
+            spills.as_ref().expect("packed only with compression").copy_data(k, out, &mut buf)?;
             continue;
         }
         match &node.kind {
@@ -415,20 +424,30 @@ pub fn write_compressed<W: Write + Seek>(tree: &Tree, opts: &Options, compressio
             }
             Kind::Symlink { target } => out.write_all(target)?,
             Kind::Dir => {
-                let (size, blocks) = dir_blocks(&dirs[&i]);
+                let (size, blocks) = dir_blocks(&p.entries);
                 let n = if p.inline > 0 { blocks.len() - 1 } else { blocks.len() };
                 for (k, entries) in blocks[..n].iter().enumerate() {
                     let len = if (k as u64 + 1) * BLOCK <= size { BLOCK } else { size % BLOCK };
-                    out.write_all(&dir_block(entries, &nid, &types, len as usize))?;
+                    out.write_all(&dir_block(entries, &nid, &nodes, len as usize))?;
                 }
             }
             _ => {}
         }
         let pad = full.next_multiple_of(BLOCK) - full;
-        out.write_all(&vec![0u8; pad as usize])?;
+        write_zeros(out, pad, &zeros)?;
     }
     let size = total_blocks * BLOCK;
     debug_assert_eq!(out.stream_position()?, size);
     out.seek(SeekFrom::Start(size))?;
     Ok(size)
+}
+
+/// `n` zero bytes.
+fn write_zeros(out: &mut impl Write, mut n: u64, zeros: &[u8]) -> io::Result<()> {
+    while n > 0 {
+        let k = n.min(zeros.len() as u64) as usize;
+        out.write_all(&zeros[..k])?;
+        n -= k as u64;
+    }
+    Ok(())
 }

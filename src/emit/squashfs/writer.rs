@@ -8,8 +8,9 @@
 //! on nothing else.
 
 use super::format::{self as f, Superblock};
+use crate::emit::dirtree::{self, Dirs};
 use crate::spec::SquashfsCompression;
-use crate::tree::{Kind, Node, Tree};
+use crate::tree::{ContentRef, Kind, Node, Tree};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 
@@ -64,24 +65,26 @@ fn compress(c: SquashfsCompression, data: &[u8]) -> io::Result<Vec<u8>> {
     }
 }
 
-/// A metadata table being written: 8 KiB blocks, each compressed (or stored, when that is not
-/// smaller) behind a 16-bit header.
-struct MetaWriter {
+/// A metadata table being written into `sink`: 8 KiB blocks, each compressed (or stored, when
+/// that is not smaller) behind a 16-bit header.
+struct MetaWriter<S: Write> {
     c: SquashfsCompression,
-    done: Vec<u8>,
+    sink: S,
+    /// Bytes written to `sink`.
+    len: u64,
     cur: Vec<u8>,
-    /// Offset in `done` where each block starts (for tables with an index).
+    /// Offset in the table where each block starts (for tables with an index).
     starts: Vec<u64>,
 }
 
-impl MetaWriter {
-    fn new(c: SquashfsCompression) -> Self {
-        MetaWriter { c, done: Vec::new(), cur: Vec::with_capacity(f::METADATA_SIZE), starts: Vec::new() }
+impl<S: Write> MetaWriter<S> {
+    fn new(c: SquashfsCompression, sink: S) -> Self {
+        MetaWriter { c, sink, len: 0, cur: Vec::with_capacity(f::METADATA_SIZE), starts: Vec::new() }
     }
 
     /// Where the next byte goes: (block start in the table, offset in the block).
     fn here(&self) -> (u64, u16) {
-        (self.done.len() as u64, self.cur.len() as u16)
+        (self.len, self.cur.len() as u16)
     }
 
     fn push(&mut self, mut b: &[u8]) -> io::Result<()> {
@@ -97,48 +100,52 @@ impl MetaWriter {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.starts.push(self.done.len() as u64);
+        self.starts.push(self.len);
         let z = compress(self.c, &self.cur)?;
-        if z.len() < self.cur.len() {
-            self.done.extend((z.len() as u16).to_le_bytes());
-            self.done.extend(z);
-        } else {
-            self.done.extend((self.cur.len() as u16 | f::METADATA_UNCOMPRESSED).to_le_bytes());
-            self.done.extend_from_slice(&self.cur);
-        }
+        let (header, body) = if z.len() < self.cur.len() { (z.len() as u16, &z[..]) } else { (self.cur.len() as u16 | f::METADATA_UNCOMPRESSED, &self.cur[..]) };
+        self.sink.write_all(&header.to_le_bytes())?;
+        self.sink.write_all(body)?;
+        self.len += 2 + body.len() as u64;
         self.cur.clear();
         Ok(())
     }
 
-    fn finish(mut self) -> io::Result<(Vec<u8>, Vec<u64>)> {
+    /// The sink, the table's length and where its blocks start.
+    fn finish(mut self) -> io::Result<(S, u64, Vec<u64>)> {
         if !self.cur.is_empty() {
             self.flush()?;
         }
-        Ok((self.done, self.starts))
+        Ok((self.sink, self.len, self.starts))
     }
 }
 
-/// Where one file's data went.
-#[derive(Debug, Clone, Default)]
-struct FileData {
-    start: u64,
-    sizes: Vec<u32>,
-}
+/// "No block": a file without data blocks (empty), in [`write`]'s per-path block numbers.
+const NO_BLOCK: u32 = u32::MAX;
+/// Bytes of one data block's record in the block list: its start in the image and its size
+/// field.
+const BLOCK_RECORD: usize = 12;
+/// Records a [`BlockList`] reads at once.
+const BLOCK_WINDOW: u64 = 4096;
 
-/// Writes data blocks in order, compressing batches of them on `threads` threads.
+/// Writes data blocks in order, compressing batches of them on `threads` threads, and records
+/// where each went in `list` (a temp file: a file's inode lists its blocks' sizes, and an
+/// image's blocks are bounded by its data, not by memory).
 struct DataWriter<'w, W: Write> {
     out: &'w mut W,
     pos: u64,
     c: SquashfsCompression,
     threads: usize,
-    /// Blocks waiting for compression: (tree inode, raw bytes).
-    batch: Vec<(u64, Vec<u8>)>,
-    files: HashMap<u64, FileData>,
+    /// Blocks waiting for compression.
+    batch: Vec<Vec<u8>>,
+    /// Blocks given to `add`: the next block's number.
+    added: u64,
+    list: io::BufWriter<std::fs::File>,
 }
 
 impl<W: Write> DataWriter<'_, W> {
-    fn add(&mut self, inode: u64, block: Vec<u8>) -> io::Result<()> {
-        self.batch.push((inode, block));
+    fn add(&mut self, block: Vec<u8>) -> io::Result<()> {
+        self.batch.push(block);
+        self.added += 1;
         if self.batch.len() >= self.threads * BATCH_PER_THREAD {
             self.drain()?;
         }
@@ -150,17 +157,14 @@ impl<W: Write> DataWriter<'_, W> {
         let c = self.c;
         let per = batch.len().div_ceil(self.threads.max(1)).max(1);
         let compressed: Vec<io::Result<Vec<u8>>> = std::thread::scope(|s| {
-            let handles: Vec<_> = batch.chunks(per).map(|chunk| s.spawn(move || chunk.iter().map(|(_, b)| compress(c, b)).collect::<Vec<_>>())).collect();
+            let handles: Vec<_> = batch.chunks(per).map(|chunk| s.spawn(move || chunk.iter().map(|b| compress(c, b)).collect::<Vec<_>>())).collect();
             handles.into_iter().flat_map(|h| h.join().expect("compression thread panicked")).collect()
         });
-        for ((inode, raw), z) in batch.into_iter().zip(compressed) {
+        for (raw, z) in batch.into_iter().zip(compressed) {
             let z = z?;
             let (bytes, size) = if z.len() < raw.len() { (&z[..], z.len() as u32) } else { (&raw[..], raw.len() as u32 | f::DATA_UNCOMPRESSED) };
-            let fd = self.files.entry(inode).or_default();
-            if fd.sizes.is_empty() {
-                fd.start = self.pos;
-            }
-            fd.sizes.push(size);
+            self.list.write_all(&self.pos.to_le_bytes())?;
+            self.list.write_all(&size.to_le_bytes())?;
             self.out.write_all(bytes)?;
             self.pos += bytes.len() as u64;
         }
@@ -168,47 +172,94 @@ impl<W: Write> DataWriter<'_, W> {
     }
 }
 
-/// Files whose contents equal an earlier file's: tree inode → the first inode with the same
-/// bytes. Only files sharing their length with another are read (and hashed) for this.
-fn duplicates(tree: &Tree, nodes: &[(&[u8], &Node)]) -> io::Result<HashMap<u64, u64>> {
+/// The data blocks' records ([`DataWriter`]) read back by block number, a window at a time
+/// (inodes ask for their files' blocks roughly in the order they were written).
+struct BlockList {
+    file: std::fs::File,
+    count: u64,
+    /// Records from block `first` on.
+    window: Vec<u8>,
+    first: u64,
+}
+
+impl BlockList {
+    /// Where the `n` blocks from block `first` went: the first one's start and each one's size.
+    fn run(&mut self, first: u32, n: u64, sizes: &mut Vec<u32>) -> io::Result<u64> {
+        use std::os::unix::fs::FileExt as _;
+        let first = first as u64;
+        let have = (self.window.len() / BLOCK_RECORD) as u64;
+        if first < self.first || first + n > self.first + have {
+            let m = n.max(BLOCK_WINDOW).min(self.count - first);
+            self.window.resize(m as usize * BLOCK_RECORD, 0);
+            self.file.read_exact_at(&mut self.window, first * BLOCK_RECORD as u64)?;
+            self.first = first;
+        }
+        let at = (first - self.first) as usize * BLOCK_RECORD;
+        let records = &self.window[at..at + n as usize * BLOCK_RECORD];
+        sizes.clear();
+        sizes.extend(records.chunks(BLOCK_RECORD).map(|r| u32::from_le_bytes(r[8..12].try_into().expect("4 bytes"))));
+        Ok(u64::from_le_bytes(records[..8].try_into().expect("8 bytes")))
+    }
+}
+
+/// Regular files whose contents equal an earlier file's, as (path index, index of the first
+/// path with the same bytes), by path index. Only the first path of each inode counts
+/// (`first_of` names it for inodes with several), and only files sharing their length with
+/// another are read for this. Files are told apart by length and SHA-256, as before; to keep
+/// memory at 16 bytes a candidate, the first pass keeps 64 bits of each hash, and only files
+/// whose 64 bits meet are hashed again for the whole key.
+fn duplicates(tree: &Tree, nodes: &[(&[u8], &Node)], first_of: &HashMap<u64, u32>) -> io::Result<Vec<(u32, u32)>> {
     use sha2::{Digest as _, Sha256};
-    let mut seen = std::collections::HashSet::new();
-    let mut files = Vec::new();
+    let file = |i: usize| match nodes[i].1.kind {
+        Kind::File { content, inode } if content.len > 0 && first_of.get(&inode).is_none_or(|&f| f as usize == i) => Some(content),
+        _ => None,
+    };
     let mut per_len: HashMap<u64, u32> = HashMap::new();
-    for (path, node) in nodes {
-        if let Kind::File { content, inode } = node.kind {
-            if content.len > 0 && seen.insert(inode) {
-                files.push((*path, content, inode));
-                *per_len.entry(content.len).or_insert(0) += 1;
-            }
+    for i in 0..nodes.len() {
+        if let Some(content) = file(i) {
+            *per_len.entry(content.len).or_insert(0) += 1;
         }
     }
-    let mut first: HashMap<(u64, [u8; 32]), u64> = HashMap::new();
-    let mut same_as = HashMap::new();
     let mut buf = vec![0u8; 1 << 16];
-    for (path, content, inode) in files {
-        if per_len[&content.len] < 2 {
-            continue;
-        }
+    let mut hash = |i: usize, content: ContentRef| -> io::Result<[u8; 32]> {
         let mut h = Sha256::new();
         let mut r = tree.open(&content);
         loop {
-            let n = r.read(&mut buf).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", crate::tree::path::show(path))))?;
+            let n = r.read(&mut buf).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", crate::tree::path::show(nodes[i].0))))?;
             if n == 0 {
                 break;
             }
             h.update(&buf[..n]);
         }
-        let key = (content.len, h.finalize().into());
-        match first.get(&key) {
-            Some(&f) => {
-                same_as.insert(inode, f);
-            }
-            None => {
-                first.insert(key, inode);
+        Ok(h.finalize().into())
+    };
+    let mut candidates: Vec<(u64, u32)> = Vec::new();
+    for i in 0..nodes.len() {
+        let Some(content) = file(i) else { continue };
+        if per_len[&content.len] < 2 {
+            continue;
+        }
+        let h = hash(i, content)?;
+        candidates.push((u64::from_le_bytes(h[..8].try_into().expect("8 bytes")) ^ content.len, i as u32));
+    }
+    drop(per_len);
+    candidates.sort_unstable();
+    let mut same_as = Vec::new();
+    for run in candidates.chunk_by(|a, b| a.0 == b.0).filter(|run| run.len() > 1) {
+        // In path order (the run is sorted by index): the first of each whole key stays.
+        let mut first: HashMap<(u64, [u8; 32]), u32> = HashMap::new();
+        for &(_, i) in run {
+            let content = file(i as usize).expect("a candidate is a file");
+            let key = (content.len, hash(i as usize, content)?);
+            match first.get(&key) {
+                Some(&f) => same_as.push((i, f)),
+                None => {
+                    first.insert(key, i);
+                }
             }
         }
     }
+    same_as.sort_unstable();
     Ok(same_as)
 }
 
@@ -228,22 +279,9 @@ fn basic_type(k: &Kind) -> u16 {
     }
 }
 
-/// Parent index and name of every node but the root (index 0), from the walk order.
-fn parents<'t>(nodes: &[(&'t [u8], &'t Node)]) -> Vec<(usize, &'t [u8])> {
-    let index: HashMap<&[u8], usize> = nodes.iter().enumerate().map(|(i, (p, _))| (*p, i)).collect();
-    nodes
-        .iter()
-        .map(|(p, _)| match p.iter().rposition(|&b| b == b'/') {
-            _ if p.is_empty() => (0, &p[..]),
-            Some(i) => (index[&p[..i]], &p[i + 1..]),
-            None => (0, &p[..]),
-        })
-        .collect()
-}
-
 /// Interns xattr sets: the key/value table and the id table entries, in first-use order.
 struct Xattrs {
-    kv: MetaWriter,
+    kv: MetaWriter<Vec<u8>>,
     /// (kv reference, count, size) per id.
     ids: Vec<(u64, u32, u32)>,
     known: BTreeMap<Vec<(String, Vec<u8>)>, u32>,
@@ -282,16 +320,24 @@ impl Xattrs {
     }
 }
 
+/// What [`write`] keeps of an inode that several paths share (hardlinks): its number, its
+/// paths, and its reference once written.
+struct Linked {
+    number: u32,
+    nlink: u32,
+    iref: Option<u64>,
+}
+
 /// Write the tree as a SquashFS image into `out` (positioned at 0); returns its size.
 /// File contents are read from the tree's spill files (`Tree::open`).
+///
+/// Memory: per path, its walk entry, [`Dirs`], its first data block's number, its inode
+/// number and reference (about 60 bytes); per hardlinked inode a [`Linked`]. Data block
+/// records and the directory table go to temp files, the inode table straight to `out`.
 pub fn write<W: Write + Seek>(tree: &Tree, opts: &Options, out: &mut W) -> io::Result<u64> {
     let c = opts.compression;
     let nodes: Vec<(&[u8], &Node)> = tree.walk().collect();
-    let parent = parents(&nodes);
-    let mut children: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
-    for i in 1..nodes.len() {
-        children[parent[i].0].push(i);
-    }
+    let dirs = Dirs::new(&nodes);
 
     // Ids (uids and gids), in first-use order.
     let mut ids: Vec<u32> = Vec::new();
@@ -307,60 +353,69 @@ pub fn write<W: Write + Seek>(tree: &Tree, opts: &Options, out: &mut W) -> io::R
         Ok(i)
     };
 
-    // Duplicates: files (inodes) whose contents equal an earlier one's, by path order.
-    let same_as = duplicates(tree, &nodes)?;
+    // The first path (in path order) of each inode that may have several.
+    let mut first_of: HashMap<u64, u32> = HashMap::new();
+    for (i, (_, node)) in nodes.iter().enumerate() {
+        if let Kind::File { inode, .. } = node.kind {
+            if tree.maybe_linked(inode) {
+                first_of.entry(inode).or_insert(i as u32);
+            }
+        }
+    }
 
-    // Data, in path order, each file once.
+    // Duplicates: files (inodes) whose contents equal an earlier one's, by path order.
+    let same_as = duplicates(tree, &nodes, &first_of)?;
+
+    // Data, in path order, each file once; `blk` is each file's first block's number.
     out.write_all(&[0u8; Superblock::SIZE])?;
-    let mut dw = DataWriter { out: &mut *out, pos: Superblock::SIZE as u64, c, threads: opts.threads.max(1), batch: Vec::new(), files: HashMap::new() };
-    let mut written = std::collections::HashSet::new();
-    for (path, node) in &nodes {
-        if let Kind::File { content, inode } = node.kind {
-            if !written.insert(inode) || content.len == 0 || same_as.contains_key(&inode) {
+    let list = io::BufWriter::with_capacity(1 << 16, tempfile::tempfile()?);
+    let mut dw = DataWriter { out: &mut *out, pos: Superblock::SIZE as u64, c, threads: opts.threads.max(1), batch: Vec::new(), added: 0, list };
+    let mut blk = vec![NO_BLOCK; nodes.len()];
+    let mut dups = same_as.iter().peekable();
+    for (i, (path, node)) in nodes.iter().enumerate() {
+        let Kind::File { content, inode } = node.kind else { continue };
+        if content.len == 0 {
+            continue;
+        }
+        if let Some(&f) = first_of.get(&inode) {
+            if f as usize != i {
+                blk[i] = blk[f as usize];
                 continue;
             }
-            let mut r = tree.open(&content);
-            let mut left = content.len;
-            while left > 0 {
-                let n = left.min(f::BLOCK_SIZE as u64) as usize;
-                let mut buf = vec![0u8; n];
-                r.read_exact(&mut buf).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", crate::tree::path::show(path))))?;
-                dw.add(inode, buf)?;
-                left -= n as u64;
-            }
+        }
+        if let Some(&(_, f)) = dups.next_if(|d| d.0 as usize == i) {
+            blk[i] = blk[f as usize];
+            continue;
+        }
+        blk[i] = u32::try_from(dw.added).ok().filter(|&b| b != NO_BLOCK).ok_or_else(|| invalid("more data blocks than squashfs's writer counts".into()))?;
+        let mut r = tree.open(&content);
+        let mut left = content.len;
+        while left > 0 {
+            let n = left.min(f::BLOCK_SIZE as u64) as usize;
+            let mut buf = vec![0u8; n];
+            r.read_exact(&mut buf).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", crate::tree::path::show(path))))?;
+            dw.add(buf)?;
+            left -= n as u64;
         }
     }
+    drop(same_as);
     dw.drain()?;
     let data_end = dw.pos;
-    let mut files = std::mem::take(&mut dw.files);
-    for (inode, first) in &same_as {
-        let fd = files.get(first).cloned().unwrap_or_default();
-        files.insert(*inode, fd);
-    }
+    let mut blocks = BlockList { file: dw.list.into_inner().map_err(|e| e.into_error())?, count: dw.added, window: Vec::new(), first: 0 };
 
     // Inode numbers in post-order; hardlinks share their first path's number.
-    let mut order = Vec::with_capacity(nodes.len());
-    let mut stack = vec![(0usize, false)];
-    while let Some((i, expanded)) = stack.pop() {
-        if expanded {
-            order.push(i);
-        } else {
-            stack.push((i, true));
-            stack.extend(children[i].iter().rev().map(|&c| (c, false)));
-        }
-    }
     let mut number = vec![0u32; nodes.len()];
-    let mut by_inode: HashMap<u64, u32> = HashMap::new();
-    let mut links: HashMap<u64, u32> = HashMap::new();
+    let mut links: HashMap<u64, Linked> = HashMap::new();
     let mut next = 1u32;
-    for &i in &order {
+    for i in dirs.post_order() {
         number[i] = match nodes[i].1.kind {
-            Kind::File { inode, .. } => {
-                *links.entry(inode).or_insert(0) += 1;
-                *by_inode.entry(inode).or_insert_with(|| {
+            Kind::File { inode, .. } if first_of.contains_key(&inode) => {
+                let l = links.entry(inode).or_insert_with(|| {
                     next += 1;
-                    next - 1
-                })
+                    Linked { number: next - 1, nlink: 0, iref: None }
+                });
+                l.nlink += 1;
+                l.number
             }
             _ => {
                 next += 1;
@@ -368,18 +423,21 @@ pub fn write<W: Write + Seek>(tree: &Tree, opts: &Options, out: &mut W) -> io::R
             }
         };
     }
+    drop(first_of);
     let inode_count = next - 1;
 
-    // Inodes and directory listings, in the same order.
-    let mut inodes = MetaWriter::new(c);
-    let mut dirs = MetaWriter::new(c);
-    let mut xattrs = Xattrs { kv: MetaWriter::new(c), ids: Vec::new(), known: BTreeMap::new() };
+    // Inodes (straight into the image, after the data) and directory listings (into a temp
+    // file), in the same order.
+    let mut inodes = MetaWriter::new(c, &mut *out);
+    let mut listings = MetaWriter::new(c, io::BufWriter::with_capacity(1 << 16, tempfile::tempfile()?));
+    let mut xattrs = Xattrs { kv: MetaWriter::new(c, Vec::new()), ids: Vec::new(), known: BTreeMap::new() };
     let mut refs = vec![0u64; nodes.len()];
-    let mut file_refs: HashMap<u64, u64> = HashMap::new();
-    for &i in &order {
+    let mut sizes = Vec::new();
+    let mut b = Vec::with_capacity(64);
+    for i in dirs.post_order() {
         let (path, node) = nodes[i];
         if let Kind::File { inode, .. } = node.kind {
-            if let Some(&r) = file_refs.get(&inode) {
+            if let Some(r) = links.get(&inode).and_then(|l| l.iref) {
                 refs[i] = r;
                 continue;
             }
@@ -389,16 +447,16 @@ pub fn write<W: Write + Seek>(tree: &Tree, opts: &Options, out: &mut W) -> io::R
         let (uid, gid) = (id_of(m.uid, path)?, id_of(m.gid, path)?);
         let mtime = m.clamped_mtime(opts.sde).min(u32::MAX as u64) as u32;
         let xattr = xattrs.id(path, &m.xattrs)?;
-        let mut b = Vec::with_capacity(64);
+        b.clear();
         let header = |b: &mut Vec<u8>, kind: u16| f::inode_header(b, kind, mode, uid, gid, mtime, number[i]);
         match &node.kind {
             Kind::Dir => {
-                let (block, offset) = dirs.here();
-                let listing = listing(&children[i], &nodes, &number, &refs, &parent)?;
-                dirs.push(&listing)?;
-                let size = listing.len() as u64 + 3;
-                let subdirs = children[i].iter().filter(|&&c| nodes[c].1.kind == Kind::Dir).count() as u32;
-                let parent_no = if i == 0 { inode_count + 1 } else { number[parent[i].0] };
+                let (block, offset) = listings.here();
+                let children = dirs.children(i);
+                let len = listing(children, &nodes, &number, &refs, &mut listings)?;
+                let size = len + 3;
+                let subdirs = children.iter().filter(|&&c| nodes[c as usize].1.kind == Kind::Dir).count() as u32;
+                let parent_no = if i == 0 { inode_count + 1 } else { number[dirs.parent(i)] };
                 if size <= u16::MAX as u64 && xattr == f::INVALID_U32 {
                     header(&mut b, f::DIR);
                     b.extend((block as u32).to_le_bytes());
@@ -418,17 +476,22 @@ pub fn write<W: Write + Seek>(tree: &Tree, opts: &Options, out: &mut W) -> io::R
                 }
             }
             Kind::File { content, inode } => {
-                let fd = files.get(inode).cloned().unwrap_or_default();
-                let nlink = links[inode];
-                if nlink == 1 && xattr == f::INVALID_U32 && content.len <= u32::MAX as u64 && fd.start <= u32::MAX as u64 {
+                let start = if blk[i] == NO_BLOCK {
+                    sizes.clear();
+                    0
+                } else {
+                    blocks.run(blk[i], content.len.div_ceil(f::BLOCK_SIZE as u64), &mut sizes)?
+                };
+                let nlink = links.get(inode).map_or(1, |l| l.nlink);
+                if nlink == 1 && xattr == f::INVALID_U32 && content.len <= u32::MAX as u64 && start <= u32::MAX as u64 {
                     header(&mut b, f::FILE);
-                    b.extend((fd.start as u32).to_le_bytes());
+                    b.extend((start as u32).to_le_bytes());
                     b.extend(f::INVALID_U32.to_le_bytes()); // no fragment
                     b.extend(0u32.to_le_bytes());
                     b.extend((content.len as u32).to_le_bytes());
                 } else {
                     header(&mut b, f::EXT_FILE);
-                    b.extend(fd.start.to_le_bytes());
+                    b.extend(start.to_le_bytes());
                     b.extend(content.len.to_le_bytes());
                     b.extend(0u64.to_le_bytes()); // sparse bytes
                     b.extend(nlink.to_le_bytes());
@@ -436,7 +499,7 @@ pub fn write<W: Write + Seek>(tree: &Tree, opts: &Options, out: &mut W) -> io::R
                     b.extend(0u32.to_le_bytes());
                     b.extend(xattr.to_le_bytes());
                 }
-                for s in &fd.sizes {
+                for s in &sizes {
                     b.extend(s.to_le_bytes());
                 }
             }
@@ -475,27 +538,34 @@ pub fn write<W: Write + Seek>(tree: &Tree, opts: &Options, out: &mut W) -> io::R
         let (block, offset) = inodes.here();
         refs[i] = f::inode_ref(block, offset);
         if let Kind::File { inode, .. } = node.kind {
-            file_refs.insert(inode, refs[i]);
+            if let Some(l) = links.get_mut(&inode) {
+                l.iref = Some(refs[i]);
+            }
         }
         inodes.push(&b)?;
     }
+    let root_inode = refs[0];
+    drop((refs, number, blk, links, blocks));
 
     // Tables, in mksquashfs's order: inodes, directories, (no fragments, no export table),
     // ids, xattrs last (the kernel wants the xattr id index to end the image).
-    let (inode_bytes, _) = inodes.finish()?;
-    let (dir_bytes, _) = dirs.finish()?;
+    let (_, inode_len, _) = inodes.finish()?;
+    let (listings, dir_len, _) = listings.finish()?;
+    let mut listings = listings.into_inner().map_err(|e| e.into_error())?;
+    listings.seek(SeekFrom::Start(0))?;
+    let copied = io::copy(&mut listings, out)?;
+    debug_assert_eq!(copied, dir_len);
+    drop(listings);
     let inode_table = data_end;
-    let directory_table = inode_table + inode_bytes.len() as u64;
-    let ids_start = directory_table + dir_bytes.len() as u64;
-    let mut idw = MetaWriter::new(c);
+    let directory_table = inode_table + inode_len;
+    let ids_start = directory_table + dir_len;
+    let mut idw = MetaWriter::new(c, Vec::new());
     for id in &ids {
         idw.push(&id.to_le_bytes())?;
     }
-    let (id_bytes, id_starts) = idw.finish()?;
+    let (id_bytes, _, id_starts) = idw.finish()?;
     let id_table = ids_start + id_bytes.len() as u64;
     let mut tail = Vec::new();
-    tail.extend(&inode_bytes);
-    tail.extend(&dir_bytes);
     tail.extend(&id_bytes);
     for s in &id_starts {
         tail.extend((ids_start + s).to_le_bytes());
@@ -503,15 +573,15 @@ pub fn write<W: Write + Seek>(tree: &Tree, opts: &Options, out: &mut W) -> io::R
     let mut xattr_table = f::INVALID_U64;
     if !xattrs.ids.is_empty() {
         let kv_start = id_table + 8 * id_starts.len() as u64;
-        let (kv_bytes, _) = xattrs.kv.finish()?;
-        let mut xw = MetaWriter::new(c);
+        let (kv_bytes, _, _) = xattrs.kv.finish()?;
+        let mut xw = MetaWriter::new(c, Vec::new());
         for (r, count, size) in &xattrs.ids {
             let mut e = r.to_le_bytes().to_vec();
             e.extend(count.to_le_bytes());
             e.extend(size.to_le_bytes());
             xw.push(&e)?;
         }
-        let (x_bytes, x_starts) = xw.finish()?;
+        let (x_bytes, _, x_starts) = xw.finish()?;
         let x_meta = kv_start + kv_bytes.len() as u64;
         xattr_table = x_meta + x_bytes.len() as u64;
         tail.extend(&kv_bytes);
@@ -524,7 +594,7 @@ pub fn write<W: Write + Seek>(tree: &Tree, opts: &Options, out: &mut W) -> io::R
         }
     }
     out.write_all(&tail)?;
-    let bytes_used = data_end + tail.len() as u64;
+    let bytes_used = ids_start + tail.len() as u64;
     let size = bytes_used.next_multiple_of(f::PAD_TO);
     out.write_all(&vec![0u8; (size - bytes_used) as usize])?;
     let sb = Superblock {
@@ -533,7 +603,7 @@ pub fn write<W: Write + Seek>(tree: &Tree, opts: &Options, out: &mut W) -> io::R
         compressor: compressor_id(c),
         flags: f::FLAG_NO_FRAGMENTS | if xattr_table == f::INVALID_U64 { f::FLAG_NO_XATTRS } else { 0 },
         id_count: ids.len() as u16,
-        root_inode: refs[0],
+        root_inode,
         bytes_used,
         id_table,
         xattr_table,
@@ -547,42 +617,52 @@ pub fn write<W: Write + Seek>(tree: &Tree, opts: &Options, out: &mut W) -> io::R
     Ok(size)
 }
 
-/// A directory's listing: runs of entries under headers. A new header starts when the
-/// entries' inodes move to another metadata block, when an inode number is too far from the
-/// run's base for the 16-bit delta, or after 256 entries.
-fn listing(children: &[usize], nodes: &[(&[u8], &Node)], number: &[u32], refs: &[u64], parent: &[(usize, &[u8])]) -> io::Result<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut run: Vec<usize> = Vec::new();
-    let flush = |run: &mut Vec<usize>, out: &mut Vec<u8>| {
-        let Some(&first) = run.first() else { return };
+/// A directory's listing, pushed to `table`: runs of entries under headers. A new header
+/// starts when the entries' inodes move to another metadata block, when an inode number is
+/// too far from the run's base for the 16-bit delta, or after 256 entries. Returns its length.
+fn listing<S: Write>(children: &[u32], nodes: &[(&[u8], &Node)], number: &[u32], refs: &[u64], table: &mut MetaWriter<S>) -> io::Result<u64> {
+    let mut len = 0u64;
+    let mut e = Vec::with_capacity(12 + 256);
+    let mut flush = |run: &[u32], table: &mut MetaWriter<S>| -> io::Result<()> {
+        let Some(&first) = run.first() else { return Ok(()) };
+        let first = first as usize;
         let (block, base) = (refs[first] >> 16, number[first]);
-        out.extend((run.len() as u32 - 1).to_le_bytes());
-        out.extend((block as u32).to_le_bytes());
-        out.extend(base.to_le_bytes());
-        for &c in run.iter() {
-            let name = parent[c].1;
-            out.extend(((refs[c] & 0xffff) as u16).to_le_bytes());
-            out.extend(((number[c] as i64 - base as i64) as i16).to_le_bytes());
-            out.extend(basic_type(&nodes[c].1.kind).to_le_bytes());
-            out.extend((name.len() as u16 - 1).to_le_bytes());
-            out.extend(name);
+        e.clear();
+        e.extend((run.len() as u32 - 1).to_le_bytes());
+        e.extend((block as u32).to_le_bytes());
+        e.extend(base.to_le_bytes());
+        table.push(&e)?;
+        len += e.len() as u64;
+        for &c in run {
+            let c = c as usize;
+            let name = dirtree::name(nodes[c].0);
+            e.clear();
+            e.extend(((refs[c] & 0xffff) as u16).to_le_bytes());
+            e.extend(((number[c] as i64 - base as i64) as i16).to_le_bytes());
+            e.extend(basic_type(&nodes[c].1.kind).to_le_bytes());
+            e.extend((name.len() as u16 - 1).to_le_bytes());
+            e.extend(name);
+            table.push(&e)?;
+            len += e.len() as u64;
         }
-        run.clear();
+        Ok(())
     };
-    for &c in children {
-        let name = parent[c].1;
+    let mut run_start = 0;
+    for (k, &c) in children.iter().enumerate() {
+        let name = dirtree::name(nodes[c as usize].0);
         if name.is_empty() || name.len() > 256 {
-            return Err(invalid(format!("{}: a squashfs name is 1 to 256 bytes", crate::tree::path::show(nodes[c].0))));
+            return Err(invalid(format!("{}: a squashfs name is 1 to 256 bytes", crate::tree::path::show(nodes[c as usize].0))));
         }
-        if let Some(&first) = run.first() {
+        if k > run_start {
+            let (first, c) = (children[run_start] as usize, c as usize);
             let same_block = refs[first] >> 16 == refs[c] >> 16;
             let near = (number[c] as i64 - number[first] as i64).abs() <= i16::MAX as i64;
-            if !same_block || !near || run.len() == f::DIR_HEADER_MAX {
-                flush(&mut run, &mut out);
+            if !same_block || !near || k - run_start == f::DIR_HEADER_MAX {
+                flush(&children[run_start..k], table)?;
+                run_start = k;
             }
         }
-        run.push(c);
     }
-    flush(&mut run, &mut out);
-    Ok(out)
+    flush(&children[run_start..], table)?;
+    Ok(len)
 }
