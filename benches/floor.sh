@@ -74,7 +74,7 @@ compressor() {
   case $1 in
     cpio.zst) echo "$FLOOR zstd $N 3" ;;                 # emit::compress: zstd level 3, all workers
     cpio.gz|iso) echo "$FLOOR gzip $N 6" ;;            # gzip level 6, one slice per core
-    squashfs) echo "$FLOOR zlib-blocks $N 9 131072" ;; # zlib level 9 per 128 KiB block
+    squashfs) echo "$FLOOR zlib-blocks $N 6 131072" ;; # libdeflate level 6 per 128 KiB block
     erofs-lz4) echo "slices:lz4 -q -1" ;;
     erofs-lz4hc) echo "slices:lz4 -q -9" ;;
     erofs-lzma) echo "slices:xz -q --format=lzma -6" ;;

@@ -1,5 +1,5 @@
 //! The floor's own work for `benches/floor.sh`, done with the same codec crates and backends
-//! stagebox links (flate2 on zlib-rs, libzstd's multithreaded encoder), so that "the least
+//! stagebox links (flate2 on zlib-rs, libdeflate for SquashFS's blocks, libzstd's multithreaded encoder), so that "the least
 //! work any composer must do" is not slowed or sped up by a different implementation (GNU
 //! gzip inflates more slowly than zlib-rs; a floor measured with it would flatter stagebox).
 //! It never calls stagebox: it only decompresses and compresses bytes.
@@ -7,7 +7,7 @@
 //! ```text
 //! floor inflate THREADS FILE...        decompress each layer blob (gzip or zstd, by magic) to nothing, THREADS at once
 //! floor gzip THREADS LEVEL FILE        deflate FILE (from the page cache) in THREADS equal slices at once, to nothing
-//! floor zlib-blocks THREADS LEVEL BLOCK FILE   zlib each BLOCK-byte block of FILE (SquashFS's unit), THREADS at once
+//! floor zlib-blocks THREADS LEVEL BLOCK FILE   zlib each BLOCK-byte block of FILE (SquashFS's unit) with libdeflate, THREADS at once
 //! floor zstd THREADS LEVEL FILE        zstd FILE with THREADS libzstd workers, to nothing
 //! floor hash OUTPUT LAYER...           seconds of SHA-256 (one thread, sha2 as stagebox links it) over the
 //!                                      layer blobs, their decompressed streams and OUTPUT: the hashing a
@@ -122,13 +122,17 @@ fn main() -> io::Result<()> {
             })
         }
         Some("zlib-blocks") => {
-            let (threads, level, block): (usize, u32, usize) = (num(args.get(1)), num(args.get(2)), num(args.get(3)));
+            let (threads, level, block): (usize, i32, usize) = (num(args.get(1)), num(args.get(2)), num(args.get(3)));
             let data = Arc::new(std::fs::read(args.get(4).unwrap_or_else(|| usage()))?);
             let blocks: Vec<&[u8]> = data.chunks(block.max(1)).collect();
+            let level = libdeflater::CompressionLvl::new(level).unwrap_or_else(|_| usage());
+            thread_local!(static C: std::cell::RefCell<Option<libdeflater::Compressor>> = const { std::cell::RefCell::new(None) });
             parallel(threads, blocks.len(), |i| {
-                let mut e = flate2::write::ZlibEncoder::new(Vec::with_capacity(block), flate2::Compression::new(level));
-                e.write_all(blocks[i])?;
-                e.finish().map(drop)
+                C.with_borrow_mut(|c| {
+                    let c = c.get_or_insert_with(|| libdeflater::Compressor::new(level));
+                    let mut out = vec![0; c.zlib_compress_bound(blocks[i].len())];
+                    c.zlib_compress(blocks[i], &mut out).map(drop).map_err(|e| io::Error::other(format!("{e:?}")))
+                })
             })
         }
         Some("zstd") => {
