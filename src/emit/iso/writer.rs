@@ -159,6 +159,8 @@ struct Ids {
     bytes: Vec<u8>,
     ends: Vec<u32>,
     sorted: Vec<u32>,
+    /// The children that got a `_N` suffix: (place in [`Plan::kids`], N).
+    renamed: Vec<(u32, u32)>,
 }
 
 impl Ids {
@@ -194,6 +196,10 @@ pub(super) struct Plan<'t> {
     dirs: Vec<Dir>,
     /// Directory numbers in path table order, ISO then Joliet.
     order: [Vec<u32>; 2],
+    /// Per side, whether the layout has named every child, and the `_N` suffixes it gave
+    /// (by place in `kids`; clashes are rare, so this is small).
+    named: [bool; 2],
+    renamed: [HashMap<u32, u32>; 2],
     data: Vec<Data>,
     volume_id: Vec<u8>,
     joliet_volume_id: Vec<u8>,
@@ -426,6 +432,8 @@ impl<'t> Plan<'t> {
             kids,
             dirs,
             order: Default::default(),
+            named: [false; 2],
+            renamed: Default::default(),
             data,
             volume_id: volume_id(&opts.volume_id),
             joliet_volume_id: opts.volume_id.encode_utf16().take(16).flat_map(|u| u.to_be_bytes()).collect(),
@@ -532,21 +540,38 @@ impl<'t> Plan<'t> {
     /// of the real names; and the order of the records (ECMA-119 9.3 for ISO 9660, by
     /// identifier bytes for Joliet).
     fn ids(&self, d: u32, joliet: bool) -> Ids {
-        let kids = &self.kids[self.dirs[d as usize].kids.start as usize..self.dirs[d as usize].kids.end as usize];
-        let mut ids = Ids { bytes: Vec::new(), ends: Vec::with_capacity(kids.len()), sorted: (0..kids.len() as u32).collect() };
+        let side = joliet as usize;
+        let range = self.dirs[d as usize].kids.clone();
+        let kids = &self.kids[range.start as usize..range.end as usize];
+        let mut ids = Ids { bytes: Vec::new(), ends: Vec::with_capacity(kids.len()), sorted: (0..kids.len() as u32).collect(), renamed: Vec::new() };
         let mut used = BTreeSet::new();
-        for &c in kids {
-            let (name, dir) = (self.name(c), self.is_dir(c));
-            if joliet {
-                // Windows reads Joliet case-insensitively: "Read.me" and "read.me" must
-                // differ by more than case
-                let jol = (0..).map(|n| joliet_candidate(name, dir, n)).find(|j| !used.contains(&fold(j))).expect("a free name");
-                used.insert(fold(&jol));
-                ids.bytes.extend(jol.iter().flat_map(|u| u.to_be_bytes()));
+        for (k, &c) in kids.iter().enumerate() {
+            let (name, dir, at) = (self.name(c), self.is_dir(c), range.start + k as u32);
+            let cand = if joliet { joliet_candidate } else { iso_candidate };
+            let id = if self.named[side] {
+                // made before, by the layout, which kept the suffixes it added
+                cand(name, dir, self.renamed[side].get(&at).map_or(0, |n| *n as usize))
             } else {
-                let iso = unique(&used, name, dir, iso_candidate);
-                ids.bytes.extend(iso_identifier(&iso, dir));
-                used.insert(iso);
+                let (n, id) = if joliet {
+                    // Windows reads Joliet case-insensitively: "Read.me" and "read.me" must
+                    // differ by more than case
+                    let (n, id) = first_free(name, dir, cand, |j| used.contains(&fold(j)));
+                    used.insert(fold(&id));
+                    (n, id)
+                } else {
+                    let (n, id) = first_free(name, dir, cand, |c| used.contains(c));
+                    used.insert(id.clone());
+                    (n, id)
+                };
+                if n > 0 {
+                    ids.renamed.push((at, n as u32));
+                }
+                id
+            };
+            if joliet {
+                ids.bytes.extend(id.iter().flat_map(|u| u.to_be_bytes()));
+            } else {
+                ids.bytes.extend(iso_identifier(&id, dir));
             }
             ids.ends.push(ids.bytes.len() as u32);
         }
@@ -663,6 +688,7 @@ impl<'t> Plan<'t> {
                 let d = order[i];
                 let ids = self.ids(d, joliet);
                 let (blocks, ce_blocks) = self.records(d, joliet, &ids, |_| Ok(()))?;
+                self.renamed[side].extend(ids.renamed.iter().copied());
                 let dir = &mut self.dirs[d as usize];
                 (dir.side[side].blocks, dir.side[side].ce_blocks, dir.side[side].num) = (blocks, ce_blocks, i as u16 + 1);
                 let start = dir.kids.start;
@@ -677,6 +703,7 @@ impl<'t> Plan<'t> {
                 i += 1;
             }
             self.order[side] = order;
+            self.named[side] = true;
         }
 
         // volume descriptors
@@ -1086,10 +1113,16 @@ fn fold(j: &[u16]) -> Vec<u16> {
     j.iter().map(|u| if (b'A' as u16..=b'Z' as u16).contains(u) { u + 32 } else { *u }).collect()
 }
 
+/// The first candidate for `name` that is not `taken` in the directory, and its suffix number.
+fn first_free(name: &[u8], dir: bool, cand: fn(&[u8], bool, usize) -> Vec<u16>, taken: impl Fn(&[u16]) -> bool) -> (usize, Vec<u16>) {
+    (0..).map(|n| (n, cand(name, dir, n))).find(|(_, c)| !taken(c)).expect("a free name")
+}
+
 /// The first candidate not used yet in the directory (compared case-sensitively as
 /// recorded; ISO names are already uppercase).
+#[cfg(test)]
 fn unique(used: &BTreeSet<Vec<u16>>, name: &[u8], dir: bool, cand: fn(&[u8], bool, usize) -> Vec<u16>) -> Vec<u16> {
-    (0..).map(|n| cand(name, dir, n)).find(|c| !used.contains(c)).expect("a free name")
+    first_free(name, dir, cand, |c| used.contains(c)).1
 }
 
 /// The recorded ISO identifier: files get the version ";1".
@@ -1104,25 +1137,21 @@ fn iso_identifier(c: &[u16], dir: bool) -> Vec<u8> {
 /// ECMA-119 9.3 record order: name, then extension, each compared as if padded with spaces
 /// (version numbers are all 1).
 fn iso_order(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
-    let split = |x: &[u8]| {
+    fn split(x: &[u8]) -> (&[u8], &[u8]) {
         let x = x.strip_suffix(b";1").unwrap_or(x);
         match x.iter().position(|c| *c == b'.') {
-            Some(i) => (x[..i].to_vec(), x[i + 1..].to_vec()),
-            None => (x.to_vec(), Vec::new()),
+            Some(i) => (&x[..i], &x[i + 1..]),
+            None => (x, &x[..0]),
         }
-    };
-    let padded = |x: &[u8], y: &[u8]| {
+    }
+    fn padded(x: &[u8], y: &[u8]) -> std::cmp::Ordering {
         let n = x.len().max(y.len());
-        let p = |v: &[u8]| {
-            let mut v = v.to_vec();
-            v.resize(n, b' ');
-            v
-        };
-        p(x).cmp(&p(y))
-    };
+        let p = |v: &[u8], i: usize| v.get(i).copied().unwrap_or(b' ');
+        (0..n).map(|i| p(x, i)).cmp((0..n).map(|i| p(y, i)))
+    }
     let (an, ae) = split(a);
     let (bn, be) = split(b);
-    padded(&an, &bn).then_with(|| padded(&ae, &be))
+    padded(an, bn).then_with(|| padded(ae, be))
 }
 
 /// The primary volume identifier: d-characters (uppercase letters, digits, `_`), 32 at most.
