@@ -1,6 +1,12 @@
-//! Tree → ISO 9660 image: build the ISO's own tree (the rootfs plus the caller's extra files
-//! and the boot catalog), name it three ways (ISO 9660 identifiers, Rock Ridge names, Joliet
-//! names), lay every structure out, then write it, and fill file contents at their extents.
+//! Tree → ISO 9660 image: index the ISO's own tree (the rootfs plus the caller's extra files
+//! and the boot catalog), lay every structure out, then write it, and fill file contents at
+//! their extents.
+//!
+//! Memory stays small whatever the tree: an entry is 32 bytes (its path and node borrowed
+//! from the tree, a serial number, a link), and names, identifiers and records are made one
+//! directory at a time. The layout pass makes each directory's records to learn its size (and
+//! keeps only that, per directory); the write pass makes them again, the same way, and
+//! writes them out.
 //!
 //! Layout, in blocks of 2048 bytes: the zero system area (0-15); the primary volume
 //! descriptor (16), the El Torito boot record (when booting), the Joliet supplementary
@@ -10,146 +16,203 @@
 //! caller's tail reserve. Every position depends on the tree alone.
 
 use super::format::{self as f, BLOCK};
-use super::{BootEntry, IsoFile, IsoLayout, IsoOptions};
+use super::{BootEntry, IsoLayout, IsoOptions};
 use crate::error::{Error, IoContext, Result};
-use crate::tree::{ContentRef, Kind, Tree};
+use crate::tree::{self, Kind, Tree};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
 
-/// Where one file's bytes come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Source {
-    Tree(ContentRef),
-    Host(PathBuf),
+/// One path of the ISO's tree. Nothing owned: a rootfs at the path cap has half a million.
+#[derive(Debug, Clone, Copy)]
+struct Entry<'t> {
+    /// The path without its leading `/` (empty for the root), borrowed from the tree or the
+    /// options.
+    path: &'t [u8],
+    /// The tree's node; `None` for what the caller added ([`Plan::added`]).
+    node: Option<&'t tree::Node>,
+    /// Rock Ridge serial number (PX): hardlinks share one.
+    ino: u32,
+    /// A file's data item, a directory's number in [`Plan::dirs`]; 0 for the rest.
+    link: u32,
+}
+
+/// An entry that is not in the tree.
+#[derive(Debug, Clone, Copy)]
+enum Added {
+    /// `IsoOptions::extra[i]`.
+    Extra(usize),
     Catalog,
+    /// A parent of an added file that the tree does not have.
+    Dir,
 }
 
-#[derive(Debug)]
-struct Data {
-    source: Source,
-    len: u64,
-    lba: u32,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum NodeKind {
-    Dir { children: Vec<usize> },
-    File { data: usize },
-    Symlink(Vec<u8>),
+/// What an entry is, with what its records need.
+enum What<'t> {
+    Dir,
+    File,
+    Symlink(&'t [u8]),
     Dev { block: bool, major: u32, minor: u32 },
     Fifo,
 }
 
-#[derive(Debug)]
-struct Node {
-    /// The real name (Rock Ridge NM); empty for the root.
-    name: Vec<u8>,
-    path: Vec<u8>,
-    parent: usize,
-    kind: NodeKind,
+/// An entry's kind and Rock Ridge attributes.
+struct Attrs<'t> {
+    what: What<'t>,
     mode: u32,
     uid: u32,
     gid: u32,
     mtime: u64,
-    nlink: u32,
-    ino: u32,
-    /// ISO 9660 identifier as recorded (files end in ";1").
-    iso_id: Vec<u8>,
-    /// Joliet identifier, UCS-2 big-endian.
-    joliet_id: Vec<u8>,
 }
 
-impl Node {
-    fn is_dir(&self) -> bool {
-        matches!(self.kind, NodeKind::Dir { .. })
-    }
+impl Attrs<'_> {
     fn type_bits(&self) -> u32 {
-        match self.kind {
-            NodeKind::Dir { .. } => f::S_IFDIR,
-            NodeKind::File { .. } => f::S_IFREG,
-            NodeKind::Symlink(_) => f::S_IFLNK,
-            NodeKind::Dev { block: true, .. } => f::S_IFBLK,
-            NodeKind::Dev { block: false, .. } => f::S_IFCHR,
-            NodeKind::Fifo => f::S_IFIFO,
+        match self.what {
+            What::Dir => f::S_IFDIR,
+            What::File => f::S_IFREG,
+            What::Symlink(_) => f::S_IFLNK,
+            What::Dev { block: true, .. } => f::S_IFBLK,
+            What::Dev { block: false, .. } => f::S_IFCHR,
+            What::Fifo => f::S_IFIFO,
         }
     }
-    fn children(&self) -> &[usize] {
-        match &self.kind {
-            NodeKind::Dir { children } => children,
-            _ => &[],
-        }
-    }
+}
+
+/// One extent's worth of file bytes: the entry it was first seen at, and its first block.
+#[derive(Debug, Clone, Copy)]
+struct Data {
+    entry: u32,
+    lba: u32,
+}
+
+/// `Data::entry` of an item whose inode turned out to have the same bytes (same span of
+/// the same spill file) as an earlier item's: its `lba` field holds that item's number, and
+/// it takes no blocks.
+const SHARED: u32 = u32::MAX;
+
+/// A directory: its entry, its parent's number, its children (a range of [`Plan::kids`], in
+/// bytewise order of their names), and its place in the ISO and Joliet hierarchies.
+#[derive(Debug)]
+struct Dir {
+    entry: u32,
+    parent: u32,
+    kids: std::ops::Range<u32>,
+    subdirs: u32,
+    side: [Side; 2],
+}
+
+/// A directory in one of the two hierarchies (0: ISO 9660 with Rock Ridge, 1: Joliet).
+#[derive(Debug, Default)]
+struct Side {
+    /// Its identifier in its parent (path table form: the root's is a 0 byte).
+    id: Vec<u8>,
+    /// Path table number (from 1).
+    num: u16,
+    lba: u32,
+    blocks: u32,
+    /// Blocks of its Rock Ridge continuation area, right after its extent.
+    ce_blocks: u32,
 }
 
 /// What a directory record points at.
 #[derive(Debug, Clone, Copy)]
 enum Target {
-    /// A directory, by node.
-    Dir(usize),
+    /// A directory, by number.
+    Dir(u32),
     /// One extent of a file: (data item, extent index).
-    Data(usize, usize),
+    Data(u32, usize),
     /// Symlinks, devices, FIFOs: no data.
     None,
 }
 
-/// One directory record to write.
+/// One directory record, placed in its directory's extent.
 #[derive(Debug)]
-struct Record {
-    id: Vec<u8>,
+struct Record<'a> {
+    id: &'a [u8],
     flags: u8,
-    date: u64,
+    /// The entry whose mtime is the record's date.
+    entry: u32,
     target: Target,
     /// System use entries recorded in the record itself (without the CE).
     su: Vec<u8>,
-    /// First continuation piece, when the entries did not all fit.
-    ce: Option<usize>,
+    /// Continuation pieces, when the entries did not all fit: their entries (without the CE
+    /// to the next piece), block in the directory's continuation area and offset there.
+    /// libarchive reads a continuation area only when it comes right after the directory
+    /// that refers to it, as libisofs lays them out.
+    pieces: Vec<(Vec<u8>, u32, u32)>,
     /// Offset in the directory's extent.
     offset: u32,
 }
 
-/// One directory's records, its size in blocks, and its Rock Ridge continuation pieces,
-/// which follow its extent directly (libarchive reads a continuation area only when it
-/// comes right after the directory that refers to it, as libisofs lays them out).
-#[derive(Debug)]
-struct DirPlan {
-    node: usize,
-    records: Vec<Record>,
-    blocks: u32,
-    lba: u32,
-    pieces: std::ops::Range<usize>,
-    ce_blocks: u32,
+impl Record<'_> {
+    /// The CE entry that leads to piece `k` (of `ce_base`, the continuation area's block).
+    fn ce(&self, k: usize, ce_base: u32) -> Vec<u8> {
+        let (body, block, offset) = &self.pieces[k];
+        let len = body.len() + if k + 1 < self.pieces.len() { f::CE_LEN } else { 0 };
+        f::ce(ce_base + block, *offset, len as u32)
+    }
 }
 
-/// A continuation area piece: entries, the next piece, and its place in the CE area.
-#[derive(Debug)]
-struct Piece {
-    entries: Vec<u8>,
-    next: Option<usize>,
-    block: u32,
-    offset: u32,
+/// The identifiers of one directory's children, in [`Plan::kids`] order, and that order
+/// sorted as the records go.
+struct Ids {
+    bytes: Vec<u8>,
+    ends: Vec<u32>,
+    sorted: Vec<u32>,
+    /// The children that got a `_N` suffix: (place in [`Plan::kids`], N).
+    renamed: Vec<(u32, u32)>,
 }
 
-/// Everything laid out; [`Plan::write`] only serializes it.
+impl Ids {
+    fn get(&self, k: u32) -> &[u8] {
+        let start = if k == 0 { 0 } else { self.ends[k as usize - 1] as usize };
+        &self.bytes[start..self.ends[k as usize] as usize]
+    }
+}
+
+/// A hardlinked inode: its data item, serial number and link count.
+#[derive(Debug, Clone, Copy)]
+struct Link {
+    data: u32,
+    ino: u32,
+    count: u32,
+}
+
+/// Everything laid out; [`Plan::write`] makes the bytes.
 pub(super) struct Plan<'t> {
     tree: &'t Tree,
-    nodes: Vec<Node>,
+    opts: &'t IsoOptions,
+    /// In bytewise path order (parents first); the root is entry 0.
+    entries: Vec<Entry<'t>>,
+    /// The entries not in the tree, by entry number (ascending).
+    added: Vec<(u32, Added)>,
+    /// Byte length of each extra file (`stat` once).
+    extra_len: Vec<u64>,
+    /// Inodes the tree says may have several paths.
+    linked: HashMap<u64, Link>,
+    /// Every directory's children, directory after directory.
+    kids: Vec<u32>,
+    /// Directory 0 is the root.
+    dirs: Vec<Dir>,
+    /// Directory numbers in path table order, ISO then Joliet.
+    order: [Vec<u32>; 2],
+    /// Per side, whether the layout has named every child, and the `_N` suffixes it gave
+    /// (by place in `kids`; clashes are rare, so this is small).
+    named: [bool; 2],
+    renamed: [HashMap<u32, u32>; 2],
     data: Vec<Data>,
-    iso_dirs: Vec<DirPlan>,
-    joliet_dirs: Vec<DirPlan>,
-    pieces: Vec<Piece>,
     volume_id: Vec<u8>,
     joliet_volume_id: Vec<u8>,
     sde: u64,
-    boot: Vec<(u8, usize)>,
+    /// (platform, data item)
+    boot: Vec<(u8, u32)>,
     catalog_lba: u32,
-    catalog_node: Option<usize>,
+    catalog: Option<u32>,
     vd_blocks: u32,
     ptables: [(u32, Vec<u8>); 4],
     data_lba: u32,
     blocks: u32,
-    extra_paths: Vec<(String, usize)>,
+    extra_paths: Vec<(String, u32)>,
 }
 
 fn err(msg: String) -> Error {
@@ -157,12 +220,12 @@ fn err(msg: String) -> Error {
 }
 
 /// Clean an absolute ISO path from the caller into tree form (no leading `/`).
-fn clean_extra(p: &str) -> Result<Vec<u8>> {
+fn clean_extra(p: &str) -> Result<&[u8]> {
     let rel = p.strip_prefix('/').ok_or_else(|| err(format!("ISO path {p:?} must be absolute")))?;
     if rel.is_empty() || rel.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
         return Err(err(format!("ISO path {p:?} must name a file with plain components (no empty, '.' or '..')")));
     }
-    Ok(rel.as_bytes().to_vec())
+    Ok(rel.as_bytes())
 }
 
 fn parent_of(p: &[u8]) -> &[u8] {
@@ -173,263 +236,373 @@ fn show(p: &[u8]) -> String {
     format!("/{}", String::from_utf8_lossy(p))
 }
 
-/// An input to the ISO's tree in path order.
-enum In<'a> {
-    Tree(&'a crate::tree::Node),
-    Extra(usize),
-    Catalog,
-    ImplicitDir,
-}
+const B: u32 = BLOCK as u32;
 
 impl<'t> Plan<'t> {
-    /// Build and lay out the whole image. No I/O except `stat` of the extra files.
-    pub(super) fn new(tree: &'t Tree, opts: &IsoOptions) -> Result<Self> {
+    /// Index and lay out the whole image. No I/O except `stat` of the extra files.
+    pub(super) fn new(tree: &'t Tree, opts: &'t IsoOptions) -> Result<Self> {
         let sde = opts.sde;
-        // 1. Merge the tree, the extra files and the catalog into one path-ordered map.
-        let mut inputs: BTreeMap<Vec<u8>, In> = BTreeMap::new();
-        for (p, n) in tree.walk() {
-            inputs.insert(p.to_vec(), In::Tree(n));
-        }
-        let add = |p: &str, what: In<'t>, inputs: &mut BTreeMap<Vec<u8>, In<'t>>| -> Result<Vec<u8>> {
+        // 1. What the caller adds, and the parents it needs that the tree does not have.
+        let mut added: BTreeMap<&'t [u8], Added> = BTreeMap::new();
+        let add = |p: &'t str, what: Added, added: &mut BTreeMap<&'t [u8], Added>| -> Result<()> {
             let rel = clean_extra(p)?;
-            if inputs.contains_key(&rel) {
+            if tree.get(rel).is_some() || added.contains_key(rel) {
                 return Err(err(format!("ISO file {p} collides with a path of the tree or another added file")));
             }
-            let mut par = parent_of(&rel);
+            let mut par = parent_of(rel);
             while !par.is_empty() {
-                match inputs.get(par) {
-                    Some(In::Tree(n)) if n.kind != Kind::Dir => {
-                        return Err(err(format!("ISO file {p}: its parent {} is not a directory in the tree", show(par))))
+                if let Some(n) = tree.get(par) {
+                    if n.kind != Kind::Dir {
+                        return Err(err(format!("ISO file {p}: its parent {} is not a directory in the tree", show(par))));
                     }
-                    Some(In::Extra(_)) | Some(In::Catalog) => {
-                        return Err(err(format!("ISO file {p}: its parent {} is an added file", show(par))))
-                    }
-                    Some(_) => break,
+                    break;
+                }
+                match added.get(par) {
+                    Some(Added::Dir) => break,
+                    Some(_) => return Err(err(format!("ISO file {p}: its parent {} is an added file", show(par)))),
                     None => {
-                        inputs.insert(par.to_vec(), In::ImplicitDir);
+                        added.insert(par, Added::Dir);
                     }
                 }
                 par = parent_of(par);
             }
-            inputs.insert(rel.clone(), what);
-            Ok(rel)
+            added.insert(rel, what);
+            Ok(())
         };
         for (i, x) in opts.extra.iter().enumerate() {
-            add(&x.path, In::Extra(i), &mut inputs)?;
+            add(&x.path, Added::Extra(i), &mut added)?;
         }
         // the catalog is a file of the image only when there are boot entries
         match (&opts.catalog, opts.boot.is_empty()) {
-            (Some(c), false) => {
-                add(c, In::Catalog, &mut inputs)?;
-            }
+            (Some(c), false) => add(c, Added::Catalog, &mut added)?,
             (None, false) => return Err(err("an ISO with boot entries needs a boot catalog path".into())),
             (_, true) => {}
         }
 
-        // 2. Nodes in path order (parents first), data items on first sight of an inode.
-        let links = tree.link_counts();
-        let mut nodes: Vec<Node> = Vec::new();
-        let mut data: Vec<Data> = Vec::new();
-        let mut index: HashMap<Vec<u8>, usize> = HashMap::new();
-        let mut by_inode: HashMap<u64, (usize, u32)> = HashMap::new();
-        let mut by_content: HashMap<(u32, u64, u64), usize> = HashMap::new();
-        let mut next_ino = 1u32;
-        let mut catalog_node = None;
+        // 2. Entries in path order (the tree's walk and the added paths merged), data items
+        // on first sight of an inode.
+        let mut entries: Vec<Entry> = Vec::with_capacity(tree.len() + added.len());
+        let mut added_at = Vec::with_capacity(added.len());
+        let mut extra_len = vec![0u64; opts.extra.len()];
         let mut extra_paths = Vec::new();
+        let mut linked: HashMap<u64, Link> = HashMap::new();
+        let mut data: Vec<Data> = Vec::new();
+        // each entry's directory (by number), and the directories by path
+        let mut parents: Vec<u32> = Vec::with_capacity(entries.capacity());
+        let mut dir_of: HashMap<&'t [u8], u32> = HashMap::new();
+        let mut dirs: Vec<Dir> = Vec::new();
+        let mut catalog = None;
+        let mut next_ino = 1u32;
         let owner = |v: u64, what: &str, p: &[u8]| -> Result<u32> {
             u32::try_from(v).map_err(|_| err(format!("{}: {what} {v} does not fit Rock Ridge's 32 bits", show(p))))
         };
-        for (p, input) in &inputs {
-            let parent = if p.is_empty() { 0 } else { index[parent_of(p)] };
-            let name = p.rsplit(|b| *b == b'/').next().unwrap_or_default().to_vec();
-            let me = nodes.len();
+        let mut walk = tree.walk().peekable();
+        let mut more = added.into_iter().peekable();
+        loop {
+            let from_tree = match (walk.peek(), more.peek()) {
+                (Some((a, _)), Some((b, _))) => a < b,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            let (p, input) = if from_tree {
+                walk.next().map(|(p, n)| (p, Ok(n)))
+            } else {
+                more.next().map(|(p, a)| (p, Err(a)))
+            }
+            .expect("peeked");
+            let me = entries.len() as u32;
+            let parent = if p.is_empty() { 0 } else { dir_of[parent_of(p)] };
             let mut ino = next_ino;
             next_ino += 1;
-            let (kind, mode, uid, gid, mtime, nlink) = match input {
-                In::Tree(n) => {
-                    let m = &n.meta;
-                    let kind = match &n.kind {
-                        Kind::Dir => NodeKind::Dir { children: Vec::new() },
-                        Kind::Symlink { target } => NodeKind::Symlink(target.clone()),
-                        Kind::Char { major, minor } => NodeKind::Dev { block: false, major: *major, minor: *minor },
-                        Kind::Block { major, minor } => NodeKind::Dev { block: true, major: *major, minor: *minor },
-                        Kind::Fifo => NodeKind::Fifo,
-                        Kind::File { content, inode } => {
-                            let d = match by_inode.get(inode) {
-                                Some(&(d, i)) => {
-                                    next_ino -= 1;
-                                    ino = i;
-                                    d
-                                }
-                                None => {
-                                    let key = (content.spill, content.offset, content.len);
-                                    let d = match by_content.get(&key) {
-                                        Some(&d) if content.len > 0 => d,
-                                        _ => {
-                                            data.push(Data { source: Source::Tree(*content), len: content.len, lba: 0 });
-                                            by_content.insert(key, data.len() - 1);
-                                            data.len() - 1
-                                        }
-                                    };
-                                    by_inode.insert(*inode, (d, ino));
-                                    d
-                                }
-                            };
-                            NodeKind::File { data: d }
+            let mut link = 0;
+            let is_dir = match input {
+                Ok(n) => {
+                    if let Kind::File { inode, .. } = n.kind {
+                        link = data.len() as u32;
+                        if !tree.maybe_linked(inode) {
+                            data.push(Data { entry: me, lba: 0 });
+                        } else if let Some(l) = linked.get_mut(&inode) {
+                            (link, ino, l.count) = (l.data, l.ino, l.count + 1);
+                            next_ino -= 1;
+                        } else {
+                            data.push(Data { entry: me, lba: 0 });
+                            linked.insert(inode, Link { data: link, ino, count: 1 });
                         }
-                    };
-                    let nlink = match &n.kind {
-                        Kind::File { inode, .. } => links.get(inode).copied().unwrap_or(1),
-                        _ => 1,
-                    };
-                    (kind, m.mode & 0o7777, owner(m.uid, "uid", p)?, owner(m.gid, "gid", p)?, m.clamped_mtime(sde), nlink)
-                }
-                In::Extra(i) => {
-                    let x: &IsoFile = &opts.extra[*i];
-                    let md = std::fs::metadata(&x.source).at(&x.source)?;
-                    if !md.is_file() {
-                        return Err(err(format!("ISO file {}: source {} is not a regular file", x.path, x.source.display())));
                     }
-                    data.push(Data { source: Source::Host(x.source.clone()), len: md.len(), lba: 0 });
-                    extra_paths.push((x.path.clone(), me));
-                    (NodeKind::File { data: data.len() - 1 }, x.mode & 0o7777, 0, 0, sde, 1)
+                    owner(n.meta.uid, "uid", p)?;
+                    owner(n.meta.gid, "gid", p)?;
+                    n.kind == Kind::Dir
                 }
-                In::Catalog => {
-                    data.push(Data { source: Source::Catalog, len: BLOCK, lba: 0 });
-                    catalog_node = Some(me);
-                    (NodeKind::File { data: data.len() - 1 }, 0o644, 0, 0, sde, 1)
+                Err(a) => {
+                    match a {
+                        Added::Extra(i) => {
+                            let x = &opts.extra[i];
+                            let md = std::fs::metadata(&x.source).at(&x.source)?;
+                            if !md.is_file() {
+                                return Err(err(format!("ISO file {}: source {} is not a regular file", x.path, x.source.display())));
+                            }
+                            extra_len[i] = md.len();
+                            extra_paths.push((x.path.clone(), me));
+                        }
+                        Added::Catalog => catalog = Some(me),
+                        Added::Dir => {}
+                    }
+                    if !matches!(a, Added::Dir) {
+                        link = data.len() as u32;
+                        data.push(Data { entry: me, lba: 0 });
+                    }
+                    added_at.push((me, a));
+                    matches!(a, Added::Dir)
                 }
-                In::ImplicitDir => (NodeKind::Dir { children: Vec::new() }, 0o755, 0, 0, sde, 1),
             };
-            if matches!(kind, NodeKind::Dir { .. }) {
-                index.insert(p.clone(), me);
-            }
-            nodes.push(Node { name, path: p.clone(), parent, kind, mode, uid, gid, mtime, nlink, ino, iso_id: Vec::new(), joliet_id: Vec::new() });
-            if me != 0 {
-                match &mut nodes[parent].kind {
-                    NodeKind::Dir { children } => children.push(me),
-                    _ => unreachable!("parents are directories"),
+            if is_dir {
+                link = dirs.len() as u32;
+                dir_of.insert(p, link);
+                dirs.push(Dir { entry: me, parent, kids: 0..0, subdirs: 0, side: Default::default() });
+                if me != 0 {
+                    dirs[parent as usize].subdirs += 1;
                 }
             }
+            parents.push(parent);
+            entries.push(Entry { path: p, node: input.ok(), ino, link });
         }
-        if let (Some(c), Some(n)) = (&opts.catalog, catalog_node) {
+        drop(dir_of);
+        if let (Some(c), Some(n)) = (&opts.catalog, catalog) {
             extra_paths.push((c.clone(), n));
         }
-        // directory link counts: 2 + subdirectories
-        for i in 0..nodes.len() {
-            if nodes[i].is_dir() {
-                nodes[i].nlink = 2 + nodes[i].children().iter().filter(|c| nodes[**c].is_dir()).count() as u32;
-            }
+        data.shrink_to_fit();
+
+        // 3. Each directory's children, in path order (which is bytewise order of their names).
+        let mut start = vec![0u32; dirs.len() + 1];
+        for &p in &parents[1..] {
+            start[p as usize + 1] += 1;
+        }
+        for i in 1..start.len() {
+            start[i] += start[i - 1];
+        }
+        let mut kids = vec![0u32; entries.len().saturating_sub(1)];
+        let mut fill = start.clone();
+        for (i, &p) in parents.iter().enumerate().skip(1) {
+            kids[fill[p as usize] as usize] = i as u32;
+            fill[p as usize] += 1;
+        }
+        drop(parents);
+        for (d, dir) in dirs.iter_mut().enumerate() {
+            dir.kids = start[d]..start[d + 1];
         }
 
-        // 3. Names: unique per directory, in bytewise order of the real names.
-        for d in 0..nodes.len() {
-            let kids = nodes[d].children().to_vec();
-            let mut iso_used = BTreeSet::new();
-            let mut jol_used = BTreeSet::new();
-            for c in kids {
-                let iso = unique(&iso_used, &nodes[c].name, nodes[c].is_dir(), iso_candidate);
-                iso_used.insert(iso.clone());
-                // Windows reads Joliet case-insensitively: "Read.me" and "read.me" must differ
-                // by more than case
-                let jol = (0..)
-                    .map(|n| joliet_candidate(&nodes[c].name, nodes[c].is_dir(), n))
-                    .find(|j| !jol_used.contains(&fold(j)))
-                    .expect("a free name");
-                jol_used.insert(fold(&jol));
-                nodes[c].iso_id = iso_identifier(&iso, nodes[c].is_dir());
-                nodes[c].joliet_id = jol.iter().flat_map(|u| u.to_be_bytes()).collect();
+        // 4. Items with the same bytes (the same span of the same spill file) under another
+        // inode share the first one's extent.
+        let span = |d: &Data| match entries[d.entry as usize].node.map(|n| &n.kind) {
+            Some(Kind::File { content, .. }) if content.len > 0 => Some((content.spill, content.offset, content.len)),
+            _ => None,
+        };
+        let mut by_span: Vec<u32> = (0..data.len() as u32).filter(|&d| span(&data[d as usize]).is_some()).collect();
+        by_span.sort_unstable_by_key(|&d| (span(&data[d as usize]), d));
+        let mut shared = Vec::new();
+        let mut first = 0;
+        for w in 0..by_span.len() {
+            let d = by_span[w];
+            if w > 0 && span(&data[by_span[w - 1] as usize]) == span(&data[d as usize]) {
+                shared.push((d, first));
+            } else {
+                first = d;
             }
         }
-        for n in nodes.iter_mut() {
-            if let NodeKind::Dir { children } = &mut n.kind {
-                children.shrink_to_fit();
-            }
+        drop(by_span);
+        for (d, first) in shared {
+            data[d as usize] = Data { entry: SHARED, lba: first };
         }
-
-        // boot entries must name files of the image
-        let mut boot = Vec::new();
-        for b in &opts.boot {
-            let (platform, p) = match b {
-                BootEntry::Bios { path } => (f::PLATFORM_X86, path),
-                BootEntry::Efi { path } => (f::PLATFORM_EFI, path),
-            };
-            let rel = clean_extra(p)?;
-            let node = nodes.iter().position(|n| n.path == rel).ok_or_else(|| err(format!("boot file {p} is not in the ISO")))?;
-            let NodeKind::File { data: d } = nodes[node].kind else {
-                return Err(err(format!("boot file {p} is not a regular file")));
-            };
-            if platform == f::PLATFORM_X86 && data[d].len < 64 {
-                return Err(err(format!("BIOS boot file {p} is {} bytes; a boot info table needs at least 64", data[d].len)));
+        for e in entries.iter_mut() {
+            if let Some(tree::Node { kind: Kind::File { .. }, .. }) = e.node {
+                if data[e.link as usize].entry == SHARED {
+                    e.link = data[e.link as usize].lba;
+                }
             }
-            if u32::try_from(data[d].len).is_err() {
-                return Err(err(format!("boot file {p} is over 4 GiB")));
-            }
-            boot.push((platform, d));
         }
 
         let mut plan = Plan {
             tree,
-            nodes,
+            opts,
+            entries,
+            added: added_at,
+            extra_len,
+            linked,
+            kids,
+            dirs,
+            order: Default::default(),
+            named: [false; 2],
+            renamed: Default::default(),
             data,
-            iso_dirs: Vec::new(),
-            joliet_dirs: Vec::new(),
-            pieces: Vec::new(),
             volume_id: volume_id(&opts.volume_id),
             joliet_volume_id: opts.volume_id.encode_utf16().take(16).flat_map(|u| u.to_be_bytes()).collect(),
             sde,
-            boot,
+            boot: Vec::new(),
             catalog_lba: 0,
-            catalog_node,
+            catalog,
             vd_blocks: 0,
             ptables: Default::default(),
             data_lba: 0,
             blocks: 0,
             extra_paths,
         };
+
+        // boot entries must name files of the image
+        for b in &opts.boot {
+            let (platform, p) = match b {
+                BootEntry::Bios { path } => (f::PLATFORM_X86, path),
+                BootEntry::Efi { path } => (f::PLATFORM_EFI, path),
+            };
+            let rel = clean_extra(p)?;
+            let e = plan.entries.binary_search_by(|e| e.path.cmp(rel)).map_err(|_| err(format!("boot file {p} is not in the ISO")))?;
+            if !matches!(plan.attrs(e as u32).what, What::File) {
+                return Err(err(format!("boot file {p} is not a regular file")));
+            }
+            let d = plan.entries[e].link;
+            let len = plan.data_len(d);
+            if platform == f::PLATFORM_X86 && len < 64 {
+                return Err(err(format!("BIOS boot file {p} is {len} bytes; a boot info table needs at least 64")));
+            }
+            if u32::try_from(len).is_err() {
+                return Err(err(format!("boot file {p} is over 4 GiB")));
+            }
+            plan.boot.push((platform, d));
+        }
         plan.layout(opts.tail_reserve)?;
         Ok(plan)
     }
 
-    /// Directories in path table order (ECMA-119 9.4.4: by level, then parent number, then
-    /// identifier): breadth first with each directory's subdirectories sorted.
-    fn dir_order(&self, joliet: bool) -> Vec<usize> {
-        let mut order = vec![0usize];
-        let mut i = 0;
-        while i < order.len() {
-            let mut sub: Vec<usize> = self.nodes[order[i]].children().iter().copied().filter(|c| self.nodes[*c].is_dir()).collect();
-            self.sort_records(&mut sub, joliet);
-            order.extend(sub);
-            i += 1;
-        }
-        order
+    /// What the caller added at entry `e`, when it is not the tree's.
+    fn added(&self, e: u32) -> Added {
+        let i = self.added.binary_search_by_key(&e, |a| a.0).expect("an entry not in the tree was added");
+        self.added[i].1
     }
 
-    fn sort_records(&self, v: &mut [usize], joliet: bool) {
+    /// Entry `e`'s kind and Rock Ridge attributes.
+    fn attrs(&self, e: u32) -> Attrs<'t> {
+        let Some(n) = self.entries[e as usize].node else {
+            let (what, mode) = match self.added(e) {
+                Added::Extra(i) => (What::File, self.opts.extra[i].mode & 0o7777),
+                Added::Catalog => (What::File, 0o644),
+                Added::Dir => (What::Dir, 0o755),
+            };
+            return Attrs { what, mode, uid: 0, gid: 0, mtime: self.sde };
+        };
+        let what = match &n.kind {
+            Kind::Dir => What::Dir,
+            Kind::File { .. } => What::File,
+            Kind::Symlink { target } => What::Symlink(target),
+            Kind::Char { major, minor } => What::Dev { block: false, major: *major, minor: *minor },
+            Kind::Block { major, minor } => What::Dev { block: true, major: *major, minor: *minor },
+            Kind::Fifo => What::Fifo,
+        };
+        // uid and gid were checked to fit when the entry was indexed
+        Attrs { what, mode: n.meta.mode & 0o7777, uid: n.meta.uid as u32, gid: n.meta.gid as u32, mtime: n.meta.clamped_mtime(self.sde) }
+    }
+
+    fn is_dir(&self, e: u32) -> bool {
+        matches!(self.attrs(e).what, What::Dir)
+    }
+
+    /// The real name (Rock Ridge NM); empty for the root.
+    fn name(&self, e: u32) -> &'t [u8] {
+        let p = self.entries[e as usize].path;
+        p.rsplit(|b| *b == b'/').next().unwrap_or_default()
+    }
+
+    /// Rock Ridge link count: 2 + subdirectories for a directory, the paths of its inode for
+    /// a file.
+    fn nlink(&self, e: u32) -> u32 {
+        let entry = &self.entries[e as usize];
+        match entry.node.map(|n| &n.kind) {
+            Some(Kind::File { inode, .. }) => self.linked.get(inode).map_or(1, |l| l.count),
+            _ if self.is_dir(e) => 2 + self.dirs[entry.link as usize].subdirs,
+            _ => 1,
+        }
+    }
+
+    /// Byte length of data item `d`.
+    fn data_len(&self, d: u32) -> u64 {
+        let e = self.data[d as usize].entry;
+        match self.entries[e as usize].node.map(|n| &n.kind) {
+            Some(Kind::File { content, .. }) => content.len,
+            Some(_) => unreachable!("data items are files"),
+            None => match self.added(e) {
+                Added::Extra(i) => self.extra_len[i],
+                _ => BLOCK,
+            },
+        }
+    }
+
+    /// The identifiers of directory `d`'s children for ISO 9660 (d-characters, ";1" on
+    /// files) or Joliet (UCS-2 big-endian): unique in the directory, given in bytewise order
+    /// of the real names; and the order of the records (ECMA-119 9.3 for ISO 9660, by
+    /// identifier bytes for Joliet).
+    fn ids(&self, d: u32, joliet: bool) -> Ids {
+        let side = joliet as usize;
+        let range = self.dirs[d as usize].kids.clone();
+        let kids = &self.kids[range.start as usize..range.end as usize];
+        let mut ids = Ids { bytes: Vec::new(), ends: Vec::with_capacity(kids.len()), sorted: (0..kids.len() as u32).collect(), renamed: Vec::new() };
+        let mut used = BTreeSet::new();
+        for (k, &c) in kids.iter().enumerate() {
+            let (name, dir, at) = (self.name(c), self.is_dir(c), range.start + k as u32);
+            let cand = if joliet { joliet_candidate } else { iso_candidate };
+            let id = if self.named[side] {
+                // made before, by the layout, which kept the suffixes it added
+                cand(name, dir, self.renamed[side].get(&at).map_or(0, |n| *n as usize))
+            } else {
+                let (n, id) = if joliet {
+                    // Windows reads Joliet case-insensitively: "Read.me" and "read.me" must
+                    // differ by more than case
+                    let (n, id) = first_free(name, dir, cand, |j| used.contains(&fold(j)));
+                    used.insert(fold(&id));
+                    (n, id)
+                } else {
+                    let (n, id) = first_free(name, dir, cand, |c| used.contains(c));
+                    used.insert(id.clone());
+                    (n, id)
+                };
+                if n > 0 {
+                    ids.renamed.push((at, n as u32));
+                }
+                id
+            };
+            if joliet {
+                ids.bytes.extend(id.iter().flat_map(|u| u.to_be_bytes()));
+            } else {
+                ids.bytes.extend(iso_identifier(&id, dir));
+            }
+            ids.ends.push(ids.bytes.len() as u32);
+        }
+        drop(used);
+        let mut sorted = std::mem::take(&mut ids.sorted);
         if joliet {
-            v.sort_by(|a, b| self.nodes[*a].joliet_id.cmp(&self.nodes[*b].joliet_id));
+            sorted.sort_by(|a, b| ids.get(*a).cmp(ids.get(*b)));
         } else {
-            v.sort_by(|a, b| iso_order(&self.nodes[*a].iso_id, &self.nodes[*b].iso_id));
+            sorted.sort_by(|a, b| iso_order(ids.get(*a), ids.get(*b)));
         }
+        ids.sorted = sorted;
+        ids
     }
 
-    /// The Rock Ridge entries of a node's record (`dot`: the root's "." record, which opens
-    /// with SP and carries ER).
-    fn rr_entries(&self, n: usize, name: bool, root_dot: bool) -> Vec<Vec<u8>> {
-        let node = &self.nodes[n];
+    /// The Rock Ridge entries of an entry's record (`root_dot`: the root's "." record, which
+    /// opens with SP and carries ER).
+    fn rr_entries(&self, e: u32, name: bool, root_dot: bool) -> Vec<Vec<u8>> {
+        let a = self.attrs(e);
         let mut v = Vec::new();
         if root_dot {
             v.push(f::sp());
         }
-        v.push(f::px(node.type_bits() | node.mode, node.nlink, node.uid, node.gid, node.ino));
-        v.push(f::tf(node.mtime));
-        match &node.kind {
-            NodeKind::Dev { major, minor, .. } => v.push(f::pn(*major, *minor)),
-            NodeKind::Symlink(t) => v.extend(f::sl(t)),
+        v.push(f::px(a.type_bits() | a.mode, self.nlink(e), a.uid, a.gid, self.entries[e as usize].ino));
+        v.push(f::tf(a.mtime));
+        match a.what {
+            What::Dev { major, minor, .. } => v.push(f::pn(major, minor)),
+            What::Symlink(t) => v.extend(f::sl(t)),
             _ => {}
         }
         if name {
-            v.extend(f::nm(&node.name));
+            v.extend(f::nm(self.name(e)));
         }
         if root_dot {
             v.push(f::er());
@@ -437,132 +610,100 @@ impl<'t> Plan<'t> {
         v
     }
 
-    /// Split system use entries between the record (`room` bytes) and continuation pieces.
-    fn split_su(&mut self, entries: Vec<Vec<u8>>, room: usize) -> (Vec<u8>, Option<usize>) {
-        let total: usize = entries.iter().map(Vec::len).sum();
-        if total <= room {
-            return (entries.concat(), None);
-        }
-        let mut it = entries.into_iter().peekable();
-        let mut inline = Vec::new();
-        while let Some(e) = it.peek() {
-            if inline.len() + e.len() > room - f::CE_LEN {
-                break;
-            }
-            inline.extend(it.next().unwrap());
-        }
-        let rest: Vec<Vec<u8>> = it.collect();
-        let first = self.pieces.len();
-        let mut i = 0;
-        while i < rest.len() {
-            let left: usize = rest[i..].iter().map(Vec::len).sum();
-            let mut body = Vec::new();
-            if left <= BLOCK as usize {
-                for e in &rest[i..] {
-                    body.extend_from_slice(e);
-                }
-                i = rest.len();
-            } else {
-                while i < rest.len() && body.len() + rest[i].len() <= BLOCK as usize - f::CE_LEN {
-                    body.extend_from_slice(&rest[i]);
-                    i += 1;
-                }
-            }
-            let next = (i < rest.len()).then_some(self.pieces.len() + 1);
-            self.pieces.push(Piece { entries: body, next, block: 0, offset: 0 });
-        }
-        (inline, Some(first))
-    }
-
-    /// Records of one directory ("." and ".." first, then the children in identifier order).
-    fn dir_records(&mut self, d: usize, joliet: bool) -> Vec<Record> {
-        let mut kids = self.nodes[d].children().to_vec();
-        self.sort_records(&mut kids, joliet);
-        let parent = self.nodes[d].parent;
-        let mut recs = Vec::new();
-        let mut push = |plan: &mut Self, id: Vec<u8>, flags: u8, n: usize, target: Target, rr: Option<Vec<Vec<u8>>>| {
-            let (su, ce) = match rr {
-                Some(e) => {
-                    let room = f::DIR_RECORD_MAX - 1 - f::dir_record_len(id.len(), 0);
-                    plan.split_su(e, room)
-                }
-                None => (Vec::new(), None),
+    /// Directory `d`'s records ("." and ".." first, then its children in the order of
+    /// `ids`), placed, handed to `each` in order. Returns the blocks of the directory's
+    /// extent and of its continuation area. The layout and the write both call this: the
+    /// records are made the same way twice and never all kept.
+    fn records(&self, d: u32, joliet: bool, ids: &Ids, mut each: impl FnMut(&Record) -> Result<()>) -> Result<(u32, u32)> {
+        let dir = &self.dirs[d as usize];
+        let (mut pos, mut ce) = (0u32, 0u32);
+        let mut put = |id: &[u8], flags: u8, entry: u32, target: Target, rr: Option<Vec<Vec<u8>>>| -> Result<()> {
+            debug_assert!(joliet || id.len() <= 37);
+            let (su, pieces) = match rr {
+                Some(e) => split_su(e, f::DIR_RECORD_MAX - 1 - f::dir_record_len(id.len(), 0)),
+                None => (Vec::new(), Vec::new()),
             };
-            recs.push(Record { id, flags, date: plan.nodes[n].mtime, target, su, ce, offset: 0 });
+            let len = f::dir_record_len(id.len(), su.len() + if pieces.is_empty() { 0 } else { f::CE_LEN }).next_multiple_of(2) as u32;
+            if pos % B + len > B {
+                pos = pos.next_multiple_of(B);
+            }
+            let offset = pos;
+            pos += len;
+            // continuation pieces: packed, never crossing a block
+            let n = pieces.len();
+            let pieces = pieces
+                .into_iter()
+                .enumerate()
+                .map(|(k, body)| {
+                    let len = (body.len() + if k + 1 < n { f::CE_LEN } else { 0 }) as u32;
+                    if ce % B + len > B {
+                        ce = ce.next_multiple_of(B);
+                    }
+                    let at = (ce / B, ce % B);
+                    ce += len;
+                    (body, at.0, at.1)
+                })
+                .collect();
+            each(&Record { id, flags, entry, target, su, pieces, offset })
         };
-        let rr = |plan: &Self, n: usize, name: bool, root_dot: bool| (!joliet).then(|| plan.rr_entries(n, name, root_dot));
-        let e = rr(self, d, false, d == 0);
-        push(self, vec![0], f::FLAG_DIR, d, Target::Dir(d), e);
-        let e = rr(self, parent, false, false);
-        push(self, vec![1], f::FLAG_DIR, parent, Target::Dir(parent), e);
-        for c in kids {
-            let id = if joliet { self.nodes[c].joliet_id.clone() } else { self.nodes[c].iso_id.clone() };
-            match self.nodes[c].kind {
-                NodeKind::Dir { .. } => {
-                    let e = rr(self, c, true, false);
-                    push(self, id, f::FLAG_DIR, c, Target::Dir(c), e);
-                }
-                NodeKind::File { data } => {
-                    let extents = f::file_extents(0, self.data[data].len);
-                    for (k, (_, _, flags)) in extents.into_iter().enumerate() {
-                        let e = rr(self, c, true, false);
-                        push(self, id.clone(), flags, c, Target::Data(data, k), e);
+        let rr = |e: u32, name: bool, root_dot: bool| (!joliet).then(|| self.rr_entries(e, name, root_dot));
+        let parent = self.dirs[dir.parent as usize].entry;
+        put(&[0], f::FLAG_DIR, dir.entry, Target::Dir(d), rr(dir.entry, false, d == 0))?;
+        put(&[1], f::FLAG_DIR, parent, Target::Dir(dir.parent), rr(parent, false, false))?;
+        for &k in &ids.sorted {
+            let c = self.kids[(dir.kids.start + k) as usize];
+            let id = ids.get(k);
+            let link = self.entries[c as usize].link;
+            match self.attrs(c).what {
+                What::Dir => put(id, f::FLAG_DIR, c, Target::Dir(link), rr(c, true, false))?,
+                What::File => {
+                    for (x, (_, _, flags)) in f::file_extents(0, self.data_len(link)).into_iter().enumerate() {
+                        put(id, flags, c, Target::Data(link, x), rr(c, true, false))?;
                     }
                 }
-                _ => {
-                    let e = rr(self, c, true, false);
-                    push(self, id, 0, c, Target::None, e);
-                }
+                _ => put(id, 0, c, Target::None, rr(c, true, false))?,
             }
         }
-        recs
+        Ok((pos.div_ceil(B).max(1), ce.div_ceil(B)))
     }
 
     /// Assign every block.
     fn layout(&mut self, tail_reserve: u64) -> Result<()> {
-        let iso_order = self.dir_order(false);
-        if iso_order.len() > u16::MAX as usize {
+        if self.dirs.len() > u16::MAX as usize {
             return Err(err(format!(
                 "{} directories: ISO 9660 path tables number directories with 16 bits (at most {})",
-                iso_order.len(),
+                self.dirs.len(),
                 u16::MAX
             )));
         }
-        let joliet_order = self.dir_order(true);
-        for (joliet, order) in [(false, &iso_order), (true, &joliet_order)] {
-            for &d in order.iter() {
-                let first_piece = self.pieces.len();
-                let mut records = self.dir_records(d, joliet);
-                let mut pos = 0u32;
-                for r in records.iter_mut() {
-                    let len = f::dir_record_len(r.id.len(), r.su.len() + r.ce.map_or(0, |_| f::CE_LEN)).next_multiple_of(2) as u32;
-                    if pos % BLOCK as u32 + len > BLOCK as u32 {
-                        pos = pos.next_multiple_of(BLOCK as u32);
+        // Directories in path table order (ECMA-119 9.4.4: by level, then parent number,
+        // then identifier): breadth first with each directory's subdirectories sorted; the
+        // size of each as it comes.
+        for side in 0..2 {
+            let joliet = side == 1;
+            let mut order = vec![0u32];
+            self.dirs[0].side[side].id = vec![0];
+            let mut i = 0;
+            while i < order.len() {
+                let d = order[i];
+                let ids = self.ids(d, joliet);
+                let (blocks, ce_blocks) = self.records(d, joliet, &ids, |_| Ok(()))?;
+                self.renamed[side].extend(ids.renamed.iter().copied());
+                let dir = &mut self.dirs[d as usize];
+                (dir.side[side].blocks, dir.side[side].ce_blocks, dir.side[side].num) = (blocks, ce_blocks, i as u16 + 1);
+                let start = dir.kids.start;
+                for &k in &ids.sorted {
+                    let c = self.kids[(start + k) as usize];
+                    if self.is_dir(c) {
+                        let sub = self.entries[c as usize].link;
+                        self.dirs[sub as usize].side[side].id = ids.get(k).to_vec();
+                        order.push(sub);
                     }
-                    r.offset = pos;
-                    pos += len;
                 }
-                // this directory's continuation pieces: packed, never crossing a block
-                let mut ce = 0u32;
-                for p in self.pieces[first_piece..].iter_mut() {
-                    let len = (p.entries.len() + p.next.map_or(0, |_| f::CE_LEN)) as u32;
-                    if ce % BLOCK as u32 + len > BLOCK as u32 {
-                        ce = ce.next_multiple_of(BLOCK as u32);
-                    }
-                    p.block = ce / BLOCK as u32;
-                    p.offset = ce % BLOCK as u32;
-                    ce += len;
-                }
-                let plan = DirPlan {
-                    node: d,
-                    records,
-                    blocks: pos.div_ceil(BLOCK as u32).max(1),
-                    lba: 0,
-                    pieces: first_piece..self.pieces.len(),
-                    ce_blocks: ce.div_ceil(BLOCK as u32),
-                };
-                if joliet { self.joliet_dirs.push(plan) } else { self.iso_dirs.push(plan) }
+                i += 1;
             }
+            self.order[side] = order;
+            self.named[side] = true;
         }
 
         // volume descriptors
@@ -570,121 +711,111 @@ impl<'t> Plan<'t> {
         self.vd_blocks = 1 + (!self.boot.is_empty()) as u32 + 1 + 1;
         lba += self.vd_blocks;
         // path tables: ISO L, ISO M, Joliet L, Joliet M
-        let iso_pt: u32 = iso_order.iter().map(|&d| f::path_record_len(self.pt_id(d, false).len()) as u32).sum();
-        let jol_pt: u32 = joliet_order.iter().map(|&d| f::path_record_len(self.pt_id(d, true).len()) as u32).sum();
+        let pt_size = |side: usize| -> u32 { self.order[side].iter().map(|&d| f::path_record_len(self.dirs[d as usize].side[side].id.len()) as u32).sum() };
+        let (iso_pt, jol_pt) = (pt_size(0), pt_size(1));
         for (i, size) in [iso_pt, iso_pt, jol_pt, jol_pt].into_iter().enumerate() {
             self.ptables[i].0 = lba;
-            lba += size.div_ceil(BLOCK as u32);
+            lba += size.div_ceil(B);
         }
-        for d in self.iso_dirs.iter_mut().chain(self.joliet_dirs.iter_mut()) {
-            d.lba = lba;
-            lba += d.blocks;
-            for p in &mut self.pieces[d.pieces.clone()] {
-                p.block += lba;
+        for side in 0..2 {
+            for &d in &self.order[side] {
+                let s = &mut self.dirs[d as usize].side[side];
+                s.lba = lba;
+                lba += s.blocks + s.ce_blocks;
             }
-            lba += d.ce_blocks;
         }
-        if self.catalog_node.is_some() {
+        if self.catalog.is_some() {
             self.catalog_lba = lba;
             lba += 1;
         }
         self.data_lba = lba;
         let mut blocks = lba as u64;
-        for d in self.data.iter_mut() {
-            if d.source == Source::Catalog {
-                d.lba = self.catalog_lba;
-            } else if d.len > 0 {
-                d.lba = u32::try_from(blocks).map_err(|_| err("the image exceeds ISO 9660's 2^32 blocks (8 TiB)".into()))?;
-                blocks += d.len.div_ceil(BLOCK);
+        for d in 0..self.data.len() as u32 {
+            let item = self.data[d as usize];
+            if item.entry == SHARED {
+                continue;
+            }
+            let len = self.data_len(d);
+            if Some(item.entry) == self.catalog {
+                self.data[d as usize].lba = self.catalog_lba;
+            } else if len > 0 {
+                self.data[d as usize].lba = u32::try_from(blocks).map_err(|_| err("the image exceeds ISO 9660's 2^32 blocks (8 TiB)".into()))?;
+                blocks += len.div_ceil(BLOCK);
             }
         }
         blocks += tail_reserve.div_ceil(BLOCK);
         self.blocks = u32::try_from(blocks).map_err(|_| err("the image exceeds ISO 9660's 2^32 blocks (8 TiB)".into()))?;
         // path tables now that directories have blocks
-        let iso_num: HashMap<usize, u16> = iso_order.iter().enumerate().map(|(i, d)| (*d, i as u16 + 1)).collect();
-        let jol_num: HashMap<usize, u16> = joliet_order.iter().enumerate().map(|(i, d)| (*d, i as u16 + 1)).collect();
-        let iso_lba: HashMap<usize, u32> = self.iso_dirs.iter().map(|d| (d.node, d.lba)).collect();
-        let jol_lba: HashMap<usize, u32> = self.joliet_dirs.iter().map(|d| (d.node, d.lba)).collect();
-        for (i, (order, num, lbas, joliet, le)) in [
-            (&iso_order, &iso_num, &iso_lba, false, true),
-            (&iso_order, &iso_num, &iso_lba, false, false),
-            (&joliet_order, &jol_num, &jol_lba, true, true),
-            (&joliet_order, &jol_num, &jol_lba, true, false),
-        ]
-        .into_iter()
-        .enumerate()
-        {
+        for (i, (side, le)) in [(0, true), (0, false), (1, true), (1, false)].into_iter().enumerate() {
             let mut t = Vec::new();
-            for &d in order.iter() {
-                t.extend(f::path_record(&self.pt_id(d, joliet), lbas[&d], num[&self.nodes[d].parent], le));
+            for &d in &self.order[side] {
+                let dir = &self.dirs[d as usize];
+                let parent = self.dirs[dir.parent as usize].side[side].num;
+                t.extend(f::path_record(&dir.side[side].id, dir.side[side].lba, parent, le));
             }
             self.ptables[i].1 = t;
         }
         Ok(())
     }
 
-    fn pt_id(&self, d: usize, joliet: bool) -> Vec<u8> {
-        match (d, joliet) {
-            (0, _) => vec![0],
-            (_, true) => self.nodes[d].joliet_id.clone(),
-            (_, false) => self.nodes[d].iso_id.clone(),
-        }
+    /// (first block, byte length) of directory `d`'s extent on one side.
+    fn dir_extent(&self, d: u32, side: usize) -> (u32, u32) {
+        let s = &self.dirs[d as usize].side[side];
+        (s.lba, s.blocks * B)
     }
 
-    /// Directory node → (first block, byte length) of its ISO or Joliet extent.
-    fn dir_extents(&self, joliet: bool) -> HashMap<usize, (u32, u32)> {
-        let dirs = if joliet { &self.joliet_dirs } else { &self.iso_dirs };
-        dirs.iter().map(|d| (d.node, (d.lba, d.blocks * BLOCK as u32))).collect()
-    }
-
-    /// The bytes of one directory extent.
-    fn dir_bytes(&self, plan: &DirPlan, joliet: bool, lbas: &HashMap<usize, (u32, u32)>) -> Vec<u8> {
-        let mut out = vec![0u8; (plan.blocks as u64 * BLOCK) as usize];
-        for r in &plan.records {
+    /// Write directory `d`'s extent and continuation area on one side.
+    fn write_dir(&self, out: &File, d: u32, side: usize) -> Result<()> {
+        let werr = |e: std::io::Error| err(format!("writing ISO output: {e}"));
+        let s = &self.dirs[d as usize].side[side];
+        let ce_base = s.lba + s.blocks;
+        let mut ext = Seq::new(out, s.lba as u64 * BLOCK);
+        let mut cont = Seq::new(out, ce_base as u64 * BLOCK);
+        let ids = self.ids(d, side == 1);
+        let (blocks, ce_blocks) = self.records(d, side == 1, &ids, |r| {
             let (extent, len) = match r.target {
-                Target::Dir(n) => lbas[&n],
-                Target::Data(d, k) => {
-                    let x = f::file_extents(self.data[d].lba, self.data[d].len)[k];
+                Target::Dir(n) => self.dir_extent(n, side),
+                Target::Data(item, k) => {
+                    let x = f::file_extents(self.data[item as usize].lba, self.data_len(item))[k];
                     (x.0, x.1)
                 }
                 Target::None => (0, 0),
             };
             let mut su = r.su.clone();
-            if let Some(p) = r.ce {
-                su.extend(self.ce_entry(p));
+            if !r.pieces.is_empty() {
+                su.extend(r.ce(0, ce_base));
             }
             if (f::dir_record_len(r.id.len(), su.len())) % 2 == 1 {
                 su.push(0);
             }
-            let bytes = f::dir_record(extent, len, f::date7(r.date), r.flags, &r.id, &su);
-            out[r.offset as usize..r.offset as usize + bytes.len()].copy_from_slice(&bytes);
-        }
-        debug_assert!(joliet || plan.records.iter().all(|r| r.id.len() <= 37));
-        out
+            let date = f::date7(self.attrs(r.entry).mtime);
+            ext.put(r.offset as u64, &f::dir_record(extent, len, date, r.flags, r.id, &su)).map_err(werr)?;
+            for (k, (body, block, offset)) in r.pieces.iter().enumerate() {
+                cont.put(*block as u64 * BLOCK + *offset as u64, body).map_err(werr)?;
+                if k + 1 < r.pieces.len() {
+                    cont.append(&r.ce(k + 1, ce_base)).map_err(werr)?;
+                }
+            }
+            Ok(())
+        })?;
+        debug_assert_eq!((blocks, ce_blocks), (s.blocks, s.ce_blocks));
+        ext.finish(s.blocks as u64 * BLOCK).map_err(werr)?;
+        cont.finish(s.ce_blocks as u64 * BLOCK).map_err(werr)
     }
 
-    fn ce_entry(&self, p: usize) -> Vec<u8> {
-        let piece = &self.pieces[p];
-        let len = piece.entries.len() + piece.next.map_or(0, |_| f::CE_LEN);
-        f::ce(piece.block, piece.offset, len as u32)
-    }
-
-    /// Serialize everything, then fill the file contents.
+    /// Write everything: the descriptors, path tables and directories, then the file
+    /// contents.
     pub(super) fn write(&self, out: &File) -> Result<IsoLayout> {
         let werr = |e: std::io::Error| err(format!("writing ISO output: {e}"));
         let total = self.blocks as u64 * BLOCK;
         out.set_len(total).map_err(werr)?;
-        let mut meta: Vec<u8> = Vec::with_capacity(((self.data_lba - f::SYSTEM_AREA_BLOCKS) as u64 * BLOCK) as usize);
-        let at = |meta: &Vec<u8>| f::SYSTEM_AREA_BLOCKS as u64 + meta.len() as u64 / BLOCK;
 
-        let iso_lbas = self.dir_extents(false);
-        let jol_lbas = self.dir_extents(true);
-        let root_rec = |joliet: bool| {
-            let (l, n) = if joliet { jol_lbas[&0] } else { iso_lbas[&0] };
+        let root_rec = |side: usize| {
+            let (l, n) = self.dir_extent(0, side);
             f::dir_record(l, n, f::date7(self.sde), f::FLAG_DIR, &[0], &[])
         };
         let vd = |kind, joliet: bool| {
-            let root = root_rec(joliet);
+            let root = root_rec(joliet as usize);
             f::volume_descriptor(&f::VolumeDescriptor {
                 kind,
                 volume_id: if joliet { &self.joliet_volume_id } else { &self.volume_id },
@@ -699,59 +830,47 @@ impl<'t> Plan<'t> {
                 date: self.sde,
             })
         };
-        meta.extend_from_slice(&vd(f::VD_PRIMARY, false));
+        let mut head = Seq::new(out, f::SYSTEM_AREA_BLOCKS as u64 * BLOCK);
+        head.append(&vd(f::VD_PRIMARY, false)).map_err(werr)?;
         if !self.boot.is_empty() {
-            meta.extend_from_slice(&f::boot_record(self.catalog_lba));
+            head.append(&f::boot_record(self.catalog_lba)).map_err(werr)?;
         }
-        meta.extend_from_slice(&vd(f::VD_SUPPLEMENTARY, true));
-        meta.extend_from_slice(&f::terminator());
+        head.append(&vd(f::VD_SUPPLEMENTARY, true)).map_err(werr)?;
+        head.append(&f::terminator()).map_err(werr)?;
         for (lba, t) in &self.ptables {
-            debug_assert_eq!(at(&meta), *lba as u64);
-            meta.extend_from_slice(t);
-            meta.resize(meta.len().next_multiple_of(BLOCK as usize), 0);
+            head.put((lba - f::SYSTEM_AREA_BLOCKS) as u64 * BLOCK, t).map_err(werr)?;
         }
-        for (joliet, dirs, lbas) in [(false, &self.iso_dirs, &iso_lbas), (true, &self.joliet_dirs, &jol_lbas)] {
-            for d in dirs {
-                debug_assert_eq!(at(&meta), d.lba as u64);
-                meta.extend(self.dir_bytes(d, joliet, lbas));
-                for i in d.pieces.clone() {
-                    let p = &self.pieces[i];
-                    let pos = ((p.block - f::SYSTEM_AREA_BLOCKS) as u64 * BLOCK) as usize + p.offset as usize;
-                    debug_assert!(pos >= meta.len());
-                    meta.resize(pos, 0);
-                    meta.extend_from_slice(&p.entries);
-                    if p.next.is_some() {
-                        meta.extend(self.ce_entry(i + 1));
-                    }
-                }
-                meta.resize(meta.len().next_multiple_of(BLOCK as usize), 0);
-                debug_assert_eq!(at(&meta), (d.lba + d.blocks + d.ce_blocks) as u64);
+        let end = self.dirs[0].side[0].lba - f::SYSTEM_AREA_BLOCKS;
+        head.finish(end as u64 * BLOCK).map_err(werr)?;
+        for side in 0..2 {
+            for &d in &self.order[side] {
+                self.write_dir(out, d, side)?;
             }
         }
-        if self.catalog_node.is_some() {
-            debug_assert_eq!(at(&meta), self.catalog_lba as u64);
+        if self.catalog.is_some() {
             let entries: Vec<f::CatalogEntry> = self
                 .boot
                 .iter()
-                .map(|&(platform, d)| f::CatalogEntry { platform, sectors: self.load_sectors(platform, d), lba: self.data[d].lba })
+                .map(|&(platform, d)| f::CatalogEntry { platform, sectors: self.load_sectors(platform, d), lba: self.data[d as usize].lba })
                 .collect();
-            meta.extend_from_slice(&f::boot_catalog(&entries));
+            out.write_all_at(&f::boot_catalog(&entries), self.catalog_lba as u64 * BLOCK).map_err(werr)?;
         }
-        debug_assert_eq!(at(&meta), self.data_lba as u64);
-        out.write_all_at(&meta, f::SYSTEM_AREA_BLOCKS as u64 * BLOCK).map_err(werr)?;
-        drop(meta);
 
         // file contents
         let mut buf = vec![0u8; 1 << 20];
-        for d in &self.data {
-            let dst = d.lba as u64 * BLOCK;
-            match &d.source {
-                Source::Catalog => {}
-                _ if d.len == 0 => {}
-                Source::Tree(c) => copy_at(&mut self.tree.open(c), out, dst, d.len, &mut buf).map_err(werr)?,
-                Source::Host(p) => {
+        for (d, item) in self.data.iter().enumerate() {
+            let len = if item.entry == SHARED { 0 } else { self.data_len(d as u32) };
+            if len == 0 || Some(item.entry) == self.catalog {
+                continue;
+            }
+            let dst = item.lba as u64 * BLOCK;
+            match self.entries[item.entry as usize].node.map(|n| &n.kind) {
+                Some(Kind::File { content, .. }) => copy_at(&mut self.tree.open(content), out, dst, len, &mut buf).map_err(werr)?,
+                _ => {
+                    let Added::Extra(i) = self.added(item.entry) else { unreachable!("the catalog is written above") };
+                    let p = &self.opts.extra[i].source;
                     let mut r = File::open(p).at(p)?;
-                    copy_at(&mut r, out, dst, d.len, &mut buf).map_err(|e| err(format!("{}: {e}", p.display())))?;
+                    copy_at(&mut r, out, dst, len, &mut buf).map_err(|e| err(format!("{}: {e}", p.display())))?;
                 }
             }
         }
@@ -760,7 +879,7 @@ impl<'t> Plan<'t> {
         for &(platform, d) in &self.boot {
             if platform == f::PLATFORM_X86 {
                 // the sum covers the file from byte 64, read back in 4-byte aligned chunks
-                let (dst, len) = (self.data[d].lba as u64 * BLOCK, self.data[d].len);
+                let (dst, len) = (self.data[d as usize].lba as u64 * BLOCK, self.data_len(d));
                 let mut sum = 0u32;
                 let mut chunk = vec![0u8; 1 << 20];
                 let mut at = 64u64;
@@ -770,15 +889,14 @@ impl<'t> Plan<'t> {
                     sum = word_sum(sum, &chunk[..n]);
                     at += n as u64;
                 }
-                let table = boot_info_table(f::SYSTEM_AREA_BLOCKS, self.data[d].lba, len as u32, sum);
+                let table = boot_info_table(f::SYSTEM_AREA_BLOCKS, self.data[d as usize].lba, len as u32, sum);
                 out.write_all_at(&table, dst + f::BOOT_INFO_OFFSET as u64).map_err(werr)?;
             }
         }
         let mut files = BTreeMap::new();
-        for (p, n) in &self.extra_paths {
-            if let NodeKind::File { data: d } = self.nodes[*n].kind {
-                files.insert(p.clone(), (self.data[d].lba as u64, self.data[d].len));
-            }
+        for (p, e) in &self.extra_paths {
+            let d = self.entries[*e as usize].link;
+            files.insert(p.clone(), (self.data[d as usize].lba as u64, self.data_len(d)));
         }
         Ok(IsoLayout { size: total, files })
     }
@@ -786,12 +904,111 @@ impl<'t> Plan<'t> {
     /// Sectors of 512 bytes the firmware loads for an entry: 4 for BIOS (isolinux loads the
     /// rest itself); the whole FAT image for EFI, as xorriso 1.5 sets it, and 0 when that
     /// does not fit 16 bits (xorriso's value too: UEFI firmware reads the image's own size).
-    fn load_sectors(&self, platform: u8, d: usize) -> u16 {
+    fn load_sectors(&self, platform: u8, d: u32) -> u16 {
         if platform == f::PLATFORM_X86 {
             f::BIOS_LOAD_SECTORS
         } else {
-            u16::try_from(self.data[d].len.div_ceil(512)).unwrap_or(0)
+            u16::try_from(self.data_len(d).div_ceil(512)).unwrap_or(0)
         }
+    }
+}
+
+/// Split system use entries between the record (`room` bytes) and continuation pieces of at
+/// most a block each (every piece but the last keeps room for the CE to the next).
+fn split_su(entries: Vec<Vec<u8>>, room: usize) -> (Vec<u8>, Vec<Vec<u8>>) {
+    let total: usize = entries.iter().map(Vec::len).sum();
+    if total <= room {
+        return (entries.concat(), Vec::new());
+    }
+    let mut it = entries.into_iter().peekable();
+    let mut inline = Vec::new();
+    while let Some(e) = it.peek() {
+        if inline.len() + e.len() > room - f::CE_LEN {
+            break;
+        }
+        inline.extend(it.next().unwrap());
+    }
+    let rest: Vec<Vec<u8>> = it.collect();
+    let mut pieces = Vec::new();
+    let mut i = 0;
+    while i < rest.len() {
+        let left: usize = rest[i..].iter().map(Vec::len).sum();
+        let mut body = Vec::new();
+        if left <= BLOCK as usize {
+            for e in &rest[i..] {
+                body.extend_from_slice(e);
+            }
+            i = rest.len();
+        } else {
+            while i < rest.len() && body.len() + rest[i].len() <= BLOCK as usize - f::CE_LEN {
+                body.extend_from_slice(&rest[i]);
+                i += 1;
+            }
+        }
+        pieces.push(body);
+    }
+    (inline, pieces)
+}
+
+/// Writes at increasing offsets of a region of the output, through a buffer; what lies
+/// between two writes is written as zeros.
+struct Seq<'a> {
+    out: &'a File,
+    /// Where the buffer goes in the output.
+    at: u64,
+    buf: Vec<u8>,
+    /// Bytes of the region put so far.
+    len: u64,
+}
+
+impl<'a> Seq<'a> {
+    const FLUSH: usize = 256 << 10;
+
+    fn new(out: &'a File, start: u64) -> Self {
+        Seq { out, at: start, buf: Vec::new(), len: 0 }
+    }
+
+    /// Put `bytes` at `pos` of the region, at or after the end of what was put last.
+    fn put(&mut self, pos: u64, bytes: &[u8]) -> std::io::Result<()> {
+        debug_assert!(pos >= self.len, "{pos} < {}", self.len);
+        self.zeros(pos - self.len)?;
+        self.append(bytes)
+    }
+
+    fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.buf.extend_from_slice(bytes);
+        self.len += bytes.len() as u64;
+        if self.buf.len() >= Self::FLUSH {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn zeros(&mut self, mut n: u64) -> std::io::Result<()> {
+        while n > 0 {
+            let k = n.min(Self::FLUSH as u64) as usize;
+            self.buf.resize(self.buf.len() + k, 0);
+            self.len += k as u64;
+            n -= k as u64;
+            if self.buf.len() >= Self::FLUSH {
+                self.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.write_all_at(&self.buf, self.at)?;
+        self.at += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+
+    /// Zeros up to `len` bytes of region, and write out what is left.
+    fn finish(mut self, len: u64) -> std::io::Result<()> {
+        debug_assert!(len >= self.len, "{len} < {}", self.len);
+        self.zeros(len - self.len)?;
+        self.flush()
     }
 }
 
@@ -896,10 +1113,16 @@ fn fold(j: &[u16]) -> Vec<u16> {
     j.iter().map(|u| if (b'A' as u16..=b'Z' as u16).contains(u) { u + 32 } else { *u }).collect()
 }
 
+/// The first candidate for `name` that is not `taken` in the directory, and its suffix number.
+fn first_free(name: &[u8], dir: bool, cand: fn(&[u8], bool, usize) -> Vec<u16>, taken: impl Fn(&[u16]) -> bool) -> (usize, Vec<u16>) {
+    (0..).map(|n| (n, cand(name, dir, n))).find(|(_, c)| !taken(c)).expect("a free name")
+}
+
 /// The first candidate not used yet in the directory (compared case-sensitively as
 /// recorded; ISO names are already uppercase).
+#[cfg(test)]
 fn unique(used: &BTreeSet<Vec<u16>>, name: &[u8], dir: bool, cand: fn(&[u8], bool, usize) -> Vec<u16>) -> Vec<u16> {
-    (0..).map(|n| cand(name, dir, n)).find(|c| !used.contains(c)).expect("a free name")
+    first_free(name, dir, cand, |c| used.contains(c)).1
 }
 
 /// The recorded ISO identifier: files get the version ";1".
@@ -914,25 +1137,21 @@ fn iso_identifier(c: &[u16], dir: bool) -> Vec<u8> {
 /// ECMA-119 9.3 record order: name, then extension, each compared as if padded with spaces
 /// (version numbers are all 1).
 fn iso_order(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
-    let split = |x: &[u8]| {
+    fn split(x: &[u8]) -> (&[u8], &[u8]) {
         let x = x.strip_suffix(b";1").unwrap_or(x);
         match x.iter().position(|c| *c == b'.') {
-            Some(i) => (x[..i].to_vec(), x[i + 1..].to_vec()),
-            None => (x.to_vec(), Vec::new()),
+            Some(i) => (&x[..i], &x[i + 1..]),
+            None => (x, &x[..0]),
         }
-    };
-    let padded = |x: &[u8], y: &[u8]| {
+    }
+    fn padded(x: &[u8], y: &[u8]) -> std::cmp::Ordering {
         let n = x.len().max(y.len());
-        let p = |v: &[u8]| {
-            let mut v = v.to_vec();
-            v.resize(n, b' ');
-            v
-        };
-        p(x).cmp(&p(y))
-    };
+        let p = |v: &[u8], i: usize| v.get(i).copied().unwrap_or(b' ');
+        (0..n).map(|i| p(x, i)).cmp((0..n).map(|i| p(y, i)))
+    }
     let (an, ae) = split(a);
     let (bn, be) = split(b);
-    padded(&an, &bn).then_with(|| padded(&ae, &be))
+    padded(an, bn).then_with(|| padded(ae, be))
 }
 
 /// The primary volume identifier: d-characters (uppercase letters, digits, `_`), 32 at most.
@@ -950,6 +1169,7 @@ fn volume_id(s: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::emit::iso::IsoFile;
 
     #[test]
     fn iso_names_are_d_characters_and_unique() {
@@ -1010,16 +1230,24 @@ mod tests {
         };
         let plan = Plan::new(&tree, &opts).unwrap();
         let d = &plan.data[0];
-        assert_eq!(d.len, 9 << 30);
-        for (joliet, dirs) in [(false, &plan.iso_dirs), (true, &plan.joliet_dirs)] {
-            let recs: Vec<&Record> = dirs[0].records.iter().filter(|r| matches!(r.target, Target::Data(..))).collect();
+        assert_eq!(plan.data_len(0), 9 << 30);
+        for joliet in [false, true] {
+            // (identifier, flags, offset) of the root's records that point at file bytes
+            let mut recs = Vec::new();
+            let keep = |r: &Record| {
+                if matches!(r.target, Target::Data(..)) {
+                    recs.push((r.id.to_vec(), r.flags, r.offset));
+                }
+                Ok(())
+            };
+            plan.records(0, joliet, &plan.ids(0, joliet), keep).unwrap();
             assert_eq!(recs.len(), 3, "joliet {joliet}");
-            assert_eq!(recs.iter().map(|r| r.flags).collect::<Vec<_>>(), [f::FLAG_MULTI_EXTENT, f::FLAG_MULTI_EXTENT, 0]);
-            assert!(recs.iter().all(|r| r.id == recs[0].id));
+            assert_eq!(recs.iter().map(|r| r.1).collect::<Vec<_>>(), [f::FLAG_MULTI_EXTENT, f::FLAG_MULTI_EXTENT, 0]);
+            assert!(recs.iter().all(|r| r.0 == recs[0].0));
             // the records follow each other in the directory, and so do the extents
-            assert!(recs.windows(2).all(|w| w[0].offset < w[1].offset));
+            assert!(recs.windows(2).all(|w| w[0].2 < w[1].2));
         }
-        let x = f::file_extents(d.lba, d.len);
+        let x = f::file_extents(d.lba, plan.data_len(0));
         assert_eq!(x.iter().map(|e| e.1 as u64).sum::<u64>(), 9 << 30);
         assert_eq!(x[1].0, d.lba + (f::MAX_EXTENT / BLOCK) as u32);
         // the image ends after the last extent
