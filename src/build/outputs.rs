@@ -181,11 +181,17 @@ impl Output<'_> {
             }
             Output::Erofs(o) => {
                 let rec = stage_file(dir, "erofs", name, |file, path| {
-                    let mut w = BufWriter::with_capacity(1 << 20, file);
+                    // Written front to back in one pass: hashed as it is written (not read back
+                    // afterwards), the writes on a thread of their own.
+                    let mut hw = HashWriter::new(BackgroundWriter::new(PreallocFile::new(file.try_clone().at(path)?)));
                     let opts = emit::erofs::Options { sde, label: o.label.clone().unwrap_or_else(|| spec.name.clone()) };
-                    emit::erofs::write_compressed(tree, &opts, o.compression, plan.workers(), &mut w).at(path)?;
-                    std::io::Write::flush(&mut w).at(path)?;
-                    Ok(None)
+                    let len = emit::erofs::write_compressed(tree, &opts, o.compression, plan.workers(), &mut hw).at(path)?;
+                    let (d, size, bw) = hw.finish_with_inner();
+                    bw.finish().at(path)?.finish().at(path)?;
+                    if size != len {
+                        return Err(crate::Error::other(format!("{}: the EROFS writer wrote {size} bytes of a {len}-byte image", path.display())));
+                    }
+                    Ok(Some((d, size)))
                 })?;
                 with_verity(o.verity, rec, dir, &spec.name, made)?;
             }

@@ -32,7 +32,7 @@ use crate::spec::ErofsCompression;
 use crate::tree::{ContentRef, Kind, Node, Tree};
 use sha2::{Digest as _, Sha256};
 use std::collections::HashMap;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Write};
 
 /// The largest data tail stored inline: half a block, mkcomposefs's heuristic.
 const INLINE_MAX: u64 = BLOCK / 2;
@@ -150,7 +150,7 @@ fn dir_block(entries: &[DirEntry], nid: &[u64], nodes: &[(&[u8], &Node)], size: 
 
 /// Write the tree as an uncompressed EROFS image into `out` (positioned at 0); returns its
 /// size. File contents are read from the tree's spill files (`Tree::open`).
-pub fn write<W: Write + Seek>(tree: &Tree, opts: &Options, out: &mut W) -> io::Result<u64> {
+pub fn write<W: Write>(tree: &Tree, opts: &Options, out: &mut W) -> io::Result<u64> {
     write_compressed(tree, opts, ErofsCompression::None, 1, out)
 }
 
@@ -172,7 +172,7 @@ struct Shape<'t> {
 /// inode its first path and link count; per compressed file a [`Packed`] (its extents wait in
 /// a spill file). Everything else is worked out again from the tree in each pass and written
 /// as it goes.
-pub fn write_compressed<W: Write + Seek>(tree: &Tree, opts: &Options, compression: ErofsCompression, threads: usize, out: &mut W) -> io::Result<u64> {
+pub fn write_compressed<W: Write>(tree: &Tree, opts: &Options, compression: ErofsCompression, threads: usize, out: &mut W) -> io::Result<u64> {
     let nodes: Vec<(&[u8], &Node)> = tree.walk().collect();
     for (p, _) in &nodes[1.min(nodes.len())..] {
         if dirtree::name(p).len() > 255 {
@@ -436,10 +436,7 @@ pub fn write_compressed<W: Write + Seek>(tree: &Tree, opts: &Options, compressio
         let pad = full.next_multiple_of(BLOCK) - full;
         write_zeros(out, pad, &zeros)?;
     }
-    let size = total_blocks * BLOCK;
-    debug_assert_eq!(out.stream_position()?, size);
-    out.seek(SeekFrom::Start(size))?;
-    Ok(size)
+    Ok(total_blocks * BLOCK)
 }
 
 /// `n` zero bytes.
