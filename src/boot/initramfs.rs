@@ -3,7 +3,6 @@
 //! load_modules` as an uncompressed archive (`boot::modules`). Written for `[output.initramfs]` and
 //! staged inside bootable ISO and disk outputs.
 
-use crate::digest::HashWriter;
 use crate::emit;
 use crate::error::{IoContext, Result};
 use crate::measure::InputRecord;
@@ -19,7 +18,7 @@ pub fn write(job: &Job, o: &spec::InitramfsOutput, file: &std::fs::File, path: &
     let path = path.to_path_buf();
     let mut inputs = Vec::new();
     let (d, size) = {
-        let mut hw = HashWriter::new(crate::fsutil::BackgroundWriter::new(file.try_clone().at(&path)?));
+        let mut hw = crate::measure::streamed(file, &path)?;
         for p in &o.prepend {
             let file = spec.dir.join(p);
             let at = spec.initramfs_at.clone().expect("initramfs output has a location");
@@ -47,9 +46,7 @@ pub fn write(job: &Job, o: &spec::InitramfsOutput, file: &std::fs::File, path: &
         if let Some(m) = job.modules {
             std::io::Write::write_all(&mut hw, &m.archive(sde)).at(&path)?;
         }
-        let (d, size, bw) = hw.finish_with_inner();
-        bw.finish().at(&path)?;
-        (d, size)
+        crate::measure::finish_streamed(hw, &path)?
     };
     Ok((d, size, inputs))
 }

@@ -4,11 +4,10 @@
 
 use super::plan::Plan;
 use crate::boot::{self, bootloader::Bootloader, kernel::Kernel};
-use crate::digest::HashWriter;
 use crate::emit;
 use crate::error::{IoContext, Result};
-use crate::fsutil::{AtomicDir, BackgroundWriter, PreallocFile};
-use crate::measure::{stage_file, InputRecord, OutputRecord};
+use crate::fsutil::AtomicDir;
+use crate::measure::{finish_streamed, stage_file, streamed, InputRecord, OutputRecord};
 use crate::spec::{self, BoxSpec, PackageSpec};
 use crate::tree::{layer::ContentMode, Tree};
 use std::io::BufWriter;
@@ -113,13 +112,9 @@ impl Output<'_> {
         }
         match self {
             Output::Tar(t) => made.outputs.push(stage_file(dir, "tar", name, |file, path| {
-                // Hashed as it is written; the writes run on a thread of their own.
-                let hw = HashWriter::new(BackgroundWriter::new(PreallocFile::new(file.try_clone().at(path)?)));
-                let mut enc = emit::compress::Encoder::with_threads(t.compression, plan.threads, hw).at(path)?;
+                let mut enc = emit::compress::Encoder::with_threads(t.compression, plan.threads, streamed(file, path)?).at(path)?;
                 emit::tar::write(tree, sde, &mut enc).at(path)?;
-                let (d, size, bw) = enc.finish().at(path)?.finish_with_inner();
-                bw.finish().at(path)?.finish().at(path)?;
-                Ok(Some((d, size)))
+                Ok(Some(finish_streamed(enc.finish().at(path)?, path)?))
             })?),
             Output::Oci(o) => {
                 let ad = AtomicDir::create(&dir.join(&name))?;
@@ -181,13 +176,11 @@ impl Output<'_> {
             }
             Output::Erofs(o) => {
                 let rec = stage_file(dir, "erofs", name, |file, path| {
-                    // Written front to back in one pass: hashed as it is written (not read back
-                    // afterwards), the writes on a thread of their own.
-                    let mut hw = HashWriter::new(BackgroundWriter::new(PreallocFile::new(file.try_clone().at(path)?)));
+                    // Written front to back in one pass, so hashed as it is written.
+                    let mut w = streamed(file, path)?;
                     let opts = emit::erofs::Options { sde, label: o.label.clone().unwrap_or_else(|| spec.name.clone()) };
-                    let len = emit::erofs::write_compressed(tree, &opts, o.compression, plan.workers(), &mut hw).at(path)?;
-                    let (d, size, bw) = hw.finish_with_inner();
-                    bw.finish().at(path)?.finish().at(path)?;
+                    let len = emit::erofs::write_compressed(tree, &opts, o.compression, plan.workers(), &mut w).at(path)?;
+                    let (d, size) = finish_streamed(w, path)?;
                     if size != len {
                         return Err(crate::Error::other(format!("{}: the EROFS writer wrote {size} bytes of a {len}-byte image", path.display())));
                     }

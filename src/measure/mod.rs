@@ -143,6 +143,27 @@ pub fn rfc3339(secs: u64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
 }
 
+/// The writer of an output written front to back in one pass: hashed as it goes (on the
+/// writing thread), written to `file` by a thread of its own with disk space reserved ahead.
+/// Hand it back to [`finish_streamed`] for the digest and size [`stage_file`] records.
+pub type Streamed = crate::digest::HashWriter<crate::fsutil::BackgroundWriter<crate::fsutil::PreallocFile>>;
+
+/// A [`Streamed`] writer onto `file` (named `path` in errors).
+pub fn streamed(file: &std::fs::File, path: &Path) -> Result<Streamed> {
+    use crate::error::IoContext;
+    let f = file.try_clone().at(path)?;
+    Ok(crate::digest::HashWriter::new(crate::fsutil::BackgroundWriter::new(crate::fsutil::PreallocFile::new(f))))
+}
+
+/// Wait for the writes of `w`, trim its reserve, and return the digest and size of what went
+/// through it.
+pub fn finish_streamed(w: Streamed, path: &Path) -> Result<(crate::digest::Digest, u64)> {
+    use crate::error::IoContext;
+    let (d, size, bw) = w.finish_with_inner();
+    bw.finish().at(path)?.finish().at(path)?;
+    Ok((d, size))
+}
+
 /// Write one output file `dir/name` atomically and record it: `write` fills the file (named
 /// `path` in its errors) and returns the digest and size when it hashed the bytes on their
 /// way out, or `None` to have them read back (outputs laid out or patched in place); then the
