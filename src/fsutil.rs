@@ -181,6 +181,10 @@ impl PreallocFile {
         self.pos
     }
 
+    pub fn file(&self) -> &fs::File {
+        &self.file
+    }
+
     /// Trim any reserve past the written bytes and return the file.
     pub fn finish(self) -> std::io::Result<fs::File> {
         if self.reserved > self.pos {
@@ -213,6 +217,139 @@ impl std::io::Write for PreallocFile {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         self.file.flush()
+    }
+}
+
+/// Alignment of the offsets, lengths and memory of [`DirectFile`]'s writes: the largest
+/// logical block size of the disks we write to (4 KiB sectors), a multiple of the smaller ones.
+const DIRECT_ALIGN: usize = 4096;
+/// Bytes per write of [`DirectFile`].
+const DIRECT_CHUNK: usize = 4 << 20;
+
+/// One [`DIRECT_ALIGN`]-aligned block of memory.
+#[derive(Clone, Copy)]
+#[repr(C, align(4096))]
+struct AlignedBlock([u8; DIRECT_ALIGN]);
+
+/// A sequential file writer that bypasses the page cache (`O_DIRECT`) where the file system
+/// allows it: bytes go from one aligned buffer to the disk in [`DIRECT_CHUNK`] writes, the
+/// last one padded to [`DIRECT_ALIGN`] and the file then cut to the bytes written.
+///
+/// An output is written once and fsynced before it takes its name, so its bytes go to the
+/// disk anyway; through the page cache they are first copied into pages the kernel must find
+/// for them, and on our VMs fresh pages are expensive and grow dearer past a few GiB (a 2.4
+/// GiB file, cold cache: 4.9–10.8 s buffered + fsync, 1.8–2.1 s direct; 600 MiB: 0.5 s
+/// either way). Where `O_DIRECT` cannot be set (tmpfs, some overlays) or a direct write is
+/// refused (`EINVAL`: an alignment the device does not take), the rest goes through the page
+/// cache as before; the file's bytes are the same either way.
+pub struct DirectFile {
+    inner: PreallocFile,
+    buf: Vec<AlignedBlock>,
+    /// Bytes of `buf` in use.
+    len: usize,
+    direct: bool,
+}
+
+impl DirectFile {
+    /// Wrap `file`, writing from its start. `O_DIRECT` is set on `file`'s open file
+    /// description (shared with its clones) until [`DirectFile::finish`].
+    pub fn new(file: fs::File) -> Self {
+        Self::with(file, true)
+    }
+
+    /// Wrap `file`; `try_direct` false writes through the page cache (the fallback path).
+    fn with(file: fs::File, try_direct: bool) -> Self {
+        let direct = try_direct && set_direct(&file, true);
+        let buf = vec![AlignedBlock([0; DIRECT_ALIGN]); DIRECT_CHUNK / DIRECT_ALIGN];
+        DirectFile { inner: PreallocFile::new(file), buf, len: 0, direct }
+    }
+
+    /// Write the first `n` bytes of the buffer (`n` aligned while direct) and empty it.
+    fn write_out(&mut self, n: usize) -> std::io::Result<()> {
+        use std::io::Write;
+        let mut done = 0;
+        while done < n {
+            match self.inner.write(&as_bytes(&self.buf)[done..n]) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(k) => {
+                    done += k;
+                    if self.direct && k % DIRECT_ALIGN != 0 {
+                        // a short direct write left the position unaligned: go on buffered
+                        self.direct = !set_direct(self.inner.file(), false);
+                    }
+                }
+                Err(e) if self.direct && e.raw_os_error() == Some(libc::EINVAL) => {
+                    self.direct = !set_direct(self.inner.file(), false);
+                    if self.direct {
+                        return Err(e);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.len = 0;
+        Ok(())
+    }
+
+    /// Write what is buffered, cut the file to the bytes written, clear `O_DIRECT` and
+    /// return the file.
+    pub fn finish(mut self) -> std::io::Result<fs::File> {
+        let size = self.inner.position() + self.len as u64;
+        let n = if self.direct { self.len.next_multiple_of(DIRECT_ALIGN) } else { self.len };
+        as_bytes_mut(&mut self.buf)[self.len..n].fill(0);
+        self.write_out(n)?;
+        if self.direct {
+            set_direct(self.inner.file(), false);
+        }
+        let file = self.inner.finish()?;
+        if file.metadata()?.len() != size {
+            file.set_len(size)?;
+        }
+        Ok(file)
+    }
+}
+
+fn as_bytes(buf: &[AlignedBlock]) -> &[u8] {
+    // SAFETY: a slice of plain byte arrays (repr(C), size a multiple of the alignment, so no
+    // padding between elements) is `len * DIRECT_ALIGN` initialised contiguous bytes.
+    unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u8>(), std::mem::size_of_val(buf)) }
+}
+
+fn as_bytes_mut(buf: &mut [AlignedBlock]) -> &mut [u8] {
+    // SAFETY: as in `as_bytes`, borrowed mutably through `buf`.
+    unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<u8>(), std::mem::size_of_val(buf)) }
+}
+
+/// Set or clear `O_DIRECT` on `file`'s open file description; whether that worked.
+fn set_direct(file: &fs::File, on: bool) -> bool {
+    use std::os::unix::io::AsRawFd;
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl with F_GETFL/F_SETFL only reads and sets the descriptor's status flags.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        if flags < 0 {
+            return false;
+        }
+        let flags = if on { flags | libc::O_DIRECT } else { flags & !libc::O_DIRECT };
+        libc::fcntl(fd, libc::F_SETFL, flags) == 0
+    }
+}
+
+impl std::io::Write for DirectFile {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = data.len().min(DIRECT_CHUNK - self.len);
+        as_bytes_mut(&mut self.buf)[self.len..self.len + n].copy_from_slice(&data[..n]);
+        self.len += n;
+        if self.len == DIRECT_CHUNK {
+            self.write_out(DIRECT_CHUNK)?;
+        }
+        Ok(n)
+    }
+    /// Buffered bytes stay until a full chunk or [`DirectFile::finish`]: a direct write must
+    /// be aligned.
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -439,6 +576,30 @@ pub fn first_byte_difference(a: &Path, b: &Path) -> Result<Option<u64>> {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    /// Whatever the length (empty, around the alignment and the chunk size), a DirectFile
+    /// holds exactly the bytes written, page cache or not, and leaves `O_DIRECT` cleared.
+    #[test]
+    fn direct_file_holds_exactly_what_was_written() {
+        let dir = tempfile::tempdir().unwrap();
+        for len in [0, 1, 4095, 4096, 4097, DIRECT_CHUNK - 1, DIRECT_CHUNK, 2 * DIRECT_CHUNK + 5] {
+            let data: Vec<u8> = (0..len as u32).map(|i| (i * 13 + i / 4099) as u8).collect();
+            for try_direct in [true, false] {
+                let path = dir.path().join(format!("{len}-{try_direct}"));
+                let mut w = DirectFile::with(fs::File::create(&path).unwrap(), try_direct);
+                for piece in data.chunks(300_001) {
+                    w.write_all(piece).unwrap();
+                }
+                w.flush().unwrap();
+                let f = w.finish().unwrap();
+                // SAFETY: F_GETFL only reads the descriptor's flags.
+                let flags = unsafe { libc::fcntl(std::os::unix::io::AsRawFd::as_raw_fd(&f), libc::F_GETFL) };
+                assert_eq!(flags & libc::O_DIRECT, 0, "O_DIRECT left set ({len} bytes)");
+                drop(f);
+                assert!(fs::read(&path).unwrap() == data, "{len} bytes, direct tried: {try_direct}");
+            }
+        }
+    }
 
     /// Bytes written in odd-sized pieces across many buffers arrive whole and in order.
     #[test]

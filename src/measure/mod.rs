@@ -144,15 +144,16 @@ pub fn rfc3339(secs: u64) -> String {
 }
 
 /// The writer of an output written front to back in one pass: hashed as it goes (on the
-/// writing thread), written to `file` by a thread of its own with disk space reserved ahead.
+/// writing thread), written to `file` by a thread of its own with disk space reserved ahead, past
+/// the page cache where the file system allows it ([`crate::fsutil::DirectFile`]).
 /// Hand it back to [`finish_streamed`] for the digest and size [`stage_file`] records.
-pub type Streamed = crate::digest::HashWriter<crate::fsutil::BackgroundWriter<crate::fsutil::PreallocFile>>;
+pub type Streamed = crate::digest::HashWriter<crate::fsutil::BackgroundWriter<crate::fsutil::DirectFile>>;
 
 /// A [`Streamed`] writer onto `file` (named `path` in errors).
 pub fn streamed(file: &std::fs::File, path: &Path) -> Result<Streamed> {
     use crate::error::IoContext;
     let f = file.try_clone().at(path)?;
-    Ok(crate::digest::HashWriter::new(crate::fsutil::BackgroundWriter::new(crate::fsutil::PreallocFile::new(f))))
+    Ok(crate::digest::HashWriter::new(crate::fsutil::BackgroundWriter::new(crate::fsutil::DirectFile::new(f))))
 }
 
 /// Wait for the writes of `w`, trim its reserve, and return the digest and size of what went
