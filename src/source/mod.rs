@@ -27,6 +27,43 @@ pub const MT_OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar";
 pub const MT_OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 pub const MT_OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
 
+/// Whether [`for_each_parallel`] goes on taking items after one failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OnError {
+    /// Start no item after a failure (items already started run to their end).
+    Stop,
+    /// Run every item whatever fails.
+    Continue,
+}
+
+/// Run `f` on each of `items` on up to `threads` scoped threads, which take the items in list
+/// order (an atomic index); the blob imports and downloads of every source. Returns the
+/// failures with their indexes, in list order, so which failure comes first never depends on
+/// the scheduling: with [`OnError::Stop`], every item before a failed one was taken earlier
+/// and so has finished.
+pub(crate) fn for_each_parallel<T: Sync>(items: &[T], threads: usize, on_error: OnError, f: impl Fn(&T) -> Result<()> + Sync) -> Vec<(usize, Error)> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let (next, failed) = (AtomicUsize::new(0), AtomicBool::new(false));
+    let errors = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..threads.clamp(1, items.len().max(1)) {
+            s.spawn(|| {
+                while !(on_error == OnError::Stop && failed.load(Ordering::SeqCst)) {
+                    let i = next.fetch_add(1, Ordering::SeqCst);
+                    let Some(item) = items.get(i) else { break };
+                    if let Err(e) = f(item) {
+                        failed.store(true, Ordering::SeqCst);
+                        errors.lock().unwrap_or_else(|p| p.into_inner()).push((i, e));
+                    }
+                }
+            });
+        }
+    });
+    let mut errors = errors.into_inner().unwrap_or_else(|p| p.into_inner());
+    errors.sort_by_key(|(i, _)| *i);
+    errors
+}
+
 /// The platform to pick from multi-platform indexes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Platform {

@@ -110,26 +110,9 @@ fn read_blob(r: &ImageRef, files: &dyn LayoutFiles, what: &str, d: &Digest, size
 /// before a failed one was taken earlier and so was finished, hence the error returned (the
 /// first failed layer's) does not depend on the scheduling.
 fn import_all(files: &dyn LayoutFiles, store: &Store, layers: &[LayerBlob]) -> Result<()> {
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(layers.len());
-    let (next, failed) = (AtomicUsize::new(0), AtomicBool::new(false));
-    let errors = std::sync::Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                while !failed.load(Ordering::SeqCst) {
-                    let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(l) = layers.get(i) else { break };
-                    if let Err(e) = files.import(store, &l.label, &l.digest, l.size) {
-                        failed.store(true, Ordering::SeqCst);
-                        errors.lock().unwrap_or_else(|p| p.into_inner()).push((i, e));
-                    }
-                }
-            });
-        }
-    });
-    let errors = errors.into_inner().unwrap_or_else(|p| p.into_inner());
-    match errors.into_iter().min_by_key(|(i, _)| *i) {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let failed = super::for_each_parallel(layers, threads, super::OnError::Stop, |l| files.import(store, &l.label, &l.digest, l.size));
+    match failed.into_iter().next() {
         Some((_, e)) => Err(e),
         None => Ok(()),
     }

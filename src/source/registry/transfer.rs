@@ -436,18 +436,9 @@ fn lock_exclusive(path: &std::path::Path) -> Result<std::fs::File> {
 /// Download `blobs` (label, digest, size) with up to [`PARALLEL`] at once; after every
 /// download has ended, every failure is reported (in list order).
 pub fn pull_blobs(client: &Client, store: &Store, blobs: &[(String, Digest, u64)]) -> Result<()> {
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<Mutex<Option<Result<()>>>> = blobs.iter().map(|_| Mutex::new(None)).collect();
-    std::thread::scope(|s| {
-        for _ in 0..PARALLEL.min(blobs.len()) {
-            s.spawn(|| loop {
-                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let Some((what, d, size)) = blobs.get(i) else { break };
-                *results[i].lock().unwrap() = Some(client.blob(store, what, d, *size));
-            });
-        }
-    });
-    let mut errors: Vec<Error> = results.into_iter().filter_map(|r| r.into_inner().unwrap().and_then(Result::err)).collect();
+    use crate::source::{for_each_parallel, OnError};
+    let failed = for_each_parallel(blobs, PARALLEL, OnError::Continue, |(what, d, size)| client.blob(store, what, d, *size));
+    let mut errors: Vec<Error> = failed.into_iter().map(|(_, e)| e).collect();
     match errors.len() {
         0 => Ok(()),
         1 => Err(errors.remove(0)),
