@@ -1,6 +1,7 @@
 //! File-system helpers the layers share: atomic output files and directories (write to a
 //! temp name beside the target, then rename), disk space reserved ahead of large writes,
-//! exact reads and copies, and byte-for-byte comparison of two files or directory trees.
+//! sequential writes past the page cache, exact reads and copies, and byte-for-byte
+//! comparison of two files or directory trees.
 //!
 //! A killed build leaves at most a `.stagebox-tmp-*` file (removed on drop when the process
 //! survives), never a half-written output under its final name.
@@ -355,7 +356,8 @@ impl std::io::Write for DirectFile {
 
 /// A writer that hands full buffers to a thread of its own, which writes them to the inner
 /// writer in order: the caller's work on the bytes (hashing, copying them out of a spill
-/// file) overlaps the kernel's copy into the page cache instead of waiting for it. Memory
+/// file) overlaps the write (the kernel's copy into the page cache, or a [`DirectFile`]'s
+/// disk write) instead of waiting for it. Memory
 /// is bounded: at most `BG_DEPTH` buffers of `BG_BUF` bytes are in flight. The first
 /// write error of the thread is returned by the next `write`, `flush` or [`finish`](BackgroundWriter::finish).
 pub struct BackgroundWriter<W: std::io::Write + Send + 'static> {
