@@ -143,24 +143,26 @@ pub fn rfc3339(secs: u64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
 }
 
-/// The writer of an output written front to back in one pass: hashed as it goes (on the
-/// writing thread), written to `file` by a thread of its own with disk space reserved ahead, past
-/// the page cache where the file system allows it ([`crate::fsutil::DirectFile`]).
+/// The writer of an output written front to back in one pass: its bytes go to a thread that
+/// hashes them and hands them on to a thread of its own that writes them to `file` with disk
+/// space reserved ahead, past the page cache where the file system allows it
+/// ([`crate::fsutil::DirectFile`]); the emitter, the hash and the disk each keep a thread busy.
 /// Hand it back to [`finish_streamed`] for the digest and size [`stage_file`] records.
-pub type Streamed = crate::digest::HashWriter<crate::fsutil::BackgroundWriter<crate::fsutil::DirectFile>>;
+pub type Streamed = crate::fsutil::BackgroundWriter<crate::digest::HashWriter<crate::fsutil::BackgroundWriter<crate::fsutil::DirectFile>>>;
 
 /// A [`Streamed`] writer onto `file` (named `path` in errors).
 pub fn streamed(file: &std::fs::File, path: &Path) -> Result<Streamed> {
     use crate::error::IoContext;
+    use crate::fsutil::{BackgroundWriter, DirectFile};
     let f = file.try_clone().at(path)?;
-    Ok(crate::digest::HashWriter::new(crate::fsutil::BackgroundWriter::new(crate::fsutil::DirectFile::new(f))))
+    Ok(BackgroundWriter::new(crate::digest::HashWriter::new(BackgroundWriter::new(DirectFile::new(f)))))
 }
 
 /// Wait for the writes of `w`, trim its reserve, and return the digest and size of what went
 /// through it.
 pub fn finish_streamed(w: Streamed, path: &Path) -> Result<(crate::digest::Digest, u64)> {
     use crate::error::IoContext;
-    let (d, size, bw) = w.finish_with_inner();
+    let (d, size, bw) = w.finish().at(path)?.finish_with_inner();
     bw.finish().at(path)?.finish().at(path)?;
     Ok((d, size))
 }
