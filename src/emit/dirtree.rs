@@ -1,5 +1,6 @@
 //! The tree's directory structure as flat arrays of path indexes, for the emitters that lay
-//! out inodes and directory listings (SquashFS, EROFS).
+//! out inodes and directory listings (SquashFS, EROFS; the ISO groups its own entries with
+//! [`group_children`] and names them with [`name`]).
 //!
 //! A path is its index in the tree's walk (bytewise path order, the root 0). [`Dirs`] holds
 //! each path's parent and each directory's children (in walk order, which is name order) in
@@ -25,6 +26,31 @@ pub fn name(path: &[u8]) -> &[u8] {
     }
 }
 
+/// Items grouped by their parent: `parent[i]` (for every `i` but 0, the root, which has
+/// none) is a group below `groups`. Returns `start` (`groups + 1` offsets) and the items,
+/// group after group and each group's in ascending order: group `g`'s items are
+/// `items[start[g]..start[g + 1]]`. A counting sort: two `u32` arrays, no allocation per group.
+pub fn group_children(parent: &[u32], groups: usize) -> (Vec<u32>, Vec<u32>) {
+    // Count children into start[parent], sum up to where each range ends, then fill from the
+    // last child back so each range is ascending and start[g] is where it begins.
+    let mut start = vec![0u32; groups + 1];
+    for &p in parent.iter().skip(1) {
+        start[p as usize] += 1;
+    }
+    let mut sum = 0;
+    for s in start.iter_mut() {
+        sum += *s;
+        *s = sum;
+    }
+    let mut child = vec![0u32; parent.len().saturating_sub(1)];
+    for i in (1..parent.len()).rev() {
+        let p = parent[i] as usize;
+        start[p] -= 1;
+        child[start[p] as usize] = i as u32;
+    }
+    (start, child)
+}
+
 impl Dirs {
     /// From the tree's walk (the root first, then bytewise path order); every path's parent
     /// is in it (the tree guarantees it).
@@ -39,23 +65,7 @@ impl Dirs {
                 parent[i] = at as u32;
             }
         }
-        // Count children into start[parent], sum up to where each range ends, then fill from
-        // the last child back so each range is in walk order and start[i] is where it begins.
-        let mut start = vec![0u32; n + 1];
-        for &p in &parent[1..] {
-            start[p as usize] += 1;
-        }
-        let mut sum = 0;
-        for s in start.iter_mut() {
-            sum += *s;
-            *s = sum;
-        }
-        let mut child = vec![0u32; n.saturating_sub(1)];
-        for i in (1..n).rev() {
-            let p = parent[i] as usize;
-            start[p] -= 1;
-            child[start[p] as usize] = i as u32;
-        }
+        let (start, child) = group_children(&parent, n);
         Dirs { parent, start, child }
     }
 

@@ -374,19 +374,7 @@ impl<'t> Plan<'t> {
         data.shrink_to_fit();
 
         // 3. Each directory's children, in path order (which is bytewise order of their names).
-        let mut start = vec![0u32; dirs.len() + 1];
-        for &p in &parents[1..] {
-            start[p as usize + 1] += 1;
-        }
-        for i in 1..start.len() {
-            start[i] += start[i - 1];
-        }
-        let mut kids = vec![0u32; entries.len().saturating_sub(1)];
-        let mut fill = start.clone();
-        for (i, &p) in parents.iter().enumerate().skip(1) {
-            kids[fill[p as usize] as usize] = i as u32;
-            fill[p as usize] += 1;
-        }
+        let (start, kids) = crate::emit::dirtree::group_children(&parents, dirs.len());
         drop(parents);
         for (d, dir) in dirs.iter_mut().enumerate() {
             dir.kids = start[d]..start[d + 1];
@@ -507,8 +495,7 @@ impl<'t> Plan<'t> {
 
     /// The real name (Rock Ridge NM); empty for the root.
     fn name(&self, e: u32) -> &'t [u8] {
-        let p = self.entries[e as usize].path;
-        p.rsplit(|b| *b == b'/').next().unwrap_or_default()
+        crate::emit::dirtree::name(self.entries[e as usize].path)
     }
 
     /// Rock Ridge link count: 2 + subdirectories for a directory, the paths of its inode for
