@@ -298,13 +298,15 @@ impl DirectFile {
     pub fn finish(mut self) -> std::io::Result<fs::File> {
         let size = self.inner.position() + self.len as u64;
         let n = if self.direct { self.len.next_multiple_of(DIRECT_ALIGN) } else { self.len };
+        let padded = n > self.len;
         as_bytes_mut(&mut self.buf)[self.len..n].fill(0);
         self.write_out(n)?;
         if self.direct {
             set_direct(self.inner.file(), false);
         }
         let file = self.inner.finish()?;
-        if file.metadata()?.len() != size {
+        if padded {
+            // the zeros after `size` went out with the last write
             file.set_len(size)?;
         }
         Ok(file)
