@@ -1,7 +1,8 @@
 //! The floor's own work for `benches/floor.sh`, done with the same codec crates and backends
-//! stagebox links (flate2 on zlib-rs, libdeflate for SquashFS's blocks, libzstd's multithreaded encoder), so that "the least
-//! work any composer must do" is not slowed or sped up by a different implementation (GNU
-//! gzip inflates more slowly than zlib-rs; a floor measured with it would flatter stagebox).
+//! stagebox links (flate2 on zlib-rs, libdeflate for SquashFS's blocks, libzstd's
+//! multithreaded encoder), so that "the least work any composer must do" is not slowed or
+//! sped up by a different implementation (GNU gzip inflates more slowly than zlib-rs; a
+//! floor measured with it would flatter stagebox).
 //! It never calls stagebox: it only decompresses and compresses bytes.
 //!
 //! ```text
