@@ -18,7 +18,7 @@
 use super::format::{self as f, BLOCK};
 use super::{BootEntry, IsoLayout, IsoOptions};
 use crate::error::{Error, IoContext, Result};
-use crate::tree::{self, Kind, Tree};
+use crate::tree::{self, path::show, Kind, Tree};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -230,10 +230,6 @@ fn clean_extra(p: &str) -> Result<&[u8]> {
 
 fn parent_of(p: &[u8]) -> &[u8] {
     p.iter().rposition(|b| *b == b'/').map_or(&p[..0], |i| &p[..i])
-}
-
-fn show(p: &[u8]) -> String {
-    format!("/{}", String::from_utf8_lossy(p))
 }
 
 const B: u32 = BLOCK as u32;
