@@ -1101,13 +1101,6 @@ fn first_free(name: &[u8], dir: bool, cand: fn(&[u8], bool, usize) -> Vec<u16>, 
     (0..).map(|n| (n, cand(name, dir, n))).find(|(_, c)| !taken(c)).expect("a free name")
 }
 
-/// The first candidate not used yet in the directory (compared case-sensitively as
-/// recorded; ISO names are already uppercase).
-#[cfg(test)]
-fn unique(used: &BTreeSet<Vec<u16>>, name: &[u8], dir: bool, cand: fn(&[u8], bool, usize) -> Vec<u16>) -> Vec<u16> {
-    first_free(name, dir, cand, |c| used.contains(c)).1
-}
-
 /// The recorded ISO identifier: files get the version ";1".
 fn iso_identifier(c: &[u16], dir: bool) -> Vec<u8> {
     let mut v: Vec<u8> = c.iter().map(|u| *u as u8).collect();
@@ -1159,7 +1152,7 @@ mod tests {
         let mut used = BTreeSet::new();
         let mut out = Vec::new();
         for n in ["README.md", "readme.md", "a-b.tar.gz", ".bashrc", "x".repeat(100).as_str(), "noext"] {
-            let c = unique(&used, n.as_bytes(), false, iso_candidate);
+            let (_, c) = first_free(n.as_bytes(), false, iso_candidate, |c| used.contains(c));
             used.insert(c.clone());
             out.push(String::from_utf16(&c).unwrap());
         }
