@@ -105,7 +105,7 @@ printf 'name = "bench"\nversion = "1"\n[[layer]]\nimage = "oci:%s@%s"\n[output.t
 "$BIN" build "$WORK/size.toml" --out "$WORK/size-out" --cache "$WORK/cache" -q > /dev/null
 ROOTFS=$(stat -c %s "$WORK/size-out/bench.tar"); rm -rf "$WORK/size-out" "$WORK/cache"
 
-echo "image: $IMAGE ($((ROOTFS / 1048576)) MiB flattened), $N cores, $RUNS runs, median; load average: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "image: $IMAGE ($((ROOTFS / 1048576)) MiB flattened), $N cores, $RUNS runs, median; load average: $(cut -d' ' -f1-3 /proc/loadavg); $(page_reporting)"
 printf '%-12s %10s %10s %7s %10s %10s %9s %9s\n' format stagebox floor ratio "RSS MiB" "size MiB" "s/GiB" "sha256"
 for fmt in $FORMATS; do
   out=$(box "$fmt")

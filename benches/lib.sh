@@ -25,6 +25,14 @@ measure() {
   cat "$WORK/time.$label"
 }
 
+# page_reporting: the guest kernel's free page reporting, which sets what writing to new
+# memory costs on a VM (docs/benchmarks.md, "Scale, and what this VM charges for new memory").
+# An order above the largest free block (10 on x86-64) reports nothing.
+page_reporting() {
+  local f=/sys/module/page_reporting/parameters/page_reporting_order
+  if [ -r "$f" ]; then echo "free page reporting order $(cat "$f") (above 10: off)"; else echo "no free page reporting"; fi
+}
+
 # median NUMBERS...: the median (the lower middle one for an even count).
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
