@@ -16,7 +16,8 @@
 # Prints, per format: stagebox time, floor time, ratio, stagebox peak RSS, output size and
 # stagebox seconds per GiB of flattened rootfs; median of RUNS for each; and the seconds of
 # SHA-256 (one thread) over the layer blobs, their uncompressed streams and the output, which
-# a verified build must hash and the floor does not count. With TIMINGS=1, also
+# a verified build must hash and the floor does not count; and stagebox's system CPU seconds
+# (median), where a VM's cost of new memory shows (docs/benchmarks.md). With TIMINGS=1, also
 # the STAGEBOX_TIMINGS phase breakdown of the last stagebox run of each format.
 # Usage: benches/floor.sh [RUNS] [LAYOUT DIGEST]
 # FORMATS (env) picks formats, default "tar cpio.zst cpio.gz iso squashfs erofs erofs-lz4
@@ -106,17 +107,17 @@ printf 'name = "bench"\nversion = "1"\n[[layer]]\nimage = "oci:%s@%s"\n[output.t
 ROOTFS=$(stat -c %s "$WORK/size-out/bench.tar"); rm -rf "$WORK/size-out" "$WORK/cache"
 
 echo "image: $IMAGE ($((ROOTFS / 1048576)) MiB flattened), $N cores, $RUNS runs, median; load average: $(cut -d' ' -f1-3 /proc/loadavg); $(page_reporting)"
-printf '%-12s %10s %10s %7s %10s %10s %9s %9s\n' format stagebox floor ratio "RSS MiB" "size MiB" "s/GiB" "sha256"
+printf '%-12s %10s %10s %7s %10s %10s %9s %9s %9s\n' format stagebox floor ratio "RSS MiB" "size MiB" "s/GiB" "sha256" "system"
 for fmt in $FORMATS; do
   out=$(box "$fmt")
   comp=$(compressor "$fmt")
-  TS=""; MS=""; TF=""
+  TS=""; MS=""; TF=""; SS=""
   for i in $(seq "$RUNS"); do
     rm -rf "$WORK/cache" "$WORK/out"
     sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
-    STAGEBOX_TIMINGS=1 /usr/bin/time -f "%e %M" -o "$WORK/time.s" "$BIN" build "$WORK/$fmt.toml" --out "$WORK/out" --cache "$WORK/cache" -q > /dev/null 2> "$WORK/timings.$fmt" || { cat "$WORK/timings.$fmt" >&2; exit 1; }
-    read -r t m < "$WORK/time.s"
-    TS+="$t "; MS+="$m "
+    STAGEBOX_TIMINGS=1 /usr/bin/time -f "%e %M %S" -o "$WORK/time.s" "$BIN" build "$WORK/$fmt.toml" --out "$WORK/out" --cache "$WORK/cache" -q > /dev/null 2> "$WORK/timings.$fmt" || { cat "$WORK/timings.$fmt" >&2; exit 1; }
+    read -r t m sy < "$WORK/time.s"
+    TS+="$t "; MS+="$m "; SS+="$sy "
     size=$(stat -c %s "$out")
     # 1. every layer decompressed once, all cores.
     read -r d _ < <(measure d "$FLOOR" inflate "$N" $(cat "$WORK/layers"))
@@ -143,11 +144,11 @@ for fmt in $FORMATS; do
     fi
     TF+="$(awk -v a="$d" -v b="$w" -v c="$c" 'BEGIN { printf "%.2f", a + b + c }') "
   done
-  st=$(median $TS); sm=$(median $MS); ft=$(median $TF)
+  st=$(median $TS); sm=$(median $MS); ft=$(median $TF); ss=$(median $SS)
   # The SHA-256 a verified build must do and the floor does not count (one thread).
   hs=$("$FLOOR" hash "$out" $(cat "$WORK/layers"))
-  printf '%-12s %9ss %9ss %7s %10s %10s %9s %8ss\n' "$fmt" "$st" "$ft" "$(awk -v a="$st" -v b="$ft" 'BEGIN { printf "%.2f", a / b }')" "$((sm / 1024))" "$((size / 1048576))" \
-    "$(awk -v a="$st" -v b="$ROOTFS" 'BEGIN { printf "%.2f", a / (b / 1073741824) }')" "$hs"
+  printf '%-12s %9ss %9ss %7s %10s %10s %9s %8ss %8ss\n' "$fmt" "$st" "$ft" "$(awk -v a="$st" -v b="$ft" 'BEGIN { printf "%.2f", a / b }')" "$((sm / 1024))" "$((size / 1048576))" \
+    "$(awk -v a="$st" -v b="$ROOTFS" 'BEGIN { printf "%.2f", a / (b / 1073741824) }')" "$hs" "$ss"
   if [ "${TIMINGS:-0}" = 1 ]; then
     sed 's/^/    /' "$WORK/timings.$fmt"
   fi
