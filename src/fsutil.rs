@@ -591,6 +591,8 @@ mod tests {
             for try_direct in [true, false] {
                 let path = dir.path().join(format!("{len}-{try_direct}"));
                 let mut w = DirectFile::with(fs::File::create(&path).unwrap(), try_direct);
+                // the direct path is taken wherever the file system opens files with O_DIRECT
+                assert_eq!(w.direct, try_direct && accepts_o_direct(dir.path()), "{len} bytes");
                 for piece in data.chunks(300_001) {
                     w.write_all(piece).unwrap();
                 }
@@ -603,6 +605,29 @@ mod tests {
                 assert!(fs::read(&path).unwrap() == data, "{len} bytes, direct tried: {try_direct}");
             }
         }
+    }
+
+    /// Whether files in `dir` open with `O_DIRECT` (asked with `open`, not with the `fcntl`
+    /// that `DirectFile` uses).
+    fn accepts_o_direct(dir: &Path) -> bool {
+        use std::os::unix::fs::OpenOptionsExt;
+        fs::OpenOptions::new().write(true).create(true).truncate(true).custom_flags(libc::O_DIRECT).open(dir.join("probe")).is_ok()
+    }
+
+    /// A direct write the kernel refuses (here an unaligned length: EINVAL) or takes short goes
+    /// on through the page cache: the bytes arrive and `O_DIRECT` is dropped.
+    #[test]
+    fn direct_file_falls_back_to_the_page_cache_when_a_direct_write_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out");
+        let mut w = DirectFile::with(fs::File::create(&path).unwrap(), true);
+        assert_eq!(w.direct, accepts_o_direct(dir.path()));
+        w.write_all(b"hello").unwrap();
+        w.write_out(5).unwrap();
+        assert!(!w.direct, "still direct after an unaligned write");
+        w.write_all(b" world").unwrap();
+        w.finish().unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"hello world");
     }
 
     /// Bytes written in odd-sized pieces across many buffers arrive whole and in order.
